@@ -1,0 +1,174 @@
+//! A small typed reader over the TOML parser's spanned tree.
+//!
+//! serde would stop at the first problem; operators want every problem of a file at once. So the
+//! schema walks the spanned tree itself with these helpers: each getter checks the type, records a
+//! located diagnostic when it is wrong, and returns the value with its span when it is right.
+
+use crate::diagnostics::{did_you_mean, Diagnostic, Source};
+use std::ops::Range;
+use std::sync::Arc;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct At<T> {
+    pub value: T,
+    pub span: Range<usize>,
+}
+
+/// Where diagnostics for one file are collected.
+pub struct Ctx {
+    pub source: Arc<Source>,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Ctx {
+    pub fn new(source: Arc<Source>) -> Self {
+        Self { source, diags: Vec::new() }
+    }
+
+    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.diags.push(Diagnostic::new(&self.source, span, message));
+    }
+
+    /// Reports every key of `table` that is not in `known`, with a hint when one is close.
+    pub fn reject_unknown_keys(&mut self, table: &DeTable<'_>, known: &[&str], context: &str) {
+        for key in table.keys() {
+            let name = key.get_ref().as_ref();
+            if known.contains(&name) {
+                continue;
+            }
+            let hint = did_you_mean(name, known.iter().copied())
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
+            self.error(key.span(), format!("unknown key `{name}` in {context}{hint}"));
+        }
+    }
+
+    fn type_error(&mut self, value: &Spanned<DeValue<'_>>, key: &str, expected: &str) {
+        let found = value.get_ref().type_str();
+        self.error(value.span(), format!("`{key}` must be {expected}, found {found}"));
+    }
+
+    /// A string; strings containing NUL are refused everywhere (no unit file can carry one).
+    pub fn string(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<At<String>> {
+        match value.get_ref() {
+            DeValue::String(s) if s.contains('\0') => {
+                self.error(value.span(), format!("`{key}` must not contain a NUL character"));
+                None
+            }
+            DeValue::String(s) => Some(At { value: s.to_string(), span: value.span() }),
+            _ => {
+                self.type_error(value, key, "a string");
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.type_error(value, key, "true or false");
+                None
+            }
+        }
+    }
+
+    pub fn integer(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<At<i64>> {
+        let parsed = value.get_ref().as_integer().and_then(|i| {
+            let digits = i.as_str().replace('_', "");
+            let (sign, digits) = match digits.strip_prefix('-') {
+                Some(rest) => (-1, rest.to_string()),
+                None => (1, digits.trim_start_matches('+').to_string()),
+            };
+            let digits = digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b");
+            i64::from_str_radix(digits, i.radix()).ok().map(|n| sign * n)
+        });
+        match parsed {
+            Some(n) => Some(At { value: n, span: value.span() }),
+            None => {
+                self.type_error(value, key, "an integer");
+                None
+            }
+        }
+    }
+
+    /// A number, integer or float (for `cpus = 2` as well as `cpus = 1.5`).
+    pub fn number(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<At<f64>> {
+        let parsed = match value.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            DeValue::Integer(_) => return self.integer(value, key).map(|n| At { value: n.value as f64, span: n.span }),
+            _ => None,
+        };
+        match parsed {
+            Some(n) => Some(At { value: n, span: value.span() }),
+            None => {
+                self.type_error(value, key, "a number");
+                None
+            }
+        }
+    }
+
+    /// An array of strings.
+    pub fn strings(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<At<String>>> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.type_error(value, key, "an array of strings");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items.iter() {
+            match self.string(item, key) {
+                Some(s) => out.push(s),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// A non-empty array of strings (an argument vector).
+    pub fn argv(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<At<String>>> {
+        let argv = self.strings(value, key)?;
+        if argv.is_empty() {
+            self.error(value.span(), format!("`{key}` must not be empty"));
+            return None;
+        }
+        Some(argv)
+    }
+
+    /// A table.
+    pub fn table<'a, 'i>(&mut self, value: &'a Spanned<DeValue<'i>>, key: &str) -> Option<&'a DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.type_error(value, key, "a table");
+                None
+            }
+        }
+    }
+
+    /// A table of strings (`env = { A = "b" }`), keys with their spans.
+    pub fn string_map(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<(At<String>, At<String>)>> {
+        let table = self.table(value, key)?;
+        let mut out = Vec::with_capacity(table.len());
+        for (k, v) in table.iter() {
+            let name = At { value: k.get_ref().to_string(), span: k.span() };
+            if let Some(s) = self.string(v, &format!("{key}.{}", name.value)) {
+                out.push((name, s));
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Looks a key up in a table.
+pub fn get<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+    table.get(key)
+}
+
+/// The span of `key` itself within `table` (for errors about the whole entry).
+pub fn key_span(table: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+    table.keys().find(|k| k.get_ref().as_ref() == key).map(|k| k.span())
+}

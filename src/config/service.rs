@@ -1,0 +1,373 @@
+//! One `[services.<name>]` table: the keys every service has, then the container or native half.
+
+use super::reader::{get, At, Ctx};
+use super::syntax;
+use crate::model::*;
+use crate::units::{Duration, Size};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+const COMMON_KEYS: &[&str] = &[
+    "requires", "wants", "replicas", "restart", "restart_delay", "stop_timeout", "user", "env", "env_files",
+    "memory_max", "cpus", "pids_max", "secrets", "systemd", "placement",
+];
+const CONTAINER_KEYS: &[&str] =
+    &["image", "command", "entrypoint", "volumes", "ports", "network", "pull", "health", "on_unhealthy"];
+const NATIVE_KEYS: &[&str] = &["exec", "type", "working_dir"];
+
+/// Settings kapell writes itself; the pass-through table may not override them.
+const OWNED_SETTINGS: &[&str] = &[
+    "Description", "SourcePath", "PartOf", "Type", "ExecStart", "NotifyAccess", "KillMode", "Restart", "RestartSec",
+    "TimeoutStopSec", "RemainAfterExit", "User", "Group", "WorkingDirectory", "Environment", "EnvironmentFile",
+    "LoadCredential", "SetCredentialEncrypted", "MemoryMax", "CPUQuota", "TasksMax", "DefaultInstance",
+];
+
+pub fn read_service(ctx: &mut Ctx, name: &At<String>, value: &Spanned<DeValue<'_>>, secrets: &[Secret]) -> Option<Service> {
+    if let Err(e) = syntax::check_name("service", &name.value) {
+        ctx.error(name.span.clone(), e);
+    }
+    let context = format!("[services.{}]", name.value);
+    let table = ctx.table(value, &context)?;
+    let all_keys: Vec<&str> = COMMON_KEYS.iter().chain(CONTAINER_KEYS).chain(NATIVE_KEYS).copied().collect();
+    ctx.reject_unknown_keys(table, &all_keys, &context);
+    let errors_before = ctx.diags.len();
+
+    let kind = match (get(table, "image"), get(table, "exec")) {
+        (Some(image), None) => {
+            reject_keys_of_other_kind(ctx, table, NATIVE_KEYS, "native services (with `exec`)");
+            read_container(ctx, table, image).map(Kind::Container)
+        }
+        (None, Some(exec)) => {
+            reject_keys_of_other_kind(ctx, table, CONTAINER_KEYS, "container services (with `image`)");
+            read_native(ctx, table, exec).map(Kind::Native)
+        }
+        (Some(_), Some(exec)) => {
+            ctx.error(exec.span(), format!("service `{}` has both `image` and `exec`: a service is either a container or a native command", name.value));
+            None
+        }
+        (None, None) => {
+            ctx.error(name.span.clone(), format!("service `{}` needs `image` (a container) or `exec` (a native command)", name.value));
+            None
+        }
+    };
+
+    let requires = get(table, "requires").map(|v| read_deps(ctx, v, "requires")).unwrap_or_default();
+    let wants = get(table, "wants").map(|v| read_deps(ctx, v, "wants")).unwrap_or_default();
+    for dep in &wants {
+        if requires.iter().any(|r| r.target == dep.target) {
+            ctx.error(dep.span.clone(), "this dependency is listed in both `requires` and `wants`; keep one");
+        }
+    }
+
+    let replicas = get(table, "replicas").and_then(|v| ctx.integer(v, "replicas")).and_then(|n| {
+        if (1..=1000).contains(&n.value) {
+            u32::try_from(n.value).ok()
+        } else {
+            ctx.error(n.span, "`replicas` must be between 1 and 1000");
+            None
+        }
+    });
+    let restart = get(table, "restart").and_then(|v| ctx.string(v, "restart")).map_or(Some(Restart::OnFailure), |r| {
+        match r.value.as_str() {
+            "no" => Some(Restart::No),
+            "on-failure" => Some(Restart::OnFailure),
+            "always" => Some(Restart::Always),
+            other => {
+                ctx.error(r.span, format!("`restart` must be \"no\", \"on-failure\" or \"always\", not {other:?}"));
+                None
+            }
+        }
+    });
+    let restart_delay = duration(ctx, table, "restart_delay");
+    let stop_timeout = duration(ctx, table, "stop_timeout");
+    let user = get(table, "user").and_then(|v| ctx.string(v, "user")).and_then(|u| checked(ctx, u, syntax::check_user));
+
+    let env = get(table, "env").and_then(|v| ctx.string_map(v, "env")).unwrap_or_default();
+    let env = env
+        .into_iter()
+        .filter_map(|(k, v)| checked(ctx, k, syntax::check_env_name).map(|k| (k.value, v.value)))
+        .collect();
+    let env_files = paths(ctx, table, "env_files");
+    let memory_max = get(table, "memory_max").and_then(|v| ctx.string(v, "memory_max")).and_then(|s| match Size::parse(&s.value) {
+        Ok(size) => Some(size),
+        Err(e) => {
+            ctx.error(s.span, e);
+            None
+        }
+    });
+    let cpus = get(table, "cpus").and_then(|v| ctx.number(v, "cpus")).and_then(|c| {
+        if c.value > 0.0 && c.value <= 1024.0 {
+            Some(c.value)
+        } else {
+            ctx.error(c.span, "`cpus` must be a number above 0 (e.g. 0.5 or 2)");
+            None
+        }
+    });
+    let pids_max = get(table, "pids_max").and_then(|v| ctx.integer(v, "pids_max")).and_then(|n| {
+        if n.value >= 1 {
+            u64::try_from(n.value).ok()
+        } else {
+            ctx.error(n.span, "`pids_max` must be at least 1");
+            None
+        }
+    });
+    let service_secrets = read_secret_refs(ctx, table, secrets, &name.value);
+    let systemd = get(table, "systemd").map(|v| read_pass_through(ctx, v, &context)).unwrap_or_default();
+    let placement = get(table, "placement").map(|v| read_placement(ctx, v, &context)).unwrap_or_default();
+
+    if let (Some(Kind::Native(native)), Some(Restart::Always)) = (&kind, restart) {
+        if native.service_type == ServiceType::Oneshot {
+            let span = get(table, "restart").map(|v| v.span()).unwrap_or(name.span.clone());
+            ctx.error(span, "a oneshot service cannot have `restart = \"always\"`; use \"on-failure\" or \"no\"");
+        }
+    }
+
+    if ctx.diags.len() > errors_before {
+        return None;
+    }
+    Some(Service {
+        name: name.value.clone(),
+        span: name.span.clone(),
+        kind: kind?,
+        requires,
+        wants,
+        replicas,
+        restart: restart?,
+        restart_delay,
+        stop_timeout,
+        user: user.map(|u| u.value),
+        env,
+        env_files,
+        memory_max,
+        cpus,
+        pids_max,
+        secrets: service_secrets,
+        systemd,
+        placement,
+    })
+}
+
+fn reject_keys_of_other_kind(ctx: &mut Ctx, table: &DeTable<'_>, keys: &[&str], only_for: &str) {
+    for key in table.keys() {
+        let k = key.get_ref().as_ref();
+        if keys.contains(&k) {
+            ctx.error(key.span(), format!("`{k}` is only for {only_for}"));
+        }
+    }
+}
+
+/// Runs a format check, reporting at the value's span.
+fn checked(ctx: &mut Ctx, value: At<String>, check: impl Fn(&str) -> Result<(), String>) -> Option<At<String>> {
+    match check(&value.value) {
+        Ok(()) => Some(value),
+        Err(e) => {
+            ctx.error(value.span, e);
+            None
+        }
+    }
+}
+
+pub(super) fn duration(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<Duration> {
+    let s = get(table, key).and_then(|v| ctx.string(v, key))?;
+    match Duration::parse(&s.value) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            ctx.error(s.span, e);
+            None
+        }
+    }
+}
+
+fn paths(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Vec<String> {
+    let values = get(table, key).and_then(|v| ctx.strings(v, key)).unwrap_or_default();
+    values.into_iter().filter_map(|p| checked(ctx, p, syntax::check_path)).map(|p| p.value).collect()
+}
+
+fn read_deps(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Vec<Dependency> {
+    let mut deps: Vec<Dependency> = Vec::new();
+    for entry in ctx.strings(value, key).unwrap_or_default() {
+        let target = if syntax::looks_like_unit(&entry.value) {
+            syntax::check_unit_name(&entry.value).map(|()| DepTarget::Unit(entry.value.clone()))
+        } else if let Some((stack, service)) = entry.value.split_once('.') {
+            syntax::check_name("stack", stack)
+                .and_then(|()| syntax::check_name("service", service))
+                .map(|()| DepTarget::Remote { stack: stack.into(), service: service.into() })
+        } else {
+            syntax::check_name("service", &entry.value).map(|()| DepTarget::Local(entry.value.clone()))
+        };
+        match target {
+            Ok(target) if deps.iter().any(|d| d.target == target) => {
+                ctx.error(entry.span, format!("`{}` is listed twice in `{key}`", entry.value));
+            }
+            Ok(target) => deps.push(Dependency { target, span: entry.span }),
+            Err(e) => ctx.error(entry.span, format!("in `{key}`: {e}")),
+        }
+    }
+    deps
+}
+
+fn read_secret_refs(ctx: &mut Ctx, table: &DeTable<'_>, secrets: &[Secret], service: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for entry in get(table, "secrets").and_then(|v| ctx.strings(v, "secrets")).unwrap_or_default() {
+        if names.contains(&entry.value) {
+            ctx.error(entry.span, format!("secret `{}` is listed twice", entry.value));
+        } else if !secrets.iter().any(|s| s.name == entry.value) {
+            ctx.error(entry.span, format!("service `{service}` uses secret `{}`, but there is no [secrets.{}] table", entry.value, entry.value));
+        } else {
+            names.push(entry.value);
+        }
+    }
+    names
+}
+
+fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) -> Vec<PassThrough> {
+    let context = format!("{context}.systemd");
+    let mut out = Vec::new();
+    let Some(sections) = ctx.table(value, &context) else { return out };
+    ctx.reject_unknown_keys(sections, &["Unit", "Service"], &context);
+    for (section, settings) in sections.iter() {
+        let section = section.get_ref().to_string();
+        let Some(settings) = ctx.table(settings, &format!("{context}.{section}")) else { continue };
+        for (key, value) in settings.iter() {
+            let name = key.get_ref().to_string();
+            let valid_key = name.starts_with(|c: char| c.is_ascii_alphabetic())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_key {
+                ctx.error(key.span(), format!("invalid systemd setting name {name:?}"));
+                continue;
+            }
+            if OWNED_SETTINGS.contains(&name.as_str()) || name.starts_with("X-Kapell") {
+                ctx.error(key.span(), format!("`{name}=` is written by kapell itself; use the stack keys instead"));
+                continue;
+            }
+            let items: Vec<&Spanned<DeValue<'_>>> = match value.get_ref() {
+                DeValue::Array(items) => items.iter().collect(),
+                _ => vec![value],
+            };
+            for item in items {
+                let text = match item.get_ref() {
+                    DeValue::String(s) => s.to_string(),
+                    DeValue::Integer(i) => i.as_str().to_string(),
+                    DeValue::Float(f) => f.as_str().to_string(),
+                    DeValue::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
+                    _ => {
+                        ctx.error(item.span(), format!("`{name}` must be a string, number, boolean or an array of them"));
+                        continue;
+                    }
+                };
+                if text.chars().any(char::is_control) || text.ends_with('\\') {
+                    ctx.error(item.span(), format!("the value of `{name}` must be one line (no control characters, no trailing backslash)"));
+                    continue;
+                }
+                out.push(PassThrough { section: section.clone(), key: name.clone(), value: text });
+            }
+        }
+    }
+    out
+}
+
+fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) -> Placement {
+    let context = format!("{context}.placement");
+    let Some(table) = ctx.table(value, &context) else { return Placement::default() };
+    ctx.reject_unknown_keys(table, &["hosts", "labels", "global"], &context);
+    let hosts = get(table, "hosts").and_then(|v| ctx.strings(v, "hosts")).unwrap_or_default();
+    let hosts = hosts.into_iter().filter_map(|h| checked(ctx, h, syntax::check_host_name)).map(|h| h.value).collect::<Vec<_>>();
+    let labels = get(table, "labels").and_then(|v| ctx.string_map(v, "labels")).unwrap_or_default();
+    let labels = labels.into_iter().map(|(k, v)| (k.value, v.value)).collect::<Vec<_>>();
+    let global = get(table, "global").and_then(|v| ctx.boolean(v, "global")).unwrap_or(false);
+    if global && (!hosts.is_empty() || !labels.is_empty()) {
+        let span = get(table, "global").map(|v| v.span()).unwrap_or(0..0);
+        ctx.error(span, "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`");
+    }
+    Placement { hosts, labels, global }
+}
+
+fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) -> Option<Native> {
+    let argv = ctx.argv(exec, "exec")?;
+    if !argv[0].value.starts_with('/') {
+        ctx.error(argv[0].span.clone(), format!("`exec[0]` must be an absolute path, not {:?}", argv[0].value));
+    }
+    let service_type = match get(table, "type").and_then(|v| ctx.string(v, "type")) {
+        None => ServiceType::Simple,
+        Some(t) => match t.value.as_str() {
+            "simple" => ServiceType::Simple,
+            "notify" => ServiceType::Notify,
+            "oneshot" => ServiceType::Oneshot,
+            other => {
+                ctx.error(t.span, format!("`type` must be \"simple\", \"notify\" or \"oneshot\", not {other:?}"));
+                ServiceType::Simple
+            }
+        },
+    };
+    let working_dir = get(table, "working_dir").and_then(|v| ctx.string(v, "working_dir")).and_then(|p| checked(ctx, p, syntax::check_path));
+    Some(Native { exec: argv.into_iter().map(|a| a.value).collect(), service_type, working_dir: working_dir.map(|p| p.value) })
+}
+
+fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_>>) -> Option<Container> {
+    let image = ctx.string(image, "image").and_then(|i| checked(ctx, i, syntax::check_image));
+    let command = get(table, "command").and_then(|v| ctx.argv(v, "command"));
+    let entrypoint = get(table, "entrypoint").and_then(|v| ctx.argv(v, "entrypoint"));
+    let volumes = get(table, "volumes").and_then(|v| ctx.strings(v, "volumes")).unwrap_or_default();
+    let volumes = volumes.into_iter().filter_map(|v| checked(ctx, v, syntax::check_volume)).map(|v| v.value).collect();
+    let ports = get(table, "ports").and_then(|v| ctx.strings(v, "ports")).unwrap_or_default();
+    let ports = ports.into_iter().filter_map(|p| checked(ctx, p, syntax::check_port)).map(|p| p.value).collect();
+    let network = get(table, "network").and_then(|v| ctx.string(v, "network")).and_then(|n| checked(ctx, n, syntax::check_network));
+    let pull = match get(table, "pull").and_then(|v| ctx.string(v, "pull")) {
+        None => Pull::Missing,
+        Some(p) => Pull::parse(&p.value).unwrap_or_else(|| {
+            ctx.error(p.span, format!("`pull` must be \"missing\", \"always\" or \"never\", not {:?}", p.value));
+            Pull::Missing
+        }),
+    };
+    let health = get(table, "health").and_then(|v| read_health(ctx, v));
+    let on_unhealthy = match get(table, "on_unhealthy").and_then(|v| ctx.string(v, "on_unhealthy")) {
+        None => OnUnhealthy::Restart,
+        Some(o) => {
+            if health.is_none() && get(table, "health").is_none() {
+                ctx.error(o.span.clone(), "`on_unhealthy` needs a `health` check");
+            }
+            match o.value.as_str() {
+                "restart" => OnUnhealthy::Restart,
+                "ignore" => OnUnhealthy::Ignore,
+                other => {
+                    ctx.error(o.span, format!("`on_unhealthy` must be \"restart\" or \"ignore\", not {other:?}"));
+                    OnUnhealthy::Restart
+                }
+            }
+        }
+    };
+    Some(Container {
+        image: image?.value,
+        command: command.map(|c| c.into_iter().map(|a| a.value).collect()),
+        entrypoint: entrypoint.map(|c| c.into_iter().map(|a| a.value).collect()),
+        volumes,
+        ports,
+        network: network.map_or_else(|| "bridge".to_string(), |n| n.value),
+        pull,
+        health,
+        on_unhealthy,
+    })
+}
+
+fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>) -> Option<Health> {
+    let table = ctx.table(value, "health")?;
+    ctx.reject_unknown_keys(table, &["cmd", "interval", "timeout", "retries", "start_period"], "`health`");
+    let Some(cmd) = get(table, "cmd") else {
+        ctx.error(value.span(), "`health` needs `cmd`, the command that exits 0 when the service is healthy");
+        return None;
+    };
+    let cmd = ctx.argv(cmd, "health.cmd")?;
+    let retries = get(table, "retries").and_then(|v| ctx.integer(v, "retries")).and_then(|n| {
+        u32::try_from(n.value).ok().filter(|r| *r >= 1).or_else(|| {
+            ctx.error(n.span, "`retries` must be at least 1");
+            None
+        })
+    });
+    Some(Health {
+        cmd: cmd.into_iter().map(|a| a.value).collect(),
+        interval: duration(ctx, table, "interval"),
+        timeout: duration(ctx, table, "timeout"),
+        retries,
+        start_period: duration(ctx, table, "start_period"),
+    })
+}

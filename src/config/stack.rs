@@ -1,0 +1,132 @@
+//! The stack schema (SPEC §3): a stack file's spanned TOML tree becomes a [`Stack`], or every
+//! problem found in it.
+
+use super::reader::{get, key_span, At, Ctx};
+use super::service::read_service;
+use super::syntax;
+use crate::diagnostics::{Diagnostic, Source};
+use crate::model::{DepTarget, Secret, SecretSource, Stack};
+use std::path::Path;
+use std::sync::Arc;
+use toml::de::DeTable;
+
+const STACK_KEYS: &[&str] = &["description", "enable", "services", "secrets"];
+
+/// Parses and checks one stack file. The stack name is the file stem.
+///
+/// Checks everything that can be known from this file alone; dependencies on other stacks,
+/// cycles and unit-name collisions are host-wide and live in [`crate::validate`].
+pub fn parse_stack(path: &Path, text: &str) -> Result<Stack, Vec<Diagnostic>> {
+    let source = Source::new(path, text);
+    let mut ctx = Ctx::new(Arc::clone(&source));
+    let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
+    for e in &syntax_errors {
+        let span = e.span().unwrap_or(0..0);
+        ctx.error(span, e.message().trim().to_string());
+    }
+    if !ctx.diags.is_empty() {
+        return Err(ctx.diags);
+    }
+    let root = root.get_ref();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Err(e) = syntax::check_name("stack", &stem) {
+        ctx.error(0..0, format!("{e} (the stack name is the file name without .toml)"));
+    }
+    ctx.reject_unknown_keys(root, STACK_KEYS, "the stack");
+
+    let description = get(root, "description").and_then(|v| ctx.string(v, "description")).and_then(|d| {
+        if d.value.chars().any(char::is_control) {
+            ctx.error(d.span, "`description` must be a single line without control characters");
+            None
+        } else {
+            Some(d.value)
+        }
+    });
+    let enable = get(root, "enable").and_then(|v| ctx.boolean(v, "enable")).unwrap_or(true);
+    let secrets = get(root, "secrets").and_then(|v| ctx.table(v, "secrets")).map(|t| read_secrets(&mut ctx, t)).unwrap_or_default();
+
+    let mut services = Vec::new();
+    match get(root, "services").map(|v| (v, ctx.table(v, "services"))) {
+        Some((_, Some(table))) => {
+            for (key, value) in table.iter() {
+                let name = At { value: key.get_ref().to_string(), span: key.span() };
+                if let Some(service) = read_service(&mut ctx, &name, value, &secrets) {
+                    services.push(service);
+                }
+            }
+            if table.is_empty() {
+                ctx.error(key_span(root, "services").unwrap_or(0..0), "the stack has no services");
+            }
+        }
+        Some((_, None)) => {}
+        None => ctx.error(0..0, "the stack has no services: add a [services.<name>] table"),
+    }
+
+    let stack = Stack { name: stem, source, description, enable, services, secrets };
+    check_references(&mut ctx, &stack);
+    if ctx.diags.is_empty() { Ok(stack) } else { Err(ctx.diags) }
+}
+
+fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
+    let mut secrets = Vec::new();
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        if let Err(e) = syntax::check_secret_name(&name) {
+            ctx.error(key.span(), e);
+            continue;
+        }
+        let context = format!("[secrets.{name}]");
+        let Some(fields) = ctx.table(value, &context) else { continue };
+        ctx.reject_unknown_keys(fields, &["file", "encrypted"], &context);
+        let file = get(fields, "file").and_then(|v| ctx.string(v, "file"));
+        let encrypted = get(fields, "encrypted").and_then(|v| ctx.string(v, "encrypted"));
+        let source = match (file, encrypted) {
+            (Some(file), None) => match syntax::check_path(&file.value) {
+                Ok(()) => Some(SecretSource::File(file.value)),
+                Err(e) => {
+                    ctx.error(file.span, e);
+                    None
+                }
+            },
+            (None, Some(blob)) => {
+                // `systemd-creds encrypt` prints base64, possibly wrapped; keep it on one line.
+                let compact: String = blob.value.chars().filter(|c| !c.is_whitespace()).collect();
+                if compact.is_empty() || !compact.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)) {
+                    ctx.error(blob.span, "`encrypted` must be the base64 text printed by `systemd-creds encrypt`");
+                    None
+                } else {
+                    Some(SecretSource::Encrypted(compact))
+                }
+            }
+            (Some(_), Some(blob)) => {
+                ctx.error(blob.span, format!("{context} has both `file` and `encrypted`; keep one"));
+                None
+            }
+            (None, None) => {
+                ctx.error(key.span(), format!("{context} needs `file = \"/path\"` or `encrypted = \"...\"`"));
+                None
+            }
+        };
+        if let Some(source) = source {
+            secrets.push(Secret { name, source });
+        }
+    }
+    secrets
+}
+
+/// Dependencies on services of this stack and secrets must name something that exists.
+fn check_references(ctx: &mut Ctx, stack: &Stack) {
+    let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+    for service in &stack.services {
+        for dep in service.requires.iter().chain(&service.wants) {
+            if let DepTarget::Local(name) = &dep.target {
+                if stack.service(name).is_none() {
+                    let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default();
+                    ctx.error(dep.span.clone(), format!("service `{}` depends on `{name}`, which is not a service of stack `{}`{hint}", service.name, stack.name));
+                }
+            }
+        }
+    }
+}

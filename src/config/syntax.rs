@@ -1,0 +1,222 @@
+//! Format checks for the values an operator writes: names, paths, ports, volumes, users.
+//!
+//! Each returns `Err(message)` with a sentence that says what is allowed; the caller attaches the
+//! span. Names that become parts of unit names are strict; free text is escaped at render time.
+
+/// Stack and service names: they become unit names and container names.
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {kind} name {name:?}: use a lowercase letter followed by up to 31 lowercase letters, digits or '-'"
+        ))
+    }
+}
+
+/// The unit types a dependency may name directly.
+pub const UNIT_SUFFIXES: &[&str] = &[
+    ".service", ".target", ".socket", ".mount", ".automount", ".path", ".timer", ".device", ".swap", ".slice",
+    ".scope",
+];
+
+/// Is this dependency entry a plain systemd unit name (rather than a kapell service)?
+pub fn looks_like_unit(entry: &str) -> bool {
+    UNIT_SUFFIXES.iter().any(|s| entry.ends_with(s))
+}
+
+/// A systemd unit name (`network-online.target`, `getty@tty1.service`).
+pub fn check_unit_name(name: &str) -> Result<(), String> {
+    let ok = name.len() <= 255
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c));
+    if ok { Ok(()) } else { Err(format!("invalid unit name {name:?}")) }
+}
+
+/// An absolute path kapell writes verbatim into a path setting (`EnvironmentFile=`,
+/// `LoadCredential=`, `WorkingDirectory=`). Those settings do not unquote, so blanks, quotes and
+/// backslashes cannot be represented; control characters never can.
+pub fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must be absolute"));
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control() || c.is_whitespace() || "\"'\\".contains(*c)) {
+        return Err(format!("path {path:?} contains {c:?}; blanks, quotes, backslashes and control characters are not supported"));
+    }
+    Ok(())
+}
+
+/// An environment variable name.
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok { Ok(()) } else { Err(format!("invalid environment variable name {name:?}")) }
+}
+
+/// `user` or `user:group`, by name or number.
+pub fn check_user(spec: &str) -> Result<(), String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && (p.chars().all(|c| c.is_ascii_digit())
+                || (p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')))
+    };
+    let ok = match spec.split_once(':') {
+        Some((u, g)) => part_ok(u) && part_ok(g),
+        None => part_ok(spec),
+    };
+    if ok { Ok(()) } else { Err(format!("invalid user {spec:?}: use a user name or uid, optionally followed by ':' and a group name or gid")) }
+}
+
+/// A credential (secret) name: it becomes a file name under `$CREDENTIALS_DIRECTORY`.
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok { Ok(()) } else { Err(format!("invalid secret name {name:?}: use letters, digits, '_', '.' or '-'")) }
+}
+
+/// A host name in `placement.hosts` (the names of `fleet.toml`'s `[hosts.*]`).
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok { Ok(()) } else { Err(format!("invalid host name {name:?}")) }
+}
+
+/// A Docker image reference; Docker checks the details, kapell only refuses what could never be one.
+pub fn check_image(image: &str) -> Result<(), String> {
+    if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("invalid image reference {image:?}"));
+    }
+    Ok(())
+}
+
+/// `bridge`, `host`, `none` or a Docker network name.
+pub fn check_network(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok { Ok(()) } else { Err(format!("invalid network name {name:?}")) }
+}
+
+/// `[IP:][HOST:]CONTAINER[/PROTO]`, as `docker run -p` takes it (IPv6 in brackets).
+pub fn check_port(spec: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid port mapping {spec:?}: {why}"));
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((rest, proto)) => (rest, proto),
+        None => (spec, "tcp"),
+    };
+    if !["tcp", "udp", "sctp"].contains(&proto) {
+        return bad("the protocol must be tcp, udp or sctp");
+    }
+    let (ip, ports) = if let Some(stripped) = rest.strip_prefix('[') {
+        match stripped.split_once("]:") {
+            Some((ip, ports)) => (Some(ip), ports),
+            None => return bad("an IPv6 address must be followed by ':'"),
+        }
+    } else {
+        let parts: Vec<&str> = rest.split(':').collect();
+        match parts.len() {
+            1 | 2 => (None, rest),
+            3 => (Some(parts[0]), &rest[parts[0].len() + 1..]),
+            _ => return bad("expected [IP:][HOST:]CONTAINER[/PROTO]"),
+        }
+    };
+    if let Some(ip) = ip {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return bad("the address is not an IP address");
+        }
+    }
+    for (i, p) in ports.split(':').enumerate() {
+        if i == 0 && p.is_empty() && ports.contains(':') {
+            continue; // "IP::80": a random host port
+        }
+        let port_ok = p.parse::<u16>().is_ok_and(|n| n > 0);
+        let range_ok = p.split_once('-').is_some_and(|(a, b)| {
+            a.parse::<u16>().is_ok_and(|a| a > 0) && b.parse::<u16>().is_ok_and(|b| b > 0)
+        });
+        if !port_ok && !range_ok {
+            return bad("ports are numbers from 1 to 65535");
+        }
+    }
+    Ok(())
+}
+
+/// `SOURCE:TARGET[:OPTIONS]` where SOURCE is an absolute host path or a named volume.
+pub fn check_volume(spec: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid volume {spec:?}: {why}"));
+    let parts: Vec<&str> = spec.split(':').collect();
+    if !(2..=3).contains(&parts.len()) {
+        return bad("expected SOURCE:TARGET[:OPTIONS]");
+    }
+    let (source, target) = (parts[0], parts[1]);
+    if source.starts_with('/') {
+        if source.chars().any(|c| c.is_control()) {
+            return bad("control characters in the source path");
+        }
+    } else if check_network(source).is_err() {
+        return bad("the source must be an absolute path or a volume name");
+    }
+    if !target.starts_with('/') || target.chars().any(|c| c.is_control()) {
+        return bad("the target must be an absolute path in the container");
+    }
+    if let Some(options) = parts.get(2) {
+        const KNOWN: &[&str] = &["ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate"];
+        if let Some(o) = options.split(',').find(|o| !KNOWN.contains(o)) {
+            return bad(&format!("unknown option {o:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("stack", "todo-2").is_ok());
+        for bad in ["", "Todo", "2x", "a_b", "a.b", "a b", &"x".repeat(33)] {
+            assert!(check_name("stack", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        for ok in ["80", "8080:80", "127.0.0.1:8125:8125/udp", "[::1]:80:80", "1000-1010:1000-1010", "127.0.0.1::80"] {
+            assert!(check_port(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "0", "99999:80", "a:b", "80/icmp", "1:2:3:4"] {
+            assert!(check_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volumes() {
+        for ok in ["/srv/pg:/data", "pgdata:/backup:ro", "/a:/b:ro,z"] {
+            assert!(check_volume(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/a", "rel/path:/b", "/a:rel", "/a:/b:bogus"] {
+            assert!(check_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn users() {
+        for ok in ["999:999", "todo", "postgres:postgres", "_x"] {
+            assert!(check_user(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a:", "Root", "x:y:z"] {
+            assert!(check_user(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The validated model of a stack: what the renderer, the supervisor and the fleet work from.
+//!
+//! Everything here has passed validation: names match their patterns, paths are absolute,
+//! durations and sizes are parsed. Spans are kept where host-wide checks (dependencies, unit-name
+//! collisions) may still need to point at the file.
+
+use crate::diagnostics::Source;
+use crate::units::{Duration, Size};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// One stack file: a service graph.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// The file stem; `[a-z][a-z0-9-]{0,31}`.
+    pub name: String,
+    pub source: Arc<Source>,
+    pub description: Option<String>,
+    /// `WantedBy=multi-user.target` for the stack target.
+    pub enable: bool,
+    /// In file order.
+    pub services: Vec<Service>,
+    pub secrets: Vec<Secret>,
+}
+
+impl Stack {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn secret(&self, name: &str) -> Option<&Secret> {
+        self.secrets.iter().find(|s| s.name == name)
+    }
+
+    /// `<stack>.target`.
+    pub fn target_unit(&self) -> String {
+        format!("{}.target", self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    /// The service's key in `[services.<name>]`.
+    pub span: Range<usize>,
+    pub kind: Kind,
+    pub requires: Vec<Dependency>,
+    pub wants: Vec<Dependency>,
+    /// `None`: a plain unit; `Some(n)`: a template with instances `1..=n`.
+    pub replicas: Option<u32>,
+    pub restart: Restart,
+    pub restart_delay: Option<Duration>,
+    pub stop_timeout: Option<Duration>,
+    pub user: Option<String>,
+    /// In file order.
+    pub env: Vec<(String, String)>,
+    pub env_files: Vec<String>,
+    pub memory_max: Option<Size>,
+    pub cpus: Option<f64>,
+    pub pids_max: Option<u64>,
+    /// Names of the stack's `[secrets.*]` this service receives.
+    pub secrets: Vec<String>,
+    /// `[services.<name>.systemd]` pass-through, in file order.
+    pub systemd: Vec<PassThrough>,
+    pub placement: Placement,
+}
+
+impl Service {
+    pub fn is_container(&self) -> bool {
+        matches!(self.kind, Kind::Container(_))
+    }
+
+    /// The unit file name: `<stack>-<service>.service` or the template `<stack>-<service>@.service`.
+    pub fn unit_file_name(&self, stack: &str) -> String {
+        match self.replicas {
+            Some(_) => format!("{stack}-{}@.service", self.name),
+            None => format!("{stack}-{}.service", self.name),
+        }
+    }
+
+    /// The units that run: the plain unit, or every instance of the template.
+    pub fn running_units(&self, stack: &str) -> Vec<String> {
+        match self.replicas {
+            Some(n) => (1..=n).map(|i| format!("{stack}-{}@{i}.service", self.name)).collect(),
+            None => vec![format!("{stack}-{}.service", self.name)],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Container(Container),
+    Native(Native),
+}
+
+/// A container service, run by `kapell run` through the Docker Engine API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub volumes: Vec<String>,
+    pub ports: Vec<String>,
+    pub network: String,
+    pub pull: Pull,
+    pub health: Option<Health>,
+    pub on_unhealthy: OnUnhealthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    Missing,
+    Always,
+    Never,
+}
+
+impl Pull {
+    pub const NAMES: [&str; 3] = ["missing", "always", "never"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pull::Missing => "missing",
+            Pull::Always => "always",
+            Pull::Never => "never",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "missing" => Some(Pull::Missing),
+            "always" => Some(Pull::Always),
+            "never" => Some(Pull::Never),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub cmd: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnhealthy {
+    Restart,
+    Ignore,
+}
+
+impl OnUnhealthy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnUnhealthy::Restart => "restart",
+            OnUnhealthy::Ignore => "ignore",
+        }
+    }
+}
+
+/// A native service: systemd runs the process directly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Native {
+    pub exec: Vec<String>,
+    pub service_type: ServiceType,
+    pub working_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceType {
+    Simple,
+    Notify,
+    Oneshot,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::Simple => "simple",
+            ServiceType::Notify => "notify",
+            ServiceType::Oneshot => "oneshot",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    No,
+    OnFailure,
+    Always,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::No => "no",
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+        }
+    }
+}
+
+/// One entry of `requires`/`wants`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dependency {
+    pub target: DepTarget,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DepTarget {
+    /// A service of the same stack.
+    Local(String),
+    /// `"<stack>.<service>"`: a service of another stack on the same host.
+    Remote { stack: String, service: String },
+    /// A plain systemd unit (`network-online.target`).
+    Unit(String),
+}
+
+/// A `[secrets.<name>]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Secret {
+    pub name: String,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretSource {
+    /// `LoadCredential=<name>:<path>`.
+    File(String),
+    /// `SetCredentialEncrypted=<name>:<base64>` (the output of `systemd-creds encrypt`).
+    Encrypted(String),
+}
+
+/// One `[services.<name>.systemd]` line: `[Section] Key=value` as the operator wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassThrough {
+    pub section: String,
+    pub key: String,
+    pub value: String,
+}
+
+/// Where a service runs in a fleet (ignored on a single host).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    pub hosts: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    pub global: bool,
+}
+
+impl Placement {
+    /// No placement given: the service runs wherever its stack is applied.
+    pub fn is_unrestricted(&self) -> bool {
+        self.hosts.is_empty() && self.labels.is_empty() && !self.global
+    }
+}

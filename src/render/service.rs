@@ -1,0 +1,118 @@
+//! `<stack>-<service>.service` (or the template `<stack>-<service>@.service`).
+
+use super::container::{self, ContainerSpec};
+use super::unit::{Section, UnitFile, Value};
+use super::{dependency_units, escape, header, RenderOptions};
+use crate::model::{Kind, Restart, SecretSource, Service, ServiceType, Stack};
+use crate::units::Duration;
+
+/// Extra time systemd allows beyond the container's grace period, so the supervisor can remove
+/// the container after Docker's SIGKILL before systemd kills the supervisor.
+const SUPERVISOR_STOP_MARGIN: Duration = Duration(5_000_000);
+
+pub fn service_unit(stack: &Stack, service: &Service, host: &[Stack], options: &RenderOptions) -> UnitFile {
+    let mut unit = UnitFile { header: header(stack), ..Default::default() };
+    unit_section(unit.section("Unit"), stack, service, host);
+    let s = unit.section("Service");
+    match &service.kind {
+        Kind::Container(_) => container_service(s, stack, service, options),
+        Kind::Native(native) => {
+            // Readiness: a oneshot is "started" once it exited successfully (dependents wait for
+            // that); RemainAfterExit keeps it active so Requires= stays satisfied afterwards.
+            s.add("Type", native.service_type.as_str());
+            if native.service_type == ServiceType::Oneshot {
+                s.add("RemainAfterExit", "yes");
+            }
+            s.add("ExecStart", Value::trusted(escape::exec_line(&native.exec)));
+            s.add_opt("WorkingDirectory", native.working_dir.as_deref().map(Value::text));
+            if let Some(user) = &service.user {
+                let (user, group) = match user.split_once(':') {
+                    Some((u, g)) => (u, Some(g)),
+                    None => (user.as_str(), None),
+                };
+                s.add("User", user);
+                s.add_opt("Group", group);
+            }
+            for (k, v) in &service.env {
+                s.add("Environment", Value::word(&format!("{k}={v}")));
+            }
+            for f in &service.env_files {
+                s.add("EnvironmentFile", Value::text(f));
+            }
+            restart_lines(s, service, service.stop_timeout);
+            s.add_opt("MemoryMax", service.memory_max.map(|m| m.to_string()));
+            s.add_opt("CPUQuota", service.cpus.map(|c| format!("{}%", (c * 100.0).round())));
+            s.add_opt("TasksMax", service.pids_max.map(|p| p.to_string()));
+        }
+    }
+    credential_lines(unit.section("Service"), stack, service);
+    for p in service.systemd.iter().filter(|p| p.section == "Service") {
+        unit.section("Service").add(&p.key, Value::trusted(p.value.clone()));
+    }
+    if let Some(spec) = ContainerSpec::from_service(stack, service) {
+        spec.write(unit.section(container::SECTION));
+    }
+    unit
+}
+
+fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &[Stack]) {
+    let description = match &stack.description {
+        Some(d) => format!("{d}: {} ({}.{})", service.name, stack.name, service.name),
+        None => format!("{}.{}", stack.name, service.name),
+    };
+    u.add("Description", Value::text(&description));
+    u.add("SourcePath", Value::text(&stack.source.path.display().to_string()));
+    u.add("PartOf", stack.target_unit());
+    // Requires=/Wants= plus After=: dependents start once the dependency is ready (a container
+    // service reports READY=1 when running or healthy; a oneshot when it has succeeded).
+    for (key, deps) in [("Requires", &service.requires), ("Wants", &service.wants)] {
+        for dep in deps.iter() {
+            let units = dependency_units(stack, dep, host).join(" ");
+            u.add(key, units.clone());
+            u.add("After", units);
+        }
+    }
+    if service.is_container() {
+        u.add("After", "docker.service docker.socket");
+    }
+    u.add("X-Kapell-Stack", stack.name.as_str());
+    u.add("X-Kapell-Service", service.name.as_str());
+    for p in service.systemd.iter().filter(|p| p.section == "Unit") {
+        u.add(&p.key, Value::trusted(p.value.clone()));
+    }
+}
+
+fn container_service(s: &mut Section, stack: &Stack, service: &Service, options: &RenderOptions) {
+    s.add("Type", "notify");
+    s.add("NotifyAccess", "main");
+    let argv = [options.kapell_path.clone(), "run".into(), format!("{}.{}", stack.name, service.name)];
+    let mut exec = escape::exec_line(&argv);
+    if service.replicas.is_some() {
+        // `%i` is the one specifier kapell itself writes: the instance number of a replica.
+        exec.push_str(" --instance %i");
+    }
+    s.add("ExecStart", Value::trusted(exec));
+    // The supervisor gets SIGTERM and stops the container; anything left is killed after that.
+    s.add("KillMode", "mixed");
+    let grace = service.stop_timeout.unwrap_or(container::DEFAULT_STOP_TIMEOUT);
+    restart_lines(s, service, Some(Duration(grace.as_micros() + SUPERVISOR_STOP_MARGIN.as_micros())));
+}
+
+fn restart_lines(s: &mut Section, service: &Service, stop_timeout: Option<Duration>) {
+    s.add("Restart", service.restart.as_str());
+    if service.restart != Restart::No {
+        s.add_opt("RestartSec", service.restart_delay.map(|d| d.to_string()));
+    }
+    s.add_opt("TimeoutStopSec", stop_timeout.map(|d| d.to_string()));
+}
+
+/// Secrets become systemd credentials; the values never appear in the unit.
+fn credential_lines(s: &mut Section, stack: &Stack, service: &Service) {
+    for name in &service.secrets {
+        let Some(secret) = stack.secret(name) else { continue };
+        match &secret.source {
+            SecretSource::File(path) => s.add("LoadCredential", Value::text(&format!("{name}:{path}"))),
+            SecretSource::Encrypted(blob) => s.add("SetCredentialEncrypted", Value::trusted(format!("{name}:{blob}"))),
+        };
+    }
+}

@@ -1,0 +1,196 @@
+//! The typed unit-file model and its one serializer (and parser, its inverse).
+//!
+//! A [`UnitFile`] is a header comment plus ordered sections of `Key=value` entries. Values enter
+//! the model only through constructors that make them safe: [`Value::word`]/[`Value::words`] quote
+//! through [`escape`], [`Value::text`] sanitizes free text, and [`Value::trusted`] is for values
+//! kapell itself builds from validated parts (unit names, durations, numbers) and checks that they
+//! fit on one line. So no user value can add a line, a section or a specifier to a unit.
+
+use super::escape;
+use std::fmt::Write as _;
+
+/// A value as it will appear after `Key=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value(String);
+
+impl Value {
+    /// One user string as one quoted word.
+    pub fn word(value: &str) -> Self {
+        Self(escape::quote(value))
+    }
+
+    /// An argument vector or list: each element one quoted word.
+    pub fn words<S: AsRef<str>>(values: &[S]) -> Self {
+        Self(escape::quote_all(values))
+    }
+
+    /// Free text for settings that do not unquote (`Description=`).
+    pub fn text(value: &str) -> Self {
+        Self(escape::text(value))
+    }
+
+    /// A value kapell built from validated parts. Panics on a line break: that is a kapell bug,
+    /// never a user error, because validation rejects such input long before rendering.
+    pub fn trusted(value: impl Into<String>) -> Self {
+        let value = value.into();
+        assert!(
+            !value.contains(['\n', '\r', '\0']) && !value.ends_with('\\'),
+            "unsafe unit value {value:?}"
+        );
+        Self(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Self::trusted(value)
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Self {
+        Self::trusted(value)
+    }
+}
+
+/// `[Name]` and its entries, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Section {
+    pub name: String,
+    pub entries: Vec<(String, Value)>,
+}
+
+impl Section {
+    /// Appends `key=value`.
+    pub fn add(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
+        self.entries.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Appends `key=value` when there is a value.
+    pub fn add_opt(&mut self, key: &str, value: Option<impl Into<Value>>) -> &mut Self {
+        if let Some(value) = value {
+            self.add(key, value);
+        }
+        self
+    }
+
+    /// The raw values of every entry named `key`.
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The raw value of the last entry named `key` (systemd semantics for single-valued keys).
+    pub fn get<'a>(&'a self, key: &'a str) -> Option<&'a str> {
+        self.get_all(key).last()
+    }
+}
+
+/// A whole unit file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitFile {
+    /// Comment lines written before the first section (without the leading `# `).
+    pub header: Vec<String>,
+    pub sections: Vec<Section>,
+}
+
+impl UnitFile {
+    /// The section named `name`, created at the end if missing.
+    pub fn section(&mut self, name: &str) -> &mut Section {
+        let index = match self.sections.iter().position(|s| s.name == name) {
+            Some(index) => index,
+            None => {
+                self.sections.push(Section { name: name.to_string(), entries: Vec::new() });
+                self.sections.len() - 1
+            }
+        };
+        &mut self.sections[index]
+    }
+
+    pub fn get_section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// The file's text: the only place unit text is produced.
+    pub fn serialize(&self) -> String {
+        let mut out = String::new();
+        for line in &self.header {
+            let _ = writeln!(out, "# {}", escape::text(line));
+        }
+        for (i, section) in self.sections.iter().enumerate() {
+            if i > 0 || !self.header.is_empty() {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "[{}]", section.name);
+            for (key, value) in &section.entries {
+                let _ = writeln!(out, "{key}={}", value.as_str());
+            }
+        }
+        out
+    }
+
+    /// Reads unit-file text back into the model, following systemd's syntax (comments, sections,
+    /// `Key=value` with surrounding blanks trimmed, backslash line continuation).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut unit = UnitFile::default();
+        let mut lines = text.lines().enumerate();
+        while let Some((n, line)) = lines.next() {
+            let mut line = line.trim().to_string();
+            while line.ends_with('\\') {
+                line.pop();
+                line.push(' ');
+                match lines.next() {
+                    Some((_, next)) => line.push_str(next.trim()),
+                    None => break,
+                }
+            }
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(comment) = line.strip_prefix('#').or_else(|| line.strip_prefix(';')) {
+                if unit.sections.is_empty() {
+                    unit.header.push(comment.strip_prefix(' ').unwrap_or(comment).to_string());
+                }
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                unit.sections.push(Section { name: name.to_string(), entries: Vec::new() });
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(format!("line {}: expected Key=value, found {line:?}", n + 1));
+            };
+            let Some(section) = unit.sections.last_mut() else {
+                return Err(format!("line {}: assignment outside of a section", n + 1));
+            };
+            section.entries.push((key.trim().to_string(), Value(value.trim().to_string())));
+        }
+        Ok(unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialize_then_parse_is_identity() {
+        let mut unit = UnitFile { header: vec!["generated".into()], ..Default::default() };
+        unit.section("Unit").add("Description", Value::text("a\nb"));
+        unit.section("Service").add("ExecStart", Value::words(&["/bin/echo", "x y", "%"]));
+        let text = unit.serialize();
+        assert_eq!(text, "# generated\n\n[Unit]\nDescription=a b\n\n[Service]\nExecStart=/bin/echo \"x y\" \"%%\"\n");
+        assert_eq!(UnitFile::parse(&text).expect("parse"), unit);
+    }
+
+    #[test]
+    #[should_panic(expected = "unsafe unit value")]
+    fn trusted_values_cannot_break_lines() {
+        let _ = Value::trusted("a\n[Service]");
+    }
+}

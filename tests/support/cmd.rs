@@ -1,0 +1,111 @@
+//! Running helper programs and signalling processes by PID.
+//!
+//! The crate denies `unsafe_code`, so signals go through `kill(1)` rather than libc.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// `program arg…` as a shell-ish string, for error messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+/// Runs `cmd` to completion with stdin closed and output captured. Fails only if it cannot be
+/// started: callers that care about the exit status use [`run_ok`].
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    cmd.stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run `{}`", describe(cmd)))
+}
+
+/// Like [`run`], but a non-zero exit is an error that carries the status, stdout and stderr.
+pub fn run_ok(cmd: &mut Command) -> Result<Output> {
+    let out = run(cmd)?;
+    if !out.status.success() {
+        bail!("`{}` failed: {}", describe(cmd), render(&out));
+    }
+    Ok(out)
+}
+
+/// Exit status plus both output streams, for error messages.
+pub fn render(out: &Output) -> String {
+    format!(
+        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
+
+/// Sends `signal` (a name such as `TERM`) to `pid`; false if the process is already gone.
+pub fn signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `pid` exists and is not a zombie. For processes that are not our children (those we
+/// wait on through their `Child`).
+pub fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state letter follows the parenthesised command name, which may contain spaces.
+    match stat.rsplit_once(") ") {
+        Some((_, rest)) => !rest.starts_with('Z'),
+        None => false,
+    }
+}
+
+/// Parent PID of `pid`, from `/proc/<pid>/stat`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+/// Polls `done` every 50 ms until it returns true or `timeout` passes.
+pub fn poll(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops a child we spawned: SIGTERM, wait up to `grace`, then SIGKILL and wait. Returns false if
+/// it needed the SIGKILL. Never blocks forever on a process that ignores signals it can catch.
+pub fn terminate(child: &mut Child, grace: Duration) -> bool {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return true;
+    }
+    signal(child.id(), "TERM");
+    if poll(grace, || !matches!(child.try_wait(), Ok(None))) {
+        return true;
+    }
+    // Errors here mean the child is already gone; nothing more to do.
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// Where a long-running child's stdout and stderr go: one file, truncated.
+pub fn log_to(path: &Path) -> Result<(Stdio, Stdio)> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create log {}", path.display()))?;
+    let err = file
+        .try_clone()
+        .with_context(|| format!("cannot reopen log {}", path.display()))?;
+    Ok((Stdio::from(file), Stdio::from(err)))
+}
