@@ -15,6 +15,8 @@ pub struct Stack {
     /// The file stem; `[a-z][a-z0-9-]{0,31}`.
     pub name: String,
     pub source: Arc<Source>,
+    /// The file's absolute path, for `SourcePath=` and the generated-by header.
+    pub path: std::path::PathBuf,
     pub description: Option<String>,
     /// `WantedBy=multi-user.target` for the stack target.
     pub enable: bool,

@@ -6,3 +6,82 @@ mod stack;
 pub mod syntax;
 
 pub use stack::parse_stack;
+
+use crate::diagnostics::{Diagnostic, Source};
+use crate::model::Stack;
+use crate::validate::{self, Checked, UnitSearchPath};
+use std::path::{Path, PathBuf};
+
+/// Where stacks live unless `--config-dir`/`KAPELL_CONFIG_DIR` says otherwise.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/kapell";
+
+/// The controller's fleet description; it lives beside the stacks but is not one.
+pub const FLEET_FILE: &str = "fleet.toml";
+
+/// Stack files larger than this are refused before parsing (a stack is a few KiB).
+pub const MAX_STACK_FILE_SIZE: u64 = 8 * 1024 * 1024;
+
+/// The config directory from the environment, or the default.
+pub fn config_dir_from_env() -> PathBuf {
+    std::env::var_os("KAPELL_CONFIG_DIR").map_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR), PathBuf::from)
+}
+
+/// The stack files of a directory (`*.toml` except `fleet.toml`), sorted. A missing directory
+/// has no stacks.
+pub fn stack_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let is_stack = path.extension().is_some_and(|e| e == "toml")
+            && path.file_name().is_some_and(|n| n != FLEET_FILE)
+            && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if is_stack && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The stack name of a file: its stem.
+pub fn stack_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Reads and parses one stack file; a file that cannot be read is a diagnostic like any other.
+pub fn load_stack(path: &Path) -> Result<Stack, Vec<Diagnostic>> {
+    let fail = |message: String| Err(vec![Diagnostic::new(&Source::new(path, ""), 0..0, message)]);
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_STACK_FILE_SIZE => {
+            return fail(format!("the file is {} bytes; stack files are limited to {MAX_STACK_FILE_SIZE} bytes", m.len()));
+        }
+        Ok(_) => {}
+        Err(e) => return fail(format!("cannot read the file: {e}")),
+    }
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse_stack(path, &text),
+            Err(e) => {
+                let offset = e.utf8_error().valid_up_to();
+                let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                Err(vec![Diagnostic::new(&Source::new(path, text), offset..offset, "the file is not valid UTF-8")])
+            }
+        },
+        Err(e) => fail(format!("cannot read the file: {e}")),
+    }
+}
+
+/// Loads and checks every stack of a host: the files of `dir`, with `extra` files taking the
+/// place of same-named stacks (so `kapell check new.toml` is checked against its neighbours).
+pub fn load_host(dir: &Path, extra: &[PathBuf], search_path: &UnitSearchPath) -> std::io::Result<Checked> {
+    let mut files = stack_files(dir)?;
+    files.retain(|f| !extra.iter().any(|e| stack_name(e) == stack_name(f)));
+    files.extend(extra.iter().cloned());
+    let parsed = files.iter().map(|f| (stack_name(f), load_stack(f))).collect();
+    Ok(validate::check_host(parsed, search_path))
+}

@@ -62,7 +62,8 @@ pub fn parse_stack(path: &Path, text: &str) -> Result<Stack, Vec<Diagnostic>> {
         None => ctx.error(0..0, "the stack has no services: add a [services.<name>] table"),
     }
 
-    let stack = Stack { name: stem, source, description, enable, services, secrets };
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let stack = Stack { name: stem, source, path, description, enable, services, secrets };
     check_references(&mut ctx, &stack);
     if ctx.diags.is_empty() { Ok(stack) } else { Err(ctx.diags) }
 }

@@ -61,7 +61,7 @@ fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &[Stack
         None => format!("{}.{}", stack.name, service.name),
     };
     u.add("Description", Value::text(&description));
-    u.add("SourcePath", Value::text(&stack.source.path.display().to_string()));
+    u.add("SourcePath", Value::text(&stack.path.display().to_string()));
     u.add("PartOf", stack.target_unit());
     // Requires=/Wants= plus After=: dependents start once the dependency is ready (a container
     // service reports READY=1 when running or healthy; a oneshot when it has succeeded).

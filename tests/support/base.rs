@@ -42,8 +42,8 @@ fn build_once() -> Result<PathBuf> {
     let base = root.join("base");
     let marker = root.join("base.complete");
     let lock_path = root.join("base.lock");
-    let lock = File::create(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    let lock =
+        File::create(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
 
@@ -122,9 +122,11 @@ fn prepare(dir: &Path) -> Result<()> {
             _ => Ok(()),
         }
     };
-    run_ok(Command::new("find").arg(dir.join("var/cache/apt/archives")).args([
-        "-name", "*.deb", "-delete",
-    ]))?;
+    run_ok(
+        Command::new("find")
+            .arg(dir.join("var/cache/apt/archives"))
+            .args(["-name", "*.deb", "-delete"]),
+    )?;
     std::fs::write(dir.join("etc/machine-id"), "").context("cannot empty etc/machine-id")?;
     remove("var/lib/dbus/machine-id")?;
     for entry in std::fs::read_dir(dir.join("etc/ssh")).context("no etc/ssh in base tree")? {
@@ -147,7 +149,9 @@ fn prepare(dir: &Path) -> Result<()> {
         }
     }
     // Catch a broken tree here rather than as a host that never boots.
-    let out = run(Command::new("chroot").arg(dir).args(["systemctl", "--version"]))?;
+    let out = run(Command::new("chroot")
+        .arg(dir)
+        .args(["systemctl", "--version"]))?;
     anyhow::ensure!(
         out.status.success(),
         "systemd does not run in the base tree: {}",

@@ -50,7 +50,7 @@ pub fn spawn_in(name: &str, program: &str, args: &[String]) -> Result<Command> {
 
 /// Every directory called `name` at the top of any cgroup hierarchy (docker also creates them in
 /// the v1 controllers).
-fn dirs(name: &str) -> Vec<PathBuf> {
+pub fn dirs(name: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(ROOT) else {
         return Vec::new();
     };
@@ -97,7 +97,11 @@ pub fn kill_all(name: &str) -> Result<()> {
         }
         pids.is_empty()
     });
-    anyhow::ensure!(emptied, "cgroup {name} still has processes: {:?}", pids(name));
+    anyhow::ensure!(
+        emptied,
+        "cgroup {name} still has processes: {:?}",
+        pids(name)
+    );
     Ok(())
 }
 

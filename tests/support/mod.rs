@@ -9,6 +9,7 @@
 //! `nets/` (subnet locks) and `logs/` (boot and daemon logs, kept when a test fails).
 #![allow(
     dead_code,
+    unused_imports,
     reason = "each test binary compiles this module and uses only part of it"
 )]
 
@@ -17,6 +18,7 @@ mod cgroup;
 mod cmd;
 mod docker;
 mod footprint;
+mod fs;
 mod host;
 mod lease;
 mod net;
@@ -55,7 +57,11 @@ fn logs_dir() -> anyhow::Result<PathBuf> {
 /// characters, because it becomes an nspawn machine name and `vb-<id>` must fit an interface name.
 fn unique_id() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(1);
-    format!("k{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "k{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Last `lines` lines of a log file, for error messages (empty if it cannot be read).

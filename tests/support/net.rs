@@ -34,7 +34,15 @@ impl Net {
         };
         let gateway = format!("{}/24", net.gateway());
         for args in [
-            vec!["link", "add", &net.name, "type", "bridge", "forward_delay", "0"],
+            vec![
+                "link",
+                "add",
+                &net.name,
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ],
             vec!["addr", "add", &gateway, "dev", &net.name],
             vec!["link", "set", &net.name, "up"],
         ] {
@@ -65,7 +73,10 @@ impl Net {
 
     /// `10.231.N.i`, an address for a host. Panics unless `2 <= i <= 254` (.1 is the gateway).
     pub fn address(&self, i: u8) -> Ipv4Addr {
-        assert!((2..=254).contains(&i), "host address index {i} not in 2..=254");
+        assert!(
+            (2..=254).contains(&i),
+            "host address index {i} not in 2..=254"
+        );
         Ipv4Addr::new(10, 231, self.n, i)
     }
 }

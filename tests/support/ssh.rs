@@ -93,8 +93,12 @@ impl Ssh {
         append(&authorized, &pubkey)?;
         std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o600))?;
 
-        run_ok(Command::new("ssh-keygen").args(["-q", "-A", "-f"]).arg(root))
-            .with_context(|| format!("cannot generate host keys for {name}"))?;
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-A", "-f"])
+                .arg(root),
+        )
+        .with_context(|| format!("cannot generate host keys for {name}"))?;
         let host_key = root.join("etc/ssh/ssh_host_ed25519_key.pub");
         let host_key = std::fs::read_to_string(&host_key)
             .with_context(|| format!("cannot read {}", host_key.display()))?;

@@ -66,8 +66,14 @@ impl<'a> HostBuilder<'a> {
     }
 
     /// Places a file at absolute path `dest` in the host before boot (parents created 0755).
-    pub fn install_file(mut self, dest: impl AsRef<Path>, src: impl Into<Source>, mode: u32) -> Self {
-        self.files.push((dest.as_ref().to_owned(), src.into(), mode));
+    pub fn install_file(
+        mut self,
+        dest: impl AsRef<Path>,
+        src: impl Into<Source>,
+        mode: u32,
+    ) -> Self {
+        self.files
+            .push((dest.as_ref().to_owned(), src.into(), mode));
         self
     }
 
@@ -98,13 +104,15 @@ impl<'a> HostBuilder<'a> {
 
     /// Extra read-write bind mount of `src` (on the machine) at `dest` (in the host).
     pub fn bind(mut self, src: impl AsRef<Path>, dest: impl AsRef<Path>) -> Self {
-        self.binds.push((src.as_ref().to_owned(), dest.as_ref().to_owned(), false));
+        self.binds
+            .push((src.as_ref().to_owned(), dest.as_ref().to_owned(), false));
         self
     }
 
     /// Extra read-only bind mount.
     pub fn bind_ro(mut self, src: impl AsRef<Path>, dest: impl AsRef<Path>) -> Self {
-        self.binds.push((src.as_ref().to_owned(), dest.as_ref().to_owned(), true));
+        self.binds
+            .push((src.as_ref().to_owned(), dest.as_ref().to_owned(), true));
         self
     }
 
@@ -149,12 +157,21 @@ impl<'a> HostBuilder<'a> {
 
     fn prepare(&self, host: &Host) -> Result<()> {
         let root = host.root();
-        write_file(&root, Path::new("/etc/hostname"), &format!("{}\n", host.name).into(), 0o644)?;
+        write_file(
+            &root,
+            Path::new("/etc/hostname"),
+            &format!("{}\n", host.name).into(),
+            0o644,
+        )?;
         for (dest, src, mode) in &self.files {
             write_file(&root, dest, src, *mode)?;
         }
         if let Some(binary) = &self.kapell {
-            anyhow::ensure!(binary.is_file(), "kapell binary {} missing", binary.display());
+            anyhow::ensure!(
+                binary.is_file(),
+                "kapell binary {} missing",
+                binary.display()
+            );
             let generators = root.join("usr/lib/systemd/system-generators");
             std::fs::create_dir_all(&generators)?;
             symlink("/usr/bin/kapell", generators.join("kapell-generator"))
@@ -216,9 +233,11 @@ fn mount_overlay(base: &Path, dir: &Path) -> Result<()> {
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    run_ok(Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &opts])
-        .arg(dir.join("merged")))
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(dir.join("merged")),
+    )
     .context("cannot mount the host overlay")?;
     Ok(())
 }

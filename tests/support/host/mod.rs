@@ -44,7 +44,7 @@ pub struct Host {
 
 impl Host {
     /// Starts describing a host; finish with [`HostBuilder::boot`] or [`HostBuilder::start`].
-    pub fn builder() -> HostBuilder {
+    pub fn builder<'a>() -> HostBuilder<'a> {
         HostBuilder::default()
     }
 
@@ -133,8 +133,8 @@ impl Host {
     /// Runs `args` inside the host and returns stdout; a non-zero exit is an error carrying the
     /// status, stdout and stderr.
     pub fn exec_ok(&self, args: &[&str]) -> Result<String> {
-        let out = run_ok(&mut self.command(args)?)
-            .with_context(|| format!("in host {}", self.name))?;
+        let out =
+            run_ok(&mut self.command(args)?).with_context(|| format!("in host {}", self.name))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -154,7 +154,14 @@ impl Host {
 
     /// `journalctl -u unit -o short-precise --no-pager` inside the host.
     pub fn journal(&self, unit: &str) -> Result<String> {
-        self.exec_ok(&["journalctl", "-u", unit, "-o", "short-precise", "--no-pager"])
+        self.exec_ok(&[
+            "journalctl",
+            "-u",
+            unit,
+            "-o",
+            "short-precise",
+            "--no-pager",
+        ])
     }
 
     /// The host's system bus, reachable from outside through `/proc/<pid>/root`.
@@ -245,7 +252,13 @@ impl Host {
             .ssh_config
             .as_ref()
             .with_context(|| format!("host {} was built without .ssh(…)", self.name))?;
-        let out = run_ok(Command::new("ssh").arg("-F").arg(config).arg(&self.name).args(args))?;
+        let out = run_ok(
+            Command::new("ssh")
+                .arg("-F")
+                .arg(config)
+                .arg(&self.name)
+                .args(args),
+        )?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -256,7 +269,10 @@ impl Host {
         if let Some(mut child) = self.nspawn.take()
             && !terminate(&mut child, STOP_GRACE)
         {
-            bail!("host {} did not power off within {STOP_GRACE:?}; killed", self.name);
+            bail!(
+                "host {} did not power off within {STOP_GRACE:?}; killed",
+                self.name
+            );
         }
         Ok(())
     }

@@ -1,0 +1,104 @@
+//! The command line (SPEC §6): one file per subcommand, each with a `run()`.
+
+mod check;
+mod generate;
+mod graph;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit statuses, documented in kapell(8).
+pub mod exit {
+    /// Everything worked.
+    pub const OK: u8 = 0;
+    /// A stack (or the fleet file) is invalid; nothing was changed.
+    pub const INVALID: u8 = 1;
+    /// The command line was wrong (clap's own status).
+    pub const USAGE: u8 = 2;
+    /// The operation failed (I/O, D-Bus, Docker, SSH, a unit that did not start).
+    pub const FAILED: u8 = 3;
+}
+
+/// Service graphs in TOML become ordinary systemd units.
+///
+/// Stacks live in /etc/kapell/<stack>.toml. `kapell check` validates them, `kapell generate`
+/// shows the units the boot-time generator writes.
+#[derive(Debug, Parser)]
+#[command(name = "kapell", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Directory holding the stacks (*.toml) and, on a controller, fleet.toml.
+    #[arg(long, global = true, env = "KAPELL_CONFIG_DIR", default_value = crate::config::DEFAULT_CONFIG_DIR, value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Check(check::Args),
+    Generate(generate::Args),
+    Graph(graph::Args),
+    /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
+    #[command(hide = true)]
+    Generator {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The whole program: dispatch on argv[0] (`kapell-generator`) or the subcommand.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let invoked_as = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
+    if invoked_as == "kapell-generator" {
+        return report(crate::generator::main(&args[1..]).map(|()| exit::OK));
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(a) => check::run(&cli.config_dir, a),
+        Command::Generate(a) => generate::run(&cli.config_dir, a),
+        Command::Graph(a) => graph::run(&cli.config_dir, a),
+        Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
+    };
+    report(result)
+}
+
+/// Prints an error chain once (`error: …` then ` -> cause` lines) and picks the exit status.
+fn report(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!(" -> {cause}");
+            }
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+/// Stack paths given on the command line: files, or directories meaning their stack files.
+fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            out.extend(crate::config::stack_files(p)?);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

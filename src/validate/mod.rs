@@ -1,0 +1,116 @@
+//! Host-wide checks: what no single stack file can know by itself.
+//!
+//! A host's stacks are checked together: `"<stack>.<service>"` dependencies must name a real
+//! service, the dependency graph has no cycles, no two stacks produce the same unit name, and no
+//! stack produces a unit name that belongs to someone else in systemd's search path. A stack with
+//! any problem is dropped whole: it renders nothing.
+
+mod collisions;
+mod graph;
+
+pub use collisions::{is_kapell_link_or_unit, is_kapell_unit, UnitSearchPath, OWNER_MARKER};
+
+use crate::diagnostics::{self, did_you_mean, Diagnostic};
+use crate::model::{DepTarget, Stack};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The outcome of checking a host's stacks.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Stacks that render, in name order.
+    pub stacks: Vec<Stack>,
+    /// Every problem, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Names of the stacks that have problems (and render nothing).
+    pub failed: BTreeSet<String>,
+}
+
+impl Checked {
+    pub fn is_ok(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+}
+
+/// Checks the parse results of all stack files of a host together.
+pub fn check_host(parsed: Vec<(String, Result<Stack, Vec<Diagnostic>>)>, search_path: &UnitSearchPath) -> Checked {
+    let mut checked = Checked::default();
+    let mut stacks = Vec::new();
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    for (name, result) in parsed {
+        known.insert(name.clone());
+        match result {
+            Ok(stack) => stacks.push(stack),
+            Err(diags) => {
+                checked.failed.insert(name);
+                checked.diagnostics.extend(diags);
+            }
+        }
+    }
+    stacks.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    check_remote_dependencies(&stacks, &known, &checked.failed, &mut errors);
+    graph::check_cycles(&stacks, &mut errors);
+    check_duplicate_units(&stacks, &mut errors);
+    collisions::check_foreign_units(&stacks, search_path, &mut errors);
+
+    let bad: BTreeSet<String> = errors.iter().filter_map(|d| stack_of(&stacks, d)).collect();
+    checked.diagnostics.extend(errors);
+    checked.failed.extend(bad);
+    checked.stacks = stacks.into_iter().filter(|s| !checked.failed.contains(&s.name)).collect();
+    diagnostics::sort(&mut checked.diagnostics);
+    checked
+}
+
+fn stack_of(stacks: &[Stack], d: &Diagnostic) -> Option<String> {
+    stacks.iter().find(|s| std::sync::Arc::ptr_eq(&s.source, &d.source)).map(|s| s.name.clone())
+}
+
+fn check_remote_dependencies(stacks: &[Stack], known: &BTreeSet<String>, failed: &BTreeSet<String>, errors: &mut Vec<Diagnostic>) {
+    for stack in stacks {
+        for service in &stack.services {
+            for dep in service.requires.iter().chain(&service.wants) {
+                let DepTarget::Remote { stack: other, service: wanted } = &dep.target else { continue };
+                if failed.contains(other) {
+                    continue; // that stack's own errors are reported; don't pile on
+                }
+                let message = match stacks.iter().find(|s| &s.name == other) {
+                    Some(target) if target.service(wanted).is_some() => continue,
+                    Some(target) => {
+                        let hint = did_you_mean(wanted, target.services.iter().map(|s| s.name.as_str()))
+                            .map(|n| format!(" (did you mean `{other}.{n}`?)"))
+                            .unwrap_or_default();
+                        format!("service `{}` depends on `{other}.{wanted}`, but stack `{other}` has no service `{wanted}`{hint}", service.name)
+                    }
+                    None => {
+                        let hint = did_you_mean(other, known.iter().map(String::as_str))
+                            .map(|n| format!(" (did you mean `{n}`?)"))
+                            .unwrap_or_default();
+                        format!("service `{}` depends on `{other}.{wanted}`, but there is no stack `{other}` ({other}.toml){hint}", service.name)
+                    }
+                };
+                errors.push(Diagnostic::new(&stack.source, dep.span.clone(), message));
+            }
+        }
+    }
+}
+
+/// Two stacks must not render the same unit (`a-b` + service `c` and `a` + service `b-c`).
+fn check_duplicate_units(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
+    let mut owners: BTreeMap<String, (&Stack, std::ops::Range<usize>)> = BTreeMap::new();
+    for stack in stacks {
+        let units = std::iter::once((stack.target_unit(), 0..0))
+            .chain(stack.services.iter().map(|s| (s.unit_file_name(&stack.name), s.span.clone())));
+        for (unit, span) in units {
+            if let Some((first, first_span)) = owners.get(&unit) {
+                if first.name != stack.name {
+                    let msg = |other: &str| format!("unit name `{unit}` is also produced by stack `{other}`; rename a stack or service");
+                    errors.push(Diagnostic::new(&stack.source, span, msg(&first.name)));
+                    errors.push(Diagnostic::new(&first.source, first_span.clone(), msg(&stack.name)));
+                }
+            } else {
+                owners.insert(unit, (stack, span));
+            }
+        }
+    }
+}
