@@ -8,7 +8,7 @@ use crate::config;
 use crate::render::{self, OutputFile, RenderOptions};
 use crate::unitset;
 use crate::validate::UnitSearchPath;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,8 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("usage: kapell-generator [--no-kmsg] normal-dir [early-dir late-dir]");
     };
     let config_dir = config::config_dir_from_env();
-    let fleet_dir = std::env::var_os("KAPELL_FLEET_UNITS_DIR").map_or_else(|| PathBuf::from(FLEET_UNITS_DIR), PathBuf::from);
+    let fleet_dir =
+        std::env::var_os("KAPELL_FLEET_UNITS_DIR").map_or_else(|| PathBuf::from(FLEET_UNITS_DIR), PathBuf::from);
     let failed = generate(Path::new(normal_dir.as_str()), &config_dir, &fleet_dir, &mut log)?;
     if failed > 0 {
         bail!("{failed} stack(s) were not generated (see the messages above)");

@@ -49,7 +49,8 @@ impl Duration {
             let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
             let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
             rest = rest[num_len..].trim_start();
-            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c.is_whitespace() || c == '.').unwrap_or(rest.len());
+            let unit_len =
+                rest.find(|c: char| c.is_ascii_digit() || c.is_whitespace() || c == '.').unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let factor = if unit.is_empty() {

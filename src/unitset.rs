@@ -18,7 +18,10 @@ pub fn write(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        let tmp = path.with_file_name(format!(".{}.kapell-tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+        let tmp = path.with_file_name(format!(
+            ".{}.kapell-tmp",
+            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
         let _ = std::fs::remove_file(&tmp);
         match file {
             OutputFile::Unit { text, .. } => {
@@ -61,7 +64,12 @@ fn remove_stale(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
     };
     visit("")?;
     let wants: Vec<String> = std::fs::read_dir(dir)
-        .map(|e| e.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".wants")).collect())
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".wants"))
+                .collect()
+        })
         .unwrap_or_default();
     for w in wants {
         visit(&w)?;

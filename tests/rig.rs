@@ -19,24 +19,16 @@ fn eventually(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()>
         if check()? {
             return Ok(());
         }
-        ensure!(
-            std::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
+        ensure!(std::time::Instant::now() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 #[test]
 fn host_boots_runs_a_unit_and_cleans_up() -> Result<()> {
-    let host = Host::builder()
-        .name("alpha")
-        .install_file("/etc/rig-marker", "installed before boot\n", 0o600)
-        .boot()?;
-    ensure!(
-        host.exec_ok(&["hostname"])?.trim() == "alpha",
-        "wrong hostname"
-    );
+    let host =
+        Host::builder().name("alpha").install_file("/etc/rig-marker", "installed before boot\n", 0o600).boot()?;
+    ensure!(host.exec_ok(&["hostname"])?.trim() == "alpha", "wrong hostname");
     ensure!(host.systemctl_ok(&["is-active", "dbus"])?.trim() == "active");
     ensure!(host.exec_ok(&["cat", "/etc/rig-marker"])? == "installed before boot\n");
 
@@ -47,24 +39,18 @@ fn host_boots_runs_a_unit_and_cleans_up() -> Result<()> {
     host.systemctl_ok(&["daemon-reload"])?;
     host.systemctl_ok(&["start", "rig-hello.service"])?;
     eventually("the unit's output in the journal", || {
-        Ok(host
-            .journal("rig-hello.service")?
-            .contains("hello-from-rig"))
+        Ok(host.journal("rig-hello.service")?.contains("hello-from-rig"))
     })?;
 
     // The system bus is reachable from outside, as kapell apply will use it.
     let bus = host.dbus_address()?;
-    support::run_ok(
-        Command::new("busctl")
-            .arg(format!("--address={bus}"))
-            .args([
-                "call",
-                "org.freedesktop.systemd1",
-                "/org/freedesktop/systemd1",
-                "org.freedesktop.DBus.Peer",
-                "Ping",
-            ]),
-    )
+    support::run_ok(Command::new("busctl").arg(format!("--address={bus}")).args([
+        "call",
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.DBus.Peer",
+        "Ping",
+    ]))
     .context("busctl over the host's bus")?;
 
     let footprint = Footprint::new().host(&host);
@@ -86,11 +72,7 @@ fn enabled_unit_survives_reboot() -> Result<()> {
     let first_boot = host.leader_pid()?;
     host.reboot()?;
     ensure!(host.leader_pid()? != first_boot, "host did not restart");
-    ensure!(
-        host.systemctl_ok(&["is-active", "rig-keep.service"])?
-            .trim()
-            == "active"
-    );
+    ensure!(host.systemctl_ok(&["is-active", "rig-keep.service"])?.trim() == "active");
 
     let footprint = Footprint::new().host(&host);
     drop(host);
@@ -102,16 +84,8 @@ fn hosts_on_a_net_answer_ssh() -> Result<()> {
     let net = Net::new()?;
     let ssh = Ssh::new()?;
     let mut hosts = vec![
-        Host::builder()
-            .name("web1")
-            .net(&net, 10)
-            .ssh(&ssh)
-            .start()?,
-        Host::builder()
-            .name("web2")
-            .net(&net, 11)
-            .ssh(&ssh)
-            .start()?,
+        Host::builder().name("web1").net(&net, 10).ssh(&ssh).start()?,
+        Host::builder().name("web2").net(&net, 11).ssh(&ssh).start()?,
     ];
     for host in &mut hosts {
         host.wait_running()?;
@@ -122,19 +96,14 @@ fn hosts_on_a_net_answer_ssh() -> Result<()> {
         for dest in [host.name(), addr.as_str()] {
             let out = support::run_ok(ssh.command(dest).arg("hostname"))?;
             let answer = String::from_utf8_lossy(&out.stdout);
-            ensure!(
-                answer.trim() == host.name(),
-                "ssh {dest} hostname: {answer:?}"
-            );
+            ensure!(answer.trim() == host.name(), "ssh {dest} hostname: {answer:?}");
         }
     }
     // Hosts reach each other over the bridge too.
     let web2 = net.address(11).to_string();
     hosts[0].exec_ok(&["bash", "-c", &format!("exec 3<>/dev/tcp/{web2}/22")])?;
 
-    let footprint = hosts
-        .iter()
-        .fold(Footprint::new().net(&net), Footprint::host);
+    let footprint = hosts.iter().fold(Footprint::new().net(&net), Footprint::host);
     drop(hosts);
     drop(net);
     footprint.assert_gone()
@@ -152,16 +121,10 @@ fn dockerd_runs_busybox_and_hosts_reach_it() -> Result<()> {
     let prefix = subnet.trim_end_matches("0/24");
     ensure!(addrs.contains(prefix), "container not on {subnet}: {addrs}");
 
-    let host = Host::builder()
-        .docker(&dockerd)
-        .bind_ro("/usr/bin/docker", "/usr/local/bin/docker")
-        .boot()?;
+    let host = Host::builder().docker(&dockerd).bind_ro("/usr/bin/docker", "/usr/local/bin/docker").boot()?;
     host.exec_ok(&["test", "-S", "/var/run/docker.sock"])?;
     let images = host.exec_ok(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"])?;
-    ensure!(
-        images.lines().any(|l| l == BUSYBOX),
-        "host sees images {images:?}"
-    );
+    ensure!(images.lines().any(|l| l == BUSYBOX), "host sees images {images:?}");
 
     // A container left running is removed by Drop.
     dockerd.docker_ok(&["run", "-d", "--name", "sleeper", BUSYBOX, "sleep", "600"])?;

@@ -56,7 +56,12 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         }
         if !failed.is_empty() {
             let n = diagnostics.len();
-            eprintln!("{n} error{} in {} stack{}", if n == 1 { "" } else { "s" }, failed.len(), if failed.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "{n} error{} in {} stack{}",
+                if n == 1 { "" } else { "s" },
+                failed.len(),
+                if failed.len() == 1 { "" } else { "s" }
+            );
         } else if stacks.is_empty() {
             eprintln!("no stacks found in {}", config_dir.display());
         }

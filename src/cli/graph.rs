@@ -4,7 +4,7 @@ use super::exit;
 use crate::config;
 use crate::model::{DepTarget, Stack};
 use crate::validate::UnitSearchPath;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;

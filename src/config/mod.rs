@@ -58,7 +58,10 @@ pub fn load_stack(path: &Path) -> Result<Stack, Vec<Diagnostic>> {
     let fail = |message: String| Err(vec![Diagnostic::new(&Source::new(path, ""), 0..0, message)]);
     match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_STACK_FILE_SIZE => {
-            return fail(format!("the file is {} bytes; stack files are limited to {MAX_STACK_FILE_SIZE} bytes", m.len()));
+            return fail(format!(
+                "the file is {} bytes; stack files are limited to {MAX_STACK_FILE_SIZE} bytes",
+                m.len()
+            ));
         }
         Ok(_) => {}
         Err(e) => return fail(format!("cannot read the file: {e}")),

@@ -4,11 +4,11 @@
 //! schema walks the spanned tree itself with these helpers: each getter checks the type, records a
 //! located diagnostic when it is wrong, and returns the value with its span when it is right.
 
-use crate::diagnostics::{did_you_mean, Diagnostic, Source};
+use crate::diagnostics::{Diagnostic, Source, did_you_mean};
 use std::ops::Range;
 use std::sync::Arc;
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]

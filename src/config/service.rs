@@ -1,15 +1,28 @@
 //! One `[services.<name>]` table: the keys every service has, then the container or native half.
 
-use super::reader::{get, At, Ctx};
+use super::reader::{At, Ctx, get};
 use super::syntax;
 use crate::model::*;
 use crate::units::{Duration, Size};
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 const COMMON_KEYS: &[&str] = &[
-    "requires", "wants", "replicas", "restart", "restart_delay", "stop_timeout", "user", "env", "env_files",
-    "memory_max", "cpus", "pids_max", "secrets", "systemd", "placement",
+    "requires",
+    "wants",
+    "replicas",
+    "restart",
+    "restart_delay",
+    "stop_timeout",
+    "user",
+    "env",
+    "env_files",
+    "memory_max",
+    "cpus",
+    "pids_max",
+    "secrets",
+    "systemd",
+    "placement",
 ];
 const CONTAINER_KEYS: &[&str] =
     &["image", "command", "entrypoint", "volumes", "ports", "network", "pull", "health", "on_unhealthy"];
@@ -17,12 +30,36 @@ const NATIVE_KEYS: &[&str] = &["exec", "type", "working_dir"];
 
 /// Settings kapell writes itself; the pass-through table may not override them.
 const OWNED_SETTINGS: &[&str] = &[
-    "Description", "SourcePath", "PartOf", "Type", "ExecStart", "NotifyAccess", "KillMode", "Restart", "RestartSec",
-    "TimeoutStopSec", "RemainAfterExit", "User", "Group", "WorkingDirectory", "Environment", "EnvironmentFile",
-    "LoadCredential", "SetCredentialEncrypted", "MemoryMax", "CPUQuota", "TasksMax", "DefaultInstance",
+    "Description",
+    "SourcePath",
+    "PartOf",
+    "Type",
+    "ExecStart",
+    "NotifyAccess",
+    "KillMode",
+    "Restart",
+    "RestartSec",
+    "TimeoutStopSec",
+    "RemainAfterExit",
+    "User",
+    "Group",
+    "WorkingDirectory",
+    "Environment",
+    "EnvironmentFile",
+    "LoadCredential",
+    "SetCredentialEncrypted",
+    "MemoryMax",
+    "CPUQuota",
+    "TasksMax",
+    "DefaultInstance",
 ];
 
-pub fn read_service(ctx: &mut Ctx, name: &At<String>, value: &Spanned<DeValue<'_>>, secrets: &[Secret]) -> Option<Service> {
+pub fn read_service(
+    ctx: &mut Ctx,
+    name: &At<String>,
+    value: &Spanned<DeValue<'_>>,
+    secrets: &[Secret],
+) -> Option<Service> {
     if let Err(e) = syntax::check_name("service", &name.value) {
         ctx.error(name.span.clone(), e);
     }
@@ -42,11 +79,20 @@ pub fn read_service(ctx: &mut Ctx, name: &At<String>, value: &Spanned<DeValue<'_
             read_native(ctx, table, exec).map(Kind::Native)
         }
         (Some(_), Some(exec)) => {
-            ctx.error(exec.span(), format!("service `{}` has both `image` and `exec`: a service is either a container or a native command", name.value));
+            ctx.error(
+                exec.span(),
+                format!(
+                    "service `{}` has both `image` and `exec`: a service is either a container or a native command",
+                    name.value
+                ),
+            );
             None
         }
         (None, None) => {
-            ctx.error(name.span.clone(), format!("service `{}` needs `image` (a container) or `exec` (a native command)", name.value));
+            ctx.error(
+                name.span.clone(),
+                format!("service `{}` needs `image` (a container) or `exec` (a native command)", name.value),
+            );
             None
         }
     };
@@ -88,13 +134,14 @@ pub fn read_service(ctx: &mut Ctx, name: &At<String>, value: &Spanned<DeValue<'_
         .filter_map(|(k, v)| checked(ctx, k, syntax::check_env_name).map(|k| (k.value, v.value)))
         .collect();
     let env_files = paths(ctx, table, "env_files");
-    let memory_max = get(table, "memory_max").and_then(|v| ctx.string(v, "memory_max")).and_then(|s| match Size::parse(&s.value) {
-        Ok(size) => Some(size),
-        Err(e) => {
-            ctx.error(s.span, e);
-            None
-        }
-    });
+    let memory_max =
+        get(table, "memory_max").and_then(|v| ctx.string(v, "memory_max")).and_then(|s| match Size::parse(&s.value) {
+            Ok(size) => Some(size),
+            Err(e) => {
+                ctx.error(s.span, e);
+                None
+            }
+        });
     let cpus = get(table, "cpus").and_then(|v| ctx.number(v, "cpus")).and_then(|c| {
         if c.value > 0.0 && c.value <= 1024.0 {
             Some(c.value)
@@ -212,7 +259,13 @@ fn read_secret_refs(ctx: &mut Ctx, table: &DeTable<'_>, secrets: &[Secret], serv
         if names.contains(&entry.value) {
             ctx.error(entry.span, format!("secret `{}` is listed twice", entry.value));
         } else if !secrets.iter().any(|s| s.name == entry.value) {
-            ctx.error(entry.span, format!("service `{service}` uses secret `{}`, but there is no [secrets.{}] table", entry.value, entry.value));
+            ctx.error(
+                entry.span,
+                format!(
+                    "service `{service}` uses secret `{}`, but there is no [secrets.{}] table",
+                    entry.value, entry.value
+                ),
+            );
         } else {
             names.push(entry.value);
         }
@@ -251,12 +304,20 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
                     DeValue::Float(f) => f.as_str().to_string(),
                     DeValue::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
                     _ => {
-                        ctx.error(item.span(), format!("`{name}` must be a string, number, boolean or an array of them"));
+                        ctx.error(
+                            item.span(),
+                            format!("`{name}` must be a string, number, boolean or an array of them"),
+                        );
                         continue;
                     }
                 };
                 if text.chars().any(char::is_control) || text.ends_with('\\') {
-                    ctx.error(item.span(), format!("the value of `{name}` must be one line (no control characters, no trailing backslash)"));
+                    ctx.error(
+                        item.span(),
+                        format!(
+                            "the value of `{name}` must be one line (no control characters, no trailing backslash)"
+                        ),
+                    );
                     continue;
                 }
                 out.push(PassThrough { section: section.clone(), key: name.clone(), value: text });
@@ -271,13 +332,17 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) ->
     let Some(table) = ctx.table(value, &context) else { return Placement::default() };
     ctx.reject_unknown_keys(table, &["hosts", "labels", "global"], &context);
     let hosts = get(table, "hosts").and_then(|v| ctx.strings(v, "hosts")).unwrap_or_default();
-    let hosts = hosts.into_iter().filter_map(|h| checked(ctx, h, syntax::check_host_name)).map(|h| h.value).collect::<Vec<_>>();
+    let hosts =
+        hosts.into_iter().filter_map(|h| checked(ctx, h, syntax::check_host_name)).map(|h| h.value).collect::<Vec<_>>();
     let labels = get(table, "labels").and_then(|v| ctx.string_map(v, "labels")).unwrap_or_default();
     let labels = labels.into_iter().map(|(k, v)| (k.value, v.value)).collect::<Vec<_>>();
     let global = get(table, "global").and_then(|v| ctx.boolean(v, "global")).unwrap_or(false);
     if global && (!hosts.is_empty() || !labels.is_empty()) {
         let span = get(table, "global").map(|v| v.span()).unwrap_or(0..0);
-        ctx.error(span, "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`");
+        ctx.error(
+            span,
+            "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`",
+        );
     }
     Placement { hosts, labels, global }
 }
@@ -299,8 +364,14 @@ fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) 
             }
         },
     };
-    let working_dir = get(table, "working_dir").and_then(|v| ctx.string(v, "working_dir")).and_then(|p| checked(ctx, p, syntax::check_path));
-    Some(Native { exec: argv.into_iter().map(|a| a.value).collect(), service_type, working_dir: working_dir.map(|p| p.value) })
+    let working_dir = get(table, "working_dir")
+        .and_then(|v| ctx.string(v, "working_dir"))
+        .and_then(|p| checked(ctx, p, syntax::check_path));
+    Some(Native {
+        exec: argv.into_iter().map(|a| a.value).collect(),
+        service_type,
+        working_dir: working_dir.map(|p| p.value),
+    })
 }
 
 fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_>>) -> Option<Container> {
@@ -311,7 +382,9 @@ fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_
     let volumes = volumes.into_iter().filter_map(|v| checked(ctx, v, syntax::check_volume)).map(|v| v.value).collect();
     let ports = get(table, "ports").and_then(|v| ctx.strings(v, "ports")).unwrap_or_default();
     let ports = ports.into_iter().filter_map(|p| checked(ctx, p, syntax::check_port)).map(|p| p.value).collect();
-    let network = get(table, "network").and_then(|v| ctx.string(v, "network")).and_then(|n| checked(ctx, n, syntax::check_network));
+    let network = get(table, "network")
+        .and_then(|v| ctx.string(v, "network"))
+        .and_then(|n| checked(ctx, n, syntax::check_network));
     let pull = match get(table, "pull").and_then(|v| ctx.string(v, "pull")) {
         None => Pull::Missing,
         Some(p) => Pull::parse(&p.value).unwrap_or_else(|| {

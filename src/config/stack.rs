@@ -1,7 +1,7 @@
 //! The stack schema (SPEC §3): a stack file's spanned TOML tree becomes a [`Stack`], or every
 //! problem found in it.
 
-use super::reader::{get, key_span, At, Ctx};
+use super::reader::{At, Ctx, get, key_span};
 use super::service::read_service;
 use super::syntax;
 use crate::diagnostics::{Diagnostic, Source};
@@ -43,7 +43,10 @@ pub fn parse_stack(path: &Path, text: &str) -> Result<Stack, Vec<Diagnostic>> {
         }
     });
     let enable = get(root, "enable").and_then(|v| ctx.boolean(v, "enable")).unwrap_or(true);
-    let secrets = get(root, "secrets").and_then(|v| ctx.table(v, "secrets")).map(|t| read_secrets(&mut ctx, t)).unwrap_or_default();
+    let secrets = get(root, "secrets")
+        .and_then(|v| ctx.table(v, "secrets"))
+        .map(|t| read_secrets(&mut ctx, t))
+        .unwrap_or_default();
 
     let mut services = Vec::new();
     match get(root, "services").map(|v| (v, ctx.table(v, "services"))) {
@@ -125,7 +128,13 @@ fn check_references(ctx: &mut Ctx, stack: &Stack) {
                     let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
                         .map(|n| format!(" (did you mean `{n}`?)"))
                         .unwrap_or_default();
-                    ctx.error(dep.span.clone(), format!("service `{}` depends on `{name}`, which is not a service of stack `{}`{hint}", service.name, stack.name));
+                    ctx.error(
+                        dep.span.clone(),
+                        format!(
+                            "service `{}` depends on `{name}`, which is not a service of stack `{}`{hint}",
+                            service.name, stack.name
+                        ),
+                    );
                 }
             }
         }

@@ -20,7 +20,16 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
 
 /// The unit types a dependency may name directly.
 pub const UNIT_SUFFIXES: &[&str] = &[
-    ".service", ".target", ".socket", ".mount", ".automount", ".path", ".timer", ".device", ".swap", ".slice",
+    ".service",
+    ".target",
+    ".socket",
+    ".mount",
+    ".automount",
+    ".path",
+    ".timer",
+    ".device",
+    ".swap",
+    ".slice",
     ".scope",
 ];
 
@@ -45,7 +54,9 @@ pub fn check_path(path: &str) -> Result<(), String> {
         return Err(format!("path {path:?} must be absolute"));
     }
     if let Some(c) = path.chars().find(|c| c.is_control() || c.is_whitespace() || "\"'\\".contains(*c)) {
-        return Err(format!("path {path:?} contains {c:?}; blanks, quotes, backslashes and control characters are not supported"));
+        return Err(format!(
+            "path {path:?} contains {c:?}; blanks, quotes, backslashes and control characters are not supported"
+        ));
     }
     Ok(())
 }
@@ -71,7 +82,13 @@ pub fn check_user(spec: &str) -> Result<(), String> {
         Some((u, g)) => part_ok(u) && part_ok(g),
         None => part_ok(spec),
     };
-    if ok { Ok(()) } else { Err(format!("invalid user {spec:?}: use a user name or uid, optionally followed by ':' and a group name or gid")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid user {spec:?}: use a user name or uid, optionally followed by ':' and a group name or gid"
+        ))
+    }
 }
 
 /// A credential (secret) name: it becomes a file name under `$CREDENTIALS_DIRECTORY`.
@@ -141,9 +158,9 @@ pub fn check_port(spec: &str) -> Result<(), String> {
             continue; // "IP::80": a random host port
         }
         let port_ok = p.parse::<u16>().is_ok_and(|n| n > 0);
-        let range_ok = p.split_once('-').is_some_and(|(a, b)| {
-            a.parse::<u16>().is_ok_and(|a| a > 0) && b.parse::<u16>().is_ok_and(|b| b > 0)
-        });
+        let range_ok = p
+            .split_once('-')
+            .is_some_and(|(a, b)| a.parse::<u16>().is_ok_and(|a| a > 0) && b.parse::<u16>().is_ok_and(|b| b > 0));
         if !port_ok && !range_ok {
             return bad("ports are numbers from 1 to 65535");
         }
@@ -170,7 +187,8 @@ pub fn check_volume(spec: &str) -> Result<(), String> {
         return bad("the target must be an absolute path in the container");
     }
     if let Some(options) = parts.get(2) {
-        const KNOWN: &[&str] = &["ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate"];
+        const KNOWN: &[&str] =
+            &["ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate"];
         if let Some(o) = options.split(',').find(|o| !KNOWN.contains(o)) {
             return bad(&format!("unknown option {o:?}"));
         }

@@ -136,7 +136,11 @@ impl ContainerSpec {
         };
         let env = all("Environment")?
             .into_iter()
-            .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or(format!("Environment={kv:?} has no '='")))
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or(format!("Environment={kv:?} has no '='"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self {
             stack: required("Stack")?,

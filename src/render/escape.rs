@@ -15,8 +15,8 @@ use std::fmt::Write as _;
 /// One word, safe in any word-splitting setting and in kapell's own sections: left bare when it
 /// holds only characters no setting treats specially, double-quoted and escaped otherwise.
 pub fn quote(value: &str) -> String {
-    let bare = !value.is_empty()
-        && value.chars().all(|c| (c.is_alphanumeric() && !c.is_control()) || "/._,:=+@-".contains(c));
+    let bare =
+        !value.is_empty() && value.chars().all(|c| (c.is_alphanumeric() && !c.is_control()) || "/._,:=+@-".contains(c));
     if bare {
         return value.to_string();
     }
@@ -55,11 +55,8 @@ pub fn exec_line<S: AsRef<str>>(argv: &[S]) -> String {
 
 /// Free text for settings that take the rest of the line verbatim (specifiers still apply).
 pub fn text(value: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .replace('%', "%%");
+    let mut out: String =
+        value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().replace('%', "%%");
     // A trailing backslash would continue the line; trailing blanks are stripped by systemd anyway.
     while out.ends_with('\\') || out.ends_with(' ') {
         out.pop();
@@ -159,7 +156,20 @@ mod tests {
 
     #[test]
     fn quote_round_trips_nasty_values() {
-        for v in ["", "plain", "a b", "say \"hi\"", "100%", "$HOME", "back\\slash", "line\nbreak", "tab\t", "\x01\x7f", "ünïcødé ✓", "'single'"] {
+        for v in [
+            "",
+            "plain",
+            "a b",
+            "say \"hi\"",
+            "100%",
+            "$HOME",
+            "back\\slash",
+            "line\nbreak",
+            "tab\t",
+            "\x01\x7f",
+            "ünïcødé ✓",
+            "'single'",
+        ] {
             let q = quote(v);
             assert!(!q.contains('\n'), "{q:?} spans lines");
             assert_eq!(unquote(&q).expect("unquote"), vec![v.to_string()], "{q}");

@@ -28,9 +28,15 @@ impl Default for RenderOptions {
 /// One file of a unit set, relative to the unit directory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OutputFile {
-    Unit { name: String, text: String },
+    Unit {
+        name: String,
+        text: String,
+    },
     /// A `*.wants/` symlink: `path` (e.g. `multi-user.target.wants/todo.target`) → `target`.
-    Link { path: String, target: String },
+    Link {
+        path: String,
+        target: String,
+    },
 }
 
 impl OutputFile {

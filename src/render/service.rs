@@ -2,7 +2,7 @@
 
 use super::container::{self, ContainerSpec};
 use super::unit::{Section, UnitFile, Value};
-use super::{dependency_units, escape, header, RenderOptions};
+use super::{RenderOptions, dependency_units, escape, header};
 use crate::model::{Kind, Restart, SecretSource, Service, ServiceType, Stack};
 use crate::units::Duration;
 

@@ -33,10 +33,7 @@ impl Value {
     /// never a user error, because validation rejects such input long before rendering.
     pub fn trusted(value: impl Into<String>) -> Self {
         let value = value.into();
-        assert!(
-            !value.contains(['\n', '\r', '\0']) && !value.ends_with('\\'),
-            "unsafe unit value {value:?}"
-        );
+        assert!(!value.contains(['\n', '\r', '\0']) && !value.ends_with('\\'), "unsafe unit value {value:?}");
         Self(value)
     }
 

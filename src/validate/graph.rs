@@ -12,7 +12,9 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     let index: HashMap<(&str, &str), Node> = stacks
         .iter()
         .enumerate()
-        .flat_map(|(si, st)| st.services.iter().enumerate().map(move |(vi, sv)| ((st.name.as_str(), sv.name.as_str()), (si, vi))))
+        .flat_map(|(si, st)| {
+            st.services.iter().enumerate().map(move |(vi, sv)| ((st.name.as_str(), sv.name.as_str()), (si, vi)))
+        })
         .collect();
     // Edges carry the span of the dependency entry that makes them.
     let edges = |(si, vi): Node| -> Vec<(Node, Range<usize>)> {
@@ -66,7 +68,13 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     }
 }
 
-fn report(stacks: &[Stack], path: &[(Node, Vec<(Node, Range<usize>)>, usize)], to: Node, closing: Range<usize>, errors: &mut Vec<Diagnostic>) {
+fn report(
+    stacks: &[Stack],
+    path: &[(Node, Vec<(Node, Range<usize>)>, usize)],
+    to: Node,
+    closing: Range<usize>,
+    errors: &mut Vec<Diagnostic>,
+) {
     let start = path.iter().position(|(n, _, _)| *n == to).unwrap_or(0);
     let mut cycle: Vec<Node> = path[start..].iter().map(|(n, _, _)| *n).collect();
     cycle.push(to);

@@ -8,9 +8,9 @@
 mod collisions;
 mod graph;
 
-pub use collisions::{is_kapell_link_or_unit, is_kapell_unit, UnitSearchPath, OWNER_MARKER};
+pub use collisions::{OWNER_MARKER, UnitSearchPath, is_kapell_link_or_unit, is_kapell_unit};
 
-use crate::diagnostics::{self, did_you_mean, Diagnostic};
+use crate::diagnostics::{self, Diagnostic, did_you_mean};
 use crate::model::{DepTarget, Stack};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,7 +66,12 @@ fn stack_of(stacks: &[Stack], d: &Diagnostic) -> Option<String> {
     stacks.iter().find(|s| std::sync::Arc::ptr_eq(&s.source, &d.source)).map(|s| s.name.clone())
 }
 
-fn check_remote_dependencies(stacks: &[Stack], known: &BTreeSet<String>, failed: &BTreeSet<String>, errors: &mut Vec<Diagnostic>) {
+fn check_remote_dependencies(
+    stacks: &[Stack],
+    known: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+    errors: &mut Vec<Diagnostic>,
+) {
     for stack in stacks {
         for service in &stack.services {
             for dep in service.requires.iter().chain(&service.wants) {
@@ -80,13 +85,19 @@ fn check_remote_dependencies(stacks: &[Stack], known: &BTreeSet<String>, failed:
                         let hint = did_you_mean(wanted, target.services.iter().map(|s| s.name.as_str()))
                             .map(|n| format!(" (did you mean `{other}.{n}`?)"))
                             .unwrap_or_default();
-                        format!("service `{}` depends on `{other}.{wanted}`, but stack `{other}` has no service `{wanted}`{hint}", service.name)
+                        format!(
+                            "service `{}` depends on `{other}.{wanted}`, but stack `{other}` has no service `{wanted}`{hint}",
+                            service.name
+                        )
                     }
                     None => {
                         let hint = did_you_mean(other, known.iter().map(String::as_str))
                             .map(|n| format!(" (did you mean `{n}`?)"))
                             .unwrap_or_default();
-                        format!("service `{}` depends on `{other}.{wanted}`, but there is no stack `{other}` ({other}.toml){hint}", service.name)
+                        format!(
+                            "service `{}` depends on `{other}.{wanted}`, but there is no stack `{other}` ({other}.toml){hint}",
+                            service.name
+                        )
                     }
                 };
                 errors.push(Diagnostic::new(&stack.source, dep.span.clone(), message));
@@ -104,7 +115,9 @@ fn check_duplicate_units(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
         for (unit, span) in units {
             if let Some((first, first_span)) = owners.get(&unit) {
                 if first.name != stack.name {
-                    let msg = |other: &str| format!("unit name `{unit}` is also produced by stack `{other}`; rename a stack or service");
+                    let msg = |other: &str| {
+                        format!("unit name `{unit}` is also produced by stack `{other}`; rename a stack or service")
+                    };
                     errors.push(Diagnostic::new(&stack.source, span, msg(&first.name)));
                     errors.push(Diagnostic::new(&first.source, first_span.clone(), msg(&stack.name)));
                 }

@@ -42,10 +42,8 @@ fn build_once() -> Result<PathBuf> {
     let base = root.join("base");
     let marker = root.join("base.complete");
     let lock_path = root.join("base.lock");
-    let lock =
-        File::create(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    let lock = File::create(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
 
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(marker_text().as_str())
         && base.join("lib/systemd/systemd").exists()
@@ -56,8 +54,7 @@ fn build_once() -> Result<PathBuf> {
     let building = root.join("base.building");
     for stale in [&base, &building] {
         if stale.exists() {
-            std::fs::remove_dir_all(stale)
-                .with_context(|| format!("cannot remove stale {}", stale.display()))?;
+            std::fs::remove_dir_all(stale).with_context(|| format!("cannot remove stale {}", stale.display()))?;
         }
     }
     let started = Instant::now();
@@ -65,13 +62,8 @@ fn build_once() -> Result<PathBuf> {
     prepare(&building)?;
     std::fs::rename(&building, &base)
         .with_context(|| format!("cannot rename {} to {}", building.display(), base.display()))?;
-    std::fs::write(&marker, marker_text())
-        .with_context(|| format!("cannot write {}", marker.display()))?;
-    eprintln!(
-        "kapell-test: built base tree {} in {:.1?}",
-        base.display(),
-        started.elapsed()
-    );
+    std::fs::write(&marker, marker_text()).with_context(|| format!("cannot write {}", marker.display()))?;
+    eprintln!("kapell-test: built base tree {} in {:.1?}", base.display(), started.elapsed());
     Ok(base)
 }
 
@@ -97,15 +89,8 @@ fn debootstrap(dir: &Path) -> Result<()> {
         .arg(mirror()?)
         .stdout(stdout)
         .stderr(stderr);
-    let status = cmd
-        .status()
-        .context("cannot run debootstrap (apt-get install debootstrap)")?;
-    anyhow::ensure!(
-        status.success(),
-        "debootstrap failed ({status}); log {}:\n{}",
-        log.display(),
-        tail(&log, 30)
-    );
+    let status = cmd.status().context("cannot run debootstrap (apt-get install debootstrap)")?;
+    anyhow::ensure!(status.success(), "debootstrap failed ({status}); log {}:\n{}", log.display(), tail(&log, 30));
     Ok(())
 }
 
@@ -122,11 +107,7 @@ fn prepare(dir: &Path) -> Result<()> {
             _ => Ok(()),
         }
     };
-    run_ok(
-        Command::new("find")
-            .arg(dir.join("var/cache/apt/archives"))
-            .args(["-name", "*.deb", "-delete"]),
-    )?;
+    run_ok(Command::new("find").arg(dir.join("var/cache/apt/archives")).args(["-name", "*.deb", "-delete"]))?;
     std::fs::write(dir.join("etc/machine-id"), "").context("cannot empty etc/machine-id")?;
     remove("var/lib/dbus/machine-id")?;
     for entry in std::fs::read_dir(dir.join("etc/ssh")).context("no etc/ssh in base tree")? {
@@ -135,13 +116,11 @@ fn prepare(dir: &Path) -> Result<()> {
             remove(&format!("etc/ssh/{}", entry.file_name().to_string_lossy()))?;
         }
     }
-    for (unit, target) in [
-        ("systemd-networkd.service", "multi-user.target.wants"),
-        ("systemd-networkd.socket", "sockets.target.wants"),
-    ] {
+    for (unit, target) in
+        [("systemd-networkd.service", "multi-user.target.wants"), ("systemd-networkd.socket", "sockets.target.wants")]
+    {
         let wants = dir.join("etc/systemd/system").join(target);
-        std::fs::create_dir_all(&wants)
-            .with_context(|| format!("cannot create {}", wants.display()))?;
+        std::fs::create_dir_all(&wants).with_context(|| format!("cannot create {}", wants.display()))?;
         let link = wants.join(unit);
         if link.symlink_metadata().is_err() {
             symlink(format!("/lib/systemd/system/{unit}"), &link)
@@ -149,13 +128,7 @@ fn prepare(dir: &Path) -> Result<()> {
         }
     }
     // Catch a broken tree here rather than as a host that never boots.
-    let out = run(Command::new("chroot")
-        .arg(dir)
-        .args(["systemctl", "--version"]))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "systemd does not run in the base tree: {}",
-        super::cmd::render(&out)
-    );
+    let out = run(Command::new("chroot").arg(dir).args(["systemctl", "--version"]))?;
+    anyhow::ensure!(out.status.success(), "systemd does not run in the base tree: {}", super::cmd::render(&out));
     Ok(())
 }

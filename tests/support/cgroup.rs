@@ -31,8 +31,7 @@ pub fn spawn_in(name: &str, program: &str, args: &[String]) -> Result<Command> {
             top.display()
         );
         let dir = top.join(name);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create cgroup {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create cgroup {}", dir.display()))?;
         procs.push(dir.join("cgroup.procs").display().to_string());
     }
     let mut cmd = Command::new("/bin/sh");
@@ -97,11 +96,7 @@ pub fn kill_all(name: &str) -> Result<()> {
         }
         pids.is_empty()
     });
-    anyhow::ensure!(
-        emptied,
-        "cgroup {name} still has processes: {:?}",
-        pids(name)
-    );
+    anyhow::ensure!(emptied, "cgroup {name} still has processes: {:?}", pids(name));
     Ok(())
 }
 

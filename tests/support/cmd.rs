@@ -19,9 +19,7 @@ pub fn describe(cmd: &Command) -> String {
 /// Runs `cmd` to completion with stdin closed and output captured. Fails only if it cannot be
 /// started: callers that care about the exit status use [`run_ok`].
 pub fn run(cmd: &mut Command) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run `{}`", describe(cmd)))
+    cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run `{}`", describe(cmd)))
 }
 
 /// Like [`run`], but a non-zero exit is an error that carries the status, stdout and stderr.
@@ -102,10 +100,7 @@ pub fn terminate(child: &mut Child, grace: Duration) -> bool {
 
 /// Where a long-running child's stdout and stderr go: one file, truncated.
 pub fn log_to(path: &Path) -> Result<(Stdio, Stdio)> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create log {}", path.display()))?;
-    let err = file
-        .try_clone()
-        .with_context(|| format!("cannot reopen log {}", path.display()))?;
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create log {}", path.display()))?;
+    let err = file.try_clone().with_context(|| format!("cannot reopen log {}", path.display()))?;
     Ok((Stdio::from(file), Stdio::from(err)))
 }

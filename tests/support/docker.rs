@@ -42,13 +42,7 @@ impl Dockerd {
             }
         })?;
         let log = logs_dir()?.join(format!("docker-{id}.log"));
-        let mut dockerd = Dockerd {
-            id,
-            lease,
-            log,
-            child: None,
-            net: Net::new()?,
-        };
+        let mut dockerd = Dockerd { id, lease, log, child: None, net: Net::new()? };
         dockerd.spawn()?;
         dockerd.wait_ping()?;
         Ok(dockerd)
@@ -127,15 +121,8 @@ impl Dockerd {
         let out = import.stdin(tar_out).output();
         let tar_status = tar.wait().context("cannot wait for tar")?;
         let out = out.with_context(|| format!("cannot run `{}`", cmd::describe(&import)))?;
-        anyhow::ensure!(
-            tar_status.success(),
-            "tar of the busybox rootfs failed: {tar_status}"
-        );
-        anyhow::ensure!(
-            out.status.success(),
-            "docker import {tag} failed: {}",
-            cmd::render(&out)
-        );
+        anyhow::ensure!(tar_status.success(), "tar of the busybox rootfs failed: {tar_status}");
+        anyhow::ensure!(out.status.success(), "docker import {tag} failed: {}", cmd::render(&out));
         Ok(())
     }
 
@@ -163,9 +150,7 @@ impl Dockerd {
         let (stdout, stderr) = log_to(&self.log)?;
         let mut cmd = cgroup::spawn_in(&daemon_cgroup, "/usr/sbin/dockerd", &args)?;
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start `{}`", cmd::describe(&cmd)))?;
+        let child = cmd.spawn().with_context(|| format!("cannot start `{}`", cmd::describe(&cmd)))?;
         self.child = Some(child);
         Ok(())
     }
@@ -187,19 +172,11 @@ impl Dockerd {
             Some(status) => format!("dockerd exited ({status})"),
             None if !ok => format!("no answer on {} after {START_TIMEOUT:?}", socket.display()),
             None => {
-                eprintln!(
-                    "kapell-test: dockerd {} ready in {:.2?}",
-                    self.id,
-                    started.elapsed()
-                );
+                eprintln!("kapell-test: dockerd {} ready in {:.2?}", self.id, started.elapsed());
                 return Ok(());
             }
         };
-        bail!(
-            "{why}; log {}:\n{}",
-            self.log.display(),
-            tail(&self.log, 30)
-        )
+        bail!("{why}; log {}:\n{}", self.log.display(), tail(&self.log, 30))
     }
 }
 
@@ -260,8 +237,7 @@ fn ping(socket: &Path) -> bool {
 
 fn busybox_rootfs(root: &Path) -> Result<()> {
     let busybox = Path::new("/bin/busybox");
-    let binary = std::fs::read(busybox)
-        .context("cannot read /bin/busybox (apt-get install busybox-static)")?;
+    let binary = std::fs::read(busybox).context("cannot read /bin/busybox (apt-get install busybox-static)")?;
     // A dynamically linked busybox (package `busybox`) would not run in an empty image.
     let head = &binary[..binary.len().min(4096)];
     anyhow::ensure!(
@@ -273,10 +249,7 @@ fn busybox_rootfs(root: &Path) -> Result<()> {
     }
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
     std::fs::write(root.join("bin/busybox"), &binary)?;
-    std::fs::set_permissions(
-        root.join("bin/busybox"),
-        std::fs::Permissions::from_mode(0o755),
-    )?;
+    std::fs::set_permissions(root.join("bin/busybox"), std::fs::Permissions::from_mode(0o755))?;
     let list = run_ok(Command::new(busybox).arg("--list"))?;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let applet = applet.trim();

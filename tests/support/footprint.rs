@@ -41,8 +41,7 @@ impl Footprint {
     pub fn dockerd(mut self, dockerd: &Dockerd) -> Self {
         self.pids.extend(dockerd.pid());
         self.links.push(dockerd.net().name().to_owned());
-        self.dirs
-            .extend(dockerd.socket_path().parent().map(PathBuf::from));
+        self.dirs.extend(dockerd.socket_path().parent().map(PathBuf::from));
         self.cgroups.extend(dockerd.cgroups());
         self
     }
@@ -50,12 +49,7 @@ impl Footprint {
     /// Fails with a list of everything still present.
     pub fn assert_gone(&self) -> Result<()> {
         let mut left = Vec::new();
-        left.extend(
-            self.pids
-                .iter()
-                .filter(|&&p| cmd::alive(p))
-                .map(|p| format!("process {p}")),
-        );
+        left.extend(self.pids.iter().filter(|&&p| cmd::alive(p)).map(|p| format!("process {p}")));
         for link in &self.links {
             let out = cmd::run(Command::new("ip").args(["-o", "link", "show", "dev", link]))?;
             if out.status.success() {
@@ -63,21 +57,13 @@ impl Footprint {
             }
         }
         for dir in &self.dirs {
-            left.extend(
-                fs::mounts_below(dir)
-                    .iter()
-                    .map(|m| format!("mount {}", m.display())),
-            );
+            left.extend(fs::mounts_below(dir).iter().map(|m| format!("mount {}", m.display())));
             if dir.exists() {
                 left.push(format!("directory {}", dir.display()));
             }
         }
         for name in &self.cgroups {
-            left.extend(
-                cgroup::dirs(name)
-                    .iter()
-                    .map(|d| format!("cgroup {}", d.display())),
-            );
+            left.extend(cgroup::dirs(name).iter().map(|d| format!("cgroup {}", d.display())));
         }
         if !left.is_empty() {
             bail!("left behind: {}", left.join(", "));

@@ -24,11 +24,7 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 /// Unmounts everything at or below `dir`. A mount still busy after a few seconds is detached

@@ -30,22 +30,12 @@ impl Lease {
         reap_leftovers(kind, &reap)?;
         let lock_path = lock_path(kind, id);
         let lock = open(&lock_path)?;
-        lock.lock()
-            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
         let dir = state_dir().join(format!("{kind}-{id}"));
         // Never delete blindly: a stray directory may still hold mounts.
-        anyhow::ensure!(
-            !dir.exists(),
-            "{} exists without a lease; remove it by hand",
-            dir.display()
-        );
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Lease {
-            dir,
-            lock_path,
-            _lock: lock,
-        })
+        anyhow::ensure!(!dir.exists(), "{} exists without a lease; remove it by hand", dir.display());
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Lease { dir, lock_path, _lock: lock })
     }
 
     pub fn dir(&self) -> &Path {
@@ -67,8 +57,7 @@ fn lock_path(kind: &str, id: &str) -> PathBuf {
 
 fn open(path: &Path) -> Result<File> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     OpenOptions::new()
         .create(true)
@@ -82,22 +71,17 @@ fn open(path: &Path) -> Result<File> {
 fn kind_lock(kind: &str) -> Result<File> {
     let path = state_dir().join(format!("{kind}.lock"));
     let file = open(&path)?;
-    file.lock()
-        .with_context(|| format!("cannot lock {}", path.display()))?;
+    file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
     Ok(file)
 }
 
 /// Cleans up every `<kind>-<id>` whose lock nobody holds.
 fn reap_leftovers(kind: &str, reap: &impl Fn(&str, &Path)) -> Result<()> {
     let prefix = format!("{kind}-");
-    let entries = std::fs::read_dir(state_dir())
-        .with_context(|| format!("cannot list {}", state_dir().display()))?;
+    let entries = std::fs::read_dir(state_dir()).with_context(|| format!("cannot list {}", state_dir().display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(id) = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(".lock"))
-        else {
+        let Some(id) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".lock")) else {
             continue;
         };
         let file = open(&entry.path())?;

@@ -7,11 +7,7 @@
 //!
 //! State lives under [`STATE_DIR`]: `base/` (the cached tree), `host-<id>/`, `docker-<id>/`,
 //! `nets/` (subnet locks) and `logs/` (boot and daemon logs, kept when a test fails).
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "each test binary compiles this module and uses only part of it"
-)]
+#![allow(dead_code, unused_imports, reason = "each test binary compiles this module and uses only part of it")]
 
 mod base;
 mod cgroup;
@@ -48,8 +44,7 @@ fn state_dir() -> &'static Path {
 
 fn logs_dir() -> anyhow::Result<PathBuf> {
     let dir = state_dir().join("logs");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     Ok(dir)
 }
 
@@ -57,11 +52,7 @@ fn logs_dir() -> anyhow::Result<PathBuf> {
 /// characters, because it becomes an nspawn machine name and `vb-<id>` must fit an interface name.
 fn unique_id() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(1);
-    format!(
-        "k{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("k{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Last `lines` lines of a log file, for error messages (empty if it cannot be read).

@@ -31,18 +31,14 @@ impl Ssh {
     /// Generates an ed25519 client key and writes the config: root login with that key only,
     /// strict host key checking against our `known_hosts`, never a prompt, short timeout.
     pub fn new() -> Result<Ssh> {
-        std::fs::create_dir_all(state_dir())
-            .with_context(|| format!("cannot create {}", state_dir().display()))?;
-        let dir = tempfile::Builder::new()
-            .prefix("ssh-")
-            .tempdir_in(state_dir())
-            .context("cannot create ssh temp dir")?;
+        std::fs::create_dir_all(state_dir()).with_context(|| format!("cannot create {}", state_dir().display()))?;
+        let dir =
+            tempfile::Builder::new().prefix("ssh-").tempdir_in(state_dir()).context("cannot create ssh temp dir")?;
         let key = dir.path().join("id_ed25519");
         let config = dir.path().join("config");
         let known_hosts = dir.path().join("known_hosts");
         let keygen = ["-q", "-t", "ed25519", "-N", "", "-C", "kapell-test", "-f"];
-        run_ok(Command::new("ssh-keygen").args(keygen).arg(&key))
-            .context("cannot generate the ssh client key")?;
+        run_ok(Command::new("ssh-keygen").args(keygen).arg(&key)).context("cannot generate the ssh client key")?;
         std::fs::write(&known_hosts, "").context("cannot create known_hosts")?;
         let text = format!(
             "Host *\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n  \
@@ -52,12 +48,7 @@ impl Ssh {
             known = known_hosts.display()
         );
         std::fs::write(&config, text).context("cannot write ssh config")?;
-        Ok(Ssh {
-            _dir: dir,
-            key,
-            config,
-            known_hosts,
-        })
+        Ok(Ssh { _dir: dir, key, config, known_hosts })
     }
 
     /// The file to pass as `ssh -F`.
@@ -84,29 +75,21 @@ impl Ssh {
     /// and records them in `known_hosts` and the config under `name` and `addr`.
     pub(super) fn add_host(&self, root: &Path, name: &str, addr: Ipv4Addr) -> Result<()> {
         let ssh_dir = root.join("root/.ssh");
-        std::fs::create_dir_all(&ssh_dir)
-            .with_context(|| format!("cannot create {}", ssh_dir.display()))?;
+        std::fs::create_dir_all(&ssh_dir).with_context(|| format!("cannot create {}", ssh_dir.display()))?;
         std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700))?;
-        let pubkey = std::fs::read_to_string(self.key.with_extension("pub"))
-            .context("cannot read the client public key")?;
+        let pubkey =
+            std::fs::read_to_string(self.key.with_extension("pub")).context("cannot read the client public key")?;
         let authorized = ssh_dir.join("authorized_keys");
         append(&authorized, &pubkey)?;
         std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o600))?;
 
-        run_ok(
-            Command::new("ssh-keygen")
-                .args(["-q", "-A", "-f"])
-                .arg(root),
-        )
-        .with_context(|| format!("cannot generate host keys for {name}"))?;
+        run_ok(Command::new("ssh-keygen").args(["-q", "-A", "-f"]).arg(root))
+            .with_context(|| format!("cannot generate host keys for {name}"))?;
         let host_key = root.join("etc/ssh/ssh_host_ed25519_key.pub");
-        let host_key = std::fs::read_to_string(&host_key)
-            .with_context(|| format!("cannot read {}", host_key.display()))?;
+        let host_key =
+            std::fs::read_to_string(&host_key).with_context(|| format!("cannot read {}", host_key.display()))?;
         let key_fields: Vec<&str> = host_key.split_whitespace().take(2).collect();
-        append(
-            &self.known_hosts,
-            &format!("{addr},{name} {}\n", key_fields.join(" ")),
-        )?;
+        append(&self.known_hosts, &format!("{addr},{name} {}\n", key_fields.join(" ")))?;
         append(&self.config, &format!("Host {name}\n  HostName {addr}\n"))
     }
 }

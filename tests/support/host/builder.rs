@@ -66,14 +66,8 @@ impl<'a> HostBuilder<'a> {
     }
 
     /// Places a file at absolute path `dest` in the host before boot (parents created 0755).
-    pub fn install_file(
-        mut self,
-        dest: impl AsRef<Path>,
-        src: impl Into<Source>,
-        mode: u32,
-    ) -> Self {
-        self.files
-            .push((dest.as_ref().to_owned(), src.into(), mode));
+    pub fn install_file(mut self, dest: impl AsRef<Path>, src: impl Into<Source>, mode: u32) -> Self {
+        self.files.push((dest.as_ref().to_owned(), src.into(), mode));
         self
     }
 
@@ -104,15 +98,13 @@ impl<'a> HostBuilder<'a> {
 
     /// Extra read-write bind mount of `src` (on the machine) at `dest` (in the host).
     pub fn bind(mut self, src: impl AsRef<Path>, dest: impl AsRef<Path>) -> Self {
-        self.binds
-            .push((src.as_ref().to_owned(), dest.as_ref().to_owned(), false));
+        self.binds.push((src.as_ref().to_owned(), dest.as_ref().to_owned(), false));
         self
     }
 
     /// Extra read-only bind mount.
     pub fn bind_ro(mut self, src: impl AsRef<Path>, dest: impl AsRef<Path>) -> Self {
-        self.binds
-            .push((src.as_ref().to_owned(), dest.as_ref().to_owned(), true));
+        self.binds.push((src.as_ref().to_owned(), dest.as_ref().to_owned(), true));
         self
     }
 
@@ -148,8 +140,7 @@ impl<'a> HostBuilder<'a> {
             ssh_config: self.ssh.map(|s| s.config_path().to_owned()),
         };
         mount_overlay(&base, host.lease.dir())?;
-        self.prepare(&host)
-            .with_context(|| format!("cannot prepare host {}", host.name))?;
+        self.prepare(&host).with_context(|| format!("cannot prepare host {}", host.name))?;
         host.nspawn_args = self.nspawn_args(&host);
         host.launch()?;
         Ok(host)
@@ -157,21 +148,12 @@ impl<'a> HostBuilder<'a> {
 
     fn prepare(&self, host: &Host) -> Result<()> {
         let root = host.root();
-        write_file(
-            &root,
-            Path::new("/etc/hostname"),
-            &format!("{}\n", host.name).into(),
-            0o644,
-        )?;
+        write_file(&root, Path::new("/etc/hostname"), &format!("{}\n", host.name).into(), 0o644)?;
         for (dest, src, mode) in &self.files {
             write_file(&root, dest, src, *mode)?;
         }
         if let Some(binary) = &self.kapell {
-            anyhow::ensure!(
-                binary.is_file(),
-                "kapell binary {} missing",
-                binary.display()
-            );
+            anyhow::ensure!(binary.is_file(), "kapell binary {} missing", binary.display());
             let generators = root.join("usr/lib/systemd/system-generators");
             std::fs::create_dir_all(&generators)?;
             symlink("/usr/bin/kapell", generators.join("kapell-generator"))
@@ -187,10 +169,7 @@ impl<'a> HostBuilder<'a> {
             write_file(&root, dest, &network.into(), 0o644)?;
         }
         if let Some(ssh) = self.ssh {
-            let (_, addr, _) = self
-                .net
-                .as_ref()
-                .context("HostBuilder::ssh needs HostBuilder::net")?;
+            let (_, addr, _) = self.net.as_ref().context("HostBuilder::ssh needs HostBuilder::net")?;
             ssh.add_host(&root, &host.name, *addr)?;
         }
         Ok(())
@@ -233,12 +212,8 @@ fn mount_overlay(base: &Path, dir: &Path) -> Result<()> {
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    run_ok(
-        Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(dir.join("merged")),
-    )
-    .context("cannot mount the host overlay")?;
+    run_ok(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(dir.join("merged")))
+        .context("cannot mount the host overlay")?;
     Ok(())
 }
 
@@ -246,8 +221,7 @@ fn write_file(root: &Path, dest: &Path, src: &Source, mode: u32) -> Result<()> {
     let rel = dest.strip_prefix("/").unwrap_or(dest);
     let path = root.join(rel);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     match src {
         Source::Contents(bytes) => std::fs::write(&path, bytes).map(drop),

@@ -92,9 +92,7 @@ impl Host {
         {
             return Ok(pid);
         }
-        let nspawn = self
-            .nspawn_pid()
-            .with_context(|| format!("host {} is not running", self.name))?;
+        let nspawn = self.nspawn_pid().with_context(|| format!("host {} is not running", self.name))?;
         let mut found = None;
         poll(Duration::from_secs(10), || {
             found = find_leader(nspawn);
@@ -133,8 +131,7 @@ impl Host {
     /// Runs `args` inside the host and returns stdout; a non-zero exit is an error carrying the
     /// status, stdout and stderr.
     pub fn exec_ok(&self, args: &[&str]) -> Result<String> {
-        let out =
-            run_ok(&mut self.command(args)?).with_context(|| format!("in host {}", self.name))?;
+        let out = run_ok(&mut self.command(args)?).with_context(|| format!("in host {}", self.name))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -154,22 +151,12 @@ impl Host {
 
     /// `journalctl -u unit -o short-precise --no-pager` inside the host.
     pub fn journal(&self, unit: &str) -> Result<String> {
-        self.exec_ok(&[
-            "journalctl",
-            "-u",
-            unit,
-            "-o",
-            "short-precise",
-            "--no-pager",
-        ])
+        self.exec_ok(&["journalctl", "-u", unit, "-o", "short-precise", "--no-pager"])
     }
 
     /// The host's system bus, reachable from outside through `/proc/<pid>/root`.
     pub fn dbus_address(&self) -> Result<String> {
-        Ok(format!(
-            "unix:path=/proc/{}/root/run/dbus/system_bus_socket",
-            self.leader_pid()?
-        ))
+        Ok(format!("unix:path=/proc/{}/root/run/dbus/system_bus_socket", self.leader_pid()?))
     }
 
     /// Waits until `systemctl is-system-running` says `running` or `degraded`. On timeout, or if
@@ -221,16 +208,11 @@ impl Host {
 
     /// Waits until `ssh <name> true` succeeds with the test's ssh config.
     pub fn wait_ssh(&self) -> Result<()> {
-        let config = self
-            .ssh_config
-            .as_ref()
-            .with_context(|| format!("host {} was built without .ssh(…)", self.name))?;
+        let config =
+            self.ssh_config.as_ref().with_context(|| format!("host {} was built without .ssh(…)", self.name))?;
         let mut last = None;
         let ok = poll(Duration::from_secs(60), || {
-            let out = run(Command::new("ssh")
-                .arg("-F")
-                .arg(config)
-                .args([&self.name, "true"]));
+            let out = run(Command::new("ssh").arg("-F").arg(config).args([&self.name, "true"]));
             let done = out.as_ref().is_ok_and(|o| o.status.success());
             last = Some(out);
             done
@@ -248,17 +230,9 @@ impl Host {
 
     /// Runs `args` on the host over ssh (as root, with the test's config); returns stdout.
     pub fn ssh_ok(&self, args: &[&str]) -> Result<String> {
-        let config = self
-            .ssh_config
-            .as_ref()
-            .with_context(|| format!("host {} was built without .ssh(…)", self.name))?;
-        let out = run_ok(
-            Command::new("ssh")
-                .arg("-F")
-                .arg(config)
-                .arg(&self.name)
-                .args(args),
-        )?;
+        let config =
+            self.ssh_config.as_ref().with_context(|| format!("host {} was built without .ssh(…)", self.name))?;
+        let out = run_ok(Command::new("ssh").arg("-F").arg(config).arg(&self.name).args(args))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -269,10 +243,7 @@ impl Host {
         if let Some(mut child) = self.nspawn.take()
             && !terminate(&mut child, STOP_GRACE)
         {
-            bail!(
-                "host {} did not power off within {STOP_GRACE:?}; killed",
-                self.name
-            );
+            bail!("host {} did not power off within {STOP_GRACE:?}; killed", self.name);
         }
         Ok(())
     }
@@ -298,12 +269,8 @@ impl Host {
             .open(&self.log)
             .with_context(|| format!("cannot open {}", self.log.display()))?;
         let mut cmd = cgroup::spawn_in(&self.cgroup(), "systemd-nspawn", &self.nspawn_args)?;
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start `{}`", cmd::describe(&cmd)))?;
+        cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let child = cmd.spawn().with_context(|| format!("cannot start `{}`", cmd::describe(&cmd)))?;
         self.nspawn = Some(child);
         Ok(())
     }
@@ -338,13 +305,10 @@ fn teardown(id: &str, dir: &Path) -> Result<()> {
 
 /// The child of `nspawn` that has exec'd systemd (before that it is still nspawn's own code).
 fn find_leader(nspawn: u32) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&pid| {
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).find(
+        |&pid| {
             cmd::parent_of(pid) == Some(nspawn)
-                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "systemd")
-        })
+                && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "systemd")
+        },
+    )
 }
