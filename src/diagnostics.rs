@@ -39,17 +39,33 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// How bad a problem is. An error keeps its stack from rendering; a warning does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
 /// One problem in one file.
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
     pub source: Arc<Source>,
     pub span: Range<usize>,
     pub message: String,
+    pub severity: Severity,
 }
 
 impl Diagnostic {
     pub fn new(source: &Arc<Source>, span: Range<usize>, message: impl Into<String>) -> Self {
-        Self { source: Arc::clone(source), span, message: message.into() }
+        Self { source: Arc::clone(source), span, message: message.into(), severity: Severity::Error }
+    }
+
+    pub fn warning(source: &Arc<Source>, span: Range<usize>, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Warning, ..Self::new(source, span, message) }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 
     pub fn path(&self) -> &Path {
@@ -64,7 +80,8 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (line, col) = self.line_col();
-        write!(f, "{}:{line}:{col}: {}", self.source.path.display(), self.message)
+        let prefix = if self.is_error() { "" } else { "warning: " };
+        write!(f, "{}:{line}:{col}: {prefix}{}", self.source.path.display(), self.message)
     }
 }
 

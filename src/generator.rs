@@ -38,7 +38,7 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read {}", config_dir.display()))?;
     for d in &checked.diagnostics {
-        log.error(&d.to_string());
+        if d.is_error() { log.error(&d.to_string()) } else { log.warning(&d.to_string()) }
     }
     let options = RenderOptions::default();
     let mut files: Vec<OutputFile> = Vec::new();
@@ -93,9 +93,20 @@ impl Log {
     }
 
     pub fn error(&mut self, message: &str) {
-        // One kmsg record per line; priority 3 (err) so it shows in `journalctl -k -p err`.
+        self.write(3, message);
+    }
+
+    pub fn warning(&mut self, message: &str) {
+        self.write(4, message);
+    }
+
+    /// One kmsg record per line, with a syslog priority (3 err, 4 warning) so it shows in
+    /// `journalctl -k -p err`.
+    fn write(&mut self, priority: u8, message: &str) {
         let written = self.kmsg.as_mut().is_some_and(|k| {
-            message.lines().all(|line| k.write_all(format!("<3>kapell-generator: {line}\n").as_bytes()).is_ok())
+            message
+                .lines()
+                .all(|line| k.write_all(format!("<{priority}>kapell-generator: {line}\n").as_bytes()).is_ok())
         });
         if !written {
             eprintln!("kapell-generator: {message}");

@@ -30,19 +30,21 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     let diagnostics: Vec<_> = checked.diagnostics.iter().filter(|d| wanted(&config::stack_name(d.path()))).collect();
     let stacks: Vec<_> = checked.stacks.iter().filter(|s| wanted(&s.name)).collect();
     let failed: Vec<_> = checked.failed.iter().filter(|n| wanted(n)).collect();
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
 
     if args.json {
         let json = serde_json::json!({
-            "ok": diagnostics.is_empty(),
+            "ok": errors == 0,
             "stacks": stacks.iter().map(|s| serde_json::json!({
                 "name": s.name,
                 "path": s.source.path,
                 "services": s.services.iter().map(|v| &v.name).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "failed": failed,
-            "errors": diagnostics.iter().map(|d| {
+            "diagnostics": diagnostics.iter().map(|d| {
                 let (line, column) = d.line_col();
-                serde_json::json!({ "file": d.path(), "line": line, "column": column, "message": d.message })
+                let severity = if d.is_error() { "error" } else { "warning" };
+                serde_json::json!({ "file": d.path(), "line": line, "column": column, "severity": severity, "message": d.message })
             }).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -66,5 +68,5 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
             eprintln!("no stacks found in {}", config_dir.display());
         }
     }
-    Ok(if diagnostics.is_empty() { exit::OK } else { exit::INVALID })
+    Ok(if errors == 0 { exit::OK } else { exit::INVALID })
 }

@@ -48,5 +48,5 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     for f in &files {
         println!("{}", args.out.join(f.path()).display());
     }
-    Ok(if diagnostics.is_empty() { exit::OK } else { exit::INVALID })
+    Ok(if diagnostics.iter().any(|d| d.is_error()) { exit::INVALID } else { exit::OK })
 }

@@ -5,10 +5,9 @@ mod service;
 mod stack;
 pub mod syntax;
 
-pub use stack::parse_stack;
+pub use stack::{Parsed, parse_stack};
 
 use crate::diagnostics::{Diagnostic, Source};
-use crate::model::Stack;
 use crate::validate::{self, Checked, UnitSearchPath};
 use std::path::{Path, PathBuf};
 
@@ -54,8 +53,12 @@ pub fn stack_name(path: &Path) -> String {
 }
 
 /// Reads and parses one stack file; a file that cannot be read is a diagnostic like any other.
-pub fn load_stack(path: &Path) -> Result<Stack, Vec<Diagnostic>> {
-    let fail = |message: String| Err(vec![Diagnostic::new(&Source::new(path, ""), 0..0, message)]);
+pub fn load_stack(path: &Path) -> Parsed {
+    let fail = |message: String| Parsed {
+        name: stack_name(path),
+        stack: None,
+        diagnostics: vec![Diagnostic::new(&Source::new(path, ""), 0..0, message)],
+    };
     match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_STACK_FILE_SIZE => {
             return fail(format!(
@@ -72,7 +75,15 @@ pub fn load_stack(path: &Path) -> Result<Stack, Vec<Diagnostic>> {
             Err(e) => {
                 let offset = e.utf8_error().valid_up_to();
                 let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-                Err(vec![Diagnostic::new(&Source::new(path, text), offset..offset, "the file is not valid UTF-8")])
+                Parsed {
+                    name: stack_name(path),
+                    stack: None,
+                    diagnostics: vec![Diagnostic::new(
+                        &Source::new(path, text),
+                        offset..offset,
+                        "the file is not valid UTF-8",
+                    )],
+                }
             }
         },
         Err(e) => fail(format!("cannot read the file: {e}")),
@@ -85,6 +96,6 @@ pub fn load_host(dir: &Path, extra: &[PathBuf], search_path: &UnitSearchPath) ->
     let mut files = stack_files(dir)?;
     files.retain(|f| !extra.iter().any(|e| stack_name(e) == stack_name(f)));
     files.extend(extra.iter().cloned());
-    let parsed = files.iter().map(|f| (stack_name(f), load_stack(f))).collect();
+    let parsed = files.iter().map(|f| load_stack(f)).collect();
     Ok(validate::check_host(parsed, search_path))
 }

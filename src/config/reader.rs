@@ -32,6 +32,20 @@ impl Ctx {
         self.diags.push(Diagnostic::new(&self.source, span, message));
     }
 
+    pub fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.diags.push(Diagnostic::warning(&self.source, span, message));
+    }
+
+    /// Are there errors (not just warnings)?
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(Diagnostic::is_error)
+    }
+
+    /// The number of errors so far (to tell whether a part of the file added any).
+    pub fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.is_error()).count()
+    }
+
     /// Reports every key of `table` that is not in `known`, with a hint when one is close.
     pub fn reject_unknown_keys(&mut self, table: &DeTable<'_>, known: &[&str], context: &str) {
         for key in table.keys() {

@@ -67,7 +67,7 @@ pub fn read_service(
     let table = ctx.table(value, &context)?;
     let all_keys: Vec<&str> = COMMON_KEYS.iter().chain(CONTAINER_KEYS).chain(NATIVE_KEYS).copied().collect();
     ctx.reject_unknown_keys(table, &all_keys, &context);
-    let errors_before = ctx.diags.len();
+    let errors_before = ctx.error_count();
 
     let kind = match (get(table, "image"), get(table, "exec")) {
         (Some(image), None) => {
@@ -169,7 +169,7 @@ pub fn read_service(
         }
     }
 
-    if ctx.diags.len() > errors_before {
+    if ctx.error_count() > errors_before {
         return None;
     }
     Some(Service {

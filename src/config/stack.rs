@@ -12,11 +12,28 @@ use toml::de::DeTable;
 
 const STACK_KEYS: &[&str] = &["description", "enable", "services", "secrets"];
 
+/// The result of reading one stack file: the stack when it has no errors, and every problem
+/// (errors and warnings) found in it.
+#[derive(Debug)]
+pub struct Parsed {
+    pub name: String,
+    pub stack: Option<Stack>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
 /// Parses and checks one stack file. The stack name is the file stem.
 ///
 /// Checks everything that can be known from this file alone; dependencies on other stacks,
 /// cycles and unit-name collisions are host-wide and live in [`crate::validate`].
-pub fn parse_stack(path: &Path, text: &str) -> Result<Stack, Vec<Diagnostic>> {
+pub fn parse_stack(path: &Path, text: &str) -> Parsed {
+    let name = crate::config::stack_name(path);
+    match parse(path, text) {
+        Ok((stack, diagnostics)) => Parsed { name, stack: Some(stack), diagnostics },
+        Err(diagnostics) => Parsed { name, stack: None, diagnostics },
+    }
+}
+
+fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagnostic>> {
     let source = Source::new(path, text);
     let mut ctx = Ctx::new(Arc::clone(&source));
     let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
@@ -68,7 +85,7 @@ pub fn parse_stack(path: &Path, text: &str) -> Result<Stack, Vec<Diagnostic>> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let stack = Stack { name: stem, source, path, description, enable, services, secrets };
     check_references(&mut ctx, &stack);
-    if ctx.diags.is_empty() { Ok(stack) } else { Err(ctx.diags) }
+    if ctx.has_errors() { Err(ctx.diags) } else { Ok((stack, ctx.diags)) }
 }
 
 fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
@@ -122,18 +139,28 @@ fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
 fn check_references(ctx: &mut Ctx, stack: &Stack) {
     let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
     for service in &stack.services {
-        for dep in service.requires.iter().chain(&service.wants) {
-            if let DepTarget::Local(name) = &dep.target {
-                if stack.service(name).is_none() {
-                    let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
-                        .map(|n| format!(" (did you mean `{n}`?)"))
-                        .unwrap_or_default();
-                    ctx.error(
+        for (deps, required) in [(&service.requires, true), (&service.wants, false)] {
+            for dep in deps {
+                let DepTarget::Local(name) = &dep.target else { continue };
+                if stack.service(name).is_some() {
+                    continue;
+                }
+                let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                let what = format!(
+                    "service `{}` {} `{name}`, which is not a service of stack `{}`",
+                    service.name,
+                    if required { "requires" } else { "wants" },
+                    stack.name
+                );
+                if required {
+                    ctx.error(dep.span.clone(), format!("{what}{hint}"));
+                } else {
+                    // `wants` is optional by definition (SPEC §3: "start after cache if it exists").
+                    ctx.warn(
                         dep.span.clone(),
-                        format!(
-                            "service `{}` depends on `{name}`, which is not a service of stack `{}`{hint}",
-                            service.name, stack.name
-                        ),
+                        format!("{what}; it is ignored unless a unit `{}-{name}.service` exists{hint}", stack.name),
                     );
                 }
             }

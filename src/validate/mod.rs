@@ -10,6 +10,7 @@ mod graph;
 
 pub use collisions::{OWNER_MARKER, UnitSearchPath, is_kapell_link_or_unit, is_kapell_unit};
 
+use crate::config::Parsed;
 use crate::diagnostics::{self, Diagnostic, did_you_mean};
 use crate::model::{DepTarget, Stack};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,30 +20,31 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Checked {
     /// Stacks that render, in name order.
     pub stacks: Vec<Stack>,
-    /// Every problem, sorted by file and position.
+    /// Every problem (errors and warnings), sorted by file and position.
     pub diagnostics: Vec<Diagnostic>,
     /// Names of the stacks that have problems (and render nothing).
     pub failed: BTreeSet<String>,
 }
 
 impl Checked {
+    /// No errors (warnings allowed).
     pub fn is_ok(&self) -> bool {
-        self.diagnostics.is_empty()
+        !self.diagnostics.iter().any(Diagnostic::is_error)
     }
 }
 
 /// Checks the parse results of all stack files of a host together.
-pub fn check_host(parsed: Vec<(String, Result<Stack, Vec<Diagnostic>>)>, search_path: &UnitSearchPath) -> Checked {
+pub fn check_host(parsed: Vec<Parsed>, search_path: &UnitSearchPath) -> Checked {
     let mut checked = Checked::default();
     let mut stacks = Vec::new();
     let mut known: BTreeSet<String> = BTreeSet::new();
-    for (name, result) in parsed {
-        known.insert(name.clone());
-        match result {
-            Ok(stack) => stacks.push(stack),
-            Err(diags) => {
-                checked.failed.insert(name);
-                checked.diagnostics.extend(diags);
+    for p in parsed {
+        known.insert(p.name.clone());
+        checked.diagnostics.extend(p.diagnostics);
+        match p.stack {
+            Some(stack) => stacks.push(stack),
+            None => {
+                checked.failed.insert(p.name);
             }
         }
     }
@@ -54,7 +56,7 @@ pub fn check_host(parsed: Vec<(String, Result<Stack, Vec<Diagnostic>>)>, search_
     check_duplicate_units(&stacks, &mut errors);
     collisions::check_foreign_units(&stacks, search_path, &mut errors);
 
-    let bad: BTreeSet<String> = errors.iter().filter_map(|d| stack_of(&stacks, d)).collect();
+    let bad: BTreeSet<String> = errors.iter().filter(|d| d.is_error()).filter_map(|d| stack_of(&stacks, d)).collect();
     checked.diagnostics.extend(errors);
     checked.failed.extend(bad);
     checked.stacks = stacks.into_iter().filter(|s| !checked.failed.contains(&s.name)).collect();
@@ -74,7 +76,8 @@ fn check_remote_dependencies(
 ) {
     for stack in stacks {
         for service in &stack.services {
-            for dep in service.requires.iter().chain(&service.wants) {
+            let deps = service.requires.iter().map(|d| (d, true)).chain(service.wants.iter().map(|d| (d, false)));
+            for (dep, required) in deps {
                 let DepTarget::Remote { stack: other, service: wanted } = &dep.target else { continue };
                 if failed.contains(other) {
                     continue; // that stack's own errors are reported; don't pile on
@@ -100,7 +103,12 @@ fn check_remote_dependencies(
                         )
                     }
                 };
-                errors.push(Diagnostic::new(&stack.source, dep.span.clone(), message));
+                if required {
+                    errors.push(Diagnostic::new(&stack.source, dep.span.clone(), message));
+                } else {
+                    let message = format!("{message}; it is ignored unless that unit exists");
+                    errors.push(Diagnostic::warning(&stack.source, dep.span.clone(), message));
+                }
             }
         }
     }
