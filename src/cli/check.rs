@@ -57,13 +57,8 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
             println!("ok: {} ({n} service{})", s.name, if n == 1 { "" } else { "s" });
         }
         if !failed.is_empty() {
-            let n = diagnostics.len();
-            eprintln!(
-                "{n} error{} in {} stack{}",
-                if n == 1 { "" } else { "s" },
-                failed.len(),
-                if failed.len() == 1 { "" } else { "s" }
-            );
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            eprintln!("{errors} error{} in {} stack{}", plural(errors), failed.len(), plural(failed.len()));
         } else if stacks.is_empty() {
             eprintln!("no stacks found in {}", config_dir.display());
         }
