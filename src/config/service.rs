@@ -58,7 +58,7 @@ pub fn read_service(
     ctx: &mut Ctx,
     name: &At<String>,
     value: &Spanned<DeValue<'_>>,
-    secrets: &[Secret],
+    secrets: &[String],
 ) -> Option<Service> {
     if let Err(e) = syntax::check_name("service", &name.value) {
         ctx.error(name.span.clone(), e);
@@ -253,12 +253,12 @@ fn read_deps(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Vec<Depe
     deps
 }
 
-fn read_secret_refs(ctx: &mut Ctx, table: &DeTable<'_>, secrets: &[Secret], service: &str) -> Vec<String> {
+fn read_secret_refs(ctx: &mut Ctx, table: &DeTable<'_>, secrets: &[String], service: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for entry in get(table, "secrets").and_then(|v| ctx.strings(v, "secrets")).unwrap_or_default() {
         if names.contains(&entry.value) {
             ctx.error(entry.span, format!("secret `{}` is listed twice", entry.value));
-        } else if !secrets.iter().any(|s| s.name == entry.value) {
+        } else if !secrets.contains(&entry.value) {
             ctx.error(
                 entry.span,
                 format!(

@@ -60,6 +60,11 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
         }
     });
     let enable = get(root, "enable").and_then(|v| ctx.boolean(v, "enable")).unwrap_or(true);
+    // Services may only name declared secrets; a declared but broken one is reported once, where it is declared.
+    let declared_secrets: Vec<String> = get(root, "secrets")
+        .and_then(|v| v.get_ref().as_table())
+        .map(|t| t.keys().map(|k| k.get_ref().to_string()).collect())
+        .unwrap_or_default();
     let secrets = get(root, "secrets")
         .and_then(|v| ctx.table(v, "secrets"))
         .map(|t| read_secrets(&mut ctx, t))
@@ -70,7 +75,7 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
         Some((_, Some(table))) => {
             for (key, value) in table.iter() {
                 let name = At { value: key.get_ref().to_string(), span: key.span() };
-                if let Some(service) = read_service(&mut ctx, &name, value, &secrets) {
+                if let Some(service) = read_service(&mut ctx, &name, value, &declared_secrets) {
                     services.push(service);
                 }
             }

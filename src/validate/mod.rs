@@ -79,6 +79,7 @@ fn check_remote_dependencies(
             let deps = service.requires.iter().map(|d| (d, true)).chain(service.wants.iter().map(|d| (d, false)));
             for (dep, required) in deps {
                 let DepTarget::Remote { stack: other, service: wanted } = &dep.target else { continue };
+                let verb = if required { "requires" } else { "wants" };
                 if failed.contains(other) {
                     continue; // that stack's own errors are reported; don't pile on
                 }
@@ -89,7 +90,7 @@ fn check_remote_dependencies(
                             .map(|n| format!(" (did you mean `{other}.{n}`?)"))
                             .unwrap_or_default();
                         format!(
-                            "service `{}` depends on `{other}.{wanted}`, but stack `{other}` has no service `{wanted}`{hint}",
+                            "service `{}` {verb} `{other}.{wanted}`, but stack `{other}` has no service `{wanted}`{hint}",
                             service.name
                         )
                     }
@@ -98,7 +99,7 @@ fn check_remote_dependencies(
                             .map(|n| format!(" (did you mean `{n}`?)"))
                             .unwrap_or_default();
                         format!(
-                            "service `{}` depends on `{other}.{wanted}`, but there is no stack `{other}` ({other}.toml){hint}",
+                            "service `{}` {verb} `{other}.{wanted}`, but there is no stack `{other}` ({other}.toml){hint}",
                             service.name
                         )
                     }

@@ -9,11 +9,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// `program arg…` as a shell-ish string, for error messages.
+/// `program arg…` as a shell-ish string for error messages; arguments that need it are quoted.
 pub fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    parts.join(" ")
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c);
+            if !a.is_empty() && a.chars().all(plain) {
+                a.into_owned()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs `cmd` to completion with stdin closed and output captured. Fails only if it cannot be

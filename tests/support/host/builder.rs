@@ -51,6 +51,7 @@ impl From<PathBuf> for Source {
 pub struct HostBuilder<'a> {
     name: Option<String>,
     files: Vec<(PathBuf, Source, u32)>,
+    symlinks: Vec<(PathBuf, PathBuf)>,
     kapell: Option<PathBuf>,
     net: Option<(String, Ipv4Addr, u8)>,
     ssh: Option<&'a Ssh>,
@@ -68,6 +69,13 @@ impl<'a> HostBuilder<'a> {
     /// Places a file at absolute path `dest` in the host before boot (parents created 0755).
     pub fn install_file(mut self, dest: impl AsRef<Path>, src: impl Into<Source>, mode: u32) -> Self {
         self.files.push((dest.as_ref().to_owned(), src.into(), mode));
+        self
+    }
+
+    /// Places a symlink at absolute path `dest` pointing to `target` (e.g. to enable a unit in
+    /// a `.wants/` directory before boot).
+    pub fn install_symlink(mut self, dest: impl AsRef<Path>, target: impl AsRef<Path>) -> Self {
+        self.symlinks.push((dest.as_ref().to_owned(), target.as_ref().to_owned()));
         self
     }
 
@@ -151,6 +159,13 @@ impl<'a> HostBuilder<'a> {
         write_file(&root, Path::new("/etc/hostname"), &format!("{}\n", host.name).into(), 0o644)?;
         for (dest, src, mode) in &self.files {
             write_file(&root, dest, src, *mode)?;
+        }
+        for (dest, target) in &self.symlinks {
+            let path = root.join(dest.strip_prefix("/").unwrap_or(dest));
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            symlink(target, &path).with_context(|| format!("cannot link {}", dest.display()))?;
         }
         if let Some(binary) = &self.kapell {
             anyhow::ensure!(binary.is_file(), "kapell binary {} missing", binary.display());

@@ -96,7 +96,7 @@ impl Host {
         let mut found = None;
         poll(Duration::from_secs(10), || {
             found = find_leader(nspawn);
-            found.is_some()
+            found.is_some() || !cmd::alive(nspawn)
         });
         let pid = found.with_context(|| {
             format!(
@@ -300,7 +300,24 @@ fn cgroup_name(id: &str) -> String {
 /// the cgroup, unmount the overlay, delete the directories. Also the lease reaper.
 fn teardown(id: &str, dir: &Path) -> Result<()> {
     cgroup::destroy(&cgroup_name(id))?;
+    remove_nspawn_state(id, &dir.join("merged"))?;
     fs::remove_tree(dir)
+}
+
+/// What nspawn keeps under `/run/systemd/nspawn` while a container runs and removes when it
+/// exits normally, but not when it is SIGKILLed: the mount-propagation directory (named after the
+/// machine) and the image lock (named after the device and inode of the root directory).
+fn remove_nspawn_state(id: &str, merged: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let run = Path::new("/run/systemd/nspawn");
+    fs::remove_tree(&run.join("propagate").join(id))?;
+    if let Ok(meta) = std::fs::metadata(merged) {
+        let lock = run.join(format!("locks/inode-{}:{}", meta.dev(), meta.ino()));
+        if lock.exists() {
+            std::fs::remove_file(&lock).with_context(|| format!("cannot remove {}", lock.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The child of `nspawn` that has exec'd systemd (before that it is still nspawn's own code).
