@@ -74,8 +74,8 @@ impl fmt::Display for Duration {
         if us == 0 {
             return f.write_str("0");
         }
-        if us % 1_000_000 != 0 {
-            return if us % 1_000 == 0 { write!(f, "{}ms", us / 1_000) } else { write!(f, "{us}us") };
+        if !us.is_multiple_of(1_000_000) {
+            return if us.is_multiple_of(1_000) { write!(f, "{}ms", us / 1_000) } else { write!(f, "{us}us") };
         }
         let secs = us / 1_000_000;
         let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
@@ -130,7 +130,7 @@ impl fmt::Display for Size {
     /// The largest exact suffix form (`1G`, `1536M`, `1000`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (suffix, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-            if self.0 % (1u64 << shift) == 0 {
+            if self.0.is_multiple_of(1u64 << shift) {
                 return write!(f, "{}{suffix}", self.0 >> shift);
             }
         }

@@ -162,11 +162,11 @@ pub fn read_service(
     let systemd = get(table, "systemd").map(|v| read_pass_through(ctx, v, &context)).unwrap_or_default();
     let placement = get(table, "placement").map(|v| read_placement(ctx, v, &context)).unwrap_or_default();
 
-    if let (Some(Kind::Native(native)), Some(Restart::Always)) = (&kind, restart) {
-        if native.service_type == ServiceType::Oneshot {
-            let span = get(table, "restart").map(|v| v.span()).unwrap_or(name.span.clone());
-            ctx.error(span, "a oneshot service cannot have `restart = \"always\"`; use \"on-failure\" or \"no\"");
-        }
+    if let (Some(Kind::Native(native)), Some(Restart::Always)) = (&kind, restart)
+        && native.service_type == ServiceType::Oneshot
+    {
+        let span = get(table, "restart").map(|v| v.span()).unwrap_or(name.span.clone());
+        ctx.error(span, "a oneshot service cannot have `restart = \"always\"`; use \"on-failure\" or \"no\"");
     }
 
     if ctx.error_count() > errors_before {

@@ -148,10 +148,10 @@ pub fn check_port(spec: &str) -> Result<(), String> {
             _ => return bad("expected [IP:][HOST:]CONTAINER[/PROTO]"),
         }
     };
-    if let Some(ip) = ip {
-        if ip.parse::<std::net::IpAddr>().is_err() {
-            return bad("the address is not an IP address");
-        }
+    if let Some(ip) = ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        return bad("the address is not an IP address");
     }
     for (i, p) in ports.split(':').enumerate() {
         if i == 0 && p.is_empty() && ports.contains(':') {

@@ -8,6 +8,12 @@ use std::ops::Range;
 /// A service as a graph node: (stack index, service index).
 type Node = (usize, usize);
 
+/// A dependency edge and the span of the entry that makes it.
+type Edge = (Node, Range<usize>);
+
+/// One step of the depth-first walk: a node, its edges and the next edge to follow.
+type Step = (Node, Vec<Edge>, usize);
+
 pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     let index: HashMap<(&str, &str), Node> = stacks
         .iter()
@@ -17,7 +23,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
         })
         .collect();
     // Edges carry the span of the dependency entry that makes them.
-    let edges = |(si, vi): Node| -> Vec<(Node, Range<usize>)> {
+    let edges = |(si, vi): Node| -> Vec<Edge> {
         let stack = &stacks[si];
         let service = &stack.services[vi];
         service
@@ -44,7 +50,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
         if colour.contains_key(&start) {
             continue;
         }
-        let mut path: Vec<(Node, Vec<(Node, Range<usize>)>, usize)> = vec![(start, edges(start), 0)];
+        let mut path: Vec<Step> = vec![(start, edges(start), 0)];
         colour.insert(start, 1);
         while let Some((node, out, next)) = path.last_mut() {
             let node = *node;
@@ -68,13 +74,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     }
 }
 
-fn report(
-    stacks: &[Stack],
-    path: &[(Node, Vec<(Node, Range<usize>)>, usize)],
-    to: Node,
-    closing: Range<usize>,
-    errors: &mut Vec<Diagnostic>,
-) {
+fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, errors: &mut Vec<Diagnostic>) {
     let start = path.iter().position(|(n, _, _)| *n == to).unwrap_or(0);
     let mut cycle: Vec<Node> = path[start..].iter().map(|(n, _, _)| *n).collect();
     cycle.push(to);
