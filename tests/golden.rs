@@ -17,8 +17,11 @@ const CASE_PLACEHOLDER: &str = "@CASE@";
 
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut cases: Vec<PathBuf> =
-        std::fs::read_dir(&dir).expect("tests/golden").map(|e| e.expect("entry").path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/golden")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
     cases.sort();
     assert!(cases.len() >= 40, "expected at least 40 golden cases, found {}", cases.len());
     cases
@@ -102,12 +105,21 @@ fn golden_cases() {
             let (want, got) = (want_tree.get(path), tree.get(path));
             if want != got {
                 let show = |s: Option<&String>| s.map_or_else(|| "(missing)".to_string(), String::clone);
-                failures.push(format!("{name}/{path}: differs\n--- expected\n{}\n--- actual\n{}", show(want), show(got)));
+                failures.push(format!(
+                    "{name}/{path}: differs\n--- expected\n{}\n--- actual\n{}",
+                    show(want),
+                    show(got)
+                ));
                 break;
             }
         }
     }
-    assert!(failures.is_empty(), "{} golden failure(s) (KAPELL_BLESS=1 re-blesses):\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden failure(s) (KAPELL_BLESS=1 re-blesses):\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -126,4 +138,23 @@ fn expected_unit_sets_pass_systemd_analyze_verify() {
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} cases produced units");
+}
+
+#[test]
+fn examples_are_valid_and_pass_systemd_analyze_verify() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let out = tempfile::tempdir().expect("tempdir");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_kapell"))
+        .env("KAPELL_UNIT_PATH", empty.path())
+        .arg("--config-dir")
+        .arg(&examples)
+        .args(["generate", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("run kapell");
+    assert!(output.status.success() && output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stacks = kapell::config::stack_files(&examples).expect("examples");
+    assert!(stacks.len() >= 3, "at least three example stacks");
+    verify::verify_unit_dir(out.path()).expect("examples verify");
 }
