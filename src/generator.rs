@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 /// emits them alongside the local stacks so they survive reboots.
 pub const FLEET_UNITS_DIR: &str = "/var/lib/kapell/fleet/current";
 
+/// The fleet's installed unit set: [`FLEET_UNITS_DIR`], or `KAPELL_FLEET_UNITS_DIR` for tests.
+pub fn fleet_units_dir() -> PathBuf {
+    std::env::var_os("KAPELL_FLEET_UNITS_DIR").map_or_else(|| PathBuf::from(FLEET_UNITS_DIR), PathBuf::from)
+}
+
 /// Runs the generator. `args` are the arguments after the program name.
 pub fn main(args: &[String]) -> Result<()> {
     let mut log = Log::open(args.iter().any(|a| a == "--no-kmsg"));
@@ -24,9 +29,7 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("usage: kapell-generator [--no-kmsg] normal-dir [early-dir late-dir]");
     };
     let config_dir = config::config_dir_from_env();
-    let fleet_dir =
-        std::env::var_os("KAPELL_FLEET_UNITS_DIR").map_or_else(|| PathBuf::from(FLEET_UNITS_DIR), PathBuf::from);
-    let failed = generate(Path::new(normal_dir.as_str()), &config_dir, &fleet_dir, &mut log)?;
+    let failed = generate(Path::new(normal_dir.as_str()), &config_dir, &fleet_units_dir(), &mut log)?;
     if failed > 0 {
         bail!("{failed} stack(s) were not generated (see the messages above)");
     }
@@ -41,10 +44,9 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
         if d.is_error() { log.error(&d.to_string()) } else { log.warning(&d.to_string()) }
     }
     let options = RenderOptions::default();
-    let mut files: Vec<OutputFile> = Vec::new();
-    for stack in &checked.stacks {
-        files.extend(render::render_stack(stack, &checked.stacks, &options));
-    }
+    let rendered =
+        crate::parallel::map(&checked.stacks, |stack| render::render_stack(stack, &checked.stacks, &options));
+    let mut files: Vec<OutputFile> = rendered.into_iter().flatten().collect();
     files.extend(fleet_units(fleet_dir, &files, log));
     unitset::write(out, &files).with_context(|| format!("cannot write units into {}", out.display()))?;
     for name in &checked.failed {

@@ -3,13 +3,21 @@
 //! The pipeline (SPEC §2): [`config`] parses stack files with spans, [`validate`] checks a host's
 //! stacks together, [`model`] is the checked result, [`render`] turns it into unit files (pure),
 //! [`unitset`] writes them, and [`generator`] is what systemd runs at boot and daemon-reload.
+//! On one host, [`apply`] makes systemd run them through [`systemd`] (D-Bus), and [`status`]
+//! reports what systemd says about them.
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod diagnostics;
 pub mod generator;
+pub mod logging;
 pub mod model;
+pub mod parallel;
 pub mod render;
+pub mod status;
+pub mod supervisor;
+pub mod systemd;
 pub mod units;
 pub mod unitset;
 pub mod validate;

@@ -4,7 +4,7 @@
 use crate::render::OutputFile;
 use crate::validate::is_kapell_link_or_unit;
 use anyhow::{Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 /// Writes `files` into `dir` (each via a temporary file and `rename`, so a reader sees the old
@@ -12,36 +12,69 @@ use std::path::Path;
 /// Returns the paths written or removed whose content changed.
 pub fn write(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut changed = Vec::new();
+    // One listing up front instead of a failed open/unlink/mkdir per file: at boot the
+    // generator writes thousands of files into an empty directory, and syscalls are its cost.
+    let mut existing = list(dir, "");
     for file in files {
-        let path = dir.join(file.path());
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        if let Some((sub, _)) = file.path().rsplit_once('/')
+            && !existing.contains(sub)
+        {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            existing.insert(sub.to_string());
+            existing.extend(list(dir, sub));
         }
-        let tmp = path.with_file_name(format!(
-            ".{}.kapell-tmp",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        match file {
-            OutputFile::Unit { text, .. } => {
-                if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
-                    continue;
-                }
-                std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-            }
-            OutputFile::Link { target, .. } => {
-                if std::fs::read_link(&path).is_ok_and(|old| old == Path::new(target)) {
-                    continue;
-                }
-                std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-            }
+    }
+    let results = crate::parallel::map(files, |file| install(dir, file, &existing));
+    let mut changed = Vec::new();
+    for result in results {
+        if let Some(path) = result? {
+            changed.push(path);
         }
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot install {}", path.display()))?;
-        changed.push(file.path().to_string());
     }
     changed.extend(remove_stale(dir, files)?);
     Ok(changed)
+}
+
+/// Installs one file unless it is already there with the same content; returns its path if it
+/// changed.
+fn install(dir: &Path, file: &OutputFile, existing: &HashSet<String>) -> Result<Option<String>> {
+    let rel = file.path();
+    let path = dir.join(rel);
+    let tmp_rel = match rel.rsplit_once('/') {
+        Some((sub, name)) => format!("{sub}/.{name}.kapell-tmp"),
+        None => format!(".{rel}.kapell-tmp"),
+    };
+    let tmp = dir.join(&tmp_rel);
+    if existing.contains(&tmp_rel) {
+        let _ = std::fs::remove_file(&tmp); // left by an interrupted run
+    }
+    let exists = existing.contains(rel);
+    match file {
+        OutputFile::Unit { text, .. } => {
+            if exists && std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+                return Ok(None);
+            }
+            std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        }
+        OutputFile::Link { target, .. } => {
+            if exists && std::fs::read_link(&path).is_ok_and(|old| old == Path::new(target)) {
+                return Ok(None);
+            }
+            std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        }
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot install {}", path.display()))?;
+    Ok(Some(rel.to_string()))
+}
+
+/// Names in `dir/sub` (as paths relative to `dir`); empty if it does not exist.
+fn list(dir: &Path, sub: &str) -> HashSet<String> {
+    let base = if sub.is_empty() { dir.to_path_buf() } else { dir.join(sub) };
+    let prefix = if sub.is_empty() { String::new() } else { format!("{sub}/") };
+    std::fs::read_dir(base)
+        .map(|entries| entries.flatten().map(|e| format!("{prefix}{}", e.file_name().to_string_lossy())).collect())
+        .unwrap_or_default()
 }
 
 /// Removes kapell units and links in `dir` (one level of `*.wants/` included) that `files` lacks.

@@ -44,7 +44,7 @@ fn render_text(name: &str, text: &str) -> Vec<OutputFile> {
     checked.stacks.iter().flat_map(|s| render::render_stack(s, &checked.stacks, &RenderOptions::default())).collect()
 }
 
-fn unit<'a>(files: &'a [OutputFile], name: &str) -> UnitFile {
+fn unit(files: &[OutputFile], name: &str) -> UnitFile {
     let text = files
         .iter()
         .find_map(|f| match f {
@@ -60,8 +60,14 @@ fn any_text() -> impl Strategy<Value = String> {
     prop_oneof![
         ".*",
         "[ -~]*",
-        prop::collection::vec(prop::sample::select(vec!["\"", "'", "\\", "%", "%%", "$", "${X}", "\n", "\r", "\t", " ", ";", "=", "#", "[", "]", "ü", "✓", "\u{7f}", "\u{1b}", "\u{2028}", "a", "%i"]), 0..12)
-            .prop_map(|v| v.concat()),
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "\"", "'", "\\", "%", "%%", "$", "${X}", "\n", "\r", "\t", " ", ";", "=", "#", "[", "]", "ü", "✓",
+                "\u{7f}", "\u{1b}", "\u{2028}", "a", "%i"
+            ]),
+            0..12
+        )
+        .prop_map(|v| v.concat()),
     ]
     .prop_map(|s: String| s.replace('\0', ""))
 }
@@ -121,12 +127,25 @@ proptest! {
 /// A random valid graph: services refer only to earlier ones, so there is no cycle.
 #[derive(Debug, Clone)]
 struct Graph {
-    services: Vec<(bool, u8, u8, Vec<usize>, Vec<usize>, Option<u32>)>,
+    services: Vec<ServiceShape>,
 }
 
+/// (container?, type index, restart index, requires picks, wants picks, replicas).
+type ServiceShape = (bool, u8, u8, Vec<usize>, Vec<usize>, Option<u32>);
+
 fn graph() -> impl Strategy<Value = Graph> {
-    prop::collection::vec((any::<bool>(), 0u8..3, 0u8..3, prop::collection::vec(any::<usize>(), 0..3), prop::collection::vec(any::<usize>(), 0..2), prop::option::of(1u32..4)), 1..8)
-        .prop_map(|services| Graph { services })
+    prop::collection::vec(
+        (
+            any::<bool>(),
+            0u8..3,
+            0u8..3,
+            prop::collection::vec(any::<usize>(), 0..3),
+            prop::collection::vec(any::<usize>(), 0..2),
+            prop::option::of(1u32..4),
+        ),
+        1..8,
+    )
+    .prop_map(|services| Graph { services })
 }
 
 fn graph_toml(g: &Graph) -> String {
@@ -141,11 +160,20 @@ fn graph_toml(g: &Graph) -> String {
         }
         let oneshot = !*container && *kind == 2;
         let restarts = if oneshot { ["no", "on-failure", "on-failure"] } else { ["no", "on-failure", "always"] };
-        out.push_str(&format!("restart = \"{}\"\nrestart_delay = \"{}ms\"\n", restarts[*restart as usize], 100 * (i + 1)));
-        let mut reqs: Vec<String> = if i == 0 { vec![] } else { requires.iter().map(|r| format!("s{}", r % i)).collect() };
+        out.push_str(&format!(
+            "restart = \"{}\"\nrestart_delay = \"{}ms\"\n",
+            restarts[*restart as usize],
+            100 * (i + 1)
+        ));
+        let mut reqs: Vec<String> =
+            if i == 0 { vec![] } else { requires.iter().map(|r| format!("s{}", r % i)).collect() };
         reqs.sort();
         reqs.dedup();
-        let mut wnts: Vec<String> = if i == 0 { vec![] } else { wants.iter().map(|w| format!("s{}", w % i)).filter(|w| !reqs.contains(w)).collect() };
+        let mut wnts: Vec<String> = if i == 0 {
+            vec![]
+        } else {
+            wants.iter().map(|w| format!("s{}", w % i)).filter(|w| !reqs.contains(w)).collect()
+        };
         wnts.sort();
         wnts.dedup();
         out.push_str(&format!("requires = {}\nwants = {}\n", toml_list(&reqs), toml_list(&wnts)));

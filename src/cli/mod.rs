@@ -1,8 +1,12 @@
 //! The command line (SPEC §6): one file per subcommand, each with a `run()`.
 
+mod apply;
 mod check;
 mod generate;
 mod graph;
+mod logs;
+mod run;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +44,11 @@ pub enum Command {
     Check(check::Args),
     Generate(generate::Args),
     Graph(graph::Args),
+    Apply(apply::Args),
+    Status(status::Args),
+    Logs(logs::Args),
+    #[command(hide = true)]
+    Run(run::Args),
     /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
     #[command(hide = true)]
     Generator {
@@ -60,6 +69,10 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(&cli.config_dir, a),
         Command::Generate(a) => generate::run(&cli.config_dir, a),
         Command::Graph(a) => graph::run(&cli.config_dir, a),
+        Command::Apply(a) => apply::run(&cli.config_dir, a),
+        Command::Status(a) => status::run(&cli.config_dir, a),
+        Command::Logs(a) => logs::run(&cli.config_dir, a),
+        Command::Run(a) => run::run(a),
         Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };
     report(result)

@@ -96,6 +96,6 @@ pub fn load_host(dir: &Path, extra: &[PathBuf], search_path: &UnitSearchPath) ->
     let mut files = stack_files(dir)?;
     files.retain(|f| !extra.iter().any(|e| stack_name(e) == stack_name(f)));
     files.extend(extra.iter().cloned());
-    let parsed = files.iter().map(|f| load_stack(f)).collect();
+    let parsed = crate::parallel::map(&files, |f| load_stack(f));
     Ok(validate::check_host(parsed, search_path))
 }

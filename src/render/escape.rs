@@ -55,6 +55,12 @@ pub fn exec_line<S: AsRef<str>>(argv: &[S]) -> String {
 
 /// Free text for settings that take the rest of the line verbatim (specifiers still apply).
 pub fn text(value: &str) -> String {
+    let plain = !value.contains(|c: char| c.is_control() || c == '%')
+        && !value.ends_with(['\\', ' '])
+        && !value.starts_with(char::is_whitespace);
+    if plain {
+        return value.to_string();
+    }
     let mut out: String =
         value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().replace('%', "%%");
     // A trailing backslash would continue the line; trailing blanks are stripped by systemd anyway.

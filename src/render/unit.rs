@@ -7,7 +7,6 @@
 //! fit on one line. So no user value can add a line, a section or a specifier to a unit.
 
 use super::escape;
-use std::fmt::Write as _;
 
 /// A value as it will appear after `Key=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,17 +113,24 @@ impl UnitFile {
 
     /// The file's text: the only place unit text is produced.
     pub fn serialize(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(1024);
         for line in &self.header {
-            let _ = writeln!(out, "# {}", escape::text(line));
+            out.push_str("# ");
+            out.push_str(&escape::text(line));
+            out.push('\n');
         }
         for (i, section) in self.sections.iter().enumerate() {
             if i > 0 || !self.header.is_empty() {
                 out.push('\n');
             }
-            let _ = writeln!(out, "[{}]", section.name);
+            out.push('[');
+            out.push_str(&section.name);
+            out.push_str("]\n");
             for (key, value) in &section.entries {
-                let _ = writeln!(out, "{key}={}", value.as_str());
+                out.push_str(key);
+                out.push('=');
+                out.push_str(value.as_str());
+                out.push('\n');
             }
         }
         out

@@ -56,7 +56,11 @@ pub struct HostBuilder<'a> {
     net: Option<(String, Ipv4Addr, u8)>,
     ssh: Option<&'a Ssh>,
     binds: Vec<(PathBuf, PathBuf, bool)>,
+    before_boot: Vec<BeforeBoot<'a>>,
 }
+
+/// A step run on the host's root directory before it boots; see [`HostBuilder::before_boot`].
+type BeforeBoot<'a> = Box<dyn FnOnce(&Path) -> Result<()> + 'a>;
 
 impl<'a> HostBuilder<'a> {
     /// The hostname (default: the generated machine id). The name only has to be unique among
@@ -116,6 +120,15 @@ impl<'a> HostBuilder<'a> {
         self
     }
 
+    /// Runs `step` on the host's root (the merged overlay, seen from outside) once the files,
+    /// links and kapell binary are in place and before the host boots, e.g. to install a
+    /// package with `chroot ROOT dpkg -i …`. Steps run in the order given; an error stops the
+    /// start, and the host is cleaned up as for any other failure.
+    pub fn before_boot(mut self, step: impl FnOnce(&Path) -> Result<()> + 'a) -> Self {
+        self.before_boot.push(Box::new(step));
+        self
+    }
+
     /// Starts the host and waits until systemd reports it running.
     pub fn boot(self) -> Result<Host> {
         let mut host = self.start()?;
@@ -125,7 +138,7 @@ impl<'a> HostBuilder<'a> {
 
     /// Starts the host without waiting, so several can boot in parallel; then call
     /// [`Host::wait_running`] on each.
-    pub fn start(self) -> Result<Host> {
+    pub fn start(mut self) -> Result<Host> {
         let base = base_tree()?;
         let id = unique_id();
         let name = self.name.clone().unwrap_or_else(|| id.clone());
@@ -149,6 +162,9 @@ impl<'a> HostBuilder<'a> {
         };
         mount_overlay(&base, host.lease.dir())?;
         self.prepare(&host).with_context(|| format!("cannot prepare host {}", host.name))?;
+        for step in std::mem::take(&mut self.before_boot) {
+            step(&host.root()).with_context(|| format!("cannot prepare host {} before boot", host.name))?;
+        }
         host.nspawn_args = self.nspawn_args(&host);
         host.launch()?;
         Ok(host)

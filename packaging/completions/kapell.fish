@@ -1,0 +1,70 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_kapell_global_optspecs
+    string join \n config-dir= h/help V/version
+end
+
+function __fish_kapell_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_kapell_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_kapell_using_subcommand
+    set -l cmd (__fish_kapell_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c kapell -n "__fish_kapell_needs_command" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_needs_command" -s h -l help -d 'Print help'
+complete -c kapell -n "__fish_kapell_needs_command" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "check" -d 'Validate stacks and print every problem as file:line:col'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "generate" -d 'Render stacks into unit files in DIR, as the generator would'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "graph" -d 'Draw the service graph: one box per stack, an arrow per dependency'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "apply" -d 'Make systemd run what the stack files say, and print what was done'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "status" -d 'Show every service: its unit, state, health, since when, and restart count'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "logs" -d 'Show a service\'s journal (every instance of a replicated service)'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand check" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand check" -l json -d 'Print the result as JSON on stdout'
+complete -c kapell -n "__fish_kapell_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand check" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand generate" -l out -d 'Directory to write the units into (created if missing)' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand generate" -l kapell-path -d 'Path of the kapell binary on the hosts that run the units (in container services\' ExecStart=)' -r
+complete -c kapell -n "__fish_kapell_using_subcommand generate" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand generate" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand graph" -l format -d 'Output format' -r -f -a "dot\t''
+svg\t''"
+complete -c kapell -n "__fish_kapell_using_subcommand graph" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand graph" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand graph" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand apply" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand apply" -l dry-run -d 'Print the plan and change nothing'
+complete -c kapell -n "__fish_kapell_using_subcommand apply" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand apply" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand status" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand status" -l json -d 'Print a JSON array, one object per unit, instead of the table'
+complete -c kapell -n "__fish_kapell_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand status" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand logs" -s n -l lines -d 'Show only the last N entries (journalctl -n)' -r
+complete -c kapell -n "__fish_kapell_using_subcommand logs" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand logs" -s f -l follow -d 'Keep printing new entries as they arrive (journalctl -f)'
+complete -c kapell -n "__fish_kapell_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand logs" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "check" -d 'Validate stacks and print every problem as file:line:col'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "generate" -d 'Render stacks into unit files in DIR, as the generator would'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "graph" -d 'Draw the service graph: one box per stack, an arrow per dependency'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "apply" -d 'Make systemd run what the stack files say, and print what was done'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "status" -d 'Show every service: its unit, state, health, since when, and restart count'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "logs" -d 'Show a service\'s journal (every instance of a replicated service)'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,271 @@
+//! `kapell apply`: make systemd run what the stack files say (SPEC §6).
+//!
+//! kapell's units reach systemd only through its generator, so `apply` does not write unit
+//! files: it compares the unit set systemd runs now (the kapell units the generator wrote into
+//! [`GENERATOR_DIR`] at the last reload) with the set the stack files render to now, and then
+//! 1. stops the units that go away, while their files still exist;
+//! 2. `daemon-reload`s (systemd reruns the generator, which writes the new set), and checks that
+//!    the generator directory now holds exactly the planned units;
+//! 3. restarts the units whose text changed, starts new units and stacks that are not running.
+//!
+//! The rules are in [`plan`]; everything is validated first and nothing is done if any stack
+//! has an error. Only units of the two unit sets are ever named, i.e. units carrying kapell's
+//! `X-Kapell-Stack=` marker; units the fleet installed (`kapell receive`) are the fleet's and
+//! are left out.
+//!
+//! **Deleted stacks.** `kapell apply` without arguments stops the units of a stack whose file was
+//! deleted from `/etc/kapell`: the reload removes their unit files, and a running unit without a
+//! file is one nobody can manage any more. `kapell apply NAME` does the same for one deleted
+//! stack.
+//!
+//! **STACK arguments** limit the plan to those stacks. The reload still loads every stack file
+//! (systemd has one unit set), so a limited apply is refused when another stack has changes the
+//! reload would load without anybody acting on them (a service removed or changed); new
+//! services elsewhere are fine, a later apply starts what never ran.
+
+mod execute;
+pub mod plan;
+pub mod units;
+
+use crate::config::DEFAULT_CONFIG_DIR;
+use crate::diagnostics::did_you_mean;
+use crate::render::{self, RenderOptions};
+use crate::systemd::Systemd;
+use crate::validate::Checked;
+use anyhow::{Result, bail};
+use plan::{Plan, Verb};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use units::UnitSet;
+
+/// systemd's normal generator directory (systemd.generator(7)), where `kapell-generator` writes
+/// at boot and at every daemon-reload.
+pub const GENERATOR_DIR: &str = "/run/systemd/generator";
+
+/// Where systemd looks for generators, in its order (systemd.generator(7)).
+const GENERATOR_SEARCH_PATH: &[&str] = &[
+    "/run/systemd/system-generators",
+    "/etc/systemd/system-generators",
+    "/usr/local/lib/systemd/system-generators",
+    "/usr/lib/systemd/system-generators",
+    "/lib/systemd/system-generators",
+];
+
+/// The generator's name in those directories.
+pub const GENERATOR_NAME: &str = "kapell-generator";
+
+/// What `kapell apply` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Limit the plan to these stacks (empty: every stack).
+    pub stacks: Vec<String>,
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything already matches.
+    NothingToDo,
+    /// `--dry-run`: the plan was printed.
+    Planned,
+    /// The plan was carried out; this many units failed.
+    Applied { failures: usize },
+    /// The request cannot be carried out as asked (one sentence why); nothing was changed.
+    Refused(String),
+}
+
+/// The unit set the (valid) stacks render to now, as the generator renders it.
+pub fn desired(checked: &Checked) -> UnitSet {
+    let options = RenderOptions::default();
+    let files: Vec<_> =
+        checked.stacks.iter().flat_map(|s| render::render_stack(s, &checked.stacks, &options)).collect();
+    UnitSet::from_rendered(&files)
+}
+
+/// The local stacks' units systemd loaded at the last reload: kapell units of the generator
+/// directory, except those the fleet installed (which a local stack does not shadow).
+pub fn installed(desired: &UnitSet) -> Result<UnitSet> {
+    let local: BTreeSet<&String> = desired.stacks.values().flat_map(|s| s.files.keys()).collect();
+    let fleet: BTreeSet<String> = std::fs::read_dir(crate::generator::fleet_units_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !local.contains(n))
+        .collect();
+    UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)
+}
+
+/// The installed `kapell-generator`, if systemd can find one.
+pub fn find_generator() -> Option<PathBuf> {
+    GENERATOR_SEARCH_PATH.iter().map(|d| Path::new(d).join(GENERATOR_NAME)).find(|p| p.exists())
+}
+
+/// Plans and (unless `--dry-run`) carries out an apply of `checked`, which must have no errors.
+/// Progress and results go to `out`, one line per unit action.
+pub async fn apply(
+    config_dir: &Path,
+    checked: &Checked,
+    options: &Options,
+    out: &mut dyn FnMut(String),
+) -> Result<Outcome> {
+    anyhow::ensure!(checked.is_ok(), "kapell apply needs every stack to be valid");
+    let systemd = Systemd::system().await?;
+    if let Some(refusal) = check_config_dir(&systemd, config_dir).await? {
+        return Ok(Outcome::Refused(refusal));
+    }
+    let desired = desired(checked);
+    let current = installed(&desired)?;
+    let selection = match select(&options.stacks, &current, &desired, config_dir) {
+        Ok(selection) => selection,
+        Err(refusal) => return Ok(Outcome::Refused(refusal)),
+    };
+    let names = plan::units_to_query(&current, &desired, selection.as_ref());
+    let states: HashMap<_, _> = systemd.units(&names).await?.into_iter().map(|u| (u.name.clone(), u)).collect();
+    let plan = match plan::plan(&current, &desired, &states, selection.as_ref()) {
+        Ok(plan) => plan,
+        Err(conflicts) => {
+            return Ok(Outcome::Refused(format!(
+                "the reload would also load changes of stacks not named, and nothing would act on them: {}; \
+                 apply those stacks too (or every stack: `kapell apply`), or undo their changes",
+                conflicts.join("; ")
+            )));
+        }
+    };
+    for note in &plan.notes {
+        out(format!("note: {note}"));
+    }
+    if plan.is_empty() {
+        let (s, u) = (plan.stacks, plan.units);
+        out(format!(
+            "nothing to do: {s} stack{} and {u} unit{} up to date",
+            if s == 1 { "" } else { "s" },
+            if u == 1 { "" } else { "s" }
+        ));
+        return Ok(Outcome::NothingToDo);
+    }
+    let generator = find_generator();
+    if options.dry_run {
+        print_plan(&plan, out);
+        if plan.reload && generator.is_none() {
+            out(format!("warning: {}", no_generator()));
+        }
+        return Ok(Outcome::Planned);
+    }
+    if plan.reload && generator.is_none() {
+        bail!("{}; nothing was changed", no_generator());
+    }
+    let failures = execute::execute(&systemd, &plan, || verify(&desired, generator.as_deref()), out).await?;
+    Ok(Outcome::Applied { failures })
+}
+
+/// The generator reads `/etc/kapell` (or `KAPELL_CONFIG_DIR` in systemd's environment); applying
+/// another directory would stop the stacks it does not contain and start nothing.
+async fn check_config_dir(systemd: &Systemd, config_dir: &Path) -> Result<Option<String>> {
+    let environment = systemd.environment().await?;
+    let read = environment
+        .iter()
+        .find_map(|kv| kv.strip_prefix("KAPELL_CONFIG_DIR="))
+        .map_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR), PathBuf::from);
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    Ok((!same(config_dir, &read)).then(|| {
+        format!(
+            "systemd's generator reads the stacks in {}, not {}: kapell apply can only apply that directory \
+             (`kapell generate --out DIR` renders another one)",
+            read.display(),
+            config_dir.display()
+        )
+    }))
+}
+
+/// The stacks named on the command line, each of which must exist in the stack files or among
+/// the installed units (a deleted stack). `None`: every stack.
+fn select(
+    names: &[String],
+    current: &UnitSet,
+    desired: &UnitSet,
+    config_dir: &Path,
+) -> Result<Option<BTreeSet<String>>, String> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let known: BTreeSet<&str> = current.stacks.keys().chain(desired.stacks.keys()).map(String::as_str).collect();
+    for name in names {
+        if !known.contains(name.as_str()) {
+            let hint =
+                did_you_mean(name, known.iter().copied()).map(|n| format!(" (did you mean {n}?)")).unwrap_or_default();
+            return Err(format!(
+                "there is no stack {name}: no {} and no units of it installed{hint}",
+                config_dir.join(format!("{name}.toml")).display()
+            ));
+        }
+    }
+    Ok(Some(names.iter().cloned().collect()))
+}
+
+fn no_generator() -> String {
+    format!(
+        "{GENERATOR_NAME} is not installed (looked in {}), so systemd would never see kapell's units; install \
+         kapell's package, or `ln -s /usr/bin/kapell /usr/lib/systemd/system-generators/{GENERATOR_NAME}`",
+        GENERATOR_SEARCH_PATH.join(", ")
+    )
+}
+
+/// `--dry-run` output: the steps in the order they would run, with the reload in its place.
+fn print_plan(plan: &Plan, out: &mut dyn FnMut(String)) {
+    for step in plan.steps(&[Verb::Stop, Verb::Remove]) {
+        out(execute::line(step, step.verb.words().0, &step.why.to_string()));
+    }
+    if plan.reload {
+        out(format!("{:<9} {:<32} (the generator writes the new units)", "reload", "systemd"));
+    }
+    for step in plan.steps(&[Verb::Restart, Verb::Start, Verb::Update]) {
+        out(execute::line(step, step.verb.words().0, &step.why.to_string()));
+    }
+    out("dry run: nothing was changed".to_string());
+}
+
+/// After the reload: the generator directory must hold exactly the rendered units.
+fn verify(desired: &UnitSet, generator: Option<&Path>) -> Result<()> {
+    let now = installed(desired)?;
+    let mut missing = Vec::new();
+    let mut different = Vec::new();
+    let mut stale = Vec::new();
+    for stack in desired.stacks.values() {
+        let there = now.stacks.get(&stack.name);
+        for (file, text) in &stack.files {
+            match there.and_then(|s| s.files.get(file)) {
+                None => missing.push(file.as_str()),
+                Some(t) if t != text => different.push(file.as_str()),
+                Some(_) => {}
+            }
+        }
+    }
+    for stack in now.stacks.values() {
+        let wanted = desired.stacks.get(&stack.name);
+        stale.extend(
+            stack.files.keys().filter(|f| wanted.is_none_or(|w| !w.files.contains_key(*f))).map(String::as_str),
+        );
+    }
+    if missing.is_empty() && different.is_empty() && stale.is_empty() {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    for (what, list) in [("missing", &missing), ("different", &different), ("left over", &stale)] {
+        if !list.is_empty() {
+            problems.push(format!("{what}: {}", list.join(", ")));
+        }
+    }
+    let generator = generator.map_or_else(|| GENERATOR_NAME.to_string(), |g| g.display().to_string());
+    let this = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "this kapell".into());
+    bail!(
+        "after the daemon-reload, {GENERATOR_DIR} does not hold the units kapell rendered ({}). Did {generator} \
+         run, and is it the same kapell as {this}? Its messages: `journalctl -b -k --grep {GENERATOR_NAME}`. \
+         Units were stopped as planned; nothing was started or restarted",
+        problems.join("; ")
+    )
+}

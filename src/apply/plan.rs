@@ -1,0 +1,391 @@
+//! The plan of an apply: pure, from three inputs — the unit set systemd runs now (the
+//! generator directory), the unit set the stack files render to now, and the state of each unit
+//! involved — to the list of unit actions. No I/O, so every rule is unit-tested.
+//!
+//! Rules, per stack:
+//! - a service (instance) that is no longer rendered is stopped, while its file still exists; a
+//!   deleted stack's target and services are all stopped;
+//! - a service whose unit text changed is restarted if it runs (or failed); if it is stopped it
+//!   is started only when the stack is being started or it never ran; otherwise it just gets the
+//!   new definition (someone stopped it on purpose);
+//! - a new service is started;
+//! - a stack whose target is not active is started (the target and its stopped services):
+//!   `apply` brings stacks up whether or not `enable` puts them in the boot;
+//! - a service that never ran since boot is started (e.g. added by a hand `daemon-reload`);
+//! - a daemon-reload happens only when some selected stack's files changed;
+//! - nothing else is touched: no unit outside the two unit sets is ever named.
+
+use super::units::{StackUnits, UnitSet};
+use crate::systemd::UnitInfo;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+/// What happens to one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verb {
+    /// Stop it before the reload (its file disappears at the reload).
+    Stop,
+    /// Nothing runs; its file disappears at the reload.
+    Remove,
+    /// Restart it after the reload.
+    Restart,
+    /// Start it after the reload.
+    Start,
+    /// Its new definition is loaded by the reload; it is not (re)started.
+    Update,
+}
+
+impl Verb {
+    /// The verb as planned (`--dry-run`) and as done.
+    pub fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Verb::Stop => ("stop", "stopped"),
+            Verb::Remove => ("remove", "removed"),
+            Verb::Restart => ("restart", "restarted"),
+            Verb::Start => ("start", "started"),
+            Verb::Update => ("update", "updated"),
+        }
+    }
+}
+
+/// Why a unit gets its verb, shown after the unit name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    StackRemoved,
+    ServiceRemoved,
+    NewStack,
+    NewService,
+    Changed,
+    /// Changed, but stopped by someone: it keeps the new definition for its next start.
+    ChangedStopped,
+    StackNotRunning,
+    NeverStarted,
+    TargetChanged,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Why::StackRemoved => "stack file deleted",
+            Why::ServiceRemoved => "service removed from the stack",
+            Why::NewStack => "new stack",
+            Why::NewService => "new service",
+            Why::Changed => "unit changed",
+            Why::ChangedStopped => "unit changed; it is stopped, so it is not started",
+            Why::StackNotRunning => "stack not running",
+            Why::NeverStarted => "never started",
+            Why::TargetChanged => "stack target changed",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub verb: Verb,
+    pub unit: String,
+    pub stack: String,
+    pub why: Why,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// In execution order: stops and removals, then (after the reload) restarts, starts and
+    /// updates.
+    pub steps: Vec<Step>,
+    /// A `daemon-reload` is needed: some selected stack's unit files changed.
+    pub reload: bool,
+    /// Things the operator should know that are not actions (a failed unit left alone, …).
+    pub notes: Vec<String>,
+    /// Stacks and units considered, for the "nothing to do" line.
+    pub stacks: usize,
+    pub units: usize,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && !self.reload
+    }
+
+    pub fn steps(&self, verbs: &[Verb]) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(move |s| verbs.contains(&s.verb))
+    }
+}
+
+/// The units whose state the plan needs: every target and running unit of either set.
+pub fn units_to_query(current: &UnitSet, desired: &UnitSet, selection: Option<&BTreeSet<String>>) -> Vec<String> {
+    let selected = |name: &String| selection.is_none_or(|s| s.contains(name));
+    let mut names: Vec<String> = current
+        .stacks
+        .values()
+        .chain(desired.stacks.values())
+        .filter(|s| selected(&s.name))
+        .flat_map(|s| std::iter::once(s.target()).chain(s.running().map(|(_, u)| u.to_string())))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Computes the plan. `selection` limits it to those stacks; `Err` lists the stacks outside the
+/// selection whose changes the reload would load without acting on them (units removed or
+/// changed), which would be lost to every later apply: the caller refuses and says why.
+pub fn plan(
+    current: &UnitSet,
+    desired: &UnitSet,
+    states: &HashMap<String, UnitInfo>,
+    selection: Option<&BTreeSet<String>>,
+) -> Result<Plan, Vec<String>> {
+    let mut plan = Plan::default();
+    let mut before: Vec<Step> = Vec::new();
+    let mut after: Vec<Step> = Vec::new();
+    let mut conflicts = Vec::new();
+    let empty = StackUnits::default();
+    let down = UnitInfo::default();
+    let state = |unit: &str| states.get(unit).unwrap_or(&down);
+    let names: BTreeSet<&String> = current.stacks.keys().chain(desired.stacks.keys()).collect();
+
+    for name in names {
+        let cur = current.stacks.get(name);
+        let new = desired.stacks.get(name);
+        let old_files = &cur.unwrap_or(&empty).files;
+        let changed = old_files != &new.unwrap_or(&empty).files;
+        if !selection.is_none_or(|s| s.contains(name)) {
+            if changed && let Some(why) = lost_change(cur, new) {
+                conflicts.push(format!("stack {name}: {why}"));
+            }
+            continue;
+        }
+        plan.stacks += 1;
+        plan.reload |= changed;
+        let mut step = |verb: Verb, unit: &str, why: Why| {
+            let s = Step { verb, unit: unit.to_string(), stack: name.clone(), why };
+            if matches!(verb, Verb::Stop | Verb::Remove) { before.push(s) } else { after.push(s) }
+        };
+        let stop = |unit: &str| if state(unit).is_down() { Verb::Remove } else { Verb::Stop };
+
+        let Some(new) = new else {
+            // The stack file was deleted: stop everything it ran, then its target.
+            let cur = cur.unwrap_or(&empty);
+            for (_, unit) in cur.running() {
+                step(stop(unit), unit, Why::StackRemoved);
+            }
+            step(stop(&cur.target()), &cur.target(), Why::StackRemoved);
+            continue;
+        };
+        plan.units += new.running().count();
+        if let Some(cur) = cur {
+            for (_, unit) in cur.running().filter(|(_, u)| new.service_of(u).is_none()) {
+                step(stop(unit), unit, Why::ServiceRemoved);
+            }
+        }
+        let target = new.target();
+        let stack_down = !state(&target).is_up();
+        for (service, unit) in new.running() {
+            let s = state(unit);
+            match cur.and_then(|c| c.service_of(unit)) {
+                None => step(Verb::Start, unit, if cur.is_none() { Why::NewStack } else { Why::NewService }),
+                Some(old) if old.text != service.text => {
+                    if !s.is_down() || s.active_state == "failed" {
+                        step(Verb::Restart, unit, Why::Changed);
+                    } else if stack_down || !s.ever_started() {
+                        step(Verb::Start, unit, Why::Changed);
+                    } else {
+                        step(Verb::Update, unit, Why::ChangedStopped);
+                    }
+                }
+                Some(_) if s.is_down() && stack_down => step(Verb::Start, unit, Why::StackNotRunning),
+                Some(_) if s.is_down() && !s.ever_started() => step(Verb::Start, unit, Why::NeverStarted),
+                Some(_) if s.active_state == "failed" => plan.notes.push(format!(
+                    "{unit} is failed and unchanged, so it is left alone (`systemctl restart {unit}` retries it; \
+                     `journalctl -u {unit}` says why)"
+                )),
+                Some(_) => {}
+            }
+        }
+        match cur {
+            None => step(Verb::Start, &target, Why::NewStack),
+            Some(_) if stack_down => step(Verb::Start, &target, Why::StackNotRunning),
+            Some(cur) if cur.files.get(&target) != new.files.get(&target) => {
+                step(Verb::Update, &target, Why::TargetChanged);
+            }
+            Some(_) => {}
+        }
+    }
+    if plan.reload && !conflicts.is_empty() {
+        return Err(conflicts);
+    }
+    // Restarts before starts, so a restarted dependency is not started twice; updates last.
+    after.sort_by_key(|s| s.verb);
+    plan.steps = before;
+    plan.steps.extend(after);
+    Ok(plan)
+}
+
+/// Why a change of an unselected stack cannot simply ride along with the reload: removed units
+/// would lose their files while running, changed units would keep running their old definition
+/// with nothing left to tell a later apply. New services are fine (a later apply starts what
+/// never ran), and so is a changed target.
+fn lost_change(cur: Option<&StackUnits>, new: Option<&StackUnits>) -> Option<String> {
+    let cur = cur?;
+    let Some(new) = new else { return Some("its file was deleted; its units would keep running without files".into()) };
+    let removed: Vec<&str> = cur.running().map(|(_, u)| u).filter(|u| new.service_of(u).is_none()).collect();
+    if !removed.is_empty() {
+        return Some(format!("{} removed from the stack", removed.join(", ")));
+    }
+    let changed: Vec<&str> = new
+        .services
+        .iter()
+        .filter(|s| cur.service(&s.name).is_some_and(|old| old.file == s.file && old.text != s.text))
+        .map(|s| s.file.as_str())
+        .collect();
+    (!changed.is_empty()).then(|| format!("{} changed", changed.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::units::tests::{service, target};
+    use super::*;
+
+    fn set(files: Vec<(String, String)>) -> UnitSet {
+        UnitSet::from_rendered(
+            &files.into_iter().map(|(name, text)| crate::render::OutputFile::Unit { name, text }).collect::<Vec<_>>(),
+        )
+    }
+
+    /// Stack `s` with services a, b, c (c's command given).
+    fn three(c_exec: &str) -> Vec<(String, String)> {
+        vec![
+            target("s", "s-a.service s-b.service s-c.service"),
+            service("s", "s-a.service", "a", "/bin/a"),
+            service("s", "s-b.service", "b", "/bin/b"),
+            service("s", "s-c.service", "c", c_exec),
+        ]
+    }
+
+    fn running(units: &[&str]) -> HashMap<String, UnitInfo> {
+        units
+            .iter()
+            .map(|u| {
+                let info = UnitInfo {
+                    name: u.to_string(),
+                    active_state: "active".into(),
+                    inactive_exit_usec: 1,
+                    ..Default::default()
+                };
+                (u.to_string(), info)
+            })
+            .collect()
+    }
+
+    fn lines(plan: &Plan) -> Vec<String> {
+        plan.steps.iter().map(|s| format!("{} {}", s.verb.words().0, s.unit)).collect()
+    }
+
+    const ALL: &[&str] = &["s.target", "s-a.service", "s-b.service", "s-c.service"];
+
+    #[test]
+    fn first_apply_starts_everything() {
+        let plan = plan(&UnitSet::default(), &set(three("/bin/c")), &HashMap::new(), None).expect("plan");
+        assert!(plan.reload);
+        assert_eq!(lines(&plan), ["start s-a.service", "start s-b.service", "start s-c.service", "start s.target"]);
+    }
+
+    #[test]
+    fn no_change_is_nothing_to_do() {
+        let plan = plan(&set(three("/bin/c")), &set(three("/bin/c")), &running(ALL), None).expect("plan");
+        assert!(plan.is_empty(), "{plan:?}");
+        assert_eq!((plan.stacks, plan.units), (1, 3));
+    }
+
+    #[test]
+    fn only_the_changed_service_restarts() {
+        let plan = plan(&set(three("/bin/c")), &set(three("/bin/c2")), &running(ALL), None).expect("plan");
+        assert!(plan.reload);
+        assert_eq!(lines(&plan), ["restart s-c.service"]);
+    }
+
+    #[test]
+    fn removed_service_is_stopped_before_the_reload() {
+        let mut new = three("/bin/c");
+        new.truncate(3);
+        new[0] = target("s", "s-a.service s-b.service");
+        let plan = plan(&set(three("/bin/c")), &set(new), &running(ALL), None).expect("plan");
+        assert_eq!(lines(&plan), ["stop s-c.service", "update s.target"]);
+    }
+
+    #[test]
+    fn deleted_stack_stops_everything_and_inactive_units_are_just_removed() {
+        let mut states = running(ALL);
+        states.remove("s-b.service");
+        let plan = plan(&set(three("/bin/c")), &UnitSet::default(), &states, None).expect("plan");
+        assert_eq!(lines(&plan), ["stop s-a.service", "remove s-b.service", "stop s-c.service", "stop s.target"]);
+    }
+
+    #[test]
+    fn stopped_stack_is_started_and_changed_stopped_service_is_not() {
+        let mut states = running(ALL);
+        states.get_mut("s-c.service").expect("c").active_state = "inactive".into();
+        let plan1 = plan(&set(three("/bin/c")), &set(three("/bin/c2")), &states, None).expect("plan");
+        assert_eq!(lines(&plan1), ["update s-c.service"]);
+        states.get_mut("s.target").expect("target").active_state = "inactive".into();
+        let plan2 = plan(&set(three("/bin/c")), &set(three("/bin/c")), &states, None).expect("plan");
+        assert_eq!(lines(&plan2), ["start s-c.service", "start s.target"]);
+        assert!(!plan2.reload);
+    }
+
+    #[test]
+    fn failed_unchanged_service_is_noted_not_touched() {
+        let mut states = running(ALL);
+        states.get_mut("s-a.service").expect("a").active_state = "failed".into();
+        let plan = plan(&set(three("/bin/c")), &set(three("/bin/c")), &states, None).expect("plan");
+        assert!(plan.steps.is_empty());
+        assert_eq!(plan.notes.len(), 1);
+    }
+
+    #[test]
+    fn replicas_scale_by_instance() {
+        let cur = set(vec![target("r", "r-w@1.service r-w@2.service"), service("r", "r-w@.service", "w", "/bin/w")]);
+        let new = set(vec![target("r", "r-w@1.service"), service("r", "r-w@.service", "w", "/bin/w")]);
+        let states = running(&["r.target", "r-w@1.service", "r-w@2.service"]);
+        let plan = plan(&cur, &new, &states, None).expect("plan");
+        assert_eq!(lines(&plan), ["stop r-w@2.service", "update r.target"]);
+    }
+
+    #[test]
+    fn selection_limits_and_refuses_to_lose_other_changes() {
+        let mut both = three("/bin/c");
+        both.push(target("o", "o-x.service"));
+        both.push(service("o", "o-x.service", "x", "/bin/x"));
+        let mut states = running(ALL);
+        states.extend(running(&["o.target", "o-x.service"]));
+        let only_s = BTreeSet::from(["s".to_string()]);
+
+        // o changed, s did not: no reload, nothing to do for s, no conflict.
+        let mut o_changed = three("/bin/c");
+        o_changed.push(target("o", "o-x.service"));
+        o_changed.push(service("o", "o-x.service", "x", "/bin/x2"));
+        let plan1 = plan(&set(both.clone()), &set(o_changed.clone()), &states, Some(&only_s)).expect("plan");
+        assert!(plan1.is_empty());
+
+        // Both changed: the reload would load o's change with nobody restarting it.
+        o_changed[3] = service("s", "s-c.service", "c", "/bin/c2");
+        let err = plan(&set(both.clone()), &set(o_changed), &states, Some(&only_s)).expect_err("conflict");
+        assert_eq!(err, ["stack o: o-x.service changed"]);
+
+        // o deleted while s changes: refused too.
+        let mut o_gone = three("/bin/c2");
+        o_gone.truncate(4);
+        let err = plan(&set(both), &set(o_gone), &states, Some(&only_s)).expect_err("conflict");
+        assert!(err[0].contains("deleted"), "{err:?}");
+    }
+
+    #[test]
+    fn never_started_service_is_started() {
+        let mut states = running(ALL);
+        let b = states.get_mut("s-b.service").expect("b");
+        b.active_state = "inactive".into();
+        b.inactive_exit_usec = 0;
+        let plan = plan(&set(three("/bin/c")), &set(three("/bin/c")), &states, None).expect("plan");
+        assert_eq!(lines(&plan), ["start s-b.service"]);
+    }
+}

@@ -1,0 +1,118 @@
+//! `kapell status [STACK…] [--json]`: every service's unit and what systemd says about it.
+
+use super::apply::block_on;
+use super::exit;
+use crate::apply;
+use crate::config;
+use crate::diagnostics::did_you_mean;
+use crate::status::{self, Row};
+use crate::systemd::Systemd;
+use crate::validate::UnitSearchPath;
+use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Show every service: its unit, state, health, since when, and restart count.
+///
+/// One line per unit (each instance of a replicated service), for the services of the stack
+/// files and those still installed from an earlier apply. ACTIVE and SUB are systemd's states;
+/// HEALTH is a container's health check (starting, healthy, unhealthy; "-" without a check and
+/// for native services); SINCE is how long the unit has been in its state; RESTARTS counts
+/// systemd's automatic restarts.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Stacks to show (default: all).
+    #[arg(value_name = "STACK")]
+    pub stacks: Vec<String>,
+
+    /// Print a JSON array, one object per unit, instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
+    let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
+        .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
+    if !checked.is_ok() {
+        eprintln!("warning: some stacks have errors (`kapell check` lists them); they are shown as installed");
+    }
+    let desired = apply::desired(&checked);
+    let units = desired.merged(&apply::installed(&desired)?);
+    let selection: Option<BTreeSet<String>> = (!args.stacks.is_empty()).then(|| args.stacks.iter().cloned().collect());
+    for name in &args.stacks {
+        if !units.stacks.contains_key(name) {
+            let hint = did_you_mean(name, units.stacks.keys().map(String::as_str))
+                .map(|n| format!(" (did you mean {n}?)"))
+                .unwrap_or_default();
+            eprintln!("error: there is no stack {name}{hint}");
+            return Ok(exit::USAGE);
+        }
+    }
+    let rows = block_on(async {
+        let systemd = Systemd::system().await?;
+        status::collect(&systemd, &units, selection.as_ref()).await
+    })??;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    if args.json {
+        let json: Vec<_> = rows.iter().map(row_json).collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if rows.is_empty() {
+        eprintln!("no stacks in {} and none installed", config_dir.display());
+    } else {
+        print_table(&rows, now);
+    }
+    Ok(exit::OK)
+}
+
+fn row_json(row: &Row) -> serde_json::Value {
+    let since = row.since_usec();
+    serde_json::json!({
+        "stack": row.stack,
+        "service": row.service,
+        "unit": row.info.name,
+        "kind": if row.container { "container" } else { "native" },
+        "load": row.info.load_state,
+        "active": row.info.active_state,
+        "sub": row.info.sub_state,
+        "health": row.health().map(|h| h.as_str()),
+        "status": (!row.info.status_text.is_empty()).then_some(&row.info.status_text),
+        "since": (since != 0).then(|| status::format_timestamp(since)),
+        "since_usec": since,
+        "restarts": row.info.restarts,
+        "main_pid": (row.info.main_pid != 0).then_some(row.info.main_pid),
+    })
+}
+
+fn print_table(rows: &[Row], now: u64) {
+    let header = ["STACK", "SERVICE", "UNIT", "ACTIVE", "SUB", "HEALTH", "SINCE", "RESTARTS"].map(String::from);
+    let mut lines = vec![header];
+    for row in rows {
+        let since = row.since_usec();
+        // A unit without a file shows its load state (`not-found`: not applied yet, or deleted).
+        let active =
+            if row.info.load_state == "loaded" { row.info.active_state.clone() } else { row.info.load_state.clone() };
+        lines.push([
+            row.stack.clone(),
+            row.service.clone(),
+            row.info.name.clone(),
+            active,
+            row.info.sub_state.clone(),
+            row.health().map_or("-", |h| h.as_str()).to_string(),
+            if since == 0 { "-".to_string() } else { status::format_age(now, since) },
+            row.info.restarts.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for line in &lines {
+        let cells: Vec<String> = line.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}

@@ -1,0 +1,84 @@
+//! kapell's own log: the journal, with structured fields, when systemd runs kapell; stderr otherwise.
+//!
+//! Under systemd (stderr is the stream named by `$JOURNAL_STREAM`) records go to journald natively,
+//! so they carry fields: `PRIORITY`, the extra fields given to [`init`] (e.g. `KAPELL_UNIT`), and
+//! any key-value pairs of the record (`log::info!(message_id = id::CONTAINER_STARTED; "…")` becomes
+//! `MESSAGE_ID=…`). Everywhere else a record is one line on stderr, prefixed by its level when it is
+//! a warning or an error. The level is `info` unless `KAPELL_LOG` says `error`, `warn`, `debug` or
+//! `trace`.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::io::Write as _;
+
+/// Stable `MESSAGE_ID`s of kapell's state changes (`journalctl MESSAGE_ID=…` finds them all).
+pub mod id {
+    /// A container service's container started.
+    pub const CONTAINER_STARTED: &str = "7a42d67a317c414196fef2fc9504cdad";
+    /// A container service is ready (`READY=1`): running, or healthy when it has a health check.
+    pub const CONTAINER_READY: &str = "aceec64f435b4ebda5cfdfbf6023632e";
+    /// A container's health check state changed (`KAPELL_HEALTH=` says to what).
+    pub const CONTAINER_HEALTH: &str = "aeea7cc893d74cc990d6b1d535a5ef2a";
+    /// A container exited on its own (`KAPELL_EXIT_STATUS=` is its exit code).
+    pub const CONTAINER_EXITED: &str = "b837a0bd51e2433daac6af27ced4c8aa";
+    /// A container was stopped and removed because its service was stopped.
+    pub const CONTAINER_STOPPED: &str = "745210dc7dbb441bb6d988d6769ae161";
+    /// A container was stopped because it turned unhealthy (systemd restarts the service).
+    pub const CONTAINER_UNHEALTHY_RESTART: &str = "bb66848a5d384d008dec2425e9b3e5e2";
+    /// The supervisor could not do its job (Docker down, image missing, bad unit); the service fails.
+    pub const SUPERVISOR_FAILED: &str = "3e65368609834fd192df6fa32ec157c1";
+    /// An image was pulled.
+    pub const IMAGE_PULLED: &str = "049cb675768f4f0c9e467d4221a7bc57";
+}
+
+/// Installs the logger once; later calls do nothing. `fields` are added to every journal record
+/// (names in journal style: upper case, digits, `_`).
+pub fn init(fields: &[(&str, &str)]) {
+    let level = level_from_env();
+    let installed = if systemd_journal_logger::connected_to_journal() {
+        match systemd_journal_logger::JournalLog::new() {
+            Ok(journal) => journal.with_extra_fields(fields.iter().copied()).install().is_ok(),
+            // The journal socket is missing (journald down): stderr still reaches the journal stream.
+            Err(_) => log::set_boxed_logger(Box::new(Stderr)).is_ok(),
+        }
+    } else {
+        log::set_boxed_logger(Box::new(Stderr)).is_ok()
+    };
+    if installed {
+        log::set_max_level(level);
+    }
+}
+
+fn level_from_env() -> LevelFilter {
+    match std::env::var("KAPELL_LOG").as_deref() {
+        Ok("error") => LevelFilter::Error,
+        Ok("warn") => LevelFilter::Warn,
+        Ok("debug") => LevelFilter::Debug,
+        Ok("trace") => LevelFilter::Trace,
+        _ => LevelFilter::Info,
+    }
+}
+
+/// One line per record on stderr; key-value pairs are for the journal and left out here.
+struct Stderr;
+
+impl Log for Stderr {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let prefix = match record.level() {
+            Level::Error => "error: ",
+            Level::Warn => "warning: ",
+            Level::Info => "",
+            Level::Debug | Level::Trace => "debug: ",
+        };
+        // A log line that cannot be written has nowhere else to go.
+        let _ = writeln!(std::io::stderr().lock(), "{prefix}{}", record.args());
+    }
+
+    fn flush(&self) {}
+}

@@ -1,0 +1,199 @@
+//! The Docker Engine API calls the supervisor makes (bollard), each with an error that says what
+//! failed in words an operator knows from the docker CLI.
+
+use crate::status::Health;
+use anyhow::{Context as _, Result, anyhow};
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, CreateImageInfo};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptions,
+};
+use futures_util::{Stream, StreamExt as _};
+use std::collections::HashMap;
+use std::pin::Pin;
+
+/// Where bollard connects: `$DOCKER_HOST`, else the local socket.
+pub fn host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
+}
+
+/// A connected engine, its API version negotiated.
+pub struct Engine {
+    docker: Docker,
+}
+
+/// A container kapell created: its id for the API, its name for people.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    /// What Docker warned about when creating it.
+    pub warnings: Vec<String>,
+}
+
+/// A container's stdout/stderr, as attached.
+pub type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+
+impl Engine {
+    /// Connects and negotiates the API version (which also proves the engine answers).
+    /// `timeout` bounds each request's wait for a response; a stop with a grace period must fit.
+    pub async fn connect(timeout: std::time::Duration) -> Result<Self> {
+        let host = host();
+        let unreachable = || format!("Docker is not reachable at {host}");
+        let docker = Docker::connect_with_defaults().map_err(cause).with_context(unreachable)?;
+        let docker = docker.with_timeout(timeout).negotiate_version().await.map_err(cause).with_context(unreachable)?;
+        Ok(Self { docker })
+    }
+
+    /// Whether `image` is present locally.
+    pub async fn image_present(&self, image: &str) -> Result<bool> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(e) => Err(cause(e)).with_context(|| format!("cannot inspect image {image}")),
+        }
+    }
+
+    /// Pulls `image` (one tag: `:latest` when it names none); the stream ends when the pull is done.
+    pub fn pull(&self, image: &str) -> impl Stream<Item = Result<CreateImageInfo>> + use<> {
+        let options = CreateImageOptionsBuilder::new().from_image(&with_tag(image)).build();
+        self.docker.create_image(Some(options), None, None).map(|r| r.map_err(cause))
+    }
+
+    /// Removes container `name` (or id) with its anonymous volumes, killing it if it runs.
+    /// `Ok(false)` if there was none.
+    pub async fn remove(&self, name: &str) -> Result<bool> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(e) => Err(cause(e)).with_context(|| format!("cannot remove container {name}")),
+        }
+    }
+
+    /// Creates container `name`.
+    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<Container> {
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot create container {name}"))?;
+        Ok(Container { id: created.id, name: name.to_string(), warnings: created.warnings })
+    }
+
+    /// Attaches to the container's stdout and stderr (before it starts, so nothing is missed).
+    pub async fn attach(&self, c: &Container) -> Result<Output> {
+        let options = AttachContainerOptionsBuilder::new().stream(true).stdout(true).stderr(true).build();
+        let attached = self
+            .docker
+            .attach_container(&c.id, Some(options))
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot attach to the output of container {}", c.name))?;
+        Ok(attached.output)
+    }
+
+    pub async fn start(&self, c: &Container) -> Result<()> {
+        self.docker
+            .start_container(&c.id, None)
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot start container {}", c.name))
+    }
+
+    /// Waits until the container is not running; its exit code.
+    pub async fn wait(&self, c: &Container) -> Result<i64> {
+        let lost = || format!("lost track of container {}", c.name);
+        let mut stream = self.docker.wait_container(&c.id, None::<WaitContainerOptions>);
+        match stream.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            // bollard turns a non-zero exit into an error; Docker's message (if any) is not ours to judge.
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(cause(e)).with_context(lost),
+            None => Err(anyhow!("Docker ended the wait without an exit code")).with_context(lost),
+        }
+    }
+
+    /// Stops the container: its stop signal, then SIGKILL after `grace_secs`.
+    pub async fn stop(&self, c: &Container, grace_secs: i64) -> Result<()> {
+        let t = i32::try_from(grace_secs).unwrap_or(i32::MAX);
+        match self.docker.stop_container(&c.id, Some(StopContainerOptionsBuilder::new().t(t).build())).await {
+            // 304: it had already stopped.
+            Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(cause(e)).with_context(|| format!("cannot stop container {}", c.name)),
+        }
+    }
+
+    /// The container's health changes from `since` (Unix time in seconds) on.
+    pub fn health_events(&self, c: &Container, since: f64) -> impl Stream<Item = Result<Health>> + use<> {
+        let filters = HashMap::from([
+            ("container", vec![c.id.clone()]),
+            ("type", vec!["container".to_string()]),
+            ("event", vec!["health_status".to_string()]),
+        ]);
+        let options = EventsOptionsBuilder::new().since(&format!("{since:.9}")).filters(&filters).build();
+        self.docker.events(Some(options)).filter_map(|event| async move {
+            match event {
+                // "health_status: healthy"
+                Ok(e) => match e.action.as_deref().and_then(|a| a.rsplit(' ').next()) {
+                    Some("starting") => Some(Ok(Health::Starting)),
+                    Some("healthy") => Some(Ok(Health::Healthy)),
+                    Some("unhealthy") => Some(Ok(Health::Unhealthy)),
+                    _ => None,
+                },
+                Err(e) => Some(Err(cause(e).context("lost Docker's event stream"))),
+            }
+        })
+    }
+}
+
+/// `image` with `:latest` added when it names neither a tag nor a digest, so a pull never fetches
+/// every tag of a repository.
+pub fn with_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') { image.to_string() } else { format!("{image}:latest") }
+}
+
+/// Docker's own message for API errors (it already names the object); the error itself otherwise.
+fn cause(e: DockerError) -> anyhow::Error {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => anyhow!("{}", message.trim()),
+        DockerError::DockerStreamError { error } => anyhow!("{}", error.trim()),
+        DockerError::RequestTimeoutError => anyhow!("Docker did not answer in time"),
+        e => transport_cause(&e),
+    }
+}
+
+/// For connection failures the innermost cause is the clear one ("Connection refused"); the
+/// layers above it repeat each other ("client error (Connect)").
+fn transport_cause(e: &DockerError) -> anyhow::Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut innermost = e.to_string();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return anyhow!("{io}");
+        }
+        innermost = s.to_string();
+        source = s.source();
+    }
+    anyhow!("{innermost}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pulls_name_one_tag() {
+        assert_eq!(with_tag("busybox"), "busybox:latest");
+        assert_eq!(with_tag("busybox:1"), "busybox:1");
+        assert_eq!(with_tag("localhost:5000/app"), "localhost:5000/app:latest");
+        assert_eq!(with_tag("localhost:5000/app:2"), "localhost:5000/app:2");
+        assert_eq!(with_tag("app@sha256:abc"), "app@sha256:abc");
+    }
+}

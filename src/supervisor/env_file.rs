@@ -1,0 +1,106 @@
+//! `env_files`: environment files for a container, read by the supervisor at each start.
+//!
+//! The format is the common subset of systemd's `EnvironmentFile=` and Compose's `env_file`, so a
+//! file written for either means the same here: one `KEY=VALUE` per line; blank lines and lines
+//! starting with `#` or `;` are ignored; blanks around the key and the value are trimmed; a value
+//! wholly inside double quotes has `\"` and `\\` unescaped, one inside single quotes is taken
+//! literally; any other value is taken verbatim. Values may be secrets, so errors never quote them.
+
+use std::path::Path;
+
+/// Parses the text of an environment file into `(key, value)` pairs, in order.
+pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("line {}: expected KEY=VALUE", n + 1));
+        };
+        let key = key.trim();
+        let valid = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("line {}: the name before '=' is not a variable name", n + 1));
+        }
+        out.push((key.to_string(), unquote(value.trim())));
+    }
+    Ok(out)
+}
+
+fn unquote(value: &str) -> String {
+    if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
+        return value[1..value.len() - 1].to_string();
+    }
+    if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+        let mut out = String::with_capacity(value.len());
+        let mut chars = value[1..value.len() - 1].chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(e @ ('"' | '\\')) => out.push(e),
+                    Some(e) => {
+                        out.push('\\');
+                        out.push(e);
+                    }
+                    None => out.push('\\'),
+                },
+                c => out.push(c),
+            }
+        }
+        return out;
+    }
+    value.to_string()
+}
+
+/// Reads and parses one environment file; errors name the file.
+pub fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn key_value_lines() {
+        let text = "# comment\n; also\n\nA=1\n  B = two words  \nC=\nD=x=y\nE=\"quoted \\\"q\\\" \\\\ \\n\"\nF='single $X \\'\nG=\"unbalanced\n";
+        assert_eq!(
+            parse(text),
+            Ok(pairs(&[
+                ("A", "1"),
+                ("B", "two words"),
+                ("C", ""),
+                ("D", "x=y"),
+                ("E", "quoted \"q\" \\ \\n"),
+                ("F", "single $X \\"),
+                ("G", "\"unbalanced"),
+            ]))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_not_the_value() {
+        assert_eq!(parse("A=1\nsecret-value\n"), Err("line 2: expected KEY=VALUE".into()));
+        let err = parse("1A=hunter2").expect_err("bad key");
+        assert!(err.starts_with("line 1:") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn read_names_the_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("app.env");
+        std::fs::write(&path, "X=1\nbroken\n")?;
+        let err = read(&path).expect_err("broken");
+        assert!(err.contains("app.env: line 2"), "{err}");
+        assert!(read(&dir.path().join("missing.env")).is_err());
+        Ok(())
+    }
+}

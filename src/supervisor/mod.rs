@@ -1,0 +1,359 @@
+//! The supervisor, `kapell run STACK.SERVICE` (SPEC §7): the main process of a container service.
+//!
+//! systemd starts it (`Type=notify`, `NotifyAccess=main`, `KillMode=mixed`); it reads the unit's
+//! `[X-Kapell-Container]` section ([`unit_lookup`]), then through the Docker Engine API
+//! ([`docker`]): pulls the image per `pull`, extending the start timeout while a pull makes
+//! progress; removes a stale container of the same name; creates the container
+//! ([`container_config`]) with the secrets staged read-only ([`secrets`]) and starts it; copies its
+//! stdout and stderr to its own, so the journal shows them under the unit; says `READY=1` once the
+//! container runs, or once its health check first passes ([`notify`]). Then:
+//! - the container exits: the supervisor exits with the container's exit code (systemd applies
+//!   `Restart=`);
+//! - it turns unhealthy after having been healthy, with `on_unhealthy = "restart"`: the supervisor
+//!   stops it and exits with [`EXIT_FAILED`], so systemd restarts the service;
+//! - SIGTERM (`systemctl stop`): it stops the container with the grace period, removes it, exits 0;
+//! - Docker down, an image it cannot have, a bad unit: one error line naming the unit, what failed
+//!   and why, and exit status [`EXIT_FAILED`].
+//!
+//! The container is removed on every way out; one tokio current-thread runtime keeps it small.
+
+mod container_config;
+mod docker;
+mod env_file;
+mod notify;
+mod ports;
+mod secrets;
+pub mod unit_lookup;
+
+pub use container_config::label;
+pub use unit_lookup::Target;
+
+use crate::logging::id;
+use crate::model::Pull;
+use crate::render::container::ContainerSpec;
+use crate::render::unit::UnitFile;
+use crate::status::{Health, SupervisorStatus as Status};
+use anyhow::{Context as _, Result, bail, ensure};
+use bollard::container::LogOutput;
+use docker::{Container, Engine};
+use futures_util::{Stream, StreamExt as _};
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// Exit status when the supervisor fails (Docker, image, unit) or stops an unhealthy container.
+pub const EXIT_FAILED: u8 = crate::cli::exit::FAILED;
+
+/// While a pull reports progress, the start timeout is pushed this far ahead…
+const PULL_EXTEND_BY: Duration = Duration::from_secs(30);
+/// …this often.
+const PULL_EXTEND_EVERY: Duration = Duration::from_secs(5);
+/// How long the container's last output may take to arrive after it stopped.
+const DRAIN_OUTPUT: Duration = Duration::from_secs(2);
+
+/// Runs the supervisor for `target` to the end; returns the process exit status.
+pub fn run(target: &Target, unit_file: Option<&Path>) -> u8 {
+    let unit = target.unit_name();
+    crate::logging::init(&[
+        ("KAPELL_UNIT", unit.as_str()),
+        ("KAPELL_STACK", target.stack.as_str()),
+        ("KAPELL_SERVICE", target.service.as_str()),
+    ]);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(supervise(target, unit_file)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!(message_id = id::SUPERVISOR_FAILED; "{unit}: {e:#}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// What ended the supervision of a running container.
+enum Outcome {
+    Exited(i64),
+    Terminated,
+    Unhealthy,
+}
+
+/// The unit, the spec and where output and log lines go.
+struct Ctx {
+    unit: String,
+    spec: ContainerSpec,
+}
+
+async fn supervise(target: &Target, unit_file: Option<&Path>) -> Result<u8> {
+    // From here on SIGTERM is ours to handle: it arrives as an event, never kills mid-step.
+    let mut shutdown = Shutdown::new()?;
+    let path = match unit_file {
+        Some(p) => p.to_path_buf(),
+        None => unit_lookup::find(target).map_err(anyhow::Error::msg)?,
+    };
+    let spec = load_spec(&path, target).with_context(|| format!("cannot use the unit file {}", path.display()))?;
+    let ctx = Ctx { unit: target.unit_name(), spec };
+    let spec = &ctx.spec;
+    let name = spec.container_name(target.instance.as_deref());
+    let mut file_env = Vec::new();
+    for f in &spec.env_files {
+        file_env.extend(env_file::read(Path::new(f)).map_err(anyhow::Error::msg)?);
+    }
+
+    let grace = container_config::grace_secs(spec);
+    let request_timeout = Duration::from_secs(120.max(u64::try_from(grace).unwrap_or(0) + 60));
+    let docker = Engine::connect(request_timeout).await?;
+    tokio::select! {
+        pulled = ensure_image(&ctx, &docker) => pulled?,
+        () = shutdown.recv() => return Ok(0),
+    }
+
+    notify::status(&Status::Starting);
+    if docker.remove(&name).await? {
+        log::info!("{}: removed a stale container {name}", ctx.unit);
+    }
+    let staged = secrets::stage(&spec.secrets, &name, spec.user.as_deref()).map_err(anyhow::Error::msg)?;
+    let inputs = container_config::Inputs { target, file_env, secret_mounts: &staged.mounts };
+    let body = container_config::create_body(spec, &inputs).map_err(anyhow::Error::msg)?;
+    // Health events are read from just before the container exists, so none is missed.
+    let since =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() - 1.0);
+    let container = docker.create(&name, body).await?;
+    for warning in &container.warnings {
+        log::warn!("{}: Docker: {warning}", ctx.unit);
+    }
+
+    let result = supervise_container(&ctx, &docker, &container, &mut shutdown, since).await;
+    // On every way out: the container goes (it has stopped by now, or is killed here).
+    if let Err(e) = docker.remove(&container.id).await {
+        log::warn!("{}: {e:#}", ctx.unit);
+    }
+    drop(staged);
+    result
+}
+
+fn load_spec(path: &Path, target: &Target) -> Result<ContainerSpec> {
+    let text = std::fs::read_to_string(path)?;
+    let unit = UnitFile::parse(&text).map_err(anyhow::Error::msg)?;
+    let spec = ContainerSpec::from_unit(&unit).map_err(anyhow::Error::msg)?;
+    ensure!(
+        spec.stack == target.stack && spec.service == target.service,
+        "it describes {}.{}, not {}.{}",
+        spec.stack,
+        spec.service,
+        target.stack,
+        target.service
+    );
+    Ok(spec)
+}
+
+/// Makes the image available per `pull`.
+async fn ensure_image(ctx: &Ctx, docker: &Engine) -> Result<()> {
+    let c = &ctx.spec.container;
+    let image = c.image.as_str();
+    let present = match c.pull {
+        Pull::Always => false,
+        Pull::Missing | Pull::Never => docker.image_present(image).await?,
+    };
+    if present {
+        return Ok(());
+    }
+    if c.pull == Pull::Never {
+        bail!("image {image} is not present and pull = \"never\"");
+    }
+    notify::status(&Status::Pulling(image.to_string()));
+    log::info!("{}: pulling image {image}", ctx.unit);
+    let started = Instant::now();
+    let mut progress = std::pin::pin!(docker.pull(image));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PULL_EXTEND_EVERY, PULL_EXTEND_EVERY);
+    let mut moved = false;
+    loop {
+        tokio::select! {
+            item = progress.next() => match item {
+                Some(item) => {
+                    item.with_context(|| format!("cannot pull image {image}"))?;
+                    moved = true;
+                }
+                None => break,
+            },
+            _ = ticks.tick() => {
+                // Only a pull that is getting somewhere earns more time.
+                if std::mem::take(&mut moved) {
+                    notify::extend_timeout(PULL_EXTEND_BY);
+                }
+            }
+        }
+    }
+    log::info!(message_id = id::IMAGE_PULLED; "{}: pulled image {image} in {:.1?}", ctx.unit, started.elapsed());
+    Ok(())
+}
+
+/// Starts the created container and follows it to its end.
+async fn supervise_container(
+    ctx: &Ctx,
+    docker: &Engine,
+    container: &Container,
+    shutdown: &mut Shutdown,
+    since: f64,
+) -> Result<u8> {
+    let (unit, spec) = (&ctx.unit, &ctx.spec);
+    if shutdown.pending() {
+        return Ok(0); // stopped while the container was being created: never start it
+    }
+    let mut output = Some(docker.attach(container).await?);
+    docker.start(container).await?;
+    let short_id = &container.id[..container.id.len().min(12)];
+    log::info!(
+        message_id = id::CONTAINER_STARTED, kapell_container = container.name.as_str();
+        "{unit}: started container {} ({short_id}) from {}", container.name, spec.container.image
+    );
+
+    let checked = spec.container.health.is_some();
+    let mut events = checked.then(|| Box::pin(docker.health_events(container, since)));
+    let mut health = checked.then_some(Health::Starting);
+    let mut been_healthy = false;
+    if checked {
+        notify::status(&Status::Running(health));
+    } else {
+        notify::ready(&Status::Running(None));
+        log::info!(message_id = id::CONTAINER_READY; "{unit}: ready (container running)");
+    }
+
+    let wait = docker.wait(container);
+    let mut wait = std::pin::pin!(wait);
+    let outcome = loop {
+        tokio::select! {
+            code = &mut wait => break Outcome::Exited(code?),
+            () = shutdown.recv() => break Outcome::Terminated,
+            chunk = next(&mut output), if output.is_some() => match chunk {
+                Some(Ok(chunk)) => forward(chunk),
+                Some(Err(e)) => {
+                    log::warn!("{unit}: lost the container's output: {e}");
+                    output = None;
+                }
+                None => output = None,
+            },
+            event = next(&mut events), if events.is_some() => match event {
+                Some(Ok(new)) if health != Some(new) => {
+                    health = Some(new);
+                    log::info!(
+                        message_id = id::CONTAINER_HEALTH, kapell_health = new.as_str();
+                        "{unit}: container is {}", new.as_str()
+                    );
+                    if new == Health::Healthy && !been_healthy {
+                        been_healthy = true;
+                        notify::ready(&Status::Running(health));
+                        log::info!(message_id = id::CONTAINER_READY; "{unit}: ready (health check passed)");
+                    } else {
+                        notify::status(&Status::Running(health));
+                    }
+                    if new == Health::Unhealthy
+                        && been_healthy
+                        && spec.container.on_unhealthy == crate::model::OnUnhealthy::Restart
+                    {
+                        break Outcome::Unhealthy;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    log::warn!("{unit}: {e:#}; the health state is no longer followed");
+                    events = None;
+                }
+                None => events = None,
+            },
+        }
+    };
+
+    let grace = container_config::grace_secs(spec);
+    let code = match outcome {
+        Outcome::Exited(code) => {
+            drain(&mut output).await;
+            log::info!(
+                message_id = id::CONTAINER_EXITED, kapell_exit_status = code;
+                "{unit}: container {} exited with status {code}", container.name
+            );
+            u8::try_from(code).unwrap_or(EXIT_FAILED)
+        }
+        Outcome::Terminated => {
+            notify::stopping();
+            log::info!("{unit}: stopping container {} (grace period {grace}s)", container.name);
+            docker.stop(container, grace).await?;
+            drain(&mut output).await;
+            log::info!(message_id = id::CONTAINER_STOPPED; "{unit}: container {} stopped", container.name);
+            0
+        }
+        Outcome::Unhealthy => {
+            notify::stopping();
+            log::warn!(
+                message_id = id::CONTAINER_UNHEALTHY_RESTART;
+                "{unit}: container {} turned unhealthy; stopping it so that systemd restarts the service",
+                container.name
+            );
+            docker.stop(container, grace).await?;
+            drain(&mut output).await;
+            EXIT_FAILED
+        }
+    };
+    Ok(code)
+}
+
+/// The next item of an optional stream (the `select!` arm is disabled while it is `None`).
+async fn next<S: Stream + Unpin>(stream: &mut Option<S>) -> Option<S::Item> {
+    match stream {
+        Some(s) => s.next().await,
+        None => None,
+    }
+}
+
+/// Copies what is left of the output once the container has stopped.
+async fn drain(output: &mut Option<docker::Output>) {
+    let Some(stream) = output else { return };
+    let deadline = tokio::time::Instant::now() + DRAIN_OUTPUT;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
+        forward(chunk);
+    }
+}
+
+/// The container's stdout to ours, its stderr to ours: the journal files both under the unit.
+fn forward(chunk: LogOutput) {
+    let result = match chunk {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&message).and_then(|()| out.flush())
+        }
+        LogOutput::StdErr { message } => std::io::stderr().lock().write_all(&message),
+        LogOutput::StdIn { .. } => Ok(()),
+    };
+    // Nowhere to report a broken stdout but the log, which may be the same stream: drop the chunk.
+    drop(result);
+}
+
+/// SIGTERM (systemd's stop) and SIGINT (Ctrl-C when run by hand).
+struct Shutdown {
+    term: Signal,
+    int: Signal,
+}
+
+impl Shutdown {
+    fn new() -> Result<Self> {
+        let term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(Self { term, int })
+    }
+
+    /// Whether a signal has arrived (consumes it).
+    fn pending(&mut self) -> bool {
+        futures_util::FutureExt::now_or_never(self.recv()).is_some()
+    }
+
+    /// Resolves on the next signal; cancel-safe, so every step can `select!` on it.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}

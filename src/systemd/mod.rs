@@ -1,0 +1,338 @@
+//! A small client of systemd's service manager (`org.freedesktop.systemd1`) on the system bus.
+//!
+//! Used by `kapell apply`, `kapell status` and the fleet's `kapell receive`: reload, start, stop
+//! and restart units, wait for their jobs with the result systemd reports, and read the unit
+//! properties an operator sees in `systemctl status`. zbus finds the bus at
+//! `DBUS_SYSTEM_BUS_ADDRESS`, else `/run/dbus/system_bus_socket`, so tests can point it at a
+//! booted container's bus.
+//!
+//! Jobs are awaited the way `systemctl` does it: subscribe to `JobRemoved` *before* enqueueing
+//! ([`Systemd::watch_jobs`]), then match finished jobs by object path, so a job that ends before
+//! the enqueue call even returns is not missed.
+
+mod proxy;
+
+use anyhow::{Context, Result, anyhow};
+use futures_util::StreamExt as _;
+use std::collections::HashMap;
+use std::fmt;
+use zbus::proxy::CacheProperties;
+use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+
+pub use proxy::{ManagerProxy, UnitListEntry};
+
+/// Job mode for every job kapell enqueues: like `systemctl`'s default, a new job replaces
+/// conflicting queued ones.
+const MODE: &str = "replace";
+
+/// A connection to the system instance of systemd.
+pub struct Systemd {
+    connection: Connection,
+    manager: ManagerProxy<'static>,
+}
+
+impl Systemd {
+    /// Connects to the system bus and the service manager.
+    pub async fn system() -> Result<Self> {
+        let connection = Connection::system().await.map_err(dbus_error).context(
+            "cannot connect to the system bus (is this a systemd host? DBUS_SYSTEM_BUS_ADDRESS overrides the socket)",
+        )?;
+        let manager = ManagerProxy::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(dbus_error)
+            .context("cannot reach systemd on the system bus")?;
+        Ok(Self { connection, manager })
+    }
+
+    /// The manager proxy, for calls this module does not wrap.
+    pub fn manager(&self) -> &ManagerProxy<'static> {
+        &self.manager
+    }
+
+    /// Starts listening for finished jobs. Call it before enqueueing the jobs to wait for.
+    pub async fn watch_jobs(&self) -> Result<JobWatcher> {
+        let stream =
+            self.manager.receive_job_removed().await.map_err(dbus_error).context("cannot watch systemd jobs")?;
+        self.subscribe().await?;
+        Ok(JobWatcher { stream, finished: HashMap::new() })
+    }
+
+    /// Asks systemd to emit signals to us. Subscribing twice is harmless.
+    async fn subscribe(&self) -> Result<()> {
+        match self.manager.subscribe().await {
+            Err(zbus::Error::MethodError(name, _, _)) if name.ends_with(".AlreadySubscribed") => Ok(()),
+            other => other.map_err(dbus_error).context("cannot subscribe to systemd signals"),
+        }
+    }
+
+    /// `daemon-reload`: reruns the generators, reloads every unit file; returns once done.
+    pub async fn reload(&self) -> Result<()> {
+        self.manager.reload().await.map_err(dbus_error).context("systemd daemon-reload failed")?;
+        // systemd carries subscriptions across a reload; subscribing again costs nothing and
+        // does not depend on that.
+        self.subscribe().await
+    }
+
+    /// Enqueues a start job for `unit` (and, as systemd does, for what it requires and wants).
+    pub async fn start(&self, unit: &str) -> Result<Job> {
+        let path = self.manager.start_unit(unit, MODE).await.map_err(dbus_error);
+        Ok(Job {
+            unit: unit.to_string(),
+            kind: JobKind::Start,
+            path: path.with_context(|| format!("cannot start {unit}"))?,
+        })
+    }
+
+    /// Enqueues a stop job for `unit` (units that require it stop too).
+    pub async fn stop(&self, unit: &str) -> Result<Job> {
+        let path = self.manager.stop_unit(unit, MODE).await.map_err(dbus_error);
+        Ok(Job {
+            unit: unit.to_string(),
+            kind: JobKind::Stop,
+            path: path.with_context(|| format!("cannot stop {unit}"))?,
+        })
+    }
+
+    /// Enqueues a restart job for `unit`; a unit that is not running is started.
+    pub async fn restart(&self, unit: &str) -> Result<Job> {
+        let path = self.manager.restart_unit(unit, MODE).await.map_err(dbus_error);
+        Ok(Job {
+            unit: unit.to_string(),
+            kind: JobKind::Restart,
+            path: path.with_context(|| format!("cannot restart {unit}"))?,
+        })
+    }
+
+    /// The manager's environment (what generators inherit), as `KEY=value` strings.
+    pub async fn environment(&self) -> Result<Vec<String>> {
+        self.manager.environment().await.map_err(dbus_error).context("cannot read systemd's environment")
+    }
+
+    /// The state of each of `names`, loading units from disk as needed (as `systemctl status`
+    /// does). A unit without a file has `load_state` `not-found`.
+    pub async fn units(&self, names: &[String]) -> Result<Vec<UnitInfo>> {
+        let calls = names.iter().map(|n| self.unit(n));
+        futures_util::future::try_join_all(calls).await
+    }
+
+    /// The state of one unit (see [`Systemd::units`]).
+    pub async fn unit(&self, name: &str) -> Result<UnitInfo> {
+        let context = || format!("cannot read the state of {name}");
+        let path = self.manager.load_unit(name).await.map_err(dbus_error).with_context(context)?;
+        let properties = zbus::fdo::PropertiesProxy::builder(&self.connection)
+            .destination(proxy::DESTINATION)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(dbus_error)
+            .with_context(context)?;
+        let mut unit = properties.get_all(proxy::UNIT_INTERFACE).await.map_err(dbus_error).with_context(context)?;
+        let mut service = if name.ends_with(".service") {
+            properties.get_all(proxy::SERVICE_INTERFACE).await.map_err(dbus_error).with_context(context)?
+        } else {
+            HashMap::new()
+        };
+        Ok(UnitInfo {
+            name: name.to_string(),
+            load_state: take(&mut unit, "LoadState").unwrap_or_default(),
+            active_state: take(&mut unit, "ActiveState").unwrap_or_default(),
+            sub_state: take(&mut unit, "SubState").unwrap_or_default(),
+            active_enter_usec: take(&mut unit, "ActiveEnterTimestamp").unwrap_or(0),
+            state_change_usec: take(&mut unit, "StateChangeTimestamp").unwrap_or(0),
+            inactive_exit_usec: take(&mut unit, "InactiveExitTimestamp").unwrap_or(0),
+            main_pid: take(&mut service, "MainPID").unwrap_or(0),
+            restarts: take(&mut service, "NRestarts").unwrap_or(0),
+            status_text: take(&mut service, "StatusText").unwrap_or_default(),
+            result: take(&mut service, "Result").unwrap_or_default(),
+        })
+    }
+}
+
+/// Removes and converts one property; `None` if missing or of another type (older systemd).
+fn take<T: TryFrom<OwnedVariant>>(properties: &mut HashMap<String, OwnedVariant>, key: &str) -> Option<T> {
+    properties.remove(key).and_then(|v| T::try_from(v).ok())
+}
+
+/// A D-Bus error as one sentence: systemd's own message (`Unit foo.service not found.`)
+/// rather than the error name in front of it.
+pub fn dbus_error(e: impl Into<zbus::Error>) -> anyhow::Error {
+    let e = e.into();
+    match &e {
+        zbus::Error::MethodError(_, Some(detail), _) => anyhow!("{detail}"),
+        zbus::Error::FDO(fdo) => match fdo.as_ref() {
+            zbus::fdo::Error::ZBus(inner) => dbus_error(inner.clone()),
+            other => anyhow!("{}", zbus::DBusError::description(other).unwrap_or("D-Bus call failed")),
+        },
+        _ => anyhow!(e),
+    }
+}
+
+/// What a unit looks like to systemd now (properties of org.freedesktop.systemd1.Unit and,
+/// for services, .Service). Timestamps are µs since the epoch, 0 when it never happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitInfo {
+    pub name: String,
+    /// `loaded`, `not-found`, `masked`, `error`, …
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, `activating`, `deactivating`, `reloading`.
+    pub active_state: String,
+    /// Type-specific: `running`, `exited`, `dead`, `auto-restart`, …
+    pub sub_state: String,
+    pub active_enter_usec: u64,
+    pub state_change_usec: u64,
+    /// When the unit last left `inactive`; 0 if it was never started since systemd booted.
+    pub inactive_exit_usec: u64,
+    /// Services only.
+    pub main_pid: u32,
+    /// Services only: automatic restarts (`NRestarts`).
+    pub restarts: u32,
+    /// Services only: the last `STATUS=` the service sent (sd_notify).
+    pub status_text: String,
+    /// Services only: `success` or why it last failed (`exit-code`, `signal`, `timeout`, …).
+    pub result: String,
+}
+
+impl UnitInfo {
+    /// Running or on its way there: what `systemctl is-active` calls active, plus starting.
+    pub fn is_up(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "activating" | "reloading" | "refreshing")
+    }
+
+    /// Stopped or failed: nothing runs.
+    pub fn is_down(&self) -> bool {
+        matches!(self.active_state.as_str(), "inactive" | "failed" | "")
+    }
+
+    /// Started at least once since systemd booted.
+    pub fn ever_started(&self) -> bool {
+        self.inactive_exit_usec != 0
+    }
+
+    /// Crashed and waiting to be restarted (`activating (auto-restart)`), or failed.
+    pub fn is_failing(&self) -> bool {
+        self.active_state == "failed" || self.sub_state == "auto-restart"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobKind::Start => "start",
+            JobKind::Stop => "stop",
+            JobKind::Restart => "restart",
+        })
+    }
+}
+
+/// A job systemd accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub unit: String,
+    pub kind: JobKind,
+    pub path: OwnedObjectPath,
+}
+
+/// How a job ended (the `result` of `JobRemoved`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    /// It did what was asked.
+    Done,
+    /// Nothing to do for the unit's state (e.g. a reload of a stopped unit).
+    Skipped,
+    /// Replaced or cancelled by another job.
+    Canceled,
+    Timeout,
+    /// The unit failed (for a start: its process exited non-zero, or never became ready).
+    Failed,
+    /// A unit it requires failed.
+    Dependency,
+    /// A result this version does not know.
+    Other(String),
+}
+
+impl JobResult {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "done" => JobResult::Done,
+            "skipped" => JobResult::Skipped,
+            "canceled" => JobResult::Canceled,
+            "timeout" => JobResult::Timeout,
+            "failed" => JobResult::Failed,
+            "dependency" => JobResult::Dependency,
+            other => JobResult::Other(other.to_string()),
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, JobResult::Done | JobResult::Skipped)
+    }
+}
+
+impl fmt::Display for JobResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobResult::Done => "done",
+            JobResult::Skipped => "skipped",
+            JobResult::Canceled => "canceled",
+            JobResult::Timeout => "timed out",
+            JobResult::Failed => "failed",
+            JobResult::Dependency => "a dependency failed",
+            JobResult::Other(s) => s,
+        })
+    }
+}
+
+/// Finished jobs, as systemd announces them. Created by [`Systemd::watch_jobs`].
+pub struct JobWatcher {
+    stream: proxy::JobRemovedStream,
+    /// Jobs seen finishing that nobody waited for yet.
+    finished: HashMap<OwnedObjectPath, JobResult>,
+}
+
+impl JobWatcher {
+    /// Waits until `job` has finished and returns its result.
+    pub async fn wait(&mut self, job: &Job) -> Result<JobResult> {
+        loop {
+            if let Some(result) = self.finished.remove(&job.path) {
+                return Ok(result);
+            }
+            self.next().await?;
+        }
+    }
+
+    /// Waits for every job of `jobs`, calling `on_done` for each as it finishes (in the order
+    /// they finish, so progress shows while slow units start).
+    pub async fn wait_all(&mut self, jobs: &[Job], mut on_done: impl FnMut(&Job, JobResult)) -> Result<()> {
+        let mut pending: Vec<&Job> = jobs.iter().collect();
+        while !pending.is_empty() {
+            pending.retain(|job| match self.finished.remove(&job.path) {
+                Some(result) => {
+                    on_done(job, result);
+                    false
+                }
+                None => true,
+            });
+            if !pending.is_empty() {
+                self.next().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Result<()> {
+        let signal = self.stream.next().await.context("the system bus connection closed while waiting for jobs")?;
+        let args = signal.args().map_err(dbus_error).context("malformed JobRemoved signal")?;
+        self.finished.insert(args.job().clone().into(), JobResult::parse(args.result()));
+        Ok(())
+    }
+}

@@ -1,0 +1,416 @@
+//! `kapell apply`, `kapell status` and `kapell logs` on booted systemd hosts (nspawn), with
+//! native services, and the generator run by the real systemd at boot and at daemon-reload.
+//! Needs root and the packages in TESTENV.md; nothing is mocked, nothing is skipped.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use support::{Footprint, Host};
+
+const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
+
+/// A three-service stack: `api` requires `db`; `worker` stands alone. `api_arg` and `worker_arg`
+/// are the `sleep` arguments, so an edit changes exactly one unit.
+fn shop(api_arg: &str, worker: Option<&str>) -> String {
+    let mut text = format!(
+        "description = \"test shop\"\n\n\
+         [services.db]\nexec = [\"/bin/sleep\", \"infinity\"]\n\n\
+         [services.api]\nexec = [\"/bin/sleep\", \"{api_arg}\"]\nrequires = [\"db\"]\n"
+    );
+    if let Some(arg) = worker {
+        text.push_str(&format!("\n[services.worker]\nexec = [\"/bin/sleep\", \"{arg}\"]\n"));
+    }
+    text
+}
+
+fn boot() -> Result<Host> {
+    Host::builder().kapell(KAPELL).boot()
+}
+
+fn write_stack(host: &Host, name: &str, text: &str) -> Result<()> {
+    let dir = host.root().join("etc/kapell");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{name}.toml")), text).with_context(|| format!("cannot write stack {name}"))
+}
+
+fn remove_stack(host: &Host, name: &str) -> Result<()> {
+    std::fs::remove_file(host.root().join(format!("etc/kapell/{name}.toml"))).context("cannot remove stack")
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Run {
+    fn from(out: Output, took: Duration) -> Self {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took,
+        }
+    }
+
+    /// Lines of stdout that start with `verb` (the apply report: `started   unit   (why)`).
+    fn units(&self, verb: &str) -> Vec<String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(verb)?.strip_prefix(' ')?.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `kapell args…` inside the host.
+fn kapell(host: &Host, args: &[&str]) -> Result<Run> {
+    let mut full = vec!["kapell"];
+    full.extend_from_slice(args);
+    let start = Instant::now();
+    let out = host.exec(&full)?;
+    Ok(Run::from(out, start.elapsed()))
+}
+
+/// Runs `kapell args…` and requires exit status `code`.
+fn kapell_expect(host: &Host, args: &[&str], code: i32) -> Result<Run> {
+    let run = kapell(host, args)?;
+    ensure!(run.code == Some(code), "`kapell {}` should exit {code}:\n{run}", args.join(" "));
+    Ok(run)
+}
+
+/// `systemctl show -p PROP --value UNIT`.
+fn prop(host: &Host, unit: &str, prop: &str) -> Result<String> {
+    Ok(host.systemctl_ok(&["show", "-p", prop, "--value", unit])?.trim().to_string())
+}
+
+fn main_pids(host: &Host, units: &[&str]) -> Result<BTreeMap<String, String>> {
+    let mut pids = BTreeMap::new();
+    for unit in units {
+        let pid = prop(host, unit, "MainPID")?;
+        ensure!(pid != "0", "{unit} has no main process (ActiveState {})", prop(host, unit, "ActiveState")?);
+        pids.insert(unit.to_string(), pid);
+    }
+    Ok(pids)
+}
+
+fn ensure_active(host: &Host, units: &[&str]) -> Result<()> {
+    for unit in units {
+        let state = prop(host, unit, "ActiveState")?;
+        ensure!(state == "active", "{unit} is {state}, expected active");
+    }
+    Ok(())
+}
+
+/// The unit is gone: stopped, and systemd has no file for it (`not-found`) and does not list it.
+fn ensure_gone(host: &Host, unit: &str) -> Result<()> {
+    ensure!(prop(host, unit, "ActiveState")? == "inactive", "{unit} still runs");
+    ensure!(prop(host, unit, "LoadState")? == "not-found", "{unit} still has a unit file");
+    let listed = host.systemctl_ok(&["list-units", "--all", "--no-legend", "--plain", unit])?;
+    ensure!(listed.trim().is_empty(), "{unit} still listed: {listed}");
+    Ok(())
+}
+
+/// Checksums of the kapell files in the generator directory: what systemd has loaded.
+fn generator_files(host: &Host) -> Result<String> {
+    host.exec_ok(&["sh", "-c", "cd /run/systemd/generator && grep -l '^X-Kapell-Stack=' * | sort | xargs -r sha256sum"])
+}
+
+/// Polls `check` for up to 10 s (journald is asynchronous).
+fn eventually(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !check()? {
+        ensure!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+const SHOP: [&str; 4] = ["shop.target", "shop-db.service", "shop-api.service", "shop-worker.service"];
+
+/// The whole life of a stack through `kapell apply`: first apply starts it, a second does
+/// nothing, an edit restarts exactly the edited service, a deleted service is stopped and its
+/// unit disappears, a deleted stack is stopped entirely.
+#[test]
+fn apply_starts_restarts_only_what_changed_and_stops_what_was_removed() -> Result<()> {
+    let host = boot()?;
+    let footprint = Footprint::new().host(&host);
+
+    write_stack(&host, "shop", &shop("infinity", Some("infinity")))?;
+    let first = kapell_expect(&host, &["apply"], 0)?;
+    let mut started = first.units("started");
+    started.sort();
+    let mut expected: Vec<String> = SHOP.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    ensure!(started == expected, "first apply should start the target and the three services:\n{first}");
+    ensure_active(&host, &SHOP)?;
+    eprintln!("timing: first apply (3 services) {:?}", first.took);
+
+    let before = main_pids(&host, &SHOP[1..])?;
+    let again = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(again.stdout.contains("nothing to do"), "second apply should say nothing to do:\n{again}");
+    ensure!(again.units("started").is_empty() && again.units("restarted").is_empty(), "{again}");
+    ensure!(main_pids(&host, &SHOP[1..])? == before, "a no-op apply changed processes");
+    eprintln!("timing: no-op apply {:?}", again.took);
+
+    // Edit api only: api restarts, db (which api requires) and worker keep their processes.
+    write_stack(&host, "shop", &shop("99999", Some("infinity")))?;
+    let edit = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(edit.units("restarted") == ["shop-api.service"], "only api should restart:\n{edit}");
+    ensure!(edit.units("started").is_empty() && edit.units("stopped").is_empty(), "{edit}");
+    let after = main_pids(&host, &SHOP[1..])?;
+    for unit in ["shop-db.service", "shop-worker.service"] {
+        ensure!(after[unit] == before[unit], "{unit} was restarted: {before:?} -> {after:?}");
+    }
+    ensure!(after["shop-api.service"] != before["shop-api.service"], "api kept its process");
+    ensure!(prop(&host, "shop-api.service", "ExecStart")?.contains("99999"), "api runs the old command");
+    eprintln!("timing: apply with one changed service {:?}", edit.took);
+
+    // Delete worker: stopped while its file existed, then gone from systemd.
+    write_stack(&host, "shop", &shop("99999", None))?;
+    let delete = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(delete.units("stopped") == ["shop-worker.service"], "worker should be stopped:\n{delete}");
+    ensure!(delete.units("restarted").is_empty(), "{delete}");
+    ensure_gone(&host, "shop-worker.service")?;
+    for (unit, pid) in main_pids(&host, &SHOP[1..3])? {
+        ensure!(after[&unit] == pid, "{unit} was restarted when worker was deleted");
+    }
+
+    // A stopped stack is started again by apply, with nothing reloaded.
+    host.systemctl_ok(&["stop", "shop.target"])?;
+    ensure!(prop(&host, "shop-db.service", "ActiveState")? == "inactive", "PartOf= should stop db");
+    let restart = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(restart.units("started").contains(&"shop.target".to_string()), "{restart}");
+    ensure!(!restart.stdout.contains("reloaded"), "no file changed, no reload expected:\n{restart}");
+    ensure_active(&host, &SHOP[..3])?;
+
+    // Delete the stack file: `kapell apply` stops the whole stack and its units disappear.
+    remove_stack(&host, "shop")?;
+    let gone = kapell_expect(&host, &["apply"], 0)?;
+    let mut stopped = gone.units("stopped");
+    stopped.sort();
+    ensure!(stopped == ["shop-api.service", "shop-db.service", "shop.target"], "{gone}");
+    for unit in &SHOP {
+        ensure_gone(&host, unit)?;
+    }
+    ensure!(generator_files(&host)?.trim().is_empty(), "kapell units left in the generator dir");
+
+    drop(host);
+    footprint.assert_gone()
+}
+
+/// `--dry-run` and an invalid edit change nothing: same processes, same unit files. Errors name
+/// file:line:col. Requests that cannot be carried out as asked are refused before any change.
+#[test]
+fn dry_run_invalid_edits_and_refusals_change_nothing() -> Result<()> {
+    let host = boot()?;
+    let footprint = Footprint::new().host(&host);
+
+    // Dry run on a fresh host: the plan, and nothing loaded.
+    write_stack(&host, "shop", &shop("infinity", Some("infinity")))?;
+    let plan = kapell_expect(&host, &["apply", "--dry-run"], 0)?;
+    ensure!(plan.units("start").len() == 4 && plan.stdout.contains("dry run"), "{plan}");
+    ensure!(prop(&host, "shop.target", "LoadState")? == "not-found", "dry run loaded units:\n{plan}");
+    ensure!(generator_files(&host)?.trim().is_empty(), "dry run wrote units");
+
+    kapell_expect(&host, &["apply"], 0)?;
+    let pids = main_pids(&host, &SHOP[1..])?;
+    let files = generator_files(&host)?;
+
+    // Dry run of an edit: says it would restart api, touches nothing.
+    write_stack(&host, "shop", &shop("99999", None))?;
+    let plan = kapell_expect(&host, &["apply", "--dry-run"], 0)?;
+    ensure!(plan.units("restart") == ["shop-api.service"], "{plan}");
+    ensure!(plan.units("stop") == ["shop-worker.service"], "{plan}");
+    ensure!(main_pids(&host, &SHOP[1..])? == pids && generator_files(&host)? == files, "dry run changed things");
+
+    // Invalid edit: every error with file:line:col on stderr, exit 1, nothing changed.
+    let invalid = "[services.db]\nexec = [\"/bin/sleep\", \"infinity\"]\nrestart = \"sometimes\"\n\n\
+                   [services.api]\nexek = [\"/bin/true\"]\n";
+    write_stack(&host, "shop", invalid)?;
+    let bad = kapell_expect(&host, &["apply"], 1)?;
+    ensure!(bad.stderr.contains("/etc/kapell/shop.toml:3:11:"), "error should point at `restart`:\n{bad}");
+    ensure!(bad.stderr.contains("/etc/kapell/shop.toml:6:1:"), "error should point at `exek`:\n{bad}");
+    ensure!(bad.stdout.is_empty(), "an invalid apply reported actions:\n{bad}");
+    kapell_expect(&host, &["apply", "--dry-run"], 1)?;
+    ensure!(main_pids(&host, &SHOP[1..])? == pids, "invalid apply changed processes");
+    ensure!(generator_files(&host)? == files, "invalid apply changed unit files");
+
+    // Unknown stack: refused (exit 2) with a hint.
+    write_stack(&host, "shop", &shop("infinity", Some("infinity")))?;
+    let unknown = kapell_expect(&host, &["apply", "shpo"], 2)?;
+    ensure!(unknown.stderr.contains("did you mean shop"), "{unknown}");
+
+    // A limited apply would reload another stack's edit with nobody restarting it: refused.
+    write_stack(&host, "other", "[services.x]\nexec = [\"/bin/sleep\", \"infinity\"]\n")?;
+    kapell_expect(&host, &["apply", "other"], 0)?;
+    let files = generator_files(&host)?;
+    write_stack(&host, "other", "[services.x]\nexec = [\"/bin/sleep\", \"12345\"]\n")?;
+    write_stack(&host, "shop", &shop("54321", Some("infinity")))?;
+    let conflict = kapell_expect(&host, &["apply", "shop"], 2)?;
+    ensure!(conflict.stderr.contains("stack other: other-x.service changed"), "{conflict}");
+    ensure!(main_pids(&host, &SHOP[1..])? == pids, "refused apply changed processes");
+    ensure!(generator_files(&host)? == files, "refused apply changed unit files");
+    let both = kapell_expect(&host, &["apply", "shop", "other"], 0)?;
+    let mut restarted = both.units("restarted");
+    restarted.sort();
+    ensure!(restarted == ["other-x.service", "shop-api.service"], "{both}");
+
+    // Another config dir than the generator's is refused: it would stop the real stacks.
+    let elsewhere = kapell_expect(&host, &["--config-dir", "/tmp", "apply"], 2)?;
+    ensure!(elsewhere.stderr.contains("generator reads the stacks in /etc/kapell"), "{elsewhere}");
+
+    // Without the generator, systemd would never see the units: apply says so and does nothing.
+    std::fs::remove_file(host.root().join("usr/lib/systemd/system-generators/kapell-generator"))?;
+    write_stack(&host, "shop", &shop("infinity", Some("infinity")))?;
+    let pids = main_pids(&host, &SHOP[1..])?;
+    let no_gen = kapell_expect(&host, &["apply"], 3)?;
+    ensure!(no_gen.stderr.contains("kapell-generator is not installed"), "{no_gen}");
+    ensure!(main_pids(&host, &SHOP[1..])? == pids, "apply without generator changed processes");
+
+    drop(host);
+    footprint.assert_gone()
+}
+
+/// `kapell status --json` and the table report each unit (each replica) with systemd's state;
+/// `kapell logs` shows what the service printed, for every instance.
+#[test]
+fn status_and_logs_report_what_systemd_knows() -> Result<()> {
+    let host = boot()?;
+    let footprint = Footprint::new().host(&host);
+    write_stack(
+        &host,
+        "web",
+        "[services.migrate]\nexec = [\"/bin/sh\", \"-c\", \"echo migrated\"]\ntype = \"oneshot\"\n\n\
+         [services.app]\nexec = [\"/bin/sh\", \"-c\", \"echo hello from app; exec sleep infinity\"]\n\
+         requires = [\"migrate\"]\nreplicas = 2\n",
+    )?;
+    kapell_expect(&host, &["apply"], 0)?;
+
+    let json = kapell_expect(&host, &["status", "--json"], 0)?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).with_context(|| format!("{json}"))?;
+    let units: Vec<&str> = rows.iter().filter_map(|r| r["unit"].as_str()).collect();
+    ensure!(units == ["web-migrate.service", "web-app@1.service", "web-app@2.service"], "units {units:?}\n{json}");
+    for row in &rows {
+        ensure!(row["stack"] == "web" && row["active"] == "active" && row["load"] == "loaded", "{row}");
+        ensure!(row["kind"] == "native" && row["health"].is_null() && row["restarts"] == 0, "{row}");
+        ensure!(row["since"].as_str().is_some_and(|s| s.starts_with("20") && s.ends_with('Z')), "{row}");
+    }
+    ensure!(rows[0]["sub"] == "exited" && rows[0]["main_pid"].is_null(), "oneshot row {}", rows[0]);
+    for row in &rows[1..] {
+        ensure!(row["service"] == "app" && row["sub"] == "running", "{row}");
+        ensure!(row["main_pid"].as_u64().is_some_and(|p| p > 1), "{row}");
+    }
+
+    let table = kapell_expect(&host, &["status", "web"], 0)?;
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    ensure!(lines.len() == 4, "header and three units:\n{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    ensure!(header == ["STACK", "SERVICE", "UNIT", "ACTIVE", "SUB", "HEALTH", "SINCE", "RESTARTS"], "{table}");
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    ensure!(row[..6] == ["web", "app", "web-app@1.service", "active", "running", "-"], "{table}");
+    kapell_expect(&host, &["status", "nope"], 2)?;
+
+    eventually("both replicas' output in `kapell logs`", || {
+        let logs = kapell_expect(&host, &["logs", "web.app"], 0)?;
+        Ok(logs.stdout.matches("hello from app").count() == 2)
+    })?;
+    let migrate = kapell_expect(&host, &["logs", "web.migrate"], 0)?;
+    ensure!(migrate.stdout.contains("migrated") && !migrate.stdout.contains("hello from app"), "{migrate}");
+    let typo = kapell_expect(&host, &["logs", "web.ap"], 2)?;
+    ensure!(typo.stderr.contains("did you mean web.app"), "{typo}");
+
+    // A unit that fails to start is reported by apply (exit 3), the others still start.
+    write_stack(
+        &host,
+        "broken",
+        "[services.fails]\nexec = [\"/bin/false\"]\ntype = \"oneshot\"\nrestart = \"no\"\n\n\
+         [services.fine]\nexec = [\"/bin/sleep\", \"infinity\"]\n",
+    )?;
+    let broken = kapell_expect(&host, &["apply"], 3)?;
+    ensure!(broken.stdout.contains("FAILED    broken-fails.service"), "{broken}");
+    ensure!(broken.stdout.contains("journalctl -u broken-fails.service"), "{broken}");
+    ensure!(broken.units("started").contains(&"broken-fine.service".to_string()), "{broken}");
+    ensure!(broken.stderr.contains("1 unit failed"), "{broken}");
+    let json = kapell_expect(&host, &["status", "--json", "broken"], 0)?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json.stdout)?;
+    ensure!(rows[0]["unit"] == "broken-fails.service" && rows[0]["active"] == "failed", "{json}");
+
+    drop(host);
+    footprint.assert_gone()
+}
+
+/// With stacks in /etc/kapell before boot, the real systemd runs the generator at boot: the
+/// stack target is active and a oneshot `migrate` finished before `web` started. After an edit,
+/// `systemctl daemon-reload` alone brings in the new units.
+#[test]
+fn generator_at_boot_orders_services_and_daemon_reload_picks_up_edits() -> Result<()> {
+    let stack = "[services.migrate]\nexec = [\"/bin/sh\", \"-c\", \"sleep 1; echo migrated\"]\ntype = \"oneshot\"\n\n\
+                 [services.web]\nexec = [\"/bin/sleep\", \"infinity\"]\nrequires = [\"migrate\"]\n";
+    let host = Host::builder()
+        .kapell(KAPELL)
+        .install_file("/etc/kapell/todo.toml", stack, 0o644)
+        .install_file(
+            "/etc/kapell/idle.toml",
+            "enable = false\n\n[services.x]\nexec = [\"/bin/sleep\", \"infinity\"]\n",
+            0o644,
+        )
+        .boot()?;
+    let footprint = Footprint::new().host(&host);
+
+    ensure_active(&host, &["todo.target", "todo-migrate.service", "todo-web.service"])?;
+    ensure!(prop(&host, "todo-migrate.service", "SubState")? == "exited", "migrate should have run to completion");
+    let migrate_done: u64 = prop(&host, "todo-migrate.service", "ExecMainExitTimestampMonotonic")?.parse()?;
+    let web_start: u64 = prop(&host, "todo-web.service", "ExecMainStartTimestampMonotonic")?.parse()?;
+    ensure!(
+        migrate_done > 0 && migrate_done <= web_start,
+        "web started at {web_start} before migrate ended at {migrate_done}"
+    );
+    ensure!(
+        prop(&host, "todo-web.service", "SourcePath")? == "/etc/kapell/todo.toml",
+        "units should name their stack file"
+    );
+    // `enable = false`: generated, but not started at boot.
+    ensure!(prop(&host, "idle.target", "LoadState")? == "loaded", "idle stack not generated");
+    ensure!(prop(&host, "idle.target", "ActiveState")? == "inactive", "a disabled stack started at boot");
+
+    let edited = format!("{stack}\n[services.cache]\nexec = [\"/bin/sleep\", \"4242\"]\n");
+    write_stack(&host, "todo", &edited)?;
+    ensure!(prop(&host, "todo-cache.service", "LoadState")? == "not-found", "cache exists before the reload");
+    host.systemctl_ok(&["daemon-reload"])?;
+    ensure!(prop(&host, "todo-cache.service", "LoadState")? == "loaded", "reload did not bring in the new unit");
+    ensure!(prop(&host, "todo-cache.service", "ExecStart")?.contains("4242"), "new unit has the wrong command");
+    ensure!(host.systemctl_ok(&["show", "-p", "Wants", "--value", "todo.target"])?.contains("todo-cache.service"));
+    // And `kapell apply` after a hand reload starts what never ran, restarting nothing.
+    let run = kapell_expect(&host, &["apply"], 0)?;
+    let mut started = run.units("started");
+    started.sort();
+    ensure!(started == ["idle-x.service", "idle.target", "todo-cache.service"], "{run}");
+    ensure!(run.units("restarted").is_empty(), "{run}");
+    ensure_active(&host, &["todo-cache.service", "idle.target"])?;
+
+    drop(host);
+    footprint.assert_gone()
+}
+
+#[test]
+fn help_documents_the_commands() -> Result<()> {
+    for command in ["apply", "status", "logs"] {
+        let out = std::process::Command::new(KAPELL).args([command, "--help"]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !text.contains("Usage:") {
+            bail!("kapell {command} --help failed: {text}");
+        }
+    }
+    Ok(())
+}
