@@ -83,15 +83,28 @@ fn fleet_units(dir: &Path, local: &[OutputFile], log: &mut Log) -> Vec<OutputFil
     out
 }
 
-/// Generator logging: `/dev/kmsg` (generators run before the journal), stderr as a fallback.
+/// Generator logging, as systemd's own generators do it: `/dev/kmsg` (generators run before the
+/// journal is up; the journal imports kmsg later), else `/dev/console` (containers have no
+/// kmsg; the console is what nspawn and the boot log show), else stderr (`--no-kmsg`, tests).
 pub struct Log {
-    kmsg: Option<std::fs::File>,
+    sink: Sink,
+}
+
+enum Sink {
+    Kmsg(std::fs::File),
+    Console(std::fs::File),
+    Stderr,
 }
 
 impl Log {
     pub fn open(no_kmsg: bool) -> Self {
-        let kmsg = if no_kmsg { None } else { std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok() };
-        Self { kmsg }
+        let open = |path: &str| std::fs::OpenOptions::new().write(true).open(path).ok();
+        let sink = match (no_kmsg, open("/dev/kmsg")) {
+            (true, _) => Sink::Stderr,
+            (false, Some(kmsg)) => Sink::Kmsg(kmsg),
+            (false, None) => open("/dev/console").map_or(Sink::Stderr, Sink::Console),
+        };
+        Self { sink }
     }
 
     pub fn error(&mut self, message: &str) {
@@ -102,13 +115,13 @@ impl Log {
         self.write(4, message);
     }
 
-    /// One kmsg record per line, with a syslog priority (3 err, 4 warning) so it shows in
+    /// One record per line; on kmsg with a syslog priority (3 err, 4 warning) so it shows in
     /// `journalctl -k -p err`.
     fn write(&mut self, priority: u8, message: &str) {
-        let written = self.kmsg.as_mut().is_some_and(|k| {
-            message
-                .lines()
-                .all(|line| k.write_all(format!("<{priority}>kapell-generator: {line}\n").as_bytes()).is_ok())
+        let written = message.lines().all(|line| match &mut self.sink {
+            Sink::Kmsg(k) => k.write_all(format!("<{priority}>kapell-generator: {line}\n").as_bytes()).is_ok(),
+            Sink::Console(c) => c.write_all(format!("kapell-generator: {line}\n").as_bytes()).is_ok(),
+            Sink::Stderr => false,
         });
         if !written {
             eprintln!("kapell-generator: {message}");

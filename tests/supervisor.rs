@@ -22,12 +22,11 @@ use support::{Dockerd, Host, HostBuilder};
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 const BUSYBOX: &str = "kapell-test/busybox:1";
 
-/// `MESSAGE_ID`s the supervisor logs (src/logging.rs), to find its events in the journal.
-const STARTED: &str = "7a42d67a317c414196fef2fc9504cdad";
-const READY: &str = "aceec64f435b4ebda5cfdfbf6023632e";
-const EXITED: &str = "b837a0bd51e2433daac6af27ced4c8aa";
-const STOPPED: &str = "745210dc7dbb441bb6d988d6769ae161";
-const UNHEALTHY_RESTART: &str = "bb66848a5d384d008dec2425e9b3e5e2";
+// `MESSAGE_ID`s the supervisor logs, to find its events in the journal.
+use kapell::logging::id::{
+    CONTAINER_EXITED as EXITED, CONTAINER_READY as READY, CONTAINER_STARTED as STARTED, CONTAINER_STOPPED as STOPPED,
+    CONTAINER_UNHEALTHY_RESTART as UNHEALTHY_RESTART,
+};
 
 /// A host and the Docker engine it uses. Fields drop in order: the host before the engine it binds.
 struct Rig {

@@ -81,7 +81,7 @@ enum Outcome {
     Unhealthy,
 }
 
-/// The unit, the spec and where output and log lines go.
+/// What every step needs: the unit's name (which starts each log line) and its container spec.
 struct Ctx {
     unit: String,
     spec: ContainerSpec,
