@@ -2,7 +2,7 @@
 # Supervisor benchmark (SPEC §10: < 5 MiB RSS per running container service, < 50 ms added to a
 # container's start). Not a test: it prints a table and asserts nothing.
 #
-#     sudo bench/supervisor.sh [RUNS] [REPLICAS]        (defaults: 15 runs, 10 replicas)
+#     sudo bench/supervisor.sh [RUNS] [REPLICAS]        (defaults: 21 runs, 10 replicas)
 #
 # Starts a private dockerd (own data root, socket and containerd namespace; no bridge, no
 # iptables: the containers use network "none"), imports a busybox image, renders a stack with
@@ -11,14 +11,15 @@
 #   docker run           the docker CLI in the foreground (`docker run --rm --name …`)
 #   rm -f + docker run   what a hand-written unit does: ExecStartPre=-docker rm -f, ExecStart=docker run
 # Start: from the exec of the unit's command(s) to the container's process running (Docker's
-# State.StartedAt), median of RUNS; "before create" is the part until Docker created the
-# container (the client's own work). Memory: VmRSS and private memory (Private_Clean +
+# State.StartedAt), median of RUNS (the variants take turns); "to created" is the part until Docker
+# has created the container (mostly the client's own work: exec, parsing, connecting), the rest
+# is attach + start, mostly Docker's (runc). Memory: VmRSS and private memory (Private_Clean +
 # Private_Dirty, what one more service costs) of the process while the container runs, median
 # over REPLICAS supervisors running at once. Needs root, docker.io and busybox-static; builds
 # kapell in release mode. Everything it starts is stopped by PID and removed on exit.
 set -euo pipefail
 
-RUNS=${1:-15}
+RUNS=${1:-21}
 REPLICAS=${2:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=/var/tmp/kapell-bench-$$
@@ -121,22 +122,30 @@ measure() {
     echo "$(( (started - t0) / 1000000 )) $(( (created - t0) / 1000000 )) $rss $private"
 }
 
-declare -A total before rss private
-run_variant() {
-    local key=$1 name=$2; shift 2
-    local results=()
-    measure "$name" "$@" >/dev/null # warm-up: page cache, image layers
-    for _ in $(seq "$RUNS"); do results+=("$(measure "$name" "$@")"); done
-    total[$key]=$(printf '%s\n' "${results[@]}" | awk '{print $1}' | median)
-    before[$key]=$(printf '%s\n' "${results[@]}" | awk '{print $2}' | median)
-    rss[$key]=$(printf '%s\n' "${results[@]}" | awk '{print $3}' | median)
-    private[$key]=$(printf '%s\n' "${results[@]}" | awk '{print $4}' | median)
+# The variants take turns within each round, so load from elsewhere on the machine hits all alike.
+VARIANTS=(kapell cli unit)
+start_of() {
+    case $1 in
+        kapell) measure kapell-bench-one "$KAPELL" run bench.one --unit-file "$WORK/units/bench-one.service" ;;
+        cli) measure cli-bench /usr/bin/docker run --rm --name cli-bench --network none "$IMAGE" sh -c "$COMMAND" ;;
+        unit) measure unit-bench bash -c "/usr/bin/docker rm -f unit-bench >/dev/null 2>&1; exec /usr/bin/docker run --rm --name unit-bench --network none $IMAGE sh -c '$COMMAND'" ;;
+    esac
 }
-
-echo "measuring $RUNS starts each…" >&2
-run_variant kapell kapell-bench-one "$KAPELL" run bench.one --unit-file "$WORK/units/bench-one.service"
-run_variant cli cli-bench /usr/bin/docker run --rm --name cli-bench --network none "$IMAGE" sh -c "$COMMAND"
-run_variant unit unit-bench bash -c "/usr/bin/docker rm -f unit-bench >/dev/null 2>&1; exec /usr/bin/docker run --rm --name unit-bench --network none $IMAGE sh -c '$COMMAND'"
+echo "measuring $RUNS starts of each…" >&2
+for v in "${VARIANTS[@]}"; do start_of "$v" >/dev/null; done # warm-up: page cache, image layers
+for _ in $(seq "$RUNS"); do
+    for v in "${VARIANTS[@]}"; do echo "$v $(start_of "$v")" >>"$WORK/starts"; done
+done
+# column N of variant V's results, median
+stat_of() { awk -v v="$1" -v n="$2" '$1 == v {print $n}' "$WORK/starts" | median; }
+declare -A total before after rss private
+for v in "${VARIANTS[@]}"; do
+    total[$v]=$(stat_of "$v" 2)
+    before[$v]=$(stat_of "$v" 3)
+    after[$v]=$(awk -v v="$v" '$1 == v {print $2 - $3}' "$WORK/starts" | median)
+    rss[$v]=$(stat_of "$v" 4)
+    private[$v]=$(stat_of "$v" 5)
+done
 
 echo "measuring $REPLICAS services running at once…" >&2
 many_rss=() many_private=()
@@ -166,12 +175,13 @@ SUPERVISOR_PIDS=()
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
 med() { printf '%s\n' "$@" | median; }
 echo
-echo "container start (median of $RUNS; exec of the unit's command → container process running)"
-printf '  %-22s %14s %16s\n' "" "to running" "before create"
-printf '  %-22s %11s ms %13s ms\n' "kapell run" "${total[kapell]}" "${before[kapell]}"
-printf '  %-22s %11s ms %13s ms\n' "docker run (CLI)" "${total[cli]}" "${before[cli]}"
-printf '  %-22s %11s ms %13s ms\n' "rm -f + docker run" "${total[unit]}" "${before[unit]}"
-printf '  %-22s %11s ms\n' "kapell − docker run" "$(awk -v a="${total[kapell]}" -v b="${total[cli]}" 'BEGIN {print a - b}')"
+echo "container start (median of $RUNS; from the exec of the unit's command)"
+printf '  %-22s %12s %15s %17s\n' "" "to running" "to created" "after create"
+for v in "${VARIANTS[@]}"; do
+    case $v in kapell) label="kapell run" ;; cli) label="docker run (CLI)" ;; unit) label="rm -f + docker run" ;; esac
+    printf '  %-22s %9s ms %12s ms %14s ms\n' "$label" "${total[$v]}" "${before[$v]}" "${after[$v]}"
+done
+printf '  %-22s %9s ms\n' "kapell − docker run" "$(awk -v a="${total[kapell]}" -v b="${total[cli]}" 'BEGIN {print a - b}')"
 echo
 echo "memory of the process in the unit while its container runs (median)"
 printf '  %-34s %12s %14s\n' "" "VmRSS" "private"

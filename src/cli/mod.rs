@@ -64,6 +64,9 @@ pub fn main() -> ExitCode {
     if invoked_as == "kapell-generator" {
         return report(crate::generator::main(&args[1..]).map(|()| exit::OK));
     }
+    if args.get(1).is_some_and(|a| a == "run") {
+        return report(run::main(&args[1..]));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(&cli.config_dir, a),

@@ -2,6 +2,7 @@
 
 use crate::supervisor::{self, Target};
 use anyhow::Result;
+use clap::Parser as _;
 use std::path::PathBuf;
 
 /// Supervise the container of a container service (the unit's ExecStart=; not for people).
@@ -30,4 +31,37 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let target = Target::new(&args.service, args.instance.as_deref()).map_err(anyhow::Error::msg)?;
     Ok(supervisor::run(&target, args.unit_file.as_deref()))
+}
+
+// `kapell run` parsed on its own, without the rest of the command line (see [`main`]). No doc
+// comment: the about text is `Args`'s, as for `kapell run` parsed through the whole command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "run", bin_name = "kapell run", max_term_width = 100)]
+struct Standalone {
+    #[command(flatten)]
+    args: Args,
+
+    /// Accepted for symmetry with the other commands; the supervisor reads no stacks.
+    #[arg(long, hide = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+/// `kapell run …` straight from `argv` (`argv[0]` is `run`). A supervisor lives as long as its
+/// container, one per container service, so it skips building the whole command line (every
+/// subcommand's arguments): the code that touches stays mapped and counts in its resident memory.
+pub fn main(argv: &[String]) -> Result<u8> {
+    run(Standalone::parse_from(argv).args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn standalone_definition_is_consistent() {
+        Standalone::command().debug_assert();
+        let parsed = Standalone::parse_from(["run", "todo.web", "--instance", "2"]);
+        assert_eq!((parsed.args.service.as_str(), parsed.args.instance.as_deref()), ("todo.web", Some("2")));
+    }
 }

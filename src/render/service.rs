@@ -92,6 +92,8 @@ fn container_service(s: &mut Section, stack: &Stack, service: &Service, options:
         exec.push_str(" --instance %i");
     }
     s.add("ExecStart", Value::trusted(exec));
+    // The journal then names the service, not "kapell", on the container's output lines.
+    s.add("SyslogIdentifier", format!("{}-{}", stack.name, service.name));
     // The supervisor gets SIGTERM and stops the container; anything left is killed after that.
     s.add("KillMode", "mixed");
     let grace = service.stop_timeout.unwrap_or(container::DEFAULT_STOP_TIMEOUT);

@@ -48,15 +48,6 @@ impl Engine {
         Ok(Self { docker })
     }
 
-    /// Whether `image` is present locally.
-    pub async fn image_present(&self, image: &str) -> Result<bool> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-            Err(e) => Err(cause(e)).with_context(|| format!("cannot inspect image {image}")),
-        }
-    }
-
     /// Pulls `image` (one tag: `:latest` when it names none); the stream ends when the pull is done.
     pub fn pull(&self, image: &str) -> impl Stream<Item = Result<CreateImageInfo>> + use<> {
         let options = CreateImageOptionsBuilder::new().from_image(&with_tag(image)).build();
@@ -74,16 +65,18 @@ impl Engine {
         }
     }
 
-    /// Creates container `name`.
-    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<Container> {
+    /// Creates container `name`; `None` when its image is not present.
+    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<Option<Container>> {
         let options = CreateContainerOptionsBuilder::new().name(name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(cause)
-            .with_context(|| format!("cannot create container {name}"))?;
-        Ok(Container { id: created.id, name: name.to_string(), warnings: created.warnings })
+        match self.docker.create_container(Some(options), body).await {
+            Ok(created) => Ok(Some(Container { id: created.id, name: name.to_string(), warnings: created.warnings })),
+            Err(DockerError::DockerResponseServerError { status_code: 404, message })
+                if message.starts_with("No such image") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(cause(e)).with_context(|| format!("cannot create container {name}")),
+        }
     }
 
     /// Attaches to the container's stdout and stderr (before it starts, so nothing is missed).

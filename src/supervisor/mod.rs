@@ -2,9 +2,9 @@
 //!
 //! systemd starts it (`Type=notify`, `NotifyAccess=main`, `KillMode=mixed`); it reads the unit's
 //! `[X-Kapell-Container]` section ([`unit_lookup`]), then through the Docker Engine API
-//! ([`docker`]): pulls the image per `pull`, extending the start timeout while a pull makes
-//! progress; removes a stale container of the same name; creates the container
-//! ([`container_config`]) with the secrets staged read-only ([`secrets`]) and starts it; copies its
+//! ([`docker`]): removes a stale container of the same name; creates the container
+//! ([`container_config`]) with the secrets staged read-only ([`secrets`]), pulling the image per
+//! `pull` and extending the start timeout while a pull makes progress; starts it; copies its
 //! stdout and stderr to its own, so the journal shows them under the unit; says `READY=1` once the
 //! container runs, or once its health check first passes ([`notify`]). Then:
 //! - the container exits: the supervisor exits with the container's exit code (systemd applies
@@ -35,6 +35,7 @@ use crate::render::unit::UnitFile;
 use crate::status::{Health, SupervisorStatus as Status};
 use anyhow::{Context as _, Result, bail, ensure};
 use bollard::container::LogOutput;
+use bollard::models::ContainerCreateBody;
 use docker::{Container, Engine};
 use futures_util::{Stream, StreamExt as _};
 use std::io::Write as _;
@@ -106,10 +107,6 @@ async fn supervise(target: &Target, unit_file: Option<&Path>) -> Result<u8> {
     let grace = container_config::grace_secs(spec);
     let request_timeout = Duration::from_secs(120.max(u64::try_from(grace).unwrap_or(0) + 60));
     let docker = Engine::connect(request_timeout).await?;
-    tokio::select! {
-        pulled = ensure_image(&ctx, &docker) => pulled?,
-        () = shutdown.recv() => return Ok(0),
-    }
 
     notify::status(&Status::Starting);
     if docker.remove(&name).await? {
@@ -121,7 +118,17 @@ async fn supervise(target: &Target, unit_file: Option<&Path>) -> Result<u8> {
     // Health events are read from just before the container exists, so none is missed.
     let since =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() - 1.0);
-    let container = docker.create(&name, body).await?;
+    let created = tokio::select! {
+        created = create(&ctx, &docker, &name, body) => created,
+        () = shutdown.recv() => {
+            // Docker may have created it before the request was dropped: leave nothing behind.
+            if let Err(e) = docker.remove(&name).await {
+                log::warn!("{}: {e:#}", ctx.unit);
+            }
+            return Ok(0);
+        }
+    };
+    let container = created?;
     for warning in &container.warnings {
         log::warn!("{}: Docker: {warning}", ctx.unit);
     }
@@ -150,20 +157,28 @@ fn load_spec(path: &Path, target: &Target) -> Result<ContainerSpec> {
     Ok(spec)
 }
 
-/// Makes the image available per `pull`.
-async fn ensure_image(ctx: &Ctx, docker: &Engine) -> Result<()> {
+/// Creates the container, pulling its image per `pull` the way `docker run --pull` does: a missing
+/// image shows as the create request's "No such image", so a present one costs no extra request.
+async fn create(ctx: &Ctx, docker: &Engine, name: &str, body: ContainerCreateBody) -> Result<Container> {
     let c = &ctx.spec.container;
-    let image = c.image.as_str();
-    let present = match c.pull {
-        Pull::Always => false,
-        Pull::Missing | Pull::Never => docker.image_present(image).await?,
-    };
-    if present {
-        return Ok(());
+    if c.pull == Pull::Always {
+        pull(ctx, docker).await?;
+        notify::status(&Status::Starting);
+    }
+    if let Some(container) = docker.create(name, body.clone()).await? {
+        return Ok(container);
     }
     if c.pull == Pull::Never {
-        bail!("image {image} is not present and pull = \"never\"");
+        bail!("image {} is not present and pull = \"never\"", c.image);
     }
+    pull(ctx, docker).await?;
+    notify::status(&Status::Starting);
+    docker.create(name, body).await?.with_context(|| format!("image {} is missing right after its pull", c.image))
+}
+
+/// Pulls the image, pushing the start timeout ahead while the pull makes progress.
+async fn pull(ctx: &Ctx, docker: &Engine) -> Result<()> {
+    let image = ctx.spec.container.image.as_str();
     notify::status(&Status::Pulling(image.to_string()));
     log::info!("{}: pulling image {image}", ctx.unit);
     let started = Instant::now();
