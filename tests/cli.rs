@@ -1,0 +1,181 @@
+//! The command line and the generator, run as processes: exit codes, `--json`, graphs, the
+//! generator's contract (systemd.generator(7)) and inputs too big or too strange to keep as
+//! golden files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
+
+fn kapell(config: &Path, args: &[&str]) -> Output {
+    let empty = tempfile::tempdir().expect("tempdir");
+    Command::new(KAPELL)
+        .env("KAPELL_UNIT_PATH", empty.path())
+        .env_remove("KAPELL_CONFIG_DIR")
+        .arg("--config-dir")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run kapell")
+}
+
+/// Runs the binary under the generator's name, as systemd does.
+fn generator(config: &Path, out: &Path) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join("kapell-generator");
+    std::os::unix::fs::symlink(KAPELL, &link).expect("symlink");
+    let empty = tempfile::tempdir().expect("tempdir");
+    Command::new(&link)
+        .env("KAPELL_CONFIG_DIR", config)
+        .env("KAPELL_UNIT_PATH", empty.path())
+        .env("KAPELL_FLEET_UNITS_DIR", empty.path())
+        .arg("--no-kmsg")
+        .arg(out)
+        .arg(out.with_extension("early"))
+        .arg(out.with_extension("late"))
+        .output()
+        .expect("run generator")
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write stack");
+}
+
+fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        let meta = std::fs::symlink_metadata(&entry).expect("meta");
+        let content = if meta.file_type().is_symlink() {
+            std::fs::read_link(&entry).expect("link").to_string_lossy().into_owned().into_bytes()
+        } else {
+            std::fs::read(&entry).expect("read")
+        };
+        out.push((entry.strip_prefix(dir).expect("prefix").display().to_string(), content));
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() && !path.is_symlink() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+const GOOD: &str = "[services.web]\nexec = [\"/bin/sleep\", \"infinity\"]\nrequires = [\"db\"]\n\n[services.db]\nexec = [\"/bin/sleep\", \"infinity\"]\n";
+const BAD: &str = "[services.web]\nexec = [\"sleep\"]\n";
+
+#[test]
+fn generator_skips_broken_stacks_fails_at_the_end_and_is_idempotent() {
+    let config = tempfile::tempdir().expect("tempdir");
+    write(config.path(), "good.toml", GOOD);
+    write(config.path(), "bad.toml", BAD);
+    write(config.path(), "fleet.toml", "[hosts.a]\naddress = \"a\"\n");
+    let out = tempfile::tempdir().expect("tempdir");
+    let normal = out.path().join("normal");
+    std::fs::create_dir(&normal).expect("normal dir");
+    std::fs::write(normal.join("other-generator.service"), "[Service]\nExecStart=/bin/true\n").expect("foreign");
+
+    let first = generator(config.path(), &normal);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(!first.status.success(), "a broken stack must make the generator fail");
+    assert!(stderr.contains("bad.toml:2:9: `exec[0]` must be an absolute path"), "{stderr}");
+    assert!(stderr.contains("stack bad skipped"), "{stderr}");
+    let tree = listing(&normal);
+    let names: Vec<&str> = tree.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["good-db.service", "good-web.service", "good.target", "multi-user.target.wants/good.target", "other-generator.service"]
+    );
+    assert!(!out.path().join("normal.early").exists() && !out.path().join("normal.late").exists(), "only normal-dir is written");
+
+    // Run again: the same tree, byte for byte, and no temporary files left behind.
+    let second = generator(config.path(), &normal);
+    assert_eq!(second.status.code(), first.status.code());
+    assert_eq!(listing(&normal), tree);
+
+    // A service removed from a stack disappears; files kapell does not own stay.
+    write(config.path(), "good.toml", "[services.db]\nexec = [\"/bin/sleep\", \"infinity\"]\n");
+    generator(config.path(), &normal);
+    let names: Vec<String> = listing(&normal).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["good-db.service", "good.target", "multi-user.target.wants/good.target", "other-generator.service"]);
+}
+
+#[test]
+fn check_json_reports_every_diagnostic_with_its_position() {
+    let config = tempfile::tempdir().expect("tempdir");
+    write(config.path(), "good.toml", GOOD);
+    write(config.path(), "bad.toml", "[services.web]\nimage = \"x\"\nwants = [\"cache\"]\n[services.api]\nimage = \"x\"\nreplicas = 0\n");
+    let out = kapell(config.path(), &["check", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["failed"], serde_json::json!(["bad"]));
+    assert_eq!(json["stacks"][0]["name"], "good");
+    let diags = json["diagnostics"].as_array().expect("diagnostics");
+    assert_eq!(diags.len(), 2, "{diags:?}");
+    assert_eq!((diags[0]["line"].as_u64(), diags[0]["column"].as_u64()), (Some(3), Some(10)));
+    assert_eq!(diags[0]["severity"], "warning");
+    assert_eq!((diags[1]["line"].as_u64(), diags[1]["severity"].as_str()), (Some(6), Some("error")));
+
+    std::fs::remove_file(config.path().join("bad.toml")).expect("rm");
+    let ok = kapell(config.path(), &["check", "--json"]);
+    assert_eq!(ok.status.code(), Some(0));
+}
+
+#[test]
+fn graph_draws_dependencies_as_dot_and_svg() {
+    let config = tempfile::tempdir().expect("tempdir");
+    write(config.path(), "good.toml", GOOD);
+    let dot = kapell(config.path(), &["graph"]);
+    assert!(dot.status.success());
+    let text = String::from_utf8_lossy(&dot.stdout);
+    assert!(text.contains("\"good.web\" -> \"good.db\" [style=solid];"), "{text}");
+    let svg = kapell(config.path(), &["graph", "good", "--format", "svg"]);
+    assert!(svg.status.success(), "{}", String::from_utf8_lossy(&svg.stderr));
+    assert!(String::from_utf8_lossy(&svg.stdout).contains("<svg"), "not SVG");
+    let missing = kapell(config.path(), &["graph", "nope"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no stack named \"nope\""));
+}
+
+#[test]
+fn huge_and_odd_files_are_refused_with_a_clear_error() {
+    let config = tempfile::tempdir().expect("tempdir");
+    // Over the size limit: refused before parsing.
+    let huge = format!("description = \"{}\"\n", "x".repeat(9 * 1024 * 1024));
+    write(config.path(), "huge.toml", &huge);
+    // A large but legal file: 2,000 services parse and render.
+    let mut big = String::new();
+    for i in 0..2000 {
+        big.push_str(&format!("[services.s{i}]\nexec = [\"/bin/true\"]\n"));
+    }
+    write(config.path(), "big.toml", &big);
+    // Deep nesting must not overflow the stack.
+    write(config.path(), "deep.toml", &format!("x = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
+    let out = kapell(config.path(), &["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("huge.toml:1:1: the file is 9437") && stderr.contains("stack files are limited to"), "{stderr}");
+    assert!(stderr.contains("deep.toml:1:85: cannot recurse further"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok: big (2000 services)"), "{stdout}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["check", "generate", "graph", "apply", "status", "logs"] {
+        let out = Command::new(KAPELL).args([sub, "--help"]).output().expect("run");
+        assert!(out.status.success(), "{sub} --help");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: kapell"), "{sub}");
+    }
+    let bad = Command::new(KAPELL).arg("frobnicate").output().expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+}
