@@ -92,9 +92,18 @@ fn generator_skips_broken_stacks_fails_at_the_end_and_is_idempotent() {
     let names: Vec<&str> = tree.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["good-db.service", "good-web.service", "good.target", "multi-user.target.wants/good.target", "other-generator.service"]
+        [
+            "good-db.service",
+            "good-web.service",
+            "good.target",
+            "multi-user.target.wants/good.target",
+            "other-generator.service"
+        ]
     );
-    assert!(!out.path().join("normal.early").exists() && !out.path().join("normal.late").exists(), "only normal-dir is written");
+    assert!(
+        !out.path().join("normal.early").exists() && !out.path().join("normal.late").exists(),
+        "only normal-dir is written"
+    );
 
     // Run again: the same tree, byte for byte, and no temporary files left behind.
     let second = generator(config.path(), &normal);
@@ -105,14 +114,21 @@ fn generator_skips_broken_stacks_fails_at_the_end_and_is_idempotent() {
     write(config.path(), "good.toml", "[services.db]\nexec = [\"/bin/sleep\", \"infinity\"]\n");
     generator(config.path(), &normal);
     let names: Vec<String> = listing(&normal).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["good-db.service", "good.target", "multi-user.target.wants/good.target", "other-generator.service"]);
+    assert_eq!(
+        names,
+        ["good-db.service", "good.target", "multi-user.target.wants/good.target", "other-generator.service"]
+    );
 }
 
 #[test]
 fn check_json_reports_every_diagnostic_with_its_position() {
     let config = tempfile::tempdir().expect("tempdir");
     write(config.path(), "good.toml", GOOD);
-    write(config.path(), "bad.toml", "[services.web]\nimage = \"x\"\nwants = [\"cache\"]\n[services.api]\nimage = \"x\"\nreplicas = 0\n");
+    write(
+        config.path(),
+        "bad.toml",
+        "[services.web]\nimage = \"x\"\nwants = [\"cache\"]\n[services.api]\nimage = \"x\"\nreplicas = 0\n",
+    );
     let out = kapell(config.path(), &["check", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -163,7 +179,10 @@ fn huge_and_odd_files_are_refused_with_a_clear_error() {
     let out = kapell(config.path(), &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("huge.toml:1:1: the file is 9437") && stderr.contains("stack files are limited to"), "{stderr}");
+    assert!(
+        stderr.contains("huge.toml:1:1: the file is 9437") && stderr.contains("stack files are limited to"),
+        "{stderr}"
+    );
     assert!(stderr.contains("deep.toml:1:85: cannot recurse further"), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ok: big (2000 services)"), "{stdout}");

@@ -1,0 +1,84 @@
+//! The escaper against the real thing: a stack whose arguments and environment values hold every
+//! character that means something in a unit file (quotes, `%`, `$`, backslashes, blanks,
+//! newlines, `;`, unicode) is generated at boot by a real systemd; the process it starts writes
+//! back the argv and environment it received, which must be exactly what the stack says.
+
+mod support;
+
+use anyhow::{Context, Result, ensure};
+use support::Host;
+
+/// Every argument a unit file could misread.
+const NASTY: &[&str] = &[
+    "two words",
+    "say \"hi\"",
+    "'single'",
+    "100%",
+    "%n %i %%",
+    "$HOME",
+    "${PATH}",
+    "$$",
+    "back\\slash",
+    "trailing\\",
+    "line\nbreak",
+    "tab\there",
+    "ünïcødé ✓ 日本語",
+    "",
+    ";",
+    "-dash",
+    "a=b",
+    "[Service]",
+    "# comment",
+];
+
+fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[test]
+fn arguments_and_environment_reach_the_process_exactly() -> Result<()> {
+    // `sh -c SCRIPT sh ARGS…`: the script writes each argument NUL-terminated, then the value
+    // of every NASTY_n variable the same way.
+    let script = "for a; do printf '%s\\0' \"$a\"; done > /var/tmp/argv; \
+                  i=0; while [ $i -lt $COUNT ]; do eval \"printf '%s\\0' \\\"\\$NASTY_$i\\\"\"; i=$((i+1)); done > /var/tmp/env";
+    let mut exec = vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string(), "sh".to_string()];
+    exec.extend(NASTY.iter().map(|s| s.to_string()));
+    let env: Vec<String> = NASTY.iter().enumerate().map(|(i, v)| format!("NASTY_{i} = {}", toml_str(v))).collect();
+    let stack = format!(
+        "[services.echo]\nexec = [{}]\ntype = \"oneshot\"\nenv = {{ COUNT = \"{}\", {} }}\n",
+        exec.iter().map(|a| toml_str(a)).collect::<Vec<_>>().join(", "),
+        NASTY.len(),
+        env.join(", ")
+    );
+
+    let host = Host::builder()
+        .kapell(env!("CARGO_BIN_EXE_kapell"))
+        .install_file("/etc/kapell/esc.toml", stack.clone(), 0o644)
+        .boot()?;
+    // A oneshot with RemainAfterExit: active once it ran and succeeded.
+    let state = host.systemctl_ok(&["show", "-p", "ActiveState", "--value", "esc-echo.service"])?;
+    ensure!(state.trim() == "active", "esc-echo is {state:?}\n{}", host.journal("esc-echo.service")?);
+
+    let read = |name: &str| -> Result<Vec<String>> {
+        let bytes = std::fs::read(host.root().join("var/tmp").join(name))
+            .with_context(|| format!("no /var/tmp/{name}: the service did not run\n{stack}"))?;
+        let mut items: Vec<String> =
+            bytes.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        items.pop(); // after the last NUL
+        Ok(items)
+    };
+    ensure!(read("argv")? == NASTY, "argv differs:\n got {:?}\nwant {:?}", read("argv")?, NASTY);
+    ensure!(read("env")? == NASTY, "environment differs:\n got {:?}\nwant {:?}", read("env")?, NASTY);
+    Ok(())
+}
