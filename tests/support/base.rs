@@ -15,7 +15,7 @@ use super::{state_dir, tail};
 /// What `debootstrap` is asked for. Also written to the marker file: a tree built from other
 /// arguments is rebuilt, so changing this list takes effect without deleting the cache by hand.
 const SUITE: &str = "bookworm";
-const INCLUDE: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2";
+const INCLUDE: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2,sqlite3,socat";
 
 /// Path of the cached base tree, building it first if needed (about a minute, once per machine).
 ///
