@@ -79,17 +79,15 @@ impl fmt::Display for Duration {
         }
         let secs = us / 1_000_000;
         let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-        let mut parts = Vec::new();
-        if h > 0 {
-            parts.push(format!("{h}h"));
+        // Written piece by piece: rendering formats a few durations per unit.
+        let mut separator = "";
+        for (n, unit) in [(h, "h"), (m, "min"), (s, "s")] {
+            if n > 0 {
+                write!(f, "{separator}{n}{unit}")?;
+                separator = " ";
+            }
         }
-        if m > 0 {
-            parts.push(format!("{m}min"));
-        }
-        if s > 0 {
-            parts.push(format!("{s}s"));
-        }
-        f.write_str(&parts.join(" "))
+        Ok(())
     }
 }
 

@@ -5,7 +5,8 @@ use crate::render::OutputFile;
 use crate::validate::is_kapell_link_or_unit;
 use anyhow::{Context, Result};
 use std::collections::{BTreeSet, HashSet};
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 /// Writes `files` into `dir` (each via a temporary file and `rename`, so a reader sees the old
 /// file or the new one), then removes kapell's files in `dir` that are no longer part of the set.
@@ -15,6 +16,7 @@ pub fn write(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
     // One listing up front instead of a failed open/unlink/mkdir per file: at boot the
     // generator writes thousands of files into an empty directory, and syscalls are its cost.
     let mut existing = list(dir, "");
+    let was_empty = existing.is_empty();
     for file in files {
         if let Some((sub, _)) = file.path().rsplit_once('/')
             && !existing.contains(sub)
@@ -32,7 +34,11 @@ pub fn write(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
             changed.push(path);
         }
     }
-    changed.extend(remove_stale(dir, files)?);
+    // Only what was there before can be stale; at boot normal-dir starts empty, and listing the
+    // thousands of files just written would find nothing to remove.
+    if !was_empty {
+        changed.extend(remove_stale(dir, files)?);
+    }
     Ok(changed)
 }
 
@@ -40,12 +46,12 @@ pub fn write(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
 /// changed.
 fn install(dir: &Path, file: &OutputFile, existing: &HashSet<String>) -> Result<Option<String>> {
     let rel = file.path();
-    let path = dir.join(rel);
+    let path = child(dir, rel);
     let tmp_rel = match rel.rsplit_once('/') {
         Some((sub, name)) => format!("{sub}/.{name}.kapell-tmp"),
         None => format!(".{rel}.kapell-tmp"),
     };
-    let tmp = dir.join(&tmp_rel);
+    let tmp = child(dir, &tmp_rel);
     if existing.contains(&tmp_rel) {
         let _ = std::fs::remove_file(&tmp); // left by an interrupted run
     }
@@ -66,6 +72,19 @@ fn install(dir: &Path, file: &OutputFile, existing: &HashSet<String>) -> Result<
     }
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot install {}", path.display()))?;
     Ok(Some(rel.to_string()))
+}
+
+/// `dir/rel`, by concatenation: the same path as `dir.join(rel)` for the relative, normalized
+/// names of a unit set, without `join`'s component parsing (it runs twice per file).
+fn child(dir: &Path, rel: &str) -> PathBuf {
+    let dir = dir.as_os_str();
+    let mut path = OsString::with_capacity(dir.len() + 1 + rel.len());
+    path.push(dir);
+    if !dir.as_encoded_bytes().ends_with(b"/") {
+        path.push("/");
+    }
+    path.push(rel);
+    PathBuf::from(path)
 }
 
 /// Names in `dir/sub` (as paths relative to `dir`); empty if it does not exist.

@@ -35,11 +35,18 @@ pub fn stack_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     };
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry?.path();
+        let entry = entry?;
+        let path = entry.path();
         let is_stack = path.extension().is_some_and(|e| e == "toml")
             && path.file_name().is_some_and(|n| n != FLEET_FILE)
             && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if is_stack && path.is_file() {
+        // The directory entry's type needs no `stat`; a symlink (or an unknown type) is followed.
+        let is_file = |entry: &std::fs::DirEntry| match entry.file_type() {
+            Ok(t) if t.is_file() => true,
+            Ok(t) if t.is_dir() => false,
+            _ => path.is_file(),
+        };
+        if is_stack && is_file(&entry) {
             files.push(path);
         }
     }
@@ -59,17 +66,15 @@ pub fn load_stack(path: &Path) -> Parsed {
         stack: None,
         diagnostics: vec![Diagnostic::new(&Source::new(path, ""), 0..0, message)],
     };
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_STACK_FILE_SIZE => {
-            return fail(format!(
-                "the file is {} bytes; stack files are limited to {MAX_STACK_FILE_SIZE} bytes",
-                m.len()
-            ));
+    // Open once and `stat` the open file: one path lookup and one `stat` per stack.
+    let file = match std::fs::File::open(path).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
+        Ok((_, len)) if len > MAX_STACK_FILE_SIZE => {
+            return fail(format!("the file is {len} bytes; stack files are limited to {MAX_STACK_FILE_SIZE} bytes"));
         }
-        Ok(_) => {}
+        Ok(file) => file,
         Err(e) => return fail(format!("cannot read the file: {e}")),
-    }
-    match std::fs::read(path) {
+    };
+    match read_all(file) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => parse_stack(path, &text),
             Err(e) => {
@@ -88,6 +93,14 @@ pub fn load_stack(path: &Path) -> Parsed {
         },
         Err(e) => fail(format!("cannot read the file: {e}")),
     }
+}
+
+/// The rest of an open file, read into a buffer of its size.
+fn read_all((mut file, len): (std::fs::File, u64)) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Loads and checks every stack of a host: the files of `dir`, with `extra` files taking the

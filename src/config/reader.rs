@@ -177,9 +177,15 @@ impl Ctx {
     }
 }
 
-/// Looks a key up in a table.
+/// Looks a key up in a table. A stack's tables hold a handful of keys each and the schema asks
+/// for every key it knows, so comparing the few keys in order is cheaper than hashing the
+/// looked-up key (SipHash) every time; large tables use the hash index.
 pub fn get<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
-    table.get(key)
+    const SCAN_UP_TO: usize = 16;
+    if table.len() > SCAN_UP_TO {
+        return table.get(key);
+    }
+    table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
 }
 
 /// The span of `key` itself within `table` (for errors about the whole entry).

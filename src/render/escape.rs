@@ -15,12 +15,20 @@ use std::fmt::Write as _;
 /// One word, safe in any word-splitting setting and in kapell's own sections: left bare when it
 /// holds only characters no setting treats specially, double-quoted and escaped otherwise.
 pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    quote_into(&mut out, value);
+    out
+}
+
+/// [`quote`], appended to `out` (lists are built in one string, without a string per word).
+pub fn quote_into(out: &mut String, value: &str) {
     let bare =
         !value.is_empty() && value.chars().all(|c| (c.is_alphanumeric() && !c.is_control()) || "/._,:=+@-".contains(c));
     if bare {
-        return value.to_string();
+        out.push_str(value);
+        return;
     }
-    let mut out = String::with_capacity(value.len() + 2);
+    out.reserve(value.len() + 2);
     out.push('"');
     for c in value.chars() {
         match c {
@@ -38,29 +46,60 @@ pub fn quote(value: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 /// Several quoted words separated by spaces (an argument vector, a list).
 pub fn quote_all<S: AsRef<str>>(values: &[S]) -> String {
-    values.iter().map(|v| quote(v.as_ref())).collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(values.iter().map(|v| v.as_ref().len() + 1).sum());
+    quote_all_into(&mut out, values);
+    out
+}
+
+fn quote_all_into<S: AsRef<str>>(out: &mut String, values: &[S]) {
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        quote_into(out, value.as_ref());
+    }
 }
 
 /// An `ExecStart=` command line. systemd expands `$VAR` in command lines; the `:` prefix turns
 /// that off, and is added only when an argument holds a `$`, so simple lines stay plain.
 pub fn exec_line<S: AsRef<str>>(argv: &[S]) -> String {
-    let words = quote_all(argv);
-    if argv.iter().any(|a| a.as_ref().contains('$')) { format!(":{words}") } else { words }
+    let mut out = String::with_capacity(argv.iter().map(|a| a.as_ref().len() + 1).sum::<usize>() + 1);
+    if argv.iter().any(|a| a.as_ref().contains('$')) {
+        out.push(':');
+    }
+    quote_all_into(&mut out, argv);
+    out
 }
 
 /// Free text for settings that take the rest of the line verbatim (specifiers still apply).
 pub fn text(value: &str) -> String {
+    match plain_text(value) {
+        Some(plain) => plain.to_string(),
+        None => sanitize(value),
+    }
+}
+
+/// [`text`], appended to `out`.
+pub fn text_into(out: &mut String, value: &str) {
+    match plain_text(value) {
+        Some(plain) => out.push_str(plain),
+        None => out.push_str(&sanitize(value)),
+    }
+}
+
+/// `value` itself when [`text`] would leave it unchanged (the common case: no copy needed).
+fn plain_text(value: &str) -> Option<&str> {
     let plain = !value.contains(|c: char| c.is_control() || c == '%')
         && !value.ends_with(['\\', ' '])
         && !value.starts_with(char::is_whitespace);
-    if plain {
-        return value.to_string();
-    }
+    plain.then_some(value)
+}
+
+fn sanitize(value: &str) -> String {
     let mut out: String =
         value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().replace('%', "%%");
     // A trailing backslash would continue the line; trailing blanks are stripped by systemd anyway.

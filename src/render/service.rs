@@ -2,7 +2,7 @@
 
 use super::container::{self, ContainerSpec};
 use super::unit::{Section, UnitFile, Value};
-use super::{RenderOptions, dependency_units, escape, header};
+use super::{RenderOptions, Shared, dependency_units, escape};
 use crate::model::{Kind, Restart, SecretSource, Service, ServiceType, Stack};
 use crate::units::Duration;
 
@@ -10,9 +10,15 @@ use crate::units::Duration;
 /// the container after Docker's SIGKILL before systemd kills the supervisor.
 const SUPERVISOR_STOP_MARGIN: Duration = Duration(5_000_000);
 
-pub fn service_unit(stack: &Stack, service: &Service, host: &[Stack], options: &RenderOptions) -> UnitFile {
-    let mut unit = UnitFile { header: header(stack), ..Default::default() };
-    unit_section(unit.section("Unit"), stack, service, host);
+pub(super) fn service_unit(
+    stack: &Stack,
+    service: &Service,
+    host: &[Stack],
+    options: &RenderOptions,
+    shared: &Shared,
+) -> UnitFile {
+    let mut unit = UnitFile { header: shared.header.clone(), ..Default::default() };
+    unit_section(unit.section("Unit"), stack, service, host, shared);
     let s = unit.section("Service");
     match &service.kind {
         Kind::Container(_) => container_service(s, stack, service, options),
@@ -55,13 +61,13 @@ pub fn service_unit(stack: &Stack, service: &Service, host: &[Stack], options: &
     unit
 }
 
-fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &[Stack]) {
+fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &[Stack], shared: &Shared) {
     let description = match &stack.description {
         Some(d) => format!("{d}: {} ({}.{})", service.name, stack.name, service.name),
         None => format!("{}.{}", stack.name, service.name),
     };
     u.add("Description", Value::text(&description));
-    u.add("SourcePath", Value::text(&stack.path.display().to_string()));
+    u.add("SourcePath", shared.source_path.clone());
     u.add("PartOf", stack.target_unit());
     // Requires=/Wants= plus After=: dependents start once the dependency is ready (a container
     // service reports READY=1 when running or healthy; a oneshot when it has succeeded).

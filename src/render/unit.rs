@@ -113,10 +113,10 @@ impl UnitFile {
 
     /// The file's text: the only place unit text is produced.
     pub fn serialize(&self) -> String {
-        let mut out = String::with_capacity(1024);
+        let mut out = String::with_capacity(self.text_len());
         for line in &self.header {
             out.push_str("# ");
-            out.push_str(&escape::text(line));
+            escape::text_into(&mut out, line);
             out.push('\n');
         }
         for (i, section) in self.sections.iter().enumerate() {
@@ -134,6 +134,18 @@ impl UnitFile {
             }
         }
         out
+    }
+
+    /// The length of [`Self::serialize`]'s text when no header line needs escaping (escaping
+    /// only shortens a line), so the text is built in one allocation.
+    fn text_len(&self) -> usize {
+        let header: usize = self.header.iter().map(|l| l.len() + 3).sum();
+        let sections: usize = self
+            .sections
+            .iter()
+            .map(|s| s.name.len() + 4 + s.entries.iter().map(|(k, v)| k.len() + v.as_str().len() + 2).sum::<usize>())
+            .sum();
+        header + sections
     }
 
     /// Reads unit-file text back into the model, following systemd's syntax (comments, sections,

@@ -15,62 +15,98 @@ type Edge = (Node, Range<usize>);
 type Step = (Node, Vec<Edge>, usize);
 
 pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
-    let index: HashMap<(&str, &str), Node> = stacks
-        .iter()
-        .enumerate()
-        .flat_map(|(si, st)| {
-            st.services.iter().enumerate().map(move |(vi, sv)| ((st.name.as_str(), sv.name.as_str()), (si, vi)))
-        })
-        .collect();
+    // Stacks are indexed by name, services looked up within their stack (a handful each): one
+    // short hash per edge instead of hashing (stack, service) pairs.
+    let stack_index: HashMap<&str, usize> = stacks.iter().enumerate().map(|(si, st)| (st.name.as_str(), si)).collect();
+    let service_in = |si: usize, name: &str| stacks[si].services.iter().position(|s| s.name == name);
+    let node_of = |stack: &str, service: &str| -> Option<Node> {
+        // Names are unique on a host, but `kapell check` may be given two files of one name:
+        // then the later stack of that name wins, as it did in a (stack, service) map built in
+        // order. `stacks` is sorted by name, so those stacks are adjacent.
+        let last = *stack_index.get(stack)?;
+        (0..=last).rev().take_while(|&si| stacks[si].name == stack).find_map(|si| Some((si, service_in(si, service)?)))
+    };
     // Edges carry the span of the dependency entry that makes them.
     let edges = |(si, vi): Node| -> Vec<Edge> {
-        let stack = &stacks[si];
-        let service = &stack.services[vi];
+        let service = &stacks[si].services[vi];
         service
             .requires
             .iter()
             .chain(&service.wants)
             .filter_map(|dep| {
-                let key = match &dep.target {
-                    DepTarget::Local(s) => (stack.name.as_str(), s.as_str()),
-                    DepTarget::Remote { stack, service } => (stack.as_str(), service.as_str()),
+                let to = match &dep.target {
+                    DepTarget::Local(s) => node_of(&stacks[si].name, s)?,
+                    DepTarget::Remote { stack, service } => node_of(stack, service)?,
                     DepTarget::Unit(_) => return None,
                 };
-                index.get(&key).map(|n| (*n, dep.span.clone()))
+                Some((to, dep.span.clone()))
             })
             .collect()
     };
 
     // Iterative DFS with colours; a grey target closes a cycle. Each cycle is reported once,
     // at the dependency entry that closes it, in every stack it passes through.
-    let mut colour: HashMap<Node, u8> = HashMap::new(); // 1 = on the path, 2 = done
-    let mut nodes: Vec<Node> = index.values().copied().collect();
-    nodes.sort();
-    for start in nodes {
-        if colour.contains_key(&start) {
-            continue;
-        }
-        let mut path: Vec<Step> = vec![(start, edges(start), 0)];
-        colour.insert(start, 1);
-        while let Some((node, out, next)) = path.last_mut() {
-            let node = *node;
-            if *next == out.len() {
-                colour.insert(node, 2);
-                path.pop();
+    let mut colour = Colours::new(stacks);
+    for (si, stack) in stacks.iter().enumerate() {
+        for (vi, service) in stack.services.iter().enumerate() {
+            let start = (si, vi);
+            // A service shadowed by a later stack of the same name is no node of the graph.
+            if colour.get(start) != UNSEEN || node_of(&stack.name, &service.name) != Some(start) {
                 continue;
             }
-            let (to, span) = out[*next].clone();
-            *next += 1;
-            match colour.get(&to) {
-                None => {
-                    colour.insert(to, 1);
-                    let out = edges(to);
-                    path.push((to, out, 0));
+            let mut path: Vec<Step> = vec![(start, edges(start), 0)];
+            colour.set(start, ON_PATH);
+            while let Some((node, out, next)) = path.last_mut() {
+                let node = *node;
+                if *next == out.len() {
+                    colour.set(node, DONE);
+                    path.pop();
+                    continue;
                 }
-                Some(1) => report(stacks, &path, to, span, errors),
-                Some(_) => {}
+                let (to, span) = out[*next].clone();
+                *next += 1;
+                match colour.get(to) {
+                    UNSEEN => {
+                        colour.set(to, ON_PATH);
+                        let out = edges(to);
+                        path.push((to, out, 0));
+                    }
+                    ON_PATH => report(stacks, &path, to, span, errors),
+                    _ => {}
+                }
             }
         }
+    }
+}
+
+const UNSEEN: u8 = 0;
+const ON_PATH: u8 = 1;
+const DONE: u8 = 2;
+
+/// The DFS colour of every service, in one flat array (a node is a pair of indices, so no hashing).
+struct Colours {
+    /// Where each stack's services start in `colours`.
+    offsets: Vec<usize>,
+    colours: Vec<u8>,
+}
+
+impl Colours {
+    fn new(stacks: &[Stack]) -> Self {
+        let mut offsets = Vec::with_capacity(stacks.len());
+        let mut total = 0;
+        for stack in stacks {
+            offsets.push(total);
+            total += stack.services.len();
+        }
+        Self { offsets, colours: vec![UNSEEN; total] }
+    }
+
+    fn get(&self, (si, vi): Node) -> u8 {
+        self.colours[self.offsets[si] + vi]
+    }
+
+    fn set(&mut self, (si, vi): Node, colour: u8) {
+        self.colours[self.offsets[si] + vi] = colour;
     }
 }
 
