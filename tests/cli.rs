@@ -21,6 +21,11 @@ fn kapell(config: &Path, args: &[&str]) -> Output {
 
 /// Runs the binary under the generator's name, as systemd does.
 fn generator(config: &Path, out: &Path) -> Output {
+    let empty = tempfile::tempdir().expect("tempdir");
+    generator_with_fleet(config, out, empty.path())
+}
+
+fn generator_with_fleet(config: &Path, out: &Path, fleet: &Path) -> Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let link = dir.path().join("kapell-generator");
     std::os::unix::fs::symlink(KAPELL, &link).expect("symlink");
@@ -28,7 +33,7 @@ fn generator(config: &Path, out: &Path) -> Output {
     Command::new(&link)
         .env("KAPELL_CONFIG_DIR", config)
         .env("KAPELL_UNIT_PATH", empty.path())
-        .env("KAPELL_FLEET_UNITS_DIR", empty.path())
+        .env("KAPELL_FLEET_UNITS_DIR", fleet)
         .arg("--no-kmsg")
         .arg(out)
         .arg(out.with_extension("early"))
@@ -197,4 +202,27 @@ fn every_subcommand_has_help() {
     }
     let bad = Command::new(KAPELL).arg("frobnicate").output().expect("run");
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn generator_emits_the_unit_set_a_fleet_installed_and_local_stacks_win() {
+    let config = tempfile::tempdir().expect("tempdir");
+    write(config.path(), "good.toml", GOOD);
+    // What `kapell receive` leaves on a peer: units and their wants links.
+    let fleet = tempfile::tempdir().expect("tempdir");
+    let unit = "[Unit]\nX-Kapell-Stack=shop\n[Service]\nExecStart=/bin/true\n";
+    std::fs::write(fleet.path().join("shop-web.service"), unit).expect("fleet unit");
+    std::fs::write(fleet.path().join("good-web.service"), unit).expect("conflicting fleet unit");
+    std::fs::create_dir(fleet.path().join("multi-user.target.wants")).expect("wants");
+    std::os::unix::fs::symlink("../shop.target", fleet.path().join("multi-user.target.wants/shop.target"))
+        .expect("link");
+    let out = tempfile::tempdir().expect("tempdir");
+    let run = generator_with_fleet(config.path(), out.path(), fleet.path());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("fleet unit good-web.service ignored"));
+    let tree = listing(out.path());
+    let get = |name: &str| tree.iter().find(|(n, _)| n == name).map(|(_, c)| String::from_utf8_lossy(c).into_owned());
+    assert_eq!(get("shop-web.service").as_deref(), Some(unit));
+    assert_eq!(get("multi-user.target.wants/shop.target").as_deref(), Some("../shop.target"));
+    assert!(get("good-web.service").is_some_and(|t| t.contains("X-Kapell-Stack=good")), "the local stack wins");
 }
