@@ -4,6 +4,7 @@
 //! back the argv and environment it received, which must be exactly what the stack says.
 
 mod support;
+mod toml_text;
 
 use anyhow::{Context, Result, ensure};
 use support::Host;
@@ -31,21 +32,6 @@ const NASTY: &[&str] = &[
     "# comment",
 ];
 
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[test]
 fn arguments_and_environment_reach_the_process_exactly() -> Result<()> {
     // `sh -c SCRIPT sh ARGS…`: the script writes each argument NUL-terminated, then the value
@@ -54,10 +40,11 @@ fn arguments_and_environment_reach_the_process_exactly() -> Result<()> {
                   i=0; while [ $i -lt $COUNT ]; do eval \"printf '%s\\0' \\\"\\$NASTY_$i\\\"\"; i=$((i+1)); done > /var/tmp/env";
     let mut exec = vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string(), "sh".to_string()];
     exec.extend(NASTY.iter().map(|s| s.to_string()));
-    let env: Vec<String> = NASTY.iter().enumerate().map(|(i, v)| format!("NASTY_{i} = {}", toml_str(v))).collect();
+    let env: Vec<String> =
+        NASTY.iter().enumerate().map(|(i, v)| format!("NASTY_{i} = {}", toml_text::basic_string(v))).collect();
     let stack = format!(
         "[services.echo]\nexec = [{}]\ntype = \"oneshot\"\nenv = {{ COUNT = \"{}\", {} }}\n",
-        exec.iter().map(|a| toml_str(a)).collect::<Vec<_>>().join(", "),
+        exec.iter().map(|a| toml_text::basic_string(a)).collect::<Vec<_>>().join(", "),
         NASTY.len(),
         env.join(", ")
     );

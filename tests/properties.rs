@@ -5,6 +5,7 @@
 //!   a section;
 //! - random valid service graphs render unit sets that pass `systemd-analyze verify`.
 
+mod toml_text;
 mod verify;
 
 use kapell::config::parse_stack;
@@ -16,23 +17,8 @@ use kapell::validate::{UnitSearchPath, check_host};
 use proptest::prelude::*;
 use std::path::Path;
 
-/// A TOML basic string holding exactly `s`.
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn toml_list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", "))
+    format!("[{}]", items.iter().map(|s| toml_text::basic_string(s)).collect::<Vec<_>>().join(", "))
 }
 
 /// Renders one stack file's text; panics with the diagnostics if it is invalid.
@@ -88,9 +74,9 @@ proptest! {
         exec.extend(args);
         let text = format!(
             "description = {}\n[services.app]\nexec = {}\nenv = {{ VALUE = {} }}\n",
-            toml_str(&description.replace(|c: char| c.is_control(), "")),
+            toml_text::basic_string(&description.replace(|c: char| c.is_control(), "")),
             toml_list(&exec),
-            toml_str(&value)
+            toml_text::basic_string(&value)
         );
         let files = render_text("p", &text);
         let u = unit(&files, "p-app.service");
@@ -110,7 +96,7 @@ proptest! {
     fn container_spec_round_trips_through_the_unit(cmd in prop::collection::vec(any_text(), 1..5), value in any_text(), health in prop::collection::vec(any_text(), 1..3)) {
         let text = format!(
             "[services.box]\nimage = \"busybox:1\"\ncommand = {}\nentrypoint = {}\nenv = {{ V = {} }}\nhealth = {{ cmd = {} }}\n",
-            toml_list(&cmd), toml_list(&cmd), toml_str(&value), toml_list(&health)
+            toml_list(&cmd), toml_list(&cmd), toml_text::basic_string(&value), toml_list(&health)
         );
         let files = render_text("c", &text);
         let u = unit(&files, "c-box.service");
