@@ -5,8 +5,6 @@
 //! in /etc/systemd/system, and an empty executable at every absolute `ExecStart=` path (the
 //! programs a stack names are not installed on the test machine).
 
-#![allow(dead_code)]
-
 use kapell::render::escape::unquote;
 use kapell::render::unit::UnitFile;
 use std::path::Path;
