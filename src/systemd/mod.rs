@@ -77,32 +77,27 @@ impl Systemd {
 
     /// Enqueues a start job for `unit` (and, as systemd does, for what it requires and wants).
     pub async fn start(&self, unit: &str) -> Result<Job> {
-        let path = self.manager.start_unit(unit, MODE).await.map_err(dbus_error);
-        Ok(Job {
-            unit: unit.to_string(),
-            kind: JobKind::Start,
-            path: path.with_context(|| format!("cannot start {unit}"))?,
-        })
+        self.enqueue(JobKind::Start, unit).await
     }
 
     /// Enqueues a stop job for `unit` (units that require it stop too).
     pub async fn stop(&self, unit: &str) -> Result<Job> {
-        let path = self.manager.stop_unit(unit, MODE).await.map_err(dbus_error);
-        Ok(Job {
-            unit: unit.to_string(),
-            kind: JobKind::Stop,
-            path: path.with_context(|| format!("cannot stop {unit}"))?,
-        })
+        self.enqueue(JobKind::Stop, unit).await
     }
 
     /// Enqueues a restart job for `unit`; a unit that is not running is started.
     pub async fn restart(&self, unit: &str) -> Result<Job> {
-        let path = self.manager.restart_unit(unit, MODE).await.map_err(dbus_error);
-        Ok(Job {
-            unit: unit.to_string(),
-            kind: JobKind::Restart,
-            path: path.with_context(|| format!("cannot restart {unit}"))?,
-        })
+        self.enqueue(JobKind::Restart, unit).await
+    }
+
+    async fn enqueue(&self, kind: JobKind, unit: &str) -> Result<Job> {
+        let path = match kind {
+            JobKind::Start => self.manager.start_unit(unit, MODE).await,
+            JobKind::Stop => self.manager.stop_unit(unit, MODE).await,
+            JobKind::Restart => self.manager.restart_unit(unit, MODE).await,
+        };
+        let path = path.map_err(dbus_error).with_context(|| format!("cannot {kind} {unit}"))?;
+        Ok(Job { unit: unit.to_string(), kind, path })
     }
 
     /// The manager's environment (what generators inherit), as `KEY=value` strings.
