@@ -12,13 +12,12 @@ use anyhow::{Context, Result, bail};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Where `kapell receive` installs the unit sets pushed by a fleet controller; the generator
-/// emits them alongside the local stacks so they survive reboots.
-pub const FLEET_UNITS_DIR: &str = "/var/lib/kapell/fleet/current";
-
-/// The fleet's installed unit set: [`FLEET_UNITS_DIR`], or `KAPELL_FLEET_UNITS_DIR` for tests.
+/// The unit set a fleet controller installed on this host (`kapell receive`): the `current`
+/// generation of `/etc/kapell/received` (`KAPELL_RECEIVED_DIR` for tests). The generator emits it
+/// alongside the local stacks so it survives reboots; it is under `/etc` because `/var` may not
+/// be mounted when generators run.
 pub fn fleet_units_dir() -> PathBuf {
-    std::env::var_os("KAPELL_FLEET_UNITS_DIR").map_or_else(|| PathBuf::from(FLEET_UNITS_DIR), PathBuf::from)
+    crate::fleet::received::Store::open().current_dir()
 }
 
 /// Runs the generator. `args` are the arguments after the program name.

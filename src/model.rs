@@ -249,6 +249,8 @@ pub struct Placement {
     pub hosts: Vec<String>,
     pub labels: Vec<(String, String)>,
     pub global: bool,
+    /// Where the `placement` table was written (empty when there is none), for fleet errors.
+    pub span: std::ops::Range<usize>,
 }
 
 impl Placement {

@@ -25,7 +25,10 @@ fn generator(config: &Path, out: &Path) -> Output {
     generator_with_fleet(config, out, empty.path())
 }
 
+/// The generator with `fleet` as the received set (`<received dir>/current` links to it).
 fn generator_with_fleet(config: &Path, out: &Path, fleet: &Path) -> Output {
+    let received = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(fleet, received.path().join("current")).expect("current link");
     let dir = tempfile::tempdir().expect("tempdir");
     let link = dir.path().join("kapell-generator");
     std::os::unix::fs::symlink(KAPELL, &link).expect("symlink");
@@ -33,7 +36,7 @@ fn generator_with_fleet(config: &Path, out: &Path, fleet: &Path) -> Output {
     Command::new(&link)
         .env("KAPELL_CONFIG_DIR", config)
         .env("KAPELL_UNIT_PATH", empty.path())
-        .env("KAPELL_FLEET_UNITS_DIR", fleet)
+        .env("KAPELL_RECEIVED_DIR", received.path())
         .arg("--no-kmsg")
         .arg(out)
         .arg(out.with_extension("early"))

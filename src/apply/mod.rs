@@ -23,7 +23,7 @@
 //! reload would load without anybody acting on them (a service removed or changed); new
 //! services elsewhere are fine, a later apply starts what never ran.
 
-mod execute;
+pub mod execute;
 pub mod plan;
 pub mod units;
 
@@ -115,6 +115,14 @@ pub async fn apply(
     if let Some(refusal) = check_config_dir(&systemd, config_dir).await? {
         return Ok(Outcome::Refused(refusal));
     }
+    // One writer per host: the plan is only true while nobody else (`kapell receive`, another
+    // apply) changes units. A dry run changes nothing and needs no lock.
+    let _lock = match options.dry_run {
+        true => None,
+        false => Some(crate::lock::HostLock::acquire("kapell apply", |holder| {
+            out(format!("waiting for {holder} to finish"))
+        })?),
+    };
     let desired = desired(checked);
     let current = installed(&desired)?;
     let selection = match select(&options.stacks, &current, &desired, config_dir) {

@@ -2,11 +2,14 @@
 
 mod apply;
 mod check;
+mod fleet;
 mod generate;
 mod graph;
 mod logs;
+mod receive;
 mod run;
 mod status;
+mod table;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -48,6 +51,9 @@ pub enum Command {
     Apply(apply::Args),
     Status(status::Args),
     Logs(logs::Args),
+    #[command(subcommand)]
+    Fleet(fleet::Command),
+    Receive(receive::Args),
     #[command(hide = true)]
     Run(run::Args),
     /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
@@ -76,6 +82,8 @@ pub fn main() -> ExitCode {
         Command::Apply(a) => apply::run(&cli.config_dir, a),
         Command::Status(a) => status::run(&cli.config_dir, a),
         Command::Logs(a) => logs::run(&cli.config_dir, a),
+        Command::Fleet(c) => fleet::run(&cli.config_dir, c),
+        Command::Receive(a) => receive::run(&cli.config_dir, a),
         Command::Run(a) => run::run(a),
         Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };

@@ -344,7 +344,7 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) ->
             "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`",
         );
     }
-    Placement { hosts, labels, global }
+    Placement { hosts, labels, global, span: value.span() }
 }
 
 fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) -> Option<Native> {
