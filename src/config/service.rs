@@ -3,7 +3,7 @@
 use super::reader::{At, Ctx, get};
 use super::syntax;
 use crate::model::*;
-use crate::units::{Duration, Size};
+use crate::quantity::{Duration, Size};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -60,7 +60,7 @@ pub fn read_service(
     value: &Spanned<DeValue<'_>>,
     secrets: &[String],
 ) -> Option<Service> {
-    if let Err(e) = syntax::check_name("service", &name.value) {
+    if let Err(e) = crate::names::check_name("service", &name.value) {
         ctx.error(name.span.clone(), e);
     }
     let context = format!("[services.{}]", name.value);
@@ -236,11 +236,11 @@ fn read_deps(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Vec<Depe
         let target = if syntax::looks_like_unit(&entry.value) {
             syntax::check_unit_name(&entry.value).map(|()| DepTarget::Unit(entry.value.clone()))
         } else if let Some((stack, service)) = entry.value.split_once('.') {
-            syntax::check_name("stack", stack)
-                .and_then(|()| syntax::check_name("service", service))
+            crate::names::check_name("stack", stack)
+                .and_then(|()| crate::names::check_name("service", service))
                 .map(|()| DepTarget::Remote { stack: stack.into(), service: service.into() })
         } else {
-            syntax::check_name("service", &entry.value).map(|()| DepTarget::Local(entry.value.clone()))
+            crate::names::check_name("service", &entry.value).map(|()| DepTarget::Local(entry.value.clone()))
         };
         match target {
             Ok(target) if deps.iter().any(|d| d.target == target) => {
@@ -289,7 +289,7 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
                 ctx.error(key.span(), format!("invalid systemd setting name {name:?}"));
                 continue;
             }
-            if OWNED_SETTINGS.contains(&name.as_str()) || name.starts_with("X-Kapell") {
+            if OWNED_SETTINGS.contains(&name.as_str()) || name.starts_with(crate::unitset::markers::KEY_PREFIX) {
                 ctx.error(key.span(), format!("`{name}=` is written by kapell itself; use the stack keys instead"));
                 continue;
             }

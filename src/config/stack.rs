@@ -46,7 +46,7 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
     }
     let root = root.get_ref();
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    if let Err(e) = syntax::check_name("stack", &stem) {
+    if let Err(e) = crate::names::check_name("stack", &stem) {
         ctx.error(0..0, format!("{e} (the stack name is the file name without .toml)"));
     }
     ctx.reject_unknown_keys(root, STACK_KEYS, "the stack");
@@ -88,7 +88,7 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
     }
 
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let stack = Stack { name: stem, source, path, description, enable, services, secrets };
+    let stack = Stack::new(stem, source, path, description, enable, services, secrets);
     check_references(&mut ctx, &stack);
     if ctx.has_errors() { Err(ctx.diags) } else { Ok((stack, ctx.diags)) }
 }
@@ -142,8 +142,8 @@ fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
 
 /// Dependencies on services of this stack and secrets must name something that exists.
 fn check_references(ctx: &mut Ctx, stack: &Stack) {
-    let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
-    for service in &stack.services {
+    let names: Vec<&str> = stack.services().iter().map(|s| s.name.as_str()).collect();
+    for service in stack.services() {
         for (deps, required) in [(&service.requires, true), (&service.wants, false)] {
             for dep in deps {
                 let DepTarget::Local(name) = &dep.target else { continue };
@@ -165,7 +165,10 @@ fn check_references(ctx: &mut Ctx, stack: &Stack) {
                     // `wants` is optional by definition (SPEC §3: "start after cache if it exists").
                     ctx.warn(
                         dep.span.clone(),
-                        format!("{what}; it is ignored unless a unit `{}-{name}.service` exists{hint}", stack.name),
+                        format!(
+                            "{what}; it is ignored unless a unit `{}` exists{hint}",
+                            crate::names::service_unit(&stack.name, name, None)
+                        ),
                     );
                 }
             }

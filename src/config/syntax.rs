@@ -3,21 +3,6 @@
 //! Each returns `Err(message)` with a sentence that says what is allowed; the caller attaches the
 //! span. Names that become parts of unit names are strict; free text is escaped at render time.
 
-/// Stack and service names: they become unit names and container names.
-pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let ok = name.len() <= 32
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid {kind} name {name:?}: use a lowercase letter followed by up to 31 lowercase letters, digits or '-'"
-        ))
-    }
-}
-
 /// The unit types a dependency may name directly.
 pub const UNIT_SUFFIXES: &[&str] = &[
     ".service",
@@ -199,14 +184,6 @@ pub fn check_volume(spec: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        assert!(check_name("stack", "todo-2").is_ok());
-        for bad in ["", "Todo", "2x", "a_b", "a.b", "a b", &"x".repeat(33)] {
-            assert!(check_name("stack", bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn ports() {
