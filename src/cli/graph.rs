@@ -1,6 +1,7 @@
 //! `kapell graph`: the service graph as Graphviz DOT or SVG.
 
 use super::exit;
+use crate::diagnostics::did_you_mean;
 use crate::model::{DepTarget, Stack};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result, bail};
@@ -38,7 +39,14 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         Some(name) => match checked.stacks.iter().find(|s| &s.name == name) {
             Some(s) => vec![s],
             None if checked.failed.contains(name) => return Ok(exit::INVALID),
-            None => bail!("no stack named {name:?} in {}", config_dir.display()),
+            None => {
+                // A wrong name is a bad request (2), as for `status` and `logs`, not a failure (3).
+                let hint = did_you_mean(name, checked.stacks.iter().map(|s| s.name.as_str()))
+                    .map(|n| format!(" (did you mean {n}?)"))
+                    .unwrap_or_default();
+                eprintln!("error: there is no stack {name} in {}{hint}", config_dir.display());
+                return Ok(exit::USAGE);
+            }
         },
         None => checked.stacks.iter().collect(),
     };
