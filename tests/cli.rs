@@ -166,8 +166,8 @@ fn graph_draws_dependencies_as_dot_and_svg() {
     assert!(svg.status.success(), "{}", String::from_utf8_lossy(&svg.stderr));
     assert!(String::from_utf8_lossy(&svg.stdout).contains("<svg"), "not SVG");
     let missing = kapell(config.path(), &["graph", "nope"]);
-    assert_eq!(missing.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no stack named \"nope\""));
+    assert_eq!(missing.status.code(), Some(2), "an unknown stack is a bad request, as for status and logs");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no stack nope"));
 }
 
 #[test]

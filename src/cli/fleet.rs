@@ -4,6 +4,7 @@ use super::{exit, table};
 use crate::fleet::controller::{Controller, HostResult};
 use crate::fleet::protocol::{self, HostSet, Reply, SetFile};
 use crate::status::{SupervisorStatus, format_age};
+use crate::unitset;
 use anyhow::Result;
 use std::io::IsTerminal as _;
 use std::path::Path;
@@ -107,7 +108,14 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
         match &result.outcome {
             Ok(reply) => {
                 let current = HostSet { files: reply.files.clone(), hash: reply.current.clone() };
-                let (added, changed, removed) = protocol::diff(&current, desired);
+                let diff = unitset::diff(&current.to_rendered(), &desired.to_rendered());
+                // Units first, then the `*.wants/` links that follow from them.
+                let units_first = |mut paths: Vec<String>| {
+                    paths.sort_by_key(|p| (p.contains('/'), p.clone()));
+                    paths
+                };
+                let (added, changed, removed) =
+                    (units_first(diff.added), units_first(diff.changed), units_first(diff.removed));
                 out.push(serde_json::json!({
                     "host": result.host, "address": address(controller, &result.host),
                     "current": reply.current, "desired": desired.hash,

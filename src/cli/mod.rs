@@ -15,18 +15,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Exit statuses, documented in kapell(8).
-pub mod exit {
-    /// Everything worked.
-    pub const OK: u8 = 0;
-    /// A stack (or the fleet file) is invalid; nothing was changed.
-    pub const INVALID: u8 = 1;
-    /// The request was wrong or refused: bad usage (clap's own status), an unknown stack, or an
-    /// apply that would act on something the operator did not ask for.
-    pub const USAGE: u8 = 2;
-    /// The operation failed (I/O, D-Bus, Docker, SSH, a unit that did not start).
-    pub const FAILED: u8 = 3;
-}
+pub use crate::exit;
 
 /// Service graphs in TOML become ordinary systemd units.
 ///

@@ -3,12 +3,11 @@
 use super::apply::block_on;
 use super::exit;
 use crate::apply;
-use crate::apply::units::UnitSet;
-use crate::config;
 use crate::diagnostics::did_you_mean;
 use crate::fleet::received::Store;
 use crate::status::{self, Row};
 use crate::systemd::Systemd;
+use crate::unitset::UnitSet;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
@@ -33,7 +32,7 @@ pub struct Args {
 }
 
 pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
-    let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
+    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
     if !checked.is_ok() {
         eprintln!("warning: some stacks have errors (`kapell check` lists them); they are shown as installed");

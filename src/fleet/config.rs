@@ -5,7 +5,7 @@
 use crate::config::reader::{At, Ctx, get};
 use crate::config::syntax;
 use crate::diagnostics::{Diagnostic, Source};
-use crate::units::Duration;
+use crate::quantity::Duration;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};

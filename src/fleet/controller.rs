@@ -9,7 +9,7 @@ use super::config::{self as fleet_config, Fleet};
 use super::placement;
 use super::protocol::{Body, HostSet, Reply, Request, VERSION};
 use super::ssh::{Failure, Ssh};
-use crate::config::{self, FLEET_FILE};
+use crate::config::FLEET_FILE;
 use crate::diagnostics::Diagnostic;
 use crate::render::{self, RenderOptions};
 use crate::validate::UnitSearchPath;
@@ -48,7 +48,7 @@ impl Controller {
             Ok(fleet) => fleet,
             Err(diags) => return Ok(Err(diags)),
         };
-        let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
+        let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
             .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
         if !checked.is_ok() {
             return Ok(Err(checked.diagnostics));
@@ -60,10 +60,7 @@ impl Controller {
         let options = RenderOptions::default();
         let sets = placed
             .iter()
-            .map(|(host, stacks)| {
-                let files: Vec<_> = stacks.iter().flat_map(|s| render::render_stack(s, stacks, &options)).collect();
-                (host.clone(), HostSet::from_rendered(&files))
-            })
+            .map(|(host, stacks)| (host.clone(), HostSet::from_rendered(&render::render_host(stacks, &options))))
             .collect();
         let local_stacks =
             checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.clone()).collect();

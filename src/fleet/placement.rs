@@ -25,13 +25,13 @@ pub fn place(fleet: &Fleet, stacks: &[Stack]) -> Result<Placed, Vec<Diagnostic>>
     // (stack, service) -> hosts
     let mut hosts_of: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
     for stack in stacks.iter().filter(|s| is_fleet_stack(s)) {
-        for service in &stack.services {
+        for service in stack.services() {
             let hosts = hosts_for(fleet, stack, service, &mut errors);
             hosts_of.insert((&stack.name, &service.name), hosts);
         }
     }
     for stack in stacks.iter().filter(|s| is_fleet_stack(s)) {
-        for service in &stack.services {
+        for service in stack.services() {
             let here = &hosts_of[&(stack.name.as_str(), service.name.as_str())];
             for dep in service.requires.iter().chain(&service.wants) {
                 let (dep_stack, dep_service) = match &dep.target {
@@ -74,14 +74,11 @@ pub fn place(fleet: &Fleet, stacks: &[Stack]) -> Result<Placed, Vec<Diagnostic>>
     let mut placed: Placed = fleet.hosts.keys().map(|h| (h.clone(), Vec::new())).collect();
     for (host, list) in &mut placed {
         for stack in stacks.iter().filter(|s| is_fleet_stack(s)) {
-            let services: Vec<Service> = stack
-                .services
-                .iter()
-                .filter(|s| hosts_of[&(stack.name.as_str(), s.name.as_str())].contains(host.as_str()))
-                .cloned()
-                .collect();
-            if !services.is_empty() {
-                list.push(Stack { services, ..stack.clone() });
+            let on_host = |s: &Service| hosts_of[&(stack.name.as_str(), s.name.as_str())].contains(host.as_str());
+            if stack.services().iter().any(on_host) {
+                let mut share = stack.clone();
+                share.retain_services(on_host);
+                list.push(share);
             }
         }
     }
@@ -90,7 +87,7 @@ pub fn place(fleet: &Fleet, stacks: &[Stack]) -> Result<Placed, Vec<Diagnostic>>
 
 /// A stack takes part in the fleet when any of its services has a placement.
 pub fn is_fleet_stack(stack: &Stack) -> bool {
-    stack.services.iter().any(|s| !s.placement.is_unrestricted())
+    stack.services().iter().any(|s| !s.placement.is_unrestricted())
 }
 
 fn hosts_for<'f>(

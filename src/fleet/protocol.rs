@@ -178,20 +178,6 @@ pub struct UnitState {
     pub status: String,
 }
 
-/// Files added, changed and removed from `old` to `new`: units by name, then `*.wants/` links
-/// (which follow from the targets' `enable`) by path.
-pub fn diff(old: &HostSet, new: &HostSet) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let order = |paths: &mut Vec<String>| paths.sort_by_key(|p| (p.contains('/'), p.clone()));
-    let mut added: Vec<String> = new.files.keys().filter(|p| !old.files.contains_key(*p)).cloned().collect();
-    let mut updated: Vec<String> =
-        new.files.iter().filter(|(p, f)| old.files.get(*p).is_some_and(|o| o != *f)).map(|(p, _)| p.clone()).collect();
-    let mut removed: Vec<String> = old.files.keys().filter(|p| !new.files.contains_key(*p)).cloned().collect();
-    order(&mut added);
-    order(&mut updated);
-    order(&mut removed);
-    (added, updated, removed)
-}
-
 /// The unit names among `paths` (not the links).
 pub fn units_only(paths: &[String]) -> usize {
     paths.iter().filter(|p| !p.contains('/')).count()

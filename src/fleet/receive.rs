@@ -14,13 +14,14 @@
 
 use super::protocol::{Body, HostSet, Reply, Request, SetFile, UnitState, VERSION};
 use super::received::Store;
-use crate::apply::units::UnitSet;
-use crate::apply::{self, GENERATOR_DIR, plan};
+use crate::apply::{self, plan};
 use crate::config;
 use crate::lock::HostLock;
+use crate::names::GENERATOR_DIR;
 use crate::render::{self, RenderOptions};
 use crate::systemd::Systemd;
-use crate::validate::{OWNER_MARKER, UnitSearchPath};
+use crate::unitset::{self, UnitSet, markers};
+use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read as _;
@@ -109,7 +110,8 @@ fn install(config_dir: &Path, store: &Store, set: &HostSet, reply: &mut Reply) -
     let previous = store.current_generation();
     let old = store.current()?;
     let changed_files = old.hash != set.hash;
-    (reply.added, reply.updated, reply.removed) = super::protocol::diff(&old, set);
+    let diff = unitset::diff(&old.to_rendered(), &set.to_rendered());
+    (reply.added, reply.updated, reply.removed) = (diff.added, diff.changed, diff.removed);
     block_on(async {
         let systemd = Systemd::system().await?;
         let running = UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?;
@@ -161,8 +163,9 @@ fn check_files(set: &HostSet) -> Result<()> {
             SetFile::Unit { text, .. } => {
                 config::syntax::check_unit_name(path).map_err(anyhow::Error::msg)?;
                 anyhow::ensure!(
-                    text.lines().any(|l| l.trim_start().starts_with(OWNER_MARKER)),
-                    "{path} is not a kapell unit (it has no {OWNER_MARKER} line)"
+                    markers::is_kapell_text(text),
+                    "{path} is not a kapell unit (it has no {}= line)",
+                    markers::STACK_KEY
                 );
                 if let Some(foreign) = search_path.foreign_unit(path) {
                     anyhow::bail!("{path} would shadow {}, which kapell does not own", foreign.display());
@@ -183,15 +186,9 @@ fn check_files(set: &HostSet) -> Result<()> {
 
 /// Unit names this host's own stacks produce (those win over the fleet's).
 fn local_units(config_dir: &Path) -> Result<BTreeSet<String>> {
-    let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
+    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read {}", config_dir.display()))?;
-    let options = RenderOptions::default();
-    Ok(checked
-        .stacks
-        .iter()
-        .flat_map(|s| render::render_stack(s, &checked.stacks, &options))
-        .map(|f| f.path().to_string())
-        .collect())
+    Ok(render::render_host(&checked.stacks, &RenderOptions::default()).iter().map(|f| f.path().to_string()).collect())
 }
 
 /// The state of every running unit of `set`.

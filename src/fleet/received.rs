@@ -16,15 +16,13 @@
 //! directory, a generation nobody points to) is removed by the next install.
 
 use super::protocol::{HostSet, Reply};
-use crate::render::OutputFile;
-use anyhow::{Context, Result, bail};
+use crate::names::RECEIVED_DIR;
+use crate::unitset::{self, OutputFile};
+use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Where a peer keeps the sets it received.
-pub const RECEIVED_DIR: &str = "/etc/kapell/received";
 
 /// The symlink naming the generation systemd runs.
 pub const CURRENT: &str = "current";
@@ -129,54 +127,25 @@ impl Store {
     }
 }
 
-/// Reads a generation directory back into a set: unit files at the top, links in `*.wants/`.
+/// Reads a generation directory back into a set.
 pub fn read_set(dir: &Path) -> Result<HostSet> {
-    let mut files = Vec::new();
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            for link in std::fs::read_dir(&path).with_context(|| format!("cannot read {}", path.display()))? {
-                let link = link.with_context(|| format!("cannot read {}", path.display()))?;
-                let target = std::fs::read_link(link.path())
-                    .with_context(|| format!("cannot read the link {}", link.path().display()))?;
-                files.push(OutputFile::Link {
-                    path: format!("{name}/{}", link.file_name().to_string_lossy()),
-                    target: target.to_string_lossy().into_owned(),
-                });
-            }
-        } else {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            files.push(OutputFile::Unit { name, text });
-        }
-    }
-    Ok(HostSet::from_rendered(&files))
+    Ok(HostSet::from_rendered(&unitset::read_files(dir)?))
 }
 
-/// Writes `files` into the empty directory `dir`, each file fsynced, then the directories.
+/// Writes `files` into the empty directory `dir` with the one unit-set writer, then makes them
+/// durable: every file and directory fsynced, so the rename that publishes the generation
+/// never publishes data still in the page cache.
 fn write_set(dir: &Path, files: &[OutputFile]) -> Result<()> {
+    unitset::write(dir, files, unitset::Strategy::Replace)?;
     let mut dirs = vec![dir.to_path_buf()];
     for file in files {
-        match file {
-            OutputFile::Unit { name, text } => {
-                let path = dir.join(name);
-                let mut f = File::create_new(&path).with_context(|| format!("cannot create {}", path.display()))?;
-                f.write_all(text.as_bytes())
-                    .and_then(|()| f.sync_all())
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            OutputFile::Link { path, target } => {
-                let full = dir.join(path);
-                let Some(parent) = full.parent() else { bail!("invalid link path {path}") };
-                if !parent.exists() {
-                    std::fs::create_dir(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-                    dirs.push(parent.to_path_buf());
-                }
-                std::os::unix::fs::symlink(target, &full)
-                    .with_context(|| format!("cannot create the link {}", full.display()))?;
-            }
+        let path = dir.join(file.path());
+        if let OutputFile::Unit { .. } = file {
+            File::open(&path).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", path.display()))?;
+        } else if let Some(parent) = path.parent()
+            && !dirs.iter().any(|d| d == parent)
+        {
+            dirs.push(parent.to_path_buf());
         }
     }
     for d in dirs.iter().rev() {
