@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnostics;
 pub mod generator;
+pub mod import;
 pub mod logging;
 pub mod model;
 pub mod parallel;

@@ -4,6 +4,7 @@ mod apply;
 mod check;
 mod generate;
 mod graph;
+mod import;
 mod logs;
 mod run;
 mod status;
@@ -23,6 +24,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The operation failed (I/O, D-Bus, Docker, SSH, a unit that did not start).
     pub const FAILED: u8 = 3;
+    /// `kapell import`: the stack is written (except with --strict), but something of the
+    /// imported project could not be carried over; each is reported on standard error.
+    pub const LOSSY: u8 = 4;
 }
 
 /// Service graphs in TOML become ordinary systemd units.
@@ -48,6 +52,7 @@ pub enum Command {
     Apply(apply::Args),
     Status(status::Args),
     Logs(logs::Args),
+    Import(import::Args),
     #[command(hide = true)]
     Run(run::Args),
     /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
@@ -76,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Apply(a) => apply::run(&cli.config_dir, a),
         Command::Status(a) => status::run(&cli.config_dir, a),
         Command::Logs(a) => logs::run(&cli.config_dir, a),
+        Command::Import(a) => import::run(a),
         Command::Run(a) => run::run(a),
         Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };
