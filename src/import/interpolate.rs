@@ -199,6 +199,9 @@ enum Cast {
     Int,
     Float,
     Bool,
+    /// A file mode: YAML 1.1 (which Compose reads) takes `0400` as octal, serde_yaml as a
+    /// string; applies to literal values too.
+    Octal,
 }
 
 /// Paths (from the file's root; `*` is any key, `[]` any list item) whose interpolated value
@@ -230,6 +233,9 @@ const CASTS: &[(&[&str], Cast)] = &[
     (&["services", "*", "init"], Cast::Bool),
     (&["services", "*", "tty"], Cast::Bool),
     (&["services", "*", "stdin_open"], Cast::Bool),
+    (&["services", "*", "secrets", "[]", "mode"], Cast::Octal),
+    (&["services", "*", "secrets", "[]", "uid"], Cast::Int),
+    (&["services", "*", "secrets", "[]", "gid"], Cast::Int),
     (&["networks", "*", "external"], Cast::Bool),
     (&["volumes", "*", "external"], Cast::Bool),
     (&["secrets", "*", "external"], Cast::Bool),
@@ -248,6 +254,14 @@ fn cast(text: &str, cast: Cast) -> Option<Value> {
     match cast {
         Cast::Int => text.trim().parse::<i64>().ok().map(Value::from),
         Cast::Float => text.trim().parse::<f64>().ok().map(Value::from),
+        Cast::Octal => {
+            let t = text.trim();
+            let digits = t.strip_prefix("0o").or_else(|| t.strip_prefix('0').filter(|d| !d.is_empty()));
+            match digits {
+                Some(d) => i64::from_str_radix(d, 8).ok().map(Value::from),
+                None => t.parse::<i64>().ok().map(Value::from),
+            }
+        }
         Cast::Bool => match text.trim().to_ascii_lowercase().as_str() {
             "true" | "yes" | "y" | "on" => Some(Value::Bool(true)),
             "false" | "no" | "n" | "off" => Some(Value::Bool(false)),
@@ -263,6 +277,11 @@ pub fn interpolate_tree(value: &mut Value, lookup: Lookup<'_>, unset: &mut Vec<S
 
 fn walk(value: &mut Value, path: &mut Vec<String>, lookup: Lookup<'_>, unset: &mut Vec<String>) -> Result<(), String> {
     match value {
+        Value::String(s) if !s.contains('$') && cast_for(path) == Some(Cast::Octal) => {
+            if let Some(mode) = cast(s, Cast::Octal) {
+                *value = mode;
+            }
+        }
         Value::String(s) if s.contains('$') => {
             let text = interpolate(s, lookup, unset).map_err(|e| format!("{}: {e}", dotted(path)))?;
             *value = match cast_for(path).and_then(|c| cast(&text, c)) {
@@ -407,6 +426,13 @@ mod tests {
         assert_eq!(service["ports"][0], Value::from("8080:80"));
         assert_eq!(service["ports"][1], Value::from(8080));
         assert_eq!(service["read_only"], Value::Bool(true));
+        let mut modes: Value = serde_yaml::from_str(
+            "services:\n  a:\n    secrets: [{ source: s, mode: '0440' }, { source: t, mode: 0o400 }]\n",
+        )
+        .expect("yaml");
+        interpolate_tree(&mut modes, &env, &mut Vec::new()).expect("ok");
+        assert_eq!(modes["services"]["a"]["secrets"][0]["mode"], Value::from(0o440));
+        assert_eq!(modes["services"]["a"]["secrets"][1]["mode"], Value::from(0o400));
         // Environment values stay strings.
         assert_eq!(service["environment"]["A"], Value::from("8080"));
         // Defaults are not reported; a variable without one is.

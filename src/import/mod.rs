@@ -9,7 +9,9 @@
 //! Nothing is dropped silently: every key, option or value that the stack cannot carry is a
 //! [`Note`] with what to do about it.
 
+mod container;
 pub mod interpolate;
+mod keys;
 mod map;
 mod names;
 mod write;
@@ -64,6 +66,18 @@ impl Imported {
     }
 }
 
+/// compose_spec's errors do not say where; find the service (or top-level key) that fails.
+fn locate(tree: &serde_yaml::Value, error: serde_yaml::Error) -> String {
+    if let Some(services) = tree.get("services").and_then(serde_yaml::Value::as_mapping) {
+        for (name, service) in services {
+            if let Err(e) = serde_yaml::from_value::<compose_spec::Service>(service.clone()) {
+                return format!("services.{}: {e}", name.as_str().unwrap_or_default());
+            }
+        }
+    }
+    error.to_string()
+}
+
 /// Orders notes as a reader goes through the file: top-level keys, then service by service (a
 /// service's renaming first), then the rest; file order within each.
 fn sort_notes(notes: &mut [Note], draft: &map::Draft) {
@@ -111,8 +125,9 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
             ),
         });
     }
-    map::set_aside_unknown_keys(&mut tree, &mut notes)?;
-    let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| e.to_string())?;
+    let home = lookup("HOME").unwrap_or_else(|| "/root".into());
+    keys::set_aside_unknown_keys(&mut tree, &home, &mut notes)?;
+    let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| locate(&tree, e))?;
 
     let project = compose_project_name(compose.name.as_ref().map(|n| n.as_ref()), &lookup, &project_dir);
     let stack = match input.stack {

@@ -87,8 +87,19 @@ pub(super) fn write(draft: &Draft, source: &Path, notes: &[Note]) -> String {
     } else {
         let _ = writeln!(out, "#");
         let _ = writeln!(out, "# Not carried over (see the import's warnings for what to do):");
+        let mut places: Vec<(&str, usize)> = Vec::new();
         for n in lost {
-            let _ = writeln!(out, "#   - {}", n.place);
+            match places.iter_mut().find(|(p, _)| *p == n.place) {
+                Some((_, count)) => *count += 1,
+                None => places.push((&n.place, 1)),
+            }
+        }
+        for (place, count) in places {
+            match count {
+                1 => writeln!(out, "#   - {place}"),
+                n => writeln!(out, "#   - {place} ({n} items)"),
+            }
+            .ok();
         }
     }
     for svc in &draft.services {
