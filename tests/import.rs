@@ -139,3 +139,132 @@ fn short_and_long_forms_import_to_the_same_stack() {
     assert!(short.contains("[services.app.health]") && short.contains("replicas = 2"), "{short}");
     assert_eq!(short, long);
 }
+
+fn import_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(KAPELL)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/home/op")
+        .args(["import", "compose"])
+        .args(args)
+        .output()
+        .expect("run kapell")
+}
+
+const TWO_SERVICES: &str =
+    "services:\n  web:\n    image: example/web:1\n    depends_on: [db]\n  db:\n    image: postgres:16\n";
+
+#[test]
+fn out_writes_the_stack_file_and_refuses_to_overwrite_it() {
+    let project = tempfile::tempdir().expect("tempdir");
+    let dir = project.path().join("Shop_App");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("docker-compose.yml"), TWO_SERVICES).expect("write");
+    let etc = tempfile::tempdir().expect("tempdir");
+    let etc_arg = etc.path().to_str().expect("utf-8");
+
+    // A directory: <stack>.toml in it, the stack named after the project directory.
+    let first = import_in(&dir, &["--out", etc_arg]);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    assert!(first.stdout.is_empty());
+    let written = std::fs::read_to_string(etc.path().join("shop-app.toml")).expect("shop-app.toml written");
+    assert!(written.contains("[services.web]\nimage = \"example/web:1\"\nrequires = [\"db\"]"), "{written}");
+    assert_eq!(std::fs::read_dir(etc.path()).expect("ls").count(), 1, "no temporary file is left behind");
+
+    // The same again is refused (2) and changes nothing; --force replaces it.
+    std::fs::write(etc.path().join("shop-app.toml"), "edited by hand\n").expect("write");
+    let again = import_in(&dir, &["--out", etc_arg]);
+    assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists; remove it, choose another --out, or add --force"));
+    assert_eq!(std::fs::read_to_string(etc.path().join("shop-app.toml")).expect("read"), "edited by hand\n");
+    let forced = import_in(&dir, &["--out", etc_arg, "--force"]);
+    assert_eq!(forced.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(etc.path().join("shop-app.toml")).expect("read"), written);
+
+    // A file: its stem names the stack; the written stack passes kapell check.
+    let file = etc.path().join("shop.toml");
+    let named = import_in(&dir, &["--out", file.to_str().expect("utf-8")]);
+    assert_eq!(named.status.code(), Some(0), "{}", String::from_utf8_lossy(&named.stderr));
+    assert!(std::fs::read_to_string(&file).expect("read").starts_with("# Stack `shop`"));
+    let check = kapell(etc.path(), &["check"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert_eq!(String::from_utf8_lossy(&check.stdout), "ok: shop (2 services)\nok: shop-app (2 services)\n");
+}
+
+#[test]
+fn usage_errors_exit_2_and_write_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tempfile::tempdir().expect("tempdir");
+    let in_out = |name: &str| out.path().join(name).to_str().expect("utf-8").to_string();
+    // No Compose file in the directory.
+    let none = import_in(dir.path(), &[]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no Compose file here"));
+    std::fs::write(dir.path().join("compose.yaml"), TWO_SERVICES).expect("write");
+    for args in [
+        vec!["--stack", "Bad_Name"],
+        vec!["--stack", "shop", "--out", &in_out("other.toml")],
+        vec!["--out", &in_out("shop.yaml")],
+        vec!["--out", &in_out("Not_A_Stack.toml")],
+    ] {
+        let output = import_in(dir.path(), &args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(String::from_utf8_lossy(&output.stderr).starts_with("error: "), "{args:?}");
+    }
+    assert_eq!(std::fs::read_dir(out.path()).expect("ls").count(), 0);
+    // --force needs --out (clap's own usage error).
+    assert_eq!(import_in(dir.path(), &["--force"]).status.code(), Some(2));
+}
+
+#[test]
+fn strict_writes_nothing_when_something_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "services:\n  web:\n    image: example/web:1\n    privileged: true\n",
+    )
+    .expect("write");
+    let out = tempfile::tempdir().expect("tempdir");
+    let output = import_in(dir.path(), &["--strict", "--out", out.path().to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: services.web.privileged: not carried over"), "{stderr}");
+    assert_eq!(std::fs::read_dir(out.path()).expect("ls").count(), 0);
+    // Without --strict the same import writes the stack and still exits 4.
+    let lenient = import_in(dir.path(), &["--out", out.path().to_str().expect("utf-8")]);
+    assert_eq!(lenient.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&lenient.stderr).starts_with("warning: services.web.privileged"));
+    assert_eq!(std::fs::read_dir(out.path()).expect("ls").count(), 1);
+}
+
+#[test]
+fn env_file_option_replaces_the_project_env_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("compose.yaml"), "services:\n  web:\n    image: example/web:${TAG}\n")
+        .expect("write");
+    std::fs::write(dir.path().join(".env"), "TAG=from-dotenv\n").expect("write");
+    std::fs::write(dir.path().join("prod.env"), "TAG=from-prod\n").expect("write");
+    let default = import_in(dir.path(), &[]);
+    assert!(String::from_utf8_lossy(&default.stdout).contains("image = \"example/web:from-dotenv\""));
+    let chosen = import_in(dir.path(), &["--env-file", "prod.env"]);
+    assert!(String::from_utf8_lossy(&chosen.stdout).contains("image = \"example/web:from-prod\""));
+}
+
+/// The README's Compose example is a golden case: its Compose file, the stack it becomes and the
+/// warnings of the Traefik case are quoted exactly.
+#[test]
+fn readme_example_is_the_golden_case() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let case = root.join("tests/import/wordpress");
+    let compose = std::fs::read_to_string(case.join("compose.yaml")).expect("compose.yaml");
+    let stack = std::fs::read_to_string(case.join("expected.toml")).expect("expected.toml");
+    assert!(readme.contains(&format!("```yaml\n{compose}```")), "README quotes tests/import/wordpress/compose.yaml");
+    let stack = stack.replace(CASE_PLACEHOLDER, "/srv/wordpress");
+    assert!(readme.contains(&format!("```toml\n{stack}```")), "README quotes tests/import/wordpress/expected.toml");
+    let warnings = std::fs::read_to_string(root.join("tests/import/traefik/expected.stderr")).expect("stderr");
+    let warnings = warnings.replace(CASE_PLACEHOLDER, "/srv/traefik").replace("[exit 4]\n", "exit 4\n");
+    assert!(readme.contains(&warnings), "README quotes tests/import/traefik/expected.stderr");
+}

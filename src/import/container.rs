@@ -311,8 +311,7 @@ pub(super) fn map_volumes(
                     Source::HostPath(p) => (host_path(ctx, p.as_path()).display().to_string(), None),
                     Source::Volume(v) => match volume_name(ctx, compose, v.as_str()) {
                         Ok(docker) => {
-                            let comment =
-                                format!("Compose volume `{v}`: the same Docker volume, so its data carries over");
+                            let comment = format!("Compose volume `{v}`: same Docker volume, same data");
                             (docker, Some(comment))
                         }
                         Err(e) => {

@@ -58,9 +58,10 @@ fn service_key_hint(key: &str) -> (bool, &'static str) {
             "kapell has no profiles: the service is imported and starts with the stack; delete it from the stack if you do not want that",
         ),
         "extends" => (true, "resolve it first (`docker compose config > resolved.yaml`) and import the resolved file"),
-        "labels" | "annotations" | "label_file" => {
-            (true, "kapell sets its own container labels (stack, service, unit); put yours in the image")
-        }
+        "labels" | "annotations" | "label_file" => (
+            true,
+            "kapell sets only its own container labels; tools that read these (Traefik routing, monitoring) need another source, e.g. Traefik's file provider, or LABEL in the image",
+        ),
         "logging" => {
             (true, "the container's output goes to the journal; read it with `kapell logs` or `journalctl -u`")
         }

@@ -118,6 +118,9 @@ fn split_command(cmd: Command, place: &str) -> Result<Vec<String>, String> {
 }
 
 pub(super) fn map(ctx: &Context<'_>, compose: Compose, tree: &Value, notes: &mut Vec<Note>) -> Result<Draft, String> {
+    if compose.services.is_empty() {
+        return Err("the project has no services".into());
+    }
     // Service names first: dependencies refer to them.
     let mut names: Vec<(String, String)> = Vec::new();
     for compose_name in compose.services.keys() {
