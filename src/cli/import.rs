@@ -79,10 +79,20 @@ pub fn run(args: Args) -> Result<u8> {
 }
 
 fn compose(args: ComposeArgs) -> Result<u8> {
+    // Compose merges an override file only into the file it finds itself.
+    let mut overrides = Vec::new();
     let file = match args.file {
         Some(f) => f,
         None => match DEFAULT_FILES.iter().map(PathBuf::from).find(|f| f.is_file()) {
-            Some(f) => f,
+            Some(f) => {
+                let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let extension = f.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = format!("{stem}.override.{extension}");
+                if Path::new(&name).is_file() {
+                    overrides.push(name);
+                }
+                f
+            }
             None => return usage(format!("no Compose file here ({}); name one", DEFAULT_FILES.join(", "))),
         },
     };
@@ -124,7 +134,14 @@ fn compose(args: ComposeArgs) -> Result<u8> {
         None => None,
     };
     let env = |name: &str| std::env::var(name).ok();
-    let input = Input { path: &file, text: &text, dotenv: dotenv.as_deref(), env: &env, stack: stack.as_deref() };
+    let input = Input {
+        path: &file,
+        text: &text,
+        dotenv: dotenv.as_deref(),
+        env: &env,
+        stack: stack.as_deref(),
+        overrides: &overrides,
+    };
     let imported = match import::import(&input) {
         Ok(i) => i,
         Err(e) => {

@@ -142,7 +142,8 @@ pub(super) fn set_aside_unknown_keys(tree: &mut Value, home: &str, notes: &mut V
                 continue;
             }
             let (lossy, hint) = service_key_hint(&name);
-            notes.push(Note { lossy, place, message: format!("not carried over: {hint}") });
+            let what = if lossy { "not carried over" } else { "left out" };
+            notes.push(Note { lossy, place, message: format!("{what}: {hint}") });
         }
         if let Some(Value::Sequence(volumes)) = service.get_mut("volumes") {
             volumes.iter_mut().for_each(|v| expand_home(v, home));

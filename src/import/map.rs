@@ -149,6 +149,17 @@ pub(super) fn map(ctx: &Context<'_>, compose: Compose, tree: &Value, notes: &mut
     }
     let rename = |n: &str| names.iter().find(|(c, _)| c == n).map(|(_, k)| k.clone());
 
+    for (name, volume) in &compose.volumes {
+        if let Some(Resource::Compose(v)) = volume
+            && (v.driver.as_deref().is_some_and(|d| d != "local") || !v.driver_opts.is_empty() || !v.labels.is_empty())
+        {
+            lost(
+                notes,
+                format!("volumes.{name}"),
+                "its driver, driver options and labels are not carried over: Docker creates a missing volume with the local driver; create it beforehand (`docker volume create --driver …`) if it must differ",
+            );
+        }
+    }
     let networks = Networks::new(ctx, &compose, notes);
     let secrets = map_secrets(ctx, &compose, notes);
     let mut services = Vec::new();

@@ -49,6 +49,8 @@ pub struct Input<'a> {
     pub env: interpolate::Lookup<'a>,
     /// The stack name to use (already valid), or None for the Compose project name made valid.
     pub stack: Option<&'a str>,
+    /// Compose override files beside the file that Compose would merge into it (their names).
+    pub overrides: &'a [String],
 }
 
 /// A successful import: the stack file and every note.
@@ -88,7 +90,13 @@ fn sort_notes(notes: &mut [Note], draft: &map::Draft) {
         });
         match service {
             Some(i) => (1 + i, n.place.matches('.').count() > 1),
-            None if n.place.starts_with("services.") || n.place.starts_with('$') || n.place == "name" => (0, false),
+            None if n.place.starts_with("services.")
+                || n.place.starts_with('$')
+                || n.place == "name"
+                || n.place.contains("override") =>
+            {
+                (0, false)
+            }
             None => (0, true),
         }
     });
@@ -99,6 +107,15 @@ fn sort_notes(notes: &mut [Note], draft: &map::Draft) {
 pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     let project_dir = input.path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     let mut notes = Vec::new();
+    for name in input.overrides {
+        notes.push(Note {
+            lossy: true,
+            place: name.clone(),
+            message: format!(
+                "not merged: Compose merges it into the file; merge them first (`docker compose config > merged.yaml`) and import merged.yaml, or delete {name} if it is not needed"
+            ),
+        });
+    }
 
     let mut dotenv_vars = Vec::new();
     if let Some(text) = input.dotenv {
