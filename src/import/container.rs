@@ -93,7 +93,8 @@ impl Networks {
                 }
             }
         }
-        if default_used {
+        let default_external = external.iter().any(|(n, _)| n == "default");
+        if default_used && !default_external {
             own += 1;
         }
         if own > 1 {
@@ -103,7 +104,7 @@ impl Networks {
                 .filter(|(_, n)| !matches!(n, Some(Resource::External { .. })))
                 .map(|(name, _)| name.to_string())
                 .collect();
-            if default_used && !list.iter().any(|n| n == "default") {
+            if default_used && !default_external && !list.iter().any(|n| n == "default") {
                 list.insert(0, "default".into());
             }
             lost(
@@ -402,7 +403,8 @@ pub(super) fn map_network(
 ) {
     let stack_network = format!("kapell-{}", ctx.stack);
     let names: Vec<(String, bool)> = match config {
-        None => return,
+        // On the project's default network: the stack network, unless `networks.default` is external.
+        None => vec![("default".to_string(), false)],
         Some(NetworkConfig::NetworkMode(mode)) => {
             let place = place.replace(".networks", ".network_mode");
             match mode {

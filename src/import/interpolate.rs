@@ -439,6 +439,27 @@ mod tests {
         assert_eq!(unset, ["MISSING"]);
     }
 
+    proptest::proptest! {
+        /// Text without `$` is left alone; any text with each `$` doubled comes back unchanged.
+        #[test]
+        fn escaped_text_comes_back_unchanged(text in "\\PC*") {
+            let escaped = text.replace('$', "$$");
+            proptest::prop_assert_eq!(run(&escaped), Ok(text.clone()));
+            if !text.contains('$') {
+                proptest::prop_assert_eq!(run(&text), Ok(text));
+            }
+        }
+
+        /// A default is used exactly when the variable is unset (or empty, with `:`).
+        #[test]
+        fn defaults_are_literal_text(default in "[a-zA-Z0-9 ./:@_-]*") {
+            proptest::prop_assert_eq!(run(&format!("${{NOPE:-{default}}}")), Ok(default.clone()));
+            proptest::prop_assert_eq!(run(&format!("${{EMPTY:-{default}}}")), Ok(default.clone()));
+            proptest::prop_assert_eq!(run(&format!("${{EMPTY-{default}}}")), Ok(String::new()));
+            proptest::prop_assert_eq!(run(&format!("${{SET:-{default}}}")), Ok("value".to_string()));
+        }
+    }
+
     #[test]
     fn tree_errors_name_the_path() {
         let mut tree: Value =

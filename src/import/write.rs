@@ -224,6 +224,24 @@ mod tests {
         assert_eq!(float(0.5), "0.5");
     }
 
+    proptest::proptest! {
+        /// Whatever a value holds, the TOML written for it reads back as the same strings.
+        #[test]
+        fn strings_and_arrays_read_back(items in proptest::collection::vec("\\PC*|[\\x00-\\x1f\"\\\\]*", 0..20)) {
+            let mut text = format!("a = {}\nb = {}\n", array(&items), q(items.first().map_or("", String::as_str)));
+            let mut out = String::new();
+            line(&mut out, "c", &array(&items), Some("a comment"));
+            text.push_str(&out);
+            let table: toml::Table = text.parse().map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}")))?;
+            let read = |k: &str| -> Vec<String> {
+                table[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+            };
+            proptest::prop_assert_eq!(read("a"), items.clone());
+            proptest::prop_assert_eq!(read("c"), items.clone());
+            proptest::prop_assert_eq!(table["b"].as_str(), Some(items.first().map_or("", String::as_str)));
+        }
+    }
+
     #[test]
     fn long_arrays_break_into_lines() {
         assert_eq!(array(&["a".into(), "b".into()]), "[\"a\", \"b\"]");
