@@ -268,3 +268,17 @@ fn readme_example_is_the_golden_case() {
     let warnings = warnings.replace(CASE_PLACEHOLDER, "/srv/traefik").replace("[exit 4]\n", "exit 4\n");
     assert!(readme.contains(&warnings), "README quotes tests/import/traefik/expected.stderr");
 }
+
+#[test]
+fn help_documents_the_exit_statuses() {
+    let out = Command::new(KAPELL).args(["import", "compose", "--help"]).output().expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Usage: kapell import compose [OPTIONS] [FILE]"), "{help}");
+    for status in ["0 everything was carried over", "4 something was not", "1 the Compose file is invalid"] {
+        assert!(help.replace('\n', " ").replace("  ", " ").contains(status), "{status}: {help}");
+    }
+    let out = Command::new(KAPELL).args(["import", "--help"]).output().expect("run");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("compose"));
+    assert_eq!(Command::new(KAPELL).args(["import"]).output().expect("run").status.code(), Some(2));
+}
