@@ -1,10 +1,11 @@
 //! `kapell import compose`: a Compose project becomes a stack file (SPEC §6, issue 12).
 //!
 //! The pipeline is pure (text in, text out), like the rest of kapell's parsing:
-//! YAML → `<<` merge keys applied → [`interpolate`] (`.env` and `${VAR…}`) → keys the parser does
-//! not know set aside and reported → [`compose_spec`] types (every short and long form normalised)
-//! → [`map`] onto kapell's schema, recording a [`Note`] for everything that has no equivalent →
-//! [`write`] a commented stack file → checked with kapell's own validator.
+//! YAML → `<<` merge keys applied → [`interpolate`] (`.env` and `${VAR…}`) → keys kapell does not
+//! carry set aside and reported (`keys`) → [`compose_spec`] types (every short and long form
+//! normalised) → `map` and `container` onto kapell's schema, recording a [`Note`] for everything
+//! that has no equivalent → `write` a commented stack file → checked with kapell's own validator
+//! (by the command, `kapell import compose`).
 //!
 //! Nothing is dropped silently: every key, option or value that the stack cannot carry is a
 //! [`Note`] with what to do about it.
