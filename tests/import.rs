@@ -2,7 +2,7 @@
 //! `compose.yaml` (or another name Compose looks for), optionally `.env`, and optionally
 //!   - `args`: more arguments, one per line (e.g. `--strict`);
 //!   - `environment`: `KEY=VALUE` lines, the environment the import runs in (otherwise empty but
-//!     for PATH and HOME=/home/op).
+//!     for PATH, HOME=/home/op and an empty KAPELL_UNIT_PATH).
 //!
 //! The import runs in the case's directory as `kapell import compose [args]`; its standard output
 //! must equal `expected.toml` and its standard error, then `[exit N]`, `expected.stderr`. The
@@ -40,8 +40,14 @@ fn read_lines(path: &Path) -> Vec<String> {
 }
 
 fn run_case(case: &Path) -> (String, String) {
+    // No unit of the machine may shadow a case's stack: the results must not depend on it.
+    let no_units = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(KAPELL);
-    cmd.current_dir(case).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("HOME", "/home/op");
+    cmd.current_dir(case)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/home/op")
+        .env("KAPELL_UNIT_PATH", no_units.path());
     for line in read_lines(&case.join("environment")) {
         let (k, v) = line.split_once('=').expect("KEY=VALUE in environment");
         cmd.env(k, v);
@@ -141,9 +147,11 @@ fn short_and_long_forms_import_to_the_same_stack() {
 }
 
 fn import_in(dir: &Path, args: &[&str]) -> Output {
+    let no_units = tempfile::tempdir().expect("tempdir");
     Command::new(KAPELL)
         .current_dir(dir)
         .env_clear()
+        .env("KAPELL_UNIT_PATH", no_units.path())
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", "/home/op")
         .args(["import", "compose"])
@@ -281,4 +289,26 @@ fn help_documents_the_exit_statuses() {
     let out = Command::new(KAPELL).args(["import", "--help"]).output().expect("run");
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("compose"));
     assert_eq!(Command::new(KAPELL).args(["import"]).output().expect("run").status.code(), Some(2));
+}
+
+#[test]
+fn a_stack_that_would_shadow_a_unit_of_the_host_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("compose.yaml"), TWO_SERVICES).expect("write");
+    let units = tempfile::tempdir().expect("tempdir");
+    std::fs::write(units.path().join("shop-db.service"), "[Service]\nExecStart=/bin/true\n").expect("unit");
+    let run = |stack: &str| {
+        Command::new(KAPELL)
+            .current_dir(dir.path())
+            .env("KAPELL_UNIT_PATH", units.path())
+            .args(["import", "compose", "--stack", stack])
+            .output()
+            .expect("run kapell")
+    };
+    let refused = run("shop");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("service `db` would produce `shop-db.service`, which already exists"), "{stderr}");
+    assert!(refused.stdout.is_empty());
+    assert_eq!(run("store").status.code(), Some(0));
 }

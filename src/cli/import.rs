@@ -3,6 +3,7 @@
 use super::exit;
 use crate::config::{self, syntax};
 use crate::import::{self, Imported, Input};
+use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -149,7 +150,9 @@ fn compose(args: ComposeArgs) -> Result<u8> {
             return Ok(exit::INVALID);
         }
     };
-    self_check(&imported)?;
+    if let Some(code) = self_check(&imported)? {
+        return Ok(code);
+    }
 
     let lossy = imported.notes.iter().filter(|n| n.lossy).count();
     for note in &imported.notes {
@@ -191,19 +194,29 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// The stack must pass kapell's own validator; anything else is a bug of the import.
-fn self_check(imported: &Imported) -> Result<()> {
+/// The stack must pass kapell's own validator; an error there is a bug of the import. Then the
+/// host-wide checks: a stack or service whose unit would shadow one of this host's units is
+/// refused (2), with the way out.
+fn self_check(imported: &Imported) -> Result<Option<u8>> {
     let path = PathBuf::from(format!("{}.toml", imported.stack));
     let parsed = config::parse_stack(&path, &imported.toml);
     let errors: Vec<String> = parsed.diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
+    if !errors.is_empty() {
         anyhow::bail!(
             "the imported stack does not pass `kapell check` (a bug in kapell import; please report it):\n{}",
             errors.join("\n")
         )
     }
+    let checked = crate::validate::check_host(vec![parsed], &UnitSearchPath::from_env());
+    let host_errors: Vec<_> = checked.diagnostics.iter().filter(|d| d.is_error()).collect();
+    if host_errors.is_empty() {
+        return Ok(None);
+    }
+    for d in host_errors {
+        eprintln!("error: {}", d.message);
+    }
+    eprintln!("nothing written: choose another stack name with --stack, or rename the service in the Compose file");
+    Ok(Some(exit::USAGE))
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
