@@ -10,3 +10,6 @@ pub const INVALID: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The operation failed (I/O, D-Bus, Docker, SSH, a unit that did not start).
 pub const FAILED: u8 = 3;
+/// `kapell import`: the stack is written (except with --strict), but something of the imported
+/// project could not be carried over; each is reported on standard error.
+pub const LOSSY: u8 = 4;

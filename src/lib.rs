@@ -14,6 +14,7 @@ pub mod exit;
 pub mod fleet;
 pub mod generator;
 pub mod host;
+pub mod import;
 pub mod lock;
 pub mod logging;
 pub mod model;

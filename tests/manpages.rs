@@ -135,7 +135,7 @@ fn command_entry(cmd: &clap::Command) -> String {
 fn tail_sections() -> String {
     let mut roff = Roff::new();
     roff.control("SH", ["EXIT STATUS"]);
-    let codes: [(u8, &str); 4] = [
+    let codes: [(u8, &str); 5] = [
         (exit::OK, "Success."),
         (
             exit::INVALID,
@@ -148,6 +148,10 @@ fn tail_sections() -> String {
         (
             exit::FAILED,
             "The operation failed: a file could not be read or written, systemd (D-Bus), Docker or SSH failed, or a unit did not start. The error and its causes are printed on standard error.",
+        ),
+        (
+            exit::LOSSY,
+            "kapell import only: something of the imported project has no kapell equivalent. Each is reported on standard error; the stack is written unless --strict was given.",
         ),
     ];
     for (code, meaning) in codes {

@@ -34,6 +34,9 @@ _kapell() {
             kapell,help)
                 cmd="kapell__subcmd__help"
                 ;;
+            kapell,import)
+                cmd="kapell__subcmd__import"
+                ;;
             kapell,logs)
                 cmd="kapell__subcmd__logs"
                 ;;
@@ -85,6 +88,9 @@ _kapell() {
             kapell__subcmd__help,help)
                 cmd="kapell__subcmd__help__subcmd__help"
                 ;;
+            kapell__subcmd__help,import)
+                cmd="kapell__subcmd__help__subcmd__import"
+                ;;
             kapell__subcmd__help,logs)
                 cmd="kapell__subcmd__help__subcmd__logs"
                 ;;
@@ -103,6 +109,21 @@ _kapell() {
             kapell__subcmd__help__subcmd__fleet,status)
                 cmd="kapell__subcmd__help__subcmd__fleet__subcmd__status"
                 ;;
+            kapell__subcmd__help__subcmd__import,compose)
+                cmd="kapell__subcmd__help__subcmd__import__subcmd__compose"
+                ;;
+            kapell__subcmd__import,compose)
+                cmd="kapell__subcmd__import__subcmd__compose"
+                ;;
+            kapell__subcmd__import,help)
+                cmd="kapell__subcmd__import__subcmd__help"
+                ;;
+            kapell__subcmd__import__subcmd__help,compose)
+                cmd="kapell__subcmd__import__subcmd__help__subcmd__compose"
+                ;;
+            kapell__subcmd__import__subcmd__help,help)
+                cmd="kapell__subcmd__import__subcmd__help__subcmd__help"
+                ;;
             *)
                 ;;
         esac
@@ -110,7 +131,7 @@ _kapell() {
 
     case "${cmd}" in
         kapell)
-            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet receive help"
+            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet receive import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -366,7 +387,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help)
-            opts="check generate graph apply status logs fleet receive help"
+            opts="check generate graph apply status logs fleet receive import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -505,6 +526,34 @@ _kapell() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        kapell__subcmd__help__subcmd__import)
+            opts="compose"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__import__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         kapell__subcmd__help__subcmd__logs)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -536,6 +585,96 @@ _kapell() {
         kapell__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import)
+            opts="-h -V --config-dir --help --version compose help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import__subcmd__compose)
+            opts="-h -V --stack --out --force --strict --env-file --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --stack)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import__subcmd__help)
+            opts="compose help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import__subcmd__help__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -5,6 +5,7 @@ mod check;
 mod fleet;
 mod generate;
 mod graph;
+mod import;
 mod logs;
 mod receive;
 mod run;
@@ -43,6 +44,7 @@ pub enum Command {
     #[command(subcommand)]
     Fleet(fleet::Command),
     Receive(receive::Args),
+    Import(import::Args),
     #[command(hide = true)]
     Run(run::Args),
     /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
@@ -73,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Logs(a) => logs::run(&cli.config_dir, a),
         Command::Fleet(c) => fleet::run(&cli.config_dir, c),
         Command::Receive(a) => receive::run(&cli.config_dir, a),
+        Command::Import(a) => import::run(a),
         Command::Run(a) => run::run(a),
         Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };
