@@ -45,7 +45,11 @@ impl<'a> Controller<'a> {
     fn new(ssh: &'a Ssh, hosts: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let runtime = tempfile::Builder::new().prefix("kr").tempdir_in("/tmp")?;
-        let mut fleet = format!("[defaults]\nssh_config = \"{}\"\nparallel = 16\n\n", ssh.config_path().display());
+        // Short healthy times keep rolling updates quick in tests.
+        let mut fleet = format!(
+            "[defaults]\nssh_config = \"{}\"\nparallel = 16\n\n[rollout]\nmin_healthy_time = \"1s\"\n\n",
+            ssh.config_path().display()
+        );
         for (name, labels) in hosts {
             fleet.push_str(&format!("[hosts.{name}]\naddress = \"{name}\"\nlabels = {labels}\n\n"));
         }
@@ -65,7 +69,10 @@ impl<'a> Controller<'a> {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(KAPELL);
-        cmd.env("KAPELL_CONFIG_DIR", self.dir.path()).env("KAPELL_RUNTIME_DIR", self.runtime.path()).args(args);
+        cmd.env("KAPELL_CONFIG_DIR", self.dir.path())
+            .env("KAPELL_RUNTIME_DIR", self.runtime.path())
+            .env("KAPELL_STATE_DIR", self.runtime.path().join("state"))
+            .args(args);
         cmd.stdin(Stdio::null());
         cmd
     }
@@ -408,6 +415,7 @@ fn with_known_hosts(c: &Controller, ssh: &Ssh, known: &Path) -> Result<Run> {
     let out = Command::new(KAPELL)
         .env("KAPELL_CONFIG_DIR", dir.path())
         .env("KAPELL_RUNTIME_DIR", runtime.path())
+        .env("KAPELL_STATE_DIR", c.runtime.path().join("state"))
         .args(["fleet", "apply"])
         .stdin(Stdio::null())
         .output()?;

@@ -203,7 +203,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__fleet__subcmd__apply)
-            opts="-h -V --on --config-dir --help --version"
+            opts="-h -V --on --no-rollout --force --config-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -713,12 +713,16 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__receive)
-            opts="-h -V --config-dir --help --version"
+            opts="-h -V --revert-unconfirmed --config-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --revert-unconfirmed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -78,6 +78,8 @@ complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_sub
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -s V -l version -d 'Print version'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l no-rollout -d 'Push every host at once, without rolling batches'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l force -d 'Replace sets this controller did not push, and push sets that were rolled back'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -s V -l version -d 'Print version'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
@@ -89,6 +91,7 @@ complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_sub
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "apply" -d 'Push every host\'s unit set and make its systemd run it, all hosts in parallel'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show every host\'s services: HOST, STACK, SERVICE, GOAL, STATE, SINCE'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand receive" -l revert-unconfirmed -d 'Revert GENERATION if the controller has not confirmed it (run by the timer an install with a confirm window starts; not for people)' -r
 complete -c kapell -n "__fish_kapell_using_subcommand receive" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
 complete -c kapell -n "__fish_kapell_using_subcommand receive" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand receive" -s V -l version -d 'Print version'

@@ -61,6 +61,8 @@ pub enum Why {
     StackNotRunning,
     NeverStarted,
     TargetChanged,
+    /// A fleet unit found stopped while its stack runs (drift): the fleet restores it.
+    StoppedOutside,
 }
 
 impl fmt::Display for Why {
@@ -75,6 +77,7 @@ impl fmt::Display for Why {
             Why::StackNotRunning => "stack not running",
             Why::NeverStarted => "never started",
             Why::TargetChanged => "stack target changed",
+            Why::StoppedOutside => "stopped outside kapell; the fleet's set runs it",
         })
     }
 }

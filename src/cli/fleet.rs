@@ -1,8 +1,10 @@
 //! `kapell fleet plan|apply|status`: the controller's commands (SPEC §8).
 
 use super::{exit, table};
-use crate::fleet::controller::{Controller, HostResult};
-use crate::fleet::protocol::{self, HostSet, Reply, SetFile};
+use crate::fleet::controller::Controller;
+use crate::fleet::converge::{self, HostOutcome, Outcome};
+use crate::fleet::protocol::{self, HostSet, SetFile};
+use crate::fleet::state::{ControllerLock, State};
 use crate::status::{SupervisorStatus, format_age};
 use crate::unitset;
 use anyhow::Result;
@@ -38,15 +40,26 @@ pub struct PlanArgs {
 /// Push every host's unit set and make its systemd run it, all hosts in parallel.
 ///
 /// Up to `parallel` hosts (fleet.toml) at once; one unreachable or failing host never blocks,
-/// slows down or rolls back the others. Ends with a table per host: result, units added,
-/// changed and removed, time, and the error of a failed host. A host that already runs its set
-/// is not changed (no unit restarts). Exit status: 0 every host converged, 1 a stack or
-/// fleet.toml is invalid, 2 a bad --on, 3 a host failed.
+/// slows down or rolls back the others. A change to a unit that several hosts run rolls out in
+/// batches of [rollout] max_parallel hosts, each healthy for min_healthy_time before the next;
+/// a failed batch stops the rollout and (auto_revert) goes back, and later hosts are not
+/// touched. Every push is confirmed over a new connection once it is up; a host that hears
+/// nothing reverts on its own after confirm_timeout. Ends with a table per host: result, units
+/// added, changed and removed, time, and why a host failed. A host that already runs its set is
+/// not changed (no unit restarts), but drift (units stopped, edited, deleted or masked by hand)
+/// is repaired. Exit status: 0 every host converged, 1 a stack or fleet.toml is invalid, 2 a bad
+/// --on, 3 a host failed or was not reached.
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
     /// Only these hosts (names, or @key=value for every host with that label).
     #[arg(long = "on", value_name = "HOST|@LABEL")]
     pub on: Vec<String>,
+    /// Push every host at once, without rolling batches.
+    #[arg(long)]
+    pub no_rollout: bool,
+    /// Replace sets this controller did not push, and push sets that were rolled back.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Show every host's services: HOST, STACK, SERVICE, GOAL, STATE, SINCE.
@@ -90,7 +103,7 @@ pub fn run(config_dir: &Path, command: Command) -> Result<u8> {
     };
     match command {
         Command::Plan(a) => plan(&controller, &hosts, a.json),
-        Command::Apply(_) => apply(&controller, &hosts),
+        Command::Apply(a) => apply(&controller, &hosts, &a),
         Command::Status(a) => status(&controller, &hosts, a.json),
     }
 }
@@ -185,98 +198,85 @@ fn note_local_stacks(controller: &Controller) {
     }
 }
 
-fn apply(controller: &Controller, hosts: &[String]) -> Result<u8> {
-    let live = std::io::stdout().is_terminal();
-    if live {
-        println!(
-            "pushing to {} host{} ({} at a time)…",
-            hosts.len(),
-            plural(hosts.len()),
-            controller.fleet.defaults.parallel
-        );
+fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<u8> {
+    let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
+    let mut state = State::load()?;
+    if std::io::stdout().is_terminal() {
+        let n = hosts.len();
+        println!("pushing to {n} host{} ({} at a time)…", plural(n), controller.fleet.defaults.parallel);
     }
-    let results = controller.install(hosts, &|r| println!("{}", progress_line(r)));
+    let options = converge::Options { no_rollout: args.no_rollout, force: args.force };
+    let results = converge::converge(controller, &mut state, hosts, &options, &|o| println!("{}", progress_line(o)));
+    state.save()?;
     println!();
     let mut rows = vec![["HOST", "RESULT", "ADDED", "CHANGED", "REMOVED", "TIME"].map(String::from).to_vec()];
     let mut details = Vec::new();
     let mut failed = 0;
-    for r in &results {
-        let took = format!("{:.2}s", r.took.as_secs_f64());
-        match &r.outcome {
-            Ok(reply) => {
-                let result = result_word(reply);
-                if result == "FAILED" {
-                    failed += 1;
-                    details.push(format!("{}: {}", r.host, failure_text(reply)));
-                }
-                for unit in &reply.conflicts {
-                    details.push(format!(
-                        "{}: {unit} not installed: a local stack of the host has a unit of that name",
-                        r.host
-                    ));
-                }
-                rows.push(vec![
-                    r.host.clone(),
-                    result.to_string(),
-                    protocol::units_only(&reply.added).to_string(),
-                    protocol::units_only(&reply.updated).to_string(),
-                    protocol::units_only(&reply.removed).to_string(),
-                    took,
-                ]);
-            }
-            Err(why) => {
+    for o in &results {
+        let n = |paths: Option<&Vec<String>>| paths.map_or("-".to_string(), |p| protocol::units_only(p).to_string());
+        let reply = o.reply.as_ref();
+        rows.push(vec![
+            o.host.clone(),
+            result_word(o).to_string(),
+            n(reply.map(|r| &r.added)),
+            n(reply.map(|r| &r.updated)),
+            n(reply.map(|r| &r.removed)),
+            format!("{:.2}s", o.took.as_secs_f64()),
+        ]);
+        match &o.outcome {
+            Outcome::Failed(why) | Outcome::RolledBack(why) => {
                 failed += 1;
-                details.push(format!("{}: {why}", r.host));
-                rows.push(vec![r.host.clone(), "FAILED".into(), "-".into(), "-".into(), "-".into(), took]);
+                details.push(format!("{}: {why}", o.host));
             }
+            Outcome::HeldBack(why) => details.push(format!("{}: held back: {why}", o.host)),
+            _ => {}
+        }
+        for unit in reply.map(|r| r.conflicts.as_slice()).unwrap_or_default() {
+            details
+                .push(format!("{}: {unit} not installed: a local stack of the host has a unit of that name", o.host));
         }
     }
     table::print(&rows);
     for line in &details {
         println!("{line}");
     }
+    if let Some(rollout) = state
+        .rollout
+        .as_ref()
+        .filter(|r| r.started_usec != 0 && !r.done.is_empty() || r.outcome.as_deref().is_some_and(|o| o != "completed"))
+    {
+        println!("rollout: {}", rollout.outcome.as_deref().unwrap_or("in progress"));
+    }
     note_local_stacks(controller);
-    if failed > 0 {
-        eprintln!("{failed} of {} host{} did not converge", results.len(), plural(results.len()));
+    let not_reached = results.iter().filter(|o| o.outcome == Outcome::NotReached).count();
+    if failed + not_reached > 0 {
+        eprintln!("{} of {} host{} did not converge", failed + not_reached, results.len(), plural(results.len()));
         return Ok(exit::FAILED);
     }
     Ok(exit::OK)
 }
 
-fn result_word(reply: &Reply) -> &'static str {
-    if reply.error.is_some() || reply.failures > 0 {
-        "FAILED"
-    } else if reply.changed {
-        "converged"
-    } else {
-        "up to date"
+fn result_word(o: &HostOutcome) -> &'static str {
+    match o.outcome {
+        Outcome::UpToDate => "up to date",
+        Outcome::Converged => "converged",
+        Outcome::Failed(_) => "FAILED",
+        Outcome::HeldBack(_) => "held back",
+        Outcome::RolledBack(_) => "ROLLED BACK",
+        Outcome::NotReached => "not reached",
     }
 }
 
-fn failure_text(reply: &Reply) -> String {
-    let mut text = reply.error.clone().unwrap_or_else(|| format!("{} unit(s) failed", reply.failures));
-    let failed: Vec<&String> = reply.actions.iter().filter(|a| a.starts_with("FAILED")).collect();
-    for line in failed.iter().rev().take(5).rev() {
-        text.push_str(&format!("\n    {line}"));
-    }
-    text
-}
-
-fn progress_line(r: &HostResult) -> String {
-    let took = format!("{:.2}s", r.took.as_secs_f64());
-    match &r.outcome {
-        Ok(reply) => {
-            let word = result_word(reply);
-            let what = if reply.changed {
-                let n = protocol::units_only;
-                format!(" (+{} ~{} -{} units)", n(&reply.added), n(&reply.updated), n(&reply.removed))
-            } else {
-                String::new()
-            };
-            format!("{}: {word}{what} in {took}", r.host)
+fn progress_line(o: &HostOutcome) -> String {
+    let took = format!("{:.2}s", o.took.as_secs_f64());
+    let what = match (&o.outcome, &o.reply) {
+        (Outcome::Converged, Some(reply)) => {
+            let n = protocol::units_only;
+            format!(" (+{} ~{} -{} units)", n(&reply.added), n(&reply.updated), n(&reply.removed))
         }
-        Err(_) => format!("{}: FAILED in {took}", r.host),
-    }
+        _ => String::new(),
+    };
+    format!("{}: {}{what} in {took}", o.host, result_word(o))
 }
 
 fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {

@@ -17,9 +17,25 @@ use std::path::Path;
 /// Exit status: 0 the request was carried out, 3 it was refused or a unit failed (the reply says
 /// which and why).
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Revert GENERATION if the controller has not confirmed it (run by the timer an install
+    /// with a confirm window starts; not for people).
+    #[arg(long, value_name = "GENERATION", hide = true)]
+    pub revert_unconfirmed: Option<String>,
+}
 
-pub fn run(config_dir: &Path, _args: Args) -> Result<u8> {
+pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
+    if let Some(generation) = args.revert_unconfirmed {
+        let reply = receive::revert_unconfirmed(config_dir, &generation);
+        if let Some(why) = &reply.rolled_back {
+            eprintln!("{why}");
+        }
+        if let Some(e) = &reply.error {
+            eprintln!("error: {e}");
+            return Ok(exit::FAILED);
+        }
+        return Ok(exit::OK);
+    }
     receive::ignore_hangup();
     let input = receive::read_request(std::io::stdin().lock())?;
     let reply = receive::handle(config_dir, &input);

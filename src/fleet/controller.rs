@@ -99,51 +99,51 @@ impl Controller {
 
     /// Asks each of `hosts` for its status.
     pub fn status(&self, hosts: &[String], done: &(dyn Fn(&HostResult) + Sync)) -> Vec<HostResult> {
-        self.each(hosts, done, |_| Body::Status, STATUS_DEADLINE)
+        self.each(hosts, done, |host| self.request(host, Body::Status, false))
     }
 
-    /// Pushes each host's set to it.
-    pub fn install(&self, hosts: &[String], done: &(dyn Fn(&HostResult) + Sync)) -> Vec<HostResult> {
-        self.each(hosts, done, |host| Body::Install { set: self.sets[host].clone() }, INSTALL_DEADLINE)
-    }
-
-    /// Sends `body(host)` to every host, `parallel` at a time; `done` sees each result as it
+    /// Runs `work` for every host, `parallel` hosts at a time; `done` sees each result as it
     /// comes. Results are in host order.
-    fn each(
+    pub fn each<T: Send>(
         &self,
         hosts: &[String],
-        done: &(dyn Fn(&HostResult) + Sync),
-        body: impl Fn(&str) -> Body + Sync,
-        deadline: Duration,
-    ) -> Vec<HostResult> {
-        let queue = Mutex::new(hosts.iter());
+        done: &(dyn Fn(&T) + Sync),
+        work: impl Fn(&str) -> T + Sync,
+    ) -> Vec<T> {
+        let queue = Mutex::new(hosts.iter().enumerate());
         let results = Mutex::new(Vec::with_capacity(hosts.len()));
         let workers = self.fleet.defaults.parallel.min(hosts.len()).max(1);
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
                     // The queue's lock is held only for `next()`, not across the request.
-                    while let Some(host) = queue.lock().map(|mut q| q.next()).unwrap_or(None) {
-                        let result = self.one(host, body(host), deadline);
+                    while let Some((i, host)) = queue.lock().map(|mut q| q.next()).unwrap_or(None) {
+                        let result = work(host);
                         done(&result);
                         if let Ok(mut results) = results.lock() {
-                            results.push(result);
+                            results.push((i, result));
                         }
                     }
                 });
             }
         });
         let mut results = results.into_inner().unwrap_or_default();
-        results.sort_by(|a, b| a.host.cmp(&b.host));
-        results
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
     }
 
-    fn one(&self, host: &str, body: Body, deadline: Duration) -> HostResult {
+    /// Sends one request to `host` and reads its reply. `fresh`: over a new connection rather
+    /// than the shared master (a confirmation must prove the host is reachable now).
+    pub fn request(&self, host: &str, body: Body, fresh: bool) -> HostResult {
         let start = Instant::now();
+        let deadline = match body {
+            Body::Install { .. } | Body::Rollback => INSTALL_DEADLINE,
+            Body::Status | Body::Confirm { .. } => STATUS_DEADLINE,
+        };
         let address = &self.fleet.hosts[host].address;
         let outcome = (|| {
             let request = serde_json::to_vec(&Request { version: VERSION, body }).map_err(|e| e.to_string())?;
-            let bytes = self.ssh.request(address, &request, deadline).map_err(|e| match e {
+            let bytes = self.ssh.request(address, &request, deadline, fresh).map_err(|e| match e {
                 Failure::HostKey(s) | Failure::Unreachable(s) | Failure::Peer(s) => s,
             })?;
             let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {

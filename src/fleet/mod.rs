@@ -9,8 +9,10 @@
 
 pub mod config;
 pub mod controller;
+pub mod converge;
 pub mod placement;
 pub mod protocol;
 pub mod receive;
 pub mod received;
 pub mod ssh;
+pub mod state;

@@ -25,8 +25,25 @@ pub struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Body {
-    /// Make this the host's received set, and make systemd run it.
-    Install { set: HostSet },
+    /// Make this the host's received set, and make systemd run it; repairs drift (units stopped,
+    /// edited, deleted or masked outside kapell) on the way.
+    Install {
+        set: HostSet,
+        /// Hashes of sets this controller pushed to the host. A host running a set outside this
+        /// list (edited by hand, another controller's) is not overwritten unless `force`.
+        #[serde(default)]
+        known: Vec<String>,
+        #[serde(default)]
+        force: bool,
+        /// Seconds the controller has to confirm the new set before the peer reverts it on its
+        /// own; `None`: the set counts as confirmed at once.
+        #[serde(default)]
+        confirm_within: Option<u64>,
+    },
+    /// The controller saw the set with this hash active and healthy: keep it.
+    Confirm { hash: String },
+    /// Go back to the last confirmed set.
+    Rollback,
     /// Report the received set and the state of its units; change nothing.
     Status,
 }
@@ -161,6 +178,17 @@ pub struct Reply {
     /// The outcome of the last install, if it ended without anyone reading it (the connection
     /// dropped): what the next request learns.
     pub last_install: Option<Box<Reply>>,
+    /// The hash of the last set the controller confirmed (empty: none).
+    pub confirmed: String,
+    /// A new set waiting for confirmation: its hash and the deadline (µs since the epoch).
+    pub pending: Option<(String, u64)>,
+    /// Set when this host went back to its confirmed set on its own, with why.
+    pub rolled_back: Option<String>,
+    /// Set when an install was not carried out because this host rolled that very set back
+    /// before (it is not installed again until it changes, unless forced), with why.
+    pub held: Option<String>,
+    /// The last journal lines of every failing unit, for the controller's report.
+    pub journal: BTreeMap<String, Vec<String>>,
 }
 
 /// One unit of the set as the peer's systemd sees it.
@@ -212,7 +240,10 @@ mod tests {
 
     #[test]
     fn requests_round_trip_as_json() {
-        let request = Request { version: VERSION, body: Body::Install { set: set() } };
+        let request = Request {
+            version: VERSION,
+            body: Body::Install { set: set(), known: vec![], force: false, confirm_within: Some(30) },
+        };
         let text = serde_json::to_string(&request).expect("json");
         assert!(text.contains("\"request\":\"install\""), "{text}");
         assert_eq!(serde_json::from_str::<Request>(&text).expect("parse"), request);

@@ -5,6 +5,8 @@
 //!   current -> g1733042212345678-3f2a9c0d1b2e   the set systemd runs (the generator emits it)
 //!   g1733042212345678-3f2a9c0d1b2e/             one generation: unit files and *.wants/ links
 //!   g1733040000000000-0a1b2c3d4e5f/             the previous one, kept for a rollback
+//!   confirmed -> g1733040000000000-0a1b2c3d4e5f the last set the controller confirmed
+//!   pending.json                                a new set's confirm deadline (while one runs)
 //!   last-install.json                           the outcome of the last install
 //! ```
 //!
@@ -26,6 +28,30 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The symlink naming the generation systemd runs.
 pub const CURRENT: &str = "current";
+
+/// The symlink naming the last generation the controller confirmed: what a peer reverts to, and
+/// what boots after a reboot inside a confirm window.
+pub const CONFIRMED: &str = "confirmed";
+
+const PENDING: &str = "pending.json";
+const REJECTED: &str = "rolled-back.json";
+
+/// A new set installed with a confirm window (SPEC §8): unless the controller confirms it by
+/// `deadline_usec`, the peer reverts to `confirmed` on its own (a timer runs
+/// `kapell receive --revert-unconfirmed <generation>`); a boot other than `boot_id` boots the
+/// confirmed set instead.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Pending {
+    pub generation: String,
+    pub hash: String,
+    pub boot_id: String,
+    pub deadline_usec: u64,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
 
 const OUTCOME: &str = "last-install.json";
 const STAGING_PREFIX: &str = ".staging-";
@@ -55,16 +81,82 @@ impl Store {
         self.dir.join(CURRENT)
     }
 
+    /// The directory the generator emits: `current`, except after a reboot inside a confirm
+    /// window, when the last confirmed set is what boots (SPEC §8).
+    pub fn emitted_dir(&self) -> PathBuf {
+        match self.pending() {
+            Some(pending) if pending.boot_id != boot_id() && self.generation(CONFIRMED).is_some() => {
+                self.dir.join(CONFIRMED)
+            }
+            _ => self.current_dir(),
+        }
+    }
+
     /// The generation `current` names, if any.
     pub fn current_generation(&self) -> Option<String> {
-        std::fs::read_link(self.current_dir()).ok().map(|t| t.to_string_lossy().into_owned())
+        self.generation(CURRENT)
+    }
+
+    /// The generation a link (`current`, `confirmed`) names, if any.
+    pub fn generation(&self, link: &str) -> Option<String> {
+        std::fs::read_link(self.dir.join(link)).ok().map(|t| t.to_string_lossy().into_owned())
     }
 
     /// The set `current` names, read back from its files (empty if none was received).
     pub fn current(&self) -> Result<HostSet> {
-        match self.current_generation() {
+        self.set_of(self.current_generation().as_deref())
+    }
+
+    /// The set of a generation (`None`: the empty set).
+    pub fn set_of(&self, generation: Option<&str>) -> Result<HostSet> {
+        match generation {
             Some(generation) => read_set(&self.dir.join(generation)),
             None => Ok(HostSet::from_rendered(&[])),
+        }
+    }
+
+    /// Points `link` at `generation` (an existing one), atomically: a new symlink renamed over
+    /// the old one, then the directory fsynced.
+    pub fn set_link(&self, link: &str, generation: &str) -> Result<()> {
+        let tmp = self.dir.join(format!("{STAGING_PREFIX}{link}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(generation, &tmp)
+            .with_context(|| format!("cannot create the symlink {}", tmp.display()))?;
+        std::fs::rename(&tmp, self.dir.join(link))
+            .with_context(|| format!("cannot point {link} at {generation} in {}", self.dir.display()))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Sets this host rolled back, with why (newest last, at most 16): not installed again
+    /// unless forced.
+    pub fn rejected(&self) -> Vec<(String, String)> {
+        std::fs::read(self.dir.join(REJECTED)).ok().and_then(|t| serde_json::from_slice(&t).ok()).unwrap_or_default()
+    }
+
+    pub fn reject(&self, hash: &str, why: &str) -> Result<()> {
+        let mut list = self.rejected();
+        list.retain(|(h, _)| h != hash);
+        list.push((hash.to_string(), why.to_string()));
+        let excess = list.len().saturating_sub(16);
+        list.drain(..excess);
+        write_atomic(&self.dir, REJECTED, &serde_json::to_vec(&list).context("cannot encode")?)
+    }
+
+    /// The new set waiting for the controller's confirmation, if any.
+    pub fn pending(&self) -> Option<Pending> {
+        let text = std::fs::read(self.dir.join(PENDING)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    pub fn set_pending(&self, pending: Option<&Pending>) -> Result<()> {
+        match pending {
+            Some(p) => write_atomic(&self.dir, PENDING, &serde_json::to_vec(p).context("cannot encode")?),
+            None => match std::fs::remove_file(self.dir.join(PENDING)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("cannot remove {PENDING}"))
+                }
+                _ => sync_dir(&self.dir),
+            },
         }
     }
 
@@ -81,24 +173,19 @@ impl Store {
         std::fs::rename(&staging, &final_dir)
             .with_context(|| format!("cannot rename {} to {}", staging.display(), final_dir.display()))?;
         sync_dir(&self.dir)?;
-        let link = self.dir.join(format!("{STAGING_PREFIX}{CURRENT}-{}", std::process::id()));
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&generation, &link)
-            .with_context(|| format!("cannot create the symlink {}", link.display()))?;
-        std::fs::rename(&link, self.current_dir())
-            .with_context(|| format!("cannot make {generation} current in {}", self.dir.display()))?;
-        sync_dir(&self.dir)?;
+        self.set_link(CURRENT, &generation)?;
         Ok(generation)
     }
 
-    /// Removes generations other than `current` and `keep` (the previous one, for a rollback),
-    /// and whatever a killed install left behind.
+    /// Removes generations other than `current`, `confirmed` and `keep` (the previous one), and
+    /// whatever a killed install left behind.
     pub fn prune(&self, keep: Option<&str>) -> Result<()> {
         let current = self.current_generation();
+        let confirmed = self.generation(CONFIRMED);
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Ok(()) };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let wanted = Some(name.as_str()) == current.as_deref() || Some(name.as_str()) == keep;
+            let wanted = [current.as_deref(), confirmed.as_deref(), keep].contains(&Some(name.as_str()));
             let ours = name.starts_with(STAGING_PREFIX) || name.starts_with(GENERATION_PREFIX);
             if wanted || !ours {
                 continue;

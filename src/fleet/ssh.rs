@@ -70,8 +70,9 @@ impl Ssh {
         })
     }
 
-    /// The ssh command line for `address`, without the remote command.
-    pub fn command(&self, address: &str) -> Command {
+    /// The ssh command line for `address`, without the remote command; `fresh`: a connection
+    /// of its own, not through (or becoming) the shared master.
+    pub fn command(&self, address: &str, fresh: bool) -> Command {
         let mut cmd = Command::new("ssh");
         if let Some(config) = &self.config {
             cmd.arg("-F").arg(config);
@@ -87,9 +88,14 @@ impl Ssh {
         opt(&mut cmd, format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"));
         opt(&mut cmd, format!("ServerAliveInterval={ALIVE_INTERVAL_SECS}"));
         opt(&mut cmd, format!("ServerAliveCountMax={ALIVE_COUNT}"));
-        opt(&mut cmd, "ControlMaster=auto".into());
-        opt(&mut cmd, format!("ControlPath={}/%C", self.control_dir.display()));
-        opt(&mut cmd, format!("ControlPersist={PERSIST}"));
+        if fresh {
+            opt(&mut cmd, "ControlMaster=no".into());
+            opt(&mut cmd, "ControlPath=none".into());
+        } else {
+            opt(&mut cmd, "ControlMaster=auto".into());
+            opt(&mut cmd, format!("ControlPath={}/%C", self.control_dir.display()));
+            opt(&mut cmd, format!("ControlPersist={PERSIST}"));
+        }
         if let Some(user) = &self.user {
             cmd.arg("-l").arg(user);
         }
@@ -100,8 +106,8 @@ impl Ssh {
 
     /// Sends `request` to `kapell receive` on `address` and returns its reply (stdout), or why
     /// there was none. `deadline` bounds the whole exchange.
-    pub fn request(&self, address: &str, request: &[u8], deadline: Duration) -> Result<Vec<u8>, Failure> {
-        let mut cmd = self.command(address);
+    pub fn request(&self, address: &str, request: &[u8], deadline: Duration, fresh: bool) -> Result<Vec<u8>, Failure> {
+        let mut cmd = self.command(address, fresh);
         cmd.arg(super::receive::COMMAND).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| Failure::Unreachable(format!("cannot run ssh: {e}")))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");

@@ -1,0 +1,139 @@
+//! What a controller remembers between runs (SPEC §8): per host, the sets it pushed (so a set it
+//! did not push is recognised and left alone), the set last seen healthy, a set held back after
+//! a rollback, and when an unreachable host is tried next; and the rollout in progress, so a
+//! controller killed half-way resumes it instead of forgetting it.
+//!
+//! One JSON file, `/var/lib/kapell/fleet/state.json` (`KAPELL_STATE_DIR` for tests), written
+//! through a temporary file, fsync and rename(2). `kapell fleet apply` and `kapell federate`
+//! share it; an flock on `state.lock` makes them take turns.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::PathBuf;
+
+/// How many pushed hashes are remembered per host (older ones are not "known" any more).
+const KNOWN_PER_HOST: usize = 32;
+
+/// The controller's state directory.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("KAPELL_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/kapell/fleet"), PathBuf::from)
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub hosts: BTreeMap<String, HostState>,
+    /// The rollout in progress, if one was interrupted or is running.
+    pub rollout: Option<Rollout>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostState {
+    /// The set the host ran at the last contact.
+    pub current: String,
+    /// Sets pushed to the host, newest last; written *before* each push.
+    pub known: Vec<String>,
+    /// The last set confirmed healthy on the host.
+    pub healthy: String,
+    /// A desired set that failed on this host and was rolled back: not pushed again until the
+    /// desired set changes.
+    pub held: Option<Held>,
+    /// Set while the host cannot be reached.
+    pub unreachable: Option<Unreachable>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Held {
+    pub hash: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Unreachable {
+    pub since_usec: u64,
+    pub failures: u32,
+    pub next_try_usec: u64,
+    pub error: String,
+}
+
+/// A rollout: the desired set per host it brings, which hosts are done and which are changing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rollout {
+    pub desired: BTreeMap<String, String>,
+    /// Hosts in the batch being pushed or waited on.
+    pub in_flight: Vec<String>,
+    /// Hosts updated and confirmed healthy.
+    pub done: Vec<String>,
+    /// Hosts left, in order.
+    pub waiting: Vec<String>,
+    pub started_usec: u64,
+    /// How the last rollout ended, for `fleet status` ("completed", "rolled back: …").
+    pub outcome: Option<String>,
+}
+
+impl State {
+    /// Reads the state; a missing file is the empty state.
+    pub fn load() -> Result<State> {
+        let path = state_dir().join("state.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes the state atomically and durably.
+    pub fn save(&self) -> Result<()> {
+        let dir = state_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let tmp = dir.join(format!(".state.json.{}", std::process::id()));
+        let mut file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let bytes = serde_json::to_vec_pretty(self).context("cannot encode the state")?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join("state.json")).with_context(|| format!("cannot rename {}", tmp.display()))?;
+        File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
+    }
+
+    pub fn host(&mut self, name: &str) -> &mut HostState {
+        self.hosts.entry(name.to_string()).or_default()
+    }
+
+    /// Records that `hash` is about to be pushed to `host` (before the push: a controller
+    /// killed mid-push still knows the set it may have left there).
+    pub fn pushing(&mut self, host: &str, hash: &str) {
+        let known = &mut self.host(host).known;
+        known.retain(|h| h != hash);
+        known.push(hash.to_string());
+        let excess = known.len().saturating_sub(KNOWN_PER_HOST);
+        known.drain(..excess);
+    }
+}
+
+/// The controller's lock: one `fleet apply` or `federate` at a time.
+pub struct ControllerLock {
+    _file: File,
+}
+
+impl ControllerLock {
+    /// Takes the lock, waiting (and saying so through `waiting`) if another holds it.
+    pub fn acquire(waiting: impl FnOnce()) -> Result<ControllerLock> {
+        let dir = state_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("state.lock");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if file.try_lock().is_err() {
+            waiting();
+            file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+        }
+        Ok(ControllerLock { _file: file })
+    }
+}
