@@ -6,6 +6,14 @@ use crate::config::{load_stack, stack_files, stack_name};
 use crate::validate::{self, Checked, UnitSearchPath};
 use std::path::{Path, PathBuf};
 
+/// Whether this host runs `stack` itself. Every stack, except on a fleet controller (its config
+/// directory holds `fleet.toml`): there a stack with a placement is the fleet's, pushed to the
+/// hosts it is placed on, and not run by the controller's own generator.
+pub fn runs_here(config_dir: &Path) -> impl Fn(&crate::model::Stack) -> bool + Sync + use<> {
+    let controller = config_dir.join(crate::config::FLEET_FILE).exists();
+    move |stack| !controller || !crate::fleet::placement::is_fleet_stack(stack)
+}
+
 /// Loads and checks every stack of a host: the files of `dir`, with `extra` files taking the
 /// place of same-named stacks (so `kapell check new.toml` is checked against its neighbours).
 /// The checked stacks are what [`crate::render::render_host`] renders.

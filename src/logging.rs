@@ -28,6 +28,24 @@ pub mod id {
     pub const SUPERVISOR_FAILED: &str = "3e65368609834fd192df6fa32ec157c1";
     /// An image was pulled.
     pub const IMAGE_PULLED: &str = "049cb675768f4f0c9e467d4221a7bc57";
+    /// Federation: a host was changed: a new set, or drift repaired (the message says what).
+    pub const FLEET_HOST_CONVERGED: &str = "5b0f3a2e1c9d4f7a8e6b2d4c1a3f5e70";
+    /// Federation: a host could not be reached (`KAPELL_HOST=`); retried with backoff.
+    pub const FLEET_HOST_UNREACHABLE: &str = "c4d1e8a7b2f34a6d9e0c5b7a3f1d2e81";
+    /// Federation: a host that was unreachable answers again.
+    pub const FLEET_HOST_BACK: &str = "2e7c9b4a6d1f4e3a8b5c0d9e7f6a1b92";
+    /// Federation: a host refused or failed its set.
+    pub const FLEET_HOST_FAILED: &str = "8f3a1d6c2b9e4d7f0a5c3e1b8d6f4a03";
+    /// Federation: a set was not pushed to a host because it was rolled back there before.
+    pub const FLEET_HOST_HELD: &str = "1a9e5c3f7b2d4c8e6f0a4d2b9c7e5f14";
+    /// Federation: a rollout batch failed and its hosts were rolled back.
+    pub const FLEET_ROLLED_BACK: &str = "6d2f8a4c1e7b4f9a3c5e0b8d2a6f1c25";
+    /// Federation: fleet.toml or a stack is invalid; the last good configuration stays in use.
+    pub const FLEET_CONFIG_INVALID: &str = "9c4e2a7f5d1b4e8c6a3f0d5b7e2c9a36";
+    /// Federation: the configuration was reloaded (SIGHUP).
+    pub const FLEET_RELOADED: &str = "3f8d6b1a9c4e4a2f7e0b5d3c8a1f6e47";
+    /// Federation: a pass failed as a whole (state directory, lock).
+    pub const FLEET_PASS_FAILED: &str = "e1b7c5a3d9f24b6e8c0a7f3d5b1e9c58";
 }
 
 /// Installs the logger once; later calls do nothing. `fields` are added to every journal record

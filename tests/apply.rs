@@ -481,6 +481,15 @@ fn apply_handles_thousands_of_units() -> Result<()> {
     ensure!(pids_matching(&host, &["big-*.service"])? == after, "adding stacks restarted services of big");
     eprintln!("timing: apply 1,500 more services across 3 stacks (2,000 in all) {:?}", wide.took);
 
+    // 1,000 stops in one apply: more jobs than the bus lets systemd watch at once (512 match
+    // rules per connection), so they must go in rounds, and every one must succeed.
+    remove_stack(&host, "big")?;
+    remove_stack(&host, "more1")?;
+    let gone = kapell_timed(&host, 0)?;
+    ensure!(gone.units("stopped").len() == 1002, "1,000 services and 2 targets should stop:\n{gone}");
+    ensure!(!gone.stdout.contains("FAILED"), "{gone}");
+    eprintln!("timing: apply stopping 1,000 services of 2 deleted stacks {:?}", gone.took);
+
     drop(host);
     footprint.assert_gone()
 }

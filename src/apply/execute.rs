@@ -8,6 +8,12 @@ use crate::systemd::{Job, JobKind, JobResult, Systemd};
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
 
+/// Jobs kapell has pending at once. systemd watches the bus client of every job it runs with a
+/// match rule on the bus, and the bus daemon allows a connection 512 of them
+/// (`max_match_rules_per_connection`); past that, it disconnects systemd from the bus and calls
+/// in flight fail. Stops and restarts beyond this go in rounds.
+const MAX_PENDING_JOBS: usize = 256;
+
 /// Carries out `plan`; `verify` runs right after the reload and aborts before any start if the
 /// generator did not write the planned units. Returns the number of units that failed.
 ///
@@ -26,8 +32,10 @@ pub async fn execute(
     let mut failures = 0;
 
     let stops: Vec<&Step> = plan.steps(&[Verb::Stop]).collect();
-    let jobs = enqueue(systemd, &stops, &mut failures, out).await;
-    watcher.wait_all(systemd, &jobs, &[], |job, result| report(&steps, job, &result, &mut failures, out)).await?;
+    for chunk in stops.chunks(MAX_PENDING_JOBS) {
+        let jobs = enqueue(systemd, chunk, &mut failures, out).await;
+        watcher.wait_all(systemd, &jobs, &[], |job, result| report(&steps, job, &result, &mut failures, out)).await?;
+    }
 
     if plan.reload {
         systemd.reload().await?;
@@ -44,22 +52,24 @@ pub async fn execute(
         .steps(&[Verb::Restart, Verb::Start])
         .partition(|s| s.verb == Verb::Start && !is_target(&s.unit) && started_stacks.contains(s.stack.as_str()));
     let pulled_units: Vec<String> = pulled.iter().map(|s| s.unit.clone()).collect();
-    let jobs = enqueue(systemd, &own, &mut failures, out).await;
     let mut done = Vec::new();
     let mut targets = Vec::new();
-    watcher
-        .wait_all(systemd, &jobs, &pulled_units, |job, result| {
-            if result.is_success() && is_target(&job.unit) {
-                // Reported after the services it pulled in.
-                targets.push(job.clone());
-            } else {
-                if result.is_success() {
-                    done.push(job.unit.clone());
+    for chunk in own.chunks(MAX_PENDING_JOBS) {
+        let jobs = enqueue(systemd, chunk, &mut failures, out).await;
+        watcher
+            .wait_all(systemd, &jobs, &pulled_units, |job, result| {
+                if result.is_success() && is_target(&job.unit) {
+                    // Reported after the services it pulled in.
+                    targets.push(job.clone());
+                } else {
+                    if result.is_success() {
+                        done.push(job.unit.clone());
+                    }
+                    report(&steps, job, &result, &mut failures, out);
                 }
-                report(&steps, job, &result, &mut failures, out);
-            }
-        })
-        .await?;
+            })
+            .await?;
+    }
     // A start job of a simple service is done once the process runs; one that dies at once
     // shows up as failed or auto-restarting right after. Say so rather than "started".
     for info in systemd.units(&done).await? {

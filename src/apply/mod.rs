@@ -59,9 +59,11 @@ pub enum Outcome {
     Refused(String),
 }
 
-/// The unit set the (valid) stacks render to now, as the generator renders it.
-pub fn desired(checked: &Checked) -> UnitSet {
-    UnitSet::from_rendered(&render::render_host(&checked.stacks, &RenderOptions::default()))
+/// The unit set the (valid) stacks of `config_dir` that this host runs render to now, as the
+/// generator renders it (see [`crate::host::runs_here`]).
+pub fn desired(config_dir: &Path, checked: &Checked) -> UnitSet {
+    let here = crate::host::runs_here(config_dir);
+    UnitSet::from_rendered(&render::render_host_only(&checked.stacks, here, &RenderOptions::default()))
 }
 
 /// The local stacks' units systemd loaded at the last reload: kapell units of the generator
@@ -104,7 +106,7 @@ pub async fn apply(
             out(format!("waiting for {holder} to finish"))
         })?),
     };
-    let desired = desired(checked);
+    let desired = desired(config_dir, checked);
     let current = installed(&desired)?;
     let selection = match select(&options.stacks, &current, &desired, config_dir) {
         Ok(selection) => selection,

@@ -355,8 +355,33 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
             "drifted": drifted, "units": units,
         }));
     }
+    // What the controller remembers (kapell federate, earlier applies): backoff, held sets, rollout.
+    let state = State::load().unwrap_or_default();
+    for (host, h) in state.hosts.iter().filter(|(h, _)| hosts.contains(h)) {
+        if let Some(u) = &h.unreachable {
+            let next = u.next_try_usec.saturating_sub(now) / 1_000_000;
+            notes.push(format!("{host}: unreachable for {} ({} failed tries), next try in {next}s: {}", format_age(now, u.since_usec), u.failures, u.error));
+        }
+        if let Some(held) = &h.held {
+            notes.push(format!("{host}: set {} held back: {}", protocol::short(&held.hash), held.reason));
+        }
+    }
+    if let Some(r) = &state.rollout {
+        let progress = match &r.outcome {
+            Some(outcome) => outcome.clone(),
+            None => format!(
+                "in progress: {} done, {} in flight ({}), {} waiting",
+                r.done.len(),
+                r.in_flight.len(),
+                r.in_flight.join(", "),
+                r.waiting.len()
+            ),
+        };
+        notes.push(format!("rollout started {} ago: {progress}", format_age(now, r.started_usec)));
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        let json = serde_json::json!({ "hosts": out, "controller": state });
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         table::print(&rows);
         for note in &notes {

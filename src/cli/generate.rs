@@ -38,7 +38,8 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         eprintln!("{d}");
     }
     let options = RenderOptions { kapell_path: args.kapell_path };
-    let files = render::render_host_only(&checked.stacks, |s| wanted(&s.name), &options);
+    let here = crate::host::runs_here(config_dir);
+    let files = render::render_host_only(&checked.stacks, |s| wanted(&s.name) && here(s), &options);
     unitset::write(&args.out, &files, unitset::Strategy::Replace)
         .with_context(|| format!("cannot write units into {}", args.out.display()))?;
     for f in &files {

@@ -2,6 +2,7 @@
 
 mod apply;
 mod check;
+mod federate;
 mod fleet;
 mod generate;
 mod graph;
@@ -43,6 +44,7 @@ pub enum Command {
     Logs(logs::Args),
     #[command(subcommand)]
     Fleet(fleet::Command),
+    Federate(federate::Args),
     Receive(receive::Args),
     Import(import::Args),
     #[command(hide = true)]
@@ -74,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status::run(&cli.config_dir, a),
         Command::Logs(a) => logs::run(&cli.config_dir, a),
         Command::Fleet(c) => fleet::run(&cli.config_dir, c),
+        Command::Federate(a) => federate::run(&cli.config_dir, a),
         Command::Receive(a) => receive::run(&cli.config_dir, a),
         Command::Import(a) => import::run(a),
         Command::Run(a) => run::run(a),

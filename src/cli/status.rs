@@ -37,7 +37,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     if !checked.is_ok() {
         eprintln!("warning: some stacks have errors (`kapell check` lists them); they are shown as installed");
     }
-    let desired = apply::desired(&checked);
+    let desired = apply::desired(config_dir, &checked);
     let local = desired.merged(&apply::installed(&desired)?);
     // What a fleet controller installed here (`kapell receive`), minus what local stacks shadow.
     let received = Store::open().current()?;

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod controller;
 pub mod converge;
+pub mod federate;
 pub mod placement;
 pub mod protocol;
 pub mod receive;

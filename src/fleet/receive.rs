@@ -438,7 +438,9 @@ fn check_files(set: &HostSet) -> Result<()> {
 fn local_units(config_dir: &Path) -> Result<BTreeSet<String>> {
     let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read {}", config_dir.display()))?;
-    Ok(render::render_host(&checked.stacks, &RenderOptions::default()).iter().map(|f| f.path().to_string()).collect())
+    let here = crate::host::runs_here(config_dir);
+    let files = render::render_host_only(&checked.stacks, here, &RenderOptions::default());
+    Ok(files.iter().map(|f| f.path().to_string()).collect())
 }
 
 /// The state of every running unit of `set`, and the last journal lines of the failing ones.

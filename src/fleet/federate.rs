@@ -1,0 +1,267 @@
+//! `kapell federate`: the federation daemon (SPEC §8), run by `kapell-federation.service`.
+//!
+//! It runs the pass of [`super::converge`] over every host: at start, whenever a file of the
+//! configuration directory changes (inotify, debounced), on `systemctl reload` (SIGHUP, which
+//! also re-reads `fleet.toml`), and every `reconcile_interval`. A pass over hosts that are in
+//! step costs one request per host over the shared connection; drift found there is repaired
+//! by the peer and logged with what was wrong. An unreachable host is retried with exponential
+//! backoff and jitter and never delays the others. When the daemon is away, peers keep running
+//! what they have: nothing on a peer depends on the controller being there.
+//!
+//! systemd sees `READY=1` after the first pass, a `STATUS=` line after each, and watchdog pings
+//! while it waits (`WatchdogSec=`). Every state change is logged with a stable `MESSAGE_ID`.
+
+use super::controller::Controller;
+use super::converge::{self, HostOutcome, Outcome};
+use super::state::{ControllerLock, State};
+use crate::logging::id;
+use anyhow::{Context, Result};
+use sd_notify::NotifyState;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Changes within this long of each other are one change (an editor's save is several events).
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// Why the daemon wakes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// A file of the configuration directory changed.
+    Changed,
+    /// SIGHUP (`systemctl reload`).
+    Reload,
+    /// SIGTERM or SIGINT.
+    Stop,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Overwrite sets this controller did not push (see `kapell fleet apply --force`).
+    pub force: bool,
+}
+
+/// Runs the daemon until SIGTERM. Errors of a pass (an invalid stack, a host down) are logged and
+/// the daemon goes on; only a failure to start (no runtime, no state directory) returns.
+pub fn run(config_dir: &Path, options: &Options) -> Result<()> {
+    let (tx, rx) = channel();
+    watch_signals(tx.clone())?;
+    watch_dir(config_dir, tx)?;
+    let mut controller = load(config_dir);
+    let mut ready = false;
+    loop {
+        let interval = controller.as_ref().map_or(Duration::from_secs(30), |c| c.fleet.defaults.reconcile_interval.as_std());
+        if let Some(c) = &controller {
+            let started = Instant::now();
+            match pass(c, options) {
+                Ok(summary) => {
+                    notify(&[NotifyState::Status(&summary)]);
+                    log::debug!("pass took {:?}: {summary}", started.elapsed());
+                }
+                Err(e) => log::error!(message_id = id::FLEET_PASS_FAILED; "fleet pass failed: {e:#}"),
+            }
+        }
+        if !ready {
+            ready = true;
+            notify(&[NotifyState::Ready]);
+        }
+        // Wait for the next pass: the interval, the next retry of a host in backoff, or an event.
+        let next = next_wake(interval);
+        match wait(&rx, next) {
+            Event::Stop => {
+                notify(&[NotifyState::Stopping]);
+                log::info!("stopping");
+                return Ok(());
+            }
+            Event::Reload => {
+                log::info!(message_id = id::FLEET_RELOADED; "reloading fleet.toml and the stacks");
+                controller = load(config_dir).or(controller);
+            }
+            Event::Changed => {
+                log::info!("{} changed: reloading", config_dir.display());
+                controller = load(config_dir).or(controller);
+            }
+        }
+        // Changed/Reload/interval all lead to a pass.
+    }
+}
+
+/// Loads fleet.toml and the stacks; logs why not (the previous configuration stays in use).
+fn load(config_dir: &Path) -> Option<Controller> {
+    match Controller::load(config_dir) {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(diags)) => {
+            for d in &diags {
+                log::error!(message_id = id::FLEET_CONFIG_INVALID; "{d}");
+            }
+            log::error!(message_id = id::FLEET_CONFIG_INVALID; "the configuration has errors; the last good one stays in use");
+            None
+        }
+        Err(e) => {
+            log::error!(message_id = id::FLEET_CONFIG_INVALID; "cannot load the configuration: {e:#}");
+            None
+        }
+    }
+}
+
+/// One pass over the hosts that are due; returns the `STATUS=` line.
+fn pass(c: &Controller, options: &Options) -> Result<String> {
+    let _lock = ControllerLock::acquire(|| log::info!("waiting for a kapell fleet apply to finish"))?;
+    let mut state = State::load()?;
+    let now = now_usec();
+    let all: Vec<String> = c.fleet.hosts.keys().cloned().collect();
+    let due: Vec<String> = all
+        .iter()
+        .filter(|h| state.hosts.get(*h).and_then(|s| s.unreachable.as_ref()).is_none_or(|u| u.next_try_usec <= now))
+        .cloned()
+        .collect();
+    let was_unreachable: Vec<String> =
+        due.iter().filter(|h| state.hosts.get(*h).is_some_and(|s| s.unreachable.is_some())).cloned().collect();
+    let options = converge::Options { no_rollout: false, force: options.force };
+    let outcomes = converge::converge(c, &mut state, &due, &options, &|_| {});
+    state.save()?;
+    for o in &outcomes {
+        log_outcome(o, &state, was_unreachable.contains(&o.host));
+    }
+    let count = |f: &dyn Fn(&HostOutcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
+    let in_step = count(&|o| matches!(o.outcome, Outcome::UpToDate | Outcome::Converged));
+    let repaired = count(&|o| o.outcome == Outcome::Converged);
+    let unreachable = all.len() - due.len() + count(&|o| matches!(o.outcome, Outcome::Failed(_)) && o.reply.is_none());
+    let failed = count(&|o| o.is_failure() || matches!(o.outcome, Outcome::HeldBack(_))) - count(&|o| matches!(o.outcome, Outcome::Failed(_)) && o.reply.is_none());
+    let rolling = state.rollout.as_ref().filter(|r| r.outcome.is_none()).map_or(0, |r| r.in_flight.len() + r.waiting.len());
+    Ok(format!(
+        "{} hosts: {in_step} converged ({repaired} changed this pass), {failed} failing, {unreachable} unreachable, {rolling} rolling out",
+        all.len()
+    ))
+}
+
+fn log_outcome(o: &HostOutcome, state: &State, was_unreachable: bool) {
+    let host = o.host.as_str();
+    match &o.outcome {
+        Outcome::UpToDate if was_unreachable => {
+            log::info!(message_id = id::FLEET_HOST_BACK, kapell_host = host; "{host} is reachable again and in step")
+        }
+        Outcome::UpToDate => {}
+        Outcome::Converged => {
+            let what = o.reply.as_ref().map(|r| r.actions.join("; ")).unwrap_or_default();
+            log::info!(message_id = id::FLEET_HOST_CONVERGED, kapell_host = host; "{host} converged: {what}");
+        }
+        Outcome::Failed(why) if o.reply.is_none() => {
+            let retry = state.hosts.get(host).and_then(|s| s.unreachable.as_ref()).map_or(0, |u| u.next_try_usec.saturating_sub(now_usec()) / 1_000_000);
+            log::warn!(message_id = id::FLEET_HOST_UNREACHABLE, kapell_host = host; "{host} is unreachable (next try in {retry}s): {why}");
+        }
+        Outcome::Failed(why) => log::error!(message_id = id::FLEET_HOST_FAILED, kapell_host = host; "{host} failed: {why}"),
+        Outcome::HeldBack(why) => log::warn!(message_id = id::FLEET_HOST_HELD, kapell_host = host; "{host} held back: {why}"),
+        Outcome::RolledBack(why) => {
+            log::error!(message_id = id::FLEET_ROLLED_BACK, kapell_host = host; "{host} rolled back: {why}")
+        }
+        Outcome::NotReached => log::info!(kapell_host = host; "{host} not reached: the rollout stopped before it"),
+    }
+}
+
+/// When the next pass is due: the interval, or earlier if a host's retry comes first.
+fn next_wake(interval: Duration) -> Instant {
+    let now = now_usec();
+    let earliest_retry = State::load()
+        .ok()
+        .and_then(|s| s.hosts.values().filter_map(|h| h.unreachable.as_ref().map(|u| u.next_try_usec)).min())
+        .map(|t| Duration::from_micros(t.saturating_sub(now)));
+    Instant::now() + earliest_retry.map_or(interval, |r| r.min(interval))
+}
+
+/// Waits for `until` or an event, pinging the watchdog meanwhile; a burst of changes is one.
+fn wait(rx: &Receiver<Event>, until: Instant) -> Event {
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Event::Changed;
+        }
+        let slice = watchdog.map_or(until - now, |w| w.min(until - now));
+        match rx.recv_timeout(slice) {
+            Ok(Event::Changed) => {
+                // Debounce: swallow what follows within DEBOUNCE (but not a stop).
+                while let Ok(next) = rx.recv_timeout(DEBOUNCE) {
+                    if next == Event::Stop {
+                        return Event::Stop;
+                    }
+                }
+                return Event::Changed;
+            }
+            Ok(event) => return event,
+            Err(RecvTimeoutError::Timeout) => {
+                if watchdog.is_some() {
+                    notify(&[NotifyState::Watchdog]);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return Event::Stop,
+        }
+    }
+}
+
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        log::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// SIGHUP → [`Event::Reload`], SIGTERM/SIGINT → [`Event::Stop`], from a thread of its own.
+fn watch_signals(tx: Sender<Event>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+                    (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+                else {
+                    let _ = tx.send(Event::Stop);
+                    return;
+                };
+                loop {
+                    let event = tokio::select! {
+                        _ = hup.recv() => Event::Reload,
+                        _ = term.recv() => Event::Stop,
+                        _ = int.recv() => Event::Stop,
+                    };
+                    if tx.send(event).is_err() || event == Event::Stop {
+                        return;
+                    }
+                }
+            });
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// Sends [`Event::Changed`] when a file in `dir` is written, created, moved or deleted.
+fn watch_dir(dir: &Path, tx: Sender<Event>) -> Result<()> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC).context("cannot start inotify")?;
+    let flags = AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE;
+    inotify.add_watch(dir, flags).with_context(|| format!("cannot watch {}", dir.display()))?;
+    let dir: PathBuf = dir.to_path_buf();
+    std::thread::Builder::new()
+        .name("inotify".into())
+        .spawn(move || {
+            while let Ok(events) = inotify.read_events() {
+                // Only stack and fleet files matter (not an editor's swap files).
+                let relevant = events.iter().any(|e| e.name.as_ref().is_some_and(|n| n.to_string_lossy().ends_with(".toml")));
+                if relevant && tx.send(Event::Changed).is_err() {
+                    return;
+                }
+            }
+            log::warn!("stopped watching {}", dir.display());
+        })
+        .context("cannot start the inotify thread")?;
+    Ok(())
+}
+
+fn now_usec() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
