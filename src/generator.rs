@@ -44,7 +44,8 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     for d in &checked.diagnostics {
         if d.is_error() { log.error(&d.to_string()) } else { log.warning(&d.to_string()) }
     }
-    let mut files = render::render_host_only(&checked.stacks, crate::host::runs_here(config_dir), &RenderOptions::default());
+    let mut files =
+        render::render_host_only(&checked.stacks, crate::host::runs_here(config_dir), &RenderOptions::default());
     files.extend(fleet_units(fleet_dir, &files, log));
     unitset::write(out, &files, Strategy::GeneratorDir)
         .with_context(|| format!("cannot write units into {}", out.display()))?;

@@ -238,7 +238,8 @@ fn fleet_apply_converges_changes_only_what_changed_and_survives_a_dead_host() ->
     // Status: every host's services, as JSON and as a table.
     let status = c.expect(&["fleet", "status", "--json"], 0)?;
     let json: serde_json::Value = serde_json::from_str(&status.stdout)?;
-    let web1 = json["hosts"].as_array().and_then(|a| a.iter().find(|h| h["host"] == "web1")).context("web1 in status")?;
+    let web1 =
+        json["hosts"].as_array().and_then(|a| a.iter().find(|h| h["host"] == "web1")).context("web1 in status")?;
     ensure!(web1["drifted"] == false, "{status}");
     ensure!(
         web1["units"].as_array().is_some_and(|u| u.iter().any(|u| u["service"] == "web" && u["active"] == "active"))

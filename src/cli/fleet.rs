@@ -360,7 +360,12 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
     for (host, h) in state.hosts.iter().filter(|(h, _)| hosts.contains(h)) {
         if let Some(u) = &h.unreachable {
             let next = u.next_try_usec.saturating_sub(now) / 1_000_000;
-            notes.push(format!("{host}: unreachable for {} ({} failed tries), next try in {next}s: {}", format_age(now, u.since_usec), u.failures, u.error));
+            notes.push(format!(
+                "{host}: unreachable for {} ({} failed tries), next try in {next}s: {}",
+                format_age(now, u.since_usec),
+                u.failures,
+                u.error
+            ));
         }
         if let Some(held) = &h.held {
             notes.push(format!("{host}: set {} held back: {}", protocol::short(&held.hash), held.reason));

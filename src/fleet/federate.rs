@@ -50,7 +50,8 @@ pub fn run(config_dir: &Path, options: &Options) -> Result<()> {
     let mut controller = load(config_dir);
     let mut ready = false;
     loop {
-        let interval = controller.as_ref().map_or(Duration::from_secs(30), |c| c.fleet.defaults.reconcile_interval.as_std());
+        let interval =
+            controller.as_ref().map_or(Duration::from_secs(30), |c| c.fleet.defaults.reconcile_interval.as_std());
         if let Some(c) = &controller {
             let started = Instant::now();
             match pass(c, options) {
@@ -127,8 +128,10 @@ fn pass(c: &Controller, options: &Options) -> Result<String> {
     let in_step = count(&|o| matches!(o.outcome, Outcome::UpToDate | Outcome::Converged));
     let repaired = count(&|o| o.outcome == Outcome::Converged);
     let unreachable = all.len() - due.len() + count(&|o| matches!(o.outcome, Outcome::Failed(_)) && o.reply.is_none());
-    let failed = count(&|o| o.is_failure() || matches!(o.outcome, Outcome::HeldBack(_))) - count(&|o| matches!(o.outcome, Outcome::Failed(_)) && o.reply.is_none());
-    let rolling = state.rollout.as_ref().filter(|r| r.outcome.is_none()).map_or(0, |r| r.in_flight.len() + r.waiting.len());
+    let failed = count(&|o| o.is_failure() || matches!(o.outcome, Outcome::HeldBack(_)))
+        - count(&|o| matches!(o.outcome, Outcome::Failed(_)) && o.reply.is_none());
+    let rolling =
+        state.rollout.as_ref().filter(|r| r.outcome.is_none()).map_or(0, |r| r.in_flight.len() + r.waiting.len());
     Ok(format!(
         "{} hosts: {in_step} converged ({repaired} changed this pass), {failed} failing, {unreachable} unreachable, {rolling} rolling out",
         all.len()
@@ -147,11 +150,19 @@ fn log_outcome(o: &HostOutcome, state: &State, was_unreachable: bool) {
             log::info!(message_id = id::FLEET_HOST_CONVERGED, kapell_host = host; "{host} converged: {what}");
         }
         Outcome::Failed(why) if o.reply.is_none() => {
-            let retry = state.hosts.get(host).and_then(|s| s.unreachable.as_ref()).map_or(0, |u| u.next_try_usec.saturating_sub(now_usec()) / 1_000_000);
+            let retry = state
+                .hosts
+                .get(host)
+                .and_then(|s| s.unreachable.as_ref())
+                .map_or(0, |u| u.next_try_usec.saturating_sub(now_usec()) / 1_000_000);
             log::warn!(message_id = id::FLEET_HOST_UNREACHABLE, kapell_host = host; "{host} is unreachable (next try in {retry}s): {why}");
         }
-        Outcome::Failed(why) => log::error!(message_id = id::FLEET_HOST_FAILED, kapell_host = host; "{host} failed: {why}"),
-        Outcome::HeldBack(why) => log::warn!(message_id = id::FLEET_HOST_HELD, kapell_host = host; "{host} held back: {why}"),
+        Outcome::Failed(why) => {
+            log::error!(message_id = id::FLEET_HOST_FAILED, kapell_host = host; "{host} failed: {why}")
+        }
+        Outcome::HeldBack(why) => {
+            log::warn!(message_id = id::FLEET_HOST_HELD, kapell_host = host; "{host} held back: {why}")
+        }
         Outcome::RolledBack(why) => {
             log::error!(message_id = id::FLEET_ROLLED_BACK, kapell_host = host; "{host} rolled back: {why}")
         }
@@ -207,7 +218,8 @@ fn notify(state: &[NotifyState<'_>]) {
 
 /// SIGHUP → [`Event::Reload`], SIGTERM/SIGINT → [`Event::Stop`], from a thread of its own.
 fn watch_signals(tx: Sender<Event>) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -251,7 +263,8 @@ fn watch_dir(dir: &Path, tx: Sender<Event>) -> Result<()> {
         .spawn(move || {
             while let Ok(events) = inotify.read_events() {
                 // Only stack and fleet files matter (not an editor's swap files).
-                let relevant = events.iter().any(|e| e.name.as_ref().is_some_and(|n| n.to_string_lossy().ends_with(".toml")));
+                let relevant =
+                    events.iter().any(|e| e.name.as_ref().is_some_and(|n| n.to_string_lossy().ends_with(".toml")));
                 if relevant && tx.send(Event::Changed).is_err() {
                     return;
                 }
