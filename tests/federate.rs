@@ -163,12 +163,16 @@ fn federate_keeps_the_fleet_converged() -> Result<()> {
     peers[2].systemctl_ok(&["mask", "data-db.service"])?;
     peers[2].systemctl_ok(&["stop", "data-db.service"])?;
     let took = eventually("drift repaired", Duration::from_secs(4 * INTERVAL_SECS + 10), || {
+        if std::env::var_os("KAPELL_TEST_DEBUG").is_some() {
+            eprintln!("{}", daemon_journal(&ctl)?);
+        }
         Ok(active(&peers[0], "shop-web.service")
             && peers[0].exec_ok(&["cat", cache])? == original
             && peers[0].exec(&["test", "-f", "/run/systemd/generator/agent-node.service"])?.status.success()
             && active(&peers[2], "data-db.service")
             && prop(&peers[2], "data-db.service", "UnitFileState")? != "masked")
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     eprintln!("timing: drift detected and repaired in {took:?}");
     ensure!(pids(&peers[1], WEB)? == web2_before, "web2 was touched by the repair of web1");
     let repairs = journal_with_id(&ctl, "5b0f3a2e1c9d4f7a8e6b2d4c1a3f5e70")?;
@@ -193,10 +197,12 @@ fn federate_keeps_the_fleet_converged() -> Result<()> {
     eventually("web1 updated while web2 is down", Duration::from_secs(40), || {
         Ok(prop(&peers[0], "shop-web.service", "ExecStart")?.contains("8000100")
             && active(&peers[0], "shop-web.service"))
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     eventually("backoff for web2 in the journal", Duration::from_secs(40), || {
         Ok(daemon_journal(&ctl)?.matches("web2 is unreachable (next try in").count() >= 2)
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     let fleet_status = ctl.exec(&["kapell", "fleet", "status"])?;
     let text = String::from_utf8_lossy(&fleet_status.stdout);
     ensure!(text.contains("web2: unreachable") && text.contains("next try in"), "{text}");
@@ -204,22 +210,26 @@ fn federate_keeps_the_fleet_converged() -> Result<()> {
     let took = eventually("web2 converged after it returned", Duration::from_secs(90), || {
         Ok(prop(&peers[1], "shop-web.service", "ExecStart")?.contains("8000100")
             && active(&peers[1], "shop-web.service"))
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     eprintln!("timing: web2 converged {took:?} after it was back");
 
     // 4. A version that never becomes healthy: the first batch rolls back, web2 is never touched.
-    eventually("no rollout in flight", Duration::from_secs(60), || Ok(!rollout_running(&ctl)?))?;
+    eventually("no rollout in flight", Duration::from_secs(60), || Ok(!rollout_running(&ctl)?))
+        .map_err(|e| with_journal(&ctl, e))?;
     let web2_pid = prop(&peers[1], "shop-web.service", "MainPID")?;
     write(&ctl, "shop.toml", &shop("[\"/bin/sh\", \"-c\", \"echo broken version; exit 3\"]"))?;
     eventually("the bad rollout rolled back", Duration::from_secs(60), || {
         Ok(journal_with_id(&ctl, "6d2f8a4c1e7b4f9a3c5e0b8d2a6f1c25")?.contains("web1 rolled back"))
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     let rolled = journal_with_id(&ctl, "6d2f8a4c1e7b4f9a3c5e0b8d2a6f1c25")?;
     ensure!(rolled.contains("shop-web.service"), "the failure does not name the unit: {rolled}");
     eventually("web1 back on the good version", Duration::from_secs(20), || {
         Ok(prop(&peers[0], "shop-web.service", "ExecStart")?.contains("8000100")
             && active(&peers[0], "shop-web.service"))
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     ensure!(prop(&peers[1], "shop-web.service", "MainPID")? == web2_pid, "web2 was changed by a failed rollout");
     ensure!(prop(&peers[1], "shop-web.service", "ExecStart")?.contains("8000100"));
     let fleet_status = String::from_utf8_lossy(&ctl.exec(&["kapell", "fleet", "status"])?.stdout).into_owned();
@@ -233,34 +243,41 @@ fn federate_keeps_the_fleet_converged() -> Result<()> {
         ensure!(serving >= 1, "no web host served during the rollout");
         samples += 1;
         Ok(peers[..2].iter().all(|p| prop(p, "shop-web.service", "ExecStart").is_ok_and(|e| e.contains("8000200"))))
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     eprintln!("rollout sampled {samples} times, always >= 1 of 2 web hosts serving");
 
     // 6. The daemon killed in the middle of a rollout: systemd restarts it and it finishes.
-    eventually("no rollout in flight", Duration::from_secs(60), || Ok(!rollout_running(&ctl)?))?;
+    eventually("no rollout in flight", Duration::from_secs(60), || Ok(!rollout_running(&ctl)?))
+        .map_err(|e| with_journal(&ctl, e))?;
     write(&ctl, "shop.toml", &shop(&sleep_argv(8_000_300)))?;
-    eventually("a rollout in flight", Duration::from_secs(30), || rollout_running(&ctl))?;
+    eventually("a rollout in flight", Duration::from_secs(30), || rollout_running(&ctl))
+        .map_err(|e| with_journal(&ctl, e))?;
     let pid = prop(&ctl, "kapell-federation.service", "MainPID")?;
     ctl.exec_ok(&["kill", "-KILL", &pid])?;
     eventually("the rollout completed after the restart", Duration::from_secs(90), || {
         let done =
             peers[..2].iter().all(|p| prop(p, "shop-web.service", "ExecStart").is_ok_and(|e| e.contains("8000300")));
         Ok(done && String::from_utf8_lossy(&ctl.exec(&["kapell", "fleet", "status"])?.stdout).contains("completed"))
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     ensure!(prop(&ctl, "kapell-federation.service", "NRestarts")? != "0", "the daemon was not restarted");
 
     // 7. A push that cuts db1's network: db1 reverts on its own and is reachable again.
     let cut = "[services.x]\nexec = [\"/bin/sh\", \"-c\", \"ip link set host0 down; exec sleep infinity\"]\n\
                placement = { hosts = [\"db1\"] }\n[services.x.systemd]\nService = { ExecStop = \"/sbin/ip link set host0 up\" }\n";
     write(&ctl, "cut.toml", cut)?;
-    eventually("db1 cut off", Duration::from_secs(30), || Ok(active(&peers[2], "cut-x.service")))?;
+    eventually("db1 cut off", Duration::from_secs(30), || Ok(active(&peers[2], "cut-x.service")))
+        .map_err(|e| with_journal(&ctl, e))?;
     let took = eventually("db1 reverted on its own", Duration::from_secs(CONFIRM_SECS + 30), || {
         Ok(!active(&peers[2], "cut-x.service") && peers[2].ssh_ok(&["true"]).is_ok())
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     eprintln!("timing: db1 healed {took:?} after it was cut off (confirm_timeout {CONFIRM_SECS}s)");
     eventually("the controller reports it", Duration::from_secs(60), || {
         Ok(daemon_journal(&ctl)?.contains("db1 held back") || daemon_journal(&ctl)?.contains("rolled back"))
-    })?;
+    })
+    .map_err(|e| with_journal(&ctl, e))?;
     std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
     ensure!(!active(&peers[2], "cut-x.service"), "the set that cut db1 off was pushed again");
     std::fs::remove_file(ctl.root().join("etc/kapell/cut.toml"))?;
@@ -270,6 +287,14 @@ fn federate_keeps_the_fleet_converged() -> Result<()> {
     drop(peers);
     drop(net);
     footprint.assert_gone()
+}
+
+/// `e` with the end of the daemon's journal, to see what it was doing.
+fn with_journal(ctl: &Host, e: anyhow::Error) -> anyhow::Error {
+    let journal = daemon_journal(ctl).unwrap_or_default();
+    let tail: Vec<&str> = journal.lines().rev().take(40).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    e.context(format!("the daemon's journal ends with:\n{}", tail.join("\n")))
 }
 
 /// Is a rollout in flight, according to the controller's state?

@@ -194,7 +194,9 @@ fn fleet_apply_converges_changes_only_what_changed_and_survives_a_dead_host() ->
     ensure!(plan.stdout.contains("db1 (db1): 4 to add"), "{plan}");
     ensure!(plan.stdout.contains("add     shop-web.service"), "{plan}");
 
+    eprintln!("$ kapell fleet plan\n{}", plan.stdout);
     let first = c.expect(&["fleet", "apply"], 0)?;
+    eprintln!("$ kapell fleet apply\n{}", first.stdout);
     for host in &hosts {
         ensure!(first.stdout.lines().any(|l| l.starts_with(host.name()) && l.contains("converged")), "{first}");
     }
@@ -217,6 +219,7 @@ fn fleet_apply_converges_changes_only_what_changed_and_survives_a_dead_host() ->
     );
     ensure!(plan.stdout.contains("db1 (db1): up to date"), "{plan}");
     let change = c.expect(&["fleet", "apply"], 0)?;
+    eprintln!("$ kapell fleet plan (one service changed)\n{}\n$ kapell fleet apply\n{}", plan.stdout, change.stdout);
     let now: Vec<_> = hosts.iter().map(|h| pids(h, units_of(h))).collect::<Result<_>>()?;
     for (i, host) in hosts.iter().enumerate() {
         for unit in units_of(host).iter().filter(|u| u.ends_with(".service")) {
@@ -245,6 +248,7 @@ fn fleet_apply_converges_changes_only_what_changed_and_survives_a_dead_host() ->
         web1["units"].as_array().is_some_and(|u| u.iter().any(|u| u["service"] == "web" && u["active"] == "active"))
     );
     let table = c.expect(&["fleet", "status"], 0)?;
+    eprintln!("$ kapell fleet status\n{}", table.stdout);
     ensure!(table.stdout.lines().next().is_some_and(|l| l.starts_with("HOST") && l.contains("GOAL")), "{table}");
 
     // On the peer, `kapell status` shows the received services, marked as the fleet's.

@@ -22,6 +22,9 @@ _kapell() {
             kapell,check)
                 cmd="kapell__subcmd__check"
                 ;;
+            kapell,federate)
+                cmd="kapell__subcmd__federate"
+                ;;
             kapell,fleet)
                 cmd="kapell__subcmd__fleet"
                 ;;
@@ -75,6 +78,9 @@ _kapell() {
                 ;;
             kapell__subcmd__help,check)
                 cmd="kapell__subcmd__help__subcmd__check"
+                ;;
+            kapell__subcmd__help,federate)
+                cmd="kapell__subcmd__help__subcmd__federate"
                 ;;
             kapell__subcmd__help,fleet)
                 cmd="kapell__subcmd__help__subcmd__fleet"
@@ -131,7 +137,7 @@ _kapell() {
 
     case "${cmd}" in
         kapell)
-            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet receive import help"
+            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate receive import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -168,6 +174,24 @@ _kapell() {
             ;;
         kapell__subcmd__check)
             opts="-h -V --json --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__federate)
+            opts="-h -V --force --config-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -387,7 +411,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help)
-            opts="check generate graph apply status logs fleet receive import help"
+            opts="check generate graph apply status logs fleet federate receive import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -415,6 +439,20 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__federate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -417,7 +417,10 @@ fn check_files(set: &HostSet) -> Result<()> {
                     "{path} is not a kapell unit (it has no {}= line)",
                     markers::STACK_KEY
                 );
-                if let Some(foreign) = search_path.foreign_unit(path) {
+                // A mask of the set's own unit is drift, repaired by `unmask`, not a foreign unit.
+                if let Some(foreign) = search_path.foreign_unit(path)
+                    && std::fs::read_link(&foreign).map_or(true, |t| t != Path::new("/dev/null"))
+                {
                     anyhow::bail!("{path} would shadow {}, which kapell does not own", foreign.display());
                 }
             }
