@@ -28,6 +28,8 @@ pub mod id {
     pub const SUPERVISOR_FAILED: &str = "3e65368609834fd192df6fa32ec157c1";
     /// An image was pulled.
     pub const IMAGE_PULLED: &str = "049cb675768f4f0c9e467d4221a7bc57";
+    /// A stack network (`kapell-<stack>`) was created.
+    pub const NETWORK_CREATED: &str = "0c0a784f8a424a36b12935c5bac68abd";
 }
 
 /// Installs the logger once; later calls do nothing. `fields` are added to every journal record
