@@ -1,11 +1,13 @@
 //! The stack networks a container needs (`kapell-<stack>`), created when missing.
 //!
 //! Every supervisor of a stack ensures the same network, and systemd starts them in parallel, so
-//! two may find it missing at the same instant. Docker refuses a second network of the same name
-//! (409), which settles most races; where an engine lets both creates through, both supervisors
-//! see two networks of one name and agree on the same one (the oldest, then the lowest id), the
-//! one that created the other removes it, and the container is created on the agreed network by
-//! id. No lock is needed, so supervisors in different mount or PID namespaces agree too.
+//! two may find it missing at the same instant. Docker does not settle that: two concurrent
+//! creates of one name both succeed (seen with Docker 28), and a container created "on
+//! kapell-app" then fails because the name is ambiguous. So the supervisors of a host take turns:
+//! look up and create happen under a lock file per network in `/run/kapell/` (held for a few
+//! milliseconds). Should Docker still hold several networks of the name (made by something else,
+//! or by a supervisor on another host sharing the engine), every supervisor picks the same one
+//! (the oldest, then the lowest id), removes its own extra copy, and names the network by id.
 //!
 //! kapell never removes a stack network: containers of several services (and of dependent
 //! stacks) share it, and it costs nothing while unused.
@@ -15,6 +17,8 @@ use super::label;
 use crate::logging::id;
 use anyhow::{Result, bail};
 use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
 
 /// Labels of a stack network: it is kapell's, and whose.
 pub fn labels(stack_of_network: &str) -> HashMap<String, String> {
@@ -27,6 +31,7 @@ pub fn labels(stack_of_network: &str) -> HashMap<String, String> {
 /// Makes sure stack network `name` (of stack `owner`) exists; returns how to name it to Docker:
 /// its name, or the id of the agreed one while Docker holds several of that name.
 pub async fn ensure(unit: &str, docker: &Engine, name: &str, owner: &str) -> Result<String> {
+    let _turn = take_turn(unit, name).await;
     let mut found = docker.networks_named(name).await?;
     let mut created = None;
     if found.is_empty() {
@@ -50,6 +55,34 @@ pub async fn ensure(unit: &str, docker: &Engine, name: &str, owner: &str) -> Res
         docker.remove_network(&mine).await?;
     }
     Ok(winner.id.clone())
+}
+
+/// Where the supervisors of a host take turns.
+const LOCK_DIR: &str = "/run/kapell";
+
+/// Waits for this host's other supervisors to finish looking up or creating network `name`; the
+/// turn lasts as long as the returned file is open. Without a lock (no `/run/kapell`, e.g. not
+/// root), it goes on without one and says so.
+async fn take_turn(unit: &str, name: &str) -> Option<File> {
+    let path = Path::new(LOCK_DIR).join(format!("network-{name}.lock"));
+    let locked = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+        std::fs::create_dir_all(LOCK_DIR)?;
+        let file = File::options().create(true).truncate(false).write(true).open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await;
+    match locked {
+        Ok(Ok(file)) => Some(file),
+        Ok(Err(e)) => {
+            log::warn!("{unit}: cannot lock {LOCK_DIR}/network-{name}.lock ({e}); creating network {name} without it");
+            None
+        }
+        Err(e) => {
+            log::warn!("{unit}: {e}; creating network {name} without a lock");
+            None
+        }
+    }
 }
 
 /// The network every supervisor picks among several of one name: the oldest, then the lowest id.
