@@ -4,8 +4,8 @@
 //!
 //!     sudo .ci/deps && sudo cargo test --test sandbox -- --nocapture
 //!
-//! It checks and applies the stack, shows `kapell status`, fetches the web page through the
-//! published port, and tears everything down.
+//! It checks and applies the stack, shows `kapell status`, fetches the web page and the page web
+//! builds from db's data (fetched by name on the stack's network), and tears everything down.
 
 mod support;
 
@@ -58,6 +58,14 @@ fn sandbox_runs_the_web_app_stack() -> Result<()> {
     let page = dockerd.docker_ok(&["exec", "kapell-webapp-web", "wget", "-qO-", "http://127.0.0.1:8080/"])?;
     print!("{page}");
     ensure!(page.contains("kapell web app"), "unexpected page: {page}");
+
+    // web asks db by name on the stack's network `kapell-webapp`.
+    println!("\n$ docker exec kapell-webapp-web wget -qO- http://127.0.0.1:8080/cgi-bin/db");
+    let data = dockerd.docker_ok(&["exec", "kapell-webapp-web", "wget", "-qO-", "http://127.0.0.1:8080/cgi-bin/db"])?;
+    print!("{data}");
+    ensure!(data.starts_with("started "), "web did not get db's data by name: {data:?}");
+    let status = show(&host, &["kapell", "status", "--json", "webapp"])?;
+    ensure!(status.contains("\"kapell-webapp\": \"10."), "no container address in status --json:\n{status}");
 
     show(&host, &["systemctl", "--no-pager", "list-dependencies", "webapp.target"])?;
     show(&host, &["kapell", "logs", "webapp.db", "-n", "5"])?;
