@@ -5,20 +5,21 @@
 //! anything was skipped.
 
 use crate::config;
-use crate::render::{self, OutputFile, RenderOptions};
+use crate::render::{self, RenderOptions};
 use crate::unitset;
+use crate::unitset::{OutputFile, Strategy};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result, bail};
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Where `kapell receive` installs the unit sets pushed by a fleet controller; the generator
-/// emits them alongside the local stacks so they survive reboots.
-pub const FLEET_UNITS_DIR: &str = "/var/lib/kapell/fleet/current";
-
-/// The fleet's installed unit set: [`FLEET_UNITS_DIR`], or `KAPELL_FLEET_UNITS_DIR` for tests.
+/// The unit set a fleet controller installed on this host (`kapell receive`): the `current`
+/// generation of `/etc/kapell/received` (`KAPELL_RECEIVED_DIR` for tests). The generator emits it
+/// alongside the local stacks so it survives reboots; it is under `/etc` because `/var` may not
+/// be mounted when generators run.
 pub fn fleet_units_dir() -> PathBuf {
-    std::env::var_os("KAPELL_FLEET_UNITS_DIR").map_or_else(|| PathBuf::from(FLEET_UNITS_DIR), PathBuf::from)
+    crate::fleet::received::Store::open().current_dir()
 }
 
 /// Runs the generator. `args` are the arguments after the program name.
@@ -38,17 +39,15 @@ pub fn main(args: &[String]) -> Result<()> {
 
 /// Renders the host's stacks into `out`; returns the number of stacks skipped for errors.
 pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) -> Result<usize> {
-    let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
+    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read {}", config_dir.display()))?;
     for d in &checked.diagnostics {
         if d.is_error() { log.error(&d.to_string()) } else { log.warning(&d.to_string()) }
     }
-    let options = RenderOptions::default();
-    let rendered =
-        crate::parallel::map(&checked.stacks, |stack| render::render_stack(stack, &checked.stacks, &options));
-    let mut files: Vec<OutputFile> = rendered.into_iter().flatten().collect();
+    let mut files = render::render_host(&checked.stacks, &RenderOptions::default());
     files.extend(fleet_units(fleet_dir, &files, log));
-    unitset::write(out, &files).with_context(|| format!("cannot write units into {}", out.display()))?;
+    unitset::write(out, &files, Strategy::GeneratorDir)
+        .with_context(|| format!("cannot write units into {}", out.display()))?;
     for name in &checked.failed {
         log.error(&format!("stack {name} skipped: it has errors"));
     }
@@ -58,27 +57,28 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
 /// The unit set installed by the fleet, except units a local stack already produces (local
 /// wins: the operator on the host has the last word, and the conflict is logged).
 fn fleet_units(dir: &Path, local: &[OutputFile], log: &mut Log) -> Vec<OutputFile> {
+    let installed = match unitset::read_files(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            log.error(&format!("fleet units ignored: {e:#}"));
+            return Vec::new();
+        }
+    };
+    let local: HashSet<&str> = local.iter().map(OutputFile::path).collect();
+    let mut shadowed = BTreeSet::new();
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if local.iter().any(|f| f.path() == name) {
-            log.error(&format!("fleet unit {name} ignored: a local stack produces a unit of the same name"));
-            continue;
-        }
-        if path.is_dir() && name.ends_with(".wants") {
-            for link in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                if let Ok(target) = std::fs::read_link(link.path()) {
-                    let rel = format!("{name}/{}", link.file_name().to_string_lossy());
-                    out.push(OutputFile::Link { path: rel, target: target.to_string_lossy().into_owned() });
-                }
+    for file in installed {
+        match &file {
+            OutputFile::Unit { name, .. } if local.contains(name.as_str()) => {
+                shadowed.insert(name.clone());
             }
-        } else if let Ok(text) = std::fs::read_to_string(&path) {
-            out.push(OutputFile::Unit { name, text });
+            // The same link from both sides is one link.
+            OutputFile::Link { path, .. } if local.contains(path.as_str()) => {}
+            _ => out.push(file),
         }
+    }
+    for name in shadowed {
+        log.error(&format!("fleet unit {name} ignored: a local stack produces a unit of the same name"));
     }
     out
 }

@@ -5,7 +5,9 @@
 //! collisions) may still need to point at the file.
 
 use crate::diagnostics::Source;
-use crate::units::{Duration, Size};
+use crate::names;
+use crate::quantity::{Duration, Size};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -20,14 +22,58 @@ pub struct Stack {
     pub description: Option<String>,
     /// `WantedBy=multi-user.target` for the stack target.
     pub enable: bool,
-    /// In file order.
-    pub services: Vec<Service>,
+    /// In file order; private so that [`Stack::service`]'s index always matches it.
+    services: Vec<Service>,
+    /// Service name → index in `services`: every lookup by name is O(1), however big the stack.
+    index: HashMap<String, usize>,
     pub secrets: Vec<Secret>,
 }
 
 impl Stack {
+    pub fn new(
+        name: String,
+        source: Arc<Source>,
+        path: std::path::PathBuf,
+        description: Option<String>,
+        enable: bool,
+        services: Vec<Service>,
+        secrets: Vec<Secret>,
+    ) -> Self {
+        let mut stack =
+            Self { name, source, path, description, enable, services: Vec::new(), index: HashMap::new(), secrets };
+        stack.set_services(services);
+        stack
+    }
+
+    /// The services, in file order.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// The service of that name. (Names are unique in a stack; should a list hold one twice, the
+    /// first wins, as a scan would find it.)
     pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.name == name)
+        self.service_index(name).map(|i| &self.services[i])
+    }
+
+    /// The position of the service of that name in [`Stack::services`].
+    pub fn service_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Keeps only the services `keep` accepts (a fleet host's share of a stack), in order.
+    pub fn retain_services(&mut self, keep: impl FnMut(&Service) -> bool) {
+        let mut services = std::mem::take(&mut self.services);
+        services.retain(keep);
+        self.set_services(services);
+    }
+
+    fn set_services(&mut self, services: Vec<Service>) {
+        self.index.clear();
+        for (i, s) in services.iter().enumerate() {
+            self.index.entry(s.name.clone()).or_insert(i);
+        }
+        self.services = services;
     }
 
     pub fn secret(&self, name: &str) -> Option<&Secret> {
@@ -36,7 +82,7 @@ impl Stack {
 
     /// `<stack>.target`.
     pub fn target_unit(&self) -> String {
-        format!("{}.target", self.name)
+        names::target_unit(&self.name)
     }
 }
 
@@ -74,18 +120,12 @@ impl Service {
 
     /// The unit file name: `<stack>-<service>.service` or the template `<stack>-<service>@.service`.
     pub fn unit_file_name(&self, stack: &str) -> String {
-        match self.replicas {
-            Some(_) => format!("{stack}-{}@.service", self.name),
-            None => format!("{stack}-{}.service", self.name),
-        }
+        names::service_file(stack, &self.name, self.replicas.is_some())
     }
 
     /// The units that run: the plain unit, or every instance of the template.
     pub fn running_units(&self, stack: &str) -> Vec<String> {
-        match self.replicas {
-            Some(n) => (1..=n).map(|i| format!("{stack}-{}@{i}.service", self.name)).collect(),
-            None => vec![format!("{stack}-{}.service", self.name)],
-        }
+        names::running_units(stack, &self.name, self.replicas)
     }
 }
 
@@ -251,6 +291,8 @@ pub struct Placement {
     pub hosts: Vec<String>,
     pub labels: Vec<(String, String)>,
     pub global: bool,
+    /// Where the `placement` table was written (empty when there is none), for fleet errors.
+    pub span: std::ops::Range<usize>,
 }
 
 impl Placement {

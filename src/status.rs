@@ -6,8 +6,8 @@
 //! service's `StatusText`, which is where `kapell status` reads the health from. Producing and
 //! parsing the lines with the same type keeps both sides in step.
 
-use crate::apply::units::UnitSet;
 use crate::systemd::{Systemd, UnitInfo};
+use crate::unitset::UnitSet;
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::fmt;

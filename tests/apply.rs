@@ -414,3 +414,83 @@ fn help_documents_the_commands() -> Result<()> {
     }
     Ok(())
 }
+
+/// A stack of `n` native services `<prefix>0..`, no dependencies; `changed` gets another argument.
+fn many(n: usize, changed: Option<usize>) -> String {
+    let mut text = String::with_capacity(n * 64);
+    for i in 0..n {
+        let arg = if changed == Some(i) { 2_000_000 + i } else { 1_000_000 + i };
+        text.push_str(&format!("[services.s{i}]\nexec = [\"/bin/sleep\", \"{arg}\"]\n\n"));
+    }
+    text
+}
+
+/// `Id=MainPID` of every loaded service matching `patterns`, from one `systemctl show`; each
+/// must be active with a main process.
+fn pids_matching(host: &Host, patterns: &[&str]) -> Result<BTreeMap<String, String>> {
+    let mut args = vec!["show", "--property=Id,MainPID,ActiveState"];
+    args.extend_from_slice(patterns);
+    let text = host.systemctl_ok(&args)?;
+    let mut pids = BTreeMap::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let field = |key: &str| block.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_default().to_string();
+        let (id, pid, state) = (field("Id="), field("MainPID="), field("ActiveState="));
+        ensure!(state == "active" && pid != "0", "{id} is {state} (MainPID {pid})");
+        pids.insert(id, pid);
+    }
+    Ok(pids)
+}
+
+/// Hundreds of units in one apply (issue: a start per unit with nobody reading the `JobRemoved`
+/// signals stalled zbus's 64-message queue past ~64 units, and reading 500 unit states at once
+/// hit the bus's limit of pending replies). 500 services cold, a no-op, one changed, then 2,000
+/// units across four stacks: every apply finishes, every unit runs, only what changed restarts.
+#[test]
+fn apply_handles_thousands_of_units() -> Result<()> {
+    let host = boot()?;
+    let footprint = Footprint::new().host(&host);
+
+    write_stack(&host, "big", &many(500, None))?;
+    let cold = kapell_timed(&host, 0)?;
+    ensure!(cold.units("started").len() == 501, "500 services and the target should start:\n{cold}");
+    let before = pids_matching(&host, &["big-*.service"])?;
+    ensure!(before.len() == 500, "{} of 500 services run", before.len());
+    eprintln!("timing: apply 500 services cold {:?}", cold.took);
+
+    let noop = kapell_timed(&host, 0)?;
+    ensure!(noop.stdout.contains("nothing to do: 1 stack and 500 units up to date"), "{noop}");
+    eprintln!("timing: apply 500 services no-op {:?}", noop.took);
+
+    write_stack(&host, "big", &many(500, Some(7)))?;
+    let one = kapell_timed(&host, 0)?;
+    ensure!(one.units("restarted") == ["big-s7.service"], "only s7 should restart:\n{one}");
+    ensure!(one.units("started").is_empty(), "{one}");
+    let after = pids_matching(&host, &["big-*.service"])?;
+    let moved: Vec<&String> = before.keys().filter(|u| before[*u] != after[*u]).collect();
+    ensure!(moved == ["big-s7.service"], "restarted: {moved:?}");
+    eprintln!("timing: apply 500 services, one changed {:?}", one.took);
+
+    for stack in ["more1", "more2", "more3"] {
+        write_stack(&host, stack, &many(500, None))?;
+    }
+    let wide = kapell_timed(&host, 0)?;
+    ensure!(wide.units("started").len() == 3 * 501, "1,500 services and 3 targets should start");
+    ensure!(wide.units("restarted").is_empty(), "{wide}");
+    let all = pids_matching(&host, &["big-*.service", "more1-*.service", "more2-*.service", "more3-*.service"])?;
+    ensure!(all.len() == 2000, "{} of 2,000 services run", all.len());
+    ensure!(pids_matching(&host, &["big-*.service"])? == after, "adding stacks restarted services of big");
+    eprintln!("timing: apply 1,500 more services across 3 stacks (2,000 in all) {:?}", wide.took);
+
+    drop(host);
+    footprint.assert_gone()
+}
+
+/// `kapell apply` inside the host, killed after 10 minutes (so a hang fails rather than stalls),
+/// expected to exit `code`.
+fn kapell_timed(host: &Host, code: i32) -> Result<Run> {
+    let start = Instant::now();
+    let out = host.exec(&["timeout", "600", "kapell", "apply"])?;
+    let run = Run::from(out, start.elapsed());
+    ensure!(run.code == Some(code), "`kapell apply` should exit {code}:\n{run}");
+    Ok(run)
+}

@@ -25,7 +25,10 @@ fn generator(config: &Path, out: &Path) -> Output {
     generator_with_fleet(config, out, empty.path())
 }
 
+/// The generator with `fleet` as the received set (`<received dir>/current` links to it).
 fn generator_with_fleet(config: &Path, out: &Path, fleet: &Path) -> Output {
+    let received = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(fleet, received.path().join("current")).expect("current link");
     let dir = tempfile::tempdir().expect("tempdir");
     let link = dir.path().join("kapell-generator");
     std::os::unix::fs::symlink(KAPELL, &link).expect("symlink");
@@ -33,7 +36,7 @@ fn generator_with_fleet(config: &Path, out: &Path, fleet: &Path) -> Output {
     Command::new(&link)
         .env("KAPELL_CONFIG_DIR", config)
         .env("KAPELL_UNIT_PATH", empty.path())
-        .env("KAPELL_FLEET_UNITS_DIR", fleet)
+        .env("KAPELL_RECEIVED_DIR", received.path())
         .arg("--no-kmsg")
         .arg(out)
         .arg(out.with_extension("early"))
@@ -163,8 +166,8 @@ fn graph_draws_dependencies_as_dot_and_svg() {
     assert!(svg.status.success(), "{}", String::from_utf8_lossy(&svg.stderr));
     assert!(String::from_utf8_lossy(&svg.stdout).contains("<svg"), "not SVG");
     let missing = kapell(config.path(), &["graph", "nope"]);
-    assert_eq!(missing.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no stack named \"nope\""));
+    assert_eq!(missing.status.code(), Some(2), "an unknown stack is a bad request, as for status and logs");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no stack nope"));
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //!
 //!     KAPELL_BLESS=1 cargo test --test golden
 //!
-//! and review the diff. Every expected unit set must also pass `systemd-analyze verify`.
+//! (which rewrites the expectations and then fails, so that it never counts as a passing run),
+//! review the diff, and run again without it. Every expected unit set must also pass `systemd-analyze verify`.
 
 mod verify;
 
@@ -86,14 +87,20 @@ fn run_case(case: &Path) -> (BTreeMap<String, String>, String) {
 fn golden_cases() {
     let bless = std::env::var_os("KAPELL_BLESS").is_some();
     let mut failures = Vec::new();
+    let mut blessed = 0;
     for case in cases() {
         let name = case.file_name().expect("name").to_string_lossy().into_owned();
         let (tree, stderr) = run_case(&case);
         let expected_dir = case.join("expected");
         let expected_err = case.join("expected.stderr");
         if bless {
-            write_tree(&expected_dir, &tree);
-            std::fs::write(&expected_err, &stderr).expect("write stderr");
+            if read_tree(&expected_dir) != tree
+                || std::fs::read_to_string(&expected_err).ok().as_deref() != Some(stderr.as_str())
+            {
+                write_tree(&expected_dir, &tree);
+                std::fs::write(&expected_err, &stderr).expect("write stderr");
+                blessed += 1;
+            }
             continue;
         }
         let want_tree = read_tree(&expected_dir);
@@ -114,6 +121,13 @@ fn golden_cases() {
             }
         }
     }
+    // A bless run never passes: it rewrote the expectations instead of checking them, so it
+    // must not be mistaken for a green run (in CI, say). Review the diff, then run without it.
+    assert!(
+        !bless,
+        "KAPELL_BLESS is set: {blessed} case(s) rewritten, nothing checked; review `git diff tests/golden` and run \
+         again without KAPELL_BLESS"
+    );
     assert!(
         failures.is_empty(),
         "{} golden failure(s) (KAPELL_BLESS=1 re-blesses):\n\n{}",

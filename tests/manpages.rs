@@ -135,7 +135,7 @@ fn command_entry(cmd: &clap::Command) -> String {
 fn tail_sections() -> String {
     let mut roff = Roff::new();
     roff.control("SH", ["EXIT STATUS"]);
-    let codes: [(u8, &str); 4] = [
+    let codes: [(u8, &str); 5] = [
         (exit::OK, "Success."),
         (
             exit::INVALID,
@@ -148,6 +148,10 @@ fn tail_sections() -> String {
         (
             exit::FAILED,
             "The operation failed: a file could not be read or written, systemd (D-Bus), Docker or SSH failed, or a unit did not start. The error and its causes are printed on standard error.",
+        ),
+        (
+            exit::LOSSY,
+            "kapell import only: something of the imported project has no kapell equivalent. Each is reported on standard error; the stack is written unless --strict was given.",
         ),
     ];
     for (code, meaning) in codes {
@@ -187,7 +191,10 @@ fn tail_sections() -> String {
         ("/etc/kapell/fleet.toml", "The fleet of a controller; not a stack. See kapell-fleet.toml(5)."),
         ("/usr/lib/systemd/system-generators/kapell-generator", "The systemd generator; see kapell-generator(8)."),
         ("/run/systemd/generator/", "Where the generator writes the units at boot and at every daemon-reload."),
-        ("/var/lib/kapell/fleet/current/", "The unit set a fleet controller installed on this host."),
+        (
+            "/etc/kapell/received/",
+            "The unit sets a fleet controller installed on this host (kapell receive): generations and the current symlink, which the generator emits.",
+        ),
     ];
     for (path, meaning) in files {
         roff.control("TP", []).text([bold(path)]).text([roman(meaning)]);

@@ -10,9 +10,9 @@ mod verify;
 
 use kapell::config::parse_stack;
 use kapell::render::container::ContainerSpec;
-use kapell::render::escape::{self, unquote};
-use kapell::render::unit::UnitFile;
 use kapell::render::{self, OutputFile, RenderOptions};
+use kapell::unitfile::UnitFile;
+use kapell::unitfile::escape::{self, unquote};
 use kapell::validate::{UnitSearchPath, check_host};
 use proptest::prelude::*;
 use std::path::Path;
@@ -27,7 +27,7 @@ fn render_text(name: &str, text: &str) -> Vec<OutputFile> {
     let parsed = parse_stack(&path, text);
     let checked = check_host(vec![parsed], &UnitSearchPath::new(vec![]));
     assert!(checked.is_ok(), "{text}\n{:?}", checked.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>());
-    checked.stacks.iter().flat_map(|s| render::render_stack(s, &checked.stacks, &RenderOptions::default())).collect()
+    render::render_host(&checked.stacks, &RenderOptions::default())
 }
 
 fn unit(files: &[OutputFile], name: &str) -> UnitFile {
@@ -178,7 +178,7 @@ proptest! {
         let text = graph_toml(&g);
         let files = render_text("rand", &text);
         let dir = tempfile::tempdir().expect("tempdir");
-        kapell::unitset::write(dir.path(), &files).expect("write units");
+        kapell::unitset::write(dir.path(), &files, kapell::unitset::Strategy::Replace).expect("write units");
         if let Err(e) = verify::verify_unit_dir(dir.path()) {
             panic!("{text}\n{e}");
         }

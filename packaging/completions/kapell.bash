@@ -22,6 +22,9 @@ _kapell() {
             kapell,check)
                 cmd="kapell__subcmd__check"
                 ;;
+            kapell,fleet)
+                cmd="kapell__subcmd__fleet"
+                ;;
             kapell,generate)
                 cmd="kapell__subcmd__generate"
                 ;;
@@ -31,17 +34,50 @@ _kapell() {
             kapell,help)
                 cmd="kapell__subcmd__help"
                 ;;
+            kapell,import)
+                cmd="kapell__subcmd__import"
+                ;;
             kapell,logs)
                 cmd="kapell__subcmd__logs"
                 ;;
+            kapell,receive)
+                cmd="kapell__subcmd__receive"
+                ;;
             kapell,status)
                 cmd="kapell__subcmd__status"
+                ;;
+            kapell__subcmd__fleet,apply)
+                cmd="kapell__subcmd__fleet__subcmd__apply"
+                ;;
+            kapell__subcmd__fleet,help)
+                cmd="kapell__subcmd__fleet__subcmd__help"
+                ;;
+            kapell__subcmd__fleet,plan)
+                cmd="kapell__subcmd__fleet__subcmd__plan"
+                ;;
+            kapell__subcmd__fleet,status)
+                cmd="kapell__subcmd__fleet__subcmd__status"
+                ;;
+            kapell__subcmd__fleet__subcmd__help,apply)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__apply"
+                ;;
+            kapell__subcmd__fleet__subcmd__help,help)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__help"
+                ;;
+            kapell__subcmd__fleet__subcmd__help,plan)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__plan"
+                ;;
+            kapell__subcmd__fleet__subcmd__help,status)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__status"
                 ;;
             kapell__subcmd__help,apply)
                 cmd="kapell__subcmd__help__subcmd__apply"
                 ;;
             kapell__subcmd__help,check)
                 cmd="kapell__subcmd__help__subcmd__check"
+                ;;
+            kapell__subcmd__help,fleet)
+                cmd="kapell__subcmd__help__subcmd__fleet"
                 ;;
             kapell__subcmd__help,generate)
                 cmd="kapell__subcmd__help__subcmd__generate"
@@ -52,11 +88,41 @@ _kapell() {
             kapell__subcmd__help,help)
                 cmd="kapell__subcmd__help__subcmd__help"
                 ;;
+            kapell__subcmd__help,import)
+                cmd="kapell__subcmd__help__subcmd__import"
+                ;;
             kapell__subcmd__help,logs)
                 cmd="kapell__subcmd__help__subcmd__logs"
                 ;;
+            kapell__subcmd__help,receive)
+                cmd="kapell__subcmd__help__subcmd__receive"
+                ;;
             kapell__subcmd__help,status)
                 cmd="kapell__subcmd__help__subcmd__status"
+                ;;
+            kapell__subcmd__help__subcmd__fleet,apply)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__apply"
+                ;;
+            kapell__subcmd__help__subcmd__fleet,plan)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__plan"
+                ;;
+            kapell__subcmd__help__subcmd__fleet,status)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__status"
+                ;;
+            kapell__subcmd__help__subcmd__import,compose)
+                cmd="kapell__subcmd__help__subcmd__import__subcmd__compose"
+                ;;
+            kapell__subcmd__import,compose)
+                cmd="kapell__subcmd__import__subcmd__compose"
+                ;;
+            kapell__subcmd__import,help)
+                cmd="kapell__subcmd__import__subcmd__help"
+                ;;
+            kapell__subcmd__import__subcmd__help,compose)
+                cmd="kapell__subcmd__import__subcmd__help__subcmd__compose"
+                ;;
+            kapell__subcmd__import__subcmd__help,help)
+                cmd="kapell__subcmd__import__subcmd__help__subcmd__help"
                 ;;
             *)
                 ;;
@@ -65,7 +131,7 @@ _kapell() {
 
     case "${cmd}" in
         kapell)
-            opts="-h -V --config-dir --help --version check generate graph apply status logs help"
+            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet receive import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -107,6 +173,160 @@ _kapell() {
                 return 0
             fi
             case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet)
+            opts="-h -V --config-dir --help --version plan apply status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__apply)
+            opts="-h -V --on --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --on)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help)
+            opts="plan apply status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__plan)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__plan)
+            opts="-h -V --on --json --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --on)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__status)
+            opts="-h -V --on --json --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --on)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -167,7 +387,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help)
-            opts="check generate graph apply status logs help"
+            opts="check generate graph apply status logs fleet receive import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -197,6 +417,62 @@ _kapell() {
         kapell__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet)
+            opts="plan apply status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__plan)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -250,7 +526,49 @@ _kapell() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        kapell__subcmd__help__subcmd__import)
+            opts="compose"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__import__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         kapell__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__receive)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -278,6 +596,96 @@ _kapell() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        kapell__subcmd__import)
+            opts="-h -V --config-dir --help --version compose help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import__subcmd__compose)
+            opts="-h -V --stack --out --force --strict --env-file --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --stack)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import__subcmd__help)
+            opts="compose help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import__subcmd__help__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__import__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         kapell__subcmd__logs)
             opts="-f -n -h -V --follow --lines --config-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -293,6 +701,24 @@ _kapell() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__receive)
+            opts="-h -V --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

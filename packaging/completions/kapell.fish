@@ -33,6 +33,9 @@ complete -c kapell -n "__fish_kapell_needs_command" -f -a "graph" -d 'Draw the s
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "apply" -d 'Make systemd run what the stack files say, and print what was done'
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "status" -d 'Show every service: its unit, state, health, since when, and restart count'
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "logs" -d 'Show a service\'s journal (every instance of a replicated service)'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "fleet" -d 'Push the stacks to the fleet of fleet.toml: plan, apply, status'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "receive" -d 'Answer one request of a fleet controller: read it from stdin, reply with JSON on stdout'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "import" -d 'Turn another tool\'s project into a stack file'
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c kapell -n "__fish_kapell_using_subcommand check" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
 complete -c kapell -n "__fish_kapell_using_subcommand check" -l json -d 'Print the result as JSON on stdout'
@@ -61,10 +64,60 @@ complete -c kapell -n "__fish_kapell_using_subcommand logs" -l config-dir -d 'Di
 complete -c kapell -n "__fish_kapell_using_subcommand logs" -s f -l follow -d 'Keep printing new entries as they arrive (journalctl -f)'
 complete -c kapell -n "__fish_kapell_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand logs" -s V -l version -d 'Print version'
-complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "check" -d 'Validate stacks and print every problem as file:line:col'
-complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "generate" -d 'Render stacks into unit files in DIR, as the generator would'
-complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "graph" -d 'Draw the service graph: one box per stack, an arrow per dependency'
-complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "apply" -d 'Make systemd run what the stack files say, and print what was done'
-complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "status" -d 'Show every service: its unit, state, health, since when, and restart count'
-complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "logs" -d 'Show a service\'s journal (every instance of a replicated service)'
-complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -f -a "plan" -d 'Show, per host, the units a push would add, change and remove, with a diff; change nothing'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -f -a "apply" -d 'Push every host\'s unit set and make its systemd run it, all hosts in parallel'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -f -a "status" -d 'Show every host\'s services: HOST, STACK, SERVICE, GOAL, STATE, SINCE'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -l json -d 'Print JSON instead of text'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -l json -d 'Print JSON instead of the table'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "plan" -d 'Show, per host, the units a push would add, change and remove, with a diff; change nothing'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "apply" -d 'Push every host\'s unit set and make its systemd run it, all hosts in parallel'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show every host\'s services: HOST, STACK, SERVICE, GOAL, STATE, SINCE'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand receive" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand receive" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand receive" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and not __fish_seen_subcommand_from compose help" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand import; and not __fish_seen_subcommand_from compose help" -s h -l help -d 'Print help'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and not __fish_seen_subcommand_from compose help" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and not __fish_seen_subcommand_from compose help" -f -a "compose" -d 'Turn a Docker Compose project into a stack file, reporting everything it cannot carry over'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and not __fish_seen_subcommand_from compose help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from compose" -l stack -d 'Name of the stack (default: the Compose project name, made a valid stack name)' -r
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from compose" -l out -d 'Write the stack here instead of to standard output: a file whose name is <stack>.toml, or a directory (such as /etc/kapell) to write <stack>.toml into' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from compose" -l env-file -d 'The file of variables for interpolation (default: .env beside the Compose file, if any)' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from compose" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from compose" -l force -d 'Replace the file --out names if it exists'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from compose" -l strict -d 'Treat everything that cannot be carried over as an error: report each, write nothing, exit 4'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from compose" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from compose" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "compose" -d 'Turn a Docker Compose project into a stack file, reporting everything it cannot carry over'
+complete -c kapell -n "__fish_kapell_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "check" -d 'Validate stacks and print every problem as file:line:col'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "generate" -d 'Render stacks into unit files in DIR, as the generator would'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "graph" -d 'Draw the service graph: one box per stack, an arrow per dependency'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "apply" -d 'Make systemd run what the stack files say, and print what was done'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "status" -d 'Show every service: its unit, state, health, since when, and restart count'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "logs" -d 'Show a service\'s journal (every instance of a replicated service)'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "fleet" -d 'Push the stacks to the fleet of fleet.toml: plan, apply, status'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "receive" -d 'Answer one request of a fleet controller: read it from stdin, reply with JSON on stdout'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "import" -d 'Turn another tool\'s project into a stack file'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet receive import help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "plan" -d 'Show, per host, the units a push would add, change and remove, with a diff; change nothing'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "apply" -d 'Push every host\'s unit set and make its systemd run it, all hosts in parallel'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "status" -d 'Show every host\'s services: HOST, STACK, SERVICE, GOAL, STATE, SINCE'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "compose" -d 'Turn a Docker Compose project into a stack file, reporting everything it cannot carry over'

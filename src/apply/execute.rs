@@ -6,9 +6,15 @@
 use super::plan::{Plan, Step, Verb};
 use crate::systemd::{Job, JobKind, JobResult, Systemd};
 use anyhow::Result;
+use std::collections::{HashMap, HashSet};
 
 /// Carries out `plan`; `verify` runs right after the reload and aborts before any start if the
 /// generator did not write the planned units. Returns the number of units that failed.
+///
+/// A stack that is being started gets one start job, for its target: the target wants every
+/// service of the stack and is ordered after them, so systemd pulls the services in itself and
+/// the target's job ends once theirs have. Their outcome is then read from their state. This
+/// keeps the number of jobs (and D-Bus calls) per apply at the number of stacks, not services.
 pub async fn execute(
     systemd: &Systemd,
     plan: &Plan,
@@ -16,11 +22,12 @@ pub async fn execute(
     out: &mut dyn FnMut(String),
 ) -> Result<usize> {
     let mut watcher = systemd.watch_jobs().await?;
+    let steps: HashMap<(&str, Verb), &Step> = plan.steps.iter().map(|s| ((s.unit.as_str(), s.verb), s)).collect();
     let mut failures = 0;
 
     let stops: Vec<&Step> = plan.steps(&[Verb::Stop]).collect();
     let jobs = enqueue(systemd, &stops, &mut failures, out).await;
-    watcher.wait_all(&jobs, |job, result| report(plan, job, &result, &mut failures, out)).await?;
+    watcher.wait_all(systemd, &jobs, &[], |job, result| report(&steps, job, &result, &mut failures, out)).await?;
 
     if plan.reload {
         systemd.reload().await?;
@@ -31,15 +38,26 @@ pub async fn execute(
         out(line(step, "removed", "already stopped"));
     }
 
-    let starts: Vec<&Step> = plan.steps(&[Verb::Restart, Verb::Start]).collect();
-    let jobs = enqueue(systemd, &starts, &mut failures, out).await;
+    let started_stacks: HashSet<&str> =
+        plan.steps(&[Verb::Start]).filter(|s| is_target(&s.unit)).map(|s| s.stack.as_str()).collect();
+    let (pulled, own): (Vec<&Step>, Vec<&Step>) = plan
+        .steps(&[Verb::Restart, Verb::Start])
+        .partition(|s| s.verb == Verb::Start && !is_target(&s.unit) && started_stacks.contains(s.stack.as_str()));
+    let pulled_units: Vec<String> = pulled.iter().map(|s| s.unit.clone()).collect();
+    let jobs = enqueue(systemd, &own, &mut failures, out).await;
     let mut done = Vec::new();
+    let mut targets = Vec::new();
     watcher
-        .wait_all(&jobs, |job, result| {
-            if result.is_success() {
-                done.push(job.unit.clone());
+        .wait_all(systemd, &jobs, &pulled_units, |job, result| {
+            if result.is_success() && is_target(&job.unit) {
+                // Reported after the services it pulled in.
+                targets.push(job.clone());
+            } else {
+                if result.is_success() {
+                    done.push(job.unit.clone());
+                }
+                report(&steps, job, &result, &mut failures, out);
             }
-            report(plan, job, &result, &mut failures, out);
         })
         .await?;
     // A start job of a simple service is done once the process runs; one that dies at once
@@ -51,21 +69,44 @@ pub async fn execute(
             out(failed(&info.name, &why));
         }
     }
+    for (step, info) in pulled.iter().zip(systemd.units(&pulled_units).await?) {
+        match watcher.outcome(JobKind::Start, &info) {
+            JobResult::Done => out(line(step, "started", &step.why.to_string())),
+            result => {
+                failures += 1;
+                let why = format!("start {result}: {} ({})", info.active_state, info.sub_state);
+                out(failed(&step.unit, &why));
+            }
+        }
+    }
+    for job in &targets {
+        report(&steps, job, &JobResult::Done, &mut failures, out);
+    }
     for step in plan.steps(&[Verb::Update]) {
         out(line(step, "updated", &step.why.to_string()));
     }
     Ok(failures)
 }
 
+fn is_target(unit: &str) -> bool {
+    unit.ends_with(".target")
+}
+
 /// Enqueues one job per step; a unit systemd refuses is reported and counted, the others go on.
 async fn enqueue(systemd: &Systemd, steps: &[&Step], failures: &mut usize, out: &mut dyn FnMut(String)) -> Vec<Job> {
+    let requests: Vec<(JobKind, &str)> = steps
+        .iter()
+        .map(|step| {
+            let kind = match step.verb {
+                Verb::Stop => JobKind::Stop,
+                Verb::Restart => JobKind::Restart,
+                _ => JobKind::Start,
+            };
+            (kind, step.unit.as_str())
+        })
+        .collect();
     let mut jobs = Vec::new();
-    for step in steps {
-        let job = match step.verb {
-            Verb::Stop => systemd.stop(&step.unit).await,
-            Verb::Restart => systemd.restart(&step.unit).await,
-            _ => systemd.start(&step.unit).await,
-        };
+    for (step, job) in steps.iter().zip(systemd.enqueue_all(&requests).await) {
         match job {
             Ok(job) => jobs.push(job),
             Err(e) => {
@@ -77,13 +118,19 @@ async fn enqueue(systemd: &Systemd, steps: &[&Step], failures: &mut usize, out: 
     jobs
 }
 
-fn report(plan: &Plan, job: &Job, result: &JobResult, failures: &mut usize, out: &mut dyn FnMut(String)) {
+fn report(
+    steps: &HashMap<(&str, Verb), &Step>,
+    job: &Job,
+    result: &JobResult,
+    failures: &mut usize,
+    out: &mut dyn FnMut(String),
+) {
     let verb = match job.kind {
         JobKind::Stop => Verb::Stop,
         JobKind::Restart => Verb::Restart,
         JobKind::Start => Verb::Start,
     };
-    let Some(step) = plan.steps.iter().find(|s| s.unit == job.unit && s.verb == verb) else { return };
+    let Some(step) = steps.get(&(job.unit.as_str(), verb)) else { return };
     if result.is_success() {
         out(line(step, step.verb.words().1, &step.why.to_string()));
     } else {

@@ -23,36 +23,20 @@
 //! reload would load without anybody acting on them (a service removed or changed); new
 //! services elsewhere are fine, a later apply starts what never ran.
 
-mod execute;
+pub mod execute;
 pub mod plan;
-pub mod units;
 
 use crate::config::DEFAULT_CONFIG_DIR;
 use crate::diagnostics::did_you_mean;
+use crate::names::{GENERATOR_DIR, GENERATOR_NAME, GENERATOR_SEARCH_PATH};
 use crate::render::{self, RenderOptions};
 use crate::systemd::Systemd;
+use crate::unitset::UnitSet;
 use crate::validate::Checked;
 use anyhow::{Result, bail};
 use plan::{Plan, Verb};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use units::UnitSet;
-
-/// systemd's normal generator directory (systemd.generator(7)), where `kapell-generator` writes
-/// at boot and at every daemon-reload.
-pub const GENERATOR_DIR: &str = "/run/systemd/generator";
-
-/// Where systemd looks for generators, in its order (systemd.generator(7)).
-const GENERATOR_SEARCH_PATH: &[&str] = &[
-    "/run/systemd/system-generators",
-    "/etc/systemd/system-generators",
-    "/usr/local/lib/systemd/system-generators",
-    "/usr/lib/systemd/system-generators",
-    "/lib/systemd/system-generators",
-];
-
-/// The generator's name in those directories.
-pub const GENERATOR_NAME: &str = "kapell-generator";
 
 /// What `kapell apply` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -77,10 +61,7 @@ pub enum Outcome {
 
 /// The unit set the (valid) stacks render to now, as the generator renders it.
 pub fn desired(checked: &Checked) -> UnitSet {
-    let options = RenderOptions::default();
-    let files: Vec<_> =
-        checked.stacks.iter().flat_map(|s| render::render_stack(s, &checked.stacks, &options)).collect();
-    UnitSet::from_rendered(&files)
+    UnitSet::from_rendered(&render::render_host(&checked.stacks, &RenderOptions::default()))
 }
 
 /// The local stacks' units systemd loaded at the last reload: kapell units of the generator
@@ -115,6 +96,14 @@ pub async fn apply(
     if let Some(refusal) = check_config_dir(&systemd, config_dir).await? {
         return Ok(Outcome::Refused(refusal));
     }
+    // One writer per host: the plan is only true while nobody else (`kapell receive`, another
+    // apply) changes units. A dry run changes nothing and needs no lock.
+    let _lock = match options.dry_run {
+        true => None,
+        false => Some(crate::lock::HostLock::acquire("kapell apply", |holder| {
+            out(format!("waiting for {holder} to finish"))
+        })?),
+    };
     let desired = desired(checked);
     let current = installed(&desired)?;
     let selection = match select(&options.stacks, &current, &desired, config_dir) {

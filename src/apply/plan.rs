@@ -15,13 +15,13 @@
 //! - a daemon-reload happens only when some selected stack's files changed;
 //! - nothing else is touched: no unit outside the two unit sets is ever named.
 
-use super::units::{StackUnits, UnitSet};
 use crate::systemd::UnitInfo;
+use crate::unitset::{StackUnits, UnitSet};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 /// What happens to one unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verb {
     /// Stop it before the reload (its file disappears at the reload).
     Stop,
@@ -233,7 +233,7 @@ fn lost_change(cur: Option<&StackUnits>, new: Option<&StackUnits>) -> Option<Str
         return Some(format!("{} removed from the stack", removed.join(", ")));
     }
     let changed: Vec<&str> = new
-        .services
+        .services()
         .iter()
         .filter(|s| cur.service(&s.name).is_some_and(|old| old.file == s.file && old.text != s.text))
         .map(|s| s.file.as_str())
@@ -243,12 +243,12 @@ fn lost_change(cur: Option<&StackUnits>, new: Option<&StackUnits>) -> Option<Str
 
 #[cfg(test)]
 mod tests {
-    use super::super::units::tests::{service, target};
     use super::*;
+    use crate::unitset::view_tests::{service, target};
 
     fn set(files: Vec<(String, String)>) -> UnitSet {
         UnitSet::from_rendered(
-            &files.into_iter().map(|(name, text)| crate::render::OutputFile::Unit { name, text }).collect::<Vec<_>>(),
+            &files.into_iter().map(|(name, text)| crate::unitset::OutputFile::Unit { name, text }).collect::<Vec<_>>(),
         )
     }
 

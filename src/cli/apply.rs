@@ -2,7 +2,6 @@
 
 use super::exit;
 use crate::apply::{self, Options, Outcome};
-use crate::config;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -33,7 +32,7 @@ pub struct Args {
 }
 
 pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
-    let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
+    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
     for d in &checked.diagnostics {
         eprintln!("{d}");

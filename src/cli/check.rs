@@ -24,7 +24,7 @@ pub struct Args {
 
 pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     let paths = expand_paths(&args.paths)?;
-    let checked = config::load_host(config_dir, &paths, &UnitSearchPath::from_env())?;
+    let checked = crate::host::load(config_dir, &paths, &UnitSearchPath::from_env())?;
     // With explicit paths, report on those stacks only; their neighbours are context.
     let wanted = |name: &str| paths.is_empty() || paths.iter().any(|p| config::stack_name(p) == name);
     let diagnostics: Vec<_> = checked.diagnostics.iter().filter(|d| wanted(&config::stack_name(d.path()))).collect();
@@ -38,7 +38,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
             "stacks": stacks.iter().map(|s| serde_json::json!({
                 "name": s.name,
                 "path": s.source.path,
-                "services": s.services.iter().map(|v| &v.name).collect::<Vec<_>>(),
+                "services": s.services().iter().map(|v| &v.name).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "failed": failed,
             "diagnostics": diagnostics.iter().map(|d| {
@@ -53,7 +53,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
             eprintln!("{d}");
         }
         for s in &stacks {
-            let n = s.services.len();
+            let n = s.services().len();
             println!("ok: {} ({n} service{})", s.name, if n == 1 { "" } else { "s" });
         }
         if !failed.is_empty() {

@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     let paths = expand_paths(&args.paths)?;
-    let checked = config::load_host(config_dir, &paths, &UnitSearchPath::from_env())?;
+    let checked = crate::host::load(config_dir, &paths, &UnitSearchPath::from_env())?;
     // With explicit paths, render those stacks only; their neighbours resolve dependencies.
     let wanted = |name: &str| paths.is_empty() || paths.iter().any(|p| config::stack_name(p) == name);
     let diagnostics: Vec<_> = checked.diagnostics.iter().filter(|d| wanted(&config::stack_name(d.path()))).collect();
@@ -38,13 +38,9 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         eprintln!("{d}");
     }
     let options = RenderOptions { kapell_path: args.kapell_path };
-    let files: Vec<_> = checked
-        .stacks
-        .iter()
-        .filter(|s| wanted(&s.name))
-        .flat_map(|s| render::render_stack(s, &checked.stacks, &options))
-        .collect();
-    unitset::write(&args.out, &files).with_context(|| format!("cannot write units into {}", args.out.display()))?;
+    let files = render::render_host_only(&checked.stacks, |s| wanted(&s.name), &options);
+    unitset::write(&args.out, &files, unitset::Strategy::Replace)
+        .with_context(|| format!("cannot write units into {}", args.out.display()))?;
     for f in &files {
         println!("{}", args.out.join(f.path()).display());
     }

@@ -1,7 +1,7 @@
 //! `kapell graph`: the service graph as Graphviz DOT or SVG.
 
 use super::exit;
-use crate::config;
+use crate::diagnostics::did_you_mean;
 use crate::model::{DepTarget, Stack};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result, bail};
@@ -31,7 +31,7 @@ pub enum Format {
 }
 
 pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
-    let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())?;
+    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())?;
     for d in &checked.diagnostics {
         eprintln!("{d}");
     }
@@ -39,7 +39,14 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         Some(name) => match checked.stacks.iter().find(|s| &s.name == name) {
             Some(s) => vec![s],
             None if checked.failed.contains(name) => return Ok(exit::INVALID),
-            None => bail!("no stack named {name:?} in {}", config_dir.display()),
+            None => {
+                // A wrong name is a bad request (2), as for `status` and `logs`, not a failure (3).
+                let hint = did_you_mean(name, checked.stacks.iter().map(|s| s.name.as_str()))
+                    .map(|n| format!(" (did you mean {n}?)"))
+                    .unwrap_or_default();
+                eprintln!("error: there is no stack {name} in {}{hint}", config_dir.display());
+                return Ok(exit::USAGE);
+            }
         },
         None => checked.stacks.iter().collect(),
     };
@@ -67,7 +74,7 @@ pub fn to_dot(stacks: &[&Stack]) -> String {
     let mut external: Vec<String> = Vec::new();
     for stack in stacks {
         let _ = writeln!(out, "  subgraph \"cluster_{0}\" {{\n    label=\"{0}\";", stack.name);
-        for service in &stack.services {
+        for service in stack.services() {
             let shape = if service.is_container() { "box" } else { "ellipse" };
             let label = match service.replicas {
                 Some(n) => format!("{} ×{n}", service.name),
@@ -76,7 +83,7 @@ pub fn to_dot(stacks: &[&Stack]) -> String {
             let _ = writeln!(out, "    \"{}.{}\" [label=\"{label}\", shape={shape}];", stack.name, service.name);
         }
         out.push_str("  }\n");
-        for service in &stack.services {
+        for service in stack.services() {
             for (deps, style) in [(&service.requires, "solid"), (&service.wants, "dashed")] {
                 for dep in deps {
                     let to = match &dep.target {

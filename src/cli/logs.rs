@@ -7,7 +7,6 @@
 
 use super::exit;
 use crate::apply;
-use crate::config;
 use crate::diagnostics::did_you_mean;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
@@ -38,7 +37,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         eprintln!("error: expected STACK.SERVICE (e.g. todo.web), got {:?}", args.service);
         return Ok(exit::USAGE);
     };
-    let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
+    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
     let desired = apply::desired(&checked);
     let units = desired.merged(&apply::installed(&desired)?);
@@ -50,7 +49,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         return Ok(exit::USAGE);
     };
     let Some(service) = stack.service(service_name).filter(|s| !s.running.is_empty()) else {
-        let hint = did_you_mean(service_name, stack.services.iter().map(|s| s.name.as_str()))
+        let hint = did_you_mean(service_name, stack.services().iter().map(|s| s.name.as_str()))
             .map(|n| format!(" (did you mean {stack_name}.{n}?)"))
             .unwrap_or_default();
         eprintln!("error: stack {stack_name} has no service {service_name}{hint}");

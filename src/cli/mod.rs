@@ -2,28 +2,21 @@
 
 mod apply;
 mod check;
+mod fleet;
 mod generate;
 mod graph;
+mod import;
 mod logs;
+mod receive;
 mod run;
 mod status;
+mod table;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Exit statuses, documented in kapell(8).
-pub mod exit {
-    /// Everything worked.
-    pub const OK: u8 = 0;
-    /// A stack (or the fleet file) is invalid; nothing was changed.
-    pub const INVALID: u8 = 1;
-    /// The request was wrong or refused: bad usage (clap's own status), an unknown stack, or an
-    /// apply that would act on something the operator did not ask for.
-    pub const USAGE: u8 = 2;
-    /// The operation failed (I/O, D-Bus, Docker, SSH, a unit that did not start).
-    pub const FAILED: u8 = 3;
-}
+pub use crate::exit;
 
 /// Service graphs in TOML become ordinary systemd units.
 ///
@@ -48,6 +41,10 @@ pub enum Command {
     Apply(apply::Args),
     Status(status::Args),
     Logs(logs::Args),
+    #[command(subcommand)]
+    Fleet(fleet::Command),
+    Receive(receive::Args),
+    Import(import::Args),
     #[command(hide = true)]
     Run(run::Args),
     /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
@@ -76,6 +73,9 @@ pub fn main() -> ExitCode {
         Command::Apply(a) => apply::run(&cli.config_dir, a),
         Command::Status(a) => status::run(&cli.config_dir, a),
         Command::Logs(a) => logs::run(&cli.config_dir, a),
+        Command::Fleet(c) => fleet::run(&cli.config_dir, c),
+        Command::Receive(a) => receive::run(&cli.config_dir, a),
+        Command::Import(a) => import::run(a),
         Command::Run(a) => run::run(a),
         Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };

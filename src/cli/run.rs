@@ -1,6 +1,6 @@
 //! `kapell run STACK.SERVICE`: the container supervisor systemd starts (not for people).
 
-use crate::supervisor::{self, Target};
+use crate::supervisor::{self, ServiceRef};
 use anyhow::Result;
 use clap::Parser as _;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let target = Target::new(&args.service, args.instance.as_deref()).map_err(anyhow::Error::msg)?;
+    let target = ServiceRef::new(&args.service, args.instance.as_deref()).map_err(anyhow::Error::msg)?;
     Ok(supervisor::run(&target, args.unit_file.as_deref()))
 }
 

@@ -3,10 +3,11 @@
 use super::apply::block_on;
 use super::exit;
 use crate::apply;
-use crate::config;
 use crate::diagnostics::did_you_mean;
+use crate::fleet::received::Store;
 use crate::status::{self, Row};
 use crate::systemd::Systemd;
+use crate::unitset::UnitSet;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::collections::{BTreeSet, HashMap};
@@ -32,13 +33,22 @@ pub struct Args {
 }
 
 pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
-    let checked = config::load_host(config_dir, &[], &UnitSearchPath::from_env())
+    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
     if !checked.is_ok() {
         eprintln!("warning: some stacks have errors (`kapell check` lists them); they are shown as installed");
     }
     let desired = apply::desired(&checked);
-    let units = desired.merged(&apply::installed(&desired)?);
+    let local = desired.merged(&apply::installed(&desired)?);
+    // What a fleet controller installed here (`kapell receive`), minus what local stacks shadow.
+    let received = Store::open().current()?;
+    let fleet_files: Vec<_> = received
+        .to_rendered()
+        .into_iter()
+        .filter(|f| !local.stacks.values().any(|s| s.files.contains_key(f.path())))
+        .collect();
+    let fleet = UnitSet::from_rendered(&fleet_files);
+    let units = local.merged(&fleet);
     let selection: Option<BTreeSet<String>> = (!args.stacks.is_empty()).then(|| args.stacks.iter().cloned().collect());
     for name in &args.stacks {
         if !units.stacks.contains_key(name) {
@@ -69,23 +79,30 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0);
     if args.json {
-        let json: Vec<_> = rows.iter().map(|r| row_json(r, addresses.get(&r.info.name))).collect();
+        let json: Vec<_> = rows.iter().map(|r| row_json(r, origin(&fleet, r), addresses.get(&r.info.name))).collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else if rows.is_empty() {
         eprintln!("no stacks in {} and none installed", config_dir.display());
     } else {
-        print_table(&rows, now);
+        print_table(&rows, now, &fleet);
     }
     Ok(exit::OK)
 }
 
+/// `fleet` for a unit a fleet controller installed, `local` for one of this host's stacks.
+fn origin(fleet: &UnitSet, row: &Row) -> &'static str {
+    let from_fleet = fleet.stacks.get(&row.stack).is_some_and(|s| s.running().any(|(_, u)| u == row.info.name));
+    if from_fleet { "fleet" } else { "local" }
+}
+
 /// `addresses`: the container's `(network, address)` pairs, if it runs.
-fn row_json(row: &Row, addresses: Option<&Vec<(String, String)>>) -> serde_json::Value {
+fn row_json(row: &Row, origin: &str, addresses: Option<&Vec<(String, String)>>) -> serde_json::Value {
     let since = row.since_usec();
     let addresses: Option<serde_json::Map<String, serde_json::Value>> =
         addresses.map(|a| a.iter().map(|(net, ip)| (net.clone(), ip.as_str().into())).collect());
     serde_json::json!({
         "stack": row.stack,
+        "origin": origin,
         "service": row.service,
         "unit": row.info.name,
         "kind": if row.container { "container" } else { "native" },
@@ -102,33 +119,32 @@ fn row_json(row: &Row, addresses: Option<&Vec<(String, String)>>) -> serde_json:
     })
 }
 
-fn print_table(rows: &[Row], now: u64) {
+fn print_table(rows: &[Row], now: u64, fleet: &UnitSet) {
     let header = ["STACK", "SERVICE", "UNIT", "ACTIVE", "SUB", "HEALTH", "SINCE", "RESTARTS"].map(String::from);
-    let mut lines = vec![header];
+    let mut lines = vec![header.to_vec()];
     for row in rows {
         let since = row.since_usec();
         // A unit without a file shows its load state (`not-found`: not applied yet, or deleted).
         let active =
             if row.info.load_state == "loaded" { row.info.active_state.clone() } else { row.info.load_state.clone() };
-        lines.push([
-            row.stack.clone(),
-            row.service.clone(),
-            row.info.name.clone(),
-            active,
-            row.info.sub_state.clone(),
-            row.health().map_or("-", |h| h.as_str()).to_string(),
-            if since == 0 { "-".to_string() } else { status::format_age(now, since) },
-            row.info.restarts.to_string(),
-        ]);
+        // Units a fleet controller installed are marked, so nobody looks for them in /etc/kapell.
+        let stack = match origin(fleet, row) {
+            "fleet" => format!("{} (fleet)", row.stack),
+            _ => row.stack.clone(),
+        };
+        lines.push(
+            [
+                stack,
+                row.service.clone(),
+                row.info.name.clone(),
+                active,
+                row.info.sub_state.clone(),
+                row.health().map_or("-", |h| h.as_str()).to_string(),
+                if since == 0 { "-".to_string() } else { status::format_age(now, since) },
+                row.info.restarts.to_string(),
+            ]
+            .to_vec(),
+        );
     }
-    let mut widths = [0usize; 8];
-    for line in &lines {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for line in &lines {
-        let cells: Vec<String> = line.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    super::table::print(&lines);
 }

@@ -8,7 +8,6 @@ pub mod syntax;
 pub use stack::{Parsed, parse_stack};
 
 use crate::diagnostics::{Diagnostic, Source};
-use crate::validate::{self, Checked, UnitSearchPath};
 use std::path::{Path, PathBuf};
 
 /// Where stacks live unless `--config-dir`/`KAPELL_CONFIG_DIR` says otherwise.
@@ -101,14 +100,4 @@ fn read_all((mut file, len): (std::fs::File, u64)) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// Loads and checks every stack of a host: the files of `dir`, with `extra` files taking the
-/// place of same-named stacks (so `kapell check new.toml` is checked against its neighbours).
-pub fn load_host(dir: &Path, extra: &[PathBuf], search_path: &UnitSearchPath) -> std::io::Result<Checked> {
-    let mut files = stack_files(dir)?;
-    files.retain(|f| !extra.iter().any(|e| stack_name(e) == stack_name(f)));
-    files.extend(extra.iter().cloned());
-    let parsed = crate::parallel::map(&files, |f| load_stack(f));
-    Ok(validate::check_host(parsed, search_path))
 }

@@ -48,14 +48,29 @@ impl Ctx {
 
     /// Reports every key of `table` that is not in `known`, with a hint when one is close.
     pub fn reject_unknown_keys(&mut self, table: &DeTable<'_>, known: &[&str], context: &str) {
+        self.reject_unknown_keys_with(table, known, context, &[]);
+    }
+
+    /// [`Ctx::reject_unknown_keys`], where a key of `habits` (another tool's name for a kapell
+    /// key) gets its sentence instead of a spelling hint.
+    pub fn reject_unknown_keys_with(
+        &mut self,
+        table: &DeTable<'_>,
+        known: &[&str],
+        context: &str,
+        habits: &[(&str, &str)],
+    ) {
         for key in table.keys() {
             let name = key.get_ref().as_ref();
             if known.contains(&name) {
                 continue;
             }
-            let hint = did_you_mean(name, known.iter().copied())
-                .map(|k| format!(" (did you mean `{k}`?)"))
-                .unwrap_or_default();
+            let hint = match habits.iter().find(|(k, _)| *k == name) {
+                Some((_, habit)) => format!(": {habit}"),
+                None => did_you_mean(name, known.iter().copied())
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default(),
+            };
             self.error(key.span(), format!("unknown key `{name}` in {context}{hint}"));
         }
     }

@@ -3,7 +3,7 @@
 use super::reader::{At, Ctx, get};
 use super::syntax;
 use crate::model::*;
-use crate::units::{Duration, Size};
+use crate::quantity::{Duration, Size};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -27,6 +27,24 @@ const COMMON_KEYS: &[&str] = &[
 const CONTAINER_KEYS: &[&str] =
     &["image", "command", "entrypoint", "volumes", "ports", "network", "pull", "health", "on_unhealthy"];
 const NATIVE_KEYS: &[&str] = &["exec", "type", "working_dir"];
+
+/// One of the format checks of [`syntax`].
+type Check = fn(&str) -> Result<(), String>;
+
+/// Docker Compose's names for service keys, and what kapell calls them: operators coming from
+/// Compose write these first.
+const COMPOSE_HABITS: &[(&str, &str)] = &[
+    ("depends_on", "`depends_on` is Compose's name; kapell uses `requires` (or `wants`)"),
+    ("environment", "`environment` is Compose's name; kapell uses `env`"),
+    ("env_file", "`env_file` is Compose's name; kapell uses `env_files`"),
+    ("healthcheck", "`healthcheck` is Compose's name; kapell uses `health`"),
+    ("mem_limit", "`mem_limit` is Compose's name; kapell uses `memory_max`"),
+    ("pids_limit", "`pids_limit` is Compose's name; kapell uses `pids_max`"),
+    ("stop_grace_period", "`stop_grace_period` is Compose's name; kapell uses `stop_timeout`"),
+    ("networks", "`networks` is Compose's name; kapell uses `network` (one network)"),
+    ("deploy", "`deploy` is Compose's; kapell uses `replicas` (and `placement` in a fleet)"),
+    ("container_name", "kapell names containers itself (`kapell-<stack>-<service>`)"),
+];
 
 /// Settings kapell writes itself; the pass-through table may not override them.
 const OWNED_SETTINGS: &[&str] = &[
@@ -60,13 +78,13 @@ pub fn read_service(
     value: &Spanned<DeValue<'_>>,
     secrets: &[String],
 ) -> Option<Service> {
-    if let Err(e) = syntax::check_name("service", &name.value) {
+    if let Err(e) = crate::names::check_name("service", &name.value) {
         ctx.error(name.span.clone(), e);
     }
     let context = format!("[services.{}]", name.value);
     let table = ctx.table(value, &context)?;
     let all_keys: Vec<&str> = COMMON_KEYS.iter().chain(CONTAINER_KEYS).chain(NATIVE_KEYS).copied().collect();
-    ctx.reject_unknown_keys(table, &all_keys, &context);
+    ctx.reject_unknown_keys_with(table, &all_keys, &context, COMPOSE_HABITS);
     let errors_before = ctx.error_count();
 
     let kind = match (get(table, "image"), get(table, "exec")) {
@@ -118,6 +136,14 @@ pub fn read_service(
             "no" => Some(Restart::No),
             "on-failure" => Some(Restart::OnFailure),
             "always" => Some(Restart::Always),
+            "unless-stopped" => {
+                ctx.error(
+                    r.span,
+                    "`restart` must be \"no\", \"on-failure\" or \"always\", not \"unless-stopped\"; Compose's \
+                     \"unless-stopped\" is kapell's \"always\" (a unit stopped with `systemctl stop` stays stopped)",
+                );
+                None
+            }
             other => {
                 ctx.error(r.span, format!("`restart` must be \"no\", \"on-failure\" or \"always\", not {other:?}"));
                 None
@@ -128,12 +154,18 @@ pub fn read_service(
     let stop_timeout = duration(ctx, table, "stop_timeout");
     let user = get(table, "user").and_then(|v| ctx.string(v, "user")).and_then(|u| checked(ctx, u, syntax::check_user));
 
+    // A container's environment and env files go to Docker through the supervisor; a native
+    // service's to systemd, which takes less.
+    let container = get(table, "image").is_some();
+    let (env_name_check, env_file_check): (Check, Check) = if container {
+        (syntax::check_container_env_name, syntax::check_path)
+    } else {
+        (syntax::check_env_name, syntax::check_systemd_path)
+    };
     let env = get(table, "env").and_then(|v| ctx.string_map(v, "env")).unwrap_or_default();
-    let env = env
-        .into_iter()
-        .filter_map(|(k, v)| checked(ctx, k, syntax::check_env_name).map(|k| (k.value, v.value)))
-        .collect();
-    let env_files = paths(ctx, table, "env_files");
+    let env =
+        env.into_iter().filter_map(|(k, v)| checked(ctx, k, env_name_check).map(|k| (k.value, v.value))).collect();
+    let env_files = paths(ctx, table, "env_files", env_file_check);
     let memory_max =
         get(table, "memory_max").and_then(|v| ctx.string(v, "memory_max")).and_then(|s| match Size::parse(&s.value) {
             Ok(size) => Some(size),
@@ -225,9 +257,9 @@ pub(super) fn duration(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<
     }
 }
 
-fn paths(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Vec<String> {
+fn paths(ctx: &mut Ctx, table: &DeTable<'_>, key: &str, check: Check) -> Vec<String> {
     let values = get(table, key).and_then(|v| ctx.strings(v, key)).unwrap_or_default();
-    values.into_iter().filter_map(|p| checked(ctx, p, syntax::check_path)).map(|p| p.value).collect()
+    values.into_iter().filter_map(|p| checked(ctx, p, check)).map(|p| p.value).collect()
 }
 
 fn read_deps(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Vec<Dependency> {
@@ -236,11 +268,11 @@ fn read_deps(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Vec<Depe
         let target = if syntax::looks_like_unit(&entry.value) {
             syntax::check_unit_name(&entry.value).map(|()| DepTarget::Unit(entry.value.clone()))
         } else if let Some((stack, service)) = entry.value.split_once('.') {
-            syntax::check_name("stack", stack)
-                .and_then(|()| syntax::check_name("service", service))
+            crate::names::check_name("stack", stack)
+                .and_then(|()| crate::names::check_name("service", service))
                 .map(|()| DepTarget::Remote { stack: stack.into(), service: service.into() })
         } else {
-            syntax::check_name("service", &entry.value).map(|()| DepTarget::Local(entry.value.clone()))
+            crate::names::check_name("service", &entry.value).map(|()| DepTarget::Local(entry.value.clone()))
         };
         match target {
             Ok(target) if deps.iter().any(|d| d.target == target) => {
@@ -289,7 +321,7 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
                 ctx.error(key.span(), format!("invalid systemd setting name {name:?}"));
                 continue;
             }
-            if OWNED_SETTINGS.contains(&name.as_str()) || name.starts_with("X-Kapell") {
+            if OWNED_SETTINGS.contains(&name.as_str()) || name.starts_with(crate::unitset::markers::KEY_PREFIX) {
                 ctx.error(key.span(), format!("`{name}=` is written by kapell itself; use the stack keys instead"));
                 continue;
             }
@@ -344,7 +376,7 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) ->
             "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`",
         );
     }
-    Placement { hosts, labels, global }
+    Placement { hosts, labels, global, span: value.span() }
 }
 
 fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) -> Option<Native> {
@@ -366,7 +398,7 @@ fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) 
     };
     let working_dir = get(table, "working_dir")
         .and_then(|v| ctx.string(v, "working_dir"))
-        .and_then(|p| checked(ctx, p, syntax::check_path));
+        .and_then(|p| checked(ctx, p, syntax::check_systemd_path));
     Some(Native {
         exec: argv.into_iter().map(|a| a.value).collect(),
         service_type,
@@ -376,8 +408,8 @@ fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) 
 
 fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_>>) -> Option<Container> {
     let image = ctx.string(image, "image").and_then(|i| checked(ctx, i, syntax::check_image));
-    let command = get(table, "command").and_then(|v| ctx.argv(v, "command"));
-    let entrypoint = get(table, "entrypoint").and_then(|v| ctx.argv(v, "entrypoint"));
+    let command = get(table, "command").and_then(|v| argv_not_string(ctx, v, "command"));
+    let entrypoint = get(table, "entrypoint").and_then(|v| argv_not_string(ctx, v, "entrypoint"));
     let volumes = get(table, "volumes").and_then(|v| ctx.strings(v, "volumes")).unwrap_or_default();
     let volumes = volumes.into_iter().filter_map(|v| checked(ctx, v, syntax::check_volume)).map(|v| v.value).collect();
     let ports = get(table, "ports").and_then(|v| ctx.strings(v, "ports")).unwrap_or_default();
@@ -420,6 +452,23 @@ fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_
         health,
         on_unhealthy,
     })
+}
+
+/// An argument vector; a string (Compose's shell-like form) is refused with the array to write.
+fn argv_not_string(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<At<String>>> {
+    if let DeValue::String(s) = value.get_ref() {
+        let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
+        ctx.error(
+            value.span(),
+            format!(
+                "`{key}` must be an array of strings, found string; Compose splits a command string, kapell does \
+                 not: write `{key} = [{}]`",
+                words.join(", ")
+            ),
+        );
+        return None;
+    }
+    ctx.argv(value, key)
 }
 
 fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>) -> Option<Health> {

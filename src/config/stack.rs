@@ -6,6 +6,7 @@ use super::service::read_service;
 use super::syntax;
 use crate::diagnostics::{Diagnostic, Source};
 use crate::model::{DepTarget, Secret, SecretSource, Stack};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use toml::de::DeTable;
@@ -39,14 +40,18 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
     let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
     for e in &syntax_errors {
         let span = e.span().unwrap_or(0..0);
-        ctx.error(span, e.message().trim().to_string());
+        let message = match e.message().trim() {
+            "duplicate key" => duplicate_key(&source.text, span.clone()),
+            other => other.to_string(),
+        };
+        ctx.error(span, message);
     }
     if !ctx.diags.is_empty() {
         return Err(ctx.diags);
     }
     let root = root.get_ref();
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    if let Err(e) = syntax::check_name("stack", &stem) {
+    if let Err(e) = crate::names::check_name("stack", &stem) {
         ctx.error(0..0, format!("{e} (the stack name is the file name without .toml)"));
     }
     ctx.reject_unknown_keys(root, STACK_KEYS, "the stack");
@@ -70,6 +75,12 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
         .map(|t| read_secrets(&mut ctx, t))
         .unwrap_or_default();
 
+    // Every service declared, with errors or not: a service with an error still exists for the
+    // references of the others (its own error is the one to report).
+    let declared_services: Vec<String> = get(root, "services")
+        .and_then(|v| v.get_ref().as_table())
+        .map(|t| t.keys().map(|k| k.get_ref().to_string()).collect())
+        .unwrap_or_default();
     let mut services = Vec::new();
     match get(root, "services").map(|v| (v, ctx.table(v, "services"))) {
         Some((_, Some(table))) => {
@@ -88,9 +99,36 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
     }
 
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let stack = Stack { name: stem, source, path, description, enable, services, secrets };
-    check_references(&mut ctx, &stack);
+    let stack = Stack::new(stem, source, path, description, enable, services, secrets);
+    check_references(&mut ctx, &stack, &declared_services);
     if ctx.has_errors() { Err(ctx.diags) } else { Ok((stack, ctx.diags)) }
+}
+
+/// "duplicate key `image` (first set on line 4)": the parser says only "duplicate key" and
+/// points at the second one. The key is the text there; the first one is the earlier line of the
+/// same table that sets the same key (or, for a table written twice, the same header).
+fn duplicate_key(text: &str, span: std::ops::Range<usize>) -> String {
+    let Some(name) = text.get(span.clone()).map(|k| k.trim().trim_matches(['"', '\''])) else {
+        return "duplicate key".to_string();
+    };
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[span.start..].find('\n').map_or(text.len(), |i| span.start + i);
+    let without_comment = |l: &str| l.split('#').next().unwrap_or_default().trim().to_string();
+    let line = without_comment(&text[line_start..line_end]);
+    let earlier: Vec<&str> = text[..line_start].lines().collect();
+    if line.starts_with('[') {
+        return match earlier.iter().position(|l| without_comment(l) == line) {
+            Some(i) => format!("table `{line}` is defined twice (first on line {})", i + 1),
+            None => format!("duplicate key `{name}`"),
+        };
+    }
+    let key_of = |l: &str| l.split_once('=').map(|(k, _)| k.trim().to_string());
+    let key = key_of(&line);
+    let table_start = earlier.iter().rposition(|l| l.trim_start().starts_with('[')).map_or(0, |h| h + 1);
+    match earlier.iter().enumerate().skip(table_start).find(|(_, l)| key.is_some() && key_of(l) == key) {
+        Some((i, _)) => format!("duplicate key `{name}` (first set on line {})", i + 1),
+        None => format!("duplicate key `{name}`"),
+    }
 }
 
 fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
@@ -107,7 +145,7 @@ fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
         let file = get(fields, "file").and_then(|v| ctx.string(v, "file"));
         let encrypted = get(fields, "encrypted").and_then(|v| ctx.string(v, "encrypted"));
         let source = match (file, encrypted) {
-            (Some(file), None) => match syntax::check_path(&file.value) {
+            (Some(file), None) => match syntax::check_systemd_path(&file.value) {
                 Ok(()) => Some(SecretSource::File(file.value)),
                 Err(e) => {
                     ctx.error(file.span, e);
@@ -140,14 +178,15 @@ fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
     secrets
 }
 
-/// Dependencies on services of this stack and secrets must name something that exists.
-fn check_references(ctx: &mut Ctx, stack: &Stack) {
-    let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
-    for service in &stack.services {
+/// Dependencies on services of this stack must name a service declared in it.
+fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
+    let names: Vec<&str> = declared.iter().map(String::as_str).collect(); // file order, for hints
+    let known: HashSet<&str> = names.iter().copied().collect();
+    for service in stack.services() {
         for (deps, required) in [(&service.requires, true), (&service.wants, false)] {
             for dep in deps {
                 let DepTarget::Local(name) = &dep.target else { continue };
-                if stack.service(name).is_some() {
+                if known.contains(name.as_str()) {
                     continue;
                 }
                 let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
@@ -165,7 +204,10 @@ fn check_references(ctx: &mut Ctx, stack: &Stack) {
                     // `wants` is optional by definition (SPEC §3: "start after cache if it exists").
                     ctx.warn(
                         dep.span.clone(),
-                        format!("{what}; it is ignored unless a unit `{}-{name}.service` exists{hint}", stack.name),
+                        format!(
+                            "{what}; it is ignored unless a unit `{}` exists{hint}",
+                            crate::names::service_unit(&stack.name, name, None)
+                        ),
                     );
                 }
             }

@@ -3,21 +3,6 @@
 //! Each returns `Err(message)` with a sentence that says what is allowed; the caller attaches the
 //! span. Names that become parts of unit names are strict; free text is escaped at render time.
 
-/// Stack and service names: they become unit names and container names.
-pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let ok = name.len() <= 32
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid {kind} name {name:?}: use a lowercase letter followed by up to 31 lowercase letters, digits or '-'"
-        ))
-    }
-}
-
 /// The unit types a dependency may name directly.
 pub const UNIT_SUFFIXES: &[&str] = &[
     ".service",
@@ -46,27 +31,72 @@ pub fn check_unit_name(name: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("invalid unit name {name:?}")) }
 }
 
-/// An absolute path kapell writes verbatim into a path setting (`EnvironmentFile=`,
-/// `LoadCredential=`, `WorkingDirectory=`). Those settings do not unquote, so blanks, quotes and
-/// backslashes cannot be represented; control characters never can.
+/// An absolute path that kapell's supervisor reads itself (a container's `env_files`, carried
+/// as a quoted word): anything absolute that a unit file line can hold.
 pub fn check_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("path {path:?} must be absolute"));
     }
-    if let Some(c) = path.chars().find(|c| c.is_control() || c.is_whitespace() || "\"'\\".contains(*c)) {
-        return Err(format!(
-            "path {path:?} contains {c:?}; blanks, quotes, backslashes and control characters are not supported"
-        ));
+    if path.chars().any(char::is_control) {
+        return Err(format!("path {path:?} contains a control character, which no unit file line can carry"));
     }
     Ok(())
 }
 
-/// An environment variable name.
+/// An absolute path for a systemd setting that takes the rest of its line as one path
+/// (`WorkingDirectory=`, `EnvironmentFile=`, `LoadCredential=ID:PATH`). Those settings do not
+/// unquote, so blanks, quotes and backslashes inside the path are written as they are (and `%`
+/// doubled by the renderer); refused is only what systemd cannot read back as the same path.
+pub fn check_systemd_path(path: &str) -> Result<(), String> {
+    check_path(path)?;
+    if path.ends_with(char::is_whitespace) {
+        return Err(format!("path {path:?} ends with a blank, which systemd strips from the end of a line"));
+    }
+    if path.ends_with('\\') {
+        return Err(format!("path {path:?} ends with a backslash, which systemd reads as a line continuation"));
+    }
+    // systemd refuses paths that are not normalized (`path_is_normalized()`).
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    let last = parts.len() - 1; // a trailing '/' is fine
+    if parts.iter().enumerate().any(|(i, c)| *c == "." || *c == ".." || (c.is_empty() && i < last)) {
+        return Err(format!(
+            "path {path:?} has a `.`, `..` or empty component; systemd takes only normalized paths here"
+        ));
+    }
+    if path.split('/').any(|c| c.len() > 255) || path.len() >= 4096 {
+        return Err(format!("path {path:?} is longer than systemd takes (4095 bytes, 255 per component)"));
+    }
+    Ok(())
+}
+
+/// An environment variable name for a native service: systemd's `Environment=` takes letters,
+/// digits and '_' (not first a digit) and ignores any other assignment with only a log line.
 pub fn check_env_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok { Ok(()) } else { Err(format!("invalid environment variable name {name:?}")) }
+    if ok {
+        return Ok(());
+    }
+    if check_container_env_name(name).is_err() {
+        return check_container_env_name(name);
+    }
+    Err(format!(
+        "invalid environment variable name {name:?} for a native service: systemd takes only letters, digits and '_' \
+         (not first a digit) in Environment= and ignores other names (a container service, with `image`, may use it)"
+    ))
+}
+
+/// An environment variable name for a container: the value goes to Docker, not to systemd, and
+/// Docker takes any name without '=' (Java and Spring images read dotted names such as
+/// `spring.profiles.active`).
+pub fn check_container_env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('=') || name.chars().any(char::is_control) {
+        return Err(format!(
+            "invalid environment variable name {name:?}: a name must be non-empty, without '=' or control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// `user` or `user:group`, by name or number.
@@ -201,10 +231,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        assert!(check_name("stack", "todo-2").is_ok());
-        for bad in ["", "Todo", "2x", "a_b", "a.b", "a b", &"x".repeat(33)] {
-            assert!(check_name("stack", bad).is_err(), "{bad}");
+    fn systemd_paths_take_what_systemd_reads_back() {
+        for ok in ["/srv/my app", "/etc/kapell/100% \"q\" it's.env", "/a/b/", "/"] {
+            assert!(check_systemd_path(ok).is_ok(), "{ok}");
+        }
+        for bad in ["srv", "/a\nb", "/a ", "/a\\", "/a/../b", "/a/./b", "/a//b", &format!("/{}", "x".repeat(256))] {
+            assert!(check_systemd_path(bad).is_err(), "{bad}");
+        }
+        assert!(check_path("/a//b c ").is_ok(), "the supervisor reads any absolute path");
+    }
+
+    #[test]
+    fn environment_names_for_systemd_and_for_docker() {
+        assert!(check_env_name("JAVA_OPTS").is_ok());
+        let native = check_env_name("spring.profiles.active").expect_err("systemd ignores it");
+        assert!(native.contains("native service") && native.contains("container"), "{native}");
+        assert!(check_container_env_name("spring.profiles.active").is_ok());
+        for bad in ["", "A=B", "a\nb"] {
+            assert!(check_container_env_name(bad).is_err(), "{bad:?}");
+            assert!(check_env_name(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -6,12 +6,12 @@
 //! ignores `X-` sections; `kapell run` reads this one back with [`ContainerSpec::from_unit`].
 //! Values are written with the same escaper as every other line.
 
-use super::escape;
-use super::unit::{Section, UnitFile, Value};
 use crate::model::{Container, DepTarget, Health, Kind, OnUnhealthy, Pull, Service, Stack};
-use crate::units::{Duration, Size};
+use crate::quantity::{Duration, Size};
+use crate::unitfile::escape;
+use crate::unitfile::{Section, UnitFile, Value};
 
-pub const SECTION: &str = "X-Kapell-Container";
+use crate::unitset::markers::CONTAINER_SECTION as SECTION;
 
 /// Docker's default grace period, used when `stop_timeout` is not set.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration(10_000_000);
@@ -137,10 +137,7 @@ impl ContainerSpec {
 
     /// The Docker container name: `kapell-<stack>-<service>[-<instance>]`.
     pub fn container_name(&self, instance: Option<&str>) -> String {
-        match instance {
-            Some(i) => format!("kapell-{}-{}-{i}", self.stack, self.service),
-            None => format!("kapell-{}-{}", self.stack, self.service),
-        }
+        crate::names::container_name(&self.stack, &self.service, instance)
     }
 
     /// Writes the section. Each key documents the container setting it carries.

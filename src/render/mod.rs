@@ -2,12 +2,13 @@
 //! files and `systemd-analyze verify`.
 
 pub mod container;
-pub mod escape;
 mod service;
-pub mod unit;
 
 use crate::model::{DepTarget, Dependency, Stack};
-use unit::{UnitFile, Value};
+use crate::unitfile::{UnitFile, Value};
+pub use crate::unitset::OutputFile;
+use crate::unitset::markers;
+use std::collections::HashMap;
 
 /// Where `ExecStart=` finds kapell on the hosts that run the units.
 pub const DEFAULT_KAPELL_PATH: &str = "/usr/bin/kapell";
@@ -25,35 +26,43 @@ impl Default for RenderOptions {
     }
 }
 
-/// One file of a unit set, relative to the unit directory.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum OutputFile {
-    Unit {
-        name: String,
-        text: String,
-    },
-    /// A `*.wants/` symlink: `path` (e.g. `multi-user.target.wants/todo.target`) → `target`.
-    Link {
-        path: String,
-        target: String,
-    },
+/// Renders the unit set of one host: every file of every stack in `stacks`, stack by stack (in
+/// the order given), each stack as its target, its `multi-user.target.wants/` link when enabled,
+/// then its services' units in file order.
+///
+/// `stacks` are checked stacks ([`crate::host::load`], or a fleet controller's share of them for
+/// one host: [`Stack::retain_services`] keeps the services placed there). `"<stack>.<service>"`
+/// dependencies resolve against `stacks`; one naming a stack or service not among them becomes
+/// the plain unit name `<stack>-<service>.service`. Pure and deterministic: the same stacks give
+/// the same bytes on the generator, `kapell apply`, `kapell generate` and a fleet controller.
+pub fn render_host(stacks: &[Stack], options: &RenderOptions) -> Vec<OutputFile> {
+    render_host_only(stacks, |_| true, options)
 }
 
-impl OutputFile {
-    pub fn path(&self) -> &str {
-        match self {
-            OutputFile::Unit { name, .. } => name,
-            OutputFile::Link { path, .. } => path,
-        }
+/// [`render_host`] for the stacks `only` accepts, with dependencies still resolved against all
+/// of `stacks` (`kapell generate FILE` renders one stack that requires its neighbours).
+pub fn render_host_only(stacks: &[Stack], only: impl Fn(&Stack) -> bool, options: &RenderOptions) -> Vec<OutputFile> {
+    let host = Host::new(stacks);
+    let selected: Vec<&Stack> = stacks.iter().filter(|s| only(s)).collect();
+    // Stacks render independently; on a big host the two cores halve the time.
+    crate::parallel::map(&selected, |stack| render_stack(stack, &host, options)).into_iter().flatten().collect()
+}
+
+/// The stacks of a host by name, for resolving dependencies in O(1).
+pub(crate) struct Host<'a> {
+    by_name: HashMap<&'a str, &'a Stack>,
+}
+
+impl<'a> Host<'a> {
+    fn new(stacks: &'a [Stack]) -> Self {
+        // Two stacks of one name (`kapell check` given a file and its namesake): the later wins.
+        Self { by_name: stacks.iter().map(|s| (s.name.as_str(), s)).collect() }
     }
 }
 
 /// The unit set of one stack: its target, its services' units and the links that enable it.
-///
-/// `host` is every valid stack on the host, used to resolve `"<stack>.<service>"` dependencies
-/// to unit names (a replicated service is every one of its instances).
-pub fn render_stack(stack: &Stack, host: &[Stack], options: &RenderOptions) -> Vec<OutputFile> {
-    let mut files = Vec::with_capacity(stack.services.len() + 2);
+fn render_stack(stack: &Stack, host: &Host, options: &RenderOptions) -> Vec<OutputFile> {
+    let mut files = Vec::with_capacity(stack.services().len() + 2);
     let shared = Shared::new(stack);
     files.push(OutputFile::Unit { name: stack.target_unit(), text: target_unit(stack, &shared).serialize() });
     if stack.enable {
@@ -62,7 +71,7 @@ pub fn render_stack(stack: &Stack, host: &[Stack], options: &RenderOptions) -> V
             target: format!("../{}", stack.target_unit()),
         });
     }
-    for service in &stack.services {
+    for service in stack.services() {
         let unit = service::service_unit(stack, service, host, options, &shared);
         files.push(OutputFile::Unit { name: service.unit_file_name(&stack.name), text: unit.serialize() });
     }
@@ -100,17 +109,17 @@ fn target_unit(stack: &Stack, shared: &Shared) -> UnitFile {
     let section = unit.section("Unit");
     section.add("Description", Value::text(&description));
     section.add("SourcePath", shared.source_path.clone());
-    let wants: Vec<String> = stack.services.iter().flat_map(|s| s.running_units(&stack.name)).collect();
+    let wants: Vec<String> = stack.services().iter().flat_map(|s| s.running_units(&stack.name)).collect();
     section.add("Wants", wants.join(" "));
-    section.add("X-Kapell-Stack", stack.name.as_str());
+    section.add(markers::STACK_KEY, stack.name.as_str());
     if stack.enable {
         unit.section("Install").add("WantedBy", "multi-user.target");
     }
     unit
 }
 
-/// The units a dependency names.
-pub fn dependency_units(stack: &Stack, dep: &Dependency, host: &[Stack]) -> Vec<String> {
+/// The units a dependency names (a replicated service is every one of its instances).
+fn dependency_units(stack: &Stack, dep: &Dependency, host: &Host) -> Vec<String> {
     let (stack_name, service_name) = match &dep.target {
         DepTarget::Unit(unit) => return vec![unit.clone()],
         DepTarget::Local(service) => (stack.name.as_str(), service.as_str()),
@@ -119,10 +128,10 @@ pub fn dependency_units(stack: &Stack, dep: &Dependency, host: &[Stack]) -> Vec<
     let found = if stack_name == stack.name {
         stack.service(service_name)
     } else {
-        host.iter().find(|s| s.name == stack_name).and_then(|s| s.service(service_name))
+        host.by_name.get(stack_name).and_then(|s| s.service(service_name))
     };
     match found {
         Some(service) => service.running_units(stack_name),
-        None => vec![format!("{stack_name}-{service_name}.service")],
+        None => vec![crate::names::service_unit(stack_name, service_name, None)],
     }
 }

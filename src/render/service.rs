@@ -1,10 +1,12 @@
 //! `<stack>-<service>.service` (or the template `<stack>-<service>@.service`).
 
 use super::container::{self, ContainerSpec};
-use super::unit::{Section, UnitFile, Value};
-use super::{RenderOptions, Shared, dependency_units, escape};
+use super::{Host, RenderOptions, Shared, dependency_units};
 use crate::model::{Kind, Restart, SecretSource, Service, ServiceType, Stack};
-use crate::units::Duration;
+use crate::quantity::Duration;
+use crate::unitfile::escape;
+use crate::unitfile::{Section, UnitFile, Value};
+use crate::unitset::markers;
 
 /// Extra time systemd allows beyond the container's grace period, so the supervisor can remove
 /// the container after Docker's SIGKILL before systemd kills the supervisor.
@@ -13,7 +15,7 @@ const SUPERVISOR_STOP_MARGIN: Duration = Duration(5_000_000);
 pub(super) fn service_unit(
     stack: &Stack,
     service: &Service,
-    host: &[Stack],
+    host: &Host,
     options: &RenderOptions,
     shared: &Shared,
 ) -> UnitFile {
@@ -56,12 +58,12 @@ pub(super) fn service_unit(
         unit.section("Service").add(&p.key, Value::trusted(p.value.clone()));
     }
     if let Some(spec) = ContainerSpec::from_service(stack, service) {
-        spec.write(unit.section(container::SECTION));
+        spec.write(unit.section(markers::CONTAINER_SECTION));
     }
     unit
 }
 
-fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &[Stack], shared: &Shared) {
+fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, shared: &Shared) {
     let description = match &stack.description {
         Some(d) => format!("{d}: {} ({}.{})", service.name, stack.name, service.name),
         None => format!("{}.{}", stack.name, service.name),
@@ -81,8 +83,8 @@ fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &[Stack
     if service.is_container() {
         u.add("After", "docker.service docker.socket");
     }
-    u.add("X-Kapell-Stack", stack.name.as_str());
-    u.add("X-Kapell-Service", service.name.as_str());
+    u.add(markers::STACK_KEY, stack.name.as_str());
+    u.add(markers::SERVICE_KEY, service.name.as_str());
     for p in service.systemd.iter().filter(|p| p.section == "Unit") {
         u.add(&p.key, Value::trusted(p.value.clone()));
     }

@@ -6,7 +6,7 @@
 //! the supervisor, and Docker keeping a second, unrotated copy on disk would only fill it.
 
 use super::ports;
-use super::unit_lookup::Target;
+use crate::names::ServiceRef;
 use crate::render::container::ContainerSpec;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
@@ -28,7 +28,7 @@ pub mod label {
 
 /// Everything the create request needs besides the spec.
 pub struct Inputs<'a> {
-    pub target: &'a Target,
+    pub target: &'a ServiceRef,
     /// Variables from `env_files`, in file order.
     pub file_env: Vec<(String, String)>,
     /// Staged secrets: `(host file, path in the container)`.
@@ -85,7 +85,7 @@ pub fn create_body(spec: &ContainerSpec, inputs: &Inputs<'_>) -> Result<Containe
 
     let healthcheck = c.health.as_ref().map(|h| {
         let nanos =
-            |d: Option<crate::units::Duration>| d.map(|d| i64::try_from(d.as_micros() * 1000).unwrap_or(i64::MAX));
+            |d: Option<crate::quantity::Duration>| d.map(|d| i64::try_from(d.as_micros() * 1000).unwrap_or(i64::MAX));
         HealthConfig {
             test: Some(std::iter::once("CMD".to_string()).chain(h.cmd.iter().cloned()).collect()),
             interval: nanos(h.interval),
@@ -132,7 +132,7 @@ pub fn grace_secs(spec: &ContainerSpec) -> i64 {
     i64::try_from(spec.stop_timeout.as_micros().div_ceil(1_000_000)).unwrap_or(i64::MAX)
 }
 
-fn labels(spec: &ContainerSpec, target: &Target) -> HashMap<String, String> {
+fn labels(spec: &ContainerSpec, target: &ServiceRef) -> HashMap<String, String> {
     let mut labels = HashMap::from([
         (label::STACK.to_string(), spec.stack.clone()),
         (label::SERVICE.to_string(), spec.service.clone()),
@@ -160,8 +160,8 @@ fn environment(files: &[(String, String)], explicit: &[(String, String)]) -> Vec
 mod tests {
     use super::*;
     use crate::model::{Container, Health, OnUnhealthy, Pull};
+    use crate::quantity::{Duration, Size};
     use crate::render::container::NetworkSpec;
-    use crate::units::{Duration, Size};
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn create_request_carries_the_spec() -> Result<(), String> {
-        let target = Target::new("todo.db", Some("2"))?;
+        let target = ServiceRef::new("todo.db", Some("2"))?;
         let mounts = [(PathBuf::from("/run/kapell/secrets/kapell-todo-db-2/db_password"), secrets_path())];
         let inputs = Inputs {
             target: &target,
@@ -250,7 +250,7 @@ mod tests {
     fn bad_port_is_an_error() {
         let mut s = spec();
         s.container.ports = vec!["http".into()];
-        let target = Target { stack: "todo".into(), service: "db".into(), instance: None };
+        let target = ServiceRef { stack: "todo".into(), service: "db".into(), instance: None };
         let inputs = Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "kapell-todo" };
         assert!(create_body(&s, &inputs).is_err());
     }
@@ -260,7 +260,7 @@ mod tests {
         let mut s = spec();
         s.network = NetworkSpec { name: "host".into(), aliases: Vec::new(), joins: Vec::new() };
         s.container.ports.clear();
-        let target = Target::new("todo.db", None)?;
+        let target = ServiceRef::new("todo.db", None)?;
         let inputs = Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "host" };
         let json = serde_json::to_value(create_body(&s, &inputs)?).map_err(|e| e.to_string())?;
         assert_eq!(json["HostConfig"]["NetworkMode"], "host");

@@ -26,14 +26,14 @@ mod ports;
 mod secrets;
 pub mod unit_lookup;
 
+pub use crate::names::ServiceRef;
 pub use container_config::label;
-pub use unit_lookup::Target;
 
 use crate::logging::id;
 use crate::model::Pull;
 use crate::render::container::ContainerSpec;
-use crate::render::unit::UnitFile;
 use crate::status::{Health, SupervisorStatus as Status};
+use crate::unitfile::UnitFile;
 use anyhow::{Context as _, Result, bail, ensure};
 use bollard::container::LogOutput;
 use bollard::models::ContainerCreateBody;
@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Exit status when the supervisor fails (Docker, image, unit) or stops an unhealthy container.
-pub const EXIT_FAILED: u8 = crate::cli::exit::FAILED;
+pub const EXIT_FAILED: u8 = crate::exit::FAILED;
 
 /// While a pull reports progress, the start timeout is pushed this far ahead…
 const PULL_EXTEND_BY: Duration = Duration::from_secs(30);
@@ -56,7 +56,7 @@ const PULL_EXTEND_EVERY: Duration = Duration::from_secs(5);
 const DRAIN_OUTPUT: Duration = Duration::from_secs(2);
 
 /// Runs the supervisor for `target` to the end; returns the process exit status.
-pub fn run(target: &Target, unit_file: Option<&Path>) -> u8 {
+pub fn run(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
     let unit = target.unit_name();
     crate::logging::init(&[
         ("KAPELL_UNIT", unit.as_str()),
@@ -96,7 +96,7 @@ struct Ctx {
     spec: ContainerSpec,
 }
 
-async fn supervise(target: &Target, unit_file: Option<&Path>) -> Result<u8> {
+async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> {
     // From here on SIGTERM is ours to handle: it arrives as an event, never kills mid-step.
     let mut shutdown = Shutdown::new()?;
     let path = match unit_file {
@@ -161,7 +161,7 @@ async fn supervise(target: &Target, unit_file: Option<&Path>) -> Result<u8> {
     result
 }
 
-fn load_spec(path: &Path, target: &Target) -> Result<ContainerSpec> {
+fn load_spec(path: &Path, target: &ServiceRef) -> Result<ContainerSpec> {
     let text = std::fs::read_to_string(path)?;
     let unit = UnitFile::parse(&text).map_err(anyhow::Error::msg)?;
     let spec = ContainerSpec::from_unit(&unit).map_err(anyhow::Error::msg)?;

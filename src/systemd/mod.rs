@@ -8,8 +8,11 @@
 //!
 //! Jobs are awaited the way `systemctl` does it: subscribe to `JobRemoved` *before* enqueueing
 //! ([`Systemd::watch_jobs`]), then match finished jobs by object path, so a job that ends before
-//! the enqueue call even returns is not missed.
+//! the enqueue call even returns is not missed; see [`JobWatcher`] for why the signals are
+//! drained from the first moment and how a missed one is recovered. Calls are kept a bounded
+//! number in flight, under the bus daemon's limit of pending replies per connection.
 
+mod jobs;
 mod proxy;
 
 use anyhow::{Context, Result, anyhow};
@@ -19,11 +22,17 @@ use std::fmt;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
+pub use jobs::JobWatcher;
 pub use proxy::{ManagerProxy, UnitListEntry};
 
 /// Job mode for every job kapell enqueues: like `systemctl`'s default, a new job replaces
 /// conflicting queued ones.
 const MODE: &str = "replace";
+
+/// Method calls kapell keeps in flight at once. The bus daemon limits the replies a connection
+/// may await (`max_replies_per_connection`, 128 in Debian's `system.conf`); a few dozen already
+/// hide the round trip.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// A connection to the system instance of systemd.
 pub struct Systemd {
@@ -56,7 +65,7 @@ impl Systemd {
         let stream =
             self.manager.receive_job_removed().await.map_err(dbus_error).context("cannot watch systemd jobs")?;
         self.subscribe().await?;
-        Ok(JobWatcher { stream, finished: HashMap::new() })
+        Ok(JobWatcher::new(stream))
     }
 
     /// Asks systemd to emit signals to us. Subscribing twice is harmless.
@@ -90,6 +99,15 @@ impl Systemd {
         self.enqueue(JobKind::Restart, unit).await
     }
 
+    /// Enqueues a job of `kind` for each unit, a bounded number of calls at a time; one result
+    /// per unit, in order (systemd may refuse some and accept the others).
+    pub async fn enqueue_all(&self, jobs: &[(JobKind, &str)]) -> Vec<Result<Job>> {
+        futures_util::stream::iter(jobs.iter().map(|&(kind, unit)| self.enqueue(kind, unit)))
+            .buffered(MAX_IN_FLIGHT)
+            .collect()
+            .await
+    }
+
     async fn enqueue(&self, kind: JobKind, unit: &str) -> Result<Job> {
         let path = match kind {
             JobKind::Start => self.manager.start_unit(unit, MODE).await,
@@ -106,10 +124,15 @@ impl Systemd {
     }
 
     /// The state of each of `names`, loading units from disk as needed (as `systemctl status`
-    /// does). A unit without a file has `load_state` `not-found`.
+    /// does), in the order of `names`. A unit without a file has `load_state` `not-found`.
+    /// A bounded number of units is read at a time (see [`MAX_IN_FLIGHT`]).
     pub async fn units(&self, names: &[String]) -> Result<Vec<UnitInfo>> {
-        let calls = names.iter().map(|n| self.unit(n));
-        futures_util::future::try_join_all(calls).await
+        let mut infos = Vec::with_capacity(names.len());
+        let mut calls = futures_util::stream::iter(names.iter().map(|n| self.unit(n))).buffered(MAX_IN_FLIGHT);
+        while let Some(info) = calls.next().await {
+            infos.push(info?);
+        }
+        Ok(infos)
     }
 
     /// The state of one unit (see [`Systemd::units`]).
@@ -142,6 +165,8 @@ impl Systemd {
             restarts: take(&mut service, "NRestarts").unwrap_or(0),
             status_text: take(&mut service, "StatusText").unwrap_or_default(),
             result: take(&mut service, "Result").unwrap_or_default(),
+            timeout_start_usec: take(&mut service, "TimeoutStartUSec").unwrap_or(0),
+            timeout_stop_usec: take(&mut service, "TimeoutStopUSec").unwrap_or(0),
         })
     }
 }
@@ -188,6 +213,10 @@ pub struct UnitInfo {
     pub status_text: String,
     /// Services only: `success` or why it last failed (`exit-code`, `signal`, `timeout`, …).
     pub result: String,
+    /// Services only: `TimeoutStartSec=` and `TimeoutStopSec=` in µs (`u64::MAX`: infinity);
+    /// 0 for other units, which have no timeouts of their own.
+    pub timeout_start_usec: u64,
+    pub timeout_stop_usec: u64,
 }
 
 impl UnitInfo {
@@ -284,50 +313,5 @@ impl fmt::Display for JobResult {
             JobResult::Dependency => "a dependency failed",
             JobResult::Other(s) => s,
         })
-    }
-}
-
-/// Finished jobs, as systemd announces them. Created by [`Systemd::watch_jobs`].
-pub struct JobWatcher {
-    stream: proxy::JobRemovedStream,
-    /// Jobs seen finishing that nobody waited for yet.
-    finished: HashMap<OwnedObjectPath, JobResult>,
-}
-
-impl JobWatcher {
-    /// Waits until `job` has finished and returns its result.
-    pub async fn wait(&mut self, job: &Job) -> Result<JobResult> {
-        loop {
-            if let Some(result) = self.finished.remove(&job.path) {
-                return Ok(result);
-            }
-            self.next().await?;
-        }
-    }
-
-    /// Waits for every job of `jobs`, calling `on_done` for each as it finishes (in the order
-    /// they finish, so progress shows while slow units start).
-    pub async fn wait_all(&mut self, jobs: &[Job], mut on_done: impl FnMut(&Job, JobResult)) -> Result<()> {
-        let mut pending: Vec<&Job> = jobs.iter().collect();
-        while !pending.is_empty() {
-            pending.retain(|job| match self.finished.remove(&job.path) {
-                Some(result) => {
-                    on_done(job, result);
-                    false
-                }
-                None => true,
-            });
-            if !pending.is_empty() {
-                self.next().await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn next(&mut self) -> Result<()> {
-        let signal = self.stream.next().await.context("the system bus connection closed while waiting for jobs")?;
-        let args = signal.args().map_err(dbus_error).context("malformed JobRemoved signal")?;
-        self.finished.insert(args.job().clone().into(), JobResult::parse(args.result()));
-        Ok(())
     }
 }

@@ -20,6 +20,9 @@ pub const SERVICE_INTERFACE: InterfaceName<'static> =
 pub type UnitListEntry =
     (String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath);
 
+/// One row of `ListJobs`: id, unit, job type, job state, job object path, unit object path.
+pub type JobListEntry = (u32, String, String, String, OwnedObjectPath, OwnedObjectPath);
+
 #[proxy(
     interface = "org.freedesktop.systemd1.Manager",
     default_service = "org.freedesktop.systemd1",
@@ -56,6 +59,10 @@ pub trait Manager {
     /// Loaded units whose active state is one of `states` (all if empty) and whose name
     /// matches one of the glob `patterns` (all if empty).
     fn list_units_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<UnitListEntry>>;
+
+    /// The jobs systemd has queued or running: id, unit, job type, job state, job object path,
+    /// unit object path. A job that is not listed has finished.
+    fn list_jobs(&self) -> zbus::Result<Vec<JobListEntry>>;
 
     /// A job finished: its id, object path, unit and result (`done`, `canceled`, `timeout`,
     /// `failed`, `dependency`, `skipped`).

@@ -3,22 +3,10 @@
 
 use crate::diagnostics::Diagnostic;
 use crate::model::Stack;
+use crate::unitset::markers::is_kapell_unit;
 use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-
-/// The marker every kapell unit carries in `[Unit]`.
-pub const OWNER_MARKER: &str = "X-Kapell-Stack=";
-
-/// The system unit directories whose units kapell must not shadow. The generator directories are
-/// left out: they are rebuilt by systemd on every reload, kapell's own output lives there.
-const SYSTEM_UNIT_DIRS: &[&str] = &[
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/local/lib/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-];
 
 /// systemd's unit directories, each listed once on first use (a generator run does a handful of
 /// `readdir`s, not one `stat` per unit).
@@ -31,7 +19,7 @@ impl UnitSearchPath {
     pub fn from_env() -> Self {
         match std::env::var_os("KAPELL_UNIT_PATH") {
             Some(list) => Self::new(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect()),
-            None => Self::new(SYSTEM_UNIT_DIRS.iter().map(PathBuf::from).collect()),
+            None => Self::new(crate::names::foreign_unit_dirs().map(PathBuf::from).collect()),
         }
     }
 
@@ -60,11 +48,6 @@ fn list_dir(dir: &Path) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-/// A unit kapell wrote carries the owner marker in its text. (`/dev/null` masks are not ours.)
-pub fn is_kapell_unit(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|text| text.lines().any(|l| l.trim_start().starts_with(OWNER_MARKER)))
-}
-
 pub fn check_foreign_units(stacks: &[Stack], search_path: &UnitSearchPath, errors: &mut Vec<Diagnostic>) {
     for stack in stacks {
         if let Some(path) = search_path.foreign_unit(&stack.target_unit()) {
@@ -74,7 +57,7 @@ pub fn check_foreign_units(stacks: &[Stack], search_path: &UnitSearchPath, error
                 format!("stack `{}` would produce `{}`, which already exists as {} and is not kapell's; rename the stack (the file)", stack.name, stack.target_unit(), path.display()),
             ));
         }
-        for service in &stack.services {
+        for service in stack.services() {
             let unit = service.unit_file_name(&stack.name);
             if let Some(path) = search_path.foreign_unit(&unit) {
                 errors.push(Diagnostic::new(
@@ -84,23 +67,5 @@ pub fn check_foreign_units(stacks: &[Stack], search_path: &UnitSearchPath, error
                 ));
             }
         }
-    }
-}
-
-/// Is `rel` (relative to a unit directory) a kapell unit, or a `*.wants/` link to one? Used to
-/// decide what kapell may remove: nothing else is ever touched.
-pub fn is_kapell_link_or_unit(dir: &Path, rel: &str) -> bool {
-    let path = dir.join(rel);
-    match std::fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            // A wants link made by kapell points at a sibling unit of `dir` that kapell owns (or
-            // owned: a dangling link into `dir` left by a removed stack).
-            let Ok(target) = std::fs::read_link(&path) else { return false };
-            let Some(name) = target.file_name() else { return false };
-            let unit = dir.join(name);
-            target.starts_with("..") && (!unit.exists() || is_kapell_unit(&unit))
-        }
-        Ok(m) if m.is_file() => is_kapell_unit(&path),
-        _ => false,
     }
 }

@@ -18,7 +18,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     // Stacks are indexed by name, services looked up within their stack (a handful each): one
     // short hash per edge instead of hashing (stack, service) pairs.
     let stack_index: HashMap<&str, usize> = stacks.iter().enumerate().map(|(si, st)| (st.name.as_str(), si)).collect();
-    let service_in = |si: usize, name: &str| stacks[si].services.iter().position(|s| s.name == name);
+    let service_in = |si: usize, name: &str| stacks[si].service_index(name);
     let node_of = |stack: &str, service: &str| -> Option<Node> {
         // Names are unique on a host, but `kapell check` may be given two files of one name:
         // then the later stack of that name wins, as it did in a (stack, service) map built in
@@ -28,7 +28,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     };
     // Edges carry the span of the dependency entry that makes them.
     let edges = |(si, vi): Node| -> Vec<Edge> {
-        let service = &stacks[si].services[vi];
+        let service = &stacks[si].services()[vi];
         service
             .requires
             .iter()
@@ -48,7 +48,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     // at the dependency entry that closes it, in every stack it passes through.
     let mut colour = Colours::new(stacks);
     for (si, stack) in stacks.iter().enumerate() {
-        for (vi, service) in stack.services.iter().enumerate() {
+        for (vi, service) in stack.services().iter().enumerate() {
             let start = (si, vi);
             // A service shadowed by a later stack of the same name is no node of the graph.
             if colour.get(start) != UNSEEN || node_of(&stack.name, &service.name) != Some(start) {
@@ -96,7 +96,7 @@ impl Colours {
         let mut total = 0;
         for stack in stacks {
             offsets.push(total);
-            total += stack.services.len();
+            total += stack.services().len();
         }
         Self { offsets, colours: vec![UNSEEN; total] }
     }
@@ -118,7 +118,7 @@ fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, erro
     let names: Vec<String> = cycle
         .iter()
         .map(|(s, v)| {
-            let service = &stacks[*s].services[*v].name;
+            let service = &stacks[*s].services()[*v].name;
             if single_stack { service.clone() } else { format!("{}.{service}", stacks[*s].name) }
         })
         .collect();

@@ -8,7 +8,7 @@
 mod collisions;
 mod graph;
 
-pub use collisions::{OWNER_MARKER, UnitSearchPath, is_kapell_link_or_unit, is_kapell_unit};
+pub use collisions::UnitSearchPath;
 
 use crate::config::Parsed;
 use crate::diagnostics::{self, Diagnostic, did_you_mean};
@@ -75,7 +75,7 @@ fn check_remote_dependencies(
     errors: &mut Vec<Diagnostic>,
 ) {
     for stack in stacks {
-        for service in &stack.services {
+        for service in stack.services() {
             let deps = service.requires.iter().map(|d| (d, true)).chain(service.wants.iter().map(|d| (d, false)));
             for (dep, required) in deps {
                 let DepTarget::Remote { stack: other, service: wanted } = &dep.target else { continue };
@@ -86,7 +86,7 @@ fn check_remote_dependencies(
                 let message = match stacks.iter().find(|s| &s.name == other) {
                     Some(target) if target.service(wanted).is_some() => continue,
                     Some(target) => {
-                        let hint = did_you_mean(wanted, target.services.iter().map(|s| s.name.as_str()))
+                        let hint = did_you_mean(wanted, target.services().iter().map(|s| s.name.as_str()))
                             .map(|n| format!(" (did you mean `{other}.{n}`?)"))
                             .unwrap_or_default();
                         format!(
@@ -120,7 +120,7 @@ fn check_duplicate_units(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     let mut owners: BTreeMap<String, (&Stack, std::ops::Range<usize>)> = BTreeMap::new();
     for stack in stacks {
         let units = std::iter::once((stack.target_unit(), 0..0))
-            .chain(stack.services.iter().map(|s| (s.unit_file_name(&stack.name), s.span.clone())));
+            .chain(stack.services().iter().map(|s| (s.unit_file_name(&stack.name), s.span.clone())));
         for (unit, span) in units {
             if let Some((first, first_span)) = owners.get(&unit) {
                 if first.name != stack.name {

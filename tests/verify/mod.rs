@@ -5,8 +5,8 @@
 //! in /etc/systemd/system, and an empty executable at every absolute `ExecStart=` path (the
 //! programs a stack names are not installed on the test machine).
 
-use kapell::render::escape::unquote;
-use kapell::render::unit::UnitFile;
+use kapell::unitfile::UnitFile;
+use kapell::unitfile::escape::unquote;
 use std::path::Path;
 use std::process::Command;
 

@@ -1,17 +1,36 @@
-//! Writing a unit set into a directory: atomically per file, idempotently, and without touching
+//! Writing a unit set into a directory: never a partial unit, idempotently, and without touching
 //! anything kapell does not own.
 
-use crate::render::OutputFile;
-use crate::validate::is_kapell_link_or_unit;
+use super::OutputFile;
+use super::markers::is_kapell_link_or_unit;
 use anyhow::{Context, Result};
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Writes `files` into `dir` (each via a temporary file and `rename`, so a reader sees the old
-/// file or the new one), then removes kapell's files in `dir` that are no longer part of the set.
-/// Returns the paths written or removed whose content changed.
-pub fn write(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
+/// A unit at most this long is written in place in a generator directory: one page, which one
+/// `write(2)` to a fresh file puts there whole or not at all.
+pub const IN_PLACE_MAX: usize = 4096;
+
+/// How files reach the directory (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// A live directory (`kapell generate --out`, a set installed on a peer): every file goes
+    /// through a temporary file and `rename(2)`, so a reader sees the old file or the new one.
+    Replace,
+    /// systemd's generator output directory: systemd empties it before running generators and
+    /// reads it only after they exit, and an empty unit file means "masked". So a new unit of at
+    /// most [`IN_PLACE_MAX`] bytes is created with `O_CREAT|O_EXCL` and written with one
+    /// `write(2)`: a kill leaves no file, an empty (masked) one, or the whole unit, never part of
+    /// it, at half the system calls of a rename. Longer units, and files already there (a second
+    /// run into the same directory), are replaced as in [`Strategy::Replace`].
+    GeneratorDir,
+}
+
+/// Writes `files` into `dir` with `strategy`, then removes kapell's files in `dir` that are no
+/// longer part of the set. Returns the paths written or removed whose content changed.
+pub fn write(dir: &Path, files: &[OutputFile], strategy: Strategy) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // One listing up front instead of a failed open/unlink/mkdir per file: at boot the
     // generator writes thousands of files into an empty directory, and syscalls are its cost.
@@ -27,7 +46,7 @@ pub fn write(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
             existing.extend(list(dir, sub));
         }
     }
-    let results = crate::parallel::map(files, |file| install(dir, file, &existing));
+    let results = crate::parallel::map(files, |file| install(dir, file, &existing, strategy));
     let mut changed = Vec::new();
     for result in results {
         if let Some(path) = result? {
@@ -44,9 +63,26 @@ pub fn write(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
 
 /// Installs one file unless it is already there with the same content; returns its path if it
 /// changed.
-fn install(dir: &Path, file: &OutputFile, existing: &HashSet<String>) -> Result<Option<String>> {
+fn install(dir: &Path, file: &OutputFile, existing: &HashSet<String>, strategy: Strategy) -> Result<Option<String>> {
     let rel = file.path();
     let path = child(dir, rel);
+    let exists = existing.contains(rel);
+    if strategy == Strategy::GeneratorDir && !exists {
+        match file {
+            OutputFile::Unit { text, .. } if text.len() <= IN_PLACE_MAX => {
+                if write_new(&path, text.as_bytes())? {
+                    return Ok(Some(rel.to_string()));
+                }
+            }
+            // symlink(2) is atomic by itself: the link is there whole or not at all.
+            OutputFile::Link { target, .. } => match std::os::unix::fs::symlink(target, &path) {
+                Ok(()) => return Ok(Some(rel.to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+            },
+            OutputFile::Unit { .. } => {}
+        }
+    }
     let tmp_rel = match rel.rsplit_once('/') {
         Some((sub, name)) => format!("{sub}/.{name}.kapell-tmp"),
         None => format!(".{rel}.kapell-tmp"),
@@ -55,7 +91,6 @@ fn install(dir: &Path, file: &OutputFile, existing: &HashSet<String>) -> Result<
     if existing.contains(&tmp_rel) {
         let _ = std::fs::remove_file(&tmp); // left by an interrupted run
     }
-    let exists = existing.contains(rel);
     match file {
         OutputFile::Unit { text, .. } => {
             if exists && std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
@@ -72,6 +107,25 @@ fn install(dir: &Path, file: &OutputFile, existing: &HashSet<String>) -> Result<
     }
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot install {}", path.display()))?;
     Ok(Some(rel.to_string()))
+}
+
+/// Creates `path` with the whole of `bytes` in one `write(2)`; `false` if it already exists (then
+/// the caller replaces it). A short write is an error: the file is removed so that no partial
+/// unit stays behind.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    match file.write(bytes) {
+        Ok(n) if n == bytes.len() => Ok(true),
+        result => {
+            let _ = std::fs::remove_file(path);
+            let why = result.map_or_else(|e| e.to_string(), |n| format!("only {n} of {} bytes written", bytes.len()));
+            anyhow::bail!("cannot write {}: {why}", path.display())
+        }
+    }
 }
 
 /// `dir/rel`, by concatenation: the same path as `dir.join(rel)` for the relative, normalized

@@ -6,7 +6,7 @@
 //! kapell itself builds from validated parts (unit names, durations, numbers) and checks that they
 //! fit on one line. So no user value can add a line, a section or a specifier to a unit.
 
-use super::escape;
+pub mod escape;
 
 /// A value as it will appear after `Key=`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,285 @@
+//! `fleet.toml` (SPEC §8): the hosts of a controller, how to reach them, and rollout defaults.
+//! Read with the same spanned reader as the stacks, so every problem comes with file:line:col,
+//! unknown keys are errors with a hint, and all problems of the file are reported at once.
+
+use crate::config::reader::{At, Ctx, get};
+use crate::config::syntax;
+use crate::diagnostics::{Diagnostic, Source};
+use crate::quantity::Duration;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toml::de::DeTable;
+
+const ROOT_KEYS: &[&str] = &["defaults", "hosts", "rollout"];
+const DEFAULTS_KEYS: &[&str] =
+    &["ssh_user", "ssh_config", "known_hosts", "parallel", "reconcile_interval", "confirm_timeout"];
+const HOST_KEYS: &[&str] = &["address", "labels"];
+const ROLLOUT_KEYS: &[&str] = &["max_parallel", "min_healthy_time", "healthy_deadline", "auto_revert"];
+
+/// The checked contents of `fleet.toml`.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub source: Arc<Source>,
+    pub defaults: Defaults,
+    /// By name, sorted (reports list hosts in this order).
+    pub hosts: BTreeMap<String, FleetHost>,
+    pub rollout: Rollout,
+}
+
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// `ssh -l`; `None`: ssh's own choice (the config's `User`, else the local user).
+    pub ssh_user: Option<String>,
+    /// `ssh -F`; `None`: the invoking user's `~/.ssh/config`.
+    pub ssh_config: Option<PathBuf>,
+    /// `UserKnownHostsFile`; `None`: ssh's own.
+    pub known_hosts: Option<PathBuf>,
+    /// Hosts worked on at once.
+    pub parallel: usize,
+    pub reconcile_interval: Duration,
+    pub confirm_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FleetHost {
+    pub name: String,
+    /// Anything ssh accepts as a destination.
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    /// Where `[hosts.<name>]` was written.
+    pub span: Range<usize>,
+}
+
+/// Rollout defaults (Nomad's `update` names).
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    pub max_parallel: usize,
+    pub min_healthy_time: Duration,
+    pub healthy_deadline: Duration,
+    pub auto_revert: bool,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            max_parallel: 1,
+            min_healthy_time: Duration::from_secs(10),
+            healthy_deadline: Duration::from_secs(300),
+            auto_revert: true,
+        }
+    }
+}
+
+/// Reads `path`; `Err` holds every problem found.
+pub fn load(path: &Path) -> Result<Fleet, Vec<Diagnostic>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text),
+        Err(e) => Err(vec![Diagnostic::new(&Source::new(path, ""), 0..0, format!("cannot read the file: {e}"))]),
+    }
+}
+
+/// Parses the text of a `fleet.toml` found at `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
+    let source = Source::new(path, text);
+    let mut ctx = Ctx::new(Arc::clone(&source));
+    let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
+    for e in &syntax_errors {
+        ctx.error(e.span().unwrap_or(0..0), e.message().trim().to_string());
+    }
+    if !ctx.diags.is_empty() {
+        return Err(ctx.diags);
+    }
+    let root = root.get_ref();
+    ctx.reject_unknown_keys(root, ROOT_KEYS, "fleet.toml");
+    let defaults = match get(root, "defaults").and_then(|v| ctx.table(v, "defaults")) {
+        Some(table) => read_defaults(&mut ctx, table),
+        None => read_defaults(&mut ctx, &DeTable::new()),
+    };
+    let mut hosts = BTreeMap::new();
+    match get(root, "hosts").map(|v| (v, ctx.table(v, "hosts"))) {
+        Some((value, Some(table))) => {
+            for (key, value) in table.iter() {
+                let name = At { value: key.get_ref().to_string(), span: key.span() };
+                if let Some(host) = read_host(&mut ctx, name, value) {
+                    hosts.insert(host.name.clone(), host);
+                }
+            }
+            if table.is_empty() {
+                ctx.error(value.span(), "the fleet has no hosts: add a [hosts.<name>] table");
+            }
+        }
+        Some((_, None)) => {}
+        None => ctx.error(0..0, "the fleet has no hosts: add a [hosts.<name>] table with an `address`"),
+    }
+    let rollout = match get(root, "rollout").and_then(|v| ctx.table(v, "rollout")) {
+        Some(table) => read_rollout(&mut ctx, table),
+        None => Rollout::default(),
+    };
+    if ctx.has_errors() { Err(ctx.diags) } else { Ok(Fleet { source, defaults, hosts, rollout }) }
+}
+
+fn read_defaults(ctx: &mut Ctx, table: &DeTable<'_>) -> Defaults {
+    ctx.reject_unknown_keys(table, DEFAULTS_KEYS, "[defaults]");
+    let ssh_user = get(table, "ssh_user").and_then(|v| ctx.string(v, "ssh_user")).and_then(|u| {
+        // ssh takes it as `-l USER`: a leading dash would be an option.
+        let ok = !u.value.is_empty() && !u.value.starts_with('-') && !u.value.chars().any(|c| c.is_whitespace());
+        if !ok {
+            ctx.error(u.span, format!("invalid `ssh_user` {:?}", u.value));
+        }
+        ok.then_some(u.value)
+    });
+    let ssh_config = absolute_path(ctx, table, "ssh_config");
+    let known_hosts = absolute_path(ctx, table, "known_hosts");
+    let parallel = positive(ctx, table, "parallel").unwrap_or(16);
+    let reconcile_interval = duration(ctx, table, "reconcile_interval").unwrap_or(Duration::from_secs(30));
+    let confirm_timeout = duration(ctx, table, "confirm_timeout").unwrap_or(Duration::from_secs(30));
+    Defaults { ssh_user, ssh_config, known_hosts, parallel, reconcile_interval, confirm_timeout }
+}
+
+fn read_host(ctx: &mut Ctx, name: At<String>, value: &toml::Spanned<toml::de::DeValue<'_>>) -> Option<FleetHost> {
+    if let Err(e) = syntax::check_host_name(&name.value) {
+        ctx.error(name.span.clone(), format!("{e} (host names use letters, digits, `_`, `.` and `-`)"));
+        return None;
+    }
+    let context = format!("[hosts.{}]", name.value);
+    let table = ctx.table(value, &context)?;
+    ctx.reject_unknown_keys(table, HOST_KEYS, &context);
+    let address = match get(table, "address").and_then(|v| ctx.string(v, "address")) {
+        // ssh takes the destination as an argument after `--`, but an empty or blank one, or
+        // one starting with `-`, is a mistake, not a host.
+        Some(a) if a.value.is_empty() || a.value.starts_with('-') || a.value.chars().any(char::is_whitespace) => {
+            ctx.error(a.span, format!("invalid `address` {:?}: give a host name or address ssh accepts", a.value));
+            return None;
+        }
+        Some(a) => a.value,
+        None if get(table, "address").is_none() => {
+            ctx.error(name.span.clone(), format!("{context} has no `address` (what ssh connects to)"));
+            return None;
+        }
+        None => return None,
+    };
+    let labels = get(table, "labels")
+        .and_then(|v| ctx.string_map(v, "labels"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.value, v.value))
+        .collect();
+    Some(FleetHost { name: name.value, address, labels, span: name.span })
+}
+
+fn read_rollout(ctx: &mut Ctx, table: &DeTable<'_>) -> Rollout {
+    ctx.reject_unknown_keys(table, ROLLOUT_KEYS, "[rollout]");
+    let default = Rollout::default();
+    Rollout {
+        max_parallel: positive(ctx, table, "max_parallel").unwrap_or(default.max_parallel),
+        min_healthy_time: duration(ctx, table, "min_healthy_time").unwrap_or(default.min_healthy_time),
+        healthy_deadline: duration(ctx, table, "healthy_deadline").unwrap_or(default.healthy_deadline),
+        auto_revert: get(table, "auto_revert").and_then(|v| ctx.boolean(v, "auto_revert")).unwrap_or(true),
+    }
+}
+
+fn absolute_path(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<PathBuf> {
+    let value = get(table, key).and_then(|v| ctx.string(v, key))?;
+    if !value.value.starts_with('/') {
+        ctx.error(value.span, format!("`{key}` must be an absolute path, not {:?}", value.value));
+        return None;
+    }
+    Some(PathBuf::from(value.value))
+}
+
+fn positive(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<usize> {
+    let n = get(table, key).and_then(|v| ctx.integer(v, key))?;
+    match usize::try_from(n.value) {
+        Ok(v) if (1..=4096).contains(&v) => Some(v),
+        _ => {
+            ctx.error(n.span, format!("`{key}` must be between 1 and 4096, not {}", n.value));
+            None
+        }
+    }
+}
+
+fn duration(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<Duration> {
+    let text = get(table, key).and_then(|v| ctx.string(v, key))?;
+    match Duration::parse(&text.value) {
+        Ok(d) if d.as_micros() > 0 => Some(d),
+        Ok(_) => {
+            ctx.error(text.span, format!("`{key}` must be longer than zero"));
+            None
+        }
+        Err(e) => {
+            ctx.error(text.span, e);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(Path::new("/etc/kapell/fleet.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(diags) => diags.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn reads_the_spec_example() {
+        let text = r#"
+[defaults]
+ssh_user = "root"
+ssh_config = "/etc/kapell/ssh_config"
+known_hosts = "/etc/kapell/known_hosts"
+parallel = 16
+reconcile_interval = "30s"
+confirm_timeout = "30s"
+
+[hosts.web1]
+address = "10.0.0.11"
+labels = { role = "web", dc = "west" }
+
+[hosts.db1]
+address = "db1.internal"
+labels = { role = "db" }
+
+[rollout]
+max_parallel = 1
+min_healthy_time = "10s"
+healthy_deadline = "5m"
+auto_revert = true
+"#;
+        let fleet = parse(Path::new("fleet.toml"), text).expect("valid");
+        assert_eq!(fleet.hosts.keys().collect::<Vec<_>>(), ["db1", "web1"]);
+        assert_eq!(fleet.hosts["web1"].labels["role"], "web");
+        assert_eq!(fleet.defaults.parallel, 16);
+        assert_eq!(fleet.rollout.healthy_deadline, Duration::from_secs(300));
+        assert_eq!(fleet.defaults.ssh_user.as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn every_problem_is_located_and_explained() {
+        let text = "[defaults]\nparalel = 4\nssh_config = \"relative\"\n\n[hosts.a]\nadress = \"x\"\n\n\
+                    [hosts.b]\naddress = \"-oProxyCommand=x\"\n\n[rollout]\nhealthy_deadline = \"5 parsecs\"\n";
+        let got = errors(text);
+        let want = [
+            "/etc/kapell/fleet.toml:2:1: unknown key `paralel` in [defaults] (did you mean `parallel`?)",
+            "/etc/kapell/fleet.toml:3:14: `ssh_config` must be an absolute path, not \"relative\"",
+            "/etc/kapell/fleet.toml:6:1: unknown key `adress` in [hosts.a] (did you mean `address`?)",
+            "/etc/kapell/fleet.toml:5:8: [hosts.a] has no `address` (what ssh connects to)",
+            "/etc/kapell/fleet.toml:9:11: invalid `address` \"-oProxyCommand=x\": give a host name or address ssh accepts",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
+        }
+        assert!(got.iter().any(|g| g.starts_with("/etc/kapell/fleet.toml:12:20: invalid duration")), "{got:#?}");
+    }
+
+    #[test]
+    fn a_fleet_needs_hosts() {
+        assert_eq!(errors("[defaults]\nparallel = 2\n").len(), 1);
+        assert!(errors("[hosts]\n")[0].contains("no hosts"));
+    }
+}

@@ -1,0 +1,157 @@
+//! The controller side of a push (SPEC §8): from `fleet.toml` and the stacks to one unit set per
+//! host, and requests to every host in parallel.
+//!
+//! Hosts are worked on by `parallel` threads, each running one `ssh` at a time; a slow or dead
+//! host occupies one thread and nothing else, so it never delays or blocks the others, and a
+//! failure on one host never rolls back another.
+
+use super::config::{self as fleet_config, Fleet};
+use super::placement;
+use super::protocol::{Body, HostSet, Reply, Request, VERSION};
+use super::ssh::{Failure, Ssh};
+use crate::config::FLEET_FILE;
+use crate::diagnostics::Diagnostic;
+use crate::render::{self, RenderOptions};
+use crate::validate::UnitSearchPath;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a status request may take.
+const STATUS_DEADLINE: Duration = Duration::from_secs(60);
+/// How long an install may take (image pulls and slow starts happen on the peer).
+const INSTALL_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// Everything a fleet command needs: the fleet, each host's desired set, the transport.
+pub struct Controller {
+    pub fleet: Fleet,
+    /// Every host of the fleet, with the set it should run (possibly empty).
+    pub sets: BTreeMap<String, HostSet>,
+    pub ssh: Ssh,
+    /// Stacks that have no placement and so stay on the controller.
+    pub local_stacks: Vec<String>,
+}
+
+/// What one host answered, or why it did not.
+pub struct HostResult {
+    pub host: String,
+    pub took: Duration,
+    pub outcome: Result<Reply, String>,
+}
+
+impl Controller {
+    /// Reads `fleet.toml` and the stacks of `config_dir`; `Ok(Err(_))` lists every problem.
+    pub fn load(config_dir: &Path) -> Result<Result<Controller, Vec<Diagnostic>>> {
+        let fleet = match fleet_config::load(&config_dir.join(FLEET_FILE)) {
+            Ok(fleet) => fleet,
+            Err(diags) => return Ok(Err(diags)),
+        };
+        let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
+            .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
+        if !checked.is_ok() {
+            return Ok(Err(checked.diagnostics));
+        }
+        let placed = match placement::place(&fleet, &checked.stacks) {
+            Ok(placed) => placed,
+            Err(diags) => return Ok(Err(diags)),
+        };
+        let options = RenderOptions::default();
+        let sets = placed
+            .iter()
+            .map(|(host, stacks)| (host.clone(), HostSet::from_rendered(&render::render_host(stacks, &options))))
+            .collect();
+        let local_stacks =
+            checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.clone()).collect();
+        let ssh = Ssh::new(&fleet.defaults)?;
+        Ok(Ok(Controller { fleet, sets, ssh, local_stacks }))
+    }
+
+    /// The hosts selected by `only` (host names, or `@key=value` labels); all when empty.
+    pub fn select(&self, only: &[String]) -> Result<Vec<String>, String> {
+        if only.is_empty() {
+            return Ok(self.fleet.hosts.keys().cloned().collect());
+        }
+        let mut hosts = Vec::new();
+        for item in only {
+            let matching: Vec<&String> = match item.strip_prefix('@') {
+                Some(label) => {
+                    let (key, value) = label.split_once('=').unwrap_or((label, ""));
+                    self.fleet
+                        .hosts
+                        .values()
+                        .filter(|h| h.labels.get(key).is_some_and(|v| value.is_empty() || v == value))
+                        .map(|h| &h.name)
+                        .collect()
+                }
+                None => self.fleet.hosts.get_key_value(item).map(|(k, _)| k).into_iter().collect(),
+            };
+            if matching.is_empty() {
+                return Err(format!("{item} matches no host of the fleet"));
+            }
+            hosts.extend(matching.into_iter().cloned());
+        }
+        hosts.sort();
+        hosts.dedup();
+        Ok(hosts)
+    }
+
+    /// Asks each of `hosts` for its status.
+    pub fn status(&self, hosts: &[String], done: &(dyn Fn(&HostResult) + Sync)) -> Vec<HostResult> {
+        self.each(hosts, done, |_| Body::Status, STATUS_DEADLINE)
+    }
+
+    /// Pushes each host's set to it.
+    pub fn install(&self, hosts: &[String], done: &(dyn Fn(&HostResult) + Sync)) -> Vec<HostResult> {
+        self.each(hosts, done, |host| Body::Install { set: self.sets[host].clone() }, INSTALL_DEADLINE)
+    }
+
+    /// Sends `body(host)` to every host, `parallel` at a time; `done` sees each result as it
+    /// comes. Results are in host order.
+    fn each(
+        &self,
+        hosts: &[String],
+        done: &(dyn Fn(&HostResult) + Sync),
+        body: impl Fn(&str) -> Body + Sync,
+        deadline: Duration,
+    ) -> Vec<HostResult> {
+        let queue = Mutex::new(hosts.iter());
+        let results = Mutex::new(Vec::with_capacity(hosts.len()));
+        let workers = self.fleet.defaults.parallel.min(hosts.len()).max(1);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    // The queue's lock is held only for `next()`, not across the request.
+                    while let Some(host) = queue.lock().map(|mut q| q.next()).unwrap_or(None) {
+                        let result = self.one(host, body(host), deadline);
+                        done(&result);
+                        if let Ok(mut results) = results.lock() {
+                            results.push(result);
+                        }
+                    }
+                });
+            }
+        });
+        let mut results = results.into_inner().unwrap_or_default();
+        results.sort_by(|a, b| a.host.cmp(&b.host));
+        results
+    }
+
+    fn one(&self, host: &str, body: Body, deadline: Duration) -> HostResult {
+        let start = Instant::now();
+        let address = &self.fleet.hosts[host].address;
+        let outcome = (|| {
+            let request = serde_json::to_vec(&Request { version: VERSION, body }).map_err(|e| e.to_string())?;
+            let bytes = self.ssh.request(address, &request, deadline).map_err(|e| match e {
+                Failure::HostKey(s) | Failure::Unreachable(s) | Failure::Peer(s) => s,
+            })?;
+            let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
+                let text = String::from_utf8_lossy(&bytes);
+                format!("the reply of {host} is not understood ({e}): {}", text.chars().take(200).collect::<String>())
+            })?;
+            Ok(reply)
+        })();
+        HostResult { host: host.to_string(), took: start.elapsed(), outcome }
+    }
+}

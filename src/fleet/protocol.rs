@@ -1,0 +1,220 @@
+//! What travels over SSH between a controller and `kapell receive` (SPEC §8): one JSON request
+//! on the peer's stdin, one JSON reply on its stdout.
+//!
+//! Every message carries [`VERSION`]. A peer refuses a request of a newer version with a reply
+//! that says so (and which versions it speaks), so an old peer never half-understands a bundle.
+//! Unit sets travel whole, with a SHA-256 per file and one for the set: the peer recomputes them
+//! and refuses a set whose hashes do not match (a truncated or altered transfer).
+
+use crate::render::OutputFile;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The protocol version this kapell speaks.
+pub const VERSION: u32 = 1;
+
+/// A request to a peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    pub version: u32,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum Body {
+    /// Make this the host's received set, and make systemd run it.
+    Install { set: HostSet },
+    /// Report the received set and the state of its units; change nothing.
+    Status,
+}
+
+/// The unit set of one host: unit files and `*.wants/` links by path, plus the set's hash.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostSet {
+    pub files: BTreeMap<String, SetFile>,
+    /// [`HostSet::compute_hash`] of `files`.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SetFile {
+    Unit { text: String, sha256: String },
+    Link { target: String },
+}
+
+impl HostSet {
+    /// The set of rendered files, hashed.
+    pub fn from_rendered(files: &[OutputFile]) -> HostSet {
+        let files = files
+            .iter()
+            .map(|f| match f {
+                OutputFile::Unit { name, text } => {
+                    (name.clone(), SetFile::Unit { text: text.clone(), sha256: sha256(text.as_bytes()) })
+                }
+                OutputFile::Link { path, target } => (path.clone(), SetFile::Link { target: target.clone() }),
+            })
+            .collect();
+        let mut set = HostSet { files, hash: String::new() };
+        set.hash = set.compute_hash();
+        set
+    }
+
+    /// The files as the renderer's type, for writing and planning.
+    pub fn to_rendered(&self) -> Vec<OutputFile> {
+        self.files
+            .iter()
+            .map(|(path, f)| match f {
+                SetFile::Unit { text, .. } => OutputFile::Unit { name: path.clone(), text: text.clone() },
+                SetFile::Link { target } => OutputFile::Link { path: path.clone(), target: target.clone() },
+            })
+            .collect()
+    }
+
+    /// SHA-256 over every path and content in path order, each field length-prefixed so no two
+    /// different sets hash alike. The empty set has a hash too (a host that runs nothing).
+    pub fn compute_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (path, file) in &self.files {
+            let (kind, content) = match file {
+                SetFile::Unit { text, .. } => (b'u', text.as_str()),
+                SetFile::Link { target } => (b'l', target.as_str()),
+            };
+            hasher.update([kind]);
+            hasher.update((path.len() as u64).to_le_bytes());
+            hasher.update(path.as_bytes());
+            hasher.update((content.len() as u64).to_le_bytes());
+            hasher.update(content.as_bytes());
+        }
+        hex(&hasher.finalize())
+    }
+
+    /// Checks every file's hash and the set's hash; the first mismatch, as a sentence.
+    pub fn verify(&self) -> Result<(), String> {
+        for (path, file) in &self.files {
+            if let SetFile::Unit { text, sha256: sum } = file
+                && sha256(text.as_bytes()) != *sum
+            {
+                return Err(format!("{path} does not match its hash (altered or truncated in transit)"));
+            }
+        }
+        if self.compute_hash() != self.hash {
+            return Err("the set does not match its hash (altered or truncated in transit)".to_string());
+        }
+        Ok(())
+    }
+
+    /// The unit names of the set (not the links).
+    pub fn units(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().filter(|(_, f)| matches!(f, SetFile::Unit { .. })).map(|(p, _)| p.as_str())
+    }
+
+    /// The first 12 hex digits of the hash, for people.
+    pub fn short_hash(&self) -> &str {
+        short(&self.hash)
+    }
+}
+
+/// The first 12 hex digits of a hash.
+pub fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The peer's reply to any request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    pub version: u32,
+    /// The peer's host name (as it calls itself).
+    pub host: String,
+    /// `None`: the request was carried out (units may still have failed: see `failures`).
+    /// `Some`: it was refused or failed as a whole, and nothing was changed unless `changed`.
+    pub error: Option<String>,
+    /// The hash of the set the peer has now (empty: none received yet).
+    pub current: String,
+    /// Files of the current set, for `fleet plan`'s diffs.
+    pub files: BTreeMap<String, SetFile>,
+    /// Whether this request changed the host.
+    pub changed: bool,
+    /// Files of the set that this install added, changed and removed.
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    /// What was done, one line per unit action (the same lines as `kapell apply`).
+    pub actions: Vec<String>,
+    /// Units that failed to stop or start.
+    pub failures: usize,
+    /// Units of the set that a local stack of the peer also produces: the local one wins.
+    pub conflicts: Vec<String>,
+    /// The state of every unit of the current set.
+    pub units: Vec<UnitState>,
+    /// The outcome of the last install, if it ended without anyone reading it (the connection
+    /// dropped): what the next request learns.
+    pub last_install: Option<Box<Reply>>,
+}
+
+/// One unit of the set as the peer's systemd sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnitState {
+    pub unit: String,
+    pub stack: String,
+    pub service: String,
+    pub active: String,
+    pub sub: String,
+    /// µs since the epoch of the last state change (0: never).
+    pub since_usec: u64,
+    pub restarts: u32,
+    /// The supervisor's `STATUS=` text (health of containers).
+    pub status: String,
+}
+
+/// The unit names among `paths` (not the links).
+pub fn units_only(paths: &[String]) -> usize {
+    paths.iter().filter(|p| !p.contains('/')).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> HostSet {
+        HostSet::from_rendered(&[
+            OutputFile::Unit { name: "a.target".into(), text: "[Unit]\n".into() },
+            OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: "../a.target".into() },
+        ])
+    }
+
+    #[test]
+    fn hashes_detect_any_change() {
+        let good = set();
+        assert!(good.verify().is_ok());
+        let mut bad = good.clone();
+        if let Some(SetFile::Unit { text, .. }) = bad.files.get_mut("a.target") {
+            text.push('x');
+        }
+        assert!(bad.verify().expect_err("altered").contains("a.target"));
+        let mut moved = good.clone();
+        let file = moved.files.remove("a.target").expect("file");
+        moved.files.insert("b.target".into(), file);
+        assert!(moved.verify().is_err());
+        assert_ne!(HostSet::from_rendered(&[]).hash, good.hash);
+    }
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let request = Request { version: VERSION, body: Body::Install { set: set() } };
+        let text = serde_json::to_string(&request).expect("json");
+        assert!(text.contains("\"request\":\"install\""), "{text}");
+        assert_eq!(serde_json::from_str::<Request>(&text).expect("parse"), request);
+    }
+}

@@ -1,0 +1,208 @@
+//! The sets a peer received, on disk (SPEC §8): `/etc/kapell/received/`.
+//!
+//! ```text
+//! /etc/kapell/received/
+//!   current -> g1733042212345678-3f2a9c0d1b2e   the set systemd runs (the generator emits it)
+//!   g1733042212345678-3f2a9c0d1b2e/             one generation: unit files and *.wants/ links
+//!   g1733040000000000-0a1b2c3d4e5f/             the previous one, kept for a rollback
+//!   last-install.json                           the outcome of the last install
+//! ```
+//!
+//! It lives under `/etc` because the generator reads it at boot, when `/var` may not be mounted
+//! yet (systemd.generator(7)). A new set is written into a staging directory, every file and the
+//! directory fsynced, the directory renamed to its generation name, and then `current` is
+//! replaced by a new symlink with rename(2). A kill at any instant leaves `current` naming either
+//! the old generation or the new one, each complete; what a killed run left behind (a staging
+//! directory, a generation nobody points to) is removed by the next install.
+
+use super::protocol::{HostSet, Reply};
+use crate::names::RECEIVED_DIR;
+use crate::unitset::{self, OutputFile};
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The symlink naming the generation systemd runs.
+pub const CURRENT: &str = "current";
+
+const OUTCOME: &str = "last-install.json";
+const STAGING_PREFIX: &str = ".staging-";
+const GENERATION_PREFIX: &str = "g";
+
+/// [`RECEIVED_DIR`], or `KAPELL_RECEIVED_DIR` (tests).
+pub fn received_dir() -> PathBuf {
+    std::env::var_os("KAPELL_RECEIVED_DIR").map_or_else(|| PathBuf::from(RECEIVED_DIR), PathBuf::from)
+}
+
+/// The directory of received generations.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: PathBuf) -> Store {
+        Store { dir }
+    }
+
+    pub fn open() -> Store {
+        Store::new(received_dir())
+    }
+
+    /// The directory the generator emits (`current`, followed).
+    pub fn current_dir(&self) -> PathBuf {
+        self.dir.join(CURRENT)
+    }
+
+    /// The generation `current` names, if any.
+    pub fn current_generation(&self) -> Option<String> {
+        std::fs::read_link(self.current_dir()).ok().map(|t| t.to_string_lossy().into_owned())
+    }
+
+    /// The set `current` names, read back from its files (empty if none was received).
+    pub fn current(&self) -> Result<HostSet> {
+        match self.current_generation() {
+            Some(generation) => read_set(&self.dir.join(generation)),
+            None => Ok(HostSet::from_rendered(&[])),
+        }
+    }
+
+    /// Writes `set` as a new generation and makes it current, atomically (see the module
+    /// documentation). Returns the generation's name.
+    pub fn install(&self, set: &HostSet) -> Result<String> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let generation = format!("{GENERATION_PREFIX}{stamp}-{}", set.short_hash());
+        let staging = self.dir.join(format!("{STAGING_PREFIX}{generation}"));
+        std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+        write_set(&staging, &set.to_rendered())?;
+        let final_dir = self.dir.join(&generation);
+        std::fs::rename(&staging, &final_dir)
+            .with_context(|| format!("cannot rename {} to {}", staging.display(), final_dir.display()))?;
+        sync_dir(&self.dir)?;
+        let link = self.dir.join(format!("{STAGING_PREFIX}{CURRENT}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&generation, &link)
+            .with_context(|| format!("cannot create the symlink {}", link.display()))?;
+        std::fs::rename(&link, self.current_dir())
+            .with_context(|| format!("cannot make {generation} current in {}", self.dir.display()))?;
+        sync_dir(&self.dir)?;
+        Ok(generation)
+    }
+
+    /// Removes generations other than `current` and `keep` (the previous one, for a rollback),
+    /// and whatever a killed install left behind.
+    pub fn prune(&self, keep: Option<&str>) -> Result<()> {
+        let current = self.current_generation();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Ok(()) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let wanted = Some(name.as_str()) == current.as_deref() || Some(name.as_str()) == keep;
+            let ours = name.starts_with(STAGING_PREFIX) || name.starts_with(GENERATION_PREFIX);
+            if wanted || !ours {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of an install, so a controller whose connection dropped learns it.
+    pub fn save_outcome(&self, reply: &Reply) -> Result<()> {
+        let text = serde_json::to_vec_pretty(reply).context("cannot encode the outcome")?;
+        write_atomic(&self.dir, OUTCOME, &text)
+    }
+
+    /// The outcome of the last install, if one was recorded.
+    pub fn outcome(&self) -> Option<Reply> {
+        let text = std::fs::read(self.dir.join(OUTCOME)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
+
+/// Reads a generation directory back into a set.
+pub fn read_set(dir: &Path) -> Result<HostSet> {
+    Ok(HostSet::from_rendered(&unitset::read_files(dir)?))
+}
+
+/// Writes `files` into the empty directory `dir` with the one unit-set writer, then makes them
+/// durable: every file and directory fsynced, so the rename that publishes the generation
+/// never publishes data still in the page cache.
+fn write_set(dir: &Path, files: &[OutputFile]) -> Result<()> {
+    unitset::write(dir, files, unitset::Strategy::Replace)?;
+    let mut dirs = vec![dir.to_path_buf()];
+    for file in files {
+        let path = dir.join(file.path());
+        if let OutputFile::Unit { .. } = file {
+            File::open(&path).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", path.display()))?;
+        } else if let Some(parent) = path.parent()
+            && !dirs.iter().any(|d| d == parent)
+        {
+            dirs.push(parent.to_path_buf());
+        }
+    }
+    for d in dirs.iter().rev() {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Writes `name` in `dir` through a temporary file and rename(2), fsynced.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()));
+    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("cannot rename {}", tmp.display()))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> HostSet {
+        HostSet::from_rendered(&[
+            OutputFile::Unit { name: "a.target".into(), text: text.into() },
+            OutputFile::Unit { name: "a-x.service".into(), text: format!("{text}x") },
+            OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: "../a.target".into() },
+        ])
+    }
+
+    #[test]
+    fn install_swaps_whole_generations_and_prunes_leftovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path().to_path_buf());
+        assert_eq!(store.current().expect("empty").files.len(), 0);
+        let one = set("[Unit]\n");
+        let first = store.install(&one).expect("install");
+        assert_eq!(store.current().expect("read"), one);
+        let two = set("[Unit]\nDescription=two\n");
+        // A killed install's leftovers: a staging dir and an orphan generation.
+        std::fs::create_dir(dir.path().join(".staging-gX")).expect("mkdir");
+        std::fs::create_dir(dir.path().join("g1-orphan")).expect("mkdir");
+        let second = store.install(&two).expect("install");
+        assert_eq!(store.current().expect("read"), two);
+        store.prune(Some(&first)).expect("prune");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into())
+            .collect();
+        left.sort();
+        let mut want = vec![first, second, CURRENT.to_string()];
+        want.sort();
+        assert_eq!(left, want);
+    }
+}

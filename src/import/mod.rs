@@ -1,0 +1,172 @@
+//! `kapell import compose`: a Compose project becomes a stack file (SPEC §6, issue 12).
+//!
+//! The pipeline is pure (text in, text out), like the rest of kapell's parsing:
+//! YAML → `<<` merge keys applied → [`interpolate`] (`.env` and `${VAR…}`) → keys kapell does not
+//! carry set aside and reported (`keys`) → [`compose_spec`] types (every short and long form
+//! normalised) → `map` and `container` onto kapell's schema, recording a [`Note`] for everything
+//! that has no equivalent → `write` a commented stack file → checked with kapell's own validator
+//! (by the command, `kapell import compose`).
+//!
+//! Nothing is dropped silently: every key, option or value that the stack cannot carry is a
+//! [`Note`] with what to do about it.
+
+mod container;
+pub mod interpolate;
+mod keys;
+mod map;
+mod names;
+mod write;
+
+pub use names::{compose_project_name, stack_name_from};
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One thing the import reports on standard error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// True when something of the Compose file is not in the stack (the import is not lossless).
+    pub lossy: bool,
+    /// Where in the Compose file: `services.web.build`, `volumes.pgdata.driver`, ….
+    pub place: String,
+    /// What happened and what to do about it, one sentence.
+    pub message: String,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.place, self.message)
+    }
+}
+
+/// What the import needs besides the Compose file's text.
+pub struct Input<'a> {
+    /// The Compose file (absolute): relative paths in it are relative to its directory.
+    pub path: &'a Path,
+    pub text: &'a str,
+    /// The project's `.env` file, if there is one.
+    pub dotenv: Option<&'a str>,
+    /// The process environment (it takes precedence over `.env`).
+    pub env: interpolate::Lookup<'a>,
+    /// The stack name to use (already valid), or None for the Compose project name made valid.
+    pub stack: Option<&'a str>,
+    /// Compose override files beside the file that Compose would merge into it (their names).
+    pub overrides: &'a [String],
+}
+
+/// A successful import: the stack file and every note.
+#[derive(Debug)]
+pub struct Imported {
+    pub stack: String,
+    pub toml: String,
+    pub notes: Vec<Note>,
+}
+
+impl Imported {
+    /// Was everything carried over?
+    pub fn is_lossless(&self) -> bool {
+        !self.notes.iter().any(|n| n.lossy)
+    }
+}
+
+/// compose_spec's errors do not say where; find the service (or top-level key) that fails.
+fn locate(tree: &serde_yaml::Value, error: serde_yaml::Error) -> String {
+    if let Some(services) = tree.get("services").and_then(serde_yaml::Value::as_mapping) {
+        for (name, service) in services {
+            if let Err(e) = serde_yaml::from_value::<compose_spec::Service>(service.clone()) {
+                return format!("services.{}: {e}", name.as_str().unwrap_or_default());
+            }
+        }
+    }
+    error.to_string()
+}
+
+/// Orders notes as a reader goes through the file: top-level keys, then service by service (a
+/// service's renaming first), then the rest; file order within each.
+fn sort_notes(notes: &mut [Note], draft: &map::Draft) {
+    notes.sort_by_key(|n| {
+        let service = draft.services.iter().position(|s| {
+            n.place == format!("services.{}", s.compose_name)
+                || n.place.starts_with(&format!("services.{}.", s.compose_name))
+        });
+        match service {
+            Some(i) => (1 + i, n.place.matches('.').count() > 1),
+            None if n.place.starts_with("services.")
+                || n.place.starts_with('$')
+                || n.place == "name"
+                || n.place.contains("override") =>
+            {
+                (0, false)
+            }
+            None => (0, true),
+        }
+    });
+}
+
+/// Imports one Compose file. An `Err` is a Compose file that is invalid or cannot be represented
+/// at all (one sentence, with where).
+pub fn import(input: &Input<'_>) -> Result<Imported, String> {
+    let project_dir = input.path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let mut notes = Vec::new();
+    for name in input.overrides {
+        notes.push(Note {
+            lossy: true,
+            place: name.clone(),
+            message: format!(
+                "not merged: Compose merges it into the file; merge them first (`docker compose config > merged.yaml`) and import merged.yaml, or delete {name} if it is not needed"
+            ),
+        });
+    }
+
+    let mut dotenv_vars = Vec::new();
+    if let Some(text) = input.dotenv {
+        dotenv_vars = interpolate::parse_dotenv(text, input.env)?;
+    }
+    let lookup = |name: &str| -> Option<String> {
+        (input.env)(name).or_else(|| dotenv_vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    };
+
+    let mut tree: serde_yaml::Value =
+        serde_yaml::from_str(input.text).map_err(|e| format!("the file is not valid YAML: {e}"))?;
+    if !tree.is_mapping() {
+        return Err("the file is not a Compose file: its top level is not a mapping".into());
+    }
+    tree.apply_merge().map_err(|e| format!("a `<<` merge key cannot be applied: {e}"))?;
+    let mut unset = Vec::new();
+    interpolate::interpolate_tree(&mut tree, &lookup, &mut unset)?;
+    for name in unset {
+        notes.push(Note {
+            lossy: false,
+            place: format!("${name}"),
+            message: format!(
+                "the variable {name} is not set (in the environment or .env); it was replaced by an empty string, as Compose does"
+            ),
+        });
+    }
+    let home = lookup("HOME").unwrap_or_else(|| "/root".into());
+    keys::set_aside_unknown_keys(&mut tree, &home, &mut notes)?;
+    let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| locate(&tree, e))?;
+
+    let project = compose_project_name(compose.name.as_ref().map(|n| n.as_ref()), &lookup, &project_dir);
+    let stack = match input.stack {
+        Some(s) => s.to_string(),
+        None => {
+            let (name, changed) = stack_name_from(&project)?;
+            if changed {
+                notes.push(Note {
+                    lossy: false,
+                    place: "name".into(),
+                    message: format!(
+                        "the Compose project `{project}` becomes the stack `{name}` (stack names use lowercase letters, digits and '-'; give another with --stack)"
+                    ),
+                });
+            }
+            name
+        }
+    };
+    let ctx = map::Context { project: &project, stack: &stack, dir: &project_dir, lookup: &lookup };
+    let draft = map::map(&ctx, compose, &tree, &mut notes)?;
+    sort_notes(&mut notes, &draft);
+    let toml = write::write(&draft, input.path, &notes);
+    Ok(Imported { stack, toml, notes })
+}
