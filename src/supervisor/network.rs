@@ -2,8 +2,9 @@
 //!
 //! Every supervisor of a stack ensures the same network, and systemd starts them in parallel, so
 //! two may find it missing at the same instant. Docker does not settle that: two concurrent
-//! creates of one name both succeed (seen with Docker 28), and a container created "on
-//! kapell-app" then fails because the name is ambiguous. So the supervisors of a host take turns:
+//! creates of one name can both succeed (seen with Docker 28), leaving two networks that the name
+//! no longer picks out, and containers of one stack split between them. So the supervisors of a
+//! host take turns:
 //! look up and create happen under a lock file per network in `/run/kapell/` (held for a few
 //! milliseconds). Should Docker still hold several networks of the name (made by something else,
 //! or by a supervisor on another host sharing the engine), every supervisor picks the same one
