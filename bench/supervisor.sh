@@ -5,11 +5,14 @@
 #     sudo bench/supervisor.sh [RUNS] [REPLICAS]        (defaults: 21 runs, 10 replicas)
 #
 # Starts a private dockerd (own data root, socket and containerd namespace; no bridge, no
-# iptables: the containers use network "none"), imports a busybox image, renders a stack with
-# `kapell generate`, then compares what sits in a container service's unit:
-#   kapell run           the supervisor, as the generated unit's ExecStart= runs it
+# iptables; user-defined networks from 10.233.0.0/24), imports a busybox image, renders a stack
+# with `kapell generate`, then compares what sits in a container service's unit:
+#   kapell run           the supervisor, as the generated unit's ExecStart= runs it (network "none")
 #   docker run           the docker CLI in the foreground (`docker run --rm --name …`)
 #   rm -f + docker run   what a hand-written unit does: ExecStartPre=-docker rm -f, ExecStart=docker run
+#   kapell run, stack network   the default: the supervisor makes sure `kapell-bench` exists (it
+#                        creates it on the warm-up start) and gives the container its DNS names
+#   docker run, same network    the CLI on that network, for comparison
 # Start: from the exec of the unit's command(s) to the container's process running (Docker's
 # State.StartedAt), median of RUNS (the variants take turns); "to created" is the part until Docker
 # has created the container (mostly the client's own work: exec, parsing, connecting), the rest
@@ -42,11 +45,14 @@ cleanup() {
     if [ -n "$DOCKERD_PID" ]; then
         ids=$(docker ps -aq 2>/dev/null)
         [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+        # Docker keeps a network's bridge when it stops: remove the network first.
+        docker network rm kapell-bench >/dev/null 2>&1
         kill -TERM "$DOCKERD_PID" 2>/dev/null
         for _ in $(seq 300); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$DOCKERD_PID" 2>/dev/null
         wait "$DOCKERD_PID" 2>/dev/null
     fi
+    rm -f /run/kapell/network-kapell-bench.lock; rmdir /run/kapell 2>/dev/null
     grep -o " $WORK[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount "$m"; done
     rm -rf "$WORK"
     for d in /sys/fs/cgroup/*/"$CGROUP" /sys/fs/cgroup/"$CGROUP"; do [ -d "$d" ] && rmdir "$d"; done
@@ -59,7 +65,7 @@ cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin kapell >&2
 KAPELL=$ROOT/target/release/kapell
 
 mkdir -p "$WORK"/{stacks,units,rootfs/bin,rootfs/etc,rootfs/tmp}
-echo '{}' > "$WORK/daemon.json"
+echo '{"default-address-pools": [{"base": "10.233.0.0/24", "size": 28}]}' > "$WORK/daemon.json"
 /usr/sbin/dockerd --config-file="$WORK/daemon.json" --data-root="$WORK/data" --exec-root="$WORK/exec" \
     --pidfile="$WORK/docker.pid" --host="$DOCKER_HOST" --bridge=none --iptables=false --ip-forward=false \
     --ip-masq=false --cgroup-parent="/$CGROUP" --containerd-namespace="kb-$$" \
@@ -81,6 +87,11 @@ enable = false
 image = "$IMAGE"
 command = ["sh", "-c", "$COMMAND"]
 network = "none"
+stop_timeout = "1s"
+
+[services.net]
+image = "$IMAGE"
+command = ["sh", "-c", "$COMMAND"]
 stop_timeout = "1s"
 
 [services.many]
@@ -123,16 +134,19 @@ measure() {
 }
 
 # The variants take turns within each round, so load from elsewhere on the machine hits all alike.
-VARIANTS=(kapell cli unit)
+VARIANTS=(kapell cli unit kapell-net cli-net)
 start_of() {
     case $1 in
         kapell) measure kapell-bench-one "$KAPELL" run bench.one --unit-file "$WORK/units/bench-one.service" ;;
         cli) measure cli-bench /usr/bin/docker run --rm --name cli-bench --network none "$IMAGE" sh -c "$COMMAND" ;;
+        kapell-net) measure kapell-bench-net "$KAPELL" run bench.net --unit-file "$WORK/units/bench-net.service" ;;
+        cli-net) measure cli-net-bench /usr/bin/docker run --rm --name cli-net-bench --network kapell-bench "$IMAGE" sh -c "$COMMAND" ;;
         unit) measure unit-bench bash -c "/usr/bin/docker rm -f unit-bench >/dev/null 2>&1; exec /usr/bin/docker run --rm --name unit-bench --network none $IMAGE sh -c '$COMMAND'" ;;
     esac
 }
 echo "measuring $RUNS starts of each…" >&2
-for v in "${VARIANTS[@]}"; do start_of "$v" >/dev/null; done # warm-up: page cache, image layers
+# warm-up: page cache, image layers; kapell-net's creates the stack network
+for v in "${VARIANTS[@]}"; do echo "$v $(start_of "$v")" >>"$WORK/warmup"; done
 for _ in $(seq "$RUNS"); do
     for v in "${VARIANTS[@]}"; do echo "$v $(start_of "$v")" >>"$WORK/starts"; done
 done
@@ -178,10 +192,16 @@ echo
 echo "container start (median of $RUNS; from the exec of the unit's command)"
 printf '  %-22s %12s %15s %17s\n' "" "to running" "to created" "after create"
 for v in "${VARIANTS[@]}"; do
-    case $v in kapell) label="kapell run" ;; cli) label="docker run (CLI)" ;; unit) label="rm -f + docker run" ;; esac
+    case $v in
+        kapell) label="kapell run" ;; cli) label="docker run (CLI)" ;; unit) label="rm -f + docker run" ;;
+        kapell-net) label="kapell run, stack net" ;; cli-net) label="docker run, same net" ;;
+    esac
     printf '  %-22s %9s ms %12s ms %14s ms\n' "$label" "${total[$v]}" "${before[$v]}" "${after[$v]}"
 done
 printf '  %-22s %9s ms\n' "kapell − docker run" "$(awk -v a="${total[kapell]}" -v b="${total[cli]}" 'BEGIN {print a - b}')"
+printf '  %-22s %9s ms\n' "  on the stack network" "$(awk -v a="${total[kapell-net]}" -v b="${total[cli-net]}" 'BEGIN {print a - b}')"
+printf '  %-22s %9s ms   (network step: stack network vs none)\n' "kapell net − none" "$(awk -v a="${total[kapell-net]}" -v b="${total[kapell]}" 'BEGIN {print a - b}')"
+printf '  %-22s %9s ms   (first start, which creates the network; one sample)\n' "kapell, cold network" "$(awk '$1 == "kapell-net" {print $2}' "$WORK/warmup")"
 echo
 echo "memory of the process in the unit while its container runs (median)"
 printf '  %-34s %12s %14s\n' "" "VmRSS" "private"

@@ -46,6 +46,8 @@ pub mod id {
     pub const FLEET_RELOADED: &str = "3f8d6b1a9c4e4a2f7e0b5d3c8a1f6e47";
     /// Federation: a pass failed as a whole (state directory, lock).
     pub const FLEET_PASS_FAILED: &str = "e1b7c5a3d9f24b6e8c0a7f3d5b1e9c58";
+    /// A stack network (`kapell-<stack>`) was created.
+    pub const NETWORK_CREATED: &str = "0c0a784f8a424a36b12935c5bac68abd";
 }
 
 /// Installs the logger once; later calls do nothing. `fields` are added to every journal record

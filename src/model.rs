@@ -143,7 +143,9 @@ pub struct Container {
     pub entrypoint: Option<Vec<String>>,
     pub volumes: Vec<String>,
     pub ports: Vec<String>,
-    pub network: String,
+    /// `network`: `None` is the stack's own network `kapell-<stack>` (created by the supervisor);
+    /// otherwise `bridge`, `host`, `none` or the name of an existing Docker network.
+    pub network: Option<String>,
     pub pull: Pull,
     pub health: Option<Health>,
     pub on_unhealthy: OnUnhealthy,

@@ -10,7 +10,7 @@ use crate::systemd::Systemd;
 use crate::unitset::UnitSet;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 /// Show every service: its unit, state, health, since when, and restart count.
@@ -19,7 +19,8 @@ use std::path::Path;
 /// files and those still installed from an earlier apply. ACTIVE and SUB are systemd's states;
 /// HEALTH is a container's health check (starting, healthy, unhealthy; "-" without a check and
 /// for native services); SINCE is how long the unit has been in its state; RESTARTS counts
-/// systemd's automatic restarts.
+/// systemd's automatic restarts. With --json, each running container's address on each of its
+/// networks is shown too (asked from Docker).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Stacks to show (default: all).
@@ -62,12 +63,23 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         let systemd = Systemd::system().await?;
         status::collect(&systemd, &units, selection.as_ref()).await
     })??;
+    let addresses = if args.json && rows.iter().any(|r| r.container && r.info.active_state == "active") {
+        match block_on(crate::supervisor::container_addresses())? {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("warning: container addresses are not shown: {e:#}");
+                HashMap::new()
+            }
+        }
+    } else {
+        HashMap::new()
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0);
     if args.json {
-        let json: Vec<_> = rows.iter().map(|r| row_json(r, origin(&fleet, r))).collect();
+        let json: Vec<_> = rows.iter().map(|r| row_json(r, origin(&fleet, r), addresses.get(&r.info.name))).collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else if rows.is_empty() {
         eprintln!("no stacks in {} and none installed", config_dir.display());
@@ -83,8 +95,11 @@ fn origin(fleet: &UnitSet, row: &Row) -> &'static str {
     if from_fleet { "fleet" } else { "local" }
 }
 
-fn row_json(row: &Row, origin: &str) -> serde_json::Value {
+/// `addresses`: the container's `(network, address)` pairs, if it runs.
+fn row_json(row: &Row, origin: &str, addresses: Option<&Vec<(String, String)>>) -> serde_json::Value {
     let since = row.since_usec();
+    let addresses: Option<serde_json::Map<String, serde_json::Value>> =
+        addresses.map(|a| a.iter().map(|(net, ip)| (net.clone(), ip.as_str().into())).collect());
     serde_json::json!({
         "stack": row.stack,
         "origin": origin,
@@ -100,6 +115,7 @@ fn row_json(row: &Row, origin: &str) -> serde_json::Value {
         "since_usec": since,
         "restarts": row.info.restarts,
         "main_pid": (row.info.main_pid != 0).then_some(row.info.main_pid),
+        "addresses": addresses,
     })
 }
 

@@ -447,7 +447,7 @@ fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_
         entrypoint: entrypoint.map(|c| c.into_iter().map(|a| a.value).collect()),
         volumes,
         ports,
-        network: network.map_or_else(|| "bridge".to_string(), |n| n.value),
+        network: network.map(|n| n.value),
         pull,
         health,
         on_unhealthy,

@@ -6,7 +6,7 @@
 //! ignores `X-` sections; `kapell run` reads this one back with [`ContainerSpec::from_unit`].
 //! Values are written with the same escaper as every other line.
 
-use crate::model::{Container, Health, Kind, OnUnhealthy, Pull, Service, Stack};
+use crate::model::{Container, DepTarget, Health, Kind, OnUnhealthy, Pull, Service, Stack};
 use crate::quantity::{Duration, Size};
 use crate::unitfile::escape;
 use crate::unitfile::{Section, UnitFile, Value};
@@ -31,16 +31,99 @@ pub struct ContainerSpec {
     pub secrets: Vec<String>,
     /// The grace period between the stop signal and SIGKILL.
     pub stop_timeout: Duration,
+    /// The networks the container joins and its names there.
+    pub network: NetworkSpec,
+}
+
+/// The networks of a container and its DNS names on them.
+///
+/// By default a container joins its stack's network `kapell-<stack>`, where it answers to
+/// `<service>` and `<service>.<stack>` (and each replica also to `<service>-<n>`), and the
+/// networks of the other stacks it `requires` or `wants` a service of, so that
+/// `<service>.<other stack>` resolves from it. The supervisor creates the stack networks it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// `Network=`: Docker's network mode, the network the container is created on.
+    pub name: String,
+    /// `NetworkAlias=`: its DNS names on that network; `%i` stands for the replica number.
+    pub aliases: Vec<String>,
+    /// `JoinNetwork=`: networks of the other stacks it depends on, joined before it starts.
+    pub joins: Vec<String>,
+}
+
+/// The specifier in an alias that the supervisor replaces with the replica number.
+const INSTANCE: &str = "%i";
+
+impl NetworkSpec {
+    /// The network of stack `stack`: `kapell-<stack>`.
+    pub fn of_stack(stack: &str) -> String {
+        format!("kapell-{stack}")
+    }
+
+    /// The settings of `service` of `stack` per the stack file.
+    pub fn for_service(stack: &str, service: &Service, network: Option<&str>) -> Self {
+        let name = network.map_or_else(|| Self::of_stack(stack), str::to_string);
+        let mut spec = Self { name, aliases: Vec::new(), joins: Vec::new() };
+        if !spec.is_user_defined() {
+            // Docker gives no DNS names on its default bridge, and host/none join nothing.
+            return spec;
+        }
+        spec.aliases = vec![service.name.clone(), format!("{}.{stack}", service.name)];
+        if service.replicas.is_some() {
+            spec.aliases.push(format!("{}-{INSTANCE}", service.name));
+        }
+        let mut joins: Vec<String> = service
+            .requires
+            .iter()
+            .chain(&service.wants)
+            .filter_map(|d| match &d.target {
+                DepTarget::Remote { stack: other, .. } if other != stack => Some(Self::of_stack(other)),
+                _ => None,
+            })
+            .filter(|n| *n != spec.name)
+            .collect();
+        joins.sort();
+        joins.dedup();
+        spec.joins = joins;
+        spec
+    }
+
+    /// Whether the network is a user-defined one (with DNS names), not `bridge`, `host` or `none`.
+    pub fn is_user_defined(&self) -> bool {
+        !matches!(self.name.as_str(), "bridge" | "host" | "none" | "default")
+    }
+
+    /// The aliases of replica `instance` (`%i` replaced); a plain service's as written.
+    pub fn aliases_of(&self, instance: Option<&str>) -> Vec<String> {
+        self.aliases
+            .iter()
+            .filter_map(|a| match instance {
+                Some(i) => Some(a.replace(INSTANCE, i)),
+                None => (!a.contains(INSTANCE)).then(|| a.clone()),
+            })
+            .collect()
+    }
+
+    /// The networks kapell creates when they are missing: the stack's own (when the container is
+    /// on it) and those of the stacks it depends on. Any other network must exist already.
+    pub fn stack_networks(&self, stack: &str) -> Vec<&str> {
+        let own = (self.name == Self::of_stack(stack)).then_some(self.name.as_str());
+        own.into_iter().chain(self.joins.iter().map(String::as_str)).collect()
+    }
 }
 
 impl ContainerSpec {
     /// The spec of a container service; `None` for a native one.
     pub fn from_service(stack: &Stack, service: &Service) -> Option<Self> {
         let Kind::Container(container) = &service.kind else { return None };
+        let network = NetworkSpec::for_service(&stack.name, service, container.network.as_deref());
+        let mut container = container.clone();
+        container.network = Some(network.name.clone());
         Some(Self {
             stack: stack.name.clone(),
             service: service.name.clone(),
-            container: container.clone(),
+            container,
+            network,
             user: service.user.clone(),
             env: service.env.clone(),
             env_files: service.env_files.clone(),
@@ -79,7 +162,15 @@ impl ContainerSpec {
         for p in &c.ports {
             section.add("Port", Value::word(p));
         }
-        section.add("Network", Value::word(&c.network));
+        section.add("Network", Value::word(&self.network.name));
+        for a in &self.network.aliases {
+            // Service and stack names are validated (`[a-z0-9-]`); `%i` is written as the
+            // specifier it stands for, so `systemctl cat` reads `NetworkAlias=web-%i`.
+            section.add("NetworkAlias", Value::trusted(a.clone()));
+        }
+        for j in &self.network.joins {
+            section.add("JoinNetwork", Value::word(j));
+        }
         if let Some(h) = &c.health {
             section.add("HealthCmd", Value::words(&h.cmd));
             section.add_opt("HealthInterval", h.interval.map(|d| d.to_string()));
@@ -131,6 +222,19 @@ impl ContainerSpec {
             }),
             None => None,
         };
+        let stack = required("Stack")?;
+        let network = NetworkSpec {
+            name: one("Network")?.unwrap_or_else(|| NetworkSpec::of_stack(&stack)),
+            aliases: {
+                let mut aliases = Vec::new();
+                for v in section.get_all("NetworkAlias") {
+                    let v = v.replace(INSTANCE, "%%i");
+                    aliases.extend(escape::unquote(&v).map_err(|e| format!("NetworkAlias=: {e}"))?);
+                }
+                aliases
+            },
+            joins: all("JoinNetwork")?,
+        };
         let env = all("Environment")?
             .into_iter()
             .map(|kv| {
@@ -140,7 +244,7 @@ impl ContainerSpec {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            stack: required("Stack")?,
+            stack,
             service: required("Service")?,
             container: Container {
                 image: required("Image")?,
@@ -148,7 +252,7 @@ impl ContainerSpec {
                 entrypoint: words("Entrypoint")?,
                 volumes: all("Volume")?,
                 ports: all("Port")?,
-                network: one("Network")?.unwrap_or_else(|| "bridge".into()),
+                network: Some(network.name.clone()),
                 pull: one("Pull")?.map_or(Some(Pull::Missing), |p| Pull::parse(&p)).ok_or("Pull= is invalid")?,
                 health,
                 on_unhealthy: match one("OnUnhealthy")?.as_deref() {
@@ -164,6 +268,64 @@ impl ContainerSpec {
             pids_max: number("PidsMax")?.map(|p| p as u64),
             secrets: all("Secret")?,
             stop_timeout: duration("StopTimeout")?.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            network,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_aliases_name_the_instance() {
+        let spec = NetworkSpec {
+            name: "kapell-shop".into(),
+            aliases: vec!["web".into(), "web.shop".into(), "web-%i".into()],
+            joins: Vec::new(),
+        };
+        assert_eq!(spec.aliases_of(Some("3")), ["web", "web.shop", "web-3"]);
+        assert_eq!(spec.aliases_of(None), ["web", "web.shop"]);
+        assert_eq!(spec.stack_networks("shop"), ["kapell-shop"]);
+        assert!(spec.stack_networks("other").is_empty(), "another stack's network is not created for it");
+    }
+
+    #[test]
+    fn the_section_reads_back() -> Result<(), String> {
+        let network = NetworkSpec {
+            name: "kapell-shop".into(),
+            aliases: vec!["web".into(), "web.shop".into(), "web-%i".into()],
+            joins: vec!["kapell-pay".into()],
+        };
+        let spec = ContainerSpec {
+            stack: "shop".into(),
+            service: "web".into(),
+            container: Container {
+                image: "shop:2".into(),
+                command: None,
+                entrypoint: None,
+                volumes: Vec::new(),
+                ports: Vec::new(),
+                network: Some("kapell-shop".into()),
+                pull: Pull::Missing,
+                health: None,
+                on_unhealthy: OnUnhealthy::Restart,
+            },
+            user: None,
+            env: Vec::new(),
+            env_files: Vec::new(),
+            memory_max: None,
+            cpus: None,
+            pids_max: None,
+            secrets: Vec::new(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            network,
+        };
+        let mut unit = UnitFile::default();
+        spec.write(unit.section(SECTION));
+        let text = unit.serialize();
+        assert!(text.contains("\nNetworkAlias=web-%i\n"), "{text}");
+        assert_eq!(ContainerSpec::from_unit(&UnitFile::parse(&text)?)?, spec);
+        Ok(())
     }
 }

@@ -9,19 +9,21 @@ use super::ports;
 use crate::names::ServiceRef;
 use crate::render::container::ContainerSpec;
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountType, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// Label keys every kapell container carries.
+/// Label keys of kapell's containers and networks.
 pub mod label {
     pub const STACK: &str = "io.kapell.stack";
     pub const SERVICE: &str = "io.kapell.service";
     pub const UNIT: &str = "io.kapell.unit";
     /// Only on replicas: the instance number.
     pub const INSTANCE: &str = "io.kapell.instance";
+    /// On the networks kapell creates: `stack` (a stack network `kapell-<stack>`).
+    pub const NETWORK: &str = "io.kapell.network";
 }
 
 /// Everything the create request needs besides the spec.
@@ -31,6 +33,9 @@ pub struct Inputs<'a> {
     pub file_env: Vec<(String, String)>,
     /// Staged secrets: `(host file, path in the container)`.
     pub secret_mounts: &'a [(PathBuf, String)],
+    /// The network to create the container on, as Docker should be told: the spec's network by
+    /// name, or by id when [`super::network`] found the name ambiguous.
+    pub network: &'a str,
 }
 
 /// The create request for `spec`.
@@ -70,7 +75,7 @@ pub fn create_body(spec: &ContainerSpec, inputs: &Inputs<'_>) -> Result<Containe
         binds: Some(c.volumes.clone()).filter(|v| !v.is_empty()),
         mounts: Some(mounts).filter(|m: &Vec<Mount>| !m.is_empty()),
         port_bindings: Some(bindings).filter(|b| !b.is_empty()),
-        network_mode: Some(c.network.clone()),
+        network_mode: Some(inputs.network.to_string()),
         memory: spec.memory_max.map(|m| i64::try_from(m.bytes()).unwrap_or(i64::MAX)),
         nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9).round() as i64),
         pids_limit: spec.pids_max.map(|p| i64::try_from(p).unwrap_or(i64::MAX)),
@@ -91,8 +96,19 @@ pub fn create_body(spec: &ContainerSpec, inputs: &Inputs<'_>) -> Result<Containe
         }
     });
 
+    // Its DNS names on a user-defined network; the networks of other stacks are joined after
+    // the create (one network per create request is what every API version accepts).
+    let aliases = spec.network.aliases_of(inputs.target.instance.as_deref());
+    let networking_config = (spec.network.is_user_defined() && !aliases.is_empty()).then(|| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            inputs.network.to_string(),
+            EndpointSettings { aliases: Some(aliases), ..Default::default() },
+        )])),
+    });
+
     Ok(ContainerCreateBody {
         image: Some(c.image.clone()),
+        networking_config,
         cmd: c.command.clone(),
         entrypoint: c.entrypoint.clone(),
         env: Some(environment(&inputs.file_env, &spec.env)).filter(|e| !e.is_empty()),
@@ -145,6 +161,7 @@ mod tests {
     use super::*;
     use crate::model::{Container, Health, OnUnhealthy, Pull};
     use crate::quantity::{Duration, Size};
+    use crate::render::container::NetworkSpec;
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
@@ -156,7 +173,7 @@ mod tests {
                 entrypoint: None,
                 volumes: vec!["/srv/pg:/var/lib/postgresql/data".into(), "pgdata:/backup:ro".into()],
                 ports: vec!["5432:5432".into(), "127.0.0.1:8125:8125/udp".into()],
-                network: "bridge".into(),
+                network: Some("kapell-todo".into()),
                 pull: Pull::Missing,
                 health: Some(Health {
                     cmd: vec!["pg_isready".into(), "-U".into(), "postgres".into()],
@@ -175,6 +192,11 @@ mod tests {
             pids_max: Some(512),
             secrets: vec!["db_password".into()],
             stop_timeout: Duration(2_500_000),
+            network: NetworkSpec {
+                name: "kapell-todo".into(),
+                aliases: vec!["db".into(), "db.todo".into(), "db-%i".into()],
+                joins: vec!["kapell-other".into()],
+            },
         }
     }
 
@@ -186,6 +208,7 @@ mod tests {
             target: &target,
             file_env: vec![("SHARED".into(), "from-file".into()), ("FROM_FILE".into(), "1".into())],
             secret_mounts: &mounts,
+            network: "kapell-todo",
         };
         let body = create_body(&spec(), &inputs)?;
         let json = serde_json::to_value(&body).map_err(|e| e.to_string())?;
@@ -211,7 +234,11 @@ mod tests {
         assert_eq!(host["Memory"], 1i64 << 30);
         assert_eq!(host["NanoCpus"], 1_500_000_000i64);
         assert_eq!(host["PidsLimit"], 512);
-        assert_eq!(host["NetworkMode"], "bridge");
+        assert_eq!(host["NetworkMode"], "kapell-todo");
+        assert_eq!(
+            json["NetworkingConfig"]["EndpointsConfig"]["kapell-todo"]["Aliases"],
+            serde_json::json!(["db", "db.todo", "db-2"])
+        );
         Ok(())
     }
 
@@ -224,7 +251,20 @@ mod tests {
         let mut s = spec();
         s.container.ports = vec!["http".into()];
         let target = ServiceRef { stack: "todo".into(), service: "db".into(), instance: None };
-        let inputs = Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[] };
+        let inputs = Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "kapell-todo" };
         assert!(create_body(&s, &inputs).is_err());
+    }
+
+    #[test]
+    fn no_names_on_docker_default_networks() -> Result<(), String> {
+        let mut s = spec();
+        s.network = NetworkSpec { name: "host".into(), aliases: Vec::new(), joins: Vec::new() };
+        s.container.ports.clear();
+        let target = ServiceRef::new("todo.db", None)?;
+        let inputs = Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "host" };
+        let json = serde_json::to_value(create_body(&s, &inputs)?).map_err(|e| e.to_string())?;
+        assert_eq!(json["HostConfig"]["NetworkMode"], "host");
+        assert!(json.get("NetworkingConfig").is_none_or(serde_json::Value::is_null), "{json}");
+        Ok(())
     }
 }

@@ -6,10 +6,11 @@ use anyhow::{Context as _, Result, anyhow};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, CreateImageInfo};
+use bollard::models::{ContainerCreateBody, CreateImageInfo, NetworkConnectRequest, NetworkCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptions,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures_util::{Stream, StreamExt as _};
 use std::collections::HashMap;
@@ -34,6 +35,14 @@ pub struct Container {
     pub warnings: Vec<String>,
 }
 
+/// A Docker network with a given name (Docker may hold several with one name for a moment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRef {
+    pub id: String,
+    /// Docker's creation time (RFC 3339 in UTC with nanoseconds: sorts like the time).
+    pub created: String,
+}
+
 /// A container's stdout/stderr, as attached.
 pub type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>;
 
@@ -46,6 +55,80 @@ impl Engine {
         let docker = Docker::connect_with_defaults().map_err(cause).with_context(unreachable)?;
         let docker = docker.with_timeout(timeout).negotiate_version().await.map_err(cause).with_context(unreachable)?;
         Ok(Self { docker })
+    }
+
+    /// The networks named exactly `name`.
+    pub async fn networks_named(&self, name: &str) -> Result<Vec<NetworkRef>> {
+        // Docker's `name` filter also matches parts of names: keep only the exact ones.
+        let filters = HashMap::from([("name", vec![name.to_string()])]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot list the networks named {name}"))?;
+        Ok(networks
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| Some(NetworkRef { id: n.id?, created: n.created.unwrap_or_default() }))
+            .collect())
+    }
+
+    /// Creates bridge network `name` with `labels`; its id, or `None` when Docker says one of that
+    /// name exists already (created by someone else a moment ago).
+    pub async fn create_network(&self, name: &str, labels: HashMap<String, String>) -> Result<Option<String>> {
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            attachable: Some(true),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(created) => Ok(Some(created.id)),
+            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(None),
+            Err(e) => Err(cause(e)).with_context(|| format!("cannot create network {name}")),
+        }
+    }
+
+    /// Removes network `id`; one that is gone already is fine.
+    pub async fn remove_network(&self, id: &str) -> Result<()> {
+        match self.docker.remove_network(id).await {
+            Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(cause(e)).with_context(|| format!("cannot remove network {id}")),
+        }
+    }
+
+    /// Connects the (created, not yet started) container to `network` (a name or an id).
+    pub async fn connect_network(&self, c: &Container, network: &str) -> Result<()> {
+        let request = NetworkConnectRequest { container: c.id.clone(), endpoint_config: None };
+        self.docker
+            .connect_network(network, request)
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot connect container {} to network {network}", c.name))
+    }
+
+    /// Every running container with a kapell unit label: its unit and its address on each
+    /// network (`(network, address)`, in network name order).
+    pub async fn addresses(&self) -> Result<HashMap<String, Vec<(String, String)>>> {
+        let filters = HashMap::from([("label", vec![super::label::UNIT.to_string()])]);
+        let options = ListContainersOptionsBuilder::new().filters(&filters).build();
+        let containers =
+            self.docker.list_containers(Some(options)).await.map_err(cause).context("cannot list the containers")?;
+        let mut out = HashMap::new();
+        for c in containers {
+            let Some(unit) = c.labels.as_ref().and_then(|l| l.get(super::label::UNIT)) else { continue };
+            let networks = c.network_settings.and_then(|n| n.networks).unwrap_or_default();
+            let mut addresses: Vec<(String, String)> = networks
+                .into_iter()
+                .filter_map(|(net, endpoint)| Some((net, endpoint.ip_address.filter(|a| !a.is_empty())?)))
+                .collect();
+            addresses.sort();
+            out.insert(unit.clone(), addresses);
+        }
+        Ok(out)
     }
 
     /// Pulls `image` (one tag: `:latest` when it names none); the stream ends when the pull is done.

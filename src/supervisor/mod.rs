@@ -20,6 +20,7 @@
 mod container_config;
 mod docker;
 mod env_file;
+mod network;
 mod notify;
 mod ports;
 mod secrets;
@@ -38,6 +39,7 @@ use bollard::container::LogOutput;
 use bollard::models::ContainerCreateBody;
 use docker::{Container, Engine};
 use futures_util::{Stream, StreamExt as _};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -73,6 +75,12 @@ pub fn run(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
             EXIT_FAILED
         }
     }
+}
+
+/// The addresses of kapell's running containers: unit name → `(network, address)` pairs, for
+/// `kapell status`.
+pub async fn container_addresses() -> Result<HashMap<String, Vec<(String, String)>>> {
+    Engine::connect(Duration::from_secs(10)).await?.addresses().await
 }
 
 /// What ended the supervision of a running container.
@@ -112,8 +120,16 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     if docker.remove(&name).await? {
         log::info!("{}: removed a stale container {name}", ctx.unit);
     }
+    // The stack networks, created if missing; every other network must exist.
+    let mut networks = HashMap::new();
+    for net in spec.network.stack_networks(&spec.stack) {
+        networks.insert(net, network::ensure(&ctx.unit, &docker, net, network::owner(net)).await?);
+    }
+    let docker_name = |net: &str| networks.get(net).cloned().unwrap_or_else(|| net.to_string());
+    let primary = docker_name(&spec.network.name);
+    let joins: Vec<String> = spec.network.joins.iter().map(|n| docker_name(n)).collect();
     let staged = secrets::stage(&spec.secrets, &name, spec.user.as_deref()).map_err(anyhow::Error::msg)?;
-    let inputs = container_config::Inputs { target, file_env, secret_mounts: &staged.mounts };
+    let inputs = container_config::Inputs { target, file_env, secret_mounts: &staged.mounts, network: &primary };
     let body = container_config::create_body(spec, &inputs).map_err(anyhow::Error::msg)?;
     // Health events are read from just before the container exists, so none is missed.
     let since =
@@ -133,7 +149,10 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
         log::warn!("{}: Docker: {warning}", ctx.unit);
     }
 
-    let result = supervise_container(&ctx, &docker, &container, &mut shutdown, since).await;
+    let result = match join(&docker, &container, &joins).await {
+        Ok(()) => supervise_container(&ctx, &docker, &container, &mut shutdown, since).await,
+        Err(e) => Err(e),
+    };
     // On every way out: the container goes (it has stopped by now, or is killed here).
     if let Err(e) = docker.remove(&container.id).await {
         log::warn!("{}: {e:#}", ctx.unit);
@@ -203,6 +222,14 @@ async fn pull(ctx: &Ctx, docker: &Engine) -> Result<()> {
         }
     }
     log::info!(message_id = id::IMAGE_PULLED; "{}: pulled image {image} in {:.1?}", ctx.unit, started.elapsed());
+    Ok(())
+}
+
+/// Connects the created container to the networks of the stacks it depends on.
+async fn join(docker: &Engine, container: &Container, networks: &[String]) -> Result<()> {
+    for net in networks {
+        docker.connect_network(container, net).await?;
+    }
     Ok(())
 }
 

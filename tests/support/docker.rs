@@ -22,6 +22,10 @@ const DOCKER_CLI: &str = "/usr/bin/docker";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
+/// Size of each user-defined network cut from the engine's pool (`Net::docker_pool`, a /24):
+/// /27, so 8 networks of 30 addresses each.
+const NETWORK_PREFIX: u8 = 27;
+
 /// A running `dockerd`. Dropping it removes its containers, stops it, and deletes its bridge,
 /// cgroups and directories.
 pub struct Dockerd {
@@ -30,11 +34,25 @@ pub struct Dockerd {
     log: PathBuf,
     child: Option<Child>,
     net: Net,
+    userland_proxy: bool,
 }
 
 impl Dockerd {
     /// Starts a dockerd with its own bridge (a [`Net`]) and waits until `/_ping` answers.
+    /// Published ports (`ports`) are not bound anywhere: without iptables and the userland proxy
+    /// nothing forwards them, so tests can publish fixed ports without colliding.
     pub fn start() -> Result<Dockerd> {
+        Self::start_with(false)
+    }
+
+    /// Like [`Dockerd::start`], with Docker's userland proxy: a published port is bound on the
+    /// machine (in its network namespace, not a host's) and forwarded to the container, as on a
+    /// real host. Publish only ports the test picked free (see [`free_port`]).
+    pub fn start_publishing_ports() -> Result<Dockerd> {
+        Self::start_with(true)
+    }
+
+    fn start_with(userland_proxy: bool) -> Result<Dockerd> {
         let id = unique_id();
         let lease = Lease::acquire("docker", &id, |id, dir| {
             if let Err(e) = teardown(id, dir) {
@@ -42,7 +60,7 @@ impl Dockerd {
             }
         })?;
         let log = logs_dir()?.join(format!("docker-{id}.log"));
-        let mut dockerd = Dockerd { id, lease, log, child: None, net: Net::new()? };
+        let mut dockerd = Dockerd { id, lease, log, child: None, net: Net::new()?, userland_proxy };
         dockerd.spawn()?;
         dockerd.wait_ping()?;
         Ok(dockerd)
@@ -107,8 +125,18 @@ impl Dockerd {
     /// Builds image `tag` without a registry: `/bin/busybox` from busybox-static plus a link for
     /// every applet it has (sh, sleep, nc, httpd, …), a minimal passwd/group, `CMD ["/bin/sh"]`.
     pub fn import_busybox(&self, tag: &str) -> Result<()> {
+        self.import_busybox_with(tag, &[])
+    }
+
+    /// Like [`Dockerd::import_busybox`], plus `programs` (absolute paths) taken from the test
+    /// hosts' Debian tree (so from Debian's packages, e.g. `/usr/bin/sqlite3` and `/usr/bin/socat`),
+    /// each with the shared libraries and the loader it needs.
+    pub fn import_busybox_with(&self, tag: &str, programs: &[&str]) -> Result<()> {
         let rootfs = tempfile::tempdir_in(self.dir()).context("cannot create image rootfs")?;
         busybox_rootfs(rootfs.path())?;
+        if !programs.is_empty() {
+            add_programs(rootfs.path(), &super::base_tree()?, programs)?;
+        }
         let mut tar = Command::new("tar")
             .args(["--numeric-owner", "-C"])
             .arg(rootfs.path())
@@ -121,14 +149,23 @@ impl Dockerd {
         let out = import.stdin(tar_out).output();
         let tar_status = tar.wait().context("cannot wait for tar")?;
         let out = out.with_context(|| format!("cannot run `{}`", cmd::describe(&import)))?;
-        anyhow::ensure!(tar_status.success(), "tar of the busybox rootfs failed: {tar_status}");
+        anyhow::ensure!(tar_status.success(), "tar of the image rootfs failed: {tar_status}");
         anyhow::ensure!(out.status.success(), "docker import {tag} failed: {}", cmd::render(&out));
         Ok(())
     }
 
     fn spawn(&mut self) -> Result<()> {
         let dir = self.dir().to_owned();
-        std::fs::write(dir.join("daemon.json"), "{}\n")?;
+        // User-defined networks (kapell's stack networks) come from the rig's own address space,
+        // and Docker's embedded DNS forwards names it does not know to the rig's own bridge
+        // address, where nothing answers, instead of the machine's resolvers: lookups of names
+        // that must not resolve stay on the machine.
+        let config = serde_json::json!({
+            "default-address-pools": [{ "base": self.net.docker_pool(), "size": NETWORK_PREFIX }],
+            "dns": [self.net.gateway().to_string()],
+        });
+        std::fs::write(dir.join("daemon.json"), format!("{config}\n"))?;
+        std::fs::write(dir.join(POOL_FILE), self.net.docker_pool())?;
         let [daemon_cgroup, container_cgroup] = self.cgroups();
         let args = vec![
             // Never read /etc/docker/daemon.json: someone else's settings must not leak in.
@@ -145,7 +182,7 @@ impl Dockerd {
             "--iptables=false".into(),
             "--ip-forward=false".into(),
             "--ip-masq=false".into(),
-            "--userland-proxy=false".into(),
+            format!("--userland-proxy={}", self.userland_proxy),
         ];
         let (stdout, stderr) = log_to(&self.log)?;
         let mut cmd = cgroup::spawn_in(&daemon_cgroup, "/usr/sbin/dockerd", &args)?;
@@ -214,11 +251,36 @@ fn cgroup_name(id: &str) -> String {
 
 /// After dockerd stopped (or was orphaned): kill leftovers (containerd, shims, container
 /// processes) by cgroup, remove the cgroups, unmount and delete the directories.
+/// Also deletes the bridges of its user-defined networks, which Docker keeps when it stops: they
+/// are the links with an address in its pool (recorded in `pool` in its directory).
 fn teardown(id: &str, dir: &Path) -> Result<()> {
     let name = cgroup_name(id);
     cgroup::destroy(&name)?;
     cgroup::destroy(&format!("{name}-ct"))?;
+    if let Ok(pool) = std::fs::read_to_string(dir.join(POOL_FILE)) {
+        delete_bridges_in(pool.trim())?;
+    }
     fs::remove_tree(dir)
+}
+
+/// Where a dockerd's directory records its address pool, for [`teardown`].
+const POOL_FILE: &str = "pool";
+
+/// Deletes every `br-…` link with an address in `pool` (`10.232.N.0/24`).
+fn delete_bridges_in(pool: &str) -> Result<()> {
+    let prefix = pool.strip_suffix("0/24").with_context(|| format!("unexpected pool {pool:?}"))?;
+    let out = run_ok(Command::new("ip").args(["-4", "-o", "addr", "show"]))?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "12: br-0123456789ab    inet 10.232.7.1/27 brd … scope global br-0123456789ab"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let [_, link, "inet", address, ..] = fields[..]
+            && link.starts_with("br-")
+            && address.starts_with(prefix)
+        {
+            super::net::delete_link(link)?;
+        }
+    }
+    Ok(())
 }
 
 /// `GET /_ping` over the unix socket answers 200.
@@ -233,6 +295,55 @@ fn ping(socket: &Path) -> bool {
         .and_then(|()| stream.read_to_string(&mut reply))
         .is_ok()
         && reply.lines().next().is_some_and(|l| l.contains(" 200 "))
+}
+
+/// Copies `programs` from the Debian tree `base` into `root`, with every library the tree's own
+/// loader resolves for them (`ld.so --list` with the tree's library directories) and the loader.
+fn add_programs(root: &Path, base: &Path, programs: &[&str]) -> Result<()> {
+    const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+    let lib_path =
+        ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"].map(|d| base.join(d).display().to_string()).join(":");
+    let mut files: Vec<String> = vec![LOADER.to_string()];
+    for program in programs {
+        files.push(program.to_string());
+        let inside = base.join(program.trim_start_matches('/'));
+        let list = run_ok(
+            Command::new(base.join(LOADER.trim_start_matches('/')))
+                .arg("--library-path")
+                .arg(&lib_path)
+                .arg("--list")
+                .arg(&inside),
+        )
+        .with_context(|| format!("cannot list the libraries of {program} in {}", base.display()))?;
+        // "libssl.so.3 => /var/tmp/…/base/usr/lib/x86_64-linux-gnu/libssl.so.3 (0x…)"
+        for line in String::from_utf8_lossy(&list.stdout).lines() {
+            let Some(path) = line.split("=>").nth(1).and_then(|r| r.split_whitespace().next()) else { continue };
+            let path = Path::new(path);
+            let inside =
+                path.strip_prefix(base).with_context(|| format!("{program} needs {line:?}, outside the tree"))?;
+            files.push(format!("/{}", inside.display()));
+        }
+    }
+    // Where each file really is in the tree: links there may be absolute (the loader's is), so
+    // they are resolved inside it, never on the machine.
+    let resolved = run_ok(Command::new("chroot").arg(base).args(["readlink", "-e"]).args(&files))
+        .context("cannot resolve the files in the tree")?;
+    let resolved = String::from_utf8_lossy(&resolved.stdout).into_owned();
+    anyhow::ensure!(resolved.lines().count() == files.len(), "readlink resolved {resolved:?} for {files:?}");
+    for (file, real) in files.iter().zip(resolved.lines()) {
+        let target = root.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().context("a file in /")?)?;
+        // The content: the image needs no link structure of its own.
+        std::fs::copy(base.join(real.trim_start_matches('/')), &target)
+            .with_context(|| format!("cannot copy {file} ({real}) from {} into the image", base.display()))?;
+    }
+    Ok(())
+}
+
+/// A TCP port nobody listens on now on 127.0.0.1 (the kernel's pick), for a published port.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
 }
 
 fn busybox_rootfs(root: &Path) -> Result<()> {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use base::base_tree;
 pub use cmd::{run, run_ok};
-pub use docker::Dockerd;
+pub use docker::{Dockerd, free_port};
 pub use footprint::Footprint;
 pub use host::{Host, HostBuilder, Source};
 pub use net::Net;

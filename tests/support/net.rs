@@ -58,6 +58,13 @@ impl Net {
         Ipv4Addr::new(10, 231, self.n, 1)
     }
 
+    /// `10.232.N.0/24`: address space for the user-defined networks of a dockerd on this bridge
+    /// (its default address pool), so they are the rig's own addresses too and never collide with
+    /// another test's.
+    pub fn docker_pool(&self) -> String {
+        format!("10.232.{}.0/24", self.n)
+    }
+
     /// `10.231.N.i`, an address for a host. Panics unless `2 <= i <= 254` (.1 is the gateway).
     pub fn address(&self, i: u8) -> Ipv4Addr {
         assert!((2..=254).contains(&i), "host address index {i} not in 2..=254");
