@@ -1,10 +1,7 @@
 //! `kapell import compose` end to end on the rig (tests/support): a two-service Compose project
 //! with a `.env` file, local images, a health-checked database and a web service that depends on
-//! it is imported on a real systemd host, checked, applied, and answers.
-//!
-//! What is not here yet: the web container reaching the database by its service name. That needs
-//! the per-stack network (`kapell-<stack>`, where the supervisor gives containers the DNS alias
-//! `<service>`); until it lands, the imported services run on Docker's default bridge.
+//! it is imported on a real systemd host, checked, applied, and answers; the web container reaches
+//! the database by its Compose service name on the stack network (`kapell-shop`).
 
 mod support;
 
@@ -80,5 +77,10 @@ fn an_imported_compose_project_is_applied_and_answers() -> Result<()> {
 
     let page = dockerd.docker_ok(&["exec", "kapell-shop-web", "wget", "-qO-", "http://127.0.0.1:8080/"])?;
     ensure!(page.contains("imported from Compose"), "unexpected page: {page}");
+
+    // Compose's `db` resolves from `web`, as it did under docker compose.
+    let by_name =
+        dockerd.docker_ok(&["exec", "kapell-shop-web", "timeout", "10", "wget", "-qO-", "http://db:5432/greeting"])?;
+    ensure!(by_name.trim() == "hello from .env", "web reached db by name and got {by_name:?}");
     Ok(())
 }
