@@ -14,6 +14,7 @@ pub mod exit;
 pub mod generator;
 pub mod host;
 pub mod logging;
+mod lookups;
 pub mod model;
 pub mod names;
 pub mod parallel;

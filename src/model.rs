@@ -58,6 +58,7 @@ impl Stack {
 
     /// The position of the service of that name in [`Stack::services`].
     pub fn service_index(&self, name: &str) -> Option<usize> {
+        crate::lookups::count();
         self.index.get(name).copied()
     }
 

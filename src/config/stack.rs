@@ -84,11 +84,18 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
     let mut services = Vec::new();
     match get(root, "services").map(|v| (v, ctx.table(v, "services"))) {
         Some((_, Some(table))) => {
-            for (key, value) in table.iter() {
+            // Services are read independently (each with its own diagnostics, merged in file
+            // order), so one stack of 10,000 services uses every core.
+            let entries: Vec<_> = table.iter().collect();
+            let read = crate::parallel::map(&entries, |(key, value)| {
+                let mut own = Ctx::new(Arc::clone(&ctx.source));
                 let name = At { value: key.get_ref().to_string(), span: key.span() };
-                if let Some(service) = read_service(&mut ctx, &name, value, &declared_secrets) {
-                    services.push(service);
-                }
+                let service = read_service(&mut own, &name, value, &declared_secrets);
+                (service, own.diags)
+            });
+            for (service, diags) in read {
+                ctx.diags.extend(diags);
+                services.extend(service);
             }
             if table.is_empty() {
                 ctx.error(key_span(root, "services").unwrap_or(0..0), "the stack has no services");

@@ -68,11 +68,13 @@ impl StackUnits {
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceUnits> {
+        crate::lookups::count();
         self.by_name.get(name).map(|&i| &self.services[i])
     }
 
     /// The service a running unit belongs to.
     pub fn service_of(&self, unit: &str) -> Option<&ServiceUnits> {
+        crate::lookups::count();
         self.by_unit.get(unit).map(|&i| &self.services[i])
     }
 
