@@ -54,7 +54,7 @@ fn arguments_and_environment_reach_the_process_exactly() -> Result<()> {
         .install_file("/etc/kapell/esc.toml", stack.clone(), 0o644)
         .boot()?;
     // A oneshot with RemainAfterExit: active once it ran and succeeded.
-    let state = host.systemctl_ok(&["show", "-p", "ActiveState", "--value", "esc-echo.service"])?;
+    let state = host.show("esc-echo.service", "ActiveState")?;
     ensure!(state.trim() == "active", "esc-echo is {state:?}\n{}", host.journal("esc-echo.service")?);
 
     let read = |name: &str| -> Result<Vec<String>> {

@@ -35,6 +35,7 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts a dockerd with its own bridge (a [`Net`]) and waits until `/_ping` answers.
     pub fn start() -> Result<Dockerd> {
+        super::require_root()?;
         let id = unique_id();
         let lease = Lease::acquire("docker", &id, |id, dir| {
             if let Err(e) = teardown(id, dir) {
