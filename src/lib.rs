@@ -20,6 +20,8 @@ pub mod names;
 pub mod parallel;
 pub mod quantity;
 pub mod render;
+#[cfg(test)]
+mod scaling;
 pub mod status;
 pub mod supervisor;
 pub mod systemd;
