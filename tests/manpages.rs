@@ -187,7 +187,7 @@ fn tail_sections() -> String {
         ("/etc/kapell/fleet.toml", "The fleet of a controller; not a stack. See kapell-fleet.toml(5)."),
         ("/usr/lib/systemd/system-generators/kapell-generator", "The systemd generator; see kapell-generator(8)."),
         ("/run/systemd/generator/", "Where the generator writes the units at boot and at every daemon-reload."),
-        ("/var/lib/kapell/fleet/current/", "The unit set a fleet controller installed on this host."),
+        ("/etc/kapell/received/current/", "The unit set a fleet controller installed on this host."),
     ];
     for (path, meaning) in files {
         roff.control("TP", []).text([bold(path)]).text([roman(meaning)]);
