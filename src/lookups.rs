@@ -1,8 +1,10 @@
-//! Counting lookups by name, so that a test can tell a linear pipeline from a quadratic one by
-//! counting work instead of timing it (timings on a shared machine say little).
+//! Counting lookups and comparisons by name, so that a test can tell a linear pipeline from a
+//! quadratic one by counting work instead of timing it (timings on a shared machine say little).
 //!
-//! Every lookup of a stack or service by name goes through an index ([`crate::model::Stack`],
-//! the renderer's host index, [`crate::unitset::StackUnits`]) and calls [`count`]. In a normal
+//! Every lookup of a stack or service by name through an index ([`crate::model::Stack`], the
+//! renderer's host index, [`crate::unitset::StackUnits`]) calls [`count`], and so does every
+//! equality comparison of a [`crate::names::Name`] (the model's stack and service names): a scan
+//! of a stack's services by name counts one per service it passes. In a normal
 //! build [`count`] is empty and compiles away; in the crate's own tests (`scaling.rs`) it adds one to the
 //! counter of the current test, which [`crate::parallel`] hands on to its worker threads.
 

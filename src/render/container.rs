@@ -38,8 +38,8 @@ impl ContainerSpec {
     pub fn from_service(stack: &Stack, service: &Service) -> Option<Self> {
         let Kind::Container(container) = &service.kind else { return None };
         Some(Self {
-            stack: stack.name.clone(),
-            service: service.name.clone(),
+            stack: stack.name.to_string(),
+            service: service.name.to_string(),
             container: container.clone(),
             user: service.user.clone(),
             env: service.env.clone(),

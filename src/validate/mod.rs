@@ -67,7 +67,7 @@ pub fn check_host(parsed: Vec<Parsed>, search_path: &UnitSearchPath) -> Checked 
         .collect();
     checked.diagnostics.extend(errors);
     checked.failed.extend(bad);
-    checked.stacks = stacks.into_iter().filter(|s| !checked.failed.contains(&s.name)).collect();
+    checked.stacks = stacks.into_iter().filter(|s| !checked.failed.contains(s.name.as_str())).collect();
     diagnostics::sort(&mut checked.diagnostics);
     checked
 }
