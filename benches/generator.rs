@@ -13,6 +13,10 @@
 //! (`/run/systemd/generator`): on this machine's disk a file creation costs ~0.4 ms, which would
 //! measure the disk, not kapell.
 //!
+//! Beside wall time it prints CPU time (user + system, all threads, from `getrusage`), which a
+//! busy machine inflates far less than wall time: this 2-core VM is shared, and a run whose
+//! wall time is well above its CPU time ÷ 2 was waiting for a core.
+//!
 //! Peak RSS is measured in a separate run through a probe process (this benchmark run again
 //! with `--rss-probe`), whose only child is that one generator run: `getrusage(RUSAGE_CHILDREN)`
 //! is a maximum over every child ever waited for, so measuring in the benchmark itself would
@@ -59,6 +63,12 @@ fn stack_text(i: usize, services: usize) -> String {
     }
     s.push_str("\n[secrets.token]\nfile = \"/etc/kapell/secrets/token\"\n");
     s
+}
+
+/// CPU time (user + system) of every child waited for so far.
+fn children_cpu() -> Duration {
+    let to = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(Duration::ZERO, |u| to(u.user_time()) + to(u.system_time()))
 }
 
 /// Runs the generator once into a fresh `out`.
@@ -109,8 +119,8 @@ fn main() {
 
     println!("kapell-generator, {RUNS} runs per row, fresh normal-dir per run (release build, output on tmpfs)\n");
     println!(
-        "{:<34} {:>8} {:>9} {:>8} {:>10} {:>11}",
-        "input", "min ms", "median ms", "max ms", "peak RSS", "µs/service"
+        "{:<34} {:>8} {:>9} {:>8} {:>12} {:>10} {:>11}",
+        "input", "min ms", "median ms", "max ms", "median CPU ms", "peak RSS", "µs/service"
     );
     // (services, services per stack, label, the Quadlet figure)
     let rows = [
@@ -127,9 +137,12 @@ fn main() {
             std::fs::write(config.join(format!("s{i}.toml")), stack_text(i, per_stack)).expect("write stack");
         }
         let mut times: Vec<Duration> = Vec::new();
+        let mut cpu: Vec<Duration> = Vec::new();
         for run in 0..RUNS {
             let out = work.path().join(format!("out-{services}-{per_stack}-{run}"));
+            let before = children_cpu();
             times.push(generate(&generator, &config, &out, work.path()));
+            cpu.push(children_cpu().saturating_sub(before));
             if run == 0 {
                 let files = std::fs::read_dir(&out).expect("out").count();
                 assert!(files > services, "expected a unit per service, found {files} entries");
@@ -138,14 +151,16 @@ fn main() {
         }
         let rss = peak_rss_mib(&generator, &config, &work.path().join("out-rss"), work.path());
         times.sort();
+        cpu.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let median = times[RUNS / 2];
         medians.push(ms(median));
         println!(
-            "{label:<34} {:>8.1} {:>9.1} {:>8.1} {:>6.1} MiB {:>11.1}",
+            "{label:<34} {:>8.1} {:>9.1} {:>8.1} {:>12.1} {:>6.1} MiB {:>11.1}",
             ms(times[0]),
             ms(median),
             ms(times[RUNS - 1]),
+            ms(cpu[RUNS / 2]),
             rss,
             median.as_secs_f64() * 1e6 / services as f64
         );

@@ -186,10 +186,11 @@ pub fn running_units(stack: &str, service: &str, replicas: Option<u32>) -> Vec<S
     }
 }
 
-/// Is `unit` an instance of the template file `template` (`<stack>-<service>@.service`)?
-pub fn is_instance_of(unit: &str, template: &str) -> bool {
-    let Some(prefix) = template.strip_suffix(".service").filter(|p| p.ends_with('@')) else { return false };
-    unit.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(".service")).is_some_and(|i| !i.is_empty())
+/// The template file of an instance: `<prefix>@<i>.service` → `<prefix>@.service`.
+pub fn template_of(unit: &str) -> Option<String> {
+    let (prefix, rest) = unit.split_once('@')?;
+    let instance = rest.strip_suffix(".service")?;
+    (!instance.is_empty()).then(|| format!("{prefix}@.service"))
 }
 
 /// The Docker container of a service: `kapell-<stack>-<service>[-<n>]`.
@@ -316,9 +317,9 @@ mod tests {
         assert_eq!(service_file("todo", "web", true), "todo-web@.service");
         assert_eq!(running_units("todo", "web", Some(2)), ["todo-web@1.service", "todo-web@2.service"]);
         assert_eq!(running_units("todo", "db", None), ["todo-db.service"]);
-        assert!(is_instance_of("todo-web@2.service", "todo-web@.service"));
-        assert!(!is_instance_of("todo-web@.service", "todo-web@.service"));
-        assert!(!is_instance_of("todo-webx@2.service", "todo-web@.service"));
+        assert_eq!(template_of("todo-web@2.service").as_deref(), Some("todo-web@.service"));
+        assert_eq!(template_of("todo-web@.service"), None);
+        assert_eq!(template_of("todo-web.service"), None);
         assert_eq!(container_name("todo", "web", Some("3")), "kapell-todo-web-3");
     }
 

@@ -174,11 +174,7 @@ impl UnitSet {
                 .map(|(i, s)| (s.file.clone(), i))
                 .collect();
             for unit in wanted {
-                let Some((base, _)) = unit.split_once('@') else { continue };
-                let template = format!("{base}@.service");
-                if let Some(&i) = templates.get(&template)
-                    && crate::names::is_instance_of(&unit, &template)
-                {
+                if let Some(&i) = crate::names::template_of(&unit).and_then(|t| templates.get(&t)) {
                     stack.add_running(i, unit);
                 }
             }
