@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// hosts it is placed on, and not run by the controller's own generator.
 pub fn runs_here(config_dir: &Path) -> impl Fn(&crate::model::Stack) -> bool + Sync + use<> {
     let controller = config_dir.join(crate::config::FLEET_FILE).exists();
-    move |stack| !controller || !crate::fleet::placement::is_fleet_stack(stack)
+    move |stack| !controller || !stack.has_placement()
 }
 
 /// Loads and checks every stack of a host: the files of `dir`, with `extra` files taking the

@@ -17,11 +17,15 @@ pub mod host;
 pub mod import;
 pub mod lock;
 pub mod logging;
+mod lookups;
 pub mod model;
 pub mod names;
 pub mod parallel;
 pub mod quantity;
+pub mod received;
 pub mod render;
+#[cfg(test)]
+mod scaling;
 pub mod status;
 pub mod supervisor;
 pub mod systemd;

@@ -5,7 +5,7 @@
 //! collisions) may still need to point at the file.
 
 use crate::diagnostics::Source;
-use crate::names;
+use crate::names::{self, Name};
 use crate::quantity::{Duration, Size};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Stack {
     /// The file stem; `[a-z][a-z0-9-]{0,31}`.
-    pub name: String,
+    pub name: Name,
     pub source: Arc<Source>,
     /// The file's absolute path, for `SourcePath=` and the generated-by header.
     pub path: std::path::PathBuf,
@@ -25,7 +25,7 @@ pub struct Stack {
     /// In file order; private so that [`Stack::service`]'s index always matches it.
     services: Vec<Service>,
     /// Service name → index in `services`: every lookup by name is O(1), however big the stack.
-    index: HashMap<String, usize>,
+    index: HashMap<Name, usize>,
     pub secrets: Vec<Secret>,
 }
 
@@ -39,8 +39,16 @@ impl Stack {
         services: Vec<Service>,
         secrets: Vec<Secret>,
     ) -> Self {
-        let mut stack =
-            Self { name, source, path, description, enable, services: Vec::new(), index: HashMap::new(), secrets };
+        let mut stack = Self {
+            name: name.into(),
+            source,
+            path,
+            description,
+            enable,
+            services: Vec::new(),
+            index: HashMap::new(),
+            secrets,
+        };
         stack.set_services(services);
         stack
     }
@@ -58,6 +66,7 @@ impl Stack {
 
     /// The position of the service of that name in [`Stack::services`].
     pub fn service_index(&self, name: &str) -> Option<usize> {
+        crate::lookups::count();
         self.index.get(name).copied()
     }
 
@@ -80,6 +89,11 @@ impl Stack {
         self.secrets.iter().find(|s| s.name == name)
     }
 
+    /// Any service has a fleet placement: the stack is the fleet's (see `crate::fleet::placement`).
+    pub fn has_placement(&self) -> bool {
+        self.services().iter().any(|s| !s.placement.is_unrestricted())
+    }
+
     /// `<stack>.target`.
     pub fn target_unit(&self) -> String {
         names::target_unit(&self.name)
@@ -88,7 +102,7 @@ impl Stack {
 
 #[derive(Debug, Clone)]
 pub struct Service {
-    pub name: String,
+    pub name: Name,
     /// The service's key in `[services.<name>]`.
     pub span: Range<usize>,
     pub kind: Kind,

@@ -30,6 +30,135 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// A validated stack or service name as the model holds it. It reads as a `&str` everywhere; its
+/// equality comparisons are counted in the crate's tests ([`crate::lookups`]), so a linear scan
+/// by name inside a loop over services shows up as quadratic work. (Hash-map probes through
+/// `Borrow<str>` and ordered comparisons are not counted: they are the indexes.)
+#[derive(Debug, Clone, Default)]
+pub struct Name(String);
+
+// Hashing and ordering are the string's (so `Borrow<str>` lookups agree); only equality counts.
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl Name {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Name {
+    fn as_ref(&self) -> &std::path::Path {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> Self {
+        n.0
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        crate::lookups::count();
+        self.0 == other.0
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        crate::lookups::count();
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        crate::lookups::count();
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
+        crate::lookups::count();
+        &self.0 == other
+    }
+}
+
+impl PartialEq<Name> for String {
+    fn eq(&self, other: &Name) -> bool {
+        crate::lookups::count();
+        *self == other.0
+    }
+}
+
+impl PartialEq<Name> for &str {
+    fn eq(&self, other: &Name) -> bool {
+        crate::lookups::count();
+        *self == other.0
+    }
+}
+
 /// `<stack>.target`.
 pub fn target_unit(stack: &str) -> String {
     format!("{stack}.target")
@@ -57,10 +186,11 @@ pub fn running_units(stack: &str, service: &str, replicas: Option<u32>) -> Vec<S
     }
 }
 
-/// Is `unit` an instance of the template file `template` (`<stack>-<service>@.service`)?
-pub fn is_instance_of(unit: &str, template: &str) -> bool {
-    let Some(prefix) = template.strip_suffix(".service").filter(|p| p.ends_with('@')) else { return false };
-    unit.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(".service")).is_some_and(|i| !i.is_empty())
+/// The template file of an instance: `<prefix>@<i>.service` → `<prefix>@.service`.
+pub fn template_of(unit: &str) -> Option<String> {
+    let (prefix, rest) = unit.split_once('@')?;
+    let instance = rest.strip_suffix(".service")?;
+    (!instance.is_empty()).then(|| format!("{prefix}@.service"))
 }
 
 /// The Docker container of a service: `kapell-<stack>-<service>[-<n>]`.
@@ -187,9 +317,9 @@ mod tests {
         assert_eq!(service_file("todo", "web", true), "todo-web@.service");
         assert_eq!(running_units("todo", "web", Some(2)), ["todo-web@1.service", "todo-web@2.service"]);
         assert_eq!(running_units("todo", "db", None), ["todo-db.service"]);
-        assert!(is_instance_of("todo-web@2.service", "todo-web@.service"));
-        assert!(!is_instance_of("todo-web@.service", "todo-web@.service"));
-        assert!(!is_instance_of("todo-webx@2.service", "todo-web@.service"));
+        assert_eq!(template_of("todo-web@2.service").as_deref(), Some("todo-web@.service"));
+        assert_eq!(template_of("todo-web@.service"), None);
+        assert_eq!(template_of("todo-web.service"), None);
         assert_eq!(container_name("todo", "web", Some("3")), "kapell-todo-web-3");
     }
 

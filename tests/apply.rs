@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use support::{Footprint, Host};
+use support::{Footprint, Host, eventually};
 
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 
@@ -89,16 +89,11 @@ fn kapell_expect(host: &Host, args: &[&str], code: i32) -> Result<Run> {
     Ok(run)
 }
 
-/// `systemctl show -p PROP --value UNIT`.
-fn prop(host: &Host, unit: &str, prop: &str) -> Result<String> {
-    Ok(host.systemctl_ok(&["show", "-p", prop, "--value", unit])?.trim().to_string())
-}
-
 fn main_pids(host: &Host, units: &[&str]) -> Result<BTreeMap<String, String>> {
     let mut pids = BTreeMap::new();
     for unit in units {
-        let pid = prop(host, unit, "MainPID")?;
-        ensure!(pid != "0", "{unit} has no main process (ActiveState {})", prop(host, unit, "ActiveState")?);
+        let pid = host.show(unit, "MainPID")?;
+        ensure!(pid != "0", "{unit} has no main process (ActiveState {})", host.show(unit, "ActiveState")?);
         pids.insert(unit.to_string(), pid);
     }
     Ok(pids)
@@ -106,7 +101,7 @@ fn main_pids(host: &Host, units: &[&str]) -> Result<BTreeMap<String, String>> {
 
 fn ensure_active(host: &Host, units: &[&str]) -> Result<()> {
     for unit in units {
-        let state = prop(host, unit, "ActiveState")?;
+        let state = host.show(unit, "ActiveState")?;
         ensure!(state == "active", "{unit} is {state}, expected active");
     }
     Ok(())
@@ -114,8 +109,8 @@ fn ensure_active(host: &Host, units: &[&str]) -> Result<()> {
 
 /// The unit is gone: stopped, and systemd has no file for it (`not-found`) and does not list it.
 fn ensure_gone(host: &Host, unit: &str) -> Result<()> {
-    ensure!(prop(host, unit, "ActiveState")? == "inactive", "{unit} still runs");
-    ensure!(prop(host, unit, "LoadState")? == "not-found", "{unit} still has a unit file");
+    ensure!(host.show(unit, "ActiveState")? == "inactive", "{unit} still runs");
+    ensure!(host.show(unit, "LoadState")? == "not-found", "{unit} still has a unit file");
     let listed = host.systemctl_ok(&["list-units", "--all", "--no-legend", "--plain", unit])?;
     ensure!(listed.trim().is_empty(), "{unit} still listed: {listed}");
     Ok(())
@@ -124,16 +119,6 @@ fn ensure_gone(host: &Host, unit: &str) -> Result<()> {
 /// Checksums of the kapell files in the generator directory: what systemd has loaded.
 fn generator_files(host: &Host) -> Result<String> {
     host.exec_ok(&["sh", "-c", "cd /run/systemd/generator && grep -l '^X-Kapell-Stack=' * | sort | xargs -r sha256sum"])
-}
-
-/// Polls `check` for up to 10 s (journald is asynchronous).
-fn eventually(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !check()? {
-        ensure!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }
 
 const SHOP: [&str; 4] = ["shop.target", "shop-db.service", "shop-api.service", "shop-worker.service"];
@@ -173,7 +158,7 @@ fn apply_starts_restarts_only_what_changed_and_stops_what_was_removed() -> Resul
         ensure!(after[unit] == before[unit], "{unit} was restarted: {before:?} -> {after:?}");
     }
     ensure!(after["shop-api.service"] != before["shop-api.service"], "api kept its process");
-    ensure!(prop(&host, "shop-api.service", "ExecStart")?.contains("99999"), "api runs the old command");
+    ensure!(host.show("shop-api.service", "ExecStart")?.contains("99999"), "api runs the old command");
     eprintln!("timing: apply with one changed service {:?}", edit.took);
 
     // Delete worker: stopped while its file existed, then gone from systemd.
@@ -188,7 +173,7 @@ fn apply_starts_restarts_only_what_changed_and_stops_what_was_removed() -> Resul
 
     // A stopped stack is started again by apply, with nothing reloaded.
     host.systemctl_ok(&["stop", "shop.target"])?;
-    ensure!(prop(&host, "shop-db.service", "ActiveState")? == "inactive", "PartOf= should stop db");
+    ensure!(host.show("shop-db.service", "ActiveState")? == "inactive", "PartOf= should stop db");
     let restart = kapell_expect(&host, &["apply"], 0)?;
     ensure!(restart.units("started").contains(&"shop.target".to_string()), "{restart}");
     ensure!(!restart.stdout.contains("reloaded"), "no file changed, no reload expected:\n{restart}");
@@ -220,7 +205,7 @@ fn dry_run_invalid_edits_and_refusals_change_nothing() -> Result<()> {
     write_stack(&host, "shop", &shop("infinity", Some("infinity")))?;
     let plan = kapell_expect(&host, &["apply", "--dry-run"], 0)?;
     ensure!(plan.units("start").len() == 4 && plan.stdout.contains("dry run"), "{plan}");
-    ensure!(prop(&host, "shop.target", "LoadState")? == "not-found", "dry run loaded units:\n{plan}");
+    ensure!(host.show("shop.target", "LoadState")? == "not-found", "dry run loaded units:\n{plan}");
     ensure!(generator_files(&host)?.trim().is_empty(), "dry run wrote units");
 
     kapell_expect(&host, &["apply"], 0)?;
@@ -321,7 +306,7 @@ fn status_and_logs_report_what_systemd_knows() -> Result<()> {
     ensure!(row[..6] == ["web", "app", "web-app@1.service", "active", "running", "-"], "{table}");
     kapell_expect(&host, &["status", "nope"], 2)?;
 
-    eventually("both replicas' output in `kapell logs`", || {
+    eventually("both replicas' output in `kapell logs`", Duration::from_secs(10), || {
         let logs = kapell_expect(&host, &["logs", "web.app"], 0)?;
         Ok(logs.stdout.matches("hello from app").count() == 2)
     })?;
@@ -369,28 +354,28 @@ fn generator_at_boot_orders_services_and_daemon_reload_picks_up_edits() -> Resul
     let footprint = Footprint::new().host(&host);
 
     ensure_active(&host, &["todo.target", "todo-migrate.service", "todo-web.service"])?;
-    ensure!(prop(&host, "todo-migrate.service", "SubState")? == "exited", "migrate should have run to completion");
-    let migrate_done: u64 = prop(&host, "todo-migrate.service", "ExecMainExitTimestampMonotonic")?.parse()?;
-    let web_start: u64 = prop(&host, "todo-web.service", "ExecMainStartTimestampMonotonic")?.parse()?;
+    ensure!(host.show("todo-migrate.service", "SubState")? == "exited", "migrate should have run to completion");
+    let migrate_done: u64 = host.show("todo-migrate.service", "ExecMainExitTimestampMonotonic")?.parse()?;
+    let web_start: u64 = host.show("todo-web.service", "ExecMainStartTimestampMonotonic")?.parse()?;
     ensure!(
         migrate_done > 0 && migrate_done <= web_start,
         "web started at {web_start} before migrate ended at {migrate_done}"
     );
     ensure!(
-        prop(&host, "todo-web.service", "SourcePath")? == "/etc/kapell/todo.toml",
+        host.show("todo-web.service", "SourcePath")? == "/etc/kapell/todo.toml",
         "units should name their stack file"
     );
     // `enable = false`: generated, but not started at boot.
-    ensure!(prop(&host, "idle.target", "LoadState")? == "loaded", "idle stack not generated");
-    ensure!(prop(&host, "idle.target", "ActiveState")? == "inactive", "a disabled stack started at boot");
+    ensure!(host.show("idle.target", "LoadState")? == "loaded", "idle stack not generated");
+    ensure!(host.show("idle.target", "ActiveState")? == "inactive", "a disabled stack started at boot");
 
     let edited = format!("{stack}\n[services.cache]\nexec = [\"/bin/sleep\", \"4242\"]\n");
     write_stack(&host, "todo", &edited)?;
-    ensure!(prop(&host, "todo-cache.service", "LoadState")? == "not-found", "cache exists before the reload");
+    ensure!(host.show("todo-cache.service", "LoadState")? == "not-found", "cache exists before the reload");
     host.systemctl_ok(&["daemon-reload"])?;
-    ensure!(prop(&host, "todo-cache.service", "LoadState")? == "loaded", "reload did not bring in the new unit");
-    ensure!(prop(&host, "todo-cache.service", "ExecStart")?.contains("4242"), "new unit has the wrong command");
-    ensure!(host.systemctl_ok(&["show", "-p", "Wants", "--value", "todo.target"])?.contains("todo-cache.service"));
+    ensure!(host.show("todo-cache.service", "LoadState")? == "loaded", "reload did not bring in the new unit");
+    ensure!(host.show("todo-cache.service", "ExecStart")?.contains("4242"), "new unit has the wrong command");
+    ensure!(host.show("todo.target", "Wants")?.contains("todo-cache.service"));
     // And `kapell apply` after a hand reload starts what never ran, restarting nothing.
     let run = kapell_expect(&host, &["apply"], 0)?;
     let mut started = run.units("started");

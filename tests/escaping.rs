@@ -54,7 +54,7 @@ fn arguments_and_environment_reach_the_process_exactly() -> Result<()> {
         .install_file("/etc/kapell/esc.toml", stack.clone(), 0o644)
         .boot()?;
     // A oneshot with RemainAfterExit: active once it ran and succeeded.
-    let state = host.systemctl_ok(&["show", "-p", "ActiveState", "--value", "esc-echo.service"])?;
+    let state = host.show("esc-echo.service", "ActiveState")?;
     ensure!(state.trim() == "active", "esc-echo is {state:?}\n{}", host.journal("esc-echo.service")?);
 
     let read = |name: &str| -> Result<Vec<String>> {
@@ -67,5 +67,41 @@ fn arguments_and_environment_reach_the_process_exactly() -> Result<()> {
     };
     ensure!(read("argv")? == NASTY, "argv differs:\n got {:?}\nwant {:?}", read("argv")?, NASTY);
     ensure!(read("env")? == NASTY, "environment differs:\n got {:?}\nwant {:?}", read("env")?, NASTY);
+    Ok(())
+}
+
+/// Paths with blanks, quotes, an apostrophe and `%` (issue 8, defect 6) reach systemd as the stack
+/// writes them: the working directory, an environment file and a credential file.
+#[test]
+fn paths_with_blanks_and_quotes_reach_systemd_exactly() -> Result<()> {
+    let dir = "/srv/my app/100% \"q\" it's";
+    let env_file = "/etc/kapell/my env 100%.env";
+    let secret = "/etc/kapell/secrets/my token";
+    let script = "pwd > /var/tmp/pwd; printf '%s' \"$FROM_FILE\" > /var/tmp/from-file; \
+                  cat \"$CREDENTIALS_DIRECTORY/token\" > /var/tmp/token";
+    let stack = format!(
+        "[services.paths]\nexec = [\"/bin/sh\", \"-c\", {}]\ntype = \"oneshot\"\nworking_dir = {}\nenv_files = [{}]\n\
+         secrets = [\"token\"]\n\n[secrets.token]\nfile = {}\n",
+        toml_text::basic_string(script),
+        toml_text::basic_string(dir),
+        toml_text::basic_string(env_file),
+        toml_text::basic_string(secret)
+    );
+    let host = Host::builder()
+        .kapell(env!("CARGO_BIN_EXE_kapell"))
+        .install_file("/etc/kapell/blank.toml", stack.clone(), 0o644)
+        .install_file(format!("{dir}/.keep"), "", 0o644)
+        .install_file(env_file, "FROM_FILE=from the file\n", 0o600)
+        .install_file(secret, "s3cret", 0o600)
+        .boot()?;
+    let state = host.show("blank-paths.service", "ActiveState")?;
+    ensure!(state == "active", "blank-paths is {state:?}\n{stack}\n{}", host.journal("blank-paths.service")?);
+    let read = |name: &str| -> Result<String> {
+        std::fs::read_to_string(host.root().join("var/tmp").join(name))
+            .with_context(|| format!("no /var/tmp/{name}: the service did not run\n{stack}"))
+    };
+    ensure!(read("pwd")? == format!("{dir}\n"), "working directory {:?}, want {dir:?}", read("pwd")?);
+    ensure!(read("from-file")? == "from the file", "environment file not read: {:?}", read("from-file")?);
+    ensure!(read("token")? == "s3cret", "credential not loaded: {:?}", read("token")?);
     Ok(())
 }

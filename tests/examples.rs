@@ -35,8 +35,8 @@ fn starting_only_the_proxy_brings_the_sqlite_server_up_first() -> Result<()> {
         ensure!(active(unit)? == "active", "{unit} is not active\n{}", host.journal(unit)?);
     }
     let monotonic = |unit: &str, prop: &str| -> Result<u64> {
-        let value = host.systemctl_ok(&["show", "-p", prop, "--value", unit])?;
-        value.trim().parse().with_context(|| format!("{unit} {prop}={value:?}"))
+        let value = host.show(unit, prop)?;
+        value.parse().with_context(|| format!("{unit} {prop}={value:?}"))
     };
     let init_done = monotonic("sqlite-proxy-init.service", "ExecMainExitTimestampMonotonic")?;
     let server_up = monotonic("sqlite-proxy-server.service", "ExecMainStartTimestampMonotonic")?;

@@ -14,8 +14,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use support::Host;
+use anyhow::{Context, Result, ensure};
+use support::{Host, eventually};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -205,24 +205,6 @@ const BROKEN: &str = "[services.web]\nexec = [\"/bin/true\"]\nrestrat = \"always
 
 const UNITS: [&str; 3] = ["pkgtest.target", "pkgtest-init.service", "pkgtest-web.service"];
 
-/// Polls `check` every 200 ms for up to `secs` seconds.
-fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if std::time::Instant::now() >= end {
-            bail!("timed out after {secs}s waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn unit_property(host: &Host, unit: &str, property: &str) -> Result<String> {
-    Ok(host.systemctl_ok(&["show", "--value", "-p", property, unit])?.trim().to_string())
-}
-
 /// Installs the .deb into a fresh tree the way an image build would (dpkg in a chroot, before
 /// the first boot), then lets systemd do the rest.
 #[test]
@@ -247,8 +229,8 @@ fn deb_boots_a_stack_and_removes_cleanly() -> Result<()> {
         .boot()?;
 
     // Booted with no kapell command: the generator ran, the target pulled the services in.
-    eventually(60, "the stack's units to be active", || {
-        Ok(UNITS.iter().all(|u| unit_property(&host, u, "ActiveState").is_ok_and(|s| s == "active")))
+    eventually("the stack's units to be active", Duration::from_secs(60), || {
+        Ok(UNITS.iter().all(|u| host.show(u, "ActiveState").is_ok_and(|s| s == "active")))
     })
     .with_context(|| {
         let status =
@@ -258,10 +240,10 @@ fn deb_boots_a_stack_and_removes_cleanly() -> Result<()> {
         format!("{status}\nconsole:\n{console}")
     })?;
     for unit in UNITS {
-        let fragment = unit_property(&host, unit, "FragmentPath")?;
+        let fragment = host.show(unit, "FragmentPath")?;
         ensure!(fragment == format!("/run/systemd/generator/{unit}"), "{unit} comes from {fragment}");
     }
-    ensure!(unit_property(&host, "pkgtest-web.service", "SourcePath")? == "/etc/kapell/pkgtest.toml");
+    ensure!(host.show("pkgtest-web.service", "SourcePath")? == "/etc/kapell/pkgtest.toml");
     ensure!(host.exec_ok(&["cat", "/run/pkgtest-init"])? == "done\n", "the oneshot ran");
     ensure!(
         host.systemctl_ok(&["is-enabled", "pkgtest.target"])?.trim() == "generated",
@@ -271,10 +253,10 @@ fn deb_boots_a_stack_and_removes_cleanly() -> Result<()> {
     let federation = host.systemctl(&["is-enabled", "kapell-federation.service"])?;
     let federation = String::from_utf8_lossy(&federation.stdout).trim().to_string();
     ensure!(federation == "disabled", "kapell-federation.service is {federation:?}, expected disabled");
-    ensure!(unit_property(&host, "kapell-federation.service", "ActiveState")? == "inactive");
+    ensure!(host.show("kapell-federation.service", "ActiveState")? == "inactive");
     // The broken stack was skipped, the good one generated anyway, and the generator's exit status
     // told systemd (its message on the console; nspawn has no /dev/kmsg for the generator's own).
-    ensure!(unit_property(&host, "broken.target", "LoadState")? == "not-found", "broken stack generated");
+    ensure!(host.show("broken.target", "LoadState")? == "not-found", "broken stack generated");
     let console = std::fs::read_to_string(host.log_path())?;
     ensure!(
         console.contains("kapell-generator failed with exit status 3"),
@@ -285,8 +267,8 @@ fn deb_boots_a_stack_and_removes_cleanly() -> Result<()> {
     host.exec_ok(&["dpkg", "-r", "kapell"]).context("dpkg -r kapell")?;
     host.systemctl_ok(&["daemon-reload"])?;
     for unit in UNITS {
-        ensure!(unit_property(&host, unit, "LoadState")? == "not-found", "{unit} still loaded after removal");
-        ensure!(unit_property(&host, unit, "ActiveState")? == "inactive", "{unit} still active after removal");
+        ensure!(host.show(unit, "LoadState")? == "not-found", "{unit} still loaded after removal");
+        ensure!(host.show(unit, "ActiveState")? == "inactive", "{unit} still active after removal");
         let file = format!("/run/systemd/generator/{unit}");
         ensure!(!host.exec(&["test", "-e", &file])?.status.success(), "{file} left after removal");
     }

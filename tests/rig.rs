@@ -8,21 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use support::{Dockerd, Footprint, Host, Net, Ssh};
+use support::{Dockerd, Footprint, Host, Net, Ssh, eventually};
 
 const BUSYBOX: &str = "kapell-test/busybox:1";
-
-/// Polls `check` for up to 10 s; journald and networking are asynchronous.
-fn eventually(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        ensure!(std::time::Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn host_boots_runs_a_unit_and_cleans_up() -> Result<()> {
@@ -38,7 +26,7 @@ fn host_boots_runs_a_unit_and_cleans_up() -> Result<()> {
     )?;
     host.systemctl_ok(&["daemon-reload"])?;
     host.systemctl_ok(&["start", "rig-hello.service"])?;
-    eventually("the unit's output in the journal", || {
+    eventually("the unit's output in the journal", Duration::from_secs(10), || {
         Ok(host.journal("rig-hello.service")?.contains("hello-from-rig"))
     })?;
 

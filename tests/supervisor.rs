@@ -12,150 +12,18 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use support::{Dockerd, Host, HostBuilder};
-
-const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
-const BUSYBOX: &str = "kapell-test/busybox:1";
+use support::{ContainerRig as Rig, Entry, eventually};
 
 // `MESSAGE_ID`s the supervisor logs, to find its events in the journal.
 use kapell::logging::id::{
     CONTAINER_EXITED as EXITED, CONTAINER_READY as READY, CONTAINER_STARTED as STARTED, CONTAINER_STOPPED as STOPPED,
     CONTAINER_UNHEALTHY_RESTART as UNHEALTHY_RESTART,
 };
-
-/// A host and the Docker engine it uses. Fields drop in order: the host before the engine it binds.
-struct Rig {
-    host: Host,
-    dockerd: Option<Dockerd>,
-    shared: PathBuf,
-}
-
-impl Rig {
-    /// Starts a dockerd with the test image, then boots a host with kapell and `stacks`
-    /// (`(name, text)`) in `/etc/kapell`; `more` adds anything else to the host.
-    fn boot(stacks: &[(&str, &str)], more: impl FnOnce(HostBuilder) -> HostBuilder) -> Result<Rig> {
-        let dockerd = Dockerd::start()?;
-        dockerd.import_busybox(BUSYBOX)?;
-        // Inside the dockerd's state directory, so the rig removes it with the engine even if
-        // this process is killed.
-        let shared = dockerd.socket_path().parent().context("dockerd has no state directory")?.join("shared");
-        std::fs::create_dir_all(&shared)?;
-        support::run_ok(
-            Command::new("mount").args(["-t", "tmpfs", "-o", "mode=0755,size=16m", "kt-shared"]).arg(&shared),
-        )
-        .context("cannot mount the shared tmpfs")?;
-        let mut builder = Host::builder().kapell(KAPELL).docker(&dockerd).bind(&shared, &shared).install_file(
-            "/etc/systemd/system.conf.d/kapell-test.conf",
-            format!("[Manager]\nDefaultEnvironment=KAPELL_SECRETS_DIR={}/secrets\n", shared.display()),
-            0o644,
-        );
-        for (name, text) in stacks {
-            builder = builder.install_file(format!("/etc/kapell/{name}.toml"), *text, 0o644);
-        }
-        let host = more(builder).boot()?;
-        Ok(Rig { host, dockerd: Some(dockerd), shared })
-    }
-
-    fn dockerd(&self) -> Result<&Dockerd> {
-        self.dockerd.as_ref().context("dockerd was stopped")
-    }
-
-    fn systemctl(&self, args: &[&str]) -> Result<String> {
-        self.host.systemctl_ok(args)
-    }
-
-    /// `systemctl show -p PROP --value UNIT`.
-    fn prop(&self, unit: &str, prop: &str) -> Result<String> {
-        Ok(self.host.systemctl_ok(&["show", "-p", prop, "--value", unit])?.trim().to_string())
-    }
-
-    /// A `*TimestampMonotonic` property in microseconds (0 if it has not happened).
-    fn mono(&self, unit: &str, prop: &str) -> Result<u64> {
-        let value = self.prop(unit, prop)?;
-        value.parse().with_context(|| format!("{unit} {prop}={value:?}"))
-    }
-
-    /// Names of the containers (running or not) carrying `label=value`.
-    fn containers(&self, label: &str) -> Result<Vec<String>> {
-        let filter = format!("label={label}");
-        let out = self.dockerd()?.docker_ok(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])?;
-        let mut names: Vec<String> = out.lines().map(str::to_string).collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// `docker inspect -f FORMAT NAME`.
-    fn inspect(&self, name: &str, format: &str) -> Result<String> {
-        Ok(self.dockerd()?.docker_ok(&["inspect", "-f", format, name])?.trim().to_string())
-    }
-
-    /// The unit's journal entries, oldest first.
-    fn journal(&self, unit: &str) -> Result<Vec<Entry>> {
-        let out = self.host.exec_ok(&["journalctl", "-u", unit, "-o", "json", "--no-pager"])?;
-        out.lines().map(Entry::parse).collect()
-    }
-
-    fn wait_active(&self, unit: &str, timeout: Duration) -> Result<()> {
-        eventually(&format!("{unit} active"), timeout, || {
-            let state = self.prop(unit, "ActiveState")?;
-            ensure!(state != "failed", "{unit} failed:\n{}", self.host.journal(unit)?);
-            Ok(state == "active")
-        })
-    }
-}
-
-/// One journal entry: what the tests look at.
-#[derive(Debug)]
-struct Entry {
-    /// `__MONOTONIC_TIMESTAMP`, µs.
-    mono: u64,
-    priority: u8,
-    identifier: String,
-    message: String,
-    message_id: String,
-}
-
-impl Entry {
-    fn parse(line: &str) -> Result<Entry> {
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("journal line {line}"))?;
-        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        Ok(Entry {
-            mono: text("__MONOTONIC_TIMESTAMP").parse().unwrap_or_default(),
-            priority: text("PRIORITY").parse().unwrap_or(6),
-            identifier: text("SYSLOG_IDENTIFIER"),
-            message: text("MESSAGE"),
-            message_id: text("MESSAGE_ID"),
-        })
-    }
-}
-
-/// The first entry with `message_id` from `after` (µs) on.
-fn find(entries: &[Entry], message_id: &str, after: u64) -> Option<u64> {
-    entries.iter().find(|e| e.message_id == message_id && e.mono >= after).map(|e| e.mono)
-}
-
-fn messages(entries: &[Entry]) -> String {
-    entries
-        .iter()
-        .map(|e| format!("{} [{}] {}: {}", e.mono, e.priority, e.identifier, e.message))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Polls `check` every 100 ms until it says true, failing after `timeout`.
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = Instant::now() + timeout;
-    while !check()? {
-        ensure!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
 
 const SEED: &str = r#"
 enable = false
@@ -236,9 +104,10 @@ fn a_dependent_waits_until_the_health_check_passes() -> Result<()> {
     // The same order in the journal: slow's readiness, then app's container start.
     let slow = rig.journal("slow-slow.service")?;
     let app = rig.journal("slow-app.service")?;
-    let ready =
-        find(&slow, READY, 0).with_context(|| format!("no readiness in slow's journal:\n{}", messages(&slow)))?;
-    let started = find(&app, STARTED, 0).with_context(|| format!("no start in app's journal:\n{}", messages(&app)))?;
+    let ready = Entry::find(&slow, READY, 0)
+        .with_context(|| format!("no readiness in slow's journal:\n{}", Entry::lines(&slow)))?;
+    let started =
+        Entry::find(&app, STARTED, 0).with_context(|| format!("no start in app's journal:\n{}", Entry::lines(&app)))?;
     ensure!(ready < started, "journal: slow ready at {ready} µs, app's container started at {started} µs");
     eprintln!(
         "timing: slow ready {waited:?} after its start; app started {} ms later",
@@ -269,19 +138,19 @@ fn a_container_that_exits_1_is_restarted_after_restart_delay() -> Result<()> {
         entries = rig.journal(unit)?;
         Ok(entries.iter().filter(|e| e.message_id == STARTED).count() >= 2)
     })?;
-    let exited = find(&entries, EXITED, 0).with_context(|| messages(&entries))?;
+    let exited = Entry::find(&entries, EXITED, 0).with_context(|| Entry::lines(&entries))?;
     let exit_line = entries.iter().find(|e| e.message_id == EXITED).map(|e| e.message.as_str()).unwrap_or_default();
     ensure!(exit_line.ends_with("exited with status 1"), "{exit_line}");
     ensure!(
         entries.iter().any(|e| e.identifier == "systemd" && e.message.contains("status=1/FAILURE")),
         "systemd did not see exit status 1:\n{}",
-        messages(&entries)
+        Entry::lines(&entries)
     );
-    let again = find(&entries, STARTED, exited).with_context(|| messages(&entries))?;
+    let again = Entry::find(&entries, STARTED, exited).with_context(|| Entry::lines(&entries))?;
     let gap = Duration::from_micros(again - exited);
     ensure!(gap >= Duration::from_secs(2), "restarted {gap:?} after the exit, before restart_delay (2s)");
     ensure!(gap < Duration::from_secs(8), "restart took {gap:?}");
-    ensure!(entries.iter().filter(|e| e.message == "flaky run").count() >= 2, "{}", messages(&entries));
+    ensure!(entries.iter().filter(|e| e.message == "flaky run").count() >= 2, "{}", Entry::lines(&entries));
     eprintln!("timing: exit to next container start {gap:?} (restart_delay 2s)");
     Ok(())
 }
@@ -306,17 +175,17 @@ fn a_container_that_turns_unhealthy_is_restarted() -> Result<()> {
     ensure!(rig.prop(unit, "StatusText")? == "running, health: healthy");
     eventually("a restart", Duration::from_secs(30), || Ok(rig.prop(unit, "NRestarts")?.parse::<u32>()? >= 1))?;
     let entries = rig.journal(unit)?;
-    let unhealthy = find(&entries, UNHEALTHY_RESTART, 0)
-        .with_context(|| format!("no unhealthy restart in the journal:\n{}", messages(&entries)))?;
+    let unhealthy = Entry::find(&entries, UNHEALTHY_RESTART, 0)
+        .with_context(|| format!("no unhealthy restart in the journal:\n{}", Entry::lines(&entries)))?;
     ensure!(
         entries.iter().any(|e| e.mono > unhealthy && e.identifier == "systemd" && e.message.contains("status=3")),
         "the supervisor should exit non-zero after stopping the unhealthy container:\n{}",
-        messages(&entries)
+        Entry::lines(&entries)
     );
     // The new container becomes healthy again and the unit active.
     rig.wait_active(unit, Duration::from_secs(20))?;
     eventually("the restarted service ready", Duration::from_secs(20), || {
-        Ok(find(&rig.journal(unit)?, READY, unhealthy).is_some())
+        Ok(Entry::find(&rig.journal(unit)?, READY, unhealthy).is_some())
     })?;
     ensure!(rig.containers("io.kapell.unit=sick-sick.service")? == ["kapell-sick-sick"]);
     Ok(())
@@ -365,8 +234,12 @@ fn stop_removes_the_container_and_output_reaches_the_journal() -> Result<()> {
     ensure!(stubborn < Duration::from_secs(7), "stop took {stubborn:?} with a 2s grace period");
 
     let journal = rig.journal(units[0])?;
-    ensure!(journal.iter().any(|e| e.message == "got TERM"), "output after SIGTERM was lost:\n{}", messages(&journal));
-    ensure!(find(&journal, STOPPED, 0).is_some(), "{}", messages(&journal));
+    ensure!(
+        journal.iter().any(|e| e.message == "got TERM"),
+        "output after SIGTERM was lost:\n{}",
+        Entry::lines(&journal)
+    );
+    ensure!(Entry::find(&journal, STOPPED, 0).is_some(), "{}", Entry::lines(&journal));
     eprintln!("timing: stop {polite:?} (exits on TERM), {stubborn:?} (ignores TERM, 2s grace)");
     Ok(())
 }
@@ -425,7 +298,7 @@ fn secrets_reach_the_container_and_nothing_else() -> Result<()> {
     grep("docker inspect", &rig.dockerd()?.docker_ok(&["inspect", "kapell-vault-reader"])?)?;
 
     // The staged copy lives only while the service runs.
-    let staged = rig.shared.join("secrets/kapell-vault-reader");
+    let staged = rig.shared().join("secrets/kapell-vault-reader");
     ensure!(staged.join("token").exists(), "no staged secret in {}", staged.display());
     rig.systemctl(&["stop", unit])?;
     ensure!(!staged.exists(), "staged secrets left in {}", staged.display());
@@ -469,7 +342,7 @@ fn expect_one_line(rig: &Rig, unit: &str, cause: &str) -> Result<()> {
         ours = rig.journal(unit)?.into_iter().filter(|e| e.identifier == "kapell" && e.priority <= 4).collect();
         Ok(!ours.is_empty())
     })?;
-    ensure!(ours.len() == 1, "expected one warning or error line from kapell:\n{}", messages(&ours));
+    ensure!(ours.len() == 1, "expected one warning or error line from kapell:\n{}", Entry::lines(&ours));
     let line = &ours[0];
     ensure!(line.priority == 3, "not logged as an error: {line:?}");
     ensure!(
@@ -543,9 +416,9 @@ health = {{ cmd = ["true"], interval = "1s" }}
     };
     // The shared directory only exists once the dockerd does, so the stack is written after boot.
     let rig = Rig::boot(&[], |b| b.install_file("/etc/kapell/probe.env", "B=from-file\nC=\"from file\"\n", 0o600))?;
-    std::fs::create_dir_all(rig.shared.join("data"))?;
-    std::fs::write(rig.shared.join("data/greeting"), "hello from the host\n")?;
-    std::fs::write(rig.host.root().join("etc/kapell/probe.toml"), probe(&rig.shared))?;
+    std::fs::create_dir_all(rig.shared().join("data"))?;
+    std::fs::write(rig.shared().join("data/greeting"), "hello from the host\n")?;
+    std::fs::write(rig.host.root().join("etc/kapell/probe.toml"), probe(rig.shared()))?;
     rig.systemctl(&["daemon-reload"])?;
     let unit = "probe-probe.service";
     rig.systemctl(&["start", unit])?;
@@ -556,7 +429,7 @@ health = {{ cmd = ["true"], interval = "1s" }}
     for expected in
         ["A=explicit B=explicit C=from file", "1000", "hello from the host", "data read-only", "named mounted"]
     {
-        ensure!(report.iter().any(|e| e.message == expected), "missing {expected:?} in:\n{}", messages(&report));
+        ensure!(report.iter().any(|e| e.message == expected), "missing {expected:?} in:\n{}", Entry::lines(&report));
     }
     let name = "kapell-probe-probe";
     let checks = [

@@ -70,7 +70,7 @@ pub fn desired(config_dir: &Path, checked: &Checked) -> UnitSet {
 /// directory, except those the fleet installed (which a local stack does not shadow).
 pub fn installed(desired: &UnitSet) -> Result<UnitSet> {
     let local: BTreeSet<&String> = desired.stacks.values().flat_map(|s| s.files.keys()).collect();
-    let fleet: BTreeSet<String> = std::fs::read_dir(crate::generator::fleet_units_dir())
+    let fleet: BTreeSet<String> = std::fs::read_dir(crate::received::emitted_dir(&crate::received::received_dir()))
         .into_iter()
         .flatten()
         .flatten()

@@ -36,9 +36,9 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         let json = serde_json::json!({
             "ok": errors == 0,
             "stacks": stacks.iter().map(|s| serde_json::json!({
-                "name": s.name,
+                "name": s.name.as_str(),
                 "path": s.source.path,
-                "services": s.services().iter().map(|v| &v.name).collect::<Vec<_>>(),
+                "services": s.services().iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "failed": failed,
             "diagnostics": diagnostics.iter().map(|d| {

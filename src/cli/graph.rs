@@ -78,7 +78,7 @@ pub fn to_dot(stacks: &[&Stack]) -> String {
             let shape = if service.is_container() { "box" } else { "ellipse" };
             let label = match service.replicas {
                 Some(n) => format!("{} ×{n}", service.name),
-                None => service.name.clone(),
+                None => service.name.to_string(),
             };
             let _ = writeln!(out, "    \"{}.{}\" [label=\"{label}\", shape={shape}];", stack.name, service.name);
         }

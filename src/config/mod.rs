@@ -94,10 +94,22 @@ pub fn load_stack(path: &Path) -> Parsed {
     }
 }
 
-/// The rest of an open file, read into a buffer of its size.
+/// The file's `len` bytes (its size when opened). `read` is called directly, and stops at that
+/// size: `File::read_to_end` would `stat` and `lseek` the file again and then read once more to
+/// see the end, three system calls per stack file at every boot. (A file rewritten while it is
+/// read is a torn read either way; the next reload reads it whole.)
 fn read_all((mut file, len): (std::fs::File, u64)) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
-    file.read_to_end(&mut bytes)?;
+    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
     Ok(bytes)
 }

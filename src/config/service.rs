@@ -205,7 +205,7 @@ pub fn read_service(
         return None;
     }
     Some(Service {
-        name: name.value.clone(),
+        name: name.value.as_str().into(),
         span: name.span.clone(),
         kind: kind?,
         requires,

@@ -84,11 +84,18 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
     let mut services = Vec::new();
     match get(root, "services").map(|v| (v, ctx.table(v, "services"))) {
         Some((_, Some(table))) => {
-            for (key, value) in table.iter() {
+            // Services are read independently (each with its own diagnostics, merged in file
+            // order), so one stack of 10,000 services uses every core.
+            let entries: Vec<_> = table.iter().collect();
+            let read = crate::parallel::map(&entries, |(key, value)| {
+                let mut own = Ctx::new(Arc::clone(&ctx.source));
                 let name = At { value: key.get_ref().to_string(), span: key.span() };
-                if let Some(service) = read_service(&mut ctx, &name, value, &declared_secrets) {
-                    services.push(service);
-                }
+                let service = read_service(&mut own, &name, value, &declared_secrets);
+                (service, own.diags)
+            });
+            for (service, diags) in read {
+                ctx.diags.extend(diags);
+                services.extend(service);
             }
             if table.is_empty() {
                 ctx.error(key_span(root, "services").unwrap_or(0..0), "the stack has no services");
@@ -178,10 +185,16 @@ fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
     secrets
 }
 
+/// How many unknown references of a stack get a "did you mean" hint.
+const HINTS_PER_STACK: usize = 100;
+
 /// Dependencies on services of this stack must name a service declared in it.
 fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
     let names: Vec<&str> = declared.iter().map(String::as_str).collect(); // file order, for hints
     let known: HashSet<&str> = names.iter().copied().collect();
+    // A hint compares the name with every service: a stack full of broken references would make
+    // that quadratic, so only the first ones get a hint (the rest have the same mistake, usually).
+    let mut hints_left = HINTS_PER_STACK;
     for service in stack.services() {
         for (deps, required) in [(&service.requires, true), (&service.wants, false)] {
             for dep in deps {
@@ -189,7 +202,10 @@ fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
                 if known.contains(name.as_str()) {
                     continue;
                 }
-                let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
+                hints_left = hints_left.saturating_sub(1);
+                let hint = (hints_left > 0)
+                    .then(|| crate::diagnostics::did_you_mean(name, names.iter().copied()))
+                    .flatten()
                     .map(|n| format!(" (did you mean `{n}`?)"))
                     .unwrap_or_default();
                 let what = format!(
@@ -212,5 +228,25 @@ fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every unknown reference is reported, but only the first ones compare their name with every
+    /// service for a hint: otherwise a stack of n broken references costs n² comparisons.
+    #[test]
+    fn hints_stop_after_the_first_unknown_references() {
+        let text: String = (0..HINTS_PER_STACK + 20)
+            .map(|j| format!("[services.svc{j}]\nexec = [\"/bin/true\"]\nrequires = [\"svc{j}x\"]\n"))
+            .collect();
+        let parsed = parse_stack(Path::new("/etc/kapell/b.toml"), &text);
+        let errors: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), HINTS_PER_STACK + 20, "every unknown reference is an error");
+        let hinted = errors.iter().filter(|e| e.contains("did you mean")).count();
+        assert!(hinted > 0 && hinted < HINTS_PER_STACK, "{hinted} hints");
+        assert!(errors[0].contains("(did you mean `svc0`?)"), "{}", errors[0]);
     }
 }

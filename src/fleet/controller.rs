@@ -63,7 +63,7 @@ impl Controller {
             .map(|(host, stacks)| (host.clone(), HostSet::from_rendered(&render::render_host(stacks, &options))))
             .collect();
         let local_stacks =
-            checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.clone()).collect();
+            checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.to_string()).collect();
         let ssh = Ssh::new(&fleet.defaults)?;
         Ok(Ok(Controller { fleet, sets, ssh, local_stacks }))
     }

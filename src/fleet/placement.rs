@@ -87,7 +87,7 @@ pub fn place(fleet: &Fleet, stacks: &[Stack]) -> Result<Placed, Vec<Diagnostic>>
 
 /// A stack takes part in the fleet when any of its services has a placement.
 pub fn is_fleet_stack(stack: &Stack) -> bool {
-    stack.services().iter().any(|s| !s.placement.is_unrestricted())
+    stack.has_placement()
 }
 
 fn hosts_for<'f>(

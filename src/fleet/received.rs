@@ -18,7 +18,8 @@
 //! directory, a generation nobody points to) is removed by the next install.
 
 use super::protocol::{HostSet, Reply};
-use crate::names::RECEIVED_DIR;
+use crate::received::PENDING;
+pub use crate::received::{CONFIRMED, CURRENT, Pending, boot_id, received_dir};
 use crate::unitset::{self, OutputFile};
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -26,41 +27,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The symlink naming the generation systemd runs.
-pub const CURRENT: &str = "current";
-
-/// The symlink naming the last generation the controller confirmed: what a peer reverts to, and
-/// what boots after a reboot inside a confirm window.
-pub const CONFIRMED: &str = "confirmed";
-
-const PENDING: &str = "pending.json";
 const REJECTED: &str = "rolled-back.json";
-
-/// A new set installed with a confirm window (SPEC §8): unless the controller confirms it by
-/// `deadline_usec`, the peer reverts to `confirmed` on its own (a timer runs
-/// `kapell receive --revert-unconfirmed <generation>`); a boot other than `boot_id` boots the
-/// confirmed set instead.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Pending {
-    pub generation: String,
-    pub hash: String,
-    pub boot_id: String,
-    pub deadline_usec: u64,
-}
-
-/// This boot's id (`/proc/sys/kernel/random/boot_id`).
-pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
 const OUTCOME: &str = "last-install.json";
 const STAGING_PREFIX: &str = ".staging-";
 const GENERATION_PREFIX: &str = "g";
-
-/// [`RECEIVED_DIR`], or `KAPELL_RECEIVED_DIR` (tests).
-pub fn received_dir() -> PathBuf {
-    std::env::var_os("KAPELL_RECEIVED_DIR").map_or_else(|| PathBuf::from(RECEIVED_DIR), PathBuf::from)
-}
 
 /// The directory of received generations.
 pub struct Store {
@@ -84,12 +54,7 @@ impl Store {
     /// The directory the generator emits: `current`, except after a reboot inside a confirm
     /// window, when the last confirmed set is what boots (SPEC §8).
     pub fn emitted_dir(&self) -> PathBuf {
-        match self.pending() {
-            Some(pending) if pending.boot_id != boot_id() && self.generation(CONFIRMED).is_some() => {
-                self.dir.join(CONFIRMED)
-            }
-            _ => self.current_dir(),
-        }
+        crate::received::emitted_dir(&self.dir)
     }
 
     /// The generation `current` names, if any.
@@ -99,7 +64,7 @@ impl Store {
 
     /// The generation a link (`current`, `confirmed`) names, if any.
     pub fn generation(&self, link: &str) -> Option<String> {
-        std::fs::read_link(self.dir.join(link)).ok().map(|t| t.to_string_lossy().into_owned())
+        crate::received::generation(&self.dir, link)
     }
 
     /// The set `current` names, read back from its files (empty if none was received).
@@ -144,8 +109,7 @@ impl Store {
 
     /// The new set waiting for the controller's confirmation, if any.
     pub fn pending(&self) -> Option<Pending> {
-        let text = std::fs::read(self.dir.join(PENDING)).ok()?;
-        serde_json::from_slice(&text).ok()
+        crate::received::pending(&self.dir)
     }
 
     pub fn set_pending(&self, pending: Option<&Pending>) -> Result<()> {

@@ -68,7 +68,7 @@ impl NetworkSpec {
             // Docker gives no DNS names on its default bridge, and host/none join nothing.
             return spec;
         }
-        spec.aliases = vec![service.name.clone(), format!("{}.{stack}", service.name)];
+        spec.aliases = vec![service.name.to_string(), format!("{}.{stack}", service.name)];
         if service.replicas.is_some() {
             spec.aliases.push(format!("{}-{INSTANCE}", service.name));
         }
@@ -120,8 +120,8 @@ impl ContainerSpec {
         let mut container = container.clone();
         container.network = Some(network.name.clone());
         Some(Self {
-            stack: stack.name.clone(),
-            service: service.name.clone(),
+            stack: stack.name.to_string(),
+            service: service.name.to_string(),
             container,
             network,
             user: service.user.clone(),

@@ -4,7 +4,7 @@
 pub mod container;
 mod service;
 
-use crate::model::{DepTarget, Dependency, Stack};
+use crate::model::{DepTarget, Dependency, Service, Stack};
 use crate::unitfile::{UnitFile, Value};
 pub use crate::unitset::OutputFile;
 use crate::unitset::markers;
@@ -43,9 +43,30 @@ pub fn render_host(stacks: &[Stack], options: &RenderOptions) -> Vec<OutputFile>
 /// of `stacks` (`kapell generate FILE` renders one stack that requires its neighbours).
 pub fn render_host_only(stacks: &[Stack], only: impl Fn(&Stack) -> bool, options: &RenderOptions) -> Vec<OutputFile> {
     let host = Host::new(stacks);
-    let selected: Vec<&Stack> = stacks.iter().filter(|s| only(s)).collect();
-    // Stacks render independently; on a big host the two cores halve the time.
-    crate::parallel::map(&selected, |stack| render_stack(stack, &host, options)).into_iter().flatten().collect()
+    let selected: Vec<(&Stack, Shared)> = stacks.iter().filter(|s| only(s)).map(|s| (s, Shared::new(s))).collect();
+    // Every unit renders independently, so the work is split by unit, not by stack: one stack
+    // of 10,000 services uses every core as 1,000 stacks of ten do.
+    let jobs: Vec<Job> = selected
+        .iter()
+        .flat_map(|(stack, shared)| {
+            std::iter::once(Job::Target(stack, shared))
+                .chain(stack.services().iter().map(|s| Job::Service(stack, s, shared)))
+        })
+        .collect();
+    crate::parallel::flat_map(&jobs, |job, out| match *job {
+        Job::Target(stack, shared) => render_target(stack, shared, out),
+        Job::Service(stack, service, shared) => {
+            let unit = service::service_unit(stack, service, &host, options, shared);
+            out.push(OutputFile::Unit { name: service.unit_file_name(&stack.name), text: unit.serialize() });
+        }
+    })
+}
+
+/// One unit to render.
+enum Job<'a> {
+    /// A stack's target (and the link that enables it).
+    Target(&'a Stack, &'a Shared),
+    Service(&'a Stack, &'a Service, &'a Shared),
 }
 
 /// The stacks of a host by name, for resolving dependencies in O(1).
@@ -58,24 +79,22 @@ impl<'a> Host<'a> {
         // Two stacks of one name (`kapell check` given a file and its namesake): the later wins.
         Self { by_name: stacks.iter().map(|s| (s.name.as_str(), s)).collect() }
     }
+
+    fn stack(&self, name: &str) -> Option<&'a Stack> {
+        crate::lookups::count();
+        self.by_name.get(name).copied()
+    }
 }
 
-/// The unit set of one stack: its target, its services' units and the links that enable it.
-fn render_stack(stack: &Stack, host: &Host, options: &RenderOptions) -> Vec<OutputFile> {
-    let mut files = Vec::with_capacity(stack.services().len() + 2);
-    let shared = Shared::new(stack);
-    files.push(OutputFile::Unit { name: stack.target_unit(), text: target_unit(stack, &shared).serialize() });
+/// A stack's target, and the link that enables it.
+fn render_target(stack: &Stack, shared: &Shared, out: &mut Vec<OutputFile>) {
+    out.push(OutputFile::Unit { name: stack.target_unit(), text: target_unit(stack, shared).serialize() });
     if stack.enable {
-        files.push(OutputFile::Link {
+        out.push(OutputFile::Link {
             path: format!("multi-user.target.wants/{}", stack.target_unit()),
             target: format!("../{}", stack.target_unit()),
         });
     }
-    for service in stack.services() {
-        let unit = service::service_unit(stack, service, host, options, &shared);
-        files.push(OutputFile::Unit { name: service.unit_file_name(&stack.name), text: unit.serialize() });
-    }
-    files
 }
 
 /// What every unit of a stack repeats, built once per stack rather than once per unit.
@@ -128,7 +147,7 @@ fn dependency_units(stack: &Stack, dep: &Dependency, host: &Host) -> Vec<String>
     let found = if stack_name == stack.name {
         stack.service(service_name)
     } else {
-        host.by_name.get(stack_name).and_then(|s| s.service(service_name))
+        host.stack(stack_name).and_then(|s| s.service(service_name))
     };
     match found {
         Some(service) => service.running_units(stack_name),

@@ -68,11 +68,13 @@ impl StackUnits {
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceUnits> {
+        crate::lookups::count();
         self.by_name.get(name).map(|&i| &self.services[i])
     }
 
     /// The service a running unit belongs to.
     pub fn service_of(&self, unit: &str) -> Option<&ServiceUnits> {
+        crate::lookups::count();
         self.by_unit.get(unit).map(|&i| &self.services[i])
     }
 
@@ -172,11 +174,7 @@ impl UnitSet {
                 .map(|(i, s)| (s.file.clone(), i))
                 .collect();
             for unit in wanted {
-                let Some((base, _)) = unit.split_once('@') else { continue };
-                let template = format!("{base}@.service");
-                if let Some(&i) = templates.get(&template)
-                    && crate::names::is_instance_of(&unit, &template)
-                {
+                if let Some(&i) = crate::names::template_of(&unit).and_then(|t| templates.get(&t)) {
                     stack.add_running(i, unit);
                 }
             }

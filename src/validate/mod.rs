@@ -13,7 +13,8 @@ pub use collisions::UnitSearchPath;
 use crate::config::Parsed;
 use crate::diagnostics::{self, Diagnostic, did_you_mean};
 use crate::model::{DepTarget, Stack};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// The outcome of checking a host's stacks.
 #[derive(Debug, Default)]
@@ -56,16 +57,19 @@ pub fn check_host(parsed: Vec<Parsed>, search_path: &UnitSearchPath) -> Checked 
     check_duplicate_units(&stacks, &mut errors);
     collisions::check_foreign_units(&stacks, search_path, &mut errors);
 
-    let bad: BTreeSet<String> = errors.iter().filter(|d| d.is_error()).filter_map(|d| stack_of(&stacks, d)).collect();
+    // Which stack an error belongs to, by its source (one map, not a scan per error).
+    let by_source: HashMap<*const diagnostics::Source, &str> =
+        stacks.iter().map(|s| (Arc::as_ptr(&s.source), s.name.as_str())).collect();
+    let bad: BTreeSet<String> = errors
+        .iter()
+        .filter(|d| d.is_error())
+        .filter_map(|d| by_source.get(&Arc::as_ptr(&d.source)).map(|n| n.to_string()))
+        .collect();
     checked.diagnostics.extend(errors);
     checked.failed.extend(bad);
-    checked.stacks = stacks.into_iter().filter(|s| !checked.failed.contains(&s.name)).collect();
+    checked.stacks = stacks.into_iter().filter(|s| !checked.failed.contains(s.name.as_str())).collect();
     diagnostics::sort(&mut checked.diagnostics);
     checked
-}
-
-fn stack_of(stacks: &[Stack], d: &Diagnostic) -> Option<String> {
-    stacks.iter().find(|s| std::sync::Arc::ptr_eq(&s.source, &d.source)).map(|s| s.name.clone())
 }
 
 fn check_remote_dependencies(
@@ -74,6 +78,8 @@ fn check_remote_dependencies(
     failed: &BTreeSet<String>,
     errors: &mut Vec<Diagnostic>,
 ) {
+    // Stacks by name; of two of one name (`kapell check` given a namesake), the later wins.
+    let by_name: HashMap<&str, &Stack> = stacks.iter().map(|s| (s.name.as_str(), s)).collect();
     for stack in stacks {
         for service in stack.services() {
             let deps = service.requires.iter().map(|d| (d, true)).chain(service.wants.iter().map(|d| (d, false)));
@@ -83,7 +89,8 @@ fn check_remote_dependencies(
                 if failed.contains(other) {
                     continue; // that stack's own errors are reported; don't pile on
                 }
-                let message = match stacks.iter().find(|s| &s.name == other) {
+                crate::lookups::count();
+                let message = match by_name.get(other.as_str()) {
                     Some(target) if target.service(wanted).is_some() => continue,
                     Some(target) => {
                         let hint = did_you_mean(wanted, target.services().iter().map(|s| s.name.as_str()))

@@ -28,6 +28,7 @@ pub fn base_tree() -> Result<PathBuf> {
     if let Some(path) = DONE.get() {
         return Ok(path.clone());
     }
+    super::require_root()?;
     let path = build_once().context("cannot provide the base tree for test hosts")?;
     Ok(DONE.get_or_init(|| path).clone())
 }

@@ -80,13 +80,20 @@ pub fn parent_of(pid: u32) -> Option<u32> {
 
 /// Polls `done` every 50 ms until it returns true or `timeout` passes.
 pub fn poll(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    eventually("", timeout, || Ok(done())).is_ok()
+}
+
+/// Polls `check` every 50 ms until it says true; after `timeout`, fails with "timed out after
+/// … waiting for {what}". An error from `check` (a unit that failed, say) ends the wait at once.
+/// The one way the tests wait for something asynchronous (journald, systemd jobs, networking).
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
     let end = Instant::now() + timeout;
     loop {
-        if done() {
-            return true;
+        if check()? {
+            return Ok(());
         }
         if Instant::now() >= end {
-            return false;
+            bail!("timed out after {timeout:?} waiting for {what}");
         }
         sleep(Duration::from_millis(50));
     }

@@ -53,6 +53,7 @@ impl Dockerd {
     }
 
     fn start_with(userland_proxy: bool) -> Result<Dockerd> {
+        super::require_root()?;
         let id = unique_id();
         let lease = Lease::acquire("docker", &id, |id, dir| {
             if let Err(e) = teardown(id, dir) {

@@ -12,10 +12,12 @@
 mod base;
 mod cgroup;
 mod cmd;
+mod container_rig;
 mod docker;
 mod footprint;
 mod fs;
 mod host;
+mod journal;
 mod lease;
 mod net;
 mod ssh;
@@ -24,10 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use base::base_tree;
-pub use cmd::{run, run_ok};
+pub use cmd::{eventually, run, run_ok};
+pub use container_rig::ContainerRig;
 pub use docker::{Dockerd, free_port};
 pub use footprint::Footprint;
 pub use host::{Host, HostBuilder, Source};
+pub use journal::Entry;
 pub use net::Net;
 pub use ssh::Ssh;
 
@@ -37,6 +41,18 @@ pub const STATE_DIR: &str = "/var/tmp/kapell-test";
 
 /// Prefix of the cgroup directories the rig creates, so a leftover is easy to recognise.
 pub const CGROUP_PREFIX: &str = "kapell-test-";
+
+/// The rig boots hosts, creates bridges and cgroups and runs dockerd: it needs root. Said in one
+/// line, first, instead of whatever the first `mkdir` or `mount` would fail with.
+pub fn require_root() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it boots systemd hosts (systemd-nspawn), bridges and a dockerd; run it as root \
+         (e.g. `sudo -E cargo test --test <name>`), or run the tests that need no root: \
+         `cargo test --lib --test golden --test cli --test properties --test manpages --test generator_kill`"
+    );
+    Ok(())
+}
 
 fn state_dir() -> &'static Path {
     Path::new(STATE_DIR)

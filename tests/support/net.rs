@@ -26,6 +26,7 @@ pub struct Net {
 impl Net {
     /// Allocates a free subnet and creates its bridge (up, gateway address assigned).
     pub fn new() -> Result<Net> {
+        super::require_root()?;
         let (n, lock) = allocate()?;
         let net = Net { n, name: format!("kapell{n}"), _lock: lock };
         let gateway = format!("{}/24", net.gateway());

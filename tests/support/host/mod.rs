@@ -149,6 +149,17 @@ impl Host {
         self.exec_ok(&full)
     }
 
+    /// `systemctl show -p PROPERTY --value UNIT`, trimmed: one property of a unit.
+    pub fn show(&self, unit: &str, property: &str) -> Result<String> {
+        Ok(self.systemctl_ok(&["show", "-p", property, "--value", unit])?.trim().to_string())
+    }
+
+    /// The unit's journal entries, oldest first (`journalctl -o json`).
+    pub fn journal_entries(&self, unit: &str) -> Result<Vec<super::Entry>> {
+        let out = self.exec_ok(&["journalctl", "-u", unit, "-o", "json", "--no-pager"])?;
+        out.lines().map(super::Entry::parse).collect()
+    }
+
     /// `journalctl -u unit -o short-precise --no-pager` inside the host.
     pub fn journal(&self, unit: &str) -> Result<String> {
         self.exec_ok(&["journalctl", "-u", unit, "-o", "short-precise", "--no-pager"])
