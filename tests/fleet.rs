@@ -251,6 +251,20 @@ fn fleet_apply_converges_changes_only_what_changed_and_survives_a_dead_host() ->
     eprintln!("$ kapell fleet status\n{}", table.stdout);
     ensure!(table.stdout.lines().next().is_some_and(|l| l.starts_with("HOST") && l.contains("GOAL")), "{table}");
 
+    // A set edited by hand on a peer is one this controller did not push: reported, left alone,
+    // and replaced only with --force.
+    let cache = hosts[1].root().join("etc/kapell/received/current/shop-cache.service");
+    let text = std::fs::read_to_string(&cache)?;
+    std::fs::write(&cache, format!("{text}# edited on web2 by hand\n"))?;
+    let refused = c.expect(&["fleet", "apply"], 3)?;
+    ensure!(
+        refused.stdout.contains("web2: this host runs set") && refused.stdout.contains("did not push"),
+        "{refused}"
+    );
+    ensure!(std::fs::read_to_string(&cache)?.contains("edited on web2 by hand"), "the edited set was overwritten");
+    let forced = c.expect(&["fleet", "apply", "--force"], 0)?;
+    ensure!(!std::fs::read_to_string(&cache)?.contains("by hand"), "--force did not replace the set:\n{forced}");
+
     // On the peer, `kapell status` shows the received services, marked as the fleet's.
     let peer = hosts[0].exec_ok(&["kapell", "status"])?;
     ensure!(
