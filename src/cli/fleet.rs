@@ -201,12 +201,28 @@ fn note_local_stacks(controller: &Controller) {
 fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<u8> {
     let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
     let mut state = State::load()?;
-    if std::io::stdout().is_terminal() {
-        let n = hosts.len();
-        println!("pushing to {n} host{} ({} at a time)…", plural(n), controller.fleet.defaults.parallel);
-    }
     let options = converge::Options { no_rollout: args.no_rollout, force: args.force };
-    let results = converge::converge(controller, &mut state, hosts, &options, &|o| println!("{}", progress_line(o)));
+    // On a terminal, a live line counts the hosts done while each finished host is printed above
+    // it; otherwise (logs, CI) just the plain lines.
+    let live = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(hosts.len() as u64);
+        let style = indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} hosts done, {elapsed} {msg}");
+        bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+        bar.set_message(format!("({} at a time)", controller.fleet.defaults.parallel));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let report = |o: &HostOutcome| match &live {
+        Some(bar) => {
+            bar.println(progress_line(o));
+            bar.inc(1);
+        }
+        None => println!("{}", progress_line(o)),
+    };
+    let results = converge::converge(controller, &mut state, hosts, &options, &report);
+    if let Some(bar) = live {
+        bar.finish_and_clear();
+    }
     state.save()?;
     println!();
     let mut rows = vec![["HOST", "RESULT", "ADDED", "CHANGED", "REMOVED", "TIME"].map(String::from).to_vec()];
