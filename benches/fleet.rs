@@ -238,28 +238,61 @@ fn wire(hosts: &[&Host]) -> Option<Wire> {
     Some(sum)
 }
 
-/// One timed run: wall time and what went over the wire per host.
+/// CPU time used by everything in the hosts' cgroups (sshd, `kapell receive`, systemd, the
+/// generator, the services), in microseconds.
+fn peer_cpu_usec(hosts: &[&Host]) -> Option<u64> {
+    let mut sum = 0;
+    for host in hosts {
+        let stat = std::fs::read_to_string(format!("/sys/fs/cgroup/unified/{}/cpu.stat", host.cgroup())).ok()?;
+        sum += stat.lines().find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())?;
+    }
+    Some(sum)
+}
+
+/// (busy, total) jiffies of the whole machine, from /proc/stat.
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
+/// One timed run: wall time, what went over the wire per host, the CPU the peers used (per host),
+/// and how busy the whole machine was (other users' work included).
 #[derive(Clone, Copy)]
 struct Sample {
     took: Duration,
     per_host: Option<Wire>,
+    peer_cpu: Option<Duration>,
+    busy: Option<f64>,
 }
 
 fn measure(hosts: &[&Host], f: impl FnOnce() -> Result<()>) -> Result<Sample> {
     let before = wire(hosts);
+    let cpu_before = peer_cpu_usec(hosts);
+    let jiffies_before = machine_jiffies();
     let start = Instant::now();
     f()?;
     let took = start.elapsed();
+    let jiffies_after = machine_jiffies();
+    let cpu_after = peer_cpu_usec(hosts);
     // Let the last ACKs land before reading the counters.
     std::thread::sleep(Duration::from_millis(200));
+    let n = hosts.len() as u64;
     let per_host = match (before, wire(hosts)) {
-        (Some(a), Some(b)) => {
-            let n = hosts.len() as u64;
-            Some(Wire { bytes: (b.bytes - a.bytes) / n, packets: (b.packets - a.packets) / n })
-        }
+        (Some(a), Some(b)) => Some(Wire { bytes: (b.bytes - a.bytes) / n, packets: (b.packets - a.packets) / n }),
         _ => None,
     };
-    Ok(Sample { took, per_host })
+    let peer_cpu = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some(Duration::from_micros((b - a) / n)),
+        _ => None,
+    };
+    let busy = match (jiffies_before, jiffies_after) {
+        (Some(a), Some(b)) if b.1 > a.1 => Some((b.0 - a.0) as f64 / (b.1 - a.1) as f64),
+        _ => None,
+    };
+    Ok(Sample { took, per_host, peer_cpu, busy })
 }
 
 /// The median (by time) of `runs` samples.
@@ -317,9 +350,11 @@ const TOOLS: &[&str] = &["bare ssh+tar+systemctl loop", "kapell fleet apply", "A
 impl Table {
     fn put(&mut self, row: &'static str, tool: &'static str, sample: Sample) {
         eprintln!(
-            "  {tool}: {row}: {:.3}s{}",
+            "  {tool}: {row}: {:.3}s{}{}{}",
             sample.took.as_secs_f64(),
-            sample.per_host.map_or(String::new(), |w| format!(", {} B / {} packets per host", w.bytes, w.packets))
+            sample.per_host.map_or(String::new(), |w| format!(", {} B / {} packets per host", w.bytes, w.packets)),
+            sample.peer_cpu.map_or(String::new(), |c| format!(", peer CPU {:.3}s per host", c.as_secs_f64())),
+            sample.busy.map_or(String::new(), |b| format!(", machine {:.0}% busy", b * 100.0)),
         );
         self.cells.entry(row).or_default().insert(tool, sample);
     }
@@ -347,6 +382,24 @@ impl Table {
                 ratio(TOOLS[1], TOOLS[0]),
                 ratio(TOOLS[2], TOOLS[1])
             ));
+        }
+        s.push_str(&format!(
+            "\nCPU used on each peer (sshd, receiving side, systemd, generator; mean per host) and how busy the \
+             controller machine's {} cores were during the run (other users' work included):\n\n",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ));
+        s.push_str(&format!("| run | {} |\n| --- |{}\n", TOOLS.join(" | "), " ---: |".repeat(TOOLS.len())));
+        for row in ROWS {
+            let Some(cells) = self.cells.get(row) else { continue };
+            let cell = |tool: &str| match cells.get(tool) {
+                Some(Sample { peer_cpu: Some(cpu), busy, .. }) => format!(
+                    "{:.0} ms{}",
+                    cpu.as_secs_f64() * 1000.0,
+                    busy.map_or(String::new(), |b| format!(" ({:.0}% busy)", b * 100.0))
+                ),
+                _ => "—".into(),
+            };
+            s.push_str(&format!("| {row} | {} |\n", TOOLS.iter().map(|t| cell(t)).collect::<Vec<_>>().join(" | ")));
         }
         s.push('\n');
         for note in &self.notes {
@@ -563,6 +616,15 @@ impl Drop for Kapell<'_> {
     }
 }
 
+/// The TIME column of `kapell fleet apply`'s table, for the rows saying `result`.
+fn host_times(stdout: &str, result: &str) -> Vec<f64> {
+    stdout
+        .lines()
+        .filter(|l| !l.contains(':') && l.contains(result))
+        .filter_map(|l| l.split_whitespace().last()?.strip_suffix('s')?.parse().ok())
+        .collect()
+}
+
 fn runtime_dir() -> Result<tempfile::TempDir> {
     // Short: the ControlPath (`<dir>/ssh/<40 hex>`) must fit a unix socket path.
     Ok(tempfile::Builder::new().prefix("kb").tempdir_in("/tmp")?)
@@ -574,6 +636,7 @@ fn kapell_side(ssh: &Ssh, hosts: &[&Host], noop_runs: usize, table: &mut Table) 
     let mut k = Kapell::new(ssh)?;
     k.fleet(hosts)?;
     k.stack(Some("bench"), false)?;
+    let cold_request = k.request(hosts[0].name())?;
     let (cold, first) = k.timed_apply(hosts, "converged")?;
     table.put(ROWS[0], TOOL, cold);
     check_running(hosts, "bench", None)?;
@@ -603,7 +666,9 @@ fn kapell_side(ssh: &Ssh, hosts: &[&Host], noop_runs: usize, table: &mut Table) 
 
     // Leave the hosts without kapell's units for Ansible.
     k.stack(None, false)?;
+    let empty_request = k.request(hosts[0].name())?;
     k.apply()?;
+    let alone = alone_breakdown(hosts[0], &cold_request, &empty_request, noop_runs)?;
     table.notes.push(format!(
         "kapell: one `ssh … kapell receive` per host per apply (`parallel = 32`); a no-op sends the whole set \
          and gets back the state of every unit. Its removal of the 10 services from each of the {} hosts took \
@@ -612,7 +677,60 @@ fn kapell_side(ssh: &Ssh, hosts: &[&Host], noop_runs: usize, table: &mut Table) 
         removal.took.as_secs_f64()
     ));
     eprintln!("kapell's first apply:\n{first}");
-    Ok(breakdown)
+    Ok(breakdown + &alone)
+}
+
+/// The receiving side of a cold apply on one host with nothing else going on (no ssh, no other
+/// host busy): `kapell receive` installing the 10 services onto an empty set, against the bare
+/// loop's remote half (`tar x`, daemon-reload, `systemctl start`).
+fn alone_breakdown(host: &Host, cold: &[u8], empty: &[u8], runs: usize) -> Result<String> {
+    let piped = |args: &[&str], input: &[u8]| -> Result<Duration> {
+        let mut child =
+            host.command(args)?.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let start = Instant::now();
+        let mut stdin = child.stdin.take().context("stdin")?;
+        std::io::Write::write_all(&mut stdin, input)?;
+        drop(stdin);
+        let out = child.wait_with_output()?;
+        let took = start.elapsed();
+        ensure!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(took)
+    };
+    let files = tempfile::tempdir()?;
+    let units: Vec<String> = (0..SERVICES).map(|i| format!("bare-svc{i}.service")).collect();
+    for (i, unit) in units.iter().enumerate() {
+        std::fs::write(files.path().join(unit), unit_text("bare", i, false))?;
+    }
+    let tar = support::run_ok(Command::new("tar").arg("c").arg("-C").arg(files.path()).args(&units))?.stdout;
+    let bare_script =
+        format!("tar x -C /etc/systemd/system && systemctl daemon-reload && systemctl start {}", units.join(" "));
+    let (mut kapell, mut bare, mut reload) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        kapell.push(piped(&["kapell", "receive"], cold)?);
+        piped(&["kapell", "receive"], empty)?;
+        bare.push(piped(&["sh", "-c", &bare_script], &tar)?);
+        clean(&[host], "bare")?;
+        reload.push(piped(&["systemctl", "daemon-reload"], b"")?);
+    }
+    let med = |mut v: Vec<Duration>| {
+        v.sort();
+        format!("{:.0} ms", v[v.len() / 2].as_secs_f64() * 1000.0)
+    };
+    Ok(format!(
+        "### The receiving side of a cold apply, one host alone (no ssh, no other host busy; medians of {runs})\n\n\
+         | what | time |\n| --- | ---: |\n\
+         | `kapell receive`: 10 services (and their target) onto an empty set | {} |\n\
+         | bare loop's remote half: `tar x && systemctl daemon-reload && systemctl start` 10 units | {} |\n\
+         | `systemctl daemon-reload` alone (part of both) | {} |\n\n",
+        med(kapell),
+        med(bare),
+        med(reload)
+    ))
 }
 
 /// Times the parts of a no-op on one host: the ssh round trip alone, `kapell receive` over ssh,
@@ -664,11 +782,7 @@ fn noop_breakdown(k: &Kapell, host: &Host, hosts: usize, runs: usize, noop: (Sam
     let status = br#"{"version":1,"request":"status"}"#;
     let (status_peer, _) = time(&mut || piped(host.command(&["kapell", "receive"])?, status))?;
     let (reload, _) = time(&mut || piped(host.command(&["systemctl", "daemon-reload"])?, b"").or(Ok(0)))?;
-    let host_times: Vec<f64> = noop_out
-        .lines()
-        .filter(|l| l.contains("up to date"))
-        .filter_map(|l| l.split_whitespace().last()?.strip_suffix('s')?.parse().ok())
-        .collect();
+    let host_times = host_times(noop_out, "up to date");
     let slowest = host_times.iter().copied().fold(0.0, f64::max);
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     let mut s = String::from("### Where a kapell no-op's time goes (one host, medians)\n\n");
@@ -864,8 +978,9 @@ fn ansible_side(ssh: &Ssh, hosts: &[&Host], bin: &Path, table: &mut Table) -> Re
 fn curve(ssh: &Ssh, hosts: &[Host]) -> Result<String> {
     let mut s = String::from(
         "### kapell: cold apply over more hosts (`parallel = 32`, new connections, 10 services each)\n\n\
-         | hosts | cold apply | per host (wall ÷ hosts) | no-op (warm master) | removal (warm master) |\n\
-         | ---: | ---: | ---: | ---: | ---: |\n",
+         | hosts | cold apply | wall ÷ hosts | fastest / slowest host | peer CPU, all hosts | machine busy | no-op \
+         (warm master) | removal (warm master) |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for &n in CURVE.iter().filter(|&&n| n <= hosts.len()) {
         eprintln!("kapell on {n} hosts…");
@@ -874,7 +989,10 @@ fn curve(ssh: &Ssh, hosts: &[Host]) -> Result<String> {
         k.fleet(&subset)?;
         let stack = format!("curve{n}");
         k.stack(Some(&stack), false)?;
-        let (cold, _) = k.timed_apply(&subset, "converged")?;
+        let (cold, cold_out) = k.timed_apply(&subset, "converged")?;
+        let times = host_times(&cold_out, "converged");
+        let fastest = times.iter().copied().fold(f64::MAX, f64::min);
+        let slowest = times.iter().copied().fold(0.0, f64::max);
         check_running(&subset, &stack, None)?;
         let (noop, _) = k.timed_apply(&subset, "up to date")?;
         k.stack(None, false)?;
@@ -882,8 +1000,10 @@ fn curve(ssh: &Ssh, hosts: &[Host]) -> Result<String> {
         let secs = cold.took.as_secs_f64();
         eprintln!("  {n} hosts: cold {secs:.3}s, no-op {:.3}s", noop.took.as_secs_f64());
         s.push_str(&format!(
-            "| {n} | {secs:.2} s | {:.0} ms | {:.2} s | {:.2} s |\n",
+            "| {n} | {secs:.2} s | {:.0} ms | {fastest:.2} s / {slowest:.2} s | {} | {} | {:.2} s | {:.2} s |\n",
             secs * 1000.0 / n as f64,
+            cold.peer_cpu.map_or("—".into(), |c| format!("{:.1} s", c.as_secs_f64() * n as f64)),
+            cold.busy.map_or("—".into(), |b| format!("{:.0}%", b * 100.0)),
             noop.took.as_secs_f64(),
             removal.took.as_secs_f64()
         ));
