@@ -603,7 +603,10 @@ impl<'a> Kapell<'a> {
         let stacks = placed.get(host).context("host not placed")?;
         let rendered = kapell::render::render_host(stacks, &kapell::render::RenderOptions::default());
         let set = HostSet::from_rendered(&rendered);
-        Ok(serde_json::to_vec(&Request { version: VERSION, body: Body::Install { set } })?)
+        Ok(serde_json::to_vec(&Request {
+            version: VERSION,
+            body: Body::Install { set, known: Vec::new(), force: false, confirm_within: None },
+        })?)
     }
 }
 
