@@ -554,7 +554,10 @@ impl<'a> Kapell<'a> {
         let out = Command::new(KAPELL)
             .env("KAPELL_CONFIG_DIR", self.dir.path())
             .env("KAPELL_RUNTIME_DIR", self.runtime.path())
-            .args(["fleet", "apply"])
+            .env("KAPELL_STATE_DIR", self.runtime.path().join("state"))
+            // All hosts at once, as the loop and Ansible do: a rolling update of a unit all 8
+            // hosts run would wait min_healthy_time per batch, which is a policy, not a cost.
+            .args(["fleet", "apply", "--no-rollout"])
             .stdin(Stdio::null())
             .output()
             .context("cannot run kapell")?;
@@ -605,7 +608,7 @@ impl<'a> Kapell<'a> {
         let set = HostSet::from_rendered(&rendered);
         Ok(serde_json::to_vec(&Request {
             version: VERSION,
-            body: Body::Install { set, known: Vec::new(), force: false, confirm_within: None },
+            body: Body::Install { set, known: Vec::new(), force: true, confirm_within: None },
         })?)
     }
 }

@@ -118,9 +118,17 @@ pub fn converge(
         })
         .unwrap_or_default();
 
-    // Hosts whose set may change are asked what they run (for the rollout decision).
-    let unknown: Vec<String> =
-        todo.iter().filter(|h| state.host(h).current != desired(h) && !resumed.contains(h)).cloned().collect();
+    // Hosts whose set may change are asked what they run (for the rollout decision). A host this
+    // controller never pushed to is not asked: a rollout only replaces sets it pushed, and an
+    // install refuses to overwrite any other set (so a first push costs one request, not two).
+    let unknown: Vec<String> = todo
+        .iter()
+        .filter(|h| {
+            let host = state.host(h);
+            host.current != desired(h) && !host.known.is_empty() && !resumed.contains(h)
+        })
+        .cloned()
+        .collect();
     let mut current_files: BTreeMap<String, HostSet> = BTreeMap::new();
     for r in c.each(&unknown, &|_| {}, |host| c.request(host, Body::Status, false)) {
         match r.outcome {
