@@ -22,7 +22,6 @@ use super::protocol::{Body, HostSet, Reply, UnitState};
 use super::state::{Held, Rollout, State, Unreachable};
 use crate::status::{Health, SupervisorStatus};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often a batch's health is polled during a rollout.
@@ -160,15 +159,10 @@ pub fn converge(
     }
     let _ = state.save();
     let confirm_secs = c.fleet.defaults.confirm_timeout.as_std().as_secs().max(1);
-    let shared_state = Mutex::new(std::mem::take(state));
+    let known = known_of(state, &direct);
     let results = c.each(&direct, &|o: &HostOutcome| progress(o), |host| {
-        let known = shared_state
-            .lock()
-            .map(|s| s.hosts.get(host).map(|h| h.known.clone()).unwrap_or_default())
-            .unwrap_or_default();
-        push_and_confirm(c, host, known, options.force, confirm_secs)
+        push_and_confirm(c, host, known[host].clone(), options.force, confirm_secs)
     });
-    *state = shared_state.into_inner().unwrap_or_default();
     for o in results {
         record(state, &o, &desired(&o.host));
         outcomes.insert(o.host.clone(), o);
@@ -182,6 +176,11 @@ pub fn converge(
     }
     let _ = state.save();
     hosts.iter().filter_map(|h| outcomes.remove(h)).collect()
+}
+
+/// The hashes this controller pushed to each of `hosts` (what an install may replace).
+fn known_of(state: &mut State, hosts: &[String]) -> BTreeMap<String, Vec<String>> {
+    hosts.iter().map(|h| (h.clone(), state.host(h).known.clone())).collect()
 }
 
 /// Pushes `host`'s set with a confirm window and confirms it once the reply says it is up.
@@ -339,8 +338,7 @@ fn rollout(
         let pushed: Vec<HostOutcome> = if i == 0 && resumed > 0 {
             c.each(batch, &|_| {}, |h| outcome_of(c.request(h, Body::Status, false)))
         } else {
-            let known: BTreeMap<String, Vec<String>> =
-                batch.iter().map(|h| (h.clone(), state.host(h).known.clone())).collect();
+            let known = known_of(state, batch);
             c.each(batch, &|_| {}, |h| {
                 let body = Body::Install {
                     set: c.sets[h].clone(),
