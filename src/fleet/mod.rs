@@ -15,5 +15,6 @@ pub mod placement;
 pub mod protocol;
 pub mod receive;
 pub mod received;
+pub mod rollout;
 pub mod ssh;
 pub mod state;
