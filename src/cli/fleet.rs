@@ -418,8 +418,8 @@ fn rollout_line(r: &crate::fleet::state::Rollout) -> String {
         "failed" => {
             let f = r.failed.clone().unwrap_or_default();
             format!(
-                "desired state {state} failed on {}{stacks}: {}; held back everywhere until the stacks change \
-                 or `kapell fleet rollout retry`",
+                "desired state {state} failed on {}{stacks}, held back everywhere until the stacks change or \
+                 `kapell fleet rollout retry`: {}",
                 f.host, f.reason
             )
         }

@@ -414,9 +414,10 @@ fn rollout(
                         state.host(h).current = r.current.clone();
                     }
                     let what = if reverted { "rolled back" } else { "left as is (auto_revert = false)" };
+                    let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
                     report(HostOutcome {
                         host: h.clone(),
-                        outcome: Outcome::RolledBack(format!("{what}: {host}: {why}")),
+                        outcome: Outcome::RolledBack(format!("{what}: {why}")),
                         reply,
                         took: started.elapsed(),
                     });
@@ -489,7 +490,16 @@ fn run_batch(
             Ok(_) => Outcome::Converged,
             Err(why) => Outcome::Failed(format!("healthy, but the confirmation failed: {why}")),
         };
-        let o = HostOutcome { host: h.clone(), outcome, reply: replies.get(h).cloned(), took: start.elapsed() };
+        // The status seen last, with what the push itself changed.
+        let mut reply = replies.get(h).cloned();
+        if let (Some(reply), Some(install)) =
+            (&mut reply, pushed.iter().find(|o| o.host == *h).and_then(|o| o.reply.as_ref()))
+        {
+            (reply.added, reply.updated, reply.removed) =
+                (install.added.clone(), install.updated.clone(), install.removed.clone());
+            reply.actions.clone_from(&install.actions);
+        }
+        let o = HostOutcome { host: h.clone(), outcome, reply, took: start.elapsed() };
         record(state, &o, &hash);
         outcomes.push(o);
     }

@@ -41,8 +41,8 @@ pub fn forget_fleet(host: &mut Host) -> Result<()> {
         .lines()
         .filter_map(|l| {
             let mut fields = l.split_whitespace();
-            let (unit, load) = (fields.next()?, fields.next()?);
-            (load == "not-found").then_some(unit)
+            let (unit, load, active) = (fields.next()?, fields.next()?, fields.next()?);
+            (load == "not-found" && active != "inactive").then_some(unit)
         })
         .collect();
     if !gone.is_empty() {
