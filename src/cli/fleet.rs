@@ -330,7 +330,7 @@ fn note_local_stacks(controller: &Controller) {
 fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<u8> {
     let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
     let mut state = State::load()?;
-    let options = converge::Options { no_rollout: args.no_rollout, force: args.force };
+    let options = converge::Options { no_rollout: args.no_rollout, force: args.force, retry_failed: args.force };
     // On a terminal, a live line counts the hosts done while each finished host is printed above
     // it; otherwise (logs, CI) just the plain lines.
     let live = std::io::stdout().is_terminal().then(|| {

@@ -39,6 +39,9 @@ pub struct Options {
     pub no_rollout: bool,
     /// Overwrite a set this controller did not push, and push a set that was held back.
     pub force: bool,
+    /// Roll a failed desired state out again (`kapell fleet apply --force`; never the daemon,
+    /// whose every pass would otherwise push a failed version to the next host).
+    pub retry_failed: bool,
 }
 
 /// What a pass did to one host.
@@ -312,7 +315,7 @@ fn rollout(
     let policy = &c.fleet.rollout;
     let mut order: Vec<String> = rolling.to_vec();
     order.sort();
-    let schedule = rollout::schedule(policy, desired_state, &order, state.rollout.as_ref(), options.force);
+    let schedule = rollout::schedule(policy, desired_state, &order, state.rollout.as_ref(), options.retry_failed);
     let mut record = match state.rollout.take() {
         Some(r) if r.desired_state == desired_state => r,
         _ => Rollout {
@@ -324,7 +327,7 @@ fn rollout(
     };
     record.stacks = if stacks.is_empty() { record.stacks } else { stacks };
     record.desired.extend(order.iter().map(|h| (h.clone(), c.sets[h].hash.clone())));
-    if options.force && record.failed.is_some() {
+    if options.retry_failed && record.failed.is_some() {
         // --force pushes a failed desired state again, as `kapell fleet rollout retry` does.
         record.failed = None;
         record.outcome = None;

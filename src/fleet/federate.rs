@@ -131,7 +131,7 @@ fn pass(c: &Controller, options: &Options) -> Result<String> {
         .collect();
     let was_unreachable: Vec<String> =
         due.iter().filter(|h| state.hosts.get(*h).is_some_and(|s| s.unreachable.is_some())).cloned().collect();
-    let options = converge::Options { no_rollout: false, force: options.force };
+    let options = converge::Options { no_rollout: false, force: options.force, retry_failed: false };
     let outcomes = converge::converge(c, &mut state, &due, &options, &|_| {});
     state.save()?;
     for o in &outcomes {
