@@ -588,22 +588,23 @@ fn failing_version(rig: &mut Rig) -> Result<()> {
     let c = rig.converged(ROLLING)?;
     let before = all_pids(&rig.hosts)?;
     agent(&c, BROKEN)?;
-    let failed = c.expect(&["fleet", "apply"], 5)?;
+    // What happened to the hosts first, then what the apply said about it.
+    let failed = c.kapell(&["fleet", "apply"])?;
     eprintln!("$ kapell fleet apply (a version that cannot start)\n{}", failed.stdout);
-    ensure!(failed.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("ROLLED BACK")), "{failed}");
-    for web in ["web1", "web2"] {
-        ensure!(
-            failed.stdout.lines().any(|l| l.starts_with(&format!("{web} ")) && l.contains("held back")),
-            "{failed}"
-        );
-        ensure!(pids(&rig.hosts[if web == "web1" { 0 } else { 1 }], WEB_UNITS)? == before[web], "{web} was touched");
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} was touched:\n{failed}");
     }
     ensure!(agent_runs(rig, &["db1"], "7000003")?, "db1 was not rolled back:\n{failed}");
     let after = all_pids(&rig.hosts)?;
-
-    let again = c.expect(&["fleet", "apply"], 5)?;
-    ensure!(again.stdout.matches("held back").count() >= 3, "{again}");
+    let again = c.kapell(&["fleet", "apply"])?;
     ensure!(all_pids(&rig.hosts)? == after, "a second apply of the failed state touched a host:\n{again}");
+
+    ensure!(failed.code == Some(5), "the apply that rolled back should exit 5:\n{failed}");
+    ensure!(failed.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("ROLLED BACK")), "{failed}");
+    for web in ["web1 ", "web2 "] {
+        ensure!(failed.stdout.lines().any(|l| l.starts_with(web) && l.contains("held back")), "{failed}");
+    }
+    ensure!(again.code == Some(5) && again.stdout.matches("held back").count() >= 3, "{again}");
 
     let rollout = rollout_of(&c)?;
     let desired = c.kapell(&["fleet", "plan", "--json"])?;
