@@ -582,8 +582,9 @@ fn rollout_of(c: &Controller) -> Result<serde_json::Value> {
 
 /// A version that cannot start, pushed with `fleet apply`: the first batch (db1, first by name)
 /// fails and is rolled back, the apply exits 5 and says so per host, web1 and web2 are never
-/// touched, a second apply of the same files touches nobody, `fleet status` names the failed
-/// desired state, the host and why; then a fixed version reaches every host.
+/// touched, a second apply of the same files (a new controller process) touches nobody, `fleet
+/// status` names the failed desired state, the host and why; `fleet rollout retry` pushes it
+/// again (to db1, which fails again); then a fixed version reaches every host.
 fn failing_version(rig: &mut Rig) -> Result<()> {
     let c = rig.converged(ROLLING)?;
     let before = all_pids(&rig.hosts)?;
@@ -618,9 +619,19 @@ fn failing_version(rig: &mut Rig) -> Result<()> {
     ensure!(table.stdout.contains(&format!("desired state {} failed on db1", &state[..12])), "{table}");
     eprintln!("$ kapell fleet status (after the failed rollout)\n{}", table.stdout);
 
+    // `rollout retry` lifts the hold: the same version goes to db1 again (and fails again).
+    c.expect(&["fleet", "promote"], 2)?;
+    let retried = c.expect(&["fleet", "rollout", "retry"], 5)?;
+    let db1_agent = prop(&rig.hosts[2], "agent-node.service", "MainPID")?;
+    ensure!(db1_agent != after["db1"]["agent-node.service"], "the retry did not push db1 again:\n{retried}");
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} was touched by the retry:\n{retried}");
+    }
+
     agent(&c, &sleep_argv(7000033))?;
     let fixed = c.expect(&["fleet", "apply"], 0)?;
     ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000033")?, "{fixed}");
+    c.expect(&["fleet", "rollout", "retry"], 2)?;
     Ok(())
 }
 
