@@ -583,7 +583,8 @@ fn rollout_of(c: &Controller) -> Result<serde_json::Value> {
 /// A version that cannot start, pushed with `fleet apply`: the first batch (db1, first by name)
 /// fails and is rolled back, the apply exits 5 and says so per host, web1 and web2 are never
 /// touched, a second apply of the same files (a new controller process) touches nobody, `fleet
-/// status` names the failed desired state, the host and why; `fleet rollout retry` pushes it
+/// status` names the failed desired state, the host and why; drift on a held host is still
+/// repaired (with what it runs); `fleet rollout retry` pushes it
 /// again (to db1, which fails again); then a fixed version reaches every host.
 fn failing_version(rig: &mut Rig) -> Result<()> {
     let c = rig.converged(ROLLING)?;
@@ -607,6 +608,17 @@ fn failing_version(rig: &mut Rig) -> Result<()> {
     }
     ensure!(again.code == Some(5) && again.stdout.matches("held back").count() >= 3, "{again}");
 
+    // A held host keeps what it runs, and that is still repaired: a unit stopped by hand on web2
+    // is started again, nothing else there moves, and the failed version stays away.
+    rig.hosts[1].systemctl_ok(&["stop", "shop-cache.service"])?;
+    let repaired = c.expect(&["fleet", "apply"], 5)?;
+    ensure!(repaired.stdout.contains("the set it runs was repaired"), "{repaired}");
+    let web2 = pids(&rig.hosts[1], WEB_UNITS)?;
+    for unit in ["shop-web.service", "agent-node.service"] {
+        ensure!(web2[unit] == before["web2"][unit], "web2: {unit} moved in the repair:\n{repaired}");
+    }
+    ensure!(agent_runs(rig, &["web2"], "7000003")?, "the repair brought the failed version:\n{repaired}");
+
     let rollout = rollout_of(&c)?;
     let desired = c.kapell(&["fleet", "plan", "--json"])?;
     ensure!(rollout["state"] == "failed", "{rollout:#}");
@@ -621,11 +633,12 @@ fn failing_version(rig: &mut Rig) -> Result<()> {
 
     // `rollout retry` lifts the hold: the same version goes to db1 again (and fails again).
     c.expect(&["fleet", "promote"], 2)?;
+    let held = all_pids(&rig.hosts)?;
     let retried = c.expect(&["fleet", "rollout", "retry"], 5)?;
     let db1_agent = prop(&rig.hosts[2], "agent-node.service", "MainPID")?;
     ensure!(db1_agent != after["db1"]["agent-node.service"], "the retry did not push db1 again:\n{retried}");
     for (i, web) in [(0, "web1"), (1, "web2")] {
-        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} was touched by the retry:\n{retried}");
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == held[web], "{web} was touched by the retry:\n{retried}");
     }
 
     agent(&c, &sleep_argv(7000033))?;

@@ -175,6 +175,39 @@ pub fn converge(
         let stacks = rollout::stacks_of(changes.values().flatten(), &c.sets);
         rollout(c, state, &desired_state, stacks, &rolling, &resumed, options, &mut |o| report(o, &mut outcomes));
     }
+
+    // Hosts the rollout holds back or keeps waiting keep what they run, and that stays repaired:
+    // the set they run is installed again, a no-op unless it drifted.
+    let keep: Vec<String> = outcomes
+        .iter()
+        .filter(|(h, o)| {
+            matches!(o.outcome, Outcome::HeldBack(_) | Outcome::Waiting(_)) && current_files.contains_key(*h)
+        })
+        .map(|(h, _)| h.clone())
+        .collect();
+    let known = known_of(state, &keep);
+    let repairs = c.each(&keep, &|_| {}, |host| {
+        let set = &current_files[host];
+        (
+            host.to_string(),
+            c.request(
+                host,
+                Body::Install { set: set.clone(), known: known[host].clone(), force: false, confirm_within: None },
+                false,
+            ),
+        )
+    });
+    for (host, r) in repairs {
+        let Some(o) = outcomes.get_mut(&host) else { continue };
+        match (r.outcome, &mut o.outcome) {
+            (Ok(reply), Outcome::HeldBack(why) | Outcome::Waiting(why)) if reply.changed && reply.error.is_none() => {
+                why.push_str(&format!("; the set it runs was repaired: {}", reply.actions.join("; ")));
+                o.reply = Some(reply);
+            }
+            (Err(e), _) => mark_unreachable(state, &host, &e),
+            _ => {}
+        }
+    }
     let _ = state.save();
     hosts.iter().filter_map(|h| outcomes.remove(h)).collect()
 }
