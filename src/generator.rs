@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// alongside the local stacks so it survives reboots; it is under `/etc` because `/var` may not
 /// be mounted when generators run.
 pub fn fleet_units_dir() -> PathBuf {
-    crate::received::emitted_dir(&crate::received::received_dir())
+    crate::received_sets::emitted_dir(&crate::received_sets::received_dir())
 }
 
 /// Runs the generator. `args` are the arguments after the program name.

@@ -22,7 +22,7 @@ pub mod model;
 pub mod names;
 pub mod parallel;
 pub mod quantity;
-pub mod received;
+pub mod received_sets;
 pub mod render;
 #[cfg(test)]
 mod scaling;

@@ -70,13 +70,14 @@ pub fn desired(config_dir: &Path, checked: &Checked) -> UnitSet {
 /// directory, except those the fleet installed (which a local stack does not shadow).
 pub fn installed(desired: &UnitSet) -> Result<UnitSet> {
     let local: BTreeSet<&String> = desired.stacks.values().flat_map(|s| s.files.keys()).collect();
-    let fleet: BTreeSet<String> = std::fs::read_dir(crate::received::emitted_dir(&crate::received::received_dir()))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !local.contains(n))
-        .collect();
+    let fleet: BTreeSet<String> =
+        std::fs::read_dir(crate::received_sets::emitted_dir(&crate::received_sets::received_dir()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !local.contains(n))
+            .collect();
     UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)
 }
 

@@ -2,9 +2,9 @@
 
 use super::{exit, table};
 use crate::fleet::controller::Controller;
-use crate::fleet::converge::{self, HostOutcome, Outcome};
+use crate::fleet::controller::converge::{self, HostOutcome, Outcome};
+use crate::fleet::controller::state::{ControllerLock, State};
 use crate::fleet::protocol::{self, HostSet, SetFile};
-use crate::fleet::state::{ControllerLock, State};
 use crate::status::{SupervisorStatus, format_age};
 use crate::unitset;
 use anyhow::Result;

@@ -1,7 +1,7 @@
 //! `kapell receive`: the peer side of a fleet push (run by the controller over SSH).
 
 use super::exit;
-use crate::fleet::receive;
+use crate::fleet::peer::receive;
 use anyhow::{Context, Result};
 use std::io::Write as _;
 use std::path::Path;

@@ -4,7 +4,7 @@ use super::apply::block_on;
 use super::exit;
 use crate::apply;
 use crate::diagnostics::did_you_mean;
-use crate::fleet::received::Store;
+use crate::fleet::peer::generations::Store;
 use crate::status::{self, Row};
 use crate::systemd::Systemd;
 use crate::unitset::UnitSet;

@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 /// The protocol version this kapell speaks.
 pub const VERSION: u32 = 1;
 
+/// The remote command a controller runs on a peer; a key pinned with `command="kapell receive"`
+/// runs nothing else.
+pub const RECEIVE_COMMAND: &str = "kapell receive";
+
 /// A request to a peer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Request {

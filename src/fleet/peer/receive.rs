@@ -6,16 +6,16 @@
 //! what goes away, reload, restart what changed, start what is new), under the same host lock.
 //! Before anything changes, the set is checked: its hashes, its file names, that every unit is
 //! kapell's, and that no unit would shadow one kapell does not own. Then it becomes the current
-//! generation (see [`super::received`]) and systemd is told.
+//! generation (see [`super::generations`]) and systemd is told.
 //!
 //! The work does not depend on the connection: SIGHUP is ignored and a reply that cannot be
 //! written is dropped, and the outcome is saved on disk, so a push whose connection dropped
 //! still finishes, and the controller's next request reads what happened.
 
-use super::protocol::{Body, HostSet, Reply, Request, SetFile, UnitState, VERSION};
-use super::received::{CONFIRMED, CURRENT, Pending, Store, boot_id};
+use super::generations::{CONFIRMED, CURRENT, Pending, Store, boot_id};
 use crate::apply::{self, plan};
 use crate::config;
+use crate::fleet::protocol::{Body, HostSet, RECEIVE_COMMAND, Reply, Request, SetFile, UnitState, VERSION};
 use crate::lock::HostLock;
 use crate::names::GENERATOR_DIR;
 use crate::render::{self, RenderOptions};
@@ -27,9 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read as _;
 use std::path::Path;
 
-/// The remote command a controller runs; a key pinned with `command="kapell receive"` runs
-/// nothing else.
-pub const COMMAND: &str = "kapell receive";
+/// The remote command this is ([`RECEIVE_COMMAND`]).
+const COMMAND: &str = RECEIVE_COMMAND;
 
 /// Requests larger than this are refused (a set of 10,000 units is a few MiB).
 const MAX_REQUEST: u64 = 64 * 1024 * 1024;
@@ -142,7 +141,7 @@ fn install(
             "this host runs set {}, which this controller did not push (edited by hand in {}, or another \
              controller's); it was not overwritten (`kapell fleet apply --force` replaces it)",
             old.short_hash(),
-            super::received::received_dir().display()
+            super::generations::received_dir().display()
         );
     }
     // What ran before the first confirmed push counts as confirmed: it is what a revert restores.
@@ -188,7 +187,7 @@ fn confirm(store: &Store, hash: &str) -> Result<()> {
     anyhow::ensure!(
         current.hash == hash,
         "cannot confirm set {}: this host runs {} (it went back on its own, or another push replaced it)",
-        super::protocol::short(hash),
+        crate::fleet::protocol::short(hash),
         current.short_hash()
     );
     if let Some(generation) = store.current_generation() {

@@ -11,8 +11,8 @@
 //! systemd sees `READY=1` after the first pass, a `STATUS=` line after each, and watchdog pings
 //! while it waits (`WatchdogSec=`). Every state change is logged with a stable `MESSAGE_ID`.
 
-use super::controller::Controller;
 use super::converge::{self, HostOutcome, Outcome};
+use super::hosts::Controller;
 use super::state::{ControllerLock, State};
 use crate::logging::id;
 use anyhow::{Context, Result};

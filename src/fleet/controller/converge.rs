@@ -17,9 +17,9 @@
 //! Progress is written to the [`State`] before each step, so a controller killed mid-rollout
 //! finds the batch it was waiting on and checks it again before going on.
 
-use super::controller::{Controller, HostResult};
-use super::protocol::{Body, HostSet, Reply, UnitState};
+use super::hosts::{Controller, HostResult};
 use super::state::{Held, Rollout, State, Unreachable};
+use crate::fleet::protocol::{Body, HostSet, Reply, UnitState};
 use crate::status::{Health, SupervisorStatus};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -90,7 +90,7 @@ pub fn converge(
             Some(held) if held.hash == desired(host) && !options.force => {
                 let why = format!(
                     "set {} was rolled back here ({}); change the stacks, or --force",
-                    super::protocol::short(&held.hash),
+                    crate::fleet::protocol::short(&held.hash),
                     held.reason
                 );
                 report(

@@ -7,10 +7,10 @@
 
 use super::config::{self as fleet_config, Fleet};
 use super::placement;
-use super::protocol::{Body, HostSet, Reply, Request, VERSION};
 use super::ssh::{Failure, Ssh};
 use crate::config::FLEET_FILE;
 use crate::diagnostics::Diagnostic;
+use crate::fleet::protocol::{Body, HostSet, Reply, Request, VERSION};
 use crate::render::{self, RenderOptions};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};

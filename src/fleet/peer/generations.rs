@@ -17,9 +17,9 @@
 //! the old generation or the new one, each complete; what a killed run left behind (a staging
 //! directory, a generation nobody points to) is removed by the next install.
 
-use super::protocol::{HostSet, Reply};
-use crate::received::PENDING;
-pub use crate::received::{CONFIRMED, CURRENT, Pending, boot_id, received_dir};
+use crate::fleet::protocol::{HostSet, Reply};
+use crate::received_sets::PENDING;
+pub use crate::received_sets::{CONFIRMED, CURRENT, Pending, boot_id, received_dir};
 use crate::unitset::{self, OutputFile};
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -54,7 +54,7 @@ impl Store {
     /// The directory the generator emits: `current`, except after a reboot inside a confirm
     /// window, when the last confirmed set is what boots (SPEC §8).
     pub fn emitted_dir(&self) -> PathBuf {
-        crate::received::emitted_dir(&self.dir)
+        crate::received_sets::emitted_dir(&self.dir)
     }
 
     /// The generation `current` names, if any.
@@ -64,7 +64,7 @@ impl Store {
 
     /// The generation a link (`current`, `confirmed`) names, if any.
     pub fn generation(&self, link: &str) -> Option<String> {
-        crate::received::generation(&self.dir, link)
+        crate::received_sets::generation(&self.dir, link)
     }
 
     /// The set `current` names, read back from its files (empty if none was received).
@@ -109,7 +109,7 @@ impl Store {
 
     /// The new set waiting for the controller's confirmation, if any.
     pub fn pending(&self) -> Option<Pending> {
-        crate::received::pending(&self.dir)
+        crate::received_sets::pending(&self.dir)
     }
 
     pub fn set_pending(&self, pending: Option<&Pending>) -> Result<()> {

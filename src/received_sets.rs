@@ -3,7 +3,7 @@
 //! when `/var` may not be mounted yet: systemd.generator(7)), its `current` and `confirmed`
 //! links, and the record of a set still waiting for the controller's confirmation.
 //!
-//! Writing there is `kapell receive`'s business ([`crate::fleet::received`]); this module is the
+//! Writing there is `kapell receive`'s business ([`crate::fleet::peer::generations`]); this module is the
 //! read-only part below both, so the generator does not depend on the fleet.
 
 use crate::names::RECEIVED_DIR;
