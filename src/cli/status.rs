@@ -1,8 +1,8 @@
 //! `kapell status [STACK…] [--json]`: every service's unit and what systemd says about it.
 
-use super::apply::block_on;
 use super::exit;
 use crate::apply;
+use crate::blocking::block_on;
 use crate::diagnostics::did_you_mean;
 use crate::fleet::peer::generations::Store;
 use crate::status::{self, Row};
@@ -74,10 +74,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     } else {
         HashMap::new()
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let now = crate::clock::now_usec();
     if args.json {
         let json: Vec<_> = rows.iter().map(|r| row_json(r, origin(&fleet, r), addresses.get(&r.info.name))).collect();
         println!("{}", serde_json::to_string_pretty(&json)?);

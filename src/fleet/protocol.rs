@@ -1,5 +1,6 @@
-//! What travels over SSH between a controller and `kapell receive` (SPEC §8): one JSON request
-//! on the peer's stdin, one JSON reply on its stdout.
+//! What travels over SSH between a controller and `kapell receive` (see docs/fleet-protocol.md):
+//! one JSON request on the peer's stdin, one JSON reply on its stdout. The one module both sides
+//! of the fleet share.
 //!
 //! Every message carries [`VERSION`]. A peer refuses a request of a newer version with a reply
 //! that says so (and which versions it speaks), so an old peer never half-understands a bundle.

@@ -1,5 +1,6 @@
-//! The one SSH transport (SPEC §8): the system OpenSSH client, so `~/.ssh/config` (or the
-//! fleet's `ssh_config`), agents, ProxyJump and known_hosts work as operators expect.
+//! The one SSH transport (see docs/decisions.md, why SSH): the system OpenSSH client, so
+//! `~/.ssh/config` (or the fleet's `ssh_config`), agents, ProxyJump and known_hosts work as
+//! operators expect.
 //!
 //! Every call runs `ssh … -- <address> kapell receive` with the request on stdin: the remote
 //! command is a constant, and no user value is ever part of a remote shell string (the address

@@ -1,4 +1,4 @@
-//! The sets a peer received, on disk (SPEC §8): `/etc/kapell/received/`.
+//! The sets a peer received, on disk: `/etc/kapell/received/` (see docs/host-layout.md).
 //!
 //! ```text
 //! /etc/kapell/received/
@@ -25,7 +25,6 @@ use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const REJECTED: &str = "rolled-back.json";
 const OUTCOME: &str = "last-install.json";
@@ -52,7 +51,7 @@ impl Store {
     }
 
     /// The directory the generator emits: `current`, except after a reboot inside a confirm
-    /// window, when the last confirmed set is what boots (SPEC §8).
+    /// window, when the last confirmed set is what boots (see docs/fleet-protocol.md).
     pub fn emitted_dir(&self) -> PathBuf {
         crate::received_sets::emitted_dir(&self.dir)
     }
@@ -128,7 +127,7 @@ impl Store {
     /// documentation). Returns the generation's name.
     pub fn install(&self, set: &HostSet) -> Result<String> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let stamp = crate::clock::now_usec();
         let generation = format!("{GENERATION_PREFIX}{stamp}-{}", set.short_hash());
         let staging = self.dir.join(format!("{STAGING_PREFIX}{generation}"));
         std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
