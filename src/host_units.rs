@@ -52,16 +52,26 @@ pub struct FleetShare {
 /// Splits `received` into what runs here and what `local` shadows.
 pub fn fleet_share(local: &[OutputFile], received: Vec<OutputFile>) -> FleetShare {
     let local: HashSet<&str> = local.iter().map(OutputFile::path).collect();
+    fleet_share_by(|path| local.contains(path), received)
+}
+
+/// [`fleet_share`], with the local units given as a test of a path.
+pub fn fleet_share_by(is_local: impl Fn(&str) -> bool, received: Vec<OutputFile>) -> FleetShare {
     let mut share = FleetShare::default();
     for file in received {
         match &file {
-            OutputFile::Unit { name, .. } if local.contains(name.as_str()) => share.shadowed.push(name.clone()),
+            OutputFile::Unit { name, .. } if is_local(name) => share.shadowed.push(name.clone()),
             // The same link from both sides is one link.
-            OutputFile::Link { path, .. } if local.contains(path.as_str()) => {}
+            OutputFile::Link { path, .. } if is_local(path) => {}
             _ => share.files.push(file),
         }
     }
     share
+}
+
+/// The files of the received set `current` names (none if nothing was received).
+pub fn current_received() -> Result<Vec<OutputFile>> {
+    unitset::read_files(&crate::received_sets::received_dir().join(crate::received_sets::CURRENT))
 }
 
 /// Everything this host runs, as the generator writes it: `local`, then the fleet's share of
