@@ -1,11 +1,12 @@
-//! `kapell fleet plan|apply|status|promote|rollout`: the controller's commands (SPEC §8).
+//! `kapell fleet plan|apply|status|promote|rollout`: the controller's commands (see
+//! docs/fleet-protocol.md).
 
 use super::{exit, table};
 use crate::fleet::controller::Controller;
-use crate::fleet::converge::{self, HostOutcome, Outcome};
+use crate::fleet::controller::converge::{self, HostOutcome, Outcome};
+use crate::fleet::controller::rollout;
+use crate::fleet::controller::state::{ControllerLock, State};
 use crate::fleet::protocol::{self, HostSet, SetFile};
-use crate::fleet::rollout;
-use crate::fleet::state::{ControllerLock, State};
 use crate::status::{SupervisorStatus, format_age};
 use crate::unitset;
 use anyhow::Result;
@@ -410,7 +411,7 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
 }
 
 /// The rollout in one line: its desired state, its state, canaries, and where it failed.
-fn rollout_line(r: &crate::fleet::state::Rollout) -> String {
+fn rollout_line(r: &crate::fleet::controller::state::Rollout) -> String {
     let state = protocol::short(&r.desired_state);
     let stacks = if r.stacks.is_empty() { String::new() } else { format!(" (stacks: {})", r.stacks.join(", ")) };
     let canaries = r.canaries.join(", ");
@@ -466,7 +467,7 @@ fn progress_line(o: &HostOutcome) -> String {
 
 fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
     let results = controller.status(hosts, &|_| {});
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let now = crate::clock::now_usec();
     let mut rows = vec![["HOST", "STACK", "SERVICE", "GOAL", "STATE", "SINCE", "HEALTH"].map(String::from).to_vec()];
     let mut notes = Vec::new();
     let mut out = Vec::new();

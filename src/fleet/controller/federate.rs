@@ -1,4 +1,5 @@
-//! `kapell federate`: the federation daemon (SPEC §8), run by `kapell-federation.service`.
+//! `kapell federate`: the federation daemon, run by `kapell-federation.service` (see
+//! docs/fleet-protocol.md).
 //!
 //! It runs the pass of [`super::converge`] over every host: at start, whenever a file of the
 //! configuration directory changes (inotify, debounced), on `systemctl reload` (SIGHUP, which
@@ -14,17 +15,18 @@
 //! the files, naming them, or after a reload), and every state change with a stable
 //! `MESSAGE_ID`.
 
-use super::controller::Controller;
 use super::converge::{self, HostOutcome, Outcome};
+use super::hosts::Controller;
 use super::rollout;
 use super::state::{ControllerLock, State};
+use crate::clock::now_usec;
 use crate::logging::id;
 use anyhow::{Context, Result};
 use sd_notify::NotifyState;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Changes within this long of each other are one change (an editor's save is several events).
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -150,7 +152,7 @@ fn pass(c: &Controller, options: &Options) -> Result<String> {
         Some(r) if rollout::phase(r) == "failed" => format!(
             "; rollout failed on {} (desired state {}): held back",
             r.failed.as_ref().map_or("", |f| f.host.as_str()),
-            super::protocol::short(&r.desired_state)
+            crate::fleet::protocol::short(&r.desired_state)
         ),
         Some(r) if rollout::phase(r) == "waiting for promotion" => {
             format!("; rollout waits for `kapell fleet promote` (canaries {})", r.canaries.join(", "))
@@ -306,8 +308,4 @@ fn watch_dir(dir: &Path, tx: Sender<Event>) -> Result<()> {
         })
         .context("cannot start the inotify thread")?;
     Ok(())
-}
-
-fn now_usec() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

@@ -19,8 +19,8 @@
 //! → completed; any batch failing → failed (held); retry → in progress again.
 
 use super::config::Rollout as Policy;
-use super::protocol::{HostSet, SetFile, sha256, short};
 use super::state::{Failure, Rollout};
+use crate::fleet::protocol::{HostSet, SetFile, sha256, short};
 use crate::unitset::markers;
 use std::collections::{BTreeMap, BTreeSet};
 
