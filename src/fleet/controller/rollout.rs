@@ -14,6 +14,9 @@
 //!   daemon), until the stack files change (a new desired state) or the operator retries it
 //!   (`kapell fleet rollout retry`, or `--force`).
 //!
+//! Why per desired state and not per host: docs/decisions.md ("A rollout is of one desired
+//! state, fleet-wide").
+//!
 //! The states of a rollout, as `fleet status` names them ([`phase`]):
 //! in progress → (canaries healthy, not promoted) waiting for promotion → promoted, in progress
 //! → completed; any batch failing → failed (held); retry → in progress again.

@@ -1,4 +1,4 @@
-//! What a controller remembers between runs (SPEC §8): per host, the sets it pushed (so a set it
+//! What a controller remembers between runs: per host, the sets it pushed (so a set it
 //! did not push is recognised and left alone), the set last seen healthy, a set a peer reverted
 //! on its own, and when an unreachable host is tried next; and the rollout of the current
 //! desired state (see [`super::rollout`]): its canaries, whether they were promoted, the batch in
