@@ -335,7 +335,7 @@ struct Batch {
 /// those of `resumed` were in flight when a previous run stopped). Carries out
 /// [`rollout::schedule`]: held hosts are reported, the canaries go first, the others follow
 /// once promoted; the record in `state` says how far it got, before each step.
-#[allow(clippy::too_many_arguments, reason = "one call site; the pieces are the pass's")]
+#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are the pass's")]
 fn rollout(
     c: &Controller,
     state: &mut State,
