@@ -624,7 +624,9 @@ fn failing_version(rig: &mut Rig) -> Result<()> {
     ensure!(rollout["state"] == "failed", "{rollout:#}");
     ensure!(rollout["failed"]["host"] == "db1", "{rollout:#}");
     let why = rollout["failed"]["reason"].as_str().unwrap_or_default();
-    ensure!(why.contains("agent-node.service") && why.contains("broken version"), "{rollout:#}");
+    // The unit and its last journal lines (the service's own output, or systemd's verdict on it).
+    let journal = why.contains("broken version") || why.contains("agent-node.service: Failed with result");
+    ensure!(why.contains("agent-node.service") && journal, "{rollout:#}");
     let state = rollout["desired_state"].as_str().unwrap_or_default();
     ensure!(!state.is_empty() && desired.stdout.contains(state), "{rollout:#}\n{desired}");
     let table = c.expect(&["fleet", "status"], 0)?;

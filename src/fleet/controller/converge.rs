@@ -327,7 +327,7 @@ fn mark_unreachable(state: &mut State, host: &str, why: &str) {
 struct Batch {
     hosts: Vec<String>,
     canaries: bool,
-    /// In flight when a previous run stopped: only watched, not pushed again.
+    /// In flight when a previous run stopped: watched, and pushed only where it did not arrive.
     resumed: bool,
 }
 
@@ -497,20 +497,24 @@ fn run_batch(
     let start = Instant::now();
     let hosts = &batch.hosts;
     // Push the batch and remember each unit's restarts.
-    let pushed: Vec<HostOutcome> = if batch.resumed {
-        c.each(hosts, &|_| {}, |h| outcome_of(c.request(h, Body::Status, false)))
-    } else {
-        let known = known_of(state, hosts);
-        c.each(hosts, &|_| {}, |h| {
-            let body = Body::Install {
-                set: c.sets[h].clone(),
-                known: known[h].clone(),
-                force: retry,
-                confirm_within: Some(window.as_secs().max(1)),
-            };
-            outcome_of(c.request(h, body, false))
-        })
-    };
+    // A resumed host that got the set is only asked; one that never did (the run stopped before
+    // its install finished) is pushed.
+    let known = known_of(state, hosts);
+    let pushed: Vec<HostOutcome> = c.each(hosts, &|_| {}, |h| {
+        if batch.resumed {
+            let asked = outcome_of(c.request(h, Body::Status, false));
+            if asked.reply.as_ref().is_none_or(|r| r.current == c.sets[h].hash) {
+                return asked;
+            }
+        }
+        let body = Body::Install {
+            set: c.sets[h].clone(),
+            known: known[h].clone(),
+            force: retry,
+            confirm_within: Some(window.as_secs().max(1)),
+        };
+        outcome_of(c.request(h, body, false))
+    });
     if let Some(o) = pushed.iter().find(|o| matches!(o.outcome, Outcome::Failed(_) | Outcome::HeldBack(_))) {
         let (Outcome::Failed(why) | Outcome::HeldBack(why)) = &o.outcome else { unreachable!() };
         return Err((o.host.clone(), why.clone(), start));
