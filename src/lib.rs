@@ -13,6 +13,7 @@ pub mod diagnostics;
 pub mod exit;
 pub mod fleet;
 pub mod generator;
+pub mod health;
 pub mod host;
 pub mod import;
 pub mod lock;

@@ -29,7 +29,7 @@ impl Health {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "starting" => Some(Health::Starting),
             "healthy" => Some(Health::Healthy),

@@ -46,6 +46,9 @@ pub trait Manager {
     /// Enqueues a restart job (starts the unit if it is not running).
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// Sends `signal` to the unit's processes; `whom` is `main`, `control` or `all`.
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+
     /// The object of a loaded unit; `NoSuchUnit` if it is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
