@@ -466,7 +466,11 @@ async fn unit_states(set: &HostSet) -> Result<(Vec<UnitState>, BTreeMap<String, 
     }
     let systemd = Systemd::system().await?;
     let names: Vec<String> = rows.iter().map(|r| r.unit.clone()).collect();
+    let health_dir = crate::health::state::dir();
     for (row, info) in rows.iter_mut().zip(systemd.units(&names).await?) {
+        let probe = crate::status::current_probe(&health_dir, &info);
+        row.health = probe.as_ref().map(|p| p.health.clone());
+        row.last_probe = probe.and_then(|p| p.last_probe);
         row.active = info.active_state;
         row.sub = info.sub_state;
         row.since_usec = info.state_change_usec;
