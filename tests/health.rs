@@ -218,3 +218,170 @@ fn on_unhealthy_ignore_only_reports() -> Result<()> {
     ensure!(prop(&host, "h-web.service", "NRestarts")? == "0" && prop(&host, "h-web.service", "MainPID")? == pid);
     Ok(())
 }
+
+// Container services: `http`/`tcp` checks are probed by the supervisor from the host at the
+// container's address on its network (the host is on the dockerd's bridge: `network = "bridge"`).
+
+const CONTAINER_HTTP: &str = r#"
+enable = false
+
+[services.web]
+image = "kapell-test/busybox:1"
+network = "bridge"
+command = ["httpd", "-f", "-p", "80", "-h", "@SHARED@/www"]
+volumes = ["@SHARED@:@SHARED@"]
+stop_timeout = "1s"
+health = { http = 80, path = "/cgi-bin/health", interval = "300ms", retries = 3 }
+
+[services.app]
+image = "kapell-test/busybox:1"
+network = "bridge"
+command = ["sleep", "100000"]
+requires = ["web"]
+stop_timeout = "1s"
+"#;
+
+/// The container's CGI (run inside it by busybox httpd) answers 200 once the flag exists.
+fn container_cgi(shared: &std::path::Path) -> String {
+    HEALTH_CGI.replace("/srv/web-ok", &shared.join("web-ok").display().to_string())
+}
+
+/// A container service's HTTP check answers 500, then 200: the dependent waits for the 200; then a
+/// 500 again makes the supervisor stop the container and systemd restart the service.
+#[test]
+fn container_http_check_from_the_host_gates_the_dependent_and_restarts() -> Result<()> {
+    use support::ContainerRig;
+    let stack_for = |shared: &std::path::Path| CONTAINER_HTTP.replace("@SHARED@", &shared.display().to_string());
+    // The stack names the shared directory, known only once the rig exists: write it after boot.
+    let rig = ContainerRig::boot_on_bridge(&[], |b| b)?;
+    let shared = rig.shared().to_path_buf();
+    std::fs::create_dir_all(shared.join("www/cgi-bin"))?;
+    std::fs::write(shared.join("www/cgi-bin/health"), container_cgi(&shared))?;
+    std::process::Command::new("chmod").arg("755").arg(shared.join("www/cgi-bin/health")).status()?;
+    std::fs::create_dir_all(rig.host.root().join("etc/kapell"))?;
+    std::fs::write(rig.host.root().join("etc/kapell/h.toml"), stack_for(&shared))?;
+    rig.systemctl(&["daemon-reload"])?;
+
+    rig.systemctl(&["start", "--no-block", "h-app.service"])?;
+    eventually("a probe answered 500", Duration::from_secs(30), || {
+        Ok(status_row(&rig.host, "h-web.service")?["last_probe"]["result"]["status"] == 500)
+    })?;
+    let row = status_row(&rig.host, "h-web.service")?;
+    let address = rig.inspect("kapell-h-web", "{{.NetworkSettings.Networks.bridge.IPAddress}}")?;
+    ensure!(row["check"] == format!("http://{address}:80/cgi-bin/health"), "{row}");
+    std::thread::sleep(WATCH);
+    ensure!(rig.prop("h-web.service", "ActiveState")? == "activating");
+    ensure!(rig.prop("h-app.service", "ActiveState")? == "inactive");
+
+    std::fs::write(shared.join("web-ok"), "")?;
+    rig.wait_active("h-app.service", Duration::from_secs(30))?;
+    let web_ready = rig.mono("h-web.service", "ActiveEnterTimestampMonotonic")?;
+    let app_started = rig.mono("h-app.service", "ExecMainStartTimestampMonotonic")?;
+    ensure!(app_started >= web_ready, "app started at {app_started} µs, web ready at {web_ready} µs");
+    ensure!(rig.prop("h-web.service", "StatusText")? == "running, health: healthy");
+
+    std::fs::remove_file(shared.join("web-ok"))?;
+    eventually("a restart", Duration::from_secs(30), || {
+        Ok(rig.prop("h-web.service", "NRestarts")?.parse::<u32>()? >= 1)
+    })?;
+    ensure!(journal_has(
+        &rig.host,
+        "h-web.service",
+        &format!(
+            "container is unhealthy: health check http://{address}:80/cgi-bin/health failed 3 times in a row (last: status 500)"
+        )
+    )?);
+    std::fs::write(shared.join("web-ok"), "")?;
+    rig.wait_active("h-web.service", Duration::from_secs(30))?;
+    std::thread::sleep(WATCH);
+    ensure!(rig.prop("h-web.service", "NRestarts")? == "1", "restarted more than once");
+    ensure!(rig.prop("h-web.service", "StatusText")? == "running, health: healthy");
+    Ok(())
+}
+
+/// An image holding one static binary (busybox, no applet links: no shell, no wget, no curl)
+/// serving HTTP and TCP: both checks pass from the host, and a TCP port that opens late holds the
+/// dependent back until it does.
+#[test]
+fn a_container_without_shell_or_curl_is_probed_from_the_host() -> Result<()> {
+    use support::ContainerRig;
+    const IMAGE: &str = "kapell-test/httpd-only:1";
+    let stack = r#"
+enable = false
+
+[services.web]
+image = "kapell-test/httpd-only:1"
+network = "bridge"
+pull = "never"
+stop_timeout = "1s"
+health = { http = 80, path = "/index.html", expect = "200", interval = "300ms" }
+
+[services.late]
+image = "kapell-test/httpd-only:1"
+network = "bridge"
+pull = "never"
+command = ["/bin/busybox", "httpd", "-f", "-p", "7000", "-h", "/www"]
+stop_timeout = "1s"
+health = { tcp = 7001, interval = "300ms" }
+
+[services.app]
+image = "kapell-test/httpd-only:1"
+network = "bridge"
+pull = "never"
+requires = ["web", "late"]
+stop_timeout = "1s"
+"#;
+    let rig = ContainerRig::boot_on_bridge(&[("h", stack)], |b| b)?;
+    import_httpd_only(rig.dockerd()?, IMAGE)?;
+    let shell = rig.dockerd()?.docker(&["run", "--rm", "--network", "none", IMAGE, "sh", "-c", "true"])?;
+    ensure!(!shell.status.success(), "the image has a shell");
+
+    rig.systemctl(&["start", "--no-block", "h-app.service"])?;
+    rig.wait_active("h-web.service", Duration::from_secs(30))?;
+    ensure!(journal_has(&rig.host, "h-web.service", "ready (health check passed)")?);
+    // `late` listens on 7000 but is checked on 7001: refused, and app waits.
+    eventually("a refused probe of late", Duration::from_secs(20), || {
+        let row = status_row(&rig.host, "h-late.service")?;
+        Ok(row["last_probe"]["result"]["error"].as_str().is_some_and(|e| e.contains("connection refused")))
+    })?;
+    std::thread::sleep(WATCH);
+    ensure!(rig.prop("h-app.service", "ActiveState")? == "inactive");
+    // Open 7001 inside the container with the one binary there is.
+    rig.dockerd()?.docker_ok(&["exec", "-d", "kapell-h-late", "/bin/busybox", "httpd", "-p", "7001", "-h", "/www"])?;
+    rig.wait_active("h-app.service", Duration::from_secs(30))?;
+    let late_ready = rig.mono("h-late.service", "ActiveEnterTimestampMonotonic")?;
+    let app_started = rig.mono("h-app.service", "ExecMainStartTimestampMonotonic")?;
+    ensure!(app_started >= late_ready, "app started at {app_started} µs, late ready at {late_ready} µs");
+    let row = status_row(&rig.host, "h-web.service")?;
+    ensure!(row["health"] == "healthy" && row["last_probe"]["result"]["status"] == 200, "{row}");
+    std::thread::sleep(WATCH);
+    for unit in ["h-web.service", "h-late.service", "h-app.service"] {
+        ensure!(rig.prop(unit, "NRestarts")? == "0" && rig.prop(unit, "ActiveState")? == "active", "{unit} moved");
+    }
+    Ok(())
+}
+
+/// Imports an image of `/bin/busybox` alone (no applet links) with `/www/index.html`, whose
+/// command serves it: `busybox httpd -f -p 80 -h /www`.
+fn import_httpd_only(dockerd: &support::Dockerd, tag: &str) -> Result<()> {
+    let rootfs = tempfile::tempdir()?;
+    std::fs::create_dir_all(rootfs.path().join("bin"))?;
+    std::fs::create_dir_all(rootfs.path().join("www"))?;
+    std::fs::copy("/bin/busybox", rootfs.path().join("bin/busybox"))?;
+    std::fs::write(rootfs.path().join("www/index.html"), "hello\n")?;
+    let tar = std::process::Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(rootfs.path())
+        .args(["-cf", "-", "."])
+        .output()?;
+    ensure!(tar.status.success(), "tar failed");
+    let mut import =
+        dockerd.cli(&["import", "-c", r#"CMD ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]"#, "-", tag]);
+    let mut child = import.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()?;
+    {
+        use std::io::Write as _;
+        child.stdin.take().context("no stdin")?.write_all(&tar.stdout)?;
+    }
+    ensure!(child.wait()?.success(), "docker import {tag} failed");
+    Ok(())
+}
