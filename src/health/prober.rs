@@ -61,7 +61,8 @@ pub fn main() -> Result<u8> {
 }
 
 async fn run(dir: &Path) -> Result<u8> {
-    let systemd = Systemd::system().await?;
+    // Connected when first needed (a failed probe): healthy services cost no D-Bus traffic.
+    let mut systemd: Option<Systemd> = None;
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut watched: HashMap<String, Watched> = HashMap::new();
@@ -82,7 +83,7 @@ async fn run(dir: &Path) -> Result<u8> {
                 start_due(&mut watched, &mut probing);
             }
             Some((unit, probe)) = probing.next(), if !probing.is_empty() => {
-                judge(&systemd, dir, &mut watched, &unit, probe).await;
+                judge(&mut systemd, dir, &mut watched, &unit, probe).await;
             }
             _ = term.recv() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -146,10 +147,19 @@ fn load(file: &State) -> Result<Watched> {
         address,
         state: State { check: spec.describe(address), ..file.clone() },
         spec,
-        due: Instant::now() + interval,
+        due: Instant::now() + spread(&file.unit, interval),
         in_flight: false,
         killed: false,
     })
+}
+
+/// Where in its first interval a unit is first probed: spread evenly by its name, so a prober
+/// (re)started with a thousand units does not open a thousand connections at once.
+fn spread(unit: &str, interval: Duration) -> Duration {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    unit.hash(&mut h);
+    interval.mul_f64((h.finish() % 1000) as f64 / 1000.0)
 }
 
 fn start_due(watched: &mut HashMap<String, Watched>, probing: &mut FuturesUnordered<Probing>) {
@@ -175,12 +185,22 @@ fn start_due(watched: &mut HashMap<String, Watched>, probing: &mut FuturesUnorde
 }
 
 /// Counts a probe of `unit` and acts on what it means.
-async fn judge(systemd: &Systemd, dir: &Path, watched: &mut HashMap<String, Watched>, unit: &str, probe: Probe) {
+async fn judge(
+    systemd: &mut Option<Systemd>,
+    dir: &Path,
+    watched: &mut HashMap<String, Watched>,
+    unit: &str,
+    probe: Probe,
+) {
     let Some(w) = watched.get_mut(unit) else { return };
     w.in_flight = false;
     if !probe.passed && w.tracker.failures == 0 {
         // The first failure in a row: is this run of the unit still there to be probed?
-        match systemd.unit(unit).await {
+        let info = match connected(systemd).await {
+            Ok(s) => s.unit(unit).await,
+            Err(e) => Err(e),
+        };
+        match info {
             Ok(info) if info.active_state == "active" && info.invocation_id == w.state.invocation => {}
             Ok(_) => {
                 forget(dir, watched, unit);
@@ -207,7 +227,11 @@ async fn judge(systemd: &Systemd, dir: &Path, watched: &mut HashMap<String, Watc
             );
             if restart {
                 w.killed = true;
-                match systemd.kill_main(unit).await {
+                let killed = match connected(systemd).await {
+                    Ok(s) => s.kill_main(unit).await,
+                    Err(e) => Err(e),
+                };
+                match killed {
                     Ok(()) => log::warn!(
                         message_id = id::SERVICE_UNHEALTHY_RESTART, object_systemd_unit = unit;
                         "{unit}: killed its main process (SIGKILL) so that systemd restarts the service"
@@ -229,6 +253,14 @@ async fn judge(systemd: &Systemd, dir: &Path, watched: &mut HashMap<String, Watc
     {
         log::warn!("{unit}: cannot write its health state: {e}");
     }
+}
+
+/// The connection to systemd, made on first use (and again after a failed attempt).
+async fn connected(slot: &mut Option<Systemd>) -> Result<&Systemd> {
+    if slot.is_none() {
+        *slot = Some(Systemd::system().await?);
+    }
+    slot.as_ref().context("no connection to systemd")
 }
 
 /// The unit stopped (or runs again under a new invocation): stop probing it and drop its file if

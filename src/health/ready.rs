@@ -25,7 +25,16 @@ pub fn native_address(check: &Check) -> Option<IpAddr> {
 
 /// The health check of `target` from the unit file systemd runs it from.
 pub fn load_spec(target: &ServiceRef) -> Result<HealthSpec> {
-    let path = crate::supervisor::unit_lookup::find(target).map_err(anyhow::Error::msg)?;
+    // `KAPELL_UNIT_PATH` (colon-separated) stands for systemd's search path in tests and benchmarks,
+    // as it does for the collision checks.
+    let path = match std::env::var_os("KAPELL_UNIT_PATH") {
+        Some(dirs) => {
+            let dirs: Vec<std::path::PathBuf> = std::env::split_paths(&dirs).collect();
+            crate::supervisor::unit_lookup::find_in(&dirs, target)
+                .with_context(|| format!("no unit file for {target} in KAPELL_UNIT_PATH"))?
+        }
+        None => crate::supervisor::unit_lookup::find(target).map_err(anyhow::Error::msg)?,
+    };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let unit = UnitFile::parse(&text).map_err(anyhow::Error::msg).with_context(|| path.display().to_string())?;
     HealthSpec::from_unit(&unit)
