@@ -196,14 +196,6 @@ pub fn read_service(
     let placement = get(table, "placement").map(|v| read_placement(ctx, v, &context)).unwrap_or_default();
 
     let (health, on_unhealthy) = read_health_keys(ctx, table, kind.as_ref());
-    if health.is_some() && on_unhealthy == OnUnhealthy::Restart && restart == Some(Restart::No) {
-        let span = get(table, "restart").map(|v| v.span()).unwrap_or(name.span.clone());
-        ctx.warn(
-            span,
-            "with `restart = \"no\"` a service that turns unhealthy is stopped and stays stopped; use \
-             `restart = \"on-failure\"` to have it restarted, or `on_unhealthy = \"ignore\"` to only report it",
-        );
-    }
 
     if let (Some(Kind::Native(native)), Some(Restart::Always)) = (&kind, restart)
         && native.service_type == ServiceType::Oneshot
