@@ -1,6 +1,7 @@
 //! The parts of `org.freedesktop.systemd1` that kapell calls (see org.freedesktop.systemd1(5)).
 //! Only what is used is declared; property values are read with `GetAll` (see [`super::UnitInfo`]).
 
+use zbus::Variant;
 use zbus::names::InterfaceName;
 use zbus::{ObjectPath, OwnedObjectPath, proxy};
 
@@ -48,6 +49,16 @@ pub trait Manager {
 
     /// Sends `signal` to the unit's processes; `whom` is `main`, `control` or `all`.
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+    /// Creates and starts a transient unit (what `systemd-run` does): `properties` of the unit
+    /// itself, `aux` units created with it (the service a transient timer activates). Returns
+    /// the start job's object path.
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Variant<'_>)],
+        aux: &[(&str, Vec<(&str, Variant<'_>)>)],
+    ) -> zbus::Result<OwnedObjectPath>;
 
     /// The object of a loaded unit; `NoSuchUnit` if it is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
