@@ -17,6 +17,7 @@ pub mod diagnostics;
 pub mod exit;
 pub mod fleet;
 pub mod generator;
+pub mod health;
 pub mod host;
 pub mod host_units;
 pub mod import;

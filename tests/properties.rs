@@ -104,9 +104,9 @@ proptest! {
         prop_assert_eq!(spec.container.command.as_ref(), Some(&cmd));
         prop_assert_eq!(spec.container.entrypoint.as_ref(), Some(&cmd));
         prop_assert_eq!(spec.env, vec![("V".to_string(), value)]);
-        prop_assert_eq!(spec.container.health.map(|h| h.cmd), Some(health));
+        prop_assert_eq!(spec.health.map(|h| h.health.check), Some(kapell::model::Check::Cmd(health)));
         let sections: Vec<&str> = u.sections.iter().map(|s| s.name.as_str()).collect();
-        prop_assert_eq!(sections, vec!["Unit", "Service", "X-Kapell-Container"]);
+        prop_assert_eq!(sections, vec!["Unit", "Service", "X-Kapell-Container", "X-Kapell-Health"]);
     }
 }
 

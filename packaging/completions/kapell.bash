@@ -43,6 +43,9 @@ _kapell() {
             kapell,logs)
                 cmd="kapell__subcmd__logs"
                 ;;
+            kapell,probe)
+                cmd="kapell__subcmd__probe"
+                ;;
             kapell,receive)
                 cmd="kapell__subcmd__receive"
                 ;;
@@ -127,6 +130,9 @@ _kapell() {
             kapell__subcmd__help,logs)
                 cmd="kapell__subcmd__help__subcmd__logs"
                 ;;
+            kapell__subcmd__help,probe)
+                cmd="kapell__subcmd__help__subcmd__probe"
+                ;;
             kapell__subcmd__help,receive)
                 cmd="kapell__subcmd__help__subcmd__receive"
                 ;;
@@ -173,7 +179,7 @@ _kapell() {
 
     case "${cmd}" in
         kapell)
-            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate receive import help"
+            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate receive import probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -585,7 +591,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help)
-            opts="check generate graph apply status logs fleet federate receive import help"
+            opts="check generate graph apply status logs fleet federate receive import probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -822,6 +828,20 @@ _kapell() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        kapell__subcmd__help__subcmd__probe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         kapell__subcmd__help__subcmd__receive)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -952,6 +972,28 @@ _kapell() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__probe)
+            opts="-h -V --instance --until-healthy --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -8,6 +8,7 @@ mod generate;
 mod graph;
 mod import;
 mod logs;
+mod probe;
 mod receive;
 mod run;
 mod status;
@@ -47,6 +48,9 @@ pub enum Command {
     Federate(federate::Args),
     Receive(receive::Args),
     Import(import::Args),
+    Probe(probe::Args),
+    #[command(hide = true)]
+    Prober(probe::ProberArgs),
     #[command(hide = true)]
     Run(run::Args),
     /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
@@ -79,6 +83,8 @@ pub fn main() -> ExitCode {
         Command::Federate(a) => federate::run(&cli.config_dir, a),
         Command::Receive(a) => receive::run(&cli.config_dir, a),
         Command::Import(a) => import::run(a),
+        Command::Probe(a) => probe::run(a),
+        Command::Prober(a) => probe::prober(a),
         Command::Run(a) => run::run(a),
         Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };

@@ -63,6 +63,8 @@ pub(super) struct Svc {
 
 pub(super) struct Health {
     pub cmd: Vec<String>,
+    /// Set when the test only asks a local URL or port: written instead of `cmd`.
+    pub host_check: Option<super::health::HostCheck>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub retries: Option<u64>,
@@ -450,14 +452,40 @@ fn map_health(check: Option<Healthcheck>, svc: &mut Svc, notes: &mut Vec<Note>, 
         }
         r => r,
     };
+    // A container without a network cannot be probed from the host: its check stays inside.
+    let isolated = svc.network.as_ref().is_some_and(|(n, _)| n == "none");
+    let host_check = super::health::host_check(&cmd).filter(|_| !isolated);
+    if let Some(check) = &host_check {
+        let what = match check {
+            super::health::HostCheck::Http { .. } => "an `http` check",
+            super::health::HostCheck::Tcp { .. } => "a `tcp` check",
+        };
+        info(
+            notes,
+            place,
+            format!(
+                "{} becomes {what}, probed from the host (the image needs no curl, wget or nc)",
+                describe_test(&cmd)
+            ),
+        );
+    }
     svc.health = Some(Health {
         cmd,
+        host_check,
         interval: interval.map(duration),
         timeout: timeout.map(duration),
         retries,
         start_period: start_period.map(duration),
     });
     Ok(())
+}
+
+/// A healthcheck test as Compose users write it: the shell line, or the words joined.
+fn describe_test(cmd: &[String]) -> String {
+    match cmd {
+        [sh, c, line] if sh == "/bin/sh" && c == "-c" => format!("{line:?}"),
+        _ => format!("{:?}", cmd.join(" ")),
+    }
 }
 
 fn map_restart(

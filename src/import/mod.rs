@@ -11,6 +11,7 @@
 //! [`Note`] with what to do about it.
 
 mod container;
+mod health;
 pub mod interpolate;
 mod keys;
 mod map;

@@ -193,7 +193,19 @@ fn service(out: &mut String, s: &Svc) {
     }
     if let Some(h) = &s.health {
         let _ = writeln!(out, "\n[services.{}.health]", s.name);
-        line(out, "cmd", &array(&h.cmd), None);
+        match &h.host_check {
+            Some(super::health::HostCheck::Http { port, path, expect }) => {
+                line(out, "http", &port.to_string(), None);
+                if path != "/" {
+                    line(out, "path", &q(path), None);
+                }
+                if let Some(e) = expect {
+                    line(out, "expect", &q(e), Some("curl without --fail passes on any answer"));
+                }
+            }
+            Some(super::health::HostCheck::Tcp { port }) => line(out, "tcp", &port.to_string(), None),
+            None => line(out, "cmd", &array(&h.cmd), None),
+        }
         for (k, v) in [("interval", &h.interval), ("timeout", &h.timeout), ("start_period", &h.start_period)] {
             if let Some(v) = v {
                 line(out, k, &q(v), None);
