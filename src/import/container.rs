@@ -132,7 +132,17 @@ pub(super) fn map_environment(ctx: &Context<'_>, env: ListOrMap, svc: &mut Svc, 
             .collect(),
         ListOrMap::Map(map) => map.into_iter().map(|(k, v)| (k.to_string(), v.map(|v| v.to_string()))).collect(),
     };
-    for (key, value) in entries {
+    // A name given twice keeps its last value, at the place of its last mention (Compose's
+    // list form allows repeats); found with one pass, not a search per name.
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, (key, _)) in entries.iter().enumerate() {
+        last.insert(key, i);
+    }
+    let keep: Vec<bool> = entries.iter().enumerate().map(|(i, (key, _))| last.get(key.as_str()) == Some(&i)).collect();
+    for ((key, value), keep) in entries.into_iter().zip(keep) {
+        if !keep {
+            continue;
+        }
         if let Err(e) = syntax::check_env_name(&key) {
             lost(notes, format!("{place}.{key}"), format!("not carried over: {e}"));
             continue;
@@ -159,7 +169,6 @@ pub(super) fn map_environment(ctx: &Context<'_>, env: ListOrMap, svc: &mut Svc, 
                 }
             },
         };
-        svc.env.retain(|(k, _)| *k != key);
         svc.env.push((key, value));
     }
 }

@@ -122,9 +122,9 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     if let Some(text) = input.dotenv {
         dotenv_vars = interpolate::parse_dotenv(text, input.env)?;
     }
-    let lookup = |name: &str| -> Option<String> {
-        (input.env)(name).or_else(|| dotenv_vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-    };
+    // Later lines of `.env` win; a map keeps each lookup constant-time.
+    let dotenv: std::collections::HashMap<String, String> = dotenv_vars.into_iter().collect();
+    let lookup = |name: &str| -> Option<String> { (input.env)(name).or_else(|| dotenv.get(name).cloned()) };
 
     let mut tree: serde_yaml::Value =
         serde_yaml::from_str(input.text).map_err(|e| format!("the file is not valid YAML: {e}"))?;
@@ -134,7 +134,8 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     tree.apply_merge().map_err(|e| format!("a `<<` merge key cannot be applied: {e}"))?;
     let mut unset = Vec::new();
     interpolate::interpolate_tree(&mut tree, &lookup, &mut unset)?;
-    for name in unset {
+    let mut named = std::collections::HashSet::new();
+    for (name, _) in unset.iter().filter(|(name, _)| named.insert(name.clone())) {
         notes.push(Note {
             lossy: false,
             place: format!("${name}"),
