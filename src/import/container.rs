@@ -1,7 +1,7 @@
 //! What a container sees: environment, environment files, ports, volumes and networks.
 
 use super::Note;
-use super::map::{Context, Svc, info, lost};
+use super::draft::{Context, Svc, info, lost};
 use crate::config::syntax;
 use compose_spec::service::network_config::{NetworkConfig, NetworkMode};
 use compose_spec::service::ports::{self, Port, ShortPort};

@@ -11,6 +11,7 @@
 //! [`Note`] with what to do about it.
 
 mod container;
+mod draft;
 pub mod interpolate;
 mod keys;
 mod map;
@@ -83,7 +84,7 @@ fn locate(tree: &serde_yaml::Value, error: serde_yaml::Error) -> String {
 
 /// Orders notes as a reader goes through the file: top-level keys, then service by service (a
 /// service's renaming first), then the rest; file order within each.
-fn sort_notes(notes: &mut [Note], draft: &map::Draft) {
+fn sort_notes(notes: &mut [Note], draft: &draft::Draft) {
     notes.sort_by_key(|n| {
         let service = draft.services.iter().position(|s| {
             n.place == format!("services.{}", s.compose_name)
@@ -165,7 +166,7 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
             name
         }
     };
-    let ctx = map::Context { project: &project, stack: &stack, dir: &project_dir, lookup: &lookup };
+    let ctx = draft::Context { project: &project, stack: &stack, dir: &project_dir, lookup: &lookup };
     let draft = map::map(&ctx, compose, &tree, &mut notes)?;
     sort_notes(&mut notes, &draft);
     let toml = write::write(&draft, input.path, &notes);

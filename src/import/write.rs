@@ -6,7 +6,7 @@
 //! [`comment`], which makes any input one line of printable characters.
 
 use super::Note;
-use super::map::{Draft, Svc};
+use super::draft::{Draft, Svc};
 use crate::printable::printable;
 use std::path::Path;
 use toml_edit::{Array, Decor, DocumentMut, Item, Key, Table, Value};
