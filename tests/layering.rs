@@ -49,7 +49,7 @@ fn ident(s: &str) -> &str {
 /// `{…}` groups, each as segments from the crate root.
 fn paths(module: &[String], code: &str) -> Vec<Module> {
     let mut out = Vec::new();
-    for (i, _) in code.match_indices(|c: char| c == 'c' || c == 's') {
+    for (i, _) in code.match_indices(['c', 's']) {
         let rest = &code[i..];
         if i > 0 && code[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
             continue;
