@@ -8,6 +8,7 @@
 //! (which rewrites the expectations and then fails, so that it never counts as a passing run),
 //! review the diff, and run again without it. Every expected unit set must also pass `systemd-analyze verify`.
 
+mod bless;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -85,55 +86,31 @@ fn run_case(case: &Path) -> (BTreeMap<String, String>, String) {
 
 #[test]
 fn golden_cases() {
-    let bless = std::env::var_os("KAPELL_BLESS").is_some();
-    let mut failures = Vec::new();
-    let mut blessed = 0;
+    let mut golden = bless::Golden::new("cargo test --test golden");
     for case in cases() {
         let name = case.file_name().expect("name").to_string_lossy().into_owned();
         let (tree, stderr) = run_case(&case);
         let expected_dir = case.join("expected");
-        let expected_err = case.join("expected.stderr");
-        if bless {
-            if read_tree(&expected_dir) != tree
-                || std::fs::read_to_string(&expected_err).ok().as_deref() != Some(stderr.as_str())
-            {
-                write_tree(&expected_dir, &tree);
-                std::fs::write(&expected_err, &stderr).expect("write stderr");
-                blessed += 1;
-            }
+        golden.check(&format!("{name}/expected.stderr"), &case.join("expected.stderr"), &stderr);
+        let want_tree = read_tree(&expected_dir);
+        if want_tree == tree {
             continue;
         }
-        let want_tree = read_tree(&expected_dir);
-        let want_err = std::fs::read_to_string(&expected_err).unwrap_or_default();
-        if want_err != stderr {
-            failures.push(format!("{name}: stderr differs\n--- expected\n{want_err}--- actual\n{stderr}"));
+        if golden.blessing() {
+            write_tree(&expected_dir, &tree);
+            golden.fail(format!("{name}/expected rewritten"));
+            continue;
         }
         for path in want_tree.keys().chain(tree.keys()) {
             let (want, got) = (want_tree.get(path), tree.get(path));
             if want != got {
                 let show = |s: Option<&String>| s.map_or_else(|| "(missing)".to_string(), String::clone);
-                failures.push(format!(
-                    "{name}/{path}: differs\n--- expected\n{}\n--- actual\n{}",
-                    show(want),
-                    show(got)
-                ));
+                golden.fail(format!("{name}/{path}: differs\n--- expected\n{}\n--- actual\n{}", show(want), show(got)));
                 break;
             }
         }
     }
-    // A bless run never passes: it rewrote the expectations instead of checking them, so it
-    // must not be mistaken for a green run (in CI, say). Review the diff, then run without it.
-    assert!(
-        !bless,
-        "KAPELL_BLESS is set: {blessed} case(s) rewritten, nothing checked; review `git diff tests/golden` and run \
-         again without KAPELL_BLESS"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} golden failure(s) (KAPELL_BLESS=1 re-blesses):\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    golden.finish();
 }
 
 #[test]
