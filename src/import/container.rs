@@ -467,3 +467,24 @@ pub(super) fn map_network(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 200,000 variables (a repeated name keeps its last value, in the place of its last
+    /// mention): one pass, where a search per variable took minutes.
+    #[test]
+    fn a_large_environment_is_mapped_in_one_pass() {
+        let lookup = |_: &str| None;
+        let ctx = Context { project: "p", stack: "p", dir: Path::new("/srv/p"), lookup: &lookup };
+        let mut list: Vec<String> = (0..200_000).map(|i| format!("V{i}=x{i}")).collect();
+        list.push("V0=last".into());
+        let env: ListOrMap = serde_yaml::from_value(serde_yaml::Value::from(list)).expect("a list");
+        let mut svc = Svc::default();
+        map_environment(&ctx, env, &mut svc, &mut Vec::new(), "services.web.environment");
+        assert_eq!(svc.env.len(), 200_000);
+        assert_eq!(svc.env[0], ("V1".to_string(), "x1".to_string()));
+        assert_eq!(svc.env[199_999], ("V0".to_string(), "last".to_string()));
+    }
+}

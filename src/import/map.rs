@@ -15,6 +15,9 @@ use serde_yaml::Value;
 use std::path::Path;
 use std::time::Duration;
 
+/// The most CPUs a stack's `cpus` may give a service (kapell.toml(5)).
+const MAX_CPUS: f64 = 1024.0;
+
 /// A duration in systemd's syntax.
 fn duration(d: Duration) -> String {
     if !d.subsec_nanos().is_multiple_of(1_000_000) {
@@ -111,7 +114,57 @@ pub(super) fn map(ctx: &Context<'_>, compose: Compose, tree: &Value, notes: &mut
         map_service(ctx, &compose, &networks, &secrets, &rename, raw, service, &mut svc, notes)?;
         services.push(svc);
     }
+    if let Some(cycle) = dependency_cycle(&services) {
+        return Err(format!(
+            "services.{}.depends_on: the services depend on each other in a circle ({}); Compose refuses it too: remove one of these dependencies",
+            cycle[0],
+            cycle.join(" → ")
+        ));
+    }
     Ok(Draft { stack: ctx.stack.to_string(), services, secrets })
+}
+
+/// A circle of dependencies (`requires` and `wants`), as Compose names, the first name repeated
+/// at the end; None when there is none.
+fn dependency_cycle(services: &[Svc]) -> Option<Vec<String>> {
+    let index = |name: &str| services.iter().position(|s| s.name == name);
+    // Depth-first, iteratively (a file may have many services): 0 new, 1 on the path, 2 done.
+    let mut state = vec![0u8; services.len()];
+    for start in 0..services.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            let deps: Vec<&String> = services[node].requires.iter().chain(&services[node].wants).collect();
+            match deps.get(*next) {
+                Some(dep) => {
+                    *next += 1;
+                    let Some(d) = index(dep) else { continue };
+                    match state[d] {
+                        0 => {
+                            state[d] = 1;
+                            path.push((d, 0));
+                        }
+                        1 => {
+                            let from = path.iter().position(|(n, _)| *n == d).unwrap_or(0);
+                            let mut cycle: Vec<String> =
+                                path[from..].iter().map(|(n, _)| services[*n].compose_name.clone()).collect();
+                            cycle.push(services[d].compose_name.clone());
+                            return Some(cycle);
+                        }
+                        _ => {}
+                    }
+                }
+                None => {
+                    state[node] = 2;
+                    path.pop();
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Top-level secrets kapell can declare: those backed by a file.
@@ -280,6 +333,13 @@ fn map_service(
     if svc.cpus.is_some_and(|c| c <= 0.0) {
         svc.cpus = None;
     }
+    if let Some(c) = svc.cpus.filter(|c| *c > MAX_CPUS) {
+        return Err(format!(
+            "{}: {c} CPUs is more than kapell's `cpus` can hold (at most {MAX_CPUS}, a CPUQuota= of {}%)",
+            at("cpus"),
+            MAX_CPUS * 100.0
+        ));
+    }
     if svc.pids_max == Some(0) {
         svc.pids_max = None;
     }
@@ -385,6 +445,9 @@ fn map_health(check: Option<Healthcheck>, svc: &mut Svc, notes: &mut Vec<Note>, 
         Some(0) => {
             info(notes, format!("{place}.retries"), "0 means Docker's default (3); left out");
             None
+        }
+        Some(r) if u32::try_from(r).is_err() => {
+            return Err(format!("{place}.retries: {r} is more than kapell counts (at most {})", u32::MAX));
         }
         r => r,
     };
