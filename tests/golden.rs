@@ -1,7 +1,9 @@
 //! Golden tests: each directory under tests/golden/ holds `input/` (a config directory of stacks),
 //! optionally `units/` (unit files that already exist in systemd's search path), and the expected
 //! result of `kapell generate`: `expected/` (the unit set) and `expected.stderr` (every
-//! diagnostic, then `[exit N]`). The comparison is exact. Re-bless after an intended change with
+//! diagnostic, then `[exit N]`). A case with an `args` file (one argument a line, e.g. `fleet`
+//! and `plan` for the errors of `input/fleet.toml`) runs that command instead of `generate`,
+//! and only its standard error is compared. The comparison is exact. Re-bless after an intended change with
 //!
 //!     KAPELL_BLESS=1 cargo test --test golden
 //!
@@ -68,14 +70,17 @@ fn run_case(case: &Path) -> (BTreeMap<String, String>, String) {
     let out = tempfile::tempdir().expect("tempdir");
     let empty = tempfile::tempdir().expect("tempdir");
     let units = case.join("units");
-    let output = Command::new(env!("CARGO_BIN_EXE_kapell"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kapell"));
+    command
         .current_dir(case)
         .env_remove("KAPELL_CONFIG_DIR")
         .env("KAPELL_UNIT_PATH", if units.is_dir() { units.as_path() } else { empty.path() })
-        .args(["--config-dir", "input", "generate", "--out"])
-        .arg(out.path())
-        .output()
-        .expect("run kapell");
+        .args(["--config-dir", "input"]);
+    match std::fs::read_to_string(case.join("args")) {
+        Ok(args) => command.args(args.lines().filter(|l| !l.is_empty())),
+        Err(_) => command.arg("generate").arg("--out").arg(out.path()),
+    };
+    let output = command.output().expect("run kapell");
     // Absolute paths of the checkout would make the files machine-specific.
     let case_abs = case.canonicalize().expect("case path").display().to_string();
     let tree = read_tree(out.path()).into_iter().map(|(k, v)| (k, v.replace(&case_abs, CASE_PLACEHOLDER))).collect();
