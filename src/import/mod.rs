@@ -21,7 +21,7 @@ mod schema;
 mod sizes;
 mod write;
 
-pub use names::{compose_project_name, stack_name_from};
+pub use names::{compose_project_name, kapell_name, stack_name_from};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
