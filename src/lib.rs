@@ -27,6 +27,7 @@ mod lookups;
 pub mod model;
 pub mod names;
 pub mod parallel;
+pub mod printable;
 pub mod quantity;
 pub mod received_sets;
 pub mod render;

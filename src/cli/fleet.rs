@@ -138,7 +138,7 @@ pub fn run(config_dir: &Path, command: Command) -> Result<u8> {
     let hosts = match controller.select(on) {
         Ok(hosts) => hosts,
         Err(why) => {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", crate::printable::printable(&why.to_string()));
             return Ok(exit::USAGE);
         }
     };
@@ -267,7 +267,8 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
                 failed = true;
                 out.push(serde_json::json!({ "host": result.host, "desired": desired.hash, "error": why }));
                 if !json {
-                    println!("{} ({}): UNREACHABLE: {why}", result.host, address(controller, &result.host));
+                    let line = format!("{} ({}): UNREACHABLE: {why}", result.host, address(controller, &result.host));
+                    println!("{}", crate::printable::printable(&line));
                 }
             }
         }
@@ -314,7 +315,7 @@ fn print_diff(old: Option<&SetFile>, new: Option<&SetFile>) {
     let diff = similar::TextDiff::from_lines(&old, &new);
     for hunk in diff.unified_diff().context_radius(1).iter_hunks() {
         for line in hunk.to_string().lines() {
-            println!("          {line}");
+            println!("          {}", crate::printable::printable(line));
         }
     }
 }
@@ -381,7 +382,7 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
     }
     table::print(&rows);
     for line in &details {
-        println!("{line}");
+        println!("{}", crate::printable::printable(line));
     }
     let touched_rollout = results.iter().any(|o| {
         matches!(o.outcome, Outcome::RolledBack(_) | Outcome::Waiting(_))
@@ -577,7 +578,7 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
     } else {
         table::print(&rows);
         for note in &notes {
-            println!("{note}");
+            println!("{}", crate::printable::printable(note));
         }
     }
     Ok(if failed { exit::FAILED } else { exit::OK })

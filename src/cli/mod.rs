@@ -96,9 +96,13 @@ fn report(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            // An error may quote what a file or another host said: shown, never obeyed.
+            let shown = |text: String| {
+                text.lines().map(|l| crate::printable::printable(l).into_owned()).collect::<Vec<_>>().join("\n")
+            };
+            eprintln!("error: {}", shown(e.to_string()));
             for cause in e.chain().skip(1) {
-                eprintln!(" -> {cause}");
+                eprintln!(" -> {}", shown(cause.to_string()));
             }
             ExitCode::from(exit::FAILED)
         }

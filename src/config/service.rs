@@ -367,6 +367,7 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
 fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) -> Placement {
     let context = format!("{context}.placement");
     let Some(table) = ctx.table(value, &context) else { return Placement::default() };
+    let errors_before = ctx.error_count();
     ctx.reject_unknown_keys(table, &["hosts", "labels", "global"], &context);
     let hosts = get(table, "hosts").and_then(|v| ctx.strings(v, "hosts")).unwrap_or_default();
     let hosts =
@@ -379,6 +380,15 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) ->
         ctx.error(
             span,
             "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`",
+        );
+    }
+    // An empty placement would quietly make the stack a local one (run by the controller).
+    if !global && hosts.is_empty() && labels.is_empty() && ctx.error_count() == errors_before {
+        ctx.error(
+            value.span(),
+            format!(
+                "{context} names no host: give `hosts`, `labels` or `global = true` (a service without `placement` runs on this host)"
+            ),
         );
     }
     Placement { hosts, labels, global, span: value.span() }
