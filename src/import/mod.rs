@@ -11,8 +11,8 @@
 //! [`Note`] with what to do about it.
 
 mod container;
-mod health;
 mod draft;
+mod health;
 pub mod interpolate;
 mod keys;
 mod map;
