@@ -33,8 +33,9 @@ pub fn read_request(input: impl std::io::Read) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Parses and carries out one request; every failure becomes a reply with `error` set.
-pub fn handle(config_dir: &Path, input: &[u8]) -> Reply {
+/// Parses and carries out one request; every failure becomes a reply with `error` set. The
+/// request's bytes are freed once parsed (a set near the size limit is held once, not twice).
+pub fn handle(config_dir: &Path, input: Vec<u8>) -> Reply {
     let mut reply = report::new_reply();
     if let Err(e) = carry_out(config_dir, input, &mut reply) {
         reply.error = Some(format!("{e:#}"));
@@ -42,13 +43,14 @@ pub fn handle(config_dir: &Path, input: &[u8]) -> Reply {
     reply
 }
 
-fn carry_out(config_dir: &Path, input: &[u8], reply: &mut Reply) -> Result<()> {
+fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()> {
     if let Ok(original) = std::env::var("SSH_ORIGINAL_COMMAND")
         && original.trim() != RECEIVE_COMMAND
     {
         anyhow::bail!("this key may only run `{RECEIVE_COMMAND}`, not {original:?}");
     }
-    let request = request::parse(input)?;
+    let request = request::parse(&input)?;
+    drop(input);
     let _lock = lifecycle::lock_host()?;
     let store = Store::open();
     lifecycle::settle_reboot(config_dir, &store, reply)?;

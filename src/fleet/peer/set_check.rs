@@ -50,7 +50,7 @@ pub fn check_names(set: &HostSet) -> Result<()> {
     for (path, file) in &set.files {
         match file {
             SetFile::Unit { .. } => {
-                names::unit_name_kind(path).map_err(|e| anyhow::anyhow!("the set has a file {e}"))?;
+                names::unit_name_kind(path).map_err(anyhow::Error::msg)?;
             }
             SetFile::Link { target } => check_link(path, target, &units)?,
         }
