@@ -317,6 +317,15 @@ pub fn is_unit_name(name: &str) -> bool {
     unit_name_kind(name).is_ok()
 }
 
+/// The directories of a unit directory that hold dependency links (`<unit>.wants/<unit>`,
+/// `<unit>.requires/<unit>`): what kapell writes, reads back, and accepts from a fleet.
+pub const LINK_DIR_SUFFIXES: &[&str] = &[".wants", ".requires"];
+
+/// Is `name` a dependency-link directory ([`LINK_DIR_SUFFIXES`])?
+pub fn is_link_dir(name: &str) -> bool {
+    LINK_DIR_SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
+}
+
 /// systemd's normal generator directory (systemd.generator(7)), where `kapell-generator` writes
 /// at boot and at every daemon-reload.
 pub const GENERATOR_DIR: &str = "/run/systemd/generator";

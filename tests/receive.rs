@@ -52,6 +52,7 @@ fn good_set() -> HostSet {
             ),
         },
         link("multi-user.target.wants/good.target", "../good.target"),
+        link("good.target.requires/good-sleep.service", "../good-sleep.service"),
     ])
 }
 
@@ -254,6 +255,9 @@ fn receive_refuses_hostile_requests_and_changes_nothing() -> Result<()> {
     let (out, reply, _) = receive(&host, install_set(&good_set()).as_bytes())?;
     ensure!(reply.error.is_none() && out.status.code() == Some(0), "{reply:?}");
     ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the good set does not run");
+    // The `.requires/` link reached systemd through the generator.
+    let requires = host.show("good.target", "Requires")?;
+    ensure!(requires.contains("good-sleep.service"), "good.target requires {requires:?}");
     // A transient instance of a template no file defines (what only systemd knows).
     host.exec_ok(&["systemd-run", "--unit=probe@1.service", "/bin/sleep", "7000000"])?;
 

@@ -233,6 +233,7 @@ mod tests {
             OutputFile::Unit { name: "a.target".into(), text: text.into() },
             OutputFile::Unit { name: "a-x.service".into(), text: format!("{text}x") },
             OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: "../a.target".into() },
+            OutputFile::Link { path: "a.target.requires/a-x.service".into(), target: "../a-x.service".into() },
         ])
     }
 

@@ -15,9 +15,6 @@ use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// The directories a set may link its units from, besides its own top level.
-const LINK_DIR_SUFFIXES: &[&str] = &[".wants", ".requires"];
-
 /// The first reason `set` cannot be installed, if any: its names ([`check_names`]), then its
 /// units against what the host has. `own` are the units of the set the host runs now (what it
 /// received before), which are kapell's even when systemd has lost their file (drift).
@@ -67,7 +64,7 @@ fn check_link(path: &str, target: &str, units: &BTreeSet<&str>) -> Result<()> {
     };
     let (dir, name) =
         path.split_once('/').ok_or_else(|| shown("it is not in a .wants/ or .requires/ directory".into()))?;
-    let owner = LINK_DIR_SUFFIXES
+    let owner = names::LINK_DIR_SUFFIXES
         .iter()
         .find_map(|suffix| dir.strip_suffix(suffix))
         .ok_or_else(|| shown(format!("{dir:?} is not a .wants/ or .requires/ directory")))?;
