@@ -696,7 +696,7 @@ fn failing_http_check(rig: &mut Rig) -> Result<()> {
     let rollout = rollout_of(&c)?;
     ensure!(rollout["state"] == "failed" && rollout["failed"]["host"] == "db1", "{rollout:#}");
     let why = rollout["failed"]["reason"].as_str().unwrap_or_default();
-    ensure!(why.contains("agent-node.service") && why.contains("connection refused"), "{rollout:#}");
+    ensure!(why.contains("agent-node.service: health check") && why.contains("connection refused"), "{rollout:#}");
 
     let once = "[\"/bin/sh\", \"-c\", \"rm -f /run/health-once; \
                 exec /usr/local/bin/busybox httpd -f -p 127.0.0.1:8099 -h /srv/once\"]";
@@ -714,7 +714,7 @@ fn failing_http_check(rig: &mut Rig) -> Result<()> {
     let plan = c.kapell(&["fleet", "plan", "--json"])?;
     ensure!(!state.is_empty() && plan.stdout.contains(state), "not the desired state: {rollout:#}\n{plan}");
     let why = rollout["failed"]["reason"].as_str().unwrap_or_default();
-    ensure!(why.contains("agent-node.service: health check unhealthy, last probe: status 404"), "{rollout:#}");
+    ensure!(why.contains("agent-node.service: health check unhealthy (last probe: status 404)"), "{rollout:#}");
     let table = c.expect(&["fleet", "status"], 0)?;
     ensure!(table.stdout.contains(&format!("desired state {} failed on db1", &state[..12])), "{table}");
     ensure!(table.stdout.contains("health check unhealthy"), "{table}");

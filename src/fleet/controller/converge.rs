@@ -274,8 +274,10 @@ fn failed_units(reply: &Reply) -> String {
     for line in reply.actions.iter().filter(|a| a.starts_with("FAILED")) {
         text.push_str(&format!("\n    {line}"));
     }
-    for u in reply.units.iter().filter(|u| u.health.is_some() && u.health() != Some(Health::Healthy)) {
-        text.push_str(&format!("\n    {}{}", u.unit, gate::probe_note(u)));
+    for u in reply.units.iter().filter(|u| u.health() != Some(Health::Healthy)) {
+        if let Some(note) = gate::probe_note(u) {
+            text.push_str(&format!("\n    {}: {note}", u.unit));
+        }
     }
     for (unit, lines) in &reply.journal {
         text.push_str(&format!("\n    journal of {unit}:"));

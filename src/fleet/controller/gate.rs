@@ -28,7 +28,7 @@ pub fn judge(reply: &Reply, baseline: Option<&BTreeMap<String, u32>>) -> Verdict
         let journal =
             reply.journal.get(&u.unit).map(|l| format!("; last lines: {}", l.join(" | "))).unwrap_or_default();
         if u.active == "failed" {
-            return Verdict::Failed(format!("{} failed ({}){}{journal}", u.unit, u.sub, probe_note(u)));
+            return Verdict::Failed(format!("{} failed ({}){}{journal}", u.unit, u.sub, and_probe(u)));
         }
         if let Some(before) = baseline.and_then(|b| b.get(&u.unit))
             && u.restarts > *before
@@ -39,31 +39,35 @@ pub fn judge(reply: &Reply, baseline: Option<&BTreeMap<String, u32>>) -> Verdict
                 "{} restarted {} time(s) since the push{}{journal}",
                 u.unit,
                 u.restarts - before,
-                probe_note(u)
+                and_probe(u)
             ));
         }
         if u.active != "active" {
             // A native service with a check stays "activating" until a probe passes: say what
             // the probe answers, so a version whose check never passes is recognisable.
-            return Verdict::NotYet(format!("{} is {} ({}){}{journal}", u.unit, u.active, u.sub, probe_note(u)));
+            return Verdict::NotYet(format!("{} is {} ({}){}{journal}", u.unit, u.active, u.sub, and_probe(u)));
         }
-        match u.health() {
-            None | Some(Health::Healthy) => {}
-            Some(h @ (Health::Starting | Health::Unhealthy)) => {
-                return Verdict::NotYet(format!("{}: health check {}{}", u.unit, h.as_str(), probe_note(u)));
-            }
+        if let Some(Health::Starting | Health::Unhealthy) = u.health()
+            && let Some(note) = probe_note(u)
+        {
+            return Verdict::NotYet(format!("{}: {note}", u.unit));
         }
     }
     Verdict::Healthy
 }
 
-/// `; health check starting, last probe: status 404` (empty without a check).
-pub fn probe_note(u: &UnitState) -> String {
-    let Some(health) = &u.health else { return String::new() };
-    match &u.last_probe {
-        Some(p) => format!("; health check {health}, last probe: {}", p.outcome),
-        None => format!("; health check {health}, not probed yet"),
-    }
+/// `health check unhealthy (last probe: status 404)`; `None` without a check.
+pub fn probe_note(u: &UnitState) -> Option<String> {
+    let health = u.health.as_ref()?;
+    Some(match &u.last_probe {
+        Some(p) => format!("health check {health} (last probe: {})", p.outcome),
+        None => format!("health check {health} (not probed yet)"),
+    })
+}
+
+/// [`probe_note`] as the tail of a sentence about the unit.
+fn and_probe(u: &UnitState) -> String {
+    probe_note(u).map(|n| format!("; {n}")).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -103,8 +107,7 @@ mod tests {
         assert!(matches!(&starting, Verdict::NotYet(w) if w.contains("health check starting")), "{starting:?}");
         let unhealthy = judged(unit("active", 2, Some("unhealthy")));
         assert!(
-            matches!(&unhealthy, Verdict::NotYet(w) if w.contains("s-web.service: health check unhealthy")
-                && w.contains("last probe: status 404")),
+            matches!(&unhealthy, Verdict::NotYet(w) if w == "s-web.service: health check unhealthy (last probe: status 404)"),
             "{unhealthy:?}"
         );
     }
