@@ -678,7 +678,10 @@ fn checked_agent(c: &Controller, exec: &str, path: &str, service: &str) -> Resul
 ///
 /// Neither reaches web1 or web2: their main PIDs never move, through a second apply too.
 fn failing_http_check(rig: &mut Rig) -> Result<()> {
-    let c = rig.converged(ROLLING)?;
+    // Healthy for 5 s: well past the host's prober taking over from the readiness probe (it looks
+    // for new services every second) and failing `retries` probes; a shorter time can confirm a
+    // version before anyone probed it after its start.
+    let c = rig.converged("max_parallel = 1\nmin_healthy_time = \"5s\"\nhealthy_deadline = \"10s\"\n")?;
     let before = all_pids(&rig.hosts)?;
     let untouched = |what: &str, run: &Run| -> Result<()> {
         for (i, web) in [(0, "web1"), (1, "web2")] {
