@@ -34,6 +34,10 @@ fn main() {
             },
             Scenario { name: "killed_pushes_never_leave_a_mixed_set", test: killed_pushes },
             Scenario { name: "a_failing_version_is_rolled_back_and_never_reaches_another_host", test: failing_version },
+            Scenario {
+                name: "a_native_version_failing_its_http_check_is_rolled_back_and_reaches_no_other_host",
+                test: failing_http_check,
+            },
             Scenario { name: "canaries_wait_for_fleet_promote", test: canaries_wait_for_promote },
             Scenario { name: "canaries_are_promoted_automatically_once_healthy", test: canaries_auto_promote },
             Scenario { name: "a_failing_canary_touches_nobody_else", test: failing_canary },
@@ -654,6 +658,77 @@ fn failing_version(rig: &mut Rig) -> Result<()> {
     let fixed = c.expect(&["fleet", "apply"], 0)?;
     ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000033")?, "{fixed}");
     c.expect(&["fleet", "rollout", "retry"], 2)?;
+    Ok(())
+}
+
+/// `agent.node` (on every host) as a native service with an HTTP check on port 8099, probed every
+/// 300 ms, unhealthy after 2 failures and then only reported (so the unit stays active); `exec`
+/// is its command, `service`: more keys of `[services.node.systemd] Service`.
+fn checked_agent(c: &Controller, exec: &str, path: &str, service: &str) -> Result<()> {
+    c.write(
+        "agent.toml",
+        &format!(
+            "[services.node]\nexec = {exec}\nplacement = {{ global = true }}\n\
+             health = {{ http = 8099, path = \"{path}\", interval = \"300ms\", retries = 2 }}\n\
+             on_unhealthy = \"ignore\"\n\n[services.node.systemd]\nService = {{ {service} }}\n"
+        ),
+    )
+}
+
+/// A rollout gated on the peers' HTTP probes of a native service, twice, one host at a time:
+/// - a version whose port nothing listens on never becomes ready (its readiness probe holds it
+///   activating until its start timeout): db1 (first by name) fails, is rolled back, and the
+///   failure names the unit and what the probe got;
+/// - a version that passes its first probe (so it starts) and answers 404 from then on: active,
+///   never restarted, only its check says it is unhealthy; db1 fails at `healthy_deadline`, is
+///   rolled back, and `fleet status` names the unit and its health check.
+///
+/// Neither reaches web1 or web2: their main PIDs never move, through a second apply too.
+fn failing_http_check(rig: &mut Rig) -> Result<()> {
+    // Healthy for 5 s: well past the host's prober taking over from the readiness probe (it looks
+    // for new services every second) and failing `retries` probes; a shorter time can confirm a
+    // version before anyone probed it after its start.
+    let c = rig.converged("max_parallel = 1\nmin_healthy_time = \"5s\"\nhealthy_deadline = \"10s\"\n")?;
+    let before = all_pids(&rig.hosts)?;
+    let untouched = |what: &str, run: &Run| -> Result<()> {
+        for (i, web) in [(0, "web1"), (1, "web2")] {
+            ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} was touched by {what}:\n{run}");
+        }
+        ensure!(agent_runs(rig, &["db1"], "7000003")?, "db1 was not rolled back after {what}:\n{run}");
+        Ok(())
+    };
+
+    checked_agent(&c, &sleep_argv(7000066), "/", "TimeoutStartSec = \"4s\"")?;
+    let never = c.expect(&["fleet", "apply"], 5)?;
+    eprintln!("$ kapell fleet apply (a check nothing answers)\n{}", never.stdout);
+    untouched("a version nothing answers", &never)?;
+    ensure!(never.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("ROLLED BACK")), "{never}");
+    let rollout = rollout_of(&c)?;
+    ensure!(rollout["state"] == "failed" && rollout["failed"]["host"] == "db1", "{rollout:#}");
+    let why = rollout["failed"]["reason"].as_str().unwrap_or_default();
+    ensure!(why.contains("agent-node.service: health check") && why.contains("connection refused"), "{rollout:#}");
+
+    let once = "[\"/bin/sh\", \"-c\", \"rm -f /run/health-once; \
+                exec /usr/local/bin/busybox httpd -f -p 127.0.0.1:8099 -h /srv/once\"]";
+    checked_agent(&c, once, "/cgi-bin/health", "")?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    eprintln!("$ kapell fleet apply (a check that fails once started)\n{}", failed.stdout);
+    untouched("a version failing its check", &failed)?;
+    ensure!(failed.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("ROLLED BACK")), "{failed}");
+    let again = c.expect(&["fleet", "apply"], 5)?;
+    untouched("a second apply", &again)?;
+
+    let rollout = rollout_of(&c)?;
+    ensure!(rollout["state"] == "failed" && rollout["failed"]["host"] == "db1", "{rollout:#}");
+    let state = rollout["desired_state"].as_str().unwrap_or_default();
+    let plan = c.kapell(&["fleet", "plan", "--json"])?;
+    ensure!(!state.is_empty() && plan.stdout.contains(state), "not the desired state: {rollout:#}\n{plan}");
+    let why = rollout["failed"]["reason"].as_str().unwrap_or_default();
+    ensure!(why.contains("agent-node.service: health check unhealthy (last probe: status 404)"), "{rollout:#}");
+    let table = c.expect(&["fleet", "status"], 0)?;
+    ensure!(table.stdout.contains(&format!("desired state {} failed on db1", &state[..12])), "{table}");
+    ensure!(table.stdout.contains("health check unhealthy"), "{table}");
+    eprintln!("$ kapell fleet status (after the failed rollout)\n{}", table.stdout);
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use crate::fleet::controller::converge::{self, HostOutcome, Outcome};
 use crate::fleet::controller::rollout;
 use crate::fleet::controller::state::{ControllerLock, State};
 use crate::fleet::protocol::{self, HostSet, SetFile};
-use crate::status::{SupervisorStatus, format_age};
+use crate::status::format_age;
 use crate::unitset;
 use anyhow::Result;
 use std::io::IsTerminal as _;
@@ -510,7 +510,7 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
                 if wanted.contains(u.unit.as_str()) || wanted.contains(file.as_str()) { "run" } else { "remove" };
             let state = if u.sub.is_empty() { u.active.clone() } else { format!("{} ({})", u.active, u.sub) };
             let since = if u.since_usec == 0 { "-".to_string() } else { format_age(now, u.since_usec) };
-            let health = SupervisorStatus::parse(&u.status).and_then(|s| s.health()).map_or("-", |h| h.as_str());
+            let health = u.health().map_or("-", |h| h.as_str());
             rows.push(vec![
                 r.host.clone(),
                 u.stack.clone(),

@@ -224,6 +224,14 @@ pub struct UnitState {
     pub last_probe: Option<crate::health::probe::Probe>,
 }
 
+impl UnitState {
+    /// The health check's state as the peer's probes last saw it; `None`: the unit has no check
+    /// (or is not running). `kapell fleet status` shows it and a rollout gates on it.
+    pub fn health(&self) -> Option<crate::status::Health> {
+        self.health.as_deref().and_then(crate::status::Health::parse)
+    }
+}
+
 /// The unit names among `paths` (not the links).
 pub fn units_only(paths: &[String]) -> usize {
     paths.iter().filter(|p| !p.contains('/')).count()

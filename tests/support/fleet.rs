@@ -6,16 +6,33 @@ use std::path::Path;
 
 use anyhow::{Result, ensure};
 
-use super::{Host, Net, Ssh};
+use super::{Host, Net, Source, Ssh};
 
 /// (name, address index on the net, role label).
 pub const PEERS: &[(&str, u8, &str)] = &[("web1", 11, "web"), ("web2", 12, "web"), ("db1", 13, "db")];
 
-/// Boots the three peers and waits until each runs and answers ssh.
+/// Answers 200 to the first request after its service started (readiness passes), 404 to every
+/// later one: a version that starts and then fails its HTTP health check. The service's
+/// command removes `/run/health-once` before it starts busybox httpd.
+pub const HEALTH_ONCE_CGI: &str = "#!/bin/sh\n\
+if [ -e /run/health-once ]; then printf 'HTTP/1.0 404 Not Found\\r\\n\\r\\ngone\\n';\n\
+else : > /run/health-once; printf 'HTTP/1.0 200 OK\\r\\n\\r\\nok\\n'; fi\n";
+
+/// Boots the three peers (with busybox at /usr/local/bin and [`HEALTH_ONCE_CGI`] under
+/// /srv/once, for services with HTTP checks) and waits until each runs and answers ssh.
 pub fn boot_peers(net: &Net, ssh: &Ssh, kapell: &Path) -> Result<Vec<Host>> {
     let mut hosts = PEERS
         .iter()
-        .map(|(name, index, _)| Host::builder().name(name).net(net, *index).ssh(ssh).kapell(kapell).start())
+        .map(|(name, index, _)| {
+            Host::builder()
+                .name(name)
+                .net(net, *index)
+                .ssh(ssh)
+                .kapell(kapell)
+                .install_file("/usr/local/bin/busybox", Source::Copy("/bin/busybox".into()), 0o755)
+                .install_file("/srv/once/cgi-bin/health", HEALTH_ONCE_CGI, 0o755)
+                .start()
+        })
         .collect::<Result<Vec<_>>>()?;
     for host in &mut hosts {
         host.wait_running()?;

@@ -19,12 +19,13 @@
 //! Progress is written to the [`State`] before each step, so a controller killed mid-rollout
 //! finds the batch it was waiting on and checks it again before going on.
 
+use super::gate::{self, Verdict};
 use super::hosts::{Controller, HostResult};
 use super::rollout;
 use super::state::{Failure, Held, Rollout, State, Unreachable};
 use crate::clock::now_usec;
-use crate::fleet::protocol::{Body, HostSet, Reply, UnitState};
-use crate::status::{Health, SupervisorStatus};
+use crate::fleet::protocol::{Body, HostSet, Reply};
+use crate::status::Health;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -266,11 +267,17 @@ fn refusal(reply: Reply) -> Result<Reply, String> {
     }
 }
 
-/// `N unit(s) failed` plus each failing unit's last journal lines.
+/// `N unit(s) failed` plus what the health probes of units not yet healthy answered (a native
+/// service whose check never passed fails its start) and each failing unit's last journal lines.
 fn failed_units(reply: &Reply) -> String {
     let mut text = format!("{} unit(s) failed", reply.failures);
     for line in reply.actions.iter().filter(|a| a.starts_with("FAILED")) {
         text.push_str(&format!("\n    {line}"));
+    }
+    for u in reply.units.iter().filter(|u| u.health() != Some(Health::Healthy)) {
+        if let Some(note) = gate::probe_note(u) {
+            text.push_str(&format!("\n    {}: {note}", u.unit));
+        }
     }
     for (unit, lines) in &reply.journal {
         text.push_str(&format!("\n    journal of {unit}:"));
@@ -552,8 +559,9 @@ fn restarts(reply: &Reply) -> BTreeMap<String, u32> {
     reply.units.iter().filter(|u| !u.service.is_empty()).map(|u| (u.unit.clone(), u.restarts)).collect()
 }
 
-/// Waits until every host of `batch` has been healthy for `min_healthy` without a break, or
-/// fails at `deadline` naming the host, and the unit and why (with its last journal lines).
+/// Waits until every host of `batch` has been healthy for `min_healthy` without a break (as
+/// [`gate::judge`] sees it), or fails at `deadline` (at once when a unit failed) naming the host,
+/// and the unit and why (with its last journal lines and last probe).
 fn watch(
     c: &Controller,
     batch: &[String],
@@ -568,18 +576,19 @@ fn watch(
         let mut replies = BTreeMap::new();
         let mut last_problem = None;
         for r in results {
-            let problem = match &r.outcome {
-                Err(why) => Some(format!("unreachable: {why}")),
-                Ok(reply) => unhealthy(reply, baseline.get(&r.host)),
+            let verdict = match &r.outcome {
+                Err(why) => Verdict::NotYet(format!("unreachable: {why}")),
+                Ok(reply) => gate::judge(reply, baseline.get(&r.host)),
             };
-            match problem {
-                None => {
+            match verdict {
+                Verdict::Healthy => {
                     healthy_since.entry(r.host.clone()).or_insert_with(Instant::now);
                 }
-                Some(p) => {
+                Verdict::NotYet(p) => {
                     healthy_since.remove(&r.host);
                     last_problem = Some((r.host.clone(), p));
                 }
+                Verdict::Failed(why) => return Err((r.host, why)),
             }
             if let Ok(reply) = r.outcome {
                 replies.insert(r.host, reply);
@@ -597,27 +606,4 @@ fn watch(
         }
         std::thread::sleep(HEALTH_POLL);
     }
-}
-
-/// Why a host is not healthy: a unit not active, restarted since the push, or failing its health
-/// check; `None` when healthy.
-fn unhealthy(reply: &Reply, baseline: Option<&BTreeMap<String, u32>>) -> Option<String> {
-    for u in reply.units.iter().filter(|u| !u.service.is_empty()) {
-        let journal = |u: &UnitState| {
-            reply.journal.get(&u.unit).map(|l| format!("; last lines: {}", l.join(" | "))).unwrap_or_default()
-        };
-        if u.active != "active" {
-            return Some(format!("{} is {} ({}){}", u.unit, u.active, u.sub, journal(u)));
-        }
-        if let Some(before) = baseline.and_then(|b| b.get(&u.unit))
-            && u.restarts > *before
-        {
-            return Some(format!("{} restarted {} time(s) since the push{}", u.unit, u.restarts - before, journal(u)));
-        }
-        let health = SupervisorStatus::parse(&u.status).and_then(|s| s.health());
-        if matches!(health, Some(Health::Unhealthy) | Some(Health::Starting)) {
-            return Some(format!("{}: health check {}", u.unit, health.map_or("", |h| h.as_str())));
-        }
-    }
-    None
 }

@@ -5,12 +5,14 @@
 //! renders each host's set (with the renderer the generator uses) and sends requests to every
 //! host in parallel over [`ssh`], the one transport. [`converge`] is one pass that brings hosts to
 //! their sets, shared by `kapell fleet apply` and the [`federate`] daemon, and carries out the
-//! decisions of [`rollout`] (canaries, batches, a failed desired state held back); [`state`] is
+//! decisions of [`rollout`] (canaries, batches, a failed desired state held back) with [`gate`]
+//! judging each batch's health; [`state`] is
 //! what the controller remembers between runs.
 
 pub mod config;
 pub mod converge;
 pub mod federate;
+pub mod gate;
 pub mod hosts;
 pub mod placement;
 pub mod rollout;
