@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Supervisor benchmark (SPEC §10: < 5 MiB RSS per running container service, < 50 ms added to a
+# Supervisor benchmark (docs/benchmarks.md: < 5 MiB RSS per running container service, < 50 ms added to a
 # container's start). Not a test: it prints a table and asserts nothing.
 #
 #     sudo bench/supervisor.sh [RUNS] [REPLICAS]        (defaults: 21 runs, 10 replicas)
@@ -210,4 +210,4 @@ printf '  %-34s %12s %14s\n' "kapell run ($REPLICAS services at once)" "$(mib "$
 printf '  %-34s %12s %14s\n' "docker run CLI (one service)" "$(mib "${rss[cli]}")" "$(mib "${private[cli]}")"
 printf '  %-34s %12s %14s\n' "docker run CLI ($REPLICAS services at once)" "$(mib "$(med "${cli_many_rss[@]}")")" "$(mib "$(med "${cli_many_private[@]}")")"
 echo
-echo "SPEC §10 targets: < 5 MiB RSS per running container service; < 50 ms added to a container's start"
+echo "Targets (docs/benchmarks.md): < 5 MiB RSS per running container service; < 50 ms added to a container's start"

@@ -1,4 +1,4 @@
-//! Generator benchmark (SPEC §10, issue 8): `kapell-generator` on 1,000 and 10,000 services, in
+//! Generator benchmark (docs/benchmarks.md): `kapell-generator` on 1,000 and 10,000 services, in
 //! stacks of 10 and in one stack.
 //!
 //!     cargo bench --bench generator
@@ -172,7 +172,7 @@ fn main() {
             median.as_secs_f64() * 1e6 / services as f64
         );
     }
-    println!("\ntargets (SPEC §10, issue 8): 1,000 services ≤ 20 ms and < 30 MiB; 10,000 ≤ 200 ms; linear.");
+    println!("\ntargets (docs/benchmarks.md): 1,000 services ≤ 20 ms and < 30 MiB; 10,000 ≤ 200 ms; linear.");
     println!(
         "linearity, median 10,000 ÷ 1,000: {:.1}× in stacks of 10, {:.1}× in one stack (10× is linear)",
         medians[1] / medians[0],

@@ -1,4 +1,4 @@
-//! Health probe benchmark (SPEC §10: < 1 ms CPU per HTTP or TCP probe; 1,000 probed services on
+//! Health probe benchmark (docs/benchmarks.md: < 1 ms CPU per HTTP or TCP probe; 1,000 probed services on
 //! one host < 5 % of one core at a 10 s interval).
 //!
 //!     cargo bench --bench health

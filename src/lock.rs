@@ -1,4 +1,4 @@
-//! One writer per host (SPEC §8): `kapell apply`, `kapell receive` and the federation daemon
+//! One writer per host (see docs/decisions.md): `kapell apply`, `kapell receive` and the federation daemon
 //! take this lock before they change what systemd runs.
 //!
 //! It is an `flock(2)` on `/run/kapell/lock`. The kernel drops the lock when its holder dies,

@@ -1,6 +1,6 @@
 //! `kapell apply`, `kapell status` and `kapell logs` on booted systemd hosts (nspawn), with
 //! native services, and the generator run by the real systemd at boot and at daemon-reload.
-//! Needs root and the packages in TESTENV.md; nothing is mocked, nothing is skipped.
+//! Needs root and the packages of .ci/deps; nothing is mocked, nothing is skipped.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! The generator killed at random moments (SPEC §5, issue 8): in systemd's output directory a
+//! The generator killed at random moments : in systemd's output directory a
 //! unit of at most one page is written in place (`O_CREAT|O_EXCL`, one `write(2)`), a longer one
 //! through a temporary file and `rename(2)`. Whenever the process dies, every unit file there is
 //! absent, empty (which systemd treats as masked) or whole, never a part; a long unit is never
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 const KILLS: usize = 60;
-/// SPEC §5: units up to one page are written in place.
+/// Units up to one page are written in place (docs/decisions.md).
 const PAGE: usize = 4096;
 
 /// Stacks of small services, plus one service whose unit is several pages long.

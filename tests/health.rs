@@ -2,8 +2,8 @@
 //! dependent starts only after the first passing probe, HTTP and TCP), liveness (the host's
 //! prober has systemd restart an unhealthy service, or only reports it with `on_unhealthy =
 //! "ignore"`) and what `kapell status` shows. Endpoints are busybox `httpd` with a CGI script that
-//! answers 500 or 200 depending on a flag file, and socat for TCP. Needs root and the packages in
-//! TESTENV.md; nothing is mocked or skipped.
+//! answers 500 or 200 depending on a flag file, and socat for TCP. Needs root and the packages of
+//! .ci/deps; nothing is mocked or skipped.
 
 mod support;
 

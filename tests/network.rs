@@ -1,4 +1,4 @@
-//! Containers that find each other (a network per stack, SPEC §3 and §7), in one booted systemd
+//! Containers that find each other (a network per stack), in one booted systemd
 //! host (nspawn) with kapell and a real, private dockerd whose userland proxy binds published
 //! ports on the machine. Images are built locally: busybox, and busybox plus Debian's sqlite3 and
 //! socat (no registry).
@@ -19,7 +19,7 @@
 //!
 //! (busybox 1.35's `wget -T` crashes in Debian's static build: timeouts are `timeout N wget …`.)
 //!
-//! Needs root and the packages in TESTENV.md; nothing is mocked or skipped, and everything (host,
+//! Needs root and the packages of .ci/deps; nothing is mocked or skipped, and everything (host,
 //! engine, containers, networks, bridges) is removed on the way out, also on failure.
 
 mod support;

@@ -1,11 +1,11 @@
-//! The packages (SPEC §9): what the .deb and the .rpm contain, lintian's verdict on the .deb, and
+//! The packages: what the .deb and the .rpm contain, lintian's verdict on the .deb, and
 //! the real thing: the .deb installed with `dpkg -i` into a fresh Debian tree, a stack put in its
 //! /etc/kapell, the host booted, the stack up with no kapell command run by hand; then the package
 //! removed and purged inside the running host, the units gone and the operator's stack kept.
 //!
 //! The packages come from `KAPELL_DEB` / `KAPELL_RPM` when set (CI builds them once with
 //! `packaging/build`), otherwise this test runs `packaging/build` itself. Needs root, the rig's
-//! packages (TESTENV.md), cargo-deb, cargo-generate-rpm, lintian and rpm; a missing piece fails.
+//! packages (.ci/deps), cargo-deb, cargo-generate-rpm, lintian and rpm; a missing piece fails.
 
 mod support;
 

@@ -2,7 +2,7 @@
 //! nsenter with the request on stdin, as sshd would run it. For every request it must refuse,
 //! the reply names the problem and nothing under /etc/kapell/received moved: the listing (names,
 //! types, link targets, contents) and the record of the last real install are byte-identical
-//! before and after. Needs root and the packages in TESTENV.md; nothing is mocked.
+//! before and after. Needs root and the packages of .ci/deps; nothing is mocked.
 
 mod support;
 

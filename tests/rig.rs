@@ -1,6 +1,6 @@
 //! Tests of the test rig itself (`tests/support`): hosts boot and run units, hosts on a bridge
 //! answer ssh, a private dockerd runs an imported image and is reachable from a host, and each
-//! object leaves nothing behind once dropped. Needs root and the packages in TESTENV.md.
+//! object leaves nothing behind once dropped. Needs root and the packages of .ci/deps.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! The container supervisor `kapell run` (SPEC §7) in booted systemd hosts (nspawn) with a real,
+//! The container supervisor `kapell run` (see docs/architecture.md) in booted systemd hosts (nspawn) with a real,
 //! private dockerd and a locally imported busybox image: dependencies and readiness, restarts,
 //! stop, logs, secrets, failures, replicas, and every container setting reaching Docker.
 //!
@@ -8,7 +8,7 @@
 //! Docker (bind-mount sources, staged secrets) must mean the same file on both sides: a tmpfs
 //! inside the dockerd's state directory is bind-mounted into the host at the same path
 //! ([`Rig::shared`]), and the supervisor stages secrets there (`KAPELL_SECRETS_DIR`). Needs root and
-//! the packages in TESTENV.md; nothing is mocked or skipped, and everything is removed on failure.
+//! the packages of .ci/deps; nothing is mocked or skipped, and everything is removed on failure.
 
 mod support;
 

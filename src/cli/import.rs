@@ -1,4 +1,4 @@
-//! `kapell import compose [FILE]`: a Compose project as a stack file (SPEC §6, issue 12).
+//! `kapell import compose [FILE]`: a Compose project as a stack file (kapell(8)).
 
 use super::exit;
 use crate::config;

@@ -1,4 +1,4 @@
-//! The command line (SPEC §6): one file per subcommand, each with a `run()`.
+//! The command line (kapell(8)): one file per subcommand, each with a `run()`.
 
 mod apply;
 mod check;

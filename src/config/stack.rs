@@ -1,4 +1,4 @@
-//! The stack schema (SPEC §3): a stack file's spanned TOML tree becomes a [`Stack`], or every
+//! The stack schema (kapell.toml(5)): a stack file's spanned TOML tree becomes a [`Stack`], or every
 //! problem found in it.
 
 use super::reader::{At, Ctx, get, key_span};
@@ -217,7 +217,7 @@ fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
                 if required {
                     ctx.error(dep.span.clone(), format!("{what}{hint}"));
                 } else {
-                    // `wants` is optional by definition (SPEC §3: "start after cache if it exists").
+                    // `wants` is optional by definition (kapell.toml(5): "start after cache if it exists").
                     ctx.warn(
                         dep.span.clone(),
                         format!(

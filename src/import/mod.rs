@@ -1,4 +1,4 @@
-//! `kapell import compose`: a Compose project becomes a stack file (SPEC §6, issue 12).
+//! `kapell import compose`: a Compose project becomes a stack file (kapell(8)).
 //!
 //! The pipeline is pure (text in, text out), like the rest of kapell's parsing:
 //! YAML → `<<` merge keys applied → [`interpolate`] (`.env` and `${VAR…}`) → keys kapell does not

@@ -1,4 +1,4 @@
-//! The supervisor, `kapell run STACK.SERVICE` (SPEC §7): the main process of a container service.
+//! The supervisor, `kapell run STACK.SERVICE` (see docs/architecture.md): the main process of a container service.
 //!
 //! systemd starts it (`Type=notify`, `NotifyAccess=main`, `KillMode=mixed`); it reads the unit's
 //! `[X-Kapell-Container]` section ([`crate::unitset::lookup`]), then through the Docker Engine API

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// `write(2)` to a fresh file puts there whole or not at all.
 pub const IN_PLACE_MAX: usize = 4096;
 
-/// How files reach the directory (SPEC §5).
+/// How files reach the directory (see docs/decisions.md, "Small units are written in place").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// A live directory (`kapell generate --out`, a set installed on a peer): every file goes

@@ -95,7 +95,7 @@ fn debootstrap(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Turns a fresh debootstrap into something every host can share (TESTENV gotchas): no machine
+/// Turns a fresh debootstrap into something every host can share (pitfalls of these machines): no machine
 /// id (each boot makes its own), no ssh host keys (each host gets its own), and networkd enabled
 /// so `/etc/systemd/network/10-host0.network` configures the veth.
 fn prepare(dir: &Path) -> Result<()> {

@@ -1,7 +1,7 @@
 //! One cgroup per nspawn host and per dockerd.
 //!
 //! PID 1 on the test machine is not systemd, so nothing gives our daemons a cgroup of their own.
-//! Without one, every nspawn host shares the test's cgroup (TESTENV gotcha). A named cgroup also
+//! Without one, every nspawn host shares the test's cgroup (a pitfall of these machines). A named cgroup also
 //! lets `Drop` and the reaper find every process a host or dockerd left behind, including
 //! daemonised ones (containerd shims) that are no longer our children.
 
@@ -27,7 +27,7 @@ pub fn spawn_in(name: &str, program: &str, args: &[String]) -> Result<Command> {
         let top = Path::new(ROOT).join(hierarchy);
         anyhow::ensure!(
             top.is_dir(),
-            "{} is missing: the rig expects the hybrid cgroup layout of TESTENV.md",
+            "{} is missing: the rig expects the hybrid cgroup layout (cgroup v1 named hierarchy plus unified)",
             top.display()
         );
         let dir = top.join(name);

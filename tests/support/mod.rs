@@ -1,7 +1,7 @@
 //! Integration-test rig: real systemd hosts (systemd-nspawn on an overlay of a debootstrapped
 //! Debian tree), private bridges, ssh between them, and private Docker engines.
 //!
-//! Everything here needs root and the packages listed in `TESTENV.md`; a missing piece is an error,
+//! Everything here needs root and the packages `.ci/deps` installs; a missing piece is an error,
 //! never a silent skip. Every object cleans up in `Drop` (also when a test panics), and resources
 //! left behind by a test process that was killed are reaped by the next one (see [`lease`]).
 //!

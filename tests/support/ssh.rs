@@ -1,6 +1,6 @@
 //! ssh from the test machine into hosts, with nothing read from the invoking user's `~/.ssh`.
 //!
-//! ssh finds `~/.ssh/config` through the passwd entry, not `$HOME` (TESTENV gotcha), so every
+//! ssh finds `~/.ssh/config` through the passwd entry, not `$HOME` (a pitfall of these machines), so every
 //! call must pass `-F config_path()`. kapell's fleet tests put the same path in `fleet.toml`.
 
 use std::fs::OpenOptions;

@@ -1,4 +1,4 @@
-//! `fleet.toml` (SPEC §8): the hosts of a controller, how to reach them, and rollout defaults.
+//! `fleet.toml` (kapell-fleet.toml(5)): the hosts of a controller, how to reach them, and rollout defaults.
 //! Read with the same spanned reader as the stacks, so every problem comes with file:line:col,
 //! unknown keys are errors with a hint, and all problems of the file are reported at once.
 

@@ -1,4 +1,4 @@
-//! Placement (SPEC §3 `[services.*.placement]`, §8): which services each host of the fleet runs.
+//! Placement (`[services.*.placement]` in kapell.toml(5)): which services each host of the fleet runs.
 //!
 //! A stack takes part in the fleet when at least one of its services has a placement; then every
 //! service of it must have one (a fleet stack's service placed nowhere is a mistake, not a

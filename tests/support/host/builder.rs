@@ -221,7 +221,7 @@ impl<'a> HostBuilder<'a> {
             format!("--directory={}", host.root().display()),
             format!("--machine={}", host.id),
             format!("--hostname={}", host.name),
-            // No host systemd to register with or to create a scope in (TESTENV).
+            // No host systemd to register with or to create a scope in .
             "--register=no".into(),
             "--keep-unit".into(),
             "--console=read-only".into(),
