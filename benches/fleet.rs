@@ -580,7 +580,7 @@ impl<'a> Kapell<'a> {
     /// which this process reaps as the subreaper: see [`ControllerCost`]).
     fn apply_watched(&self) -> Result<(String, ControllerCost)> {
         let cpu_before = children_cpu();
-        let mut child = Command::new(KAPELL)
+        let child = Command::new(KAPELL)
             .env("KAPELL_CONFIG_DIR", self.dir.path())
             .env("KAPELL_RUNTIME_DIR", self.runtime.path())
             .env("KAPELL_STATE_DIR", self.runtime.path().join("state"))
