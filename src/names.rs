@@ -291,9 +291,12 @@ pub fn foreign_unit_dirs() -> impl Iterator<Item = &'static str> {
     SYSTEM_UNIT_PATH.iter().copied().filter(|d| !d.starts_with(GENERATOR_DIR))
 }
 
+/// The host-wide prober of native services' health checks (see docs/health.md).
+pub const PROBER_UNIT: &str = "kapell-prober.service";
+
 /// Where `kapell receive` keeps the unit sets a fleet controller installed: generations and the
 /// `current` link the generator follows. Under `/etc`: the generator reads it at boot, before
-/// `/var` is mounted (SPEC §5).
+/// `/var` is mounted (see docs/decisions.md).
 pub const RECEIVED_DIR: &str = "/etc/kapell/received";
 
 #[cfg(test)]

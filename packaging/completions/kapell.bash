@@ -43,6 +43,9 @@ _kapell() {
             kapell,logs)
                 cmd="kapell__subcmd__logs"
                 ;;
+            kapell,probe)
+                cmd="kapell__subcmd__probe"
+                ;;
             kapell,receive)
                 cmd="kapell__subcmd__receive"
                 ;;
@@ -58,6 +61,12 @@ _kapell() {
             kapell__subcmd__fleet,plan)
                 cmd="kapell__subcmd__fleet__subcmd__plan"
                 ;;
+            kapell__subcmd__fleet,promote)
+                cmd="kapell__subcmd__fleet__subcmd__promote"
+                ;;
+            kapell__subcmd__fleet,rollout)
+                cmd="kapell__subcmd__fleet__subcmd__rollout"
+                ;;
             kapell__subcmd__fleet,status)
                 cmd="kapell__subcmd__fleet__subcmd__status"
                 ;;
@@ -70,8 +79,29 @@ _kapell() {
             kapell__subcmd__fleet__subcmd__help,plan)
                 cmd="kapell__subcmd__fleet__subcmd__help__subcmd__plan"
                 ;;
+            kapell__subcmd__fleet__subcmd__help,promote)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__promote"
+                ;;
+            kapell__subcmd__fleet__subcmd__help,rollout)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__rollout"
+                ;;
             kapell__subcmd__fleet__subcmd__help,status)
                 cmd="kapell__subcmd__fleet__subcmd__help__subcmd__status"
+                ;;
+            kapell__subcmd__fleet__subcmd__help__subcmd__rollout,retry)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__rollout__subcmd__retry"
+                ;;
+            kapell__subcmd__fleet__subcmd__rollout,help)
+                cmd="kapell__subcmd__fleet__subcmd__rollout__subcmd__help"
+                ;;
+            kapell__subcmd__fleet__subcmd__rollout,retry)
+                cmd="kapell__subcmd__fleet__subcmd__rollout__subcmd__retry"
+                ;;
+            kapell__subcmd__fleet__subcmd__rollout__subcmd__help,help)
+                cmd="kapell__subcmd__fleet__subcmd__rollout__subcmd__help__subcmd__help"
+                ;;
+            kapell__subcmd__fleet__subcmd__rollout__subcmd__help,retry)
+                cmd="kapell__subcmd__fleet__subcmd__rollout__subcmd__help__subcmd__retry"
                 ;;
             kapell__subcmd__help,apply)
                 cmd="kapell__subcmd__help__subcmd__apply"
@@ -100,6 +130,9 @@ _kapell() {
             kapell__subcmd__help,logs)
                 cmd="kapell__subcmd__help__subcmd__logs"
                 ;;
+            kapell__subcmd__help,probe)
+                cmd="kapell__subcmd__help__subcmd__probe"
+                ;;
             kapell__subcmd__help,receive)
                 cmd="kapell__subcmd__help__subcmd__receive"
                 ;;
@@ -112,8 +145,17 @@ _kapell() {
             kapell__subcmd__help__subcmd__fleet,plan)
                 cmd="kapell__subcmd__help__subcmd__fleet__subcmd__plan"
                 ;;
+            kapell__subcmd__help__subcmd__fleet,promote)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__promote"
+                ;;
+            kapell__subcmd__help__subcmd__fleet,rollout)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__rollout"
+                ;;
             kapell__subcmd__help__subcmd__fleet,status)
                 cmd="kapell__subcmd__help__subcmd__fleet__subcmd__status"
+                ;;
+            kapell__subcmd__help__subcmd__fleet__subcmd__rollout,retry)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__rollout__subcmd__retry"
                 ;;
             kapell__subcmd__help__subcmd__import,compose)
                 cmd="kapell__subcmd__help__subcmd__import__subcmd__compose"
@@ -137,7 +179,7 @@ _kapell() {
 
     case "${cmd}" in
         kapell)
-            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate receive import help"
+            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate receive import probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -209,7 +251,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__fleet)
-            opts="-h -V --config-dir --help --version plan apply status help"
+            opts="-h -V --config-dir --help --version plan apply status promote rollout help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -249,7 +291,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__fleet__subcmd__help)
-            opts="plan apply status help"
+            opts="plan apply status promote rollout help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -304,6 +346,48 @@ _kapell() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__promote)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__rollout)
+            opts="retry"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__rollout__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         kapell__subcmd__fleet__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -329,6 +413,102 @@ _kapell() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__promote)
+            opts="-h -V --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout)
+            opts="-h -V --config-dir --help --version retry help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout__subcmd__help)
+            opts="retry help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout__subcmd__help__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout__subcmd__retry)
+            opts="-h -V --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -411,7 +591,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help)
-            opts="check generate graph apply status logs fleet federate receive import help"
+            opts="check generate graph apply status logs fleet federate receive import probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -467,7 +647,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help__subcmd__fleet)
-            opts="plan apply status"
+            opts="plan apply status promote rollout"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -497,6 +677,48 @@ _kapell() {
         kapell__subcmd__help__subcmd__fleet__subcmd__plan)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__promote)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__rollout)
+            opts="retry"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__rollout__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -593,6 +815,20 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -736,6 +972,28 @@ _kapell() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__probe)
+            opts="-h -V --instance --until-healthy --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

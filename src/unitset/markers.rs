@@ -10,6 +10,8 @@ pub const STACK_KEY: &str = "X-Kapell-Stack";
 pub const SERVICE_KEY: &str = "X-Kapell-Service";
 /// The section of a container service's unit that carries everything the supervisor needs.
 pub const CONTAINER_SECTION: &str = "X-Kapell-Container";
+/// The section of a service's unit that carries its health check (containers and native alike).
+pub const HEALTH_SECTION: &str = "X-Kapell-Health";
 /// Prefix of every kapell key; the `[services.*.systemd]` pass-through may not set them.
 pub const KEY_PREFIX: &str = "X-Kapell";
 
@@ -17,6 +19,14 @@ pub const KEY_PREFIX: &str = "X-Kapell";
 /// allowed around `=` as systemd allows them)?
 pub fn is_kapell_text(text: &str) -> bool {
     text.lines().any(|l| l.trim_start().strip_prefix(STACK_KEY).is_some_and(|rest| rest.trim_start().starts_with('=')))
+}
+
+/// The stack a unit's text names with `X-Kapell-Stack=`, if any.
+pub fn stack_of_text(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let value = l.trim_start().strip_prefix(STACK_KEY)?.trim_start().strip_prefix('=')?;
+        Some(value.trim().to_string())
+    })
 }
 
 /// A unit kapell wrote carries the owner marker in its text. (`/dev/null` masks are not ours.)

@@ -14,6 +14,7 @@
 //! and `kapell status` compare and read them; a fleet controller and `kapell receive` do the same
 //! per host.
 
+pub mod lookup;
 pub mod markers;
 mod view;
 mod write;
