@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+mod strict;
+pub use strict::{Envelope, MAX_FILES, MAX_KNOWN};
+
 /// The protocol version this kapell speaks.
 pub const VERSION: u32 = 1;
 
@@ -19,15 +22,15 @@ pub const VERSION: u32 = 1;
 /// runs nothing else.
 pub const RECEIVE_COMMAND: &str = "kapell receive";
 
-/// A request to a peer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A request to a peer. Read strictly ([`strict`]): unknown or repeated keys are refused.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Request {
     pub version: u32,
     #[serde(flatten)]
     pub body: Body,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Body {
     /// Make this the host's received set, and make systemd run it; repairs drift (units stopped,
@@ -55,13 +58,16 @@ pub enum Body {
 
 /// The unit set of one host: unit files and `*.wants/` links by path, plus the set's hash.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct HostSet {
+    #[serde(deserialize_with = "strict::unique_files")]
     pub files: BTreeMap<String, SetFile>,
     /// [`HostSet::compute_hash`] of `files`.
     pub hash: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// Read strictly ([`strict`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SetFile {
     Unit { text: String, sha256: String },

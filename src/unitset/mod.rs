@@ -93,8 +93,8 @@ pub fn diff(old: &[OutputFile], new: &[OutputFile]) -> Diff {
     d
 }
 
-/// The files of a unit set installed in `dir` (units, and links in its `*.wants/`
-/// directories), sorted by path. A missing directory is an empty set.
+/// The files of a unit set installed in `dir` (units, and links in its `*.wants/` and
+/// `*.requires/` directories), sorted by path. A missing directory is an empty set.
 pub fn read_files(dir: &Path) -> Result<Vec<OutputFile>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -108,7 +108,7 @@ pub fn read_files(dir: &Path) -> Result<Vec<OutputFile>> {
         if name.starts_with('.') {
             continue; // temporary files of an install in progress
         }
-        if path.is_dir() && name.ends_with(".wants") {
+        if path.is_dir() && crate::names::is_link_dir(&name) {
             for link in std::fs::read_dir(&path).into_iter().flatten().flatten() {
                 if let Ok(target) = std::fs::read_link(link.path()) {
                     let rel = format!("{name}/{}", link.file_name().to_string_lossy());
