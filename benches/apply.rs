@@ -37,10 +37,10 @@
 //! /proc/<pid>/stat, in 10 ms ticks), which says where the time goes. kapell talks to systemd
 //! through the system bus (dbus-daemon); `systemctl` run as root uses systemd's private socket.
 //! Last, on the kapell host with N services running, ways to read the units' states are timed:
-//! `systemctl show` of each unit (one GetAll per unit, like kapell's plan does with LoadUnit +
-//! GetAll), one `ListUnitsByNames` call over the bus (`busctl`), and `kapell apply --dry-run`
-//! with a second, new stack of N services (its plan reads N+1 units that have no file yet, as
-//! a cold apply does before its reload).
+//! `systemctl show` of each unit (one GetAll per unit, as kapell's plan did before it read
+//! states in bulk), one `ListUnitsByNames` call over the bus (`busctl`, what the plan does now),
+//! and `kapell apply --dry-run` with a second, new stack of N services (a stack that is not
+//! installed yet: its units are started whatever their state, so the plan no longer reads them).
 //!
 //! The kapell binary is the one Cargo builds for this bench target (`CARGO_BIN_EXE_kapell` is
 //! set when compiling benchmarks as well as integration tests; `cargo bench` builds it with the
@@ -591,14 +591,27 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut reads = Vec::new();
     let mut notes = Vec::new();
+    // The machine is shared: its load average (1, 5, 15 min) before and after each size says
+    // how much the figures were disturbed.
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let mut loads = Vec::new();
     for n in SIZES {
+        let before = load();
         bench_size(n, &mut rows, &mut reads, &mut notes)?;
+        loads.push(format!("{n} services: load average {before} before, {} after", load()));
     }
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(0);
     println!("kapell apply vs systemd floor, {cpus} CPUs, release build, {RUNS} runs each");
+    for line in &loads {
+        println!("{line}");
+    }
     print_tables(&rows);
-    println!("\nReading the states of the N+1 running units of the kapell host, median (min); compare");
-    println!("with the kapell no-op above, which reads the same units (LoadUnit + GetAll each):\n");
+    println!("\nReading the states of the N+1 running units of the kapell host, median (min); kapell's");
+    println!("plan reads them with one ListUnitsByNames (the second row):\n");
     println!("| services | how | wall | client CPU | systemd CPU | dbus-daemon CPU |");
     println!("|---:|---|---:|---:|---:|---:|");
     for line in &reads {

@@ -53,7 +53,7 @@ const SERVICES: usize = 10;
 const CHANGED: usize = 3;
 /// Hosts of the side-by-side comparison.
 const COMPARE: usize = 8;
-const CURVE: &[usize] = &[8, 16, 32];
+const CURVE: &[usize] = &[8, 16, 32, 64];
 
 fn main() {
     match run() {
@@ -71,7 +71,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 fn run() -> Result<()> {
     ensure!(nix::unistd::Uid::effective().is_root(), "the fleet benchmark boots hosts: run it as root");
-    let host_count = env_usize("KAPELL_BENCH_HOSTS", 32).clamp(COMPARE, 200);
+    let host_count = env_usize("KAPELL_BENCH_HOSTS", 64).clamp(COMPARE, 200);
     let noop_runs = env_usize("KAPELL_BENCH_NOOP_RUNS", 5).max(1);
     let ansible = std::env::var_os("KAPELL_BENCH_NO_ANSIBLE").is_none();
     std::fs::create_dir_all(WORK)?;
@@ -79,6 +79,9 @@ fn run() -> Result<()> {
     let ansible_bin = if ansible { Some(ansible_venv()?) } else { None };
 
     raise_inotify_limit()?;
+    // ssh masters fork away from their client; as the subreaper this process adopts them, so
+    // their CPU time is counted as the controller's (see `Kapell::apply_watched`).
+    nix::sys::prctl::set_child_subreaper(true).context("cannot become the subreaper")?;
     let net = Net::new()?;
     let ssh = Ssh::new()?;
     let booted = Instant::now();
@@ -571,6 +574,52 @@ impl<'a> Kapell<'a> {
         Ok(stdout)
     }
 
+    /// [`Kapell::apply`], watching the controller while it runs: its peak RSS and open file
+    /// descriptors, the most ssh processes it had at once and their RSS, and the CPU time of the
+    /// whole controller side (kapell, its ssh clients and the ssh masters they leave behind,
+    /// which this process reaps as the subreaper: see [`ControllerCost`]).
+    fn apply_watched(&self) -> Result<(String, ControllerCost)> {
+        let cpu_before = children_cpu();
+        let child = Command::new(KAPELL)
+            .env("KAPELL_CONFIG_DIR", self.dir.path())
+            .env("KAPELL_RUNTIME_DIR", self.runtime.path())
+            .env("KAPELL_STATE_DIR", self.runtime.path().join("state"))
+            .args(["fleet", "apply", "--no-rollout"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run kapell")?;
+        let pid = child.id();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (output, mut cost) = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let mut cost = ControllerCost::default();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    cost.sample(pid);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                cost
+            });
+            let output = child.wait_with_output();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (output, watcher.join().expect("watcher"))
+        });
+        let out = output.context("cannot run kapell")?;
+        // The masters stay until `ssh -O exit`: close them now so their CPU is counted.
+        close_masters(self.ssh, &self.control_dir());
+        reap_orphans();
+        cost.cpu = children_cpu().saturating_sub(cpu_before);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "kapell fleet apply failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((stdout, cost))
+    }
+
     fn timed_apply(&self, hosts: &[&Host], expect: &str) -> Result<(Sample, String)> {
         let mut stdout = String::new();
         let sample = measure(hosts, || {
@@ -813,7 +862,7 @@ fn noop_breakdown(k: &Kapell, host: &Host, hosts: usize, runs: usize, noop: (Sam
     ));
     s.push_str(&format!(
         "\nA no-op install request is {} bytes (the full set of {SERVICES} services and their target, with hashes); \
-         the reply is {} bytes (the whole set again, plus every unit's state).\n\n",
+         the reply is {} bytes (the hashes and every unit's state; only a status reply carries the files).\n\n",
         request.len(),
         reply
     ));
@@ -981,6 +1030,70 @@ fn ansible_side(ssh: &Ssh, hosts: &[&Host], bin: &Path, table: &mut Table) -> Re
 // ---------------------------------------------------------------------------------------------
 // The curve
 
+/// What the controller side of one `kapell fleet apply` cost.
+#[derive(Default)]
+struct ControllerCost {
+    /// CPU time of kapell, its ssh clients and the ssh masters.
+    cpu: Duration,
+    /// Peak RSS of the kapell process (VmHWM), KiB.
+    kapell_rss_kib: u64,
+    /// Most file descriptors kapell had open at once.
+    fds: usize,
+    /// Most ssh processes at once under kapell, and their summed RSS then (KiB).
+    ssh_processes: usize,
+    ssh_rss_kib: u64,
+}
+
+impl ControllerCost {
+    /// One look at the controller process `pid` and its children.
+    fn sample(&mut self, pid: u32) {
+        let status = |pid: &str, key: &str| -> u64 {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        let me = pid.to_string();
+        self.kapell_rss_kib = self.kapell_rss_kib.max(status(&me, "VmHWM:"));
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+        self.fds = self.fds.max(fds);
+        let children: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        if children.len() > self.ssh_processes {
+            self.ssh_processes = children.len();
+            self.ssh_rss_kib = children.iter().map(|c| status(c, "VmRSS:")).sum();
+        }
+    }
+}
+
+/// CPU time (user + system) of every child of this process waited for so far.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let to = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(Duration::ZERO, |u| to(u.user_time()) + to(u.system_time()))
+}
+
+/// Waits for the orphans this process adopted as the subreaper (ssh masters that `-O exit`
+/// ended), so their CPU time is in [`children_cpu`]; gives up after a second.
+fn reap_orphans() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(_) => {}
+            Err(_) => return, // no children left
+        }
+    }
+}
+
 fn curve(ssh: &Ssh, hosts: &[Host]) -> Result<String> {
     let mut s = String::from(
         "### kapell: cold apply over more hosts (`parallel = 32`, new connections, 10 services each)\n\n\
@@ -988,6 +1101,7 @@ fn curve(ssh: &Ssh, hosts: &[Host]) -> Result<String> {
          (warm master) | removal (warm master) |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
+    let mut costs = Vec::new();
     for &n in CURVE.iter().filter(|&&n| n <= hosts.len()) {
         eprintln!("kapell on {n} hosts…");
         let subset: Vec<&Host> = hosts.iter().take(n).collect();
@@ -997,12 +1111,24 @@ fn curve(ssh: &Ssh, hosts: &[Host]) -> Result<String> {
         k.stack(Some(&stack), false)?;
         let (cold, cold_out) = k.timed_apply(&subset, "converged")?;
         let times = host_times(&cold_out, "converged");
+
         let fastest = times.iter().copied().fold(f64::MAX, f64::min);
         let slowest = times.iter().copied().fold(0.0, f64::max);
         check_running(&subset, &stack, None)?;
         let (noop, _) = k.timed_apply(&subset, "up to date")?;
         k.stack(None, false)?;
         let (removal, _) = k.timed_apply(&subset, "converged")?;
+        // The controller's own cost, on a second cold apply (another controller, another stack,
+        // new connections; the hosts run the empty set the removal left, which any controller
+        // may replace), so the timing above stays free of the watcher.
+        let k2 = Kapell::new(ssh)?;
+        k2.fleet(&subset)?;
+        k2.stack(Some(&format!("cost{n}")), false)?;
+        let (cost_out, cost) = k2.apply_watched()?;
+        ensure!(host_times(&cost_out, "converged").len() >= n, "not every host converged:\n{cost_out}");
+        k2.stack(None, false)?;
+        k2.apply()?;
+        costs.push((n, cost));
         let secs = cold.took.as_secs_f64();
         eprintln!("  {n} hosts: cold {secs:.3}s, no-op {:.3}s", noop.took.as_secs_f64());
         s.push_str(&format!(
@@ -1012,6 +1138,22 @@ fn curve(ssh: &Ssh, hosts: &[Host]) -> Result<String> {
             cold.busy.map_or("—".into(), |b| format!("{:.0}%", b * 100.0)),
             noop.took.as_secs_f64(),
             removal.took.as_secs_f64()
+        ));
+    }
+    s.push_str(
+        "\n### The controller's cost per host in flight (cold apply, new connections)\n\n\
+         | hosts | controller CPU (kapell + ssh) | per host | kapell peak RSS | ssh processes at once | their RSS | \
+         kapell's open fds (peak) |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for (n, c) in &costs {
+        s.push_str(&format!(
+            "| {n} | {:.2} s | {:.1} ms | {:.1} MiB | {} | {:.1} MiB | {} |\n",
+            c.cpu.as_secs_f64(),
+            c.cpu.as_secs_f64() * 1000.0 / *n as f64,
+            c.kapell_rss_kib as f64 / 1024.0,
+            c.ssh_processes,
+            c.ssh_rss_kib as f64 / 1024.0,
+            c.fds
         ));
     }
     s.push('\n');

@@ -449,6 +449,23 @@ fn host_keys_are_verified(rig: &mut Rig) -> Result<()> {
     );
     ensure!(hosts[0].exec_ok(&["readlink", "/etc/kapell/received/current"])? == before, "the current set changed");
     ensure!(prop(&hosts[0], "ssh.service", "ActiveState")? == "active", "sshd was touched");
+    // Only a `status` reply carries the set's files; the reply to an install that changes
+    // nothing carries its hash and the units' states, not the set again.
+    let receive = |request: &serde_json::Value| -> Result<serde_json::Value> {
+        let mut child =
+            ssh.command("web1").args(["kapell", "receive"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, request.to_string().as_bytes())?;
+        Ok(serde_json::from_slice(&child.wait_with_output()?.stdout)?)
+    };
+    let status = receive(&serde_json::json!({ "version": 1, "request": "status" }))?;
+    let files = status["files"].as_object().context("files")?.clone();
+    ensure!(!files.is_empty() && status["current"].as_str().is_some_and(|h| !h.is_empty()), "{status}");
+    let set = serde_json::json!({ "files": files, "hash": status["current"] });
+    let noop = receive(&serde_json::json!({ "version": 1, "request": "install", "set": set, "force": true }))?;
+    ensure!(noop["error"].is_null() && noop["changed"] == false && noop["current"] == status["current"], "{noop}");
+    ensure!(noop["files"].as_object().is_some_and(|f| f.is_empty()), "the no-op reply repeated the set: {noop}");
+    ensure!(noop["units"].as_array().is_some_and(|u| !u.is_empty()), "{noop}");
+
     Ok(())
 }
 

@@ -72,14 +72,17 @@ pub async fn execute(
     }
     // A start job of a simple service is done once the process runs; one that dies at once
     // shows up as failed or auto-restarting right after. Say so rather than "started".
-    for info in systemd.units(&done).await? {
+    for info in systemd.states(&done).await? {
         if info.name.ends_with(".service") && info.is_failing() {
             failures += 1;
             let why = format!("{} ({}) right after starting", info.active_state, info.sub_state);
             out(failed(&info.name, &why));
         }
     }
-    for (step, info) in pulled.iter().zip(systemd.units(&pulled_units).await?) {
+    // A unit that is up or failing tells its outcome by its states; one that is down but not
+    // failed (a oneshot that finished, or one held back by a dependency) by its result.
+    let pulled_states = systemd.states_then_units(&pulled_units, |i| !i.is_up() && !i.is_failing()).await?;
+    for (step, info) in pulled.iter().zip(pulled_states) {
         match watcher.outcome(JobKind::Start, &info) {
             JobResult::Done => out(line(step, "started", &step.why.to_string())),
             result => {

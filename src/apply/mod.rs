@@ -106,8 +106,13 @@ pub async fn apply(
         Ok(selection) => selection,
         Err(refusal) => return Ok(Outcome::Refused(refusal)),
     };
-    let names = plan::units_to_query(&current, &desired, selection.as_ref());
-    let states: HashMap<_, _> = systemd.units(&names).await?.into_iter().map(|u| (u.name.clone(), u)).collect();
+    let names = plan::units_to_query(&current, selection.as_ref());
+    let states: HashMap<_, _> = systemd
+        .states_then_units(&names, plan::needs_details)
+        .await?
+        .into_iter()
+        .map(|u| (u.name.clone(), u))
+        .collect();
     let plan = match plan::plan(&current, &desired, &states, selection.as_ref()) {
         Ok(plan) => plan,
         Err(conflicts) => {

@@ -114,19 +114,26 @@ impl Plan {
     }
 }
 
-/// The units whose state the plan needs: every target and running unit of either set.
-pub fn units_to_query(current: &UnitSet, desired: &UnitSet, selection: Option<&BTreeSet<String>>) -> Vec<String> {
+/// The units whose state the plan needs: the target and running units of every selected stack
+/// that is installed now. A stack or service that is not installed yet is started whatever its
+/// state, so it is not asked about (and asking would make systemd search the disk for each).
+pub fn units_to_query(current: &UnitSet, selection: Option<&BTreeSet<String>>) -> Vec<String> {
     let selected = |name: &String| selection.is_none_or(|s| s.contains(name));
     let mut names: Vec<String> = current
         .stacks
         .values()
-        .chain(desired.stacks.values())
         .filter(|s| selected(&s.name))
         .flat_map(|s| std::iter::once(s.target()).chain(s.running().map(|(_, u)| u.to_string())))
         .collect();
     names.sort();
     names.dedup();
     names
+}
+
+/// Whether the plan needs more of a unit than its states: when it is stopped, whether it ever
+/// ran since boot (a stopped unit that never ran is started, one stopped on purpose is not).
+pub fn needs_details(state: &UnitInfo) -> bool {
+    state.is_down()
 }
 
 /// Computes the plan. `selection` limits it to those stacks; `Err` lists the stacks outside the
@@ -380,6 +387,24 @@ mod tests {
         o_gone.truncate(4);
         let err = plan(&set(both), &set(o_gone), &states, Some(&only_s)).expect_err("conflict");
         assert!(err[0].contains("deleted"), "{err:?}");
+    }
+
+    /// Units of stacks and services that are not installed yet are started whatever their state,
+    /// so their state is not read (a read makes systemd search the disk for each new name).
+    #[test]
+    fn only_installed_units_are_queried() {
+        let mut both = three("/bin/c");
+        both.push(target("o", "o-x.service"));
+        both.push(service("o", "o-x.service", "x", "/bin/x"));
+        let current = set(three("/bin/c"));
+        let names = units_to_query(&current, None);
+        assert_eq!(names, ["s-a.service", "s-b.service", "s-c.service", "s.target"]);
+        // Planning with only those states still starts the new stack.
+        let states = running(ALL);
+        let plan = plan(&current, &set(both), &states, None).expect("plan");
+        assert_eq!(lines(&plan), ["start o-x.service", "start o.target"]);
+        let only_o = BTreeSet::from(["o".to_string()]);
+        assert!(units_to_query(&current, Some(&only_o)).is_empty());
     }
 
     #[test]

@@ -170,7 +170,8 @@ pub struct Reply {
     pub error: Option<String>,
     /// The hash of the set the peer has now (empty: none received yet).
     pub current: String,
-    /// Files of the current set, for `fleet plan`'s diffs.
+    /// Files of the current set, for `fleet plan`'s diffs and a rollout's decision: filled in
+    /// the reply to `Status` only (the controller knows the sets it pushes).
     pub files: BTreeMap<String, SetFile>,
     /// Whether this request changed the host.
     pub changed: bool,

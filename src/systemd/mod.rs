@@ -193,6 +193,51 @@ impl Systemd {
         Ok(infos)
     }
 
+    /// The load, active and sub state of each of `names`, in the order of `names`, read in one
+    /// `ListUnitsByNames` call per few thousand names instead of two or three calls per unit:
+    /// about 26 ms for 1,000 units where [`Systemd::units`] takes a second. The other fields of
+    /// [`UnitInfo`] stay empty; read a unit whose state leaves a question open with
+    /// [`Systemd::unit`]. Units are loaded from disk as needed, as [`Systemd::units`] does.
+    pub async fn states(&self, names: &[String]) -> Result<Vec<UnitInfo>> {
+        // A D-Bus message may be up to 128 MiB; chunks keep each reply small all the same.
+        const PER_CALL: usize = 4096;
+        let mut infos = Vec::with_capacity(names.len());
+        for chunk in names.chunks(PER_CALL) {
+            let asked: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let rows = self
+                .manager
+                .list_units_by_names(&asked)
+                .await
+                .map_err(dbus_error)
+                .context("cannot read the state of units")?;
+            anyhow::ensure!(rows.len() == asked.len(), "systemd answered {} of {} units", rows.len(), asked.len());
+            for ((name, _, load_state, active_state, sub_state, ..), asked) in rows.into_iter().zip(&asked) {
+                anyhow::ensure!(name == *asked, "systemd answered for {name} when asked for {asked}");
+                infos.push(UnitInfo { name, load_state, active_state, sub_state, ..UnitInfo::default() });
+            }
+        }
+        Ok(infos)
+    }
+
+    /// [`Systemd::states`], then every property of the units for which `detail` says the
+    /// states alone do not answer the caller's question (timestamps, results), one by one.
+    pub async fn states_then_units(
+        &self,
+        names: &[String],
+        detail: impl Fn(&UnitInfo) -> bool,
+    ) -> Result<Vec<UnitInfo>> {
+        let mut infos = self.states(names).await?;
+        let wanted: Vec<usize> = (0..infos.len()).filter(|&i| detail(&infos[i])).collect();
+        let mut calls =
+            futures_util::stream::iter(wanted.iter().map(|&i| self.unit(&names[i]))).buffered(MAX_IN_FLIGHT);
+        let mut at = wanted.iter();
+        while let Some(info) = calls.next().await {
+            let &i = at.next().expect("one answer per call");
+            infos[i] = info?;
+        }
+        Ok(infos)
+    }
+
     /// The state of one unit (see [`Systemd::units`]).
     pub async fn unit(&self, name: &str) -> Result<UnitInfo> {
         let context = || format!("cannot read the state of {name}");

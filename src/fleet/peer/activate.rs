@@ -26,8 +26,13 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
     block_on(async {
         let systemd = Systemd::system().await?;
         let running = UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?;
-        let names = plan::units_to_query(&running, &desired, None);
-        let states: HashMap<_, _> = systemd.units(&names).await?.into_iter().map(|u| (u.name.clone(), u)).collect();
+        let names = plan::units_to_query(&running, None);
+        let states: HashMap<_, _> = systemd
+            .states_then_units(&names, plan::needs_details)
+            .await?
+            .into_iter()
+            .map(|u| (u.name.clone(), u))
+            .collect();
         let mut plan = plan::plan(&running, &desired, &states, None)
             .map_err(|c| anyhow::anyhow!("unexpected conflicts: {}", c.join("; ")))?;
         plan.reload |= unmasked;

@@ -54,6 +54,11 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
     let _lock = lifecycle::lock_host()?;
     let store = Store::open();
     lifecycle::settle_reboot(config_dir, &store, reply)?;
+    let detail = match request.body {
+        Body::Status => report::Detail::Files,
+        Body::Install { .. } | Body::Rollback => report::Detail::States,
+        Body::Confirm { .. } => report::Detail::Hashes,
+    };
     match request.body {
         Body::Status => {
             reply.last_install = store.outcome().map(Box::new);
@@ -76,5 +81,5 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
             lifecycle::revert(config_dir, &store, &generation, "rolled back at the controller's request", reply)?;
         }
     }
-    report::describe(&store, reply)
+    report::describe(&store, reply, detail)
 }

@@ -19,14 +19,33 @@ pub fn new_reply() -> Reply {
     Reply { version: VERSION, host: host_name(), ..Reply::default() }
 }
 
-/// Fills in what the host runs now: the set, its units' states, confirmation state.
-pub fn describe(store: &Store, reply: &mut Reply) -> Result<()> {
+/// How much of what the host runs a reply describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The set's files too: `fleet plan` shows diffs against them, and a rollout decides with
+    /// them what a push would touch (the reply to `Status`).
+    Files,
+    /// The hashes and every unit's state, not the files: the controller knows the set it pushed
+    /// (an install's reply, a no-op's included: a few hundred bytes instead of the whole set).
+    States,
+    /// The hashes only: a confirmation changes no unit, and the controller reads only whether
+    /// it was accepted (no D-Bus reads on the way).
+    Hashes,
+}
+
+/// Fills in what the host runs now, as far as `detail` says: the set's hash, confirmation
+/// state, its units' states, its files.
+pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> {
     let current = store.current()?;
-    let (units, journal) = block_on(unit_states(&current))??;
-    reply.units = units;
-    reply.journal = journal;
+    if detail != Detail::Hashes {
+        let (units, journal) = block_on(unit_states(&current))??;
+        reply.units = units;
+        reply.journal = journal;
+    }
     reply.current = current.hash.clone();
-    reply.files = current.files;
+    if detail == Detail::Files {
+        reply.files = current.files;
+    }
     reply.confirmed = store.set_of(store.generation(CONFIRMED).as_deref())?.hash;
     reply.pending = store.pending().map(|p| (p.hash, p.deadline_usec));
     Ok(())
