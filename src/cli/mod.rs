@@ -2,6 +2,7 @@
 
 mod apply;
 mod check;
+mod dns;
 mod federate;
 mod fleet;
 mod generate;
@@ -45,6 +46,7 @@ pub enum Command {
     #[command(subcommand)]
     Fleet(fleet::Command),
     Federate(federate::Args),
+    Dns(dns::Args),
     Receive(receive::Args),
     Import(import::Args),
     #[command(hide = true)]
@@ -77,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Logs(a) => logs::run(&cli.config_dir, a),
         Command::Fleet(c) => fleet::run(&cli.config_dir, c),
         Command::Federate(a) => federate::run(&cli.config_dir, a),
+        Command::Dns(a) => dns::run(&cli.config_dir, a),
         Command::Receive(a) => receive::run(&cli.config_dir, a),
         Command::Import(a) => import::run(a),
         Command::Run(a) => run::run(a),

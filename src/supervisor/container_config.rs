@@ -5,7 +5,7 @@
 //! `no`, because systemd owns restarts. The log driver is `none`: output reaches the journal through
 //! the supervisor, and Docker keeping a second, unrotated copy on disk would only fill it.
 
-use super::ports;
+use crate::ports;
 use crate::names::ServiceRef;
 use crate::render::container::ContainerSpec;
 use bollard::models::{

@@ -22,7 +22,6 @@ mod docker;
 mod env_file;
 mod network;
 mod notify;
-mod ports;
 mod secrets;
 pub mod unit_lookup;
 
@@ -81,6 +80,12 @@ pub fn run(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
 /// `kapell status`.
 pub async fn container_addresses() -> Result<HashMap<String, Vec<(String, String)>>> {
     Engine::connect(Duration::from_secs(10)).await?.addresses().await
+}
+
+/// kapell's stack networks on this host's engine: `(name, subnet, gateway)`, for `kapell dns`
+/// (it listens on each gateway and serves each subnet).
+pub async fn stack_networks() -> Result<Vec<(String, String, String)>> {
+    Engine::connect(Duration::from_secs(10)).await?.stack_networks().await
 }
 
 /// What ended the supervision of a running container.
