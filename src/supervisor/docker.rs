@@ -94,6 +94,17 @@ impl Engine {
         Ok(out)
     }
 
+    /// The gateways of network `name` (its address on the host side of the bridge).
+    pub async fn network_gateways(&self, name: &str) -> Result<Vec<String>> {
+        let network = self
+            .docker
+            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot inspect network {name}"))?;
+        Ok(network.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|r| r.gateway).collect())
+    }
+
     /// Creates bridge network `name` with `labels`; its id, or `None` when Docker says one of that
     /// name exists already (created by someone else a moment ago).
     pub async fn create_network(&self, name: &str, labels: HashMap<String, String>) -> Result<Option<String>> {
