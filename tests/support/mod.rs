@@ -25,10 +25,10 @@ mod ssh;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use base::base_tree;
+pub use base::{Flavor, base_tree, tree};
 pub use cmd::{eventually, run, run_ok};
 pub use container_rig::ContainerRig;
-pub use docker::{Dockerd, free_port};
+pub use docker::{Dockerd, HOST_DOCKER_HOST, free_port};
 pub use footprint::Footprint;
 pub use host::{Host, HostBuilder, Source};
 pub use journal::Entry;
