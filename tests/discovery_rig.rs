@@ -62,9 +62,10 @@ impl RequestHandler for Upstream {
         } else {
             metadata.response_code = ResponseCode::NXDomain;
         }
-        response.send_response(builder.build(metadata, answers.iter(), [], [], [])).await.unwrap_or_else(|_| {
-            ResponseInfo::from(hickory_proto::op::Header { metadata, counts: Default::default() })
-        })
+        response
+            .send_response(builder.build(metadata, answers.iter(), [], [], []))
+            .await
+            .unwrap_or_else(|_| ResponseInfo::from(hickory_proto::op::Header { metadata, counts: Default::default() }))
     }
 }
 
@@ -176,22 +177,34 @@ fn names_resolve_on_the_host_and_in_containers_and_follow_the_service() -> Resul
     eventually("the client again", Duration::from_secs(60), || {
         Ok(host.show("shop-client.service", "ActiveState")? == "active")
     })?;
-    let gateway = dockerd.docker_ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", "kapell-shop"])?;
-    let subnet = dockerd.docker_ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "kapell-shop"])?;
+    let gateway =
+        dockerd.docker_ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", "kapell-shop"])?;
+    let subnet =
+        dockerd.docker_ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "kapell-shop"])?;
     let (gateway, subnet) = (gateway.trim().to_string(), subnet.trim().to_string());
     let dns = dockerd.docker_ok(&["inspect", "-f", "{{json .HostConfig.Dns}}", "kapell-shop-client"])?;
     ensure!(dns.trim() == format!("[\"{gateway}\"]"), "the client's DNS: {dns}");
     eventually("db.shop.kapell in the container", Duration::from_secs(10), || {
         Ok(nslookup(&dockerd, "kapell-shop-client", "db.shop.kapell")? == [ip.clone()])
     })?;
-    let page = dockerd.docker_ok(&["exec", "kapell-shop-client", "timeout", "10", "wget", "-qO-", "http://db.shop.kapell:18080/"])?;
+    let page = dockerd.docker_ok(&[
+        "exec",
+        "kapell-shop-client",
+        "timeout",
+        "10",
+        "wget",
+        "-qO-",
+        "http://db.shop.kapell:18080/",
+    ])?;
     ensure!(page.trim() == "db-here", "from the container: {page}");
     ensure!(nslookup(&dockerd, "kapell-shop-client", "outside.test")? == [OUTSIDE.to_string()], "container: outside");
     ensure!(!nslookup(&dockerd, "kapell-shop-client", "db")?.is_empty(), "Docker's own names still resolve");
 
     // db stops: it leaves the answers, on the host and in the container; it comes back.
     host.systemctl_ok(&["stop", "shop-db.service"])?;
-    eventually("db gone from the host's answers", Duration::from_secs(3), || Ok(getent(&host, "db.shop.kapell")?.is_none()))?;
+    eventually("db gone from the host's answers", Duration::from_secs(3), || {
+        Ok(getent(&host, "db.shop.kapell")?.is_none())
+    })?;
     ensure!(nslookup(&dockerd, "kapell-shop-client", "db.shop.kapell")?.is_empty(), "db gone in the container");
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(500));

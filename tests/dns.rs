@@ -87,8 +87,7 @@ fn ask(server: SocketAddr, name: &str, kind: RecordType) -> (ResponseCode, Vec<S
             .build();
         let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
         tokio::spawn(background);
-        let response =
-            client.query(Name::from_str(name).expect("name"), DNSClass::IN, kind).await.expect("an answer");
+        let response = client.query(Name::from_str(name).expect("name"), DNSClass::IN, kind).await.expect("an answer");
         let mut answers: Vec<String> = response
             .answers
             .iter()
@@ -183,7 +182,10 @@ fn names_follow_the_health_of_each_instance() {
 fn unknown_names_and_record_types() {
     let dns = responder(&catalog(1));
     // cache: no check, so the controller's word: h3 was seen unhealthy.
-    assert_eq!(ask(dns.address, "cache.data.kapell.", RecordType::A), (ResponseCode::NoError, vec!["127.0.0.2".into()]));
+    assert_eq!(
+        ask(dns.address, "cache.data.kapell.", RecordType::A),
+        (ResponseCode::NoError, vec!["127.0.0.2".into()])
+    );
     assert_eq!(ask(dns.address, "CACHE.Data.Kapell.", RecordType::A).1, ["127.0.0.2"], "names are case-insensitive");
     assert_eq!(ask(dns.address, "cache.data.kapell.", RecordType::AAAA), (ResponseCode::NoError, vec![]));
     assert_eq!(ask(dns.address, "web.data.kapell.", RecordType::A).0, ResponseCode::NXDomain);

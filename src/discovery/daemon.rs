@@ -284,7 +284,8 @@ async fn poll_units(systemd: &Systemd, catalog: &Catalog, health: &mut HealthMap
         let supervisor = SupervisorStatus::parse(&info.status_text);
         let starting = matches!(supervisor, Some(SupervisorStatus::Starting | SupervisorStatus::Pulling(_)));
         let health = supervisor.as_ref().and_then(SupervisorStatus::health);
-        let ok = info.active_state == "active" && !starting && health.is_none_or(|h| h == crate::status::Health::Healthy);
+        let ok =
+            info.active_state == "active" && !starting && health.is_none_or(|h| h == crate::status::Health::Healthy);
         *up.entry(key.clone()).or_default() |= ok;
     }
     let mut changed = false;
@@ -318,11 +319,5 @@ fn state_of(
             .collect();
         names.insert(name, answers);
     }
-    DnsState {
-        pid: std::process::id(),
-        listening: listeners.addresses(),
-        resolved,
-        names,
-        catalog: origin.to_string(),
-    }
+    DnsState { pid: std::process::id(), listening: listeners.addresses(), resolved, names, catalog: origin.to_string() }
 }

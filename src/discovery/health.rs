@@ -140,7 +140,7 @@ pub fn healthy_ips(catalog: &Catalog, health: &HealthMap, i: usize) -> Vec<(Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::catalog::{CatalogService, Instance, PublishedPort, Protocol, VERSION};
+    use crate::discovery::catalog::{CatalogService, Instance, Protocol, PublishedPort, VERSION};
 
     fn catalog() -> Catalog {
         let instance = |host: &str, ip: &str, healthy| Instance {

@@ -51,7 +51,9 @@ pub struct Handler {
 
 impl Handler {
     pub fn new(shared: Arc<Shared>) -> Handler {
-        let domain = Name::from_str(&format!("{DOMAIN}.")).map(LowerName::from).unwrap_or_else(|_| LowerName::from(Name::root()));
+        let domain = Name::from_str(&format!("{DOMAIN}."))
+            .map(LowerName::from)
+            .unwrap_or_else(|_| LowerName::from(Name::root()));
         Handler { shared, domain }
     }
 }
@@ -72,7 +74,9 @@ impl RequestHandler for Handler {
         let verdict = self.decide(request).await;
         let builder = MessageResponseBuilder::from_message_request(request);
         let sent = match verdict {
-            Verdict::Refuse => response.send_response(builder.error_msg(&request.metadata, ResponseCode::Refused)).await,
+            Verdict::Refuse => {
+                response.send_response(builder.error_msg(&request.metadata, ResponseCode::Refused)).await
+            }
             Verdict::Answer { code, answers, additionals, authoritative } => {
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = code;
@@ -164,9 +168,8 @@ async fn query(
     class: hickory_proto::rr::DNSClass,
     kind: hickory_proto::rr::RecordType,
 ) -> Result<Message, String> {
-    let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
-        .with_timeout(Some(FORWARD_TIMEOUT))
-        .build();
+    let stream =
+        UdpClientStream::builder(server, TokioRuntimeProvider::default()).with_timeout(Some(FORWARD_TIMEOUT)).build();
     let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
     let task = tokio::spawn(background);
     let result = client.query(name, class, kind).await.map(|r| r.into_message()).map_err(|e| e.to_string());

@@ -120,7 +120,7 @@ fn push_address(entry: &mut Entry, owner: &Name, ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::catalog::{CatalogService, Instance, PublishedPort, Protocol, VERSION};
+    use crate::discovery::catalog::{CatalogService, Instance, Protocol, PublishedPort, VERSION};
 
     fn catalog() -> Catalog {
         let instance = |host: &str, ip: &str| Instance {
@@ -155,7 +155,9 @@ mod tests {
         let srv = table.get("_db._tcp.data.kapell.").expect("srv");
         assert_eq!(srv.srv.len(), 2);
         assert_eq!(srv.additional.len(), 2);
-        assert!(matches!(&srv.srv[0].data, RData::SRV(s) if s.port == 15432 && s.target.to_ascii() == "h1.host.kapell."));
+        assert!(
+            matches!(&srv.srv[0].data, RData::SRV(s) if s.port == 15432 && s.target.to_ascii() == "h1.host.kapell.")
+        );
         assert!(table.get("h3.host.kapell.").is_some());
         health.set((0, "h3".into()), false);
         let table = Table::build(&c, &health);

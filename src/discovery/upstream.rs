@@ -10,7 +10,8 @@ pub const RESOLVED_UPSTREAMS: &str = "/run/systemd/resolve/resolv.conf";
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// resolved's stub listeners.
-const STUBS: [IpAddr; 2] = [IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 53)), IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 54))];
+const STUBS: [IpAddr; 2] =
+    [IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 53)), IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 54))];
 
 /// The servers to forward to, in the file's order, without any of `own`.
 pub fn servers(own: &[IpAddr]) -> Vec<IpAddr> {

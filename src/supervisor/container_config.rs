@@ -5,8 +5,8 @@
 //! `no`, because systemd owns restarts. The log driver is `none`: output reaches the journal through
 //! the supervisor, and Docker keeping a second, unrotated copy on disk would only fill it.
 
-use crate::ports;
 use crate::names::ServiceRef;
+use crate::ports;
 use crate::render::container::ContainerSpec;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
@@ -257,7 +257,8 @@ mod tests {
         let mut s = spec();
         s.container.ports = vec!["http".into()];
         let target = ServiceRef { stack: "todo".into(), service: "db".into(), instance: None };
-        let inputs = Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "kapell-todo", dns: None };
+        let inputs =
+            Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "kapell-todo", dns: None };
         assert!(create_body(&s, &inputs).is_err());
     }
 

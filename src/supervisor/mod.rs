@@ -169,7 +169,11 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     let primary = docker_name(&spec.network.name);
     let joins: Vec<String> = spec.network.joins.iter().map(|n| docker_name(n)).collect();
     let staged = secrets::stage(&spec.secrets, &name, spec.user.as_deref()).map_err(anyhow::Error::msg)?;
-    let dns = if networks.contains_key(spec.network.name.as_str()) { dns_server(&ctx.unit, &docker, &primary).await } else { None };
+    let dns = if networks.contains_key(spec.network.name.as_str()) {
+        dns_server(&ctx.unit, &docker, &primary).await
+    } else {
+        None
+    };
     let inputs = container_config::Inputs { target, file_env, secret_mounts: &staged.mounts, network: &primary, dns };
     let body = container_config::create_body(spec, &inputs).map_err(anyhow::Error::msg)?;
     // Health events are read from just before the container exists, so none is missed.

@@ -64,7 +64,8 @@ pub fn tree(flavor: Flavor) -> Result<PathBuf> {
         return Ok(path.clone());
     }
     super::require_root()?;
-    let path = build_once(flavor).with_context(|| format!("cannot provide the {} tree for test hosts", flavor.name()))?;
+    let path =
+        build_once(flavor).with_context(|| format!("cannot provide the {} tree for test hosts", flavor.name()))?;
     Ok(done.get_or_init(|| path).clone())
 }
 

@@ -89,16 +89,8 @@ impl Dockerd {
             }
         })?;
         let log = logs_dir()?.join(format!("docker-{id}.log"));
-        let mut dockerd = Dockerd {
-            id,
-            lease,
-            log,
-            child: None,
-            net: Net::new()?,
-            userland_proxy,
-            inside,
-            second_socket,
-        };
+        let mut dockerd =
+            Dockerd { id, lease, log, child: None, net: Net::new()?, userland_proxy, inside, second_socket };
         dockerd.spawn()?;
         dockerd.wait_ping()?;
         Ok(dockerd)
