@@ -597,11 +597,11 @@ impl<'a> Kapell<'a> {
     /// The install request `kapell fleet apply` sends to `host`, built with kapell's own code.
     fn request(&self, host: &str) -> Result<Vec<u8>> {
         use kapell::fleet::protocol::{Body, HostSet, Request, VERSION};
-        let fleet = kapell::fleet::config::load(&self.dir.path().join("fleet.toml"))
+        let fleet = kapell::fleet::controller::config::load(&self.dir.path().join("fleet.toml"))
             .map_err(|d| anyhow::anyhow!("fleet.toml: {} problems", d.len()))?;
         let search = kapell::validate::UnitSearchPath::from_env();
         let checked = kapell::host::load(self.dir.path(), &[], &search)?;
-        let placed = kapell::fleet::placement::place(&fleet, &checked.stacks)
+        let placed = kapell::fleet::controller::placement::place(&fleet, &checked.stacks)
             .map_err(|d| anyhow::anyhow!("placement: {} problems", d.len()))?;
         let stacks = placed.get(host).context("host not placed")?;
         let rendered = kapell::render::render_host(stacks, &kapell::render::RenderOptions::default());

@@ -5,22 +5,14 @@
 //! anything was skipped.
 
 use crate::config;
-use crate::render::{self, RenderOptions};
+use crate::host_units;
+use crate::render::RenderOptions;
 use crate::unitset;
-use crate::unitset::{OutputFile, Strategy};
+use crate::unitset::Strategy;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result, bail};
-use std::collections::{BTreeSet, HashSet};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-
-/// The unit set a fleet controller installed on this host (`kapell receive`): the `current`
-/// generation of `/etc/kapell/received` (`KAPELL_RECEIVED_DIR` for tests). The generator emits it
-/// alongside the local stacks so it survives reboots; it is under `/etc` because `/var` may not
-/// be mounted when generators run.
-pub fn fleet_units_dir() -> PathBuf {
-    crate::received::emitted_dir(&crate::received::received_dir())
-}
+use std::path::Path;
 
 /// Runs the generator. `args` are the arguments after the program name.
 pub fn main(args: &[String]) -> Result<()> {
@@ -30,14 +22,16 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("usage: kapell-generator [--no-kmsg] normal-dir [early-dir late-dir]");
     };
     let config_dir = config::config_dir_from_env();
-    let failed = generate(Path::new(normal_dir.as_str()), &config_dir, &fleet_units_dir(), &mut log)?;
+    let failed = generate(Path::new(normal_dir.as_str()), &config_dir, &host_units::received_dir(), &mut log)?;
     if failed > 0 {
         bail!("{failed} stack(s) were not generated (see the messages above)");
     }
     Ok(())
 }
 
-/// Renders the host's stacks into `out`; returns the number of stacks skipped for errors.
+/// Renders what this host runs ([`crate::host_units`]: its stacks, and the unit set a fleet
+/// controller installed, which survives reboots this way) into `out`; returns the number of
+/// stacks skipped for errors.
 ///
 /// Made for the generator process, which exits right after: the parsed stacks and rendered
 /// files are not freed (tens of thousands of small allocations, some 5% of a run, for memory
@@ -48,9 +42,11 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     for d in &checked.diagnostics {
         if d.is_error() { log.error(&d.to_string()) } else { log.warning(&d.to_string()) }
     }
-    let mut files =
-        render::render_host_only(&checked.stacks, crate::host::runs_here(config_dir), &RenderOptions::default());
-    files.extend(fleet_units(fleet_dir, &files, log));
+    let local = host_units::render_local(config_dir, &checked, |_| true, &RenderOptions::default());
+    let (files, left_out) = host_units::with_received(local, fleet_dir);
+    for message in &left_out {
+        log.error(message);
+    }
     unitset::write(out, &files, Strategy::GeneratorDir)
         .with_context(|| format!("cannot write units into {}", out.display()))?;
     for name in &checked.failed {
@@ -60,35 +56,6 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     std::mem::forget(files);
     std::mem::forget(checked);
     Ok(failed)
-}
-
-/// The unit set installed by the fleet, except units a local stack already produces (local
-/// wins: the operator on the host has the last word, and the conflict is logged).
-fn fleet_units(dir: &Path, local: &[OutputFile], log: &mut Log) -> Vec<OutputFile> {
-    let installed = match unitset::read_files(dir) {
-        Ok(files) => files,
-        Err(e) => {
-            log.error(&format!("fleet units ignored: {e:#}"));
-            return Vec::new();
-        }
-    };
-    let local: HashSet<&str> = local.iter().map(OutputFile::path).collect();
-    let mut shadowed = BTreeSet::new();
-    let mut out = Vec::new();
-    for file in installed {
-        match &file {
-            OutputFile::Unit { name, .. } if local.contains(name.as_str()) => {
-                shadowed.insert(name.clone());
-            }
-            // The same link from both sides is one link.
-            OutputFile::Link { path, .. } if local.contains(path.as_str()) => {}
-            _ => out.push(file),
-        }
-    }
-    for name in shadowed {
-        log.error(&format!("fleet unit {name} ignored: a local stack produces a unit of the same name"));
-    }
-    out
 }
 
 /// Generator logging, as systemd's own generators do it: `/dev/kmsg` (generators run before the

@@ -1,13 +1,17 @@
 //! kapell: service graphs in TOML become ordinary systemd units.
 //!
-//! The pipeline (SPEC §2): [`config`] parses stack files with spans, [`validate`] checks a host's
-//! stacks together, [`model`] is the checked result, [`render`] turns it into unit files (pure),
-//! [`unitset`] writes them, and [`generator`] is what systemd runs at boot and daemon-reload.
-//! On one host, [`apply`] makes systemd run them through [`systemd`] (D-Bus), and [`status`]
-//! reports what systemd says about them.
+//! The pipeline (see docs/architecture.md): [`config`] parses stack files with spans,
+//! [`validate`] checks a host's stacks together, [`model`] is the checked result, [`render`]
+//! turns it into unit files (pure), [`unitset`] writes them, and [`generator`] is what systemd
+//! runs at boot and daemon-reload. [`host_units`] says what a host runs: its own stacks and the
+//! set a fleet controller installed ([`received_sets`]), local units winning. On one host,
+//! [`apply`] makes systemd run them through [`systemd`] (D-Bus), and [`status`] reports what
+//! systemd says about them; [`fleet`] pushes per-host sets from a controller to its peers.
 
 pub mod apply;
+pub mod blocking;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod diagnostics;
 pub mod discovery;
@@ -16,6 +20,7 @@ pub mod exit;
 pub mod fleet;
 pub mod generator;
 pub mod host;
+pub mod host_units;
 pub mod import;
 pub mod lock;
 pub mod logging;
@@ -25,7 +30,7 @@ pub mod names;
 pub mod parallel;
 pub mod ports;
 pub mod quantity;
-pub mod received;
+pub mod received_sets;
 pub mod render;
 #[cfg(test)]
 mod scaling;

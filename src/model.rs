@@ -89,7 +89,7 @@ impl Stack {
         self.secrets.iter().find(|s| s.name == name)
     }
 
-    /// Any service has a fleet placement: the stack is the fleet's (see `crate::fleet::placement`).
+    /// Any service has a fleet placement: the stack is the fleet's (see `crate::fleet::controller::placement`).
     pub fn has_placement(&self) -> bool {
         self.services().iter().any(|s| !s.placement.is_unrestricted())
     }

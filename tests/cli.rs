@@ -9,8 +9,15 @@ const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 
 fn kapell(config: &Path, args: &[&str]) -> Output {
     let empty = tempfile::tempdir().expect("tempdir");
+    kapell_with_received(config, args, empty.path())
+}
+
+/// `kapell` on a host whose received sets are in `received` (not this machine's).
+fn kapell_with_received(config: &Path, args: &[&str], received: &Path) -> Output {
+    let empty = tempfile::tempdir().expect("tempdir");
     Command::new(KAPELL)
         .env("KAPELL_UNIT_PATH", empty.path())
+        .env("KAPELL_RECEIVED_DIR", received)
         .env_remove("KAPELL_CONFIG_DIR")
         .arg("--config-dir")
         .arg(config)
@@ -25,10 +32,16 @@ fn generator(config: &Path, out: &Path) -> Output {
     generator_with_fleet(config, out, empty.path())
 }
 
-/// The generator with `fleet` as the received set (`<received dir>/current` links to it).
-fn generator_with_fleet(config: &Path, out: &Path, fleet: &Path) -> Output {
+/// A received-sets directory whose `current` set is `fleet`.
+fn received_dir(fleet: &Path) -> tempfile::TempDir {
     let received = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(fleet, received.path().join("current")).expect("current link");
+    received
+}
+
+/// The generator with `fleet` as the received set (`<received dir>/current` links to it).
+fn generator_with_fleet(config: &Path, out: &Path, fleet: &Path) -> Output {
+    let received = received_dir(fleet);
     let dir = tempfile::tempdir().expect("tempdir");
     let link = dir.path().join("kapell-generator");
     std::os::unix::fs::symlink(KAPELL, &link).expect("symlink");
@@ -207,18 +220,26 @@ fn every_subcommand_has_help() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+const FLEET_UNIT: &str = "[Unit]\nX-Kapell-Stack=shop\n[Service]\nExecStart=/bin/true\n";
+
+/// What `kapell receive` leaves on a peer: units and their wants links, one of them
+/// (`good-web.service`) also produced by the local stack `good`.
+fn received_set() -> tempfile::TempDir {
+    let fleet = tempfile::tempdir().expect("tempdir");
+    std::fs::write(fleet.path().join("shop-web.service"), FLEET_UNIT).expect("fleet unit");
+    std::fs::write(fleet.path().join("good-web.service"), FLEET_UNIT).expect("conflicting fleet unit");
+    std::fs::create_dir(fleet.path().join("multi-user.target.wants")).expect("wants");
+    std::os::unix::fs::symlink("../shop.target", fleet.path().join("multi-user.target.wants/shop.target"))
+        .expect("link");
+    fleet
+}
+
 #[test]
 fn generator_emits_the_unit_set_a_fleet_installed_and_local_stacks_win() {
     let config = tempfile::tempdir().expect("tempdir");
     write(config.path(), "good.toml", GOOD);
-    // What `kapell receive` leaves on a peer: units and their wants links.
-    let fleet = tempfile::tempdir().expect("tempdir");
-    let unit = "[Unit]\nX-Kapell-Stack=shop\n[Service]\nExecStart=/bin/true\n";
-    std::fs::write(fleet.path().join("shop-web.service"), unit).expect("fleet unit");
-    std::fs::write(fleet.path().join("good-web.service"), unit).expect("conflicting fleet unit");
-    std::fs::create_dir(fleet.path().join("multi-user.target.wants")).expect("wants");
-    std::os::unix::fs::symlink("../shop.target", fleet.path().join("multi-user.target.wants/shop.target"))
-        .expect("link");
+    let fleet = received_set();
+    let unit = FLEET_UNIT;
     let out = tempfile::tempdir().expect("tempdir");
     let run = generator_with_fleet(config.path(), out.path(), fleet.path());
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -228,4 +249,23 @@ fn generator_emits_the_unit_set_a_fleet_installed_and_local_stacks_win() {
     assert_eq!(get("shop-web.service").as_deref(), Some(unit));
     assert_eq!(get("multi-user.target.wants/shop.target").as_deref(), Some("../shop.target"));
     assert!(get("good-web.service").is_some_and(|t| t.contains("X-Kapell-Stack=good")), "the local stack wins");
+}
+
+#[test]
+fn generate_writes_exactly_what_the_generator_writes_including_the_received_set() {
+    let config = tempfile::tempdir().expect("tempdir");
+    write(config.path(), "good.toml", GOOD);
+    let fleet = received_set();
+    let by_generator = tempfile::tempdir().expect("tempdir");
+    let run = generator_with_fleet(config.path(), by_generator.path(), fleet.path());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let by_generate = tempfile::tempdir().expect("tempdir");
+    let received = received_dir(fleet.path());
+    let out = by_generate.path().to_str().expect("utf-8");
+    let run = kapell_with_received(config.path(), &["generate", "--out", out], received.path());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("fleet unit good-web.service ignored"));
+    let want = listing(by_generator.path());
+    assert!(want.iter().any(|(n, _)| n == "shop-web.service"), "the generator emits the received set: {want:?}");
+    assert_eq!(listing(by_generate.path()), want);
 }

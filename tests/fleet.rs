@@ -496,7 +496,7 @@ fn killed_pushes_never_leave_a_mixed_set() -> Result<()> {
         let _ = child.wait();
         for host in &hosts {
             let dir = host.root().join("etc/kapell/received/current");
-            let Ok(set) = kapell::fleet::received::read_set(&dir) else { continue };
+            let Ok(set) = kapell::fleet::peer::generations::read_set(&dir) else { continue };
             ensure!(
                 known[host.name()].contains(&set.hash),
                 "round {round}: {} holds a set that was never pushed (a mix?)",

@@ -70,6 +70,7 @@ fn run_case(case: &Path) -> (BTreeMap<String, String>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kapell"))
         .current_dir(case)
         .env_remove("KAPELL_CONFIG_DIR")
+        .env("KAPELL_RECEIVED_DIR", empty.path())
         .env("KAPELL_UNIT_PATH", if units.is_dir() { units.as_path() } else { empty.path() })
         .args(["--config-dir", "input", "generate", "--out"])
         .arg(out.path())
@@ -160,6 +161,7 @@ fn examples_are_valid_and_pass_systemd_analyze_verify() {
     let out = tempfile::tempdir().expect("tempdir");
     let empty = tempfile::tempdir().expect("tempdir");
     let output = Command::new(env!("CARGO_BIN_EXE_kapell"))
+        .env("KAPELL_RECEIVED_DIR", empty.path())
         .env("KAPELL_UNIT_PATH", empty.path())
         .arg("--config-dir")
         .arg(&examples)

@@ -99,6 +99,7 @@ fn kapell(config: &Path, args: &[&str]) -> Output {
     let empty = tempfile::tempdir().expect("tempdir");
     Command::new(KAPELL)
         .env("KAPELL_UNIT_PATH", empty.path())
+        .env("KAPELL_RECEIVED_DIR", empty.path())
         .env_remove("KAPELL_CONFIG_DIR")
         .arg("--config-dir")
         .arg(config)

@@ -74,3 +74,24 @@ fn modules_depend_on_each_other_one_way() {
         assert!(up.is_empty(), "{layer} reaches up into {up:?}");
     }
 }
+
+/// The fleet's two sides share only the wire format (`fleet/protocol.rs`) and the layers below
+/// the fleet: the controller never names the peer's code, nor the peer the controller's.
+#[test]
+fn fleet_controller_and_peer_share_only_the_protocol() {
+    let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet");
+    for (side, other) in [("controller", "peer"), ("peer", "controller")] {
+        let mut files = Vec::new();
+        collect(&fleet.join(side), &mut files);
+        assert!(!files.is_empty(), "no source files in src/fleet/{side}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                let names_other =
+                    code.contains(&format!("fleet::{other}")) || code.contains(&format!("super::super::{other}"));
+                assert!(!names_other, "{}:{}: the {side} uses the {other}: {}", file.display(), n + 1, line.trim());
+            }
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! `kapell apply`: make systemd run what the stack files say (SPEC §6).
+//! `kapell apply`: make systemd run what the stack files say (see docs/architecture.md).
 //!
 //! kapell's units reach systemd only through its generator, so `apply` does not write unit
 //! files: it compares the unit set systemd runs now (the kapell units the generator wrote into
@@ -28,8 +28,9 @@ pub mod plan;
 
 use crate::config::DEFAULT_CONFIG_DIR;
 use crate::diagnostics::did_you_mean;
+use crate::host_units;
 use crate::names::{GENERATOR_DIR, GENERATOR_NAME, GENERATOR_SEARCH_PATH};
-use crate::render::{self, RenderOptions};
+use crate::render::RenderOptions;
 use crate::systemd::Systemd;
 use crate::unitset::UnitSet;
 use crate::validate::Checked;
@@ -60,23 +61,16 @@ pub enum Outcome {
 }
 
 /// The unit set the (valid) stacks of `config_dir` that this host runs render to now, as the
-/// generator renders it (see [`crate::host::runs_here`]).
+/// generator renders it (see [`crate::host_units`]).
 pub fn desired(config_dir: &Path, checked: &Checked) -> UnitSet {
-    let here = crate::host::runs_here(config_dir);
-    UnitSet::from_rendered(&render::render_host_only(&checked.stacks, here, &RenderOptions::default()))
+    UnitSet::from_rendered(&host_units::render_local(config_dir, checked, |_| true, &RenderOptions::default()))
 }
 
 /// The local stacks' units systemd loaded at the last reload: kapell units of the generator
 /// directory, except those the fleet installed (which a local stack does not shadow).
 pub fn installed(desired: &UnitSet) -> Result<UnitSet> {
-    let local: BTreeSet<&String> = desired.stacks.values().flat_map(|s| s.files.keys()).collect();
-    let fleet: BTreeSet<String> = std::fs::read_dir(crate::received::emitted_dir(&crate::received::received_dir()))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !local.contains(n))
-        .collect();
+    let local: BTreeSet<&str> = desired.stacks.values().flat_map(|s| s.files.keys()).map(String::as_str).collect();
+    let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n));
     UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)
 }
 

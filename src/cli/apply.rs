@@ -2,6 +2,7 @@
 
 use super::exit;
 use crate::apply::{self, Options, Outcome};
+use crate::blocking::block_on;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -55,11 +56,4 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
             exit::USAGE
         }
     })
-}
-
-/// Runs a future on a single-threaded runtime: the D-Bus commands are a handful of calls.
-pub(super) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    Ok(runtime.block_on(future))
 }

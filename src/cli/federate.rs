@@ -1,7 +1,7 @@
 //! `kapell federate`: the federation daemon (run by kapell-federation.service).
 
 use super::exit;
-use crate::fleet::federate::{self, Options};
+use crate::fleet::controller::federate::{self, Options};
 use anyhow::Result;
 use std::path::Path;
 

@@ -2,9 +2,9 @@
 
 use super::{exit, table};
 use crate::fleet::controller::Controller;
-use crate::fleet::converge::{self, HostOutcome, Outcome};
+use crate::fleet::controller::converge::{self, HostOutcome, Outcome};
+use crate::fleet::controller::state::{ControllerLock, State};
 use crate::fleet::protocol::{self, HostSet, SetFile};
-use crate::fleet::state::{ControllerLock, State};
 use crate::status::{SupervisorStatus, format_age};
 use crate::unitset;
 use anyhow::Result;
@@ -297,7 +297,7 @@ fn progress_line(o: &HostOutcome) -> String {
 
 fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
     let results = controller.status(hosts, &|_| {});
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let now = crate::clock::now_usec();
     let mut rows = vec![["HOST", "STACK", "SERVICE", "GOAL", "STATE", "SINCE", "HEALTH"].map(String::from).to_vec()];
     let mut notes = Vec::new();
     let mut out = Vec::new();

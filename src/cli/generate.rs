@@ -2,6 +2,7 @@
 
 use super::{exit, expand_paths};
 use crate::config;
+use crate::host_units;
 use crate::render::{self, RenderOptions};
 use crate::unitset;
 use crate::validate::UnitSearchPath;
@@ -9,6 +10,10 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Render stacks into unit files in DIR, as the generator would.
+///
+/// Without PATH arguments, DIR gets exactly what the generator writes: every stack this host
+/// runs, and the unit set a fleet controller installed on it (/etc/kapell/received; a fleet unit
+/// that a local stack also produces is left out, and said so).
 ///
 /// Valid stacks are written even when others are invalid (as the generator does); the exit
 /// status is 1 if any stack was skipped. Rerunning replaces kapell's files in DIR and removes
@@ -38,8 +43,17 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         eprintln!("{d}");
     }
     let options = RenderOptions { kapell_path: args.kapell_path };
-    let here = crate::host::runs_here(config_dir);
-    let files = render::render_host_only(&checked.stacks, |s| wanted(&s.name) && here(s), &options);
+    let local = host_units::render_local(config_dir, &checked, |s| wanted(&s.name), &options);
+    // The whole host, as the generator writes it, includes the set a fleet controller installed.
+    let files = if paths.is_empty() {
+        let (files, left_out) = host_units::with_received(local, &host_units::received_dir());
+        for message in &left_out {
+            eprintln!("warning: {message}");
+        }
+        files
+    } else {
+        local
+    };
     unitset::write(&args.out, &files, unitset::Strategy::Replace)
         .with_context(|| format!("cannot write units into {}", args.out.display()))?;
     for f in &files {

@@ -1,7 +1,7 @@
 //! `kapell receive`: the peer side of a fleet push (run by the controller over SSH).
 
 use super::exit;
-use crate::fleet::receive;
+use crate::fleet::peer::{gate, lifecycle};
 use anyhow::{Context, Result};
 use std::io::Write as _;
 use std::path::Path;
@@ -26,7 +26,7 @@ pub struct Args {
 
 pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     if let Some(generation) = args.revert_unconfirmed {
-        let reply = receive::revert_unconfirmed(config_dir, &generation);
+        let reply = lifecycle::revert_unconfirmed(config_dir, &generation);
         if let Some(why) = &reply.rolled_back {
             eprintln!("{why}");
         }
@@ -36,9 +36,9 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         }
         return Ok(exit::OK);
     }
-    receive::ignore_hangup();
-    let input = receive::read_request(std::io::stdin().lock())?;
-    let reply = receive::handle(config_dir, &input);
+    gate::ignore_hangup();
+    let input = gate::read_request(std::io::stdin().lock())?;
+    let reply = gate::handle(config_dir, &input);
     let mut text = serde_json::to_vec(&reply).context("cannot encode the reply")?;
     text.push(b'\n');
     // The controller may be gone; the work is done and saved either way.

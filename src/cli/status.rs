@@ -1,10 +1,10 @@
 //! `kapell status [STACK…] [--json]`: every service's unit and what systemd says about it.
 
-use super::apply::block_on;
 use super::exit;
 use crate::apply;
+use crate::blocking::block_on;
 use crate::diagnostics::did_you_mean;
-use crate::fleet::received::Store;
+use crate::host_units;
 use crate::status::{self, Row};
 use crate::systemd::Systemd;
 use crate::unitset::UnitSet;
@@ -43,13 +43,8 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     let desired = apply::desired(config_dir, &checked);
     let local = desired.merged(&apply::installed(&desired)?);
     // What a fleet controller installed here (`kapell receive`), minus what local stacks shadow.
-    let received = Store::open().current()?;
-    let fleet_files: Vec<_> = received
-        .to_rendered()
-        .into_iter()
-        .filter(|f| !local.stacks.values().any(|s| s.files.contains_key(f.path())))
-        .collect();
-    let fleet = UnitSet::from_rendered(&fleet_files);
+    let is_local = |path: &str| local.stacks.values().any(|s| s.files.contains_key(path));
+    let fleet = UnitSet::from_rendered(&host_units::fleet_share_by(is_local, host_units::current_received()?).files);
     let units = local.merged(&fleet);
     let selection: Option<BTreeSet<String>> = (!args.stacks.is_empty()).then(|| args.stacks.iter().cloned().collect());
     for name in &args.stacks {
@@ -76,10 +71,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     } else {
         HashMap::new()
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let now = crate::clock::now_usec();
     let dns = crate::dns_state::read();
     if args.json {
         let json: Vec<_> = rows

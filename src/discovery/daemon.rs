@@ -97,7 +97,7 @@ impl Listeners {
 
 /// The catalog this host answers from, and a word on where it came from.
 pub fn load_catalog(config_dir: &Path, ip: Option<IpAddr>) -> Result<(Catalog, String)> {
-    let received = crate::received::emitted_dir(&crate::received::received_dir());
+    let received = crate::host_units::received_dir();
     if let Some(catalog) = Catalog::load(&received)? {
         return Ok((catalog, received.join(catalog::FILE).display().to_string()));
     }

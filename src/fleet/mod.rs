@@ -1,19 +1,12 @@
-//! The fleet (SPEC §8): the same stacks, pushed as per-host unit sets over SSH, each peer's own
-//! systemd doing the running.
+//! The fleet: the same stacks, pushed as per-host unit sets over SSH, each peer's own systemd
+//! doing the running (see docs/fleet-protocol.md).
 //!
-//! On the controller: [`config`] reads `fleet.toml`, [`placement`] decides which services each
-//! host runs, [`controller`] renders each host's set (with the renderer the generator uses) and
-//! talks to every host in parallel over [`ssh`], the one transport. On a peer: [`receive`]
-//! answers one [`protocol`] request, installs sets as generations under `/etc/kapell/received`
-//! ([`received`]), and makes systemd run them with `kapell apply`'s plan and execution.
+//! Two sides that share only the wire format, [`protocol`]: the [`controller`] (reads
+//! `fleet.toml`, places services, renders each host's set, pushes it over SSH, and the
+//! federation daemon that keeps doing so) and the [`peer`] (`kapell receive`: checks a pushed
+//! set, keeps it as a generation under `/etc/kapell/received`, and makes systemd run it). Neither
+//! side imports the other (`tests/layering.rs`).
 
-pub mod config;
 pub mod controller;
-pub mod converge;
-pub mod federate;
-pub mod placement;
+pub mod peer;
 pub mod protocol;
-pub mod receive;
-pub mod received;
-pub mod ssh;
-pub mod state;

@@ -1,5 +1,6 @@
-//! What travels over SSH between a controller and `kapell receive` (SPEC §8): one JSON request
-//! on the peer's stdin, one JSON reply on its stdout.
+//! What travels over SSH between a controller and `kapell receive` (see docs/fleet-protocol.md):
+//! one JSON request on the peer's stdin, one JSON reply on its stdout. The one module both sides
+//! of the fleet share.
 //!
 //! Every message carries [`VERSION`]. A peer refuses a request of a newer version with a reply
 //! that says so (and which versions it speaks), so an old peer never half-understands a bundle.
@@ -13,6 +14,10 @@ use std::collections::BTreeMap;
 
 /// The protocol version this kapell speaks.
 pub const VERSION: u32 = 1;
+
+/// The remote command a controller runs on a peer; a key pinned with `command="kapell receive"`
+/// runs nothing else.
+pub const RECEIVE_COMMAND: &str = "kapell receive";
 
 /// A request to a peer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

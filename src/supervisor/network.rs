@@ -5,7 +5,7 @@
 //! creates of one name can both succeed (seen with Docker 28), leaving two networks that the name
 //! no longer picks out, and containers of one stack split between them. So the supervisors of a
 //! host take turns:
-//! look up and create happen under a lock file per network in `/run/kapell/` (held for a few
+//! look up and create happen under a lock file per network in kapell's runtime directory (held for a few
 //! milliseconds). Should Docker still hold several networks of the name (made by something else,
 //! or by a supervisor on another host sharing the engine), every supervisor picks the same one
 //! (the oldest, then the lowest id), removes its own extra copy, and names the network by id.
@@ -19,7 +19,6 @@ use crate::logging::id;
 use anyhow::{Result, bail};
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
 
 /// Labels of a stack network: it is kapell's, and whose.
 pub fn labels(stack_of_network: &str) -> HashMap<String, String> {
@@ -58,16 +57,16 @@ pub async fn ensure(unit: &str, docker: &Engine, name: &str, owner: &str) -> Res
     Ok(winner.id.clone())
 }
 
-/// Where the supervisors of a host take turns.
-const LOCK_DIR: &str = "/run/kapell";
-
 /// Waits for this host's other supervisors to finish looking up or creating network `name`; the
-/// turn lasts as long as the returned file is open. Without a lock (no `/run/kapell`, e.g. not
+/// turn lasts as long as the returned file is open. The lock files are in kapell's runtime
+/// directory ([`crate::lock::runtime_dir`]). Without a lock (no runtime directory, e.g. not
 /// root), it goes on without one and says so.
 async fn take_turn(unit: &str, name: &str) -> Option<File> {
-    let path = Path::new(LOCK_DIR).join(format!("network-{name}.lock"));
+    let dir = crate::lock::runtime_dir();
+    let path = dir.join(format!("network-{name}.lock"));
+    let shown = path.display().to_string();
     let locked = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-        std::fs::create_dir_all(LOCK_DIR)?;
+        std::fs::create_dir_all(&dir)?;
         let file = File::options().create(true).truncate(false).write(true).open(&path)?;
         file.lock()?;
         Ok(file)
@@ -76,7 +75,7 @@ async fn take_turn(unit: &str, name: &str) -> Option<File> {
     match locked {
         Ok(Ok(file)) => Some(file),
         Ok(Err(e)) => {
-            log::warn!("{unit}: cannot lock {LOCK_DIR}/network-{name}.lock ({e}); creating network {name} without it");
+            log::warn!("{unit}: cannot lock {shown} ({e}); creating network {name} without it");
             None
         }
         Err(e) => {

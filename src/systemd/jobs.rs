@@ -14,10 +14,11 @@
 
 use super::proxy::JobRemovedStream;
 use super::{Job, JobKind, JobResult, Systemd, UnitInfo, dbus_error};
+use crate::clock::now_usec;
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt as _;
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use zbus::OwnedObjectPath;
 
@@ -62,7 +63,7 @@ impl JobWatcher {
                 }
             }
         });
-        JobWatcher { signals, finished: HashMap::new(), since_usec: realtime_usec(), drain }
+        JobWatcher { signals, finished: HashMap::new(), since_usec: now_usec(), drain }
     }
 
     /// Waits for every job of `jobs`, calling `on_done` for each as it finishes (in the order
@@ -207,8 +208,4 @@ async fn patience_for<'a>(
         longest = longest.max(Duration::from_micros(usec));
     }
     Ok(Some(longest + DEADLINE_SLACK))
-}
-
-fn realtime_usec() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

@@ -19,6 +19,8 @@ use anyhow::{Context, Result, anyhow};
 use futures_util::StreamExt as _;
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
+use zbus::Variant;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
@@ -116,6 +118,51 @@ impl Systemd {
         };
         let path = path.map_err(dbus_error).with_context(|| format!("cannot {kind} {unit}"))?;
         Ok(Job { unit: unit.to_string(), kind, path })
+    }
+
+    /// Creates `<name>.timer`, which runs `argv` once as `<name>.service`, `after` from now
+    /// (within `accuracy`): what `systemd-run --unit=<name> --on-active=…` creates. systemd
+    /// keeps the time, whatever becomes of the caller; the timer goes away once it has elapsed
+    /// or is stopped. Refusals (a timer of that name exists, bad properties) are errors.
+    pub async fn start_transient_timer(
+        &self,
+        name: &str,
+        after: Duration,
+        accuracy: Duration,
+        description: &str,
+        argv: &[String],
+    ) -> Result<()> {
+        let timer = format!("{name}.timer");
+        let service = format!("{name}.service");
+        let usec = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let on_active: Vec<(&str, u64)> = vec![("OnActiveSec", usec(after))];
+        let timer_properties = [
+            ("Description", Variant::from(description)),
+            ("TimersMonotonic", Variant::from(on_active)),
+            ("AccuracyUSec", Variant::from(usec(accuracy))),
+            // As systemd-run does: a transient timer unloads once it has elapsed.
+            ("RemainAfterElapse", Variant::from(false)),
+        ];
+        let program = argv.first().context("a timer needs a command to run")?;
+        let exec_start: Vec<(&str, &[String], bool)> = vec![(program.as_str(), argv, false)];
+        let service_properties =
+            vec![("Description", Variant::from(description)), ("ExecStart", Variant::from(exec_start))];
+        self.manager
+            .start_transient_unit(&timer, "fail", &timer_properties, &[(service.as_str(), service_properties)])
+            .await
+            .map_err(dbus_error)
+            .with_context(|| format!("cannot start the transient timer {timer}"))?;
+        Ok(())
+    }
+
+    /// Stops `unit` if systemd has it loaded; a unit that is not (never started, or a transient
+    /// unit that went away) is already stopped. Does not wait for the stop job.
+    pub async fn stop_if_loaded(&self, unit: &str) -> Result<()> {
+        match self.manager.stop_unit(unit, MODE).await {
+            Ok(_) => Ok(()),
+            Err(zbus::Error::MethodError(name, _, _)) if name.ends_with(".NoSuchUnit") => Ok(()),
+            Err(e) => Err(dbus_error(e)).with_context(|| format!("cannot stop {unit}")),
+        }
     }
 
     /// The manager's environment (what generators inherit), as `KEY=value` strings.

@@ -1,6 +1,7 @@
 //! The parts of `org.freedesktop.systemd1` that kapell calls (see org.freedesktop.systemd1(5)).
 //! Only what is used is declared; property values are read with `GetAll` (see [`super::UnitInfo`]).
 
+use zbus::Variant;
 use zbus::names::InterfaceName;
 use zbus::{ObjectPath, OwnedObjectPath, proxy};
 
@@ -45,6 +46,17 @@ pub trait Manager {
 
     /// Enqueues a restart job (starts the unit if it is not running).
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Creates and starts a transient unit (what `systemd-run` does): `properties` of the unit
+    /// itself, `aux` units created with it (the service a transient timer activates). Returns
+    /// the start job's object path.
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Variant<'_>)],
+        aux: &[(&str, Vec<(&str, Variant<'_>)>)],
+    ) -> zbus::Result<OwnedObjectPath>;
 
     /// The object of a loaded unit; `NoSuchUnit` if it is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;

@@ -1,5 +1,5 @@
-//! One pass that brings hosts to their desired sets (SPEC §8), shared by `kapell fleet apply` and
-//! the federation daemon.
+//! One pass that brings hosts to their desired sets, shared by `kapell fleet apply` and the
+//! federation daemon (see docs/fleet-protocol.md).
 //!
 //! - A host whose last known set is already the desired one gets one install request: a no-op
 //!   (one round trip over the shared connection) unless it drifted, and then the peer repairs
@@ -17,12 +17,13 @@
 //! Progress is written to the [`State`] before each step, so a controller killed mid-rollout
 //! finds the batch it was waiting on and checks it again before going on.
 
-use super::controller::{Controller, HostResult};
-use super::protocol::{Body, HostSet, Reply, UnitState};
+use super::hosts::{Controller, HostResult};
 use super::state::{Held, Rollout, State, Unreachable};
+use crate::clock::now_usec;
+use crate::fleet::protocol::{Body, HostSet, Reply, UnitState};
 use crate::status::{Health, SupervisorStatus};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How often a batch's health is polled during a rollout.
 const HEALTH_POLL: Duration = Duration::from_millis(1000);
@@ -90,7 +91,7 @@ pub fn converge(
             Some(held) if held.hash == desired(host) && !options.force => {
                 let why = format!(
                     "set {} was rolled back here ({}); change the stacks, or --force",
-                    super::protocol::short(&held.hash),
+                    crate::fleet::protocol::short(&held.hash),
                     held.reason
                 );
                 report(
@@ -489,8 +490,4 @@ fn unhealthy(reply: &Reply, baseline: Option<&BTreeMap<String, u32>>) -> Option<
         }
     }
     None
-}
-
-fn now_usec() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

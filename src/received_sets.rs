@@ -3,8 +3,8 @@
 //! when `/var` may not be mounted yet: systemd.generator(7)), its `current` and `confirmed`
 //! links, and the record of a set still waiting for the controller's confirmation.
 //!
-//! Writing there is `kapell receive`'s business ([`crate::fleet::received`]); this module is the
-//! read-only part below both, so the generator does not depend on the fleet.
+//! Writing there is `kapell receive`'s business ([`crate::fleet::peer::generations`]); this
+//! module is the read-only part below both, so the generator does not depend on the fleet.
 
 use crate::names::RECEIVED_DIR;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ pub const CONFIRMED: &str = "confirmed";
 /// The record of a set waiting for confirmation ([`Pending`]).
 pub const PENDING: &str = "pending.json";
 
-/// A new set installed with a confirm window (SPEC §8): unless the controller confirms it by
+/// A new set installed with a confirm window (see docs/fleet-protocol.md): unless the controller confirms it by
 /// `deadline_usec`, the host reverts to `confirmed` on its own (a timer runs
 /// `kapell receive --revert-unconfirmed <generation>`); a boot other than `boot_id` boots the
 /// confirmed set instead.

@@ -1,4 +1,5 @@
-//! `kapell federate`: the federation daemon (SPEC §8), run by `kapell-federation.service`.
+//! `kapell federate`: the federation daemon, run by `kapell-federation.service` (see
+//! docs/fleet-protocol.md).
 //!
 //! It runs the pass of [`super::converge`] over every host: at start, whenever a file of the
 //! configuration directory changes (inotify, debounced), on `systemctl reload` (SIGHUP, which
@@ -11,15 +12,16 @@
 //! systemd sees `READY=1` after the first pass, a `STATUS=` line after each, and watchdog pings
 //! while it waits (`WatchdogSec=`). Every state change is logged with a stable `MESSAGE_ID`.
 
-use super::controller::Controller;
 use super::converge::{self, HostOutcome, Outcome};
+use super::hosts::Controller;
 use super::state::{ControllerLock, State};
+use crate::clock::now_usec;
 use crate::logging::id;
 use anyhow::{Context, Result};
 use sd_notify::NotifyState;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Changes within this long of each other are one change (an editor's save is several events).
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -273,8 +275,4 @@ fn watch_dir(dir: &Path, tx: Sender<Event>) -> Result<()> {
         })
         .context("cannot start the inotify thread")?;
     Ok(())
-}
-
-fn now_usec() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

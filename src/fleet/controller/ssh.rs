@@ -1,5 +1,6 @@
-//! The one SSH transport (SPEC §8): the system OpenSSH client, so `~/.ssh/config` (or the
-//! fleet's `ssh_config`), agents, ProxyJump and known_hosts work as operators expect.
+//! The one SSH transport (see docs/decisions.md, why SSH): the system OpenSSH client, so
+//! `~/.ssh/config` (or the fleet's `ssh_config`), agents, ProxyJump and known_hosts work as
+//! operators expect.
 //!
 //! Every call runs `ssh … -- <address> kapell receive` with the request on stdin: the remote
 //! command is a constant, and no user value is ever part of a remote shell string (the address
@@ -12,6 +13,7 @@
 //!   trip, no handshake), and the user's own ControlMaster sockets are never used.
 
 use super::config::Defaults;
+use crate::fleet::protocol::RECEIVE_COMMAND;
 use anyhow::{Context, Result};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -108,7 +110,7 @@ impl Ssh {
     /// there was none. `deadline` bounds the whole exchange.
     pub fn request(&self, address: &str, request: &[u8], deadline: Duration, fresh: bool) -> Result<Vec<u8>, Failure> {
         let mut cmd = self.command(address, fresh);
-        cmd.arg(super::receive::COMMAND).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg(RECEIVE_COMMAND).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| Failure::Unreachable(format!("cannot run ssh: {e}")))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let body = request.to_vec();
@@ -138,7 +140,7 @@ impl Ssh {
             let status = output.status.code().map_or("a signal".to_string(), |c| format!("status {c}"));
             return Err(Failure::Peer(format!(
                 "`{}` on {address} exited with {status} and no reply{}",
-                super::receive::COMMAND,
+                RECEIVE_COMMAND,
                 if stderr.is_empty() { String::new() } else { format!(": {}", last_lines(&stderr, 3)) }
             )));
         }

@@ -1,4 +1,4 @@
-//! The sets a peer received, on disk (SPEC §8): `/etc/kapell/received/`.
+//! The sets a peer received, on disk: `/etc/kapell/received/` (see docs/host-layout.md).
 //!
 //! ```text
 //! /etc/kapell/received/
@@ -17,15 +17,14 @@
 //! the old generation or the new one, each complete; what a killed run left behind (a staging
 //! directory, a generation nobody points to) is removed by the next install.
 
-use super::protocol::{HostSet, Reply};
-use crate::received::PENDING;
-pub use crate::received::{CONFIRMED, CURRENT, Pending, boot_id, received_dir};
+use crate::fleet::protocol::{HostSet, Reply};
+use crate::received_sets::PENDING;
+pub use crate::received_sets::{CONFIRMED, CURRENT, Pending, boot_id, received_dir};
 use crate::unitset::{self, OutputFile};
 use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const REJECTED: &str = "rolled-back.json";
 const OUTCOME: &str = "last-install.json";
@@ -52,9 +51,9 @@ impl Store {
     }
 
     /// The directory the generator emits: `current`, except after a reboot inside a confirm
-    /// window, when the last confirmed set is what boots (SPEC §8).
+    /// window, when the last confirmed set is what boots (see docs/fleet-protocol.md).
     pub fn emitted_dir(&self) -> PathBuf {
-        crate::received::emitted_dir(&self.dir)
+        crate::received_sets::emitted_dir(&self.dir)
     }
 
     /// The generation `current` names, if any.
@@ -64,7 +63,7 @@ impl Store {
 
     /// The generation a link (`current`, `confirmed`) names, if any.
     pub fn generation(&self, link: &str) -> Option<String> {
-        crate::received::generation(&self.dir, link)
+        crate::received_sets::generation(&self.dir, link)
     }
 
     /// The set `current` names, read back from its files (empty if none was received).
@@ -109,7 +108,7 @@ impl Store {
 
     /// The new set waiting for the controller's confirmation, if any.
     pub fn pending(&self) -> Option<Pending> {
-        crate::received::pending(&self.dir)
+        crate::received_sets::pending(&self.dir)
     }
 
     pub fn set_pending(&self, pending: Option<&Pending>) -> Result<()> {
@@ -128,7 +127,7 @@ impl Store {
     /// documentation). Returns the generation's name.
     pub fn install(&self, set: &HostSet) -> Result<String> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let stamp = crate::clock::now_usec();
         let generation = format!("{GENERATION_PREFIX}{stamp}-{}", set.short_hash());
         let staging = self.dir.join(format!("{STAGING_PREFIX}{generation}"));
         std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;

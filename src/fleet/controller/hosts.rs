@@ -1,5 +1,5 @@
-//! The controller side of a push (SPEC §8): from `fleet.toml` and the stacks to one unit set per
-//! host, and requests to every host in parallel.
+//! The controller side of a push: from `fleet.toml` and the stacks to one unit set per host,
+//! and requests to every host in parallel (see docs/fleet-protocol.md).
 //!
 //! Hosts are worked on by `parallel` threads, each running one `ssh` at a time; a slow or dead
 //! host occupies one thread and nothing else, so it never delays or blocks the others, and a
@@ -7,10 +7,10 @@
 
 use super::config::{self as fleet_config, Fleet};
 use super::placement;
-use super::protocol::{Body, HostSet, Reply, Request, VERSION};
 use super::ssh::{Failure, Ssh};
 use crate::config::FLEET_FILE;
 use crate::diagnostics::Diagnostic;
+use crate::fleet::protocol::{Body, HostSet, Reply, Request, VERSION};
 use crate::render::{self, RenderOptions};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};

@@ -1,0 +1,18 @@
+//! The controller side of the fleet: from `fleet.toml` and the stacks to one unit set per host,
+//! pushed over SSH and kept converged (see docs/fleet-protocol.md).
+//!
+//! [`config`] reads `fleet.toml`, [`placement`] decides which services each host runs, [`hosts`]
+//! renders each host's set (with the renderer the generator uses) and sends requests to every
+//! host in parallel over [`ssh`], the one transport. [`converge`] is one pass that brings hosts to
+//! their sets, shared by `kapell fleet apply` and the [`federate`] daemon; [`state`] is what the
+//! controller remembers between runs.
+
+pub mod config;
+pub mod converge;
+pub mod federate;
+pub mod hosts;
+pub mod placement;
+pub mod ssh;
+pub mod state;
+
+pub use hosts::{Controller, HostResult};

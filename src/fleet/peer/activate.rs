@@ -1,0 +1,64 @@
+//! Makes systemd run a received set: `kapell apply`'s plan and execution against what the
+//! generator wrote at the last reload, under the same host lock, plus [`super::drift`] repair.
+//! Units a local stack also produces are left to the local stack ([`crate::host_units`]).
+
+use super::drift;
+use crate::apply::{self, plan};
+use crate::blocking::block_on;
+use crate::fleet::protocol::{HostSet, Reply};
+use crate::host_units;
+use crate::names::GENERATOR_DIR;
+use crate::systemd::Systemd;
+use crate::unitset::UnitSet;
+use anyhow::Result;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+/// Makes systemd run `set` (minus what local stacks shadow, listed in `reply.conflicts`).
+pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()> {
+    let local_files = host_units::load_local(config_dir)?;
+    let share = host_units::fleet_share(&local_files, set.to_rendered());
+    let local: BTreeSet<String> = local_files.iter().map(|f| f.path().to_string()).collect();
+    reply.conflicts = share.shadowed;
+    let desired = UnitSet::from_rendered(&share.files);
+    let mut actions = Vec::new();
+    let unmasked = drift::unmask(&desired, &mut actions)?;
+    block_on(async {
+        let systemd = Systemd::system().await?;
+        let running = UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?;
+        let names = plan::units_to_query(&running, &desired, None);
+        let states: HashMap<_, _> = systemd.units(&names).await?.into_iter().map(|u| (u.name.clone(), u)).collect();
+        let mut plan = plan::plan(&running, &desired, &states, None)
+            .map_err(|c| anyhow::anyhow!("unexpected conflicts: {}", c.join("; ")))?;
+        plan.reload |= unmasked;
+        drift::restore_stopped(&mut plan, &desired, &states);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        reply.changed = true;
+        let verify = || verify_generated(&desired, &local);
+        reply.failures = apply::execute::execute(&systemd, &plan, verify, &mut |line| actions.push(line)).await?;
+        Ok::<_, anyhow::Error>(())
+    })??;
+    if !actions.is_empty() {
+        reply.changed = true;
+    }
+    reply.actions.extend(actions);
+    Ok(())
+}
+
+/// After the reload: the generator directory holds exactly the set's units (but local ones).
+fn verify_generated(desired: &UnitSet, local: &BTreeSet<String>) -> Result<()> {
+    let now = UnitSet::read_dir(Path::new(GENERATOR_DIR), local)?;
+    let want: BTreeSet<(&String, &String)> = desired.stacks.values().flat_map(|s| s.files.iter()).collect();
+    let have: BTreeSet<(&String, &String)> = now.stacks.values().flat_map(|s| s.files.iter()).collect();
+    if want == have {
+        return Ok(());
+    }
+    let differ: Vec<&str> = want.symmetric_difference(&have).map(|(n, _)| n.as_str()).collect();
+    anyhow::bail!(
+        "after the daemon-reload, {GENERATOR_DIR} does not hold the received units ({}): is kapell-generator \
+         installed and the same version as this kapell?",
+        differ.join(", ")
+    )
+}

@@ -1,0 +1,182 @@
+//! The life of a received set on a peer, under the host lock: installed (pending while a confirm
+//! window runs, else confirmed at once), confirmed, reverted (on the controller's request, when
+//! the window closes unconfirmed, or after a reboot inside it). See docs/fleet-protocol.md.
+//!
+//! An install is `kapell apply` for a set that came from elsewhere ([`super::activate`]). Before
+//! anything changes, the set is checked ([`super::set_check`]); then it becomes the current
+//! generation ([`super::generations`]) and systemd is told. The `pending` record is what decides
+//! whether a revert timer ([`super::revert_timer`]) still has work when it fires, so a timer that
+//! could not be stopped reverts nothing that was confirmed or replaced.
+
+use super::generations::{CONFIRMED, CURRENT, Pending, Store, boot_id, received_dir};
+use super::{activate, report, revert_timer, set_check};
+use crate::fleet::protocol::{HostSet, RECEIVE_COMMAND, Reply, short};
+use crate::lock::HostLock;
+use crate::unitset;
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::time::Duration;
+
+/// One writer per host: `kapell receive`, `kapell apply` and the revert timer take turns.
+pub fn lock_host() -> Result<HostLock> {
+    HostLock::acquire(RECEIVE_COMMAND, |holder| eprintln!("kapell receive: waiting for {holder}"))
+}
+
+/// Checks `set`, makes it current, and makes systemd run it. With `confirm_within`, the set is
+/// pending until the controller confirms it, and a timer reverts it otherwise.
+pub fn install(
+    config_dir: &Path,
+    store: &Store,
+    set: &HostSet,
+    known: &[String],
+    force: bool,
+    confirm_within: Option<u64>,
+    reply: &mut Reply,
+) -> Result<()> {
+    set.verify().map_err(anyhow::Error::msg).context("the set was refused; nothing was changed")?;
+    set_check::check_files(set).context("the set was refused; nothing was changed")?;
+    let old = store.current()?;
+    if let Some((_, why)) = store.rejected().into_iter().find(|(h, _)| *h == set.hash)
+        && !force
+        && old.hash != set.hash
+    {
+        reply.held = Some(format!(
+            "this host rolled set {} back ({why}); it is not installed again until it changes",
+            set.short_hash()
+        ));
+        return Ok(());
+    }
+    if !old.files.is_empty() && old.hash != set.hash && !known.contains(&old.hash) && !force {
+        anyhow::bail!(
+            "this host runs set {}, which this controller did not push (edited by hand in {}, or another \
+             controller's); it was not overwritten (`kapell fleet apply --force` replaces it)",
+            old.short_hash(),
+            received_dir().display()
+        );
+    }
+    // What ran before the first confirmed push counts as confirmed: it is what a revert restores.
+    if store.generation(CONFIRMED).is_none()
+        && let Some(generation) = store.current_generation()
+    {
+        store.set_link(CONFIRMED, &generation)?;
+    }
+    let diff = unitset::diff(&old.to_rendered(), &set.to_rendered());
+    (reply.added, reply.updated, reply.removed) = (diff.added, diff.changed, diff.removed);
+    let previous = store.current_generation();
+    let generation = if old.hash != set.hash { Some(store.install(set)?) } else { None };
+    reply.changed = generation.is_some();
+    activate::run_set(config_dir, set, reply)?;
+    match (generation, confirm_within) {
+        (Some(generation), Some(secs)) => {
+            let old_pending = store.pending();
+            let deadline_usec = crate::clock::now_usec() + secs * 1_000_000;
+            let pending =
+                Pending { generation: generation.clone(), hash: set.hash.clone(), boot_id: boot_id(), deadline_usec };
+            store.set_pending(Some(&pending))?;
+            revert_timer::schedule(&generation, Duration::from_secs(secs))?;
+            if let Some(old) = old_pending {
+                revert_timer::cancel(&old.generation)?;
+            }
+        }
+        (Some(generation), None) => {
+            store.set_link(CONFIRMED, &generation)?;
+            settle_pending(store)?;
+        }
+        (None, _) => {}
+    }
+    store.prune(previous.as_deref())?;
+    Ok(())
+}
+
+/// The controller saw the set `hash` active and healthy: it stays, even across a reboot.
+pub fn confirm(store: &Store, hash: &str) -> Result<()> {
+    let current = store.current()?;
+    anyhow::ensure!(
+        current.hash == hash,
+        "cannot confirm set {}: this host runs {} (it went back on its own, or another push replaced it)",
+        short(hash),
+        current.short_hash()
+    );
+    if let Some(generation) = store.current_generation() {
+        store.set_link(CONFIRMED, &generation)?;
+    }
+    settle_pending(store)
+}
+
+/// No set waits for confirmation any more: the record goes first (a timer that still fires
+/// finds nothing to do), then its timer.
+fn settle_pending(store: &Store) -> Result<()> {
+    match store.pending() {
+        Some(pending) => {
+            store.set_pending(None)?;
+            revert_timer::cancel(&pending.generation)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Makes `generation` current again and makes systemd run it; `why` is recorded as the reason.
+pub fn revert(config_dir: &Path, store: &Store, generation: &str, why: &str, reply: &mut Reply) -> Result<()> {
+    let set = store.set_of(Some(generation))?;
+    let old = store.current()?;
+    if old.hash != set.hash {
+        store.reject(&old.hash, why)?;
+        let diff = unitset::diff(&old.to_rendered(), &set.to_rendered());
+        (reply.added, reply.updated, reply.removed) = (diff.added, diff.changed, diff.removed);
+        store.set_link(CURRENT, generation)?;
+        reply.changed = true;
+    }
+    // A timer that cannot be stopped does not stop the revert; it is reported after it.
+    let settled = settle_pending(store);
+    reply.rolled_back = Some(format!("{why}: back to set {}", set.short_hash()));
+    let result = activate::run_set(config_dir, &set, reply).and(settled);
+    if let Err(e) = &result {
+        reply.error = Some(format!("{e:#}"));
+    }
+    let _ = store.save_outcome(reply);
+    result
+}
+
+/// The timer's side of a confirm window: reverts `generation` if it is still current and still
+/// unconfirmed. Run by `kapell receive --revert-unconfirmed GENERATION`.
+pub fn revert_unconfirmed(config_dir: &Path, generation: &str) -> Reply {
+    let mut reply = report::new_reply();
+    let result = (|| {
+        let _lock = lock_host()?;
+        let store = Store::open();
+        let still_pending = store.pending().is_some_and(|p| p.generation == generation)
+            && store.current_generation().as_deref() == Some(generation);
+        let Some(confirmed) = store.generation(CONFIRMED).filter(|_| still_pending) else {
+            return Ok(()); // confirmed, or replaced by a later push: nothing to do
+        };
+        revert(config_dir, &store, &confirmed, "not confirmed by the controller in time", &mut reply)
+    })();
+    if let Err(e) = result {
+        reply.error = Some(format!("{e:#}"));
+    }
+    reply
+}
+
+/// A reboot inside a confirm window booted the confirmed set (see [`Store::emitted_dir`]); make
+/// `current` say so before anything else happens.
+pub fn settle_reboot(config_dir: &Path, store: &Store, reply: &mut Reply) -> Result<()> {
+    let Some(pending) = store.pending() else { return Ok(()) };
+    if pending.boot_id == boot_id() {
+        return Ok(());
+    }
+    match store.generation(CONFIRMED) {
+        Some(confirmed) => {
+            let mut outcome = report::new_reply();
+            revert(
+                config_dir,
+                store,
+                &confirmed,
+                "rebooted before the controller confirmed the new set",
+                &mut outcome,
+            )?;
+            reply.rolled_back = outcome.rolled_back;
+            Ok(())
+        }
+        None => store.set_pending(None),
+    }
+}

@@ -1,0 +1,75 @@
+//! What a peer tells the controller after every request: the set it runs now, the state of its
+//! units (the rows of `kapell status`, [`crate::status`]), confirmation state, and the last
+//! journal lines of failing units.
+
+use super::generations::{CONFIRMED, Store};
+use super::journal;
+use crate::blocking::block_on;
+use crate::fleet::protocol::{HostSet, Reply, UnitState, VERSION};
+use crate::systemd::{Systemd, UnitInfo};
+use crate::unitset::UnitSet;
+use anyhow::Result;
+use std::collections::BTreeMap;
+
+/// Journal lines sent per failing unit.
+const JOURNAL_LINES: usize = 5;
+
+/// An empty reply from this host.
+pub fn new_reply() -> Reply {
+    Reply { version: VERSION, host: host_name(), ..Reply::default() }
+}
+
+/// Fills in what the host runs now: the set, its units' states, confirmation state.
+pub fn describe(store: &Store, reply: &mut Reply) -> Result<()> {
+    let current = store.current()?;
+    let (units, journal) = block_on(unit_states(&current))??;
+    reply.units = units;
+    reply.journal = journal;
+    reply.current = current.hash.clone();
+    reply.files = current.files;
+    reply.confirmed = store.set_of(store.generation(CONFIRMED).as_deref())?.hash;
+    reply.pending = store.pending().map(|p| (p.hash, p.deadline_usec));
+    Ok(())
+}
+
+/// The state of every stack target and running unit of `set`, each target followed by its
+/// stack's units, and the last journal lines of the failing ones.
+async fn unit_states(set: &HostSet) -> Result<(Vec<UnitState>, BTreeMap<String, Vec<String>>)> {
+    let units = UnitSet::from_rendered(&set.to_rendered());
+    if units.stacks.is_empty() {
+        return Ok((Vec::new(), BTreeMap::new()));
+    }
+    let systemd = Systemd::system().await?;
+    // `collect` lists the running units stack by stack, in the order of `units.stacks`.
+    let mut services = crate::status::collect(&systemd, &units, None).await?.into_iter().peekable();
+    let targets: Vec<String> = units.stacks.values().map(|s| s.target()).collect();
+    let mut rows = Vec::new();
+    for (stack, target) in units.stacks.values().zip(systemd.units(&targets).await?) {
+        rows.push(row(&stack.name, "", target));
+        while let Some(service) = services.next_if(|r| r.stack == stack.name) {
+            rows.push(row(&service.stack, &service.service, service.info));
+        }
+    }
+    let mut journal = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.active == "failed" || r.sub == "auto-restart") {
+        journal.insert(row.unit.clone(), journal::last_lines(&row.unit, JOURNAL_LINES));
+    }
+    Ok((rows, journal))
+}
+
+fn row(stack: &str, service: &str, info: UnitInfo) -> UnitState {
+    UnitState {
+        unit: info.name,
+        stack: stack.to_string(),
+        service: service.to_string(),
+        active: info.active_state,
+        sub: info.sub_state,
+        since_usec: info.state_change_usec,
+        restarts: info.restarts,
+        status: info.status_text,
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}

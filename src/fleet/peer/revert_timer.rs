@@ -1,0 +1,35 @@
+//! The peer's own clock for a confirm window: a transient systemd timer that runs
+//! `kapell receive --revert-unconfirmed GENERATION` when the window closes, created and stopped
+//! through the project's D-Bus client ([`crate::systemd`]). systemd keeps the time, so the
+//! revert happens whatever becomes of `kapell receive` or the controller's connection.
+
+use crate::blocking::block_on;
+use crate::systemd::Systemd;
+use anyhow::{Context, Result};
+use std::time::Duration;
+
+/// How late the revert may run: a confirm window is seconds to minutes long.
+const ACCURACY: Duration = Duration::from_millis(100);
+
+/// Starts the timer that reverts `generation` in `within`, unless [`cancel`]led first.
+pub fn schedule(generation: &str, within: Duration) -> Result<()> {
+    let kapell = std::env::current_exe().context("cannot find this kapell binary")?;
+    let argv = [kapell.to_string_lossy().as_ref(), "receive", "--revert-unconfirmed", generation].map(String::from);
+    let description = format!("kapell: revert generation {generation} unless the controller confirms it");
+    block_on(async {
+        let systemd = Systemd::system().await?;
+        systemd.start_transient_timer(&unit(generation), within, ACCURACY, &description, &argv).await
+    })?
+    .context("cannot schedule the revert of the unconfirmed set")
+}
+
+/// Stops the timer of `generation`; one that fired already or never existed is no error.
+pub fn cancel(generation: &str) -> Result<()> {
+    block_on(async { Systemd::system().await?.stop_if_loaded(&format!("{}.timer", unit(generation))).await })?
+        .with_context(|| format!("cannot stop the revert timer of generation {generation}"))
+}
+
+/// The timer's and its service's name, without the suffix.
+fn unit(generation: &str) -> String {
+    format!("kapell-revert-{generation}")
+}
