@@ -61,7 +61,7 @@ fn catalog_of(stacks: &[(usize, kapell::model::Stack)]) -> Catalog {
     }
     let placements: Vec<Placement<'_>> =
         (0..HOSTS).map(|h| Placement { host: &names[h], ip: ips[h], stacks: &per_host[h] }).collect();
-    catalog::build("h0", &placements)
+    catalog::build("bench", &placements)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {

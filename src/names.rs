@@ -296,6 +296,10 @@ pub fn foreign_unit_dirs() -> impl Iterator<Item = &'static str> {
 /// `/var` is mounted (SPEC §5).
 pub const RECEIVED_DIR: &str = "/etc/kapell/received";
 
+/// The discovery catalog's file in a received generation, beside the units (not a unit: the unit
+/// readers leave it out). See docs/discovery.md.
+pub const CATALOG_FILE: &str = "catalog.json";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,7 +120,7 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
         let desired = &controller.sets[&result.host];
         match &result.outcome {
             Ok(reply) => {
-                let current = HostSet { files: reply.files.clone(), hash: reply.current.clone() };
+                let current = HostSet { files: reply.files.clone(), catalog: None, hash: reply.current.clone() };
                 let diff = unitset::diff(&current.to_rendered(), &desired.to_rendered());
                 // Units first, then the `*.wants/` links that follow from them.
                 let units_first = |mut paths: Vec<String>| {

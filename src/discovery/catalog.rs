@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 /// The catalog's file name in a generation directory.
-pub const FILE: &str = "catalog.json";
+pub const FILE: &str = crate::names::CATALOG_FILE;
 
 /// The format version; a responder refuses a catalog of another version rather than misread it.
 pub const VERSION: u32 = 1;
@@ -222,9 +222,10 @@ fn protocol(s: &str) -> Option<Protocol> {
 }
 
 impl Catalog {
+    /// Compact: it travels in every host's set (a 1,000-service catalog is a few hundred KB).
     pub fn to_json(&self) -> String {
         // Plain data with string keys: encoding cannot fail.
-        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+        serde_json::to_string(self).unwrap_or_default() + "\n"
     }
 
     pub fn parse(text: &str) -> Result<Catalog, String> {

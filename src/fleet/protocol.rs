@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// The protocol version this kapell speaks.
-pub const VERSION: u32 = 1;
+/// The protocol version this kapell speaks. 2: a set carries the discovery catalog, which is
+/// part of its hash (a peer of version 1 would take a set with a catalog for a corrupted one).
+pub const VERSION: u32 = 2;
 
 /// The remote command a controller runs on a peer; a key pinned with `command="kapell receive"`
 /// runs nothing else.
@@ -57,7 +58,11 @@ pub enum Body {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostSet {
     pub files: BTreeMap<String, SetFile>,
-    /// [`HostSet::compute_hash`] of `files`.
+    /// The discovery catalog of this host (`catalog.json` beside the units in the generation,
+    /// see docs/discovery.md), as JSON text; `None` when no service of the fleet is placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+    /// [`HostSet::compute_hash`] of `files` and `catalog`.
     pub hash: String,
 }
 
@@ -80,9 +85,16 @@ impl HostSet {
                 OutputFile::Link { path, target } => (path.clone(), SetFile::Link { target: target.clone() }),
             })
             .collect();
-        let mut set = HostSet { files, hash: String::new() };
+        let mut set = HostSet { files, catalog: None, hash: String::new() };
         set.hash = set.compute_hash();
         set
+    }
+
+    /// The set with `catalog` (JSON text) beside its units, hashed again.
+    pub fn with_catalog(mut self, catalog: Option<String>) -> HostSet {
+        self.catalog = catalog;
+        self.hash = self.compute_hash();
+        self
     }
 
     /// The files as the renderer's type, for writing and planning.
@@ -110,6 +122,12 @@ impl HostSet {
             hasher.update(path.as_bytes());
             hasher.update((content.len() as u64).to_le_bytes());
             hasher.update(content.as_bytes());
+        }
+        // A set without a catalog hashes as it did before catalogs existed.
+        if let Some(catalog) = &self.catalog {
+            hasher.update([b'c']);
+            hasher.update((catalog.len() as u64).to_le_bytes());
+            hasher.update(catalog.as_bytes());
         }
         hex(&hasher.finalize())
     }

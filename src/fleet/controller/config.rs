@@ -15,7 +15,7 @@ use toml::de::DeTable;
 const ROOT_KEYS: &[&str] = &["defaults", "hosts", "rollout"];
 const DEFAULTS_KEYS: &[&str] =
     &["ssh_user", "ssh_config", "known_hosts", "parallel", "reconcile_interval", "confirm_timeout"];
-const HOST_KEYS: &[&str] = &["address", "labels"];
+const HOST_KEYS: &[&str] = &["address", "ip", "labels"];
 const ROLLOUT_KEYS: &[&str] = &["max_parallel", "min_healthy_time", "healthy_deadline", "auto_revert"];
 
 /// The checked contents of `fleet.toml`.
@@ -47,6 +47,9 @@ pub struct FleetHost {
     pub name: String,
     /// Anything ssh accepts as a destination.
     pub address: String,
+    /// Where other hosts reach this host's services (discovery's answers): `ip`, else `address`
+    /// when it is an IP address.
+    pub ip: Option<std::net::IpAddr>,
     pub labels: BTreeMap<String, String>,
     /// Where `[hosts.<name>]` was written.
     pub span: Range<usize>,
@@ -160,13 +163,23 @@ fn read_host(ctx: &mut Ctx, name: At<String>, value: &toml::Spanned<toml::de::De
         }
         None => return None,
     };
+    let ip = match get(table, "ip").and_then(|v| ctx.string(v, "ip")) {
+        Some(ip) => match ip.value.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                ctx.error(ip.span, format!("`ip` must be an IP address, not {:?}", ip.value));
+                return None;
+            }
+        },
+        None => address.parse().ok(),
+    };
     let labels = get(table, "labels")
         .and_then(|v| ctx.string_map(v, "labels"))
         .unwrap_or_default()
         .into_iter()
         .map(|(k, v)| (k.value, v.value))
         .collect();
-    Some(FleetHost { name: name.value, address, labels, span: name.span })
+    Some(FleetHost { name: name.value, address, ip, labels, span: name.span })
 }
 
 fn read_rollout(ctx: &mut Ctx, table: &DeTable<'_>) -> Rollout {
@@ -275,6 +288,20 @@ auto_revert = true
             assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
         }
         assert!(got.iter().any(|g| g.starts_with("/etc/kapell/fleet.toml:12:20: invalid duration")), "{got:#?}");
+    }
+
+    #[test]
+    fn ip_is_given_or_the_address_when_that_is_one() {
+        let text = "[hosts.a]\naddress = \"10.0.0.1\"\n\n[hosts.b]\naddress = \"b.internal\"\nip = \"fd00::2\"\n\n\
+                    [hosts.c]\naddress = \"c.internal\"\n";
+        let fleet = parse(Path::new("fleet.toml"), text).expect("valid");
+        assert_eq!(fleet.hosts["a"].ip, "10.0.0.1".parse().ok());
+        assert_eq!(fleet.hosts["b"].ip, "fd00::2".parse().ok());
+        assert_eq!(fleet.hosts["c"].ip, None);
+        assert_eq!(
+            errors("[hosts.a]\naddress = \"a.internal\"\nip = \"a.internal\"\n"),
+            ["/etc/kapell/fleet.toml:3:6: `ip` must be an IP address, not \"a.internal\""]
+        );
     }
 
     #[test]

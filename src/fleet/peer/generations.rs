@@ -18,6 +18,7 @@
 //! directory, a generation nobody points to) is removed by the next install.
 
 use crate::fleet::protocol::{HostSet, Reply};
+use crate::names::CATALOG_FILE;
 use crate::received_sets::PENDING;
 pub use crate::received_sets::{CONFIRMED, CURRENT, Pending, boot_id, received_dir};
 use crate::unitset::{self, OutputFile};
@@ -132,6 +133,15 @@ impl Store {
         let staging = self.dir.join(format!("{STAGING_PREFIX}{generation}"));
         std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
         write_set(&staging, &set.to_rendered())?;
+        if let Some(catalog) = &set.catalog {
+            // In the same directory as the units, before the rename that publishes both.
+            let path = staging.join(CATALOG_FILE);
+            let mut file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(catalog.as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            sync_dir(&staging)?;
+        }
         let final_dir = self.dir.join(&generation);
         std::fs::rename(&staging, &final_dir)
             .with_context(|| format!("cannot rename {} to {}", staging.display(), final_dir.display()))?;
@@ -179,7 +189,13 @@ impl Store {
 
 /// Reads a generation directory back into a set.
 pub fn read_set(dir: &Path) -> Result<HostSet> {
-    Ok(HostSet::from_rendered(&unitset::read_files(dir)?))
+    let path = dir.join(CATALOG_FILE);
+    let catalog = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    Ok(HostSet::from_rendered(&unitset::read_files(dir)?).with_catalog(catalog))
 }
 
 /// Writes `files` into the empty directory `dir` with the one unit-set writer, then makes them
