@@ -65,8 +65,9 @@ pub struct ApplyArgs {
 /// Show every host's services: HOST, STACK, SERVICE, GOAL, STATE, SINCE.
 ///
 /// Asked of every host in parallel; an unreachable host is shown as such, and a host that runs
-/// another set than the controller would push is marked as drifted. Exit status: 0 every host
-/// answered, 3 otherwise.
+/// another set than the controller would push is marked as drifted. Then, for each host whose
+/// `kapell dns` runs, what every `<service>.<stack>.kapell` name answers there now. Exit status:
+/// 0 every host answered, 3 otherwise.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// Only these hosts (names, or @key=value for every host with that label).
@@ -302,6 +303,8 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
     let mut notes = Vec::new();
     let mut out = Vec::new();
     let mut failed = false;
+    // What each host's `kapell dns` answers now.
+    let mut names = vec![["HOST", "NAME", "ANSWERS"].map(String::from).to_vec()];
     for r in &results {
         let desired = &controller.sets[&r.host];
         let reply = match &r.outcome {
@@ -366,9 +369,13 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
                 "-".into(),
             ]);
         }
+        for (name, answers) in &reply.names {
+            let text: Vec<String> = answers.iter().map(|a| format!("{} ({})", a.ip, a.host)).collect();
+            names.push(vec![r.host.clone(), name.clone(), if text.is_empty() { "-".into() } else { text.join(", ") }]);
+        }
         out.push(serde_json::json!({
             "host": r.host, "reachable": true, "current": reply.current, "desired": desired.hash,
-            "drifted": drifted, "units": units,
+            "drifted": drifted, "units": units, "names": reply.names,
         }));
     }
     // What the controller remembers (kapell federate, earlier applies): backoff, held sets, rollout.
@@ -405,6 +412,10 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         table::print(&rows);
+        if names.len() > 1 {
+            println!();
+            table::print(&names);
+        }
         for note in &notes {
             println!("{note}");
         }

@@ -212,6 +212,10 @@ pub struct Reply {
     pub held: Option<String>,
     /// The last journal lines of every failing unit, for the controller's report.
     pub journal: BTreeMap<String, Vec<String>>,
+    /// What this host's `kapell dns` answers now: `<service>.<stack>.kapell` → hosts; empty when
+    /// no responder runs.
+    #[serde(default)]
+    pub names: BTreeMap<String, Vec<crate::dns_state::Answer>>,
 }
 
 /// One unit of the set as the peer's systemd sees it.
