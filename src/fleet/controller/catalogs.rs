@@ -10,21 +10,27 @@ use crate::discovery::catalog::{self, Placement};
 use std::collections::BTreeMap;
 
 /// Host → its catalog as JSON; empty when no service is placed. Every host that runs a service
-/// needs an `ip` (given, or its `address` when that is an IP): each problem is one diagnostic
-/// at the host's table.
-pub fn catalogs(fleet: &Fleet, placed: &Placed) -> Result<BTreeMap<String, String>, Vec<Diagnostic>> {
+/// needs an `ip`: given, or its `address` when that is an IP, or what `ssh_ip` says ssh connects
+/// to for it (`HostName` of an alias in the ssh configuration). Each host without one is a
+/// diagnostic at its table.
+pub fn catalogs(
+    fleet: &Fleet,
+    placed: &Placed,
+    ssh_ip: impl Fn(&str) -> Option<std::net::IpAddr>,
+) -> Result<BTreeMap<String, String>, Vec<Diagnostic>> {
     let mut placements = Vec::new();
     let mut errors = Vec::new();
     for (host, stacks) in placed.iter().filter(|(_, stacks)| !stacks.is_empty()) {
         let entry = &fleet.hosts[host];
-        match entry.ip {
+        match entry.ip.or_else(|| ssh_ip(&entry.address)) {
             Some(ip) => placements.push(Placement { host, ip, stacks }),
             None => errors.push(Diagnostic::new(
                 &fleet.source,
                 entry.span.clone(),
                 format!(
-                    "[hosts.{host}] needs an `ip`: its `address` {:?} is not an IP address, and the names of the \
-                     services it runs (<service>.<stack>.kapell) resolve to the address other hosts reach it at",
+                    "[hosts.{host}] needs an `ip`: its `address` {:?} is not an IP address (nor the `HostName` \
+                     ssh's configuration gives it), and the names of the services it runs \
+                     (<service>.<stack>.kapell) resolve to the address other hosts reach it at",
                     entry.address
                 ),
             )),
@@ -71,7 +77,7 @@ mod tests {
         )
         .expect("fleet");
         let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
-        let catalogs = catalogs(&fleet, &placed).expect("catalogs");
+        let catalogs = catalogs(&fleet, &placed, |_| None).expect("catalogs");
         assert_eq!(
             catalogs.keys().collect::<Vec<_>>(),
             ["h1", "h2", "h3", "idle"],
@@ -94,11 +100,15 @@ mod tests {
         .expect("fleet");
         let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
         let errors: Vec<String> =
-            catalogs(&fleet, &placed).expect_err("h3 has no ip").iter().map(|d| d.to_string()).collect();
+            catalogs(&fleet, &placed, |_| None).expect_err("h3 has no ip").iter().map(|d| d.to_string()).collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("/etc/kapell/fleet.toml:5:8: [hosts.h3] needs an `ip`"), "{errors:?}");
         // Without services nobody asks for names: no catalog, no `ip` needed.
         let placed = super::super::placement::place(&fleet, &[]).expect("placed");
-        assert!(catalogs(&fleet, &placed).expect("no services").is_empty());
+        assert!(catalogs(&fleet, &placed, |_| None).expect("no services").is_empty());
+        // An ssh alias whose HostName is an address will do.
+        let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
+        let via_ssh = catalogs(&fleet, &placed, |a| (a == "h3.internal").then(|| [10, 0, 0, 3].into())).expect("ok");
+        assert!(via_ssh["h1"].contains("10.0.0.3"));
     }
 }

@@ -57,7 +57,8 @@ impl Controller {
             Ok(placed) => placed,
             Err(diags) => return Ok(Err(diags)),
         };
-        let mut catalogs = match super::catalogs::catalogs(&fleet, &placed) {
+        let ssh = Ssh::new(&fleet.defaults)?;
+        let mut catalogs = match super::catalogs::catalogs(&fleet, &placed, |a| ssh.configured_ip(a)) {
             Ok(catalogs) => catalogs,
             Err(diags) => return Ok(Err(diags)),
         };
@@ -71,7 +72,6 @@ impl Controller {
             .collect();
         let local_stacks =
             checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.to_string()).collect();
-        let ssh = Ssh::new(&fleet.defaults)?;
         Ok(Ok(Controller { fleet, sets, ssh, local_stacks }))
     }
 

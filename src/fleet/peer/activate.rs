@@ -21,6 +21,15 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
     let local: BTreeSet<String> = local_files.iter().map(|f| f.path().to_string()).collect();
     reply.conflicts = share.shadowed;
     let desired = UnitSet::from_rendered(&share.files);
+    // The responder first: containers started below get it as their DNS server only if it runs.
+    let mut notes = Vec::new();
+    let mut responder_changed = false;
+    if set.catalog.is_some() {
+        match block_on(start_responder(&mut notes)).and_then(|r| r) {
+            Ok(changed) => responder_changed = changed,
+            Err(e) => notes.push(format!("cannot start {DNS_UNIT}: {e:#}")),
+        }
+    }
     let mut actions = Vec::new();
     let unmasked = drift::unmask(&desired, &mut actions)?;
     block_on(async {
@@ -44,16 +53,11 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
         reply.changed = true;
     }
     reply.actions.extend(actions);
-    if set.catalog.is_some() {
-        let mut notes = Vec::new();
-        let started = block_on(start_responder(&mut notes)).and_then(|r| r);
-        match started {
-            Ok(true) => reply.changed = true,
-            // Said once, with the install that brought the catalog, not at every no-op pass.
-            Ok(false) if !reply.changed => notes.clear(),
-            Ok(false) => {}
-            Err(e) => notes.push(format!("cannot start {DNS_UNIT}: {e:#}")),
-        }
+    if responder_changed {
+        reply.changed = true;
+    }
+    // Said once, with the install that brought the catalog, not at every no-op pass.
+    if reply.changed || responder_changed {
         reply.actions.extend(notes);
     }
     Ok(())
