@@ -13,6 +13,7 @@ mod base;
 mod cgroup;
 mod cmd;
 mod container_rig;
+pub mod dns;
 mod docker;
 mod footprint;
 mod fs;
