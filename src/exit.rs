@@ -13,3 +13,10 @@ pub const FAILED: u8 = 3;
 /// `kapell import`: the stack is written (except with --strict), but something of the imported
 /// project could not be carried over; each is reported on standard error.
 pub const LOSSY: u8 = 4;
+/// `kapell fleet`: a rollout failed (its batch was rolled back) or its desired state is held
+/// back on hosts because it failed before; the table says which hosts and why. Change the
+/// stacks, or `kapell fleet rollout retry`.
+pub const HELD: u8 = 5;
+/// `kapell fleet`: the canaries run the new desired state and the other hosts wait for
+/// `kapell fleet promote`.
+pub const WAITING: u8 = 6;

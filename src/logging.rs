@@ -44,6 +44,8 @@ pub mod id {
     pub const FLEET_CONFIG_INVALID: &str = "9c4e2a7f5d1b4e8c6a3f0d5b7e2c9a36";
     /// Federation: the configuration was reloaded (SIGHUP).
     pub const FLEET_RELOADED: &str = "3f8d6b1a9c4e4a2f7e0b5d3c8a1f6e47";
+    /// Federation: a pass finished (the first, a periodic one, after a change or a reload).
+    pub const FLEET_PASS: &str = "0d6a4f2c8e1b4a7d9c3f5e2b6a8d1c47";
     /// Federation: a pass failed as a whole (state directory, lock).
     pub const FLEET_PASS_FAILED: &str = "e1b7c5a3d9f24b6e8c0a7f3d5b1e9c58";
     /// A stack network (`kapell-<stack>`) was created.

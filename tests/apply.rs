@@ -5,11 +5,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use support::{Footprint, Host, eventually};
+use support::{Footprint, Host, Run, eventually};
 
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 
@@ -39,38 +38,6 @@ fn write_stack(host: &Host, name: &str, text: &str) -> Result<()> {
 
 fn remove_stack(host: &Host, name: &str) -> Result<()> {
     std::fs::remove_file(host.root().join(format!("etc/kapell/{name}.toml"))).context("cannot remove stack")
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl Run {
-    fn from(out: Output, took: Duration) -> Self {
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            took,
-        }
-    }
-
-    /// Lines of stdout that start with `verb` (the apply report: `started   unit   (why)`).
-    fn units(&self, verb: &str) -> Vec<String> {
-        self.stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix(verb)?.strip_prefix(' ')?.split_whitespace().next().map(str::to_string))
-            .collect()
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}", self.code, self.stdout, self.stderr)
-    }
 }
 
 /// Runs `kapell args…` inside the host.

@@ -1,60 +1,124 @@
-//! The fleet, pushed (SPEC §8): `kapell fleet plan/apply/status` on this machine as the
-//! controller, `kapell receive` on three booted systemd hosts (nspawn) with real sshd.
-//! Needs root and the packages in TESTENV.md; nothing is mocked, nothing is skipped.
+//! The fleet, pushed: `kapell fleet plan/apply/status/promote` on this machine as the
+//! controller, `kapell receive` on three booted systemd hosts (nspawn) with real sshd. The hosts
+//! are booted once for all the tests of this file (see `support::scenarios`); each test starts
+//! from peers that never received anything and a controller of its own.
+//! Needs root and the packages of `.ci/deps`; nothing is mocked, nothing is skipped.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use support::{Footprint, Host, Net, Ssh};
+use support::fleet::{PEERS, boot_peers, forget_fleet, pids, prop};
+use support::{Footprint, Host, Net, Run, Scenario, Ssh};
 
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 
-/// A controller: a config directory with `fleet.toml` and stacks, and its own runtime directory
-/// (kapell's ControlMaster sockets), whose master connections are closed on drop.
-struct Controller<'a> {
-    dir: tempfile::TempDir,
-    runtime: tempfile::TempDir,
-    ssh: &'a Ssh,
-    hosts: Vec<String>,
+fn main() {
+    support::scenarios::run(
+        &[
+            Scenario { name: "plan_lists_the_units_and_apply_converges_every_host", test: plan_and_apply },
+            Scenario { name: "a_second_apply_restarts_nothing", test: noop_apply },
+            Scenario { name: "a_changed_service_restarts_only_its_unit", test: one_change },
+            Scenario { name: "a_narrowed_placement_removes_the_service_from_that_host_only", test: narrowed },
+            Scenario { name: "status_shows_every_host_as_a_table_and_as_json", test: status },
+            Scenario { name: "a_set_edited_by_hand_is_replaced_only_with_force", test: edited_by_hand },
+            Scenario { name: "a_dead_host_never_blocks_the_others", test: dead_host },
+            Scenario { name: "a_reboot_brings_the_received_set_back", test: reboot },
+            Scenario {
+                name: "host_keys_are_verified_and_the_pinned_key_runs_only_kapell_receive",
+                test: host_keys_are_verified,
+            },
+            Scenario { name: "killed_pushes_never_leave_a_mixed_set", test: killed_pushes },
+            Scenario { name: "a_failing_version_is_rolled_back_and_never_reaches_another_host", test: failing_version },
+            Scenario { name: "canaries_wait_for_fleet_promote", test: canaries_wait_for_promote },
+            Scenario { name: "canaries_are_promoted_automatically_once_healthy", test: canaries_auto_promote },
+            Scenario { name: "a_failing_canary_touches_nobody_else", test: failing_canary },
+        ],
+        Rig::boot,
+        Rig::reset,
+        Rig::teardown,
+    )
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    took: Duration,
+/// Three peers (web1, web2 with role=web; db1 with role=db) on a private net, booted once.
+struct Rig {
+    hosts: Vec<Host>,
+    ssh: Ssh,
+    net: Net,
+    footprint: Footprint,
+    /// root's authorized_keys as booted (a test pins the key; the next gets it back).
+    authorized_keys: String,
 }
 
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?} in {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.took, self.stdout, self.stderr
-        )
+impl Rig {
+    fn boot() -> Result<Rig> {
+        support::require_root()?;
+        let net = Net::new()?;
+        let ssh = Ssh::new()?;
+        let hosts = boot_peers(&net, &ssh, Path::new(KAPELL))?;
+        let footprint = hosts.iter().fold(Footprint::new().net(&net), Footprint::host);
+        let authorized_keys = std::fs::read_to_string(hosts[0].root().join("root/.ssh/authorized_keys"))?;
+        Ok(Rig { hosts, ssh, net, footprint, authorized_keys })
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        for host in &mut self.hosts {
+            std::fs::write(host.root().join("root/.ssh/authorized_keys"), &self.authorized_keys)?;
+            forget_fleet(host)?;
+        }
+        Ok(())
+    }
+
+    fn teardown(self) -> Result<()> {
+        let Rig { hosts, ssh, net, footprint, .. } = self;
+        drop(hosts);
+        drop(ssh);
+        drop(net);
+        footprint.assert_gone()
+    }
+
+    /// A controller whose stacks are applied and every host converged: `shop.web` runs
+    /// `sleep 7000000`.
+    fn converged(&self, rollout: &str) -> Result<Controller> {
+        let c = Controller::new(&self.ssh, rollout)?;
+        stacks(&c, "7000000", None)?;
+        let first = c.expect(&["fleet", "apply"], 0)?;
+        for host in PEERS {
+            ensure!(first.stdout.lines().any(|l| l.starts_with(host.0) && l.contains("converged")), "{first}");
+        }
+        Ok(c)
     }
 }
 
-impl<'a> Controller<'a> {
-    /// `hosts`: (name, labels as TOML inline table).
-    fn new(ssh: &'a Ssh, hosts: &[(&str, &str)]) -> Result<Self> {
+/// A controller: a config directory with `fleet.toml` and stacks, and its own runtime and state
+/// directories, whose master connections (kapell's ControlMaster sockets) are closed on drop.
+struct Controller {
+    dir: tempfile::TempDir,
+    runtime: tempfile::TempDir,
+    ssh_config: PathBuf,
+}
+
+/// Short healthy times keep rolling updates quick in tests.
+const QUICK: &str = "min_healthy_time = \"1s\"\n";
+
+impl Controller {
+    /// `rollout`: the body of `[rollout]`.
+    fn new(ssh: &Ssh, rollout: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let runtime = tempfile::Builder::new().prefix("kr").tempdir_in("/tmp")?;
-        // Short healthy times keep rolling updates quick in tests.
         let mut fleet = format!(
-            "[defaults]\nssh_config = \"{}\"\nparallel = 16\n\n[rollout]\nmin_healthy_time = \"1s\"\n\n",
+            "[defaults]\nssh_config = \"{}\"\nparallel = 16\n\n[rollout]\n{rollout}\n",
             ssh.config_path().display()
         );
-        for (name, labels) in hosts {
-            fleet.push_str(&format!("[hosts.{name}]\naddress = \"{name}\"\nlabels = {labels}\n\n"));
+        for (name, _, role) in PEERS {
+            fleet.push_str(&format!("[hosts.{name}]\naddress = \"{name}\"\nlabels = {{ role = \"{role}\" }}\n\n"));
         }
         std::fs::write(dir.path().join("fleet.toml"), fleet)?;
-        Ok(Controller { dir, runtime, ssh, hosts: hosts.iter().map(|(n, _)| n.to_string()).collect() })
+        Ok(Controller { dir, runtime, ssh_config: ssh.config_path().to_path_buf() })
     }
 
     fn write(&self, name: &str, text: &str) -> Result<()> {
@@ -62,9 +126,7 @@ impl<'a> Controller<'a> {
     }
 
     fn kapell(&self, args: &[&str]) -> Result<Run> {
-        let start = Instant::now();
-        let out = self.command(args).output().context("cannot run kapell")?;
-        Ok(run_of(out, start.elapsed()))
+        Run::of(&mut self.command(args))
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -94,15 +156,21 @@ impl<'a> Controller<'a> {
         }
         Ok(out)
     }
+
+    /// `fleet status --json`.
+    fn status_json(&self) -> Result<serde_json::Value> {
+        let status = self.kapell(&["fleet", "status", "--json"])?;
+        serde_json::from_str(&status.stdout).with_context(|| format!("{status}"))
+    }
 }
 
-impl Drop for Controller<'_> {
+impl Drop for Controller {
     fn drop(&mut self) {
         // Close kapell's master connections (ControlPersist) to our hosts.
-        for host in &self.hosts {
+        for (host, _, _) in PEERS {
             let _ = Command::new("ssh")
                 .arg("-F")
-                .arg(self.ssh.config_path())
+                .arg(&self.ssh_config)
                 .arg("-o")
                 .arg(format!("ControlPath={}/ssh/%C", self.runtime.path().display()))
                 .args(["-O", "exit", host])
@@ -111,32 +179,6 @@ impl Drop for Controller<'_> {
         }
     }
 }
-
-fn run_of(out: Output, took: Duration) -> Run {
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took,
-    }
-}
-
-/// Three hosts on a private net with sshd and kapell: web1, web2 (role=web), db1 (role=db).
-fn boot_fleet(net: &Net, ssh: &Ssh) -> Result<Vec<Host>> {
-    let mut hosts = vec![
-        Host::builder().name("web1").net(net, 11).ssh(ssh).kapell(KAPELL).start()?,
-        Host::builder().name("web2").net(net, 12).ssh(ssh).kapell(KAPELL).start()?,
-        Host::builder().name("db1").net(net, 13).ssh(ssh).kapell(KAPELL).start()?,
-    ];
-    for host in &mut hosts {
-        host.wait_running()?;
-        host.wait_ssh()?;
-    }
-    Ok(hosts)
-}
-
-const FLEET_HOSTS: &[(&str, &str)] =
-    &[("web1", "{ role = \"web\" }"), ("web2", "{ role = \"web\" }"), ("db1", "{ role = \"db\" }")];
 
 /// `shop.web` on role=web, `data.db` on db1, `agent.node` everywhere (or where `agent_hosts` says).
 fn stacks(c: &Controller, web_arg: &str, agent_hosts: Option<&str>) -> Result<()> {
@@ -155,21 +197,6 @@ fn stacks(c: &Controller, web_arg: &str, agent_hosts: Option<&str>) -> Result<()
     c.write("agent.toml", &format!("[services.node]\nexec = [\"/bin/sleep\", \"7000003\"]\nplacement = {placement}\n"))
 }
 
-fn prop(host: &Host, unit: &str, prop: &str) -> Result<String> {
-    Ok(host.systemctl_ok(&["show", "-p", prop, "--value", unit])?.trim().to_string())
-}
-
-/// MainPID of each unit, each of which must be active.
-fn pids(host: &Host, units: &[&str]) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for unit in units {
-        let state = prop(host, unit, "ActiveState")?;
-        ensure!(state == "active", "{}: {unit} is {state}", host.name());
-        out.insert(unit.to_string(), prop(host, unit, "MainPID")?);
-    }
-    Ok(out)
-}
-
 const WEB_UNITS: &[&str] =
     &["agent.target", "shop.target", "shop-web.service", "shop-cache.service", "agent-node.service"];
 const DB_UNITS: &[&str] = &["agent.target", "data.target", "data-db.service", "agent-node.service"];
@@ -178,39 +205,45 @@ fn units_of(host: &Host) -> &'static [&'static str] {
     if host.name() == "db1" { DB_UNITS } else { WEB_UNITS }
 }
 
-/// The life of a fleet: plan, apply, a no-op, one change, a placement change, status, a host
-/// powered off during an apply, and a reboot that brings the received set back by itself.
-#[test]
-fn fleet_apply_converges_changes_only_what_changed_and_survives_a_dead_host() -> Result<()> {
-    let net = Net::new()?;
-    let ssh = Ssh::new()?;
-    let mut hosts = boot_fleet(&net, &ssh)?;
-    let footprint = hosts.iter().fold(Footprint::new().net(&net), Footprint::host);
-    let c = Controller::new(&ssh, FLEET_HOSTS)?;
-    stacks(&c, "7000000", None)?;
+/// The main PIDs of every service on every host, by host.
+fn all_pids(hosts: &[Host]) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    hosts.iter().map(|h| Ok((h.name().to_string(), pids(h, units_of(h))?))).collect()
+}
 
+fn plan_and_apply(rig: &mut Rig) -> Result<()> {
+    let c = Controller::new(&rig.ssh, QUICK)?;
+    stacks(&c, "7000000", None)?;
     let plan = c.expect(&["fleet", "plan"], 0)?;
     ensure!(plan.stdout.contains("web1 (web1): 5 to add, 0 to change, 0 to remove"), "{plan}");
     ensure!(plan.stdout.contains("db1 (db1): 4 to add"), "{plan}");
     ensure!(plan.stdout.contains("add     shop-web.service"), "{plan}");
-
     eprintln!("$ kapell fleet plan\n{}", plan.stdout);
     let first = c.expect(&["fleet", "apply"], 0)?;
     eprintln!("$ kapell fleet apply\n{}", first.stdout);
-    for host in &hosts {
+    for host in &rig.hosts {
         ensure!(first.stdout.lines().any(|l| l.starts_with(host.name()) && l.contains("converged")), "{first}");
     }
-    let before: Vec<_> = hosts.iter().map(|h| pids(h, units_of(h))).collect::<Result<_>>()?;
-    ensure!(prop(&hosts[2], "shop-web.service", "LoadState")? == "not-found", "db1 must not run shop");
+    all_pids(&rig.hosts)?;
+    ensure!(prop(&rig.hosts[2], "shop-web.service", "LoadState")? == "not-found", "db1 must not run shop");
     eprintln!("timing: fleet apply, 3 hosts cold {:?}", first.took);
+    Ok(())
+}
 
+fn noop_apply(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    let before = all_pids(&rig.hosts)?;
     let noop = c.expect(&["fleet", "apply"], 0)?;
     ensure!(noop.stdout.matches("up to date").count() >= 3, "{noop}");
-    let after: Vec<_> = hosts.iter().map(|h| pids(h, units_of(h))).collect::<Result<_>>()?;
+    let after = all_pids(&rig.hosts)?;
     ensure!(before == after, "a no-op apply restarted units: {before:?} -> {after:?}");
     eprintln!("timing: fleet apply, 3 hosts no-op {:?}", noop.took);
+    Ok(())
+}
 
-    // One service changed: restarted on web1 and web2 only.
+/// One service changed: restarted on web1 and web2 only.
+fn one_change(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    let before = all_pids(&rig.hosts)?;
     stacks(&c, "7000099", None)?;
     let plan = c.expect(&["fleet", "plan"], 0)?;
     ensure!(
@@ -220,40 +253,57 @@ fn fleet_apply_converges_changes_only_what_changed_and_survives_a_dead_host() ->
     ensure!(plan.stdout.contains("db1 (db1): up to date"), "{plan}");
     let change = c.expect(&["fleet", "apply"], 0)?;
     eprintln!("$ kapell fleet plan (one service changed)\n{}\n$ kapell fleet apply\n{}", plan.stdout, change.stdout);
-    let now: Vec<_> = hosts.iter().map(|h| pids(h, units_of(h))).collect::<Result<_>>()?;
-    for (i, host) in hosts.iter().enumerate() {
+    let now = all_pids(&rig.hosts)?;
+    for host in &rig.hosts {
         for unit in units_of(host).iter().filter(|u| u.ends_with(".service")) {
-            let moved = before[i][*unit] != now[i][*unit];
+            let moved = before[host.name()][*unit] != now[host.name()][*unit];
             ensure!(moved == (*unit == "shop-web.service"), "{}: {unit} restarted: {moved}\n{change}", host.name());
         }
     }
+    Ok(())
+}
 
-    // Placement narrowed: agent leaves web2 only.
-    stacks(&c, "7000099", Some("[\"web1\", \"db1\"]"))?;
+/// Placement narrowed: agent leaves web2 only.
+fn narrowed(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    let before = all_pids(&rig.hosts)?;
+    stacks(&c, "7000000", Some("[\"web1\", \"db1\"]"))?;
     let narrowed = c.expect(&["fleet", "apply"], 0)?;
-    ensure!(prop(&hosts[1], "agent-node.service", "LoadState")? == "not-found", "{narrowed}");
-    ensure!(prop(&hosts[1], "agent-node.service", "ActiveState")? == "inactive", "{narrowed}");
-    ensure!(
-        pids(&hosts[0], &["agent-node.service"])?
-            == BTreeMap::from([("agent-node.service".to_string(), now[0]["agent-node.service"].clone())])
-    );
+    ensure!(prop(&rig.hosts[1], "agent-node.service", "LoadState")? == "not-found", "{narrowed}");
+    ensure!(prop(&rig.hosts[1], "agent-node.service", "ActiveState")? == "inactive", "{narrowed}");
+    ensure!(pids(&rig.hosts[0], WEB_UNITS)? == before["web1"], "web1 was touched:\n{narrowed}");
+    ensure!(pids(&rig.hosts[2], DB_UNITS)? == before["db1"], "db1 was touched:\n{narrowed}");
+    Ok(())
+}
 
-    // Status: every host's services, as JSON and as a table.
-    let status = c.expect(&["fleet", "status", "--json"], 0)?;
-    let json: serde_json::Value = serde_json::from_str(&status.stdout)?;
+/// Status: every host's services, as JSON and as a table; on a peer, `kapell status` shows the
+/// received services, marked as the fleet's.
+fn status(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    let json = c.status_json()?;
     let web1 =
         json["hosts"].as_array().and_then(|a| a.iter().find(|h| h["host"] == "web1")).context("web1 in status")?;
-    ensure!(web1["drifted"] == false, "{status}");
+    ensure!(web1["drifted"] == false, "{json}");
     ensure!(
-        web1["units"].as_array().is_some_and(|u| u.iter().any(|u| u["service"] == "web" && u["active"] == "active"))
+        web1["units"].as_array().is_some_and(|u| u.iter().any(|u| u["service"] == "web" && u["active"] == "active")),
+        "{json}"
     );
     let table = c.expect(&["fleet", "status"], 0)?;
     eprintln!("$ kapell fleet status\n{}", table.stdout);
     ensure!(table.stdout.lines().next().is_some_and(|l| l.starts_with("HOST") && l.contains("GOAL")), "{table}");
+    let peer = rig.hosts[0].exec_ok(&["kapell", "status"])?;
+    ensure!(
+        peer.lines().any(|l| l.starts_with("shop (fleet)") && l.contains("shop-web.service") && l.contains("active")),
+        "{peer}"
+    );
+    Ok(())
+}
 
-    // A set edited by hand on a peer is one this controller did not push: reported, left alone,
-    // and replaced only with --force.
-    let cache = hosts[1].root().join("etc/kapell/received/current/shop-cache.service");
+/// A set edited by hand on a peer is one this controller did not push: reported, left alone,
+/// and replaced only with --force.
+fn edited_by_hand(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    let cache = rig.hosts[1].root().join("etc/kapell/received/current/shop-cache.service");
     let text = std::fs::read_to_string(&cache)?;
     std::fs::write(&cache, format!("{text}# edited on web2 by hand\n"))?;
     let refused = c.expect(&["fleet", "apply"], 3)?;
@@ -264,59 +314,50 @@ fn fleet_apply_converges_changes_only_what_changed_and_survives_a_dead_host() ->
     ensure!(std::fs::read_to_string(&cache)?.contains("edited on web2 by hand"), "the edited set was overwritten");
     let forced = c.expect(&["fleet", "apply", "--force"], 0)?;
     ensure!(!std::fs::read_to_string(&cache)?.contains("by hand"), "--force did not replace the set:\n{forced}");
+    Ok(())
+}
 
-    // On the peer, `kapell status` shows the received services, marked as the fleet's.
-    let peer = hosts[0].exec_ok(&["kapell", "status"])?;
-    ensure!(
-        peer.lines().any(|l| l.starts_with("shop (fleet)") && l.contains("shop-web.service") && l.contains("active")),
-        "{peer}"
-    );
-
-    // web2 powered off during an apply: the others converge in their own time, the report
-    // names web2 and why, the exit status is 3; once back, the next apply converges it.
-    hosts[1].poweroff()?;
+/// web2 powered off during an apply: the others converge in their own time, the report names
+/// web2 and why, the exit status is 3; once back, the next apply converges it.
+fn dead_host(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    rig.hosts[1].poweroff()?;
     stacks(&c, "7000123", Some("[\"web1\", \"db1\"]"))?;
     let partial = c.expect(&["fleet", "apply"], 3)?;
     let row = partial.stdout.lines().find(|l| l.starts_with("web2 ") && l.contains("FAILED")).context("web2 row")?;
     ensure!(partial.stdout.contains("web2: cannot reach web2 over ssh"), "{row}\n{partial}");
     ensure!(partial.stdout.lines().any(|l| l.starts_with("web1 ") && l.contains("converged")), "{partial}");
     ensure!(partial.took < Duration::from_secs(15), "a dead host slowed the apply down: {partial}");
-    hosts[1].start_again()?;
-    hosts[1].wait_ssh()?;
+    rig.hosts[1].start_again()?;
+    rig.hosts[1].wait_ssh()?;
     let back = c.expect(&["fleet", "apply"], 0)?;
     ensure!(back.stdout.lines().any(|l| l.starts_with("web2 ") && l.contains("converged")), "{back}");
-    ensure!(prop(&hosts[1], "shop-web.service", "ExecStart")?.contains("7000123"), "web2 runs the old web");
+    ensure!(prop(&rig.hosts[1], "shop-web.service", "ExecStart")?.contains("7000123"), "web2 runs the old web");
+    Ok(())
+}
 
-    // A reboot brings the received set up with no controller involved.
-    hosts[0].reboot()?;
-    pids(&hosts[0], &["shop-web.service", "shop-cache.service", "agent-node.service"])?;
-    ensure!(hosts[0].exec_ok(&["readlink", "/etc/kapell/received/current"])?.starts_with('g'));
-
-    drop(c);
-    drop(hosts);
-    drop(net);
-    footprint.assert_gone()
+/// A reboot brings the received set up with no controller involved.
+fn reboot(rig: &mut Rig) -> Result<()> {
+    let _c = rig.converged(QUICK)?;
+    rig.hosts[0].reboot()?;
+    pids(&rig.hosts[0], &["shop-web.service", "shop-cache.service", "agent-node.service"])?;
+    ensure!(rig.hosts[0].exec_ok(&["readlink", "/etc/kapell/received/current"])?.starts_with('g'));
+    Ok(())
 }
 
 /// Keys: an unknown and a changed host key are refused with a clear message; the forced-command
 /// pin lets `kapell receive` through and nothing else; a set that would shadow `ssh.service` is
 /// refused by the peer and nothing changes.
-#[test]
-fn host_keys_are_verified_and_the_pinned_key_runs_only_kapell_receive() -> Result<()> {
-    let net = Net::new()?;
-    let ssh = Ssh::new()?;
-    let hosts = boot_fleet(&net, &ssh)?;
-    let footprint = hosts.iter().fold(Footprint::new().net(&net), Footprint::host);
-    let c = Controller::new(&ssh, FLEET_HOSTS)?;
-    stacks(&c, "7000000", None)?;
-    c.expect(&["fleet", "apply"], 0)?;
+fn host_keys_are_verified(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    let (hosts, ssh) = (&rig.hosts, &rig.ssh);
 
     // Unknown key: a known_hosts without web1.
     let known = std::fs::read_to_string(ssh.known_hosts_path())?;
     let without: String = known.lines().filter(|l| !l.contains("web1")).map(|l| format!("{l}\n")).collect();
     let unknown = c.dir.path().join("known_unknown");
     std::fs::write(&unknown, without)?;
-    let refused = with_known_hosts(&c, &ssh, &unknown)?;
+    let refused = with_known_hosts(&c, ssh, &unknown)?;
     ensure!(refused.code == Some(3), "{refused}");
     ensure!(refused.stdout.contains("the host key of web1 is not in known_hosts: refusing to connect"), "{refused}");
 
@@ -337,7 +378,7 @@ fn host_keys_are_verified_and_the_pinned_key_runs_only_kapell_receive() -> Resul
         .collect();
     let changed_path = c.dir.path().join("known_changed");
     std::fs::write(&changed_path, changed)?;
-    let refused = with_known_hosts(&c, &ssh, &changed_path)?;
+    let refused = with_known_hosts(&c, ssh, &changed_path)?;
     ensure!(refused.code == Some(3), "{refused}");
     ensure!(refused.stdout.contains("the host key of web1 has CHANGED"), "{refused}");
     // The other hosts are not held up by web1's refusal.
@@ -397,11 +438,59 @@ fn host_keys_are_verified_and_the_pinned_key_runs_only_kapell_receive() -> Resul
     );
     ensure!(hosts[0].exec_ok(&["readlink", "/etc/kapell/received/current"])? == before, "the current set changed");
     ensure!(prop(&hosts[0], "ssh.service", "ActiveState")? == "active", "sshd was touched");
+    Ok(())
+}
 
-    drop(c);
-    drop(hosts);
-    drop(net);
-    footprint.assert_gone()
+/// The pusher and the peers' `kapell receive` killed with SIGKILL at random moments, 50 times:
+/// every peer always holds a complete old or new set (its files hash to one of the sets pushed),
+/// and the next apply converges every host.
+fn killed_pushes(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    let hosts = &rig.hosts;
+    let mut known: BTreeMap<String, Vec<String>> = c.desired()?.into_iter().map(|(h, s)| (h, vec![s])).collect();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..50 {
+        stacks(&c, &format!("{}", 7100000 + round), None)?;
+        for (host, hash) in c.desired()? {
+            known.entry(host).or_default().push(hash);
+        }
+        let mut child = c.command(&["fleet", "apply"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        std::thread::sleep(Duration::from_millis(next() % 900));
+        if round % 2 == 1 {
+            // Kill a peer's receive (by the PID its lock records) as well as the pusher.
+            let host = &hosts[(next() % 3) as usize];
+            if let Ok(text) = std::fs::read_to_string(host.root().join("run/kapell/lock"))
+                && let Some(pid) = text.strip_prefix("PID ").and_then(|t| t.split_whitespace().next())
+            {
+                let _ = host.exec(&["kill", "-KILL", pid]);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        for host in hosts {
+            let dir = host.root().join("etc/kapell/received/current");
+            let Ok(set) = kapell::fleet::peer::generations::read_set(&dir) else { continue };
+            ensure!(
+                known[host.name()].contains(&set.hash),
+                "round {round}: {} holds a set that was never pushed (a mix?)",
+                host.name()
+            );
+        }
+    }
+    let last = c.expect(&["fleet", "apply"], 0)?;
+    for host in hosts {
+        pids(host, units_of(host))?;
+        ensure!(prop(host, "agent-node.service", "ActiveState")? == "active", "{last}");
+    }
+    let noop = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(noop.stdout.matches("up to date").count() >= 3, "not converged after the kills:\n{noop}");
+    Ok(())
 }
 
 /// `kapell fleet apply` with a known_hosts of its own and a fresh runtime dir (no master
@@ -430,15 +519,13 @@ fn with_known_hosts(c: &Controller, ssh: &Ssh, known: &Path) -> Result<Run> {
     let fleet = std::fs::read_to_string(dir.path().join("fleet.toml"))?
         .replace(&ssh.config_path().display().to_string(), &config_path.display().to_string());
     std::fs::write(dir.path().join("fleet.toml"), fleet)?;
-    let start = Instant::now();
-    let out = Command::new(KAPELL)
-        .env("KAPELL_CONFIG_DIR", dir.path())
-        .env("KAPELL_RUNTIME_DIR", runtime.path())
-        .env("KAPELL_STATE_DIR", c.runtime.path().join("state"))
-        .args(["fleet", "apply"])
-        .stdin(Stdio::null())
-        .output()?;
-    let run = run_of(out, start.elapsed());
+    let run = Run::of(
+        Command::new(KAPELL)
+            .env("KAPELL_CONFIG_DIR", dir.path())
+            .env("KAPELL_RUNTIME_DIR", runtime.path())
+            .env("KAPELL_STATE_DIR", c.runtime.path().join("state"))
+            .args(["fleet", "apply"]),
+    )?;
     for host in ["web1", "web2", "db1"] {
         let _ = Command::new("ssh")
             .arg("-F")
@@ -456,64 +543,189 @@ fn sha256_hex(bytes: &[u8]) -> String {
     kapell::fleet::protocol::sha256(bytes)
 }
 
-/// The pusher and the peers' `kapell receive` killed with SIGKILL at random moments, 50 times:
-/// every peer always holds a complete old or new set (its files hash to one of the sets pushed),
-/// and the next apply converges every host.
-#[test]
-fn killed_pushes_never_leave_a_mixed_set() -> Result<()> {
-    let net = Net::new()?;
-    let ssh = Ssh::new()?;
-    let hosts = boot_fleet(&net, &ssh)?;
-    let footprint = hosts.iter().fold(Footprint::new().net(&net), Footprint::host);
-    let c = Controller::new(&ssh, FLEET_HOSTS)?;
-    stacks(&c, "7000000", None)?;
-    c.expect(&["fleet", "apply"], 0)?;
-    let mut known: BTreeMap<String, Vec<String>> = c.desired()?.into_iter().map(|(h, s)| (h, vec![s])).collect();
-    let mut rng = 0x9e3779b97f4a7c15u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    for round in 0..50 {
-        stacks(&c, &format!("{}", 7100000 + round), None)?;
-        for (host, hash) in c.desired()? {
-            known.entry(host).or_default().push(hash);
-        }
-        let mut child = c.command(&["fleet", "apply"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-        std::thread::sleep(Duration::from_millis(next() % 900));
-        if round % 2 == 1 {
-            // Kill a peer's receive (by the PID its lock records) as well as the pusher.
-            let host = &hosts[(next() % 3) as usize];
-            if let Ok(text) = std::fs::read_to_string(host.root().join("run/kapell/lock"))
-                && let Some(pid) = text.strip_prefix("PID ").and_then(|t| t.split_whitespace().next())
-            {
-                let _ = host.exec(&["kill", "-KILL", pid]);
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        for host in &hosts {
-            let dir = host.root().join("etc/kapell/received/current");
-            let Ok(set) = kapell::fleet::peer::generations::read_set(&dir) else { continue };
-            ensure!(
-                known[host.name()].contains(&set.hash),
-                "round {round}: {} holds a set that was never pushed (a mix?)",
-                host.name()
-            );
-        }
-    }
-    let last = c.expect(&["fleet", "apply"], 0)?;
-    for host in &hosts {
-        pids(host, units_of(host))?;
-        ensure!(prop(host, "agent-node.service", "ActiveState")? == "active", "{last}");
-    }
-    let noop = c.expect(&["fleet", "apply"], 0)?;
-    ensure!(noop.stdout.matches("up to date").count() >= 3, "not converged after the kills:\n{noop}");
+/// Rollouts one host at a time, quick to judge: healthy after 1 s, failed after 6 s.
+const ROLLING: &str = "max_parallel = 1\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"6s\"\n";
+/// A version of `agent.node` that exits at once (systemd restarts it, so it never stays up).
+const BROKEN: &str = "[\"/bin/sh\", \"-c\", \"echo broken version; exit 3\"]";
 
-    drop(c);
-    drop(hosts);
-    drop(net);
-    footprint.assert_gone()
+/// `agent.node` (on every host) running `argv`, restarted by systemd whenever it exits.
+fn agent(c: &Controller, argv: &str) -> Result<()> {
+    c.write(
+        "agent.toml",
+        &format!(
+            "[services.node]\nexec = {argv}\nrestart = \"always\"\nrestart_delay = \"500ms\"\n\
+             placement = {{ global = true }}\n"
+        ),
+    )
+}
+
+fn sleep_argv(n: u64) -> String {
+    format!("[\"/bin/sleep\", \"{n}\"]")
+}
+
+/// Whether every host in `names` runs `agent.node` with `arg` in its command line.
+fn agent_runs(rig: &Rig, names: &[&str], arg: &str) -> Result<bool> {
+    for host in rig.hosts.iter().filter(|h| names.contains(&h.name())) {
+        if !prop(host, "agent-node.service", "ExecStart")?.contains(arg) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The rollout as `fleet status --json` shows it.
+fn rollout_of(c: &Controller) -> Result<serde_json::Value> {
+    let json = c.status_json()?;
+    ensure!(json["rollout"].is_object(), "no rollout in the status: {json:#}");
+    Ok(json["rollout"].clone())
+}
+
+/// A version that cannot start, pushed with `fleet apply`: the first batch (db1, first by name)
+/// fails and is rolled back, the apply exits 5 and says so per host, web1 and web2 are never
+/// touched, a second apply of the same files (a new controller process) touches nobody, `fleet
+/// status` names the failed desired state, the host and why; drift on a held host is still
+/// repaired (with what it runs); `fleet rollout retry` pushes it
+/// again (to db1, which fails again); then a fixed version reaches every host.
+fn failing_version(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(ROLLING)?;
+    let before = all_pids(&rig.hosts)?;
+    agent(&c, BROKEN)?;
+    // What happened to the hosts first, then what the apply said about it.
+    let failed = c.kapell(&["fleet", "apply"])?;
+    eprintln!("$ kapell fleet apply (a version that cannot start)\n{}", failed.stdout);
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} was touched:\n{failed}");
+    }
+    ensure!(agent_runs(rig, &["db1"], "7000003")?, "db1 was not rolled back:\n{failed}");
+    let after = all_pids(&rig.hosts)?;
+    let again = c.kapell(&["fleet", "apply"])?;
+    ensure!(all_pids(&rig.hosts)? == after, "a second apply of the failed state touched a host:\n{again}");
+
+    ensure!(failed.code == Some(5), "the apply that rolled back should exit 5:\n{failed}");
+    ensure!(failed.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("ROLLED BACK")), "{failed}");
+    for web in ["web1 ", "web2 "] {
+        ensure!(failed.stdout.lines().any(|l| l.starts_with(web) && l.contains("held back")), "{failed}");
+    }
+    ensure!(again.code == Some(5) && again.stdout.matches("held back").count() >= 3, "{again}");
+
+    // A held host keeps what it runs, and that is still repaired: a unit stopped by hand on web2
+    // is started again, nothing else there moves, and the failed version stays away.
+    rig.hosts[1].systemctl_ok(&["stop", "shop-cache.service"])?;
+    let repaired = c.expect(&["fleet", "apply"], 5)?;
+    ensure!(repaired.stdout.contains("the set it runs was repaired"), "{repaired}");
+    let web2 = pids(&rig.hosts[1], WEB_UNITS)?;
+    for unit in ["shop-web.service", "agent-node.service"] {
+        ensure!(web2[unit] == before["web2"][unit], "web2: {unit} moved in the repair:\n{repaired}");
+    }
+    ensure!(agent_runs(rig, &["web2"], "7000003")?, "the repair brought the failed version:\n{repaired}");
+
+    let rollout = rollout_of(&c)?;
+    let desired = c.kapell(&["fleet", "plan", "--json"])?;
+    ensure!(rollout["state"] == "failed", "{rollout:#}");
+    ensure!(rollout["failed"]["host"] == "db1", "{rollout:#}");
+    let why = rollout["failed"]["reason"].as_str().unwrap_or_default();
+    // The unit and its last journal lines (the service's own output, or systemd's verdict on it).
+    let journal = why.contains("broken version") || why.contains("agent-node.service: Failed with result");
+    ensure!(why.contains("agent-node.service") && journal, "{rollout:#}");
+    let state = rollout["desired_state"].as_str().unwrap_or_default();
+    ensure!(!state.is_empty() && desired.stdout.contains(state), "{rollout:#}\n{desired}");
+    let table = c.expect(&["fleet", "status"], 0)?;
+    ensure!(table.stdout.contains(&format!("desired state {} failed on db1", &state[..12])), "{table}");
+    eprintln!("$ kapell fleet status (after the failed rollout)\n{}", table.stdout);
+
+    // `rollout retry` lifts the hold: the same version goes to db1 again (and fails again).
+    c.expect(&["fleet", "promote"], 2)?;
+    let held = all_pids(&rig.hosts)?;
+    let retried = c.expect(&["fleet", "rollout", "retry"], 5)?;
+    let db1_agent = prop(&rig.hosts[2], "agent-node.service", "MainPID")?;
+    ensure!(db1_agent != after["db1"]["agent-node.service"], "the retry did not push db1 again:\n{retried}");
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == held[web], "{web} was touched by the retry:\n{retried}");
+    }
+
+    agent(&c, &sleep_argv(7000033))?;
+    let fixed = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000033")?, "{fixed}");
+    c.expect(&["fleet", "rollout", "retry"], 2)?;
+    Ok(())
+}
+
+/// The body of `[rollout]` for one canary.
+fn canary(auto_promote: bool, min_healthy: &str) -> String {
+    format!(
+        "max_parallel = 1\nmin_healthy_time = \"{min_healthy}\"\nhealthy_deadline = \"8s\"\ncanary = 1\n\
+         auto_promote = {auto_promote}\n"
+    )
+}
+
+/// Canary 1 of 3 without auto_promote: db1 (first by name) gets the new version, web1 and web2
+/// keep theirs through any number of applies until `kapell fleet promote`, then get it.
+fn canaries_wait_for_promote(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(&canary(false, "1s"))?;
+    let before = all_pids(&rig.hosts)?;
+    agent(&c, &sleep_argv(7000044))?;
+    let plan = c.expect(&["fleet", "plan"], 0)?;
+    ensure!(plan.stdout.contains("db1 (db1): canary"), "{plan}");
+    ensure!(plan.stdout.contains("web1 (web1): after promotion, batch 1"), "{plan}");
+    ensure!(plan.stdout.contains("web2 (web2): after promotion, batch 2"), "{plan}");
+    let first = c.expect(&["fleet", "apply"], 6)?;
+    eprintln!("$ kapell fleet apply (canary = 1)\n{}", first.stdout);
+    ensure!(agent_runs(rig, &["db1"], "7000044")?, "the canary did not get the new version:\n{first}");
+    for _ in 0..2 {
+        let again = c.expect(&["fleet", "apply"], 6)?;
+        ensure!(again.stdout.matches("waiting for promotion").count() >= 2, "{again}");
+        for (i, web) in [(0, "web1"), (1, "web2")] {
+            ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} changed before the promotion:\n{again}");
+        }
+    }
+    let rollout = rollout_of(&c)?;
+    ensure!(
+        rollout["state"] == "waiting for promotion" && rollout["canaries"] == serde_json::json!(["db1"]),
+        "{rollout:#}"
+    );
+    let table = c.expect(&["fleet", "status"], 0)?;
+    ensure!(table.stdout.contains("canaries db1 healthy, waiting for `kapell fleet promote`"), "{table}");
+    eprintln!("$ kapell fleet status (canary up)\n{}", table.stdout);
+
+    c.expect(&["fleet", "promote", "nosuchstack"], 2)?;
+    let promoted = c.expect(&["fleet", "promote", "agent"], 0)?;
+    eprintln!("$ kapell fleet promote agent\n{}", promoted.stdout);
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000044")?, "{promoted}");
+    ensure!(rollout_of(&c)?["state"] == "completed", "{promoted}");
+    Ok(())
+}
+
+/// Canary 1 of 3 with auto_promote: one apply brings every host, the others only once the
+/// canary has been up for min_healthy_time (3 s).
+fn canaries_auto_promote(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(&canary(true, "3s"))?;
+    agent(&c, &sleep_argv(7000055))?;
+    let run = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000055")?, "{run}");
+    let started = |i: usize| -> Result<u64> {
+        Ok(prop(&rig.hosts[i], "agent-node.service", "ExecMainStartTimestampMonotonic")?.parse()?)
+    };
+    // The hosts share this machine's kernel, so their monotonic clocks agree.
+    let canary_started = started(2)?;
+    for i in [0, 1] {
+        let gap = Duration::from_micros(started(i)?.saturating_sub(canary_started));
+        ensure!(gap >= Duration::from_secs(3), "{} started {gap:?} after the canary:\n{run}", rig.hosts[i].name());
+    }
+    Ok(())
+}
+
+/// A canary that fails fails the desired state: nobody else is touched, now or by a later apply.
+fn failing_canary(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(&canary(true, "1s"))?;
+    let before = all_pids(&rig.hosts)?;
+    agent(&c, BROKEN)?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    eprintln!("$ kapell fleet apply (a failing canary)\n{}", failed.stdout);
+    ensure!(failed.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("ROLLED BACK")), "{failed}");
+    c.expect(&["fleet", "apply"], 5)?;
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} was touched after its canary failed");
+    }
+    ensure!(rollout_of(&c)?["failed"]["host"] == "db1");
+    Ok(())
 }

@@ -135,7 +135,7 @@ fn command_entry(cmd: &clap::Command) -> String {
 fn tail_sections() -> String {
     let mut roff = Roff::new();
     roff.control("SH", ["EXIT STATUS"]);
-    let codes: [(u8, &str); 5] = [
+    let codes: [(u8, &str); 7] = [
         (exit::OK, "Success."),
         (
             exit::INVALID,
@@ -152,6 +152,14 @@ fn tail_sections() -> String {
         (
             exit::LOSSY,
             "kapell import only: something of the imported project has no kapell equivalent. Each is reported on standard error; the stack is written unless --strict was given.",
+        ),
+        (
+            exit::HELD,
+            "kapell fleet only: a rollout failed and its batch was rolled back, or hosts were held back because their desired state failed before; the table says which hosts and why. Change the stacks, or run kapell fleet rollout retry.",
+        ),
+        (
+            exit::WAITING,
+            "kapell fleet only: the canaries run the new desired state and the other hosts wait for kapell fleet promote.",
         ),
     ];
     for (code, meaning) in codes {

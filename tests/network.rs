@@ -31,7 +31,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use support::{Dockerd, Host};
+use support::{Dockerd, Host, eventually};
 
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 const BUSYBOX: &str = "kapell-demo/busybox:1";
@@ -101,16 +101,6 @@ fn in_subnet(address: &str, subnet: &str) -> Result<bool> {
     let address: std::net::Ipv4Addr = address.parse().with_context(|| format!("not an address: {address:?}"))?;
     let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
     Ok(u32::from(address) & mask == u32::from(network) & mask)
-}
-
-/// Polls `check` every 100 ms until it says true, failing after `timeout`.
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = Instant::now() + timeout;
-    while !check()? {
-        ensure!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }
 
 /// Sends `request` to 127.0.0.1:`port` on the machine, half-closes, and returns the whole answer.

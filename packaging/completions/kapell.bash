@@ -61,6 +61,12 @@ _kapell() {
             kapell__subcmd__fleet,plan)
                 cmd="kapell__subcmd__fleet__subcmd__plan"
                 ;;
+            kapell__subcmd__fleet,promote)
+                cmd="kapell__subcmd__fleet__subcmd__promote"
+                ;;
+            kapell__subcmd__fleet,rollout)
+                cmd="kapell__subcmd__fleet__subcmd__rollout"
+                ;;
             kapell__subcmd__fleet,status)
                 cmd="kapell__subcmd__fleet__subcmd__status"
                 ;;
@@ -73,8 +79,29 @@ _kapell() {
             kapell__subcmd__fleet__subcmd__help,plan)
                 cmd="kapell__subcmd__fleet__subcmd__help__subcmd__plan"
                 ;;
+            kapell__subcmd__fleet__subcmd__help,promote)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__promote"
+                ;;
+            kapell__subcmd__fleet__subcmd__help,rollout)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__rollout"
+                ;;
             kapell__subcmd__fleet__subcmd__help,status)
                 cmd="kapell__subcmd__fleet__subcmd__help__subcmd__status"
+                ;;
+            kapell__subcmd__fleet__subcmd__help__subcmd__rollout,retry)
+                cmd="kapell__subcmd__fleet__subcmd__help__subcmd__rollout__subcmd__retry"
+                ;;
+            kapell__subcmd__fleet__subcmd__rollout,help)
+                cmd="kapell__subcmd__fleet__subcmd__rollout__subcmd__help"
+                ;;
+            kapell__subcmd__fleet__subcmd__rollout,retry)
+                cmd="kapell__subcmd__fleet__subcmd__rollout__subcmd__retry"
+                ;;
+            kapell__subcmd__fleet__subcmd__rollout__subcmd__help,help)
+                cmd="kapell__subcmd__fleet__subcmd__rollout__subcmd__help__subcmd__help"
+                ;;
+            kapell__subcmd__fleet__subcmd__rollout__subcmd__help,retry)
+                cmd="kapell__subcmd__fleet__subcmd__rollout__subcmd__help__subcmd__retry"
                 ;;
             kapell__subcmd__help,apply)
                 cmd="kapell__subcmd__help__subcmd__apply"
@@ -118,8 +145,17 @@ _kapell() {
             kapell__subcmd__help__subcmd__fleet,plan)
                 cmd="kapell__subcmd__help__subcmd__fleet__subcmd__plan"
                 ;;
+            kapell__subcmd__help__subcmd__fleet,promote)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__promote"
+                ;;
+            kapell__subcmd__help__subcmd__fleet,rollout)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__rollout"
+                ;;
             kapell__subcmd__help__subcmd__fleet,status)
                 cmd="kapell__subcmd__help__subcmd__fleet__subcmd__status"
+                ;;
+            kapell__subcmd__help__subcmd__fleet__subcmd__rollout,retry)
+                cmd="kapell__subcmd__help__subcmd__fleet__subcmd__rollout__subcmd__retry"
                 ;;
             kapell__subcmd__help__subcmd__import,compose)
                 cmd="kapell__subcmd__help__subcmd__import__subcmd__compose"
@@ -245,7 +281,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__fleet)
-            opts="-h -V --config-dir --help --version plan apply status help"
+            opts="-h -V --config-dir --help --version plan apply status promote rollout help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -285,7 +321,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__fleet__subcmd__help)
-            opts="plan apply status help"
+            opts="plan apply status promote rollout help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -340,6 +376,48 @@ _kapell() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__promote)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__rollout)
+            opts="retry"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__help__subcmd__rollout__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         kapell__subcmd__fleet__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -365,6 +443,102 @@ _kapell() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__promote)
+            opts="-h -V --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout)
+            opts="-h -V --config-dir --help --version retry help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout__subcmd__help)
+            opts="retry help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout__subcmd__help__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__fleet__subcmd__rollout__subcmd__retry)
+            opts="-h -V --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -517,7 +691,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help__subcmd__fleet)
-            opts="plan apply status"
+            opts="plan apply status promote rollout"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -547,6 +721,48 @@ _kapell() {
         kapell__subcmd__help__subcmd__fleet__subcmd__plan)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__promote)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__rollout)
+            opts="retry"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__fleet__subcmd__rollout__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

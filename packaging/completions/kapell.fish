@@ -33,7 +33,7 @@ complete -c kapell -n "__fish_kapell_needs_command" -f -a "graph" -d 'Draw the s
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "apply" -d 'Make systemd run what the stack files say, and print what was done'
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "status" -d 'Show every service: its unit, state, health, since when, and restart count'
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "logs" -d 'Show a service\'s journal (every instance of a replicated service)'
-complete -c kapell -n "__fish_kapell_needs_command" -f -a "fleet" -d 'Push the stacks to the fleet of fleet.toml: plan, apply, status'
+complete -c kapell -n "__fish_kapell_needs_command" -f -a "fleet" -d 'Push the stacks to the fleet of fleet.toml: plan, apply, status, promote, rollout retry'
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "federate" -d 'Keep every host of the fleet converged (run by kapell-federation.service)'
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "dns" -d 'Answer `<service>.<stack>.kapell` with the hosts where the service runs and is healthy'
 complete -c kapell -n "__fish_kapell_needs_command" -f -a "receive" -d 'Answer one request of a fleet controller: read it from stdin, reply with JSON on stdout'
@@ -66,13 +66,15 @@ complete -c kapell -n "__fish_kapell_using_subcommand logs" -l config-dir -d 'Di
 complete -c kapell -n "__fish_kapell_using_subcommand logs" -s f -l follow -d 'Keep printing new entries as they arrive (journalctl -f)'
 complete -c kapell -n "__fish_kapell_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand logs" -s V -l version -d 'Print version'
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -s V -l version -d 'Print version'
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -f -a "plan" -d 'Show, per host, the units a push would add, change and remove, with a diff; change nothing'
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -f -a "apply" -d 'Push every host\'s unit set and make its systemd run it, all hosts in parallel'
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -f -a "status" -d 'Show every host\'s services: HOST, STACK, SERVICE, GOAL, STATE, SINCE'
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -f -a "plan" -d 'Show, per host, the units a push would add, change and remove, with a diff; change nothing'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -f -a "apply" -d 'Push every host\'s unit set and make its systemd run it, all hosts in parallel'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -f -a "status" -d 'Show every host\'s services: HOST, STACK, SERVICE, GOAL, STATE, SINCE'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -f -a "promote" -d 'Promote the canaries of the rollout waiting for it, and roll the other hosts out'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -f -a "rollout" -d 'Rollouts of a desired state'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and not __fish_seen_subcommand_from plan apply status promote rollout help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -l json -d 'Print JSON instead of text'
@@ -81,7 +83,7 @@ complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_sub
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l no-rollout -d 'Push every host at once, without rolling batches'
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l force -d 'Replace sets this controller did not push, and push sets that were rolled back'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l force -d 'Replace sets this controller did not push, and push sets that were rolled back (a failed desired state too)'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -s V -l version -d 'Print version'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
@@ -89,9 +91,19 @@ complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_sub
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -l json -d 'Print JSON instead of the table'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from promote" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from promote" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from promote" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from rollout" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from rollout" -s h -l help -d 'Print help'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from rollout" -s V -l version -d 'Print version'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from rollout" -f -a "retry" -d 'Roll the failed desired state out again, from its canaries or its first batch'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from rollout" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "plan" -d 'Show, per host, the units a push would add, change and remove, with a diff; change nothing'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "apply" -d 'Push every host\'s unit set and make its systemd run it, all hosts in parallel'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show every host\'s services: HOST, STACK, SERVICE, GOAL, STATE, SINCE'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "promote" -d 'Promote the canaries of the rollout waiting for it, and roll the other hosts out'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "rollout" -d 'Rollouts of a desired state'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c kapell -n "__fish_kapell_using_subcommand federate" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
 complete -c kapell -n "__fish_kapell_using_subcommand federate" -l force -d 'Replace sets on hosts that this controller did not push'
@@ -130,7 +142,7 @@ complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_
 complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet federate dns receive import help" -f -a "apply" -d 'Make systemd run what the stack files say, and print what was done'
 complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet federate dns receive import help" -f -a "status" -d 'Show every service: its unit, state, health, since when, and restart count'
 complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet federate dns receive import help" -f -a "logs" -d 'Show a service\'s journal (every instance of a replicated service)'
-complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet federate dns receive import help" -f -a "fleet" -d 'Push the stacks to the fleet of fleet.toml: plan, apply, status'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet federate dns receive import help" -f -a "fleet" -d 'Push the stacks to the fleet of fleet.toml: plan, apply, status, promote, rollout retry'
 complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet federate dns receive import help" -f -a "federate" -d 'Keep every host of the fleet converged (run by kapell-federation.service)'
 complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet federate dns receive import help" -f -a "dns" -d 'Answer `<service>.<stack>.kapell` with the hosts where the service runs and is healthy'
 complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_subcommand_from check generate graph apply status logs fleet federate dns receive import help" -f -a "receive" -d 'Answer one request of a fleet controller: read it from stdin, reply with JSON on stdout'
@@ -139,4 +151,6 @@ complete -c kapell -n "__fish_kapell_using_subcommand help; and not __fish_seen_
 complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "plan" -d 'Show, per host, the units a push would add, change and remove, with a diff; change nothing'
 complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "apply" -d 'Push every host\'s unit set and make its systemd run it, all hosts in parallel'
 complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "status" -d 'Show every host\'s services: HOST, STACK, SERVICE, GOAL, STATE, SINCE'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "promote" -d 'Promote the canaries of the rollout waiting for it, and roll the other hosts out'
+complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "rollout" -d 'Rollouts of a desired state'
 complete -c kapell -n "__fish_kapell_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "compose" -d 'Turn a Docker Compose project into a stack file, reporting everything it cannot carry over'

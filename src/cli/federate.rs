@@ -11,8 +11,11 @@ use std::path::Path;
 /// directory changes, on SIGHUP (`systemctl reload kapell-federation`, which re-reads
 /// fleet.toml) and every reconcile_interval. Repairs drift on the hosts (units stopped, edited,
 /// deleted or masked by hand), retries unreachable hosts with exponential backoff, and rolls
-/// changes out in batches with rollback. Logs to the journal with stable MESSAGE_IDs; tells
-/// systemd READY=1 after the first pass and a STATUS= line after each. State lives in
+/// changes out with canaries and batches; a failed desired state stays held back (never
+/// retried by the daemon) until the stacks change or `kapell fleet rollout retry`. Logs each
+/// pass (periodic, after a change naming the files, after a reload) and every change to the
+/// journal with stable MESSAGE_IDs; tells systemd READY=1 after the first pass and a STATUS=
+/// line after each, which says when a rollout failed or waits for promotion. State lives in
 /// /var/lib/kapell/fleet.
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,8 +1,10 @@
-//! `kapell fleet plan|apply|status`: the controller's commands (SPEC §8).
+//! `kapell fleet plan|apply|status|promote|rollout`: the controller's commands (see
+//! docs/fleet-protocol.md).
 
 use super::{exit, table};
 use crate::fleet::controller::Controller;
 use crate::fleet::controller::converge::{self, HostOutcome, Outcome};
+use crate::fleet::controller::rollout;
 use crate::fleet::controller::state::{ControllerLock, State};
 use crate::fleet::protocol::{self, HostSet, SetFile};
 use crate::status::{SupervisorStatus, format_age};
@@ -11,7 +13,7 @@ use anyhow::Result;
 use std::io::IsTerminal as _;
 use std::path::Path;
 
-/// Push the stacks to the fleet of fleet.toml: plan, apply, status.
+/// Push the stacks to the fleet of fleet.toml: plan, apply, status, promote, rollout retry.
 ///
 /// The controller keeps the stacks and /etc/kapell/fleet.toml (see kapell-fleet.toml(5)); each
 /// service's `placement` says which hosts run it. Every host gets its own unit set, pushed over
@@ -21,12 +23,17 @@ pub enum Command {
     Plan(PlanArgs),
     Apply(ApplyArgs),
     Status(StatusArgs),
+    Promote(PromoteArgs),
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
 }
 
 /// Show, per host, the units a push would add, change and remove, with a diff; change nothing.
 ///
-/// Asks every host (in parallel) what it runs now. Exit status: 0 every host answered, 1 a stack
-/// or fleet.toml is invalid, 3 a host could not be asked.
+/// Asks every host (in parallel) what it runs now. A change to a service placed on several
+/// hosts says when the host would get it: as a canary, in which batch (after promotion, when
+/// the canaries wait for `kapell fleet promote`), or held, and why. Exit status: 0 every host
+/// answered, 1 a stack or fleet.toml is invalid, 3 a host could not be asked.
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// Only these hosts (names, or @key=value for every host with that label).
@@ -42,13 +49,16 @@ pub struct PlanArgs {
 /// Up to `parallel` hosts (fleet.toml) at once; one unreachable or failing host never blocks,
 /// slows down or rolls back the others. A change to a unit that several hosts run rolls out in
 /// batches of [rollout] max_parallel hosts, each healthy for min_healthy_time before the next;
-/// a failed batch stops the rollout and (auto_revert) goes back, and later hosts are not
-/// touched. Every push is confirmed over a new connection once it is up; a host that hears
-/// nothing reverts on its own after confirm_timeout. Ends with a table per host: result, units
-/// added, changed and removed, time, and why a host failed. A host that already runs its set is
-/// not changed (no unit restarts), but drift (units stopped, edited, deleted or masked by hand)
-/// is repaired. Exit status: 0 every host converged, 1 a stack or fleet.toml is invalid, 2 a bad
-/// --on, 3 a host failed or was not reached.
+/// with [rollout] canary, the canaries go first and the others wait for their promotion. A
+/// failed batch goes back (auto_revert) and fails that desired state for the whole fleet: no
+/// other host gets it, in this apply or a later one, until the stacks change or `kapell fleet
+/// rollout retry`. Every push is confirmed over a new connection once it is up; a host that
+/// hears nothing reverts on its own after confirm_timeout. Ends with a table per host: result,
+/// units added, changed and removed, time, and why a host failed or was held back. A host that
+/// already runs its set is not changed (no unit restarts), but drift (units stopped, edited,
+/// deleted or masked by hand) is repaired. Exit status: 0 every host converged, 1 a stack or
+/// fleet.toml is invalid, 2 a bad --on, 3 a host failed or could not be reached, 5 a rollout
+/// was rolled back or hosts were held back, 6 the canaries wait for `kapell fleet promote`.
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
     /// Only these hosts (names, or @key=value for every host with that label).
@@ -57,17 +67,47 @@ pub struct ApplyArgs {
     /// Push every host at once, without rolling batches.
     #[arg(long)]
     pub no_rollout: bool,
-    /// Replace sets this controller did not push, and push sets that were rolled back.
+    /// Replace sets this controller did not push, and push sets that were rolled back (a failed
+    /// desired state too).
     #[arg(long)]
     pub force: bool,
 }
 
+/// Promote the canaries of the rollout waiting for it, and roll the other hosts out.
+///
+/// The canaries ([rollout] canary) run the new desired state and have been healthy for
+/// min_healthy_time; the other hosts get it now, in batches of max_parallel, as `kapell fleet
+/// apply` does (same table, same exit status). Exit status 2 when no rollout waits for
+/// promotion, or it does not change STACK.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// Promote only if the waiting rollout changes this stack.
+    pub stack: Option<String>,
+}
+
+/// Rollouts of a desired state.
+#[derive(Debug, clap::Subcommand)]
+pub enum RolloutCommand {
+    Retry(RetryArgs),
+}
+
+/// Roll the failed desired state out again, from its canaries or its first batch.
+///
+/// A desired state whose rollout failed is held back on every host until the stack files
+/// change; this lifts the hold (hosts that reverted it get it again too) and rolls it out as
+/// `kapell fleet apply` does (same table, same exit status). Exit status 2 when no rollout of
+/// the current desired state failed.
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {}
+
 /// Show every host's services: HOST, STACK, SERVICE, GOAL, STATE, SINCE.
 ///
 /// Asked of every host in parallel; an unreachable host is shown as such, and a host that runs
-/// another set than the controller would push is marked as drifted. Then, for each host whose
-/// `kapell dns` runs, what every `<service>.<stack>.kapell` name answers there now. Exit status:
-/// 0 every host answered, 3 otherwise.
+/// another set than the controller would push is marked as drifted. Then the rollout: its
+/// desired state, canaries, whether it waits for promotion, and where and why it failed (the
+/// unit and its last journal lines); and, for each host whose `kapell dns` runs, what every
+/// `<service>.<stack>.kapell` name answers there now. Exit status: 0 every host answered, 3
+/// otherwise.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// Only these hosts (names, or @key=value for every host with that label).
@@ -90,10 +130,12 @@ pub fn run(config_dir: &Path, command: Command) -> Result<u8> {
             return Ok(exit::INVALID);
         }
     };
+    let all = Vec::new();
     let on = match &command {
         Command::Plan(a) => &a.on,
         Command::Apply(a) => &a.on,
         Command::Status(a) => &a.on,
+        Command::Promote(_) | Command::Rollout(_) => &all,
     };
     let hosts = match controller.select(on) {
         Ok(hosts) => hosts,
@@ -106,7 +148,70 @@ pub fn run(config_dir: &Path, command: Command) -> Result<u8> {
         Command::Plan(a) => plan(&controller, &hosts, a.json),
         Command::Apply(a) => apply(&controller, &hosts, &a),
         Command::Status(a) => status(&controller, &hosts, a.json),
+        Command::Promote(a) => promote(&controller, &hosts, a.stack.as_deref()),
+        Command::Rollout(RolloutCommand::Retry(_)) => retry(&controller, &hosts),
     }
+}
+
+/// Marks the waiting rollout promoted, then applies.
+fn promote(controller: &Controller, hosts: &[String], stack: Option<&str>) -> Result<u8> {
+    {
+        let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
+        let mut state = State::load()?;
+        let current = current_state(controller);
+        let Some(r) = state
+            .rollout
+            .as_mut()
+            .filter(|r| r.desired_state == current && rollout::phase(r) == "waiting for promotion")
+        else {
+            eprintln!("error: no rollout waits for promotion (`kapell fleet status` shows the rollout)");
+            return Ok(exit::USAGE);
+        };
+        if let Some(stack) = stack.filter(|s| !r.stacks.iter().any(|t| t == s)) {
+            eprintln!(
+                "error: the rollout waiting for promotion changes {}, not {stack}",
+                if r.stacks.is_empty() { "no stack".to_string() } else { r.stacks.join(", ") }
+            );
+            return Ok(exit::USAGE);
+        }
+        r.promoted = true;
+        println!("promoted canaries {} of desired state {}", r.canaries.join(", "), protocol::short(&current));
+        state.save()?;
+    }
+    apply(controller, hosts, &ApplyArgs { on: Vec::new(), no_rollout: false, force: false })
+}
+
+/// Lifts the hold of the failed desired state, then applies.
+fn retry(controller: &Controller, hosts: &[String]) -> Result<u8> {
+    {
+        let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
+        let mut state = State::load()?;
+        let current = current_state(controller);
+        let Some(r) = state.rollout.as_mut().filter(|r| r.desired_state == current && r.failed.is_some()) else {
+            eprintln!(
+                "error: no rollout of the current desired state failed (`kapell fleet status` shows the rollout)"
+            );
+            return Ok(exit::USAGE);
+        };
+        println!(
+            "retrying desired state {} (it failed on {})",
+            protocol::short(&current),
+            r.failed.as_ref().map_or("", |f| f.host.as_str())
+        );
+        r.failed = None;
+        r.outcome = None;
+        r.retry = true;
+        r.promoted = false;
+        r.canaries_healthy_usec = None;
+        r.done.clear();
+        state.save()?;
+    }
+    apply(controller, hosts, &ApplyArgs { on: Vec::new(), no_rollout: false, force: false })
+}
+
+/// The desired state of the shared services, as the stack files say now.
+fn current_state(controller: &Controller) -> String {
+    rollout::desired_state(&controller.sets, &rollout::shared_units(&controller.sets))
 }
 
 fn address(controller: &Controller, host: &str) -> String {
@@ -115,10 +220,12 @@ fn address(controller: &Controller, host: &str) -> String {
 
 fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
     let results = controller.status(hosts, &|_| {});
+    let steps = rollout_steps(controller, &results);
     let mut failed = false;
     let mut out = Vec::new();
     for result in &results {
         let desired = &controller.sets[&result.host];
+        let step = steps.get(&result.host).map(ToString::to_string);
         match &result.outcome {
             Ok(reply) => {
                 let current = HostSet { files: reply.files.clone(), catalog: None, hash: reply.current.clone() };
@@ -133,6 +240,7 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
                 out.push(serde_json::json!({
                     "host": result.host, "address": address(controller, &result.host),
                     "current": reply.current, "desired": desired.hash,
+                    "desired_state": current_state(controller), "rollout": step,
                     "add": added, "change": changed, "remove": removed,
                 }));
                 if json {
@@ -144,7 +252,8 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
                     continue;
                 }
                 let n = protocol::units_only;
-                println!("{head}: {} to add, {} to change, {} to remove", n(&added), n(&changed), n(&removed));
+                let when = step.map(|s| format!("{s}: ")).unwrap_or_default();
+                println!("{head}: {when}{} to add, {} to change, {} to remove", n(&added), n(&changed), n(&removed));
                 for path in &added {
                     println!("  add     {path}");
                 }
@@ -172,6 +281,28 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
         println!("plan only: nothing was changed");
     }
     Ok(if failed { exit::FAILED } else { exit::OK })
+}
+
+/// When each host that answered would get a change to shared services (see
+/// [`rollout::schedule`]), with what the controller remembers of the rollout.
+fn rollout_steps(
+    controller: &Controller,
+    results: &[crate::fleet::controller::HostResult],
+) -> std::collections::BTreeMap<String, rollout::Step> {
+    let shared = rollout::shared_units(&controller.sets);
+    let rolling: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            let reply = r.outcome.as_ref().ok()?;
+            let current = HostSet { files: reply.files.clone(), catalog: None, hash: reply.current.clone() };
+            // A first push (nothing received yet) is not part of a rollout.
+            let changes = rollout::shared_changes(&current, &controller.sets[&r.host], &shared);
+            (!reply.files.is_empty() && !changes.is_empty()).then(|| r.host.clone())
+        })
+        .collect();
+    let state = State::load().unwrap_or_default();
+    let desired_state = rollout::desired_state(&controller.sets, &shared);
+    rollout::schedule(&controller.fleet.rollout, &desired_state, &rolling, state.rollout.as_ref(), false).steps
 }
 
 /// The lines that change in a unit, as a unified diff with one line of context.
@@ -202,7 +333,7 @@ fn note_local_stacks(controller: &Controller) {
 fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<u8> {
     let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
     let mut state = State::load()?;
-    let options = converge::Options { no_rollout: args.no_rollout, force: args.force };
+    let options = converge::Options { no_rollout: args.no_rollout, force: args.force, retry_failed: args.force };
     // On a terminal, a live line counts the hosts done while each finished host is printed above
     // it; otherwise (logs, CI) just the plain lines.
     let live = std::io::stdout().is_terminal().then(|| {
@@ -228,7 +359,6 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
     println!();
     let mut rows = vec![["HOST", "RESULT", "ADDED", "CHANGED", "REMOVED", "TIME"].map(String::from).to_vec()];
     let mut details = Vec::new();
-    let mut failed = 0;
     for o in &results {
         let n = |paths: Option<&Vec<String>>| paths.map_or("-".to_string(), |p| protocol::units_only(p).to_string());
         let reply = o.reply.as_ref();
@@ -241,11 +371,9 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
             format!("{:.2}s", o.took.as_secs_f64()),
         ]);
         match &o.outcome {
-            Outcome::Failed(why) | Outcome::RolledBack(why) => {
-                failed += 1;
-                details.push(format!("{}: {why}", o.host));
-            }
+            Outcome::Failed(why) | Outcome::RolledBack(why) => details.push(format!("{}: {why}", o.host)),
             Outcome::HeldBack(why) => details.push(format!("{}: held back: {why}", o.host)),
+            Outcome::Waiting(why) => details.push(format!("{}: {why}", o.host)),
             _ => {}
         }
         for unit in reply.map(|r| r.conflicts.as_slice()).unwrap_or_default() {
@@ -257,20 +385,63 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
     for line in &details {
         println!("{line}");
     }
-    if let Some(rollout) = state
-        .rollout
-        .as_ref()
-        .filter(|r| r.started_usec != 0 && !r.done.is_empty() || r.outcome.as_deref().is_some_and(|o| o != "completed"))
-    {
-        println!("rollout: {}", rollout.outcome.as_deref().unwrap_or("in progress"));
+    let touched_rollout = results.iter().any(|o| {
+        matches!(o.outcome, Outcome::RolledBack(_) | Outcome::Waiting(_))
+            || state.rollout.as_ref().is_some_and(|r| r.in_flight.contains(&o.host) || r.done.contains(&o.host))
+    });
+    if let Some(r) = state.rollout.as_ref().filter(|_| touched_rollout) {
+        println!("rollout: {}", rollout_line(r));
     }
     note_local_stacks(controller);
-    let not_reached = results.iter().filter(|o| o.outcome == Outcome::NotReached).count();
-    if failed + not_reached > 0 {
-        eprintln!("{} of {} host{} did not converge", failed + not_reached, results.len(), plural(results.len()));
-        return Ok(exit::FAILED);
+    let count = |f: &dyn Fn(&Outcome) -> bool| results.iter().filter(|o| f(&o.outcome)).count();
+    let held = count(&|o| matches!(o, Outcome::RolledBack(_) | Outcome::HeldBack(_)));
+    let failed = count(&|o| matches!(o, Outcome::Failed(_)));
+    let waiting = count(&|o| matches!(o, Outcome::Waiting(_)));
+    let n = results.len();
+    if held + failed + waiting > 0 {
+        eprintln!("{} of {n} host{} did not converge", held + failed + waiting, plural(n));
     }
-    Ok(exit::OK)
+    Ok(if held > 0 {
+        exit::HELD
+    } else if failed > 0 {
+        exit::FAILED
+    } else if waiting > 0 {
+        exit::WAITING
+    } else {
+        exit::OK
+    })
+}
+
+/// The rollout in one line: its desired state, its state, canaries, and where it failed.
+fn rollout_line(r: &crate::fleet::controller::state::Rollout) -> String {
+    let state = protocol::short(&r.desired_state);
+    let stacks = if r.stacks.is_empty() { String::new() } else { format!(" (stacks: {})", r.stacks.join(", ")) };
+    let canaries = r.canaries.join(", ");
+    match rollout::phase(r) {
+        "failed" => {
+            let f = r.failed.clone().unwrap_or_default();
+            format!(
+                "desired state {state} failed on {}{stacks}, held back everywhere until the stacks change or \
+                 `kapell fleet rollout retry`: {}",
+                f.host, f.reason
+            )
+        }
+        "waiting for promotion" => format!(
+            "desired state {state}{stacks}: canaries {canaries} healthy, waiting for `kapell fleet promote`; {} \
+             host{} waiting",
+            r.waiting.len(),
+            plural(r.waiting.len())
+        ),
+        "completed" => format!("desired state {state}{stacks}: completed on {} hosts", r.done.len()),
+        _ => format!(
+            "desired state {state}{stacks}: in progress: {} done, {} in flight ({}), {} waiting{}",
+            r.done.len(),
+            r.in_flight.len(),
+            r.in_flight.join(", "),
+            r.waiting.len(),
+            if canaries.is_empty() { String::new() } else { format!(", canaries {canaries}") }
+        ),
+    }
 }
 
 fn result_word(o: &HostOutcome) -> &'static str {
@@ -280,7 +451,7 @@ fn result_word(o: &HostOutcome) -> &'static str {
         Outcome::Failed(_) => "FAILED",
         Outcome::HeldBack(_) => "held back",
         Outcome::RolledBack(_) => "ROLLED BACK",
-        Outcome::NotReached => "not reached",
+        Outcome::Waiting(_) => "waiting for promotion",
     }
 }
 
@@ -394,21 +565,22 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
             notes.push(format!("{host}: set {} held back: {}", protocol::short(&held.hash), held.reason));
         }
     }
+    let current = current_state(controller);
     if let Some(r) = &state.rollout {
-        let progress = match &r.outcome {
-            Some(outcome) => outcome.clone(),
-            None => format!(
-                "in progress: {} done, {} in flight ({}), {} waiting",
-                r.done.len(),
-                r.in_flight.len(),
-                r.in_flight.join(", "),
-                r.waiting.len()
-            ),
-        };
-        notes.push(format!("rollout started {} ago: {progress}", format_age(now, r.started_usec)));
+        let old = if r.desired_state == current { "" } else { " (the stacks changed since)" };
+        notes.push(format!("rollout started {} ago{old}: {}", format_age(now, r.started_usec), rollout_line(r)));
     }
     if json {
-        let json = serde_json::json!({ "hosts": out, "controller": state });
+        let rollout = state.rollout.as_ref().map(|r| {
+            serde_json::json!({
+                "desired_state": r.desired_state, "current": r.desired_state == current,
+                "state": rollout::phase(r), "stacks": r.stacks, "canaries": r.canaries, "promoted": r.promoted,
+                "done": r.done, "in_flight": r.in_flight, "waiting": r.waiting, "failed": r.failed,
+                "started_usec": r.started_usec,
+            })
+        });
+        let json =
+            serde_json::json!({ "hosts": out, "desired_state": current, "rollout": rollout, "controller": state });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         table::print(&rows);

@@ -19,6 +19,14 @@ pub fn is_kapell_text(text: &str) -> bool {
     text.lines().any(|l| l.trim_start().strip_prefix(STACK_KEY).is_some_and(|rest| rest.trim_start().starts_with('=')))
 }
 
+/// The stack a unit's text names with `X-Kapell-Stack=`, if any.
+pub fn stack_of_text(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let value = l.trim_start().strip_prefix(STACK_KEY)?.trim_start().strip_prefix('=')?;
+        Some(value.trim().to_string())
+    })
+}
+
 /// A unit kapell wrote carries the owner marker in its text. (`/dev/null` masks are not ours.)
 pub fn is_kapell_unit(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| is_kapell_text(&text))

@@ -85,7 +85,8 @@ pub fn poll(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Polls `check` every 50 ms until it says true; after `timeout`, fails with "timed out after
 /// … waiting for {what}". An error from `check` (a unit that failed, say) ends the wait at once.
-/// The one way the tests wait for something asynchronous (journald, systemd jobs, networking).
+/// The one way the tests wait for something asynchronous (journald, systemd jobs, networking,
+/// a daemon's pass).
 pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
     let end = Instant::now() + timeout;
     loop {
@@ -120,4 +121,49 @@ pub fn log_to(path: &Path) -> Result<(Stdio, Stdio)> {
     let file = std::fs::File::create(path).with_context(|| format!("cannot create log {}", path.display()))?;
     let err = file.try_clone().with_context(|| format!("cannot reopen log {}", path.display()))?;
     Ok((Stdio::from(file), Stdio::from(err)))
+}
+
+/// What a command did: its exit status, both output streams and how long it took. Displayed
+/// in full, so a failed expectation shows everything the command said.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Run {
+    pub fn from(out: Output, took: Duration) -> Self {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took,
+        }
+    }
+
+    /// Lines of stdout that start with `verb` (the apply report: `started   unit   (why)`).
+    pub fn units(&self, verb: &str) -> Vec<String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(verb)?.strip_prefix(' ')?.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+
+    /// Runs `cmd` (stdin closed) and times it.
+    pub fn of(cmd: &mut Command) -> Result<Run> {
+        let start = Instant::now();
+        let out = run(cmd)?;
+        Ok(Run::from(out, start.elapsed()))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?} in {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.code, self.took, self.stdout, self.stderr
+        )
+    }
 }

@@ -15,25 +15,28 @@ mod cmd;
 mod container_rig;
 pub mod dns;
 mod docker;
+pub mod fleet;
 mod footprint;
 mod fs;
 mod host;
 mod journal;
 mod lease;
 mod net;
+pub mod scenarios;
 mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use base::{Flavor, base_tree, tree};
-pub use cmd::{eventually, run, run_ok};
+pub use cmd::{Run, eventually, run, run_ok};
 pub use container_rig::ContainerRig;
 pub use docker::{Dockerd, HOST_DOCKER_HOST, free_port};
 pub use footprint::Footprint;
 pub use host::{Host, HostBuilder, Source};
 pub use journal::Entry;
 pub use net::Net;
+pub use scenarios::Scenario;
 pub use ssh::Ssh;
 
 /// Root of everything the rig creates on the machine. `/var/tmp` survives reboots, so the base

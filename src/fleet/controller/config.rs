@@ -16,7 +16,8 @@ const ROOT_KEYS: &[&str] = &["defaults", "hosts", "rollout"];
 const DEFAULTS_KEYS: &[&str] =
     &["ssh_user", "ssh_config", "known_hosts", "parallel", "reconcile_interval", "confirm_timeout"];
 const HOST_KEYS: &[&str] = &["address", "ip", "labels"];
-const ROLLOUT_KEYS: &[&str] = &["max_parallel", "min_healthy_time", "healthy_deadline", "auto_revert"];
+const ROLLOUT_KEYS: &[&str] =
+    &["max_parallel", "min_healthy_time", "healthy_deadline", "auto_revert", "canary", "auto_promote"];
 
 /// The checked contents of `fleet.toml`.
 #[derive(Debug, Clone)]
@@ -62,6 +63,10 @@ pub struct Rollout {
     pub min_healthy_time: Duration,
     pub healthy_deadline: Duration,
     pub auto_revert: bool,
+    /// Hosts that get a change first; the others wait until these are healthy and promoted.
+    pub canary: usize,
+    /// Promote the canaries once healthy for `min_healthy_time`; else `kapell fleet promote`.
+    pub auto_promote: bool,
 }
 
 impl Default for Rollout {
@@ -71,6 +76,8 @@ impl Default for Rollout {
             min_healthy_time: Duration::from_secs(10),
             healthy_deadline: Duration::from_secs(300),
             auto_revert: true,
+            canary: 0,
+            auto_promote: false,
         }
     }
 }
@@ -190,6 +197,8 @@ fn read_rollout(ctx: &mut Ctx, table: &DeTable<'_>) -> Rollout {
         min_healthy_time: duration(ctx, table, "min_healthy_time").unwrap_or(default.min_healthy_time),
         healthy_deadline: duration(ctx, table, "healthy_deadline").unwrap_or(default.healthy_deadline),
         auto_revert: get(table, "auto_revert").and_then(|v| ctx.boolean(v, "auto_revert")).unwrap_or(true),
+        canary: count(ctx, table, "canary").unwrap_or(default.canary),
+        auto_promote: get(table, "auto_promote").and_then(|v| ctx.boolean(v, "auto_promote")).unwrap_or(false),
     }
 }
 
@@ -208,6 +217,18 @@ fn positive(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<usize> {
         Ok(v) if (1..=4096).contains(&v) => Some(v),
         _ => {
             ctx.error(n.span, format!("`{key}` must be between 1 and 4096, not {}", n.value));
+            None
+        }
+    }
+}
+
+/// A count that may be zero (`canary = 0`: no canaries).
+fn count(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<usize> {
+    let n = get(table, key).and_then(|v| ctx.integer(v, key))?;
+    match usize::try_from(n.value) {
+        Ok(v) if v <= 4096 => Some(v),
+        _ => {
+            ctx.error(n.span, format!("`{key}` must be between 0 and 4096, not {}", n.value));
             None
         }
     }
@@ -263,6 +284,8 @@ max_parallel = 1
 min_healthy_time = "10s"
 healthy_deadline = "5m"
 auto_revert = true
+canary = 0
+auto_promote = false
 "#;
         let fleet = parse(Path::new("fleet.toml"), text).expect("valid");
         assert_eq!(fleet.hosts.keys().collect::<Vec<_>>(), ["db1", "web1"]);
@@ -302,6 +325,16 @@ auto_revert = true
             errors("[hosts.a]\naddress = \"a.internal\"\nip = \"a.internal\"\n"),
             ["/etc/kapell/fleet.toml:3:6: `ip` must be an IP address, not \"a.internal\""]
         );
+    }
+
+    #[test]
+    fn canaries_are_read_and_checked() {
+        let fleet = parse(Path::new("f"), "[hosts.a]\naddress = \"a\"\n[rollout]\ncanary = 2\nauto_promote = true\n")
+            .expect("valid");
+        assert_eq!((fleet.rollout.canary, fleet.rollout.auto_promote), (2, true));
+        let got = errors("[hosts.a]\naddress = \"a\"\n[rollout]\ncanary = -1\nauto_promote = \"yes\"\n");
+        assert!(got.iter().any(|g| g.contains(":4:10: `canary` must be between 0 and 4096, not -1")), "{got:#?}");
+        assert!(got.iter().any(|g| g.contains(":5:")), "{got:#?}");
     }
 
     #[test]

@@ -6,23 +6,26 @@
 //!   it. Every other host is asked for its set first.
 //! - A host whose change only adds units, or changes units no other host runs, is pushed at once
 //!   with the others (the direct wave). A host where a unit that several hosts run changes (or
-//!   goes away) is part of a rolling update: batches of `max_parallel` hosts, each pushed, then
-//!   watched until healthy for `min_healthy_time` (within `healthy_deadline`) before the next
-//!   batch starts. A failed batch stops the rollout; with `auto_revert` its hosts go back to
-//!   their last confirmed set, and hosts not yet reached are never touched.
+//!   goes away) is part of the rollout of the desired state ([`super::rollout`] decides the
+//!   order): canaries first, then batches of `max_parallel` hosts, each pushed, then watched
+//!   until healthy for `min_healthy_time` (within `healthy_deadline`) before the next batch
+//!   starts. A failed batch fails the desired state for the whole fleet: with `auto_revert` its
+//!   hosts go back to their last confirmed set, and every other host is held (never touched)
+//!   until the stack files change or the operator retries.
 //! - Every push carries a confirm window: the controller confirms over a fresh connection once
 //!   the set is active (and, in a rollout, healthy); a peer that hears nothing reverts on its
-//!   own. A set that was rolled back on a host is held back there until the desired set changes.
+//!   own, and that set is held back on that host until it changes.
 //!
 //! Progress is written to the [`State`] before each step, so a controller killed mid-rollout
 //! finds the batch it was waiting on and checks it again before going on.
 
 use super::hosts::{Controller, HostResult};
-use super::state::{Held, Rollout, State, Unreachable};
+use super::rollout;
+use super::state::{Failure, Held, Rollout, State, Unreachable};
 use crate::clock::now_usec;
 use crate::fleet::protocol::{Body, HostSet, Reply, UnitState};
 use crate::status::{Health, SupervisorStatus};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// How often a batch's health is polled during a rollout.
@@ -37,6 +40,9 @@ pub struct Options {
     pub no_rollout: bool,
     /// Overwrite a set this controller did not push, and push a set that was held back.
     pub force: bool,
+    /// Roll a failed desired state out again (`kapell fleet apply --force`; never the daemon,
+    /// whose every pass would otherwise push a failed version to the next host).
+    pub retry_failed: bool,
 }
 
 /// What a pass did to one host.
@@ -50,8 +56,8 @@ pub enum Outcome {
     HeldBack(String),
     /// Pushed in a rollout batch that failed, and rolled back.
     RolledBack(String),
-    /// A rollout stopped before it reached this host; nothing was changed.
-    NotReached,
+    /// Not pushed: the canaries wait for `kapell fleet promote`.
+    Waiting(String),
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +90,7 @@ pub fn converge(
     };
     let desired = |host: &str| c.sets[host].hash.clone();
 
-    // Held back: the desired set failed there before.
+    // Held back: this host reverted the desired set on its own before.
     let mut todo: Vec<String> = Vec::new();
     for host in hosts {
         match state.host(host).held.clone() {
@@ -94,15 +100,7 @@ pub fn converge(
                     crate::fleet::protocol::short(&held.hash),
                     held.reason
                 );
-                report(
-                    HostOutcome {
-                        host: host.clone(),
-                        outcome: Outcome::HeldBack(why),
-                        reply: None,
-                        took: Duration::ZERO,
-                    },
-                    &mut outcomes,
-                );
+                report(held_back(host, why), &mut outcomes);
             }
             _ => todo.push(host.clone()),
         }
@@ -112,7 +110,7 @@ pub fn converge(
     let resumed: Vec<String> = state
         .rollout
         .as_ref()
-        .filter(|r| r.outcome.is_none())
+        .filter(|r| r.outcome.is_none() && r.failed.is_none())
         .map(|r| {
             r.in_flight.iter().filter(|h| todo.contains(h) && r.desired.get(*h) == Some(&desired(h))).cloned().collect()
         })
@@ -148,11 +146,14 @@ pub fn converge(
     }
     todo.retain(|h| !outcomes.contains_key(h));
 
-    let shared = shared_units(c);
-    let (rolling, direct): (Vec<String>, Vec<String>) = todo.iter().cloned().partition(|h| {
-        !options.no_rollout
-            && (resumed.contains(h) || current_files.get(h).is_some_and(|cur| touches_shared(cur, &c.sets[h], &shared)))
-    });
+    let shared = rollout::shared_units(&c.sets);
+    let changes: BTreeMap<String, Vec<String>> = current_files
+        .iter()
+        .map(|(h, cur)| (h.clone(), rollout::shared_changes(cur, &c.sets[h], &shared)))
+        .filter(|(_, units)| !units.is_empty())
+        .collect();
+    let (rolling, direct): (Vec<String>, Vec<String>) =
+        todo.iter().cloned().partition(|h| !options.no_rollout && (resumed.contains(h) || changes.contains_key(h)));
 
     // The direct wave: everything at once.
     for h in &direct {
@@ -170,14 +171,51 @@ pub fn converge(
         outcomes.insert(o.host.clone(), o);
     }
 
-    // The rolling update: resumed batch first, then the rest in name order.
+    // The rollout of the desired state of the shared services.
     if !rolling.is_empty() {
-        let mut order: Vec<String> = resumed.clone();
-        order.extend(rolling.iter().filter(|h| !resumed.contains(h)).cloned());
-        rollout(c, state, &order, resumed.len(), options, &mut |o| report(o, &mut outcomes));
+        let desired_state = rollout::desired_state(&c.sets, &shared);
+        let stacks = rollout::stacks_of(changes.values().flatten(), &c.sets);
+        rollout(c, state, &desired_state, stacks, &rolling, &resumed, options, &mut |o| report(o, &mut outcomes));
+    }
+
+    // Hosts the rollout holds back or keeps waiting keep what they run, and that stays repaired:
+    // the set they run is installed again, a no-op unless it drifted.
+    let keep: Vec<String> = outcomes
+        .iter()
+        .filter(|(h, o)| {
+            matches!(o.outcome, Outcome::HeldBack(_) | Outcome::Waiting(_)) && current_files.contains_key(*h)
+        })
+        .map(|(h, _)| h.clone())
+        .collect();
+    let known = known_of(state, &keep);
+    let repairs = c.each(&keep, &|_| {}, |host| {
+        let set = &current_files[host];
+        (
+            host.to_string(),
+            c.request(
+                host,
+                Body::Install { set: set.clone(), known: known[host].clone(), force: false, confirm_within: None },
+                false,
+            ),
+        )
+    });
+    for (host, r) in repairs {
+        let Some(o) = outcomes.get_mut(&host) else { continue };
+        match (r.outcome, &mut o.outcome) {
+            (Ok(reply), Outcome::HeldBack(why) | Outcome::Waiting(why)) if reply.changed && reply.error.is_none() => {
+                why.push_str(&format!("; the set it runs was repaired: {}", reply.actions.join("; ")));
+                o.reply = Some(reply);
+            }
+            (Err(e), _) => mark_unreachable(state, &host, &e),
+            _ => {}
+        }
     }
     let _ = state.save();
     hosts.iter().filter_map(|h| outcomes.remove(h)).collect()
+}
+
+fn held_back(host: &str, why: String) -> HostOutcome {
+    HostOutcome { host: host.to_string(), outcome: Outcome::HeldBack(why), reply: None, took: Duration::ZERO }
 }
 
 /// The hashes this controller pushed to each of `hosts` (what an install may replace).
@@ -286,139 +324,228 @@ fn mark_unreachable(state: &mut State, host: &str, why: &str) {
     entry.next_try_usec = now + (exp.as_micros() as f64 * jitter) as u64;
 }
 
-/// Unit files that the desired sets of two or more hosts contain.
-fn shared_units(c: &Controller) -> BTreeSet<String> {
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-    for set in c.sets.values() {
-        for unit in set.units() {
-            *count.entry(unit).or_default() += 1;
-        }
-    }
-    count.into_iter().filter(|(_, n)| *n > 1).map(|(u, _)| u.to_string()).collect()
+/// One batch of a rollout.
+struct Batch {
+    hosts: Vec<String>,
+    canaries: bool,
+    /// In flight when a previous run stopped: watched, and pushed only where it did not arrive.
+    resumed: bool,
 }
 
-/// Does going from `current` to `desired` change or remove a unit several hosts run?
-fn touches_shared(current: &HostSet, desired: &HostSet, shared: &BTreeSet<String>) -> bool {
-    let diff = crate::unitset::diff(&current.to_rendered(), &desired.to_rendered());
-    diff.changed.iter().chain(&diff.removed).any(|u| shared.contains(u) && !u.ends_with(".target"))
-}
-
-/// The rolling update of `order` (the first `resumed` hosts were in flight when a previous run
-/// stopped: they are only watched, not pushed again).
+/// The rollout of `desired_state` to `rolling` (the hosts whose change touches shared services;
+/// those of `resumed` were in flight when a previous run stopped). Carries out
+/// [`rollout::schedule`]: held hosts are reported, the canaries go first, the others follow
+/// once promoted; the record in `state` says how far it got, before each step.
+#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are the pass's")]
 fn rollout(
     c: &Controller,
     state: &mut State,
-    order: &[String],
-    resumed: usize,
+    desired_state: &str,
+    stacks: Vec<String>,
+    rolling: &[String],
+    resumed: &[String],
     options: &Options,
     report: &mut dyn FnMut(HostOutcome),
 ) {
     let policy = &c.fleet.rollout;
-    let batch_size = policy.max_parallel.max(1);
-    let window = policy.healthy_deadline.as_std() + c.fleet.defaults.confirm_timeout.as_std();
-    let mut rollout = Rollout {
-        desired: order.iter().map(|h| (h.clone(), c.sets[h].hash.clone())).collect(),
-        waiting: order.to_vec(),
-        started_usec: now_usec(),
-        ..Default::default()
+    let mut order: Vec<String> = rolling.to_vec();
+    order.sort();
+    let schedule = rollout::schedule(policy, desired_state, &order, state.rollout.as_ref(), options.retry_failed);
+    let mut record = match state.rollout.take() {
+        Some(r) if r.desired_state == desired_state => r,
+        _ => Rollout {
+            desired_state: desired_state.to_string(),
+            canaries: schedule.canaries.clone(),
+            started_usec: now_usec(),
+            ..Default::default()
+        },
     };
-    let mut batches: Vec<Vec<String>> = Vec::new();
-    if resumed > 0 {
-        batches.push(order[..resumed].to_vec());
+    record.stacks = if stacks.is_empty() { record.stacks } else { stacks };
+    record.desired.extend(order.iter().map(|h| (h.clone(), c.sets[h].hash.clone())));
+    if options.retry_failed && record.failed.is_some() {
+        // --force pushes a failed desired state again, as `kapell fleet rollout retry` does.
+        record.failed = None;
+        record.outcome = None;
+        record.retry = true;
     }
-    batches.extend(order[resumed..].chunks(batch_size).map(<[String]>::to_vec));
+    let mut batches: Vec<Batch> = Vec::new();
+    if !resumed.is_empty() {
+        let canaries = resumed.iter().all(|h| record.canaries.contains(h)) && !record.promoted;
+        batches.push(Batch { hosts: resumed.to_vec(), canaries, resumed: true });
+    }
+    let mut numbered: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut canaries = Vec::new();
+    for (host, step) in &schedule.steps {
+        if resumed.contains(host) {
+            continue;
+        }
+        match step {
+            rollout::Step::Held(why) => report(held_back(host, why.clone())),
+            rollout::Step::Canary => canaries.push(host.clone()),
+            rollout::Step::AfterPromotion(n) | rollout::Step::Batch(n) => {
+                numbered.entry(*n).or_default().push(host.clone())
+            }
+        }
+    }
+    if schedule.steps.values().any(|s| matches!(s, rollout::Step::Held(_))) {
+        state.rollout = Some(record);
+        return;
+    }
+    if !canaries.is_empty() {
+        batches.push(Batch { hosts: canaries, canaries: true, resumed: false });
+    }
+    batches.extend(numbered.into_values().map(|hosts| Batch { hosts, canaries: false, resumed: false }));
+    record.waiting = batches.iter().flat_map(|b| b.hosts.iter().cloned()).collect();
+    record.outcome = None;
+
     for (i, batch) in batches.iter().enumerate() {
-        rollout.waiting.retain(|h| !batch.contains(h));
-        rollout.in_flight = batch.clone();
-        for h in batch {
+        if !batch.canaries && !record.promoted {
+            // The canaries are up (in this pass or an earlier one): promote them, or wait.
+            let healthy = *record.canaries_healthy_usec.get_or_insert_with(now_usec);
+            if policy.auto_promote || record.canaries.is_empty() {
+                record.promoted = true;
+            } else {
+                let why = format!(
+                    "waiting for promotion: canaries {} healthy since {}s ago; `kapell fleet promote` sends the rest",
+                    record.canaries.join(", "),
+                    now_usec().saturating_sub(healthy) / 1_000_000
+                );
+                for b in &batches[i..] {
+                    for h in &b.hosts {
+                        report(HostOutcome {
+                            host: h.clone(),
+                            outcome: Outcome::Waiting(why.clone()),
+                            reply: None,
+                            took: Duration::ZERO,
+                        });
+                    }
+                }
+                break;
+            }
+        }
+        record.waiting.retain(|h| !batch.hosts.contains(h));
+        record.in_flight = batch.hosts.clone();
+        for h in &batch.hosts {
             state.pushing(h, &c.sets[h].hash);
         }
-        state.rollout = Some(rollout.clone());
+        state.rollout = Some(record.clone());
         let _ = state.save();
-        let start = Instant::now();
-        // Push the batch (a resumed batch is already there) and remember each unit's restarts.
-        let pushed: Vec<HostOutcome> = if i == 0 && resumed > 0 {
-            c.each(batch, &|_| {}, |h| outcome_of(c.request(h, Body::Status, false)))
-        } else {
-            let known = known_of(state, batch);
-            c.each(batch, &|_| {}, |h| {
-                let body = Body::Install {
-                    set: c.sets[h].clone(),
-                    known: known[h].clone(),
-                    force: options.force,
-                    confirm_within: Some(window.as_secs().max(1)),
-                };
-                outcome_of(c.request(h, body, false))
-            })
-        };
-        let failure = pushed.iter().find(|o| matches!(o.outcome, Outcome::Failed(_))).map(|o| {
-            let Outcome::Failed(why) = &o.outcome else { unreachable!() };
-            format!("{}: {why}", o.host)
-        });
-        let baseline: BTreeMap<String, BTreeMap<String, u32>> =
-            pushed.iter().map(|o| (o.host.clone(), o.reply.as_ref().map(restarts).unwrap_or_default())).collect();
-        let verdict = match failure {
-            Some(why) => Err(why),
-            None => watch(c, batch, &baseline, policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std()),
-        };
-        match verdict {
-            Ok(replies) => {
-                for h in batch {
-                    let hash = c.sets[h].hash.clone();
-                    let confirmed = c.request(h, Body::Confirm { hash: hash.clone() }, true).outcome.and_then(refusal);
-                    let outcome = match confirmed {
-                        Ok(_) => Outcome::Converged,
-                        Err(why) => Outcome::Failed(format!("healthy, but the confirmation failed: {why}")),
-                    };
-                    let o =
-                        HostOutcome { host: h.clone(), outcome, reply: replies.get(h).cloned(), took: start.elapsed() };
-                    record(state, &o, &hash);
+        match run_batch(c, state, batch, options.force || record.retry) {
+            Ok(outcomes) => {
+                for o in outcomes {
                     report(o);
                 }
-                rollout.done.extend(batch.iter().cloned());
+                record.done.extend(batch.hosts.iter().cloned());
+                if batch.canaries {
+                    record.canaries_healthy_usec = Some(now_usec());
+                }
+                record.in_flight.clear();
             }
-            Err(why) => {
-                let reverted = c.fleet.rollout.auto_revert;
-                for h in batch {
-                    let hash = c.sets[h].hash.clone();
+            Err((host, why, started)) => {
+                let reverted = policy.auto_revert;
+                for h in &batch.hosts {
                     let mut reply = None;
                     if reverted {
                         reply = c.request(h, Body::Rollback, false).outcome.ok();
                     }
-                    let host = state.host(h);
-                    host.held = Some(Held { hash: hash.clone(), reason: format!("rollout failed: {why}") });
                     if let Some(r) = &reply {
-                        host.current = r.current.clone();
+                        state.host(h).current = r.current.clone();
                     }
                     let what = if reverted { "rolled back" } else { "left as is (auto_revert = false)" };
+                    let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
                     report(HostOutcome {
                         host: h.clone(),
                         outcome: Outcome::RolledBack(format!("{what}: {why}")),
                         reply,
-                        took: start.elapsed(),
+                        took: started.elapsed(),
                     });
                 }
-                for h in &rollout.waiting {
-                    report(HostOutcome {
-                        host: h.clone(),
-                        outcome: Outcome::NotReached,
-                        reply: None,
-                        took: Duration::ZERO,
-                    });
+                let failure = Failure { host, reason: why, at_usec: now_usec() };
+                let held = rollout::held_reason(desired_state, &failure);
+                for h in batches[i + 1..].iter().flat_map(|b| &b.hosts) {
+                    report(held_back(h, held.clone()));
                 }
-                rollout.in_flight.clear();
-                rollout.outcome =
-                    Some(format!("stopped and {}: {why}", if reverted { "rolled back" } else { "not reverted" }));
-                state.rollout = Some(rollout);
+                record.in_flight.clear();
+                record.retry = false;
+                record.outcome = Some(format!("stopped and {}", if reverted { "rolled back" } else { "not reverted" }));
+                record.failed = Some(failure);
+                state.rollout = Some(record);
                 let _ = state.save();
                 return;
             }
         }
     }
-    rollout.in_flight.clear();
-    rollout.outcome = Some("completed".to_string());
-    state.rollout = Some(rollout);
+    if record.waiting.is_empty() && record.in_flight.is_empty() && (record.promoted || record.canaries.is_empty()) {
+        record.outcome = Some("completed".to_string());
+        record.retry = false;
+    }
+    state.rollout = Some(record);
     let _ = state.save();
+}
+
+/// Pushes `batch` (a resumed batch is already there), watches it until healthy for
+/// `min_healthy_time` and confirms it: each host's outcome (a confirmation that failed is that
+/// host's failure, not the rollout's). `Err` names the host that failed, why, and when the batch
+/// started. `retry`: install even a set a host rolled back before.
+fn run_batch(
+    c: &Controller,
+    state: &mut State,
+    batch: &Batch,
+    retry: bool,
+) -> Result<Vec<HostOutcome>, (String, String, Instant)> {
+    let policy = &c.fleet.rollout;
+    let window = policy.healthy_deadline.as_std() + c.fleet.defaults.confirm_timeout.as_std();
+    let start = Instant::now();
+    let hosts = &batch.hosts;
+    // Push the batch and remember each unit's restarts.
+    // A resumed host that got the set is only asked; one that never did (the run stopped before
+    // its install finished) is pushed.
+    let known = known_of(state, hosts);
+    let pushed: Vec<HostOutcome> = c.each(hosts, &|_| {}, |h| {
+        if batch.resumed {
+            let asked = outcome_of(c.request(h, Body::Status, false));
+            if asked.reply.as_ref().is_none_or(|r| r.current == c.sets[h].hash) {
+                return asked;
+            }
+        }
+        let body = Body::Install {
+            set: c.sets[h].clone(),
+            known: known[h].clone(),
+            force: retry,
+            confirm_within: Some(window.as_secs().max(1)),
+        };
+        outcome_of(c.request(h, body, false))
+    });
+    if let Some(o) = pushed.iter().find(|o| matches!(o.outcome, Outcome::Failed(_) | Outcome::HeldBack(_))) {
+        let (Outcome::Failed(why) | Outcome::HeldBack(why)) = &o.outcome else { unreachable!() };
+        return Err((o.host.clone(), why.clone(), start));
+    }
+    let baseline: BTreeMap<String, BTreeMap<String, u32>> =
+        pushed.iter().map(|o| (o.host.clone(), o.reply.as_ref().map(restarts).unwrap_or_default())).collect();
+    let replies = watch(c, hosts, &baseline, policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std())
+        .map_err(|(host, why)| (host, why, start))?;
+    let mut outcomes = Vec::new();
+    for h in hosts {
+        let hash = c.sets[h].hash.clone();
+        let confirmed = c.request(h, Body::Confirm { hash: hash.clone() }, true).outcome.and_then(refusal);
+        let outcome = match confirmed {
+            Ok(_) => Outcome::Converged,
+            Err(why) => Outcome::Failed(format!("healthy, but the confirmation failed: {why}")),
+        };
+        // The status seen last, with what the push itself changed.
+        let mut reply = replies.get(h).cloned();
+        if let (Some(reply), Some(install)) =
+            (&mut reply, pushed.iter().find(|o| o.host == *h).and_then(|o| o.reply.as_ref()))
+        {
+            (reply.added, reply.updated, reply.removed) =
+                (install.added.clone(), install.updated.clone(), install.removed.clone());
+            reply.actions.clone_from(&install.actions);
+        }
+        let o = HostOutcome { host: h.clone(), outcome, reply, took: start.elapsed() };
+        record(state, &o, &hash);
+        outcomes.push(o);
+    }
+    Ok(outcomes)
 }
 
 /// Each service unit's restart counter.
@@ -427,14 +554,14 @@ fn restarts(reply: &Reply) -> BTreeMap<String, u32> {
 }
 
 /// Waits until every host of `batch` has been healthy for `min_healthy` without a break, or
-/// fails at `deadline` naming the host, the unit and why (with its last journal lines).
+/// fails at `deadline` naming the host, and the unit and why (with its last journal lines).
 fn watch(
     c: &Controller,
     batch: &[String],
     baseline: &BTreeMap<String, BTreeMap<String, u32>>,
     min_healthy: Duration,
     deadline: Duration,
-) -> Result<BTreeMap<String, Reply>, String> {
+) -> Result<BTreeMap<String, Reply>, (String, String)> {
     let start = Instant::now();
     let mut healthy_since: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
@@ -443,8 +570,8 @@ fn watch(
         let mut last_problem = None;
         for r in results {
             let problem = match &r.outcome {
-                Err(why) => Some(format!("{}: unreachable: {why}", r.host)),
-                Ok(reply) => unhealthy(reply, baseline.get(&r.host)).map(|p| format!("{}: {p}", r.host)),
+                Err(why) => Some(format!("unreachable: {why}")),
+                Ok(reply) => unhealthy(reply, baseline.get(&r.host)),
             };
             match problem {
                 None => {
@@ -452,7 +579,7 @@ fn watch(
                 }
                 Some(p) => {
                     healthy_since.remove(&r.host);
-                    last_problem = Some(p);
+                    last_problem = Some((r.host.clone(), p));
                 }
             }
             if let Ok(reply) = r.outcome {
@@ -464,7 +591,10 @@ fn watch(
             return Ok(replies);
         }
         if start.elapsed() > deadline {
-            return Err(last_problem.unwrap_or_else(|| "not healthy for long enough before the deadline".to_string()));
+            let first = batch.first().cloned().unwrap_or_default();
+            return Err(
+                last_problem.unwrap_or_else(|| (first, "not healthy for long enough before the deadline".to_string()))
+            );
         }
         std::thread::sleep(HEALTH_POLL);
     }

@@ -9,16 +9,21 @@
 //! backoff and jitter and never delays the others. When the daemon is away, peers keep running
 //! what they have: nothing on a peer depends on the controller being there.
 //!
-//! systemd sees `READY=1` after the first pass, a `STATUS=` line after each, and watchdog pings
-//! while it waits (`WatchdogSec=`). Every state change is logged with a stable `MESSAGE_ID`.
+//! systemd sees `READY=1` after the first pass, a `STATUS=` line after each (saying when a
+//! rollout failed or waits for promotion), and watchdog pings while it waits (`WatchdogSec=`).
+//! Each pass is logged as what started it (the first, a periodic one, one after a change of
+//! the files, naming them, or after a reload), and every state change with a stable
+//! `MESSAGE_ID`.
 
 use super::converge::{self, HostOutcome, Outcome};
 use super::hosts::Controller;
+use super::rollout;
 use super::state::{ControllerLock, State};
 use crate::clock::now_usec;
 use crate::logging::id;
 use anyhow::{Context, Result};
 use sd_notify::NotifyState;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
@@ -27,12 +32,14 @@ use std::time::{Duration, Instant};
 const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Why the daemon wakes up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
-    /// A file of the configuration directory changed.
-    Changed,
+    /// These files of the configuration directory changed.
+    Changed(BTreeSet<String>),
     /// SIGHUP (`systemctl reload`).
     Reload,
+    /// `reconcile_interval` (or a host's retry) is due.
+    Interval,
     /// SIGTERM or SIGINT.
     Stop,
 }
@@ -51,6 +58,7 @@ pub fn run(config_dir: &Path, options: &Options) -> Result<()> {
     watch_dir(config_dir, tx)?;
     let mut controller = load(config_dir);
     let mut ready = false;
+    let mut why = "first";
     loop {
         let interval =
             controller.as_ref().map_or(Duration::from_secs(30), |c| c.fleet.defaults.reconcile_interval.as_std());
@@ -59,7 +67,8 @@ pub fn run(config_dir: &Path, options: &Options) -> Result<()> {
             match pass(c, options) {
                 Ok(summary) => {
                     notify(&[NotifyState::Status(&summary)]);
-                    log::debug!("pass took {:?}: {summary}", started.elapsed());
+                    let took = started.elapsed().as_secs_f64();
+                    log::info!(message_id = id::FLEET_PASS; "{why} pass ({took:.1}s): {summary}");
                 }
                 Err(e) => log::error!(message_id = id::FLEET_PASS_FAILED; "fleet pass failed: {e:#}"),
             }
@@ -77,13 +86,17 @@ pub fn run(config_dir: &Path, options: &Options) -> Result<()> {
                 return Ok(());
             }
             Event::Reload => {
-                log::info!(message_id = id::FLEET_RELOADED; "reloading fleet.toml and the stacks");
+                log::info!(message_id = id::FLEET_RELOADED; "reload (SIGHUP): re-reading fleet.toml and the stacks");
                 controller = load(config_dir).or(controller);
+                why = "reload";
             }
-            Event::Changed => {
-                log::info!("{} changed: reloading", config_dir.display());
+            Event::Changed(files) => {
+                let files: Vec<String> = files.into_iter().collect();
+                log::info!("changed: {}; re-reading the configuration", files.join(", "));
                 controller = load(config_dir).or(controller);
+                why = "change";
             }
+            Event::Interval => why = "periodic",
         }
         // Changed/Reload/interval all lead to a pass.
     }
@@ -120,7 +133,7 @@ fn pass(c: &Controller, options: &Options) -> Result<String> {
         .collect();
     let was_unreachable: Vec<String> =
         due.iter().filter(|h| state.hosts.get(*h).is_some_and(|s| s.unreachable.is_some())).cloned().collect();
-    let options = converge::Options { no_rollout: false, force: options.force };
+    let options = converge::Options { no_rollout: false, force: options.force, retry_failed: false };
     let outcomes = converge::converge(c, &mut state, &due, &options, &|_| {});
     state.save()?;
     for o in &outcomes {
@@ -134,8 +147,21 @@ fn pass(c: &Controller, options: &Options) -> Result<String> {
         - count(&|o| matches!(o.outcome, Outcome::Failed(_)) && o.reply.is_none());
     let rolling =
         state.rollout.as_ref().filter(|r| r.outcome.is_none()).map_or(0, |r| r.in_flight.len() + r.waiting.len());
+    let current = rollout::desired_state(&c.sets, &rollout::shared_units(&c.sets));
+    let rollout = match state.rollout.as_ref().filter(|r| r.desired_state == current) {
+        Some(r) if rollout::phase(r) == "failed" => format!(
+            "; rollout failed on {} (desired state {}): held back",
+            r.failed.as_ref().map_or("", |f| f.host.as_str()),
+            crate::fleet::protocol::short(&r.desired_state)
+        ),
+        Some(r) if rollout::phase(r) == "waiting for promotion" => {
+            format!("; rollout waits for `kapell fleet promote` (canaries {})", r.canaries.join(", "))
+        }
+        _ => String::new(),
+    };
     Ok(format!(
-        "{} hosts: {in_step} converged ({repaired} changed this pass), {failed} failing, {unreachable} unreachable, {rolling} rolling out",
+        "{} hosts: {in_step} converged ({repaired} updated this pass), {failed} failing, {unreachable} unreachable, \
+         {rolling} rolling out{rollout}",
         all.len()
     ))
 }
@@ -168,7 +194,7 @@ fn log_outcome(o: &HostOutcome, state: &State, was_unreachable: bool) {
         Outcome::RolledBack(why) => {
             log::error!(message_id = id::FLEET_ROLLED_BACK, kapell_host = host; "{host} rolled back: {why}")
         }
-        Outcome::NotReached => log::info!(kapell_host = host; "{host} not reached: the rollout stopped before it"),
+        Outcome::Waiting(why) => log::info!(kapell_host = host; "{host} not changed: {why}"),
     }
 }
 
@@ -188,18 +214,21 @@ fn wait(rx: &Receiver<Event>, until: Instant) -> Event {
     loop {
         let now = Instant::now();
         if now >= until {
-            return Event::Changed;
+            return Event::Interval;
         }
         let slice = watchdog.map_or(until - now, |w| w.min(until - now));
         match rx.recv_timeout(slice) {
-            Ok(Event::Changed) => {
-                // Debounce: swallow what follows within DEBOUNCE (but not a stop).
+            Ok(Event::Changed(mut files)) => {
+                // Debounce: what follows within DEBOUNCE is the same change (a stop or a reload,
+                // which re-reads everything anyway, wins).
                 while let Ok(next) = rx.recv_timeout(DEBOUNCE) {
-                    if next == Event::Stop {
-                        return Event::Stop;
+                    match next {
+                        Event::Changed(more) => files.extend(more),
+                        Event::Interval => {}
+                        other => return other,
                     }
                 }
-                return Event::Changed;
+                return Event::Changed(files);
             }
             Ok(event) => return event,
             Err(RecvTimeoutError::Timeout) => {
@@ -239,7 +268,8 @@ fn watch_signals(tx: Sender<Event>) -> Result<()> {
                         _ = term.recv() => Event::Stop,
                         _ = int.recv() => Event::Stop,
                     };
-                    if tx.send(event).is_err() || event == Event::Stop {
+                    let stop = event == Event::Stop;
+                    if tx.send(event).is_err() || stop {
                         return;
                     }
                 }
@@ -265,9 +295,12 @@ fn watch_dir(dir: &Path, tx: Sender<Event>) -> Result<()> {
         .spawn(move || {
             while let Ok(events) = inotify.read_events() {
                 // Only stack and fleet files matter (not an editor's swap files).
-                let relevant =
-                    events.iter().any(|e| e.name.as_ref().is_some_and(|n| n.to_string_lossy().ends_with(".toml")));
-                if relevant && tx.send(Event::Changed).is_err() {
+                let files: BTreeSet<String> = events
+                    .iter()
+                    .filter_map(|e| e.name.as_ref().map(|n| n.to_string_lossy().into_owned()))
+                    .filter(|n| n.ends_with(".toml") && !n.starts_with('.'))
+                    .collect();
+                if !files.is_empty() && tx.send(Event::Changed(files)).is_err() {
                     return;
                 }
             }

@@ -4,8 +4,9 @@
 //! [`config`] reads `fleet.toml`, [`placement`] decides which services each host runs, [`hosts`]
 //! renders each host's set (with the discovery catalog of [`catalogs`]) (with the renderer the generator uses) and sends requests to every
 //! host in parallel over [`ssh`], the one transport. [`converge`] is one pass that brings hosts to
-//! their sets, shared by `kapell fleet apply` and the [`federate`] daemon; [`state`] is what the
-//! controller remembers between runs.
+//! their sets, shared by `kapell fleet apply` and the [`federate`] daemon, and carries out the
+//! decisions of [`rollout`] (canaries, batches, a failed desired state held back); [`state`] is
+//! what the controller remembers between runs.
 
 pub mod catalogs;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod converge;
 pub mod federate;
 pub mod hosts;
 pub mod placement;
+pub mod rollout;
 pub mod ssh;
 pub mod state;
 

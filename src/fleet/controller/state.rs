@@ -1,7 +1,10 @@
-//! What a controller remembers between runs (SPEC §8): per host, the sets it pushed (so a set it
-//! did not push is recognised and left alone), the set last seen healthy, a set held back after
-//! a rollback, and when an unreachable host is tried next; and the rollout in progress, so a
-//! controller killed half-way resumes it instead of forgetting it.
+//! What a controller remembers between runs: per host, the sets it pushed (so a set it
+//! did not push is recognised and left alone), the set last seen healthy, a set a peer reverted
+//! on its own, and when an unreachable host is tried next; and the rollout of the current
+//! desired state (see [`super::rollout`]): its canaries, whether they were promoted, the batch in
+//! flight (so a controller killed half-way resumes it instead of forgetting it), and whether it
+//! failed, which holds that desired state back on every host until the stack files change or
+//! the operator retries it.
 //!
 //! One JSON file, `/var/lib/kapell/fleet/state.json` (`KAPELL_STATE_DIR` for tests), written
 //! through a temporary file, fsync and rename(2). `kapell fleet apply` and `kapell federate`
@@ -37,8 +40,8 @@ pub struct HostState {
     pub known: Vec<String>,
     /// The last set confirmed healthy on the host.
     pub healthy: String,
-    /// A desired set that failed on this host and was rolled back: not pushed again until the
-    /// desired set changes.
+    /// A desired set this host reverted on its own (not confirmed in time): not pushed again
+    /// until it changes.
     pub held: Option<Held>,
     /// Set while the host cannot be reached.
     pub unreachable: Option<Unreachable>,
@@ -58,10 +61,32 @@ pub struct Unreachable {
     pub error: String,
 }
 
-/// A rollout: the desired set per host it brings, which hosts are done and which are changing.
+/// The rollout of one desired state: the set per host it brings, its canaries, which hosts are
+/// done and which are changing, and how it ended.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Rollout {
+    /// The desired state this rollout brings ([`super::rollout::desired_state`]).
+    #[serde(default)]
+    pub desired_state: String,
+    /// The stacks whose shared services it changes.
+    #[serde(default)]
+    pub stacks: Vec<String>,
     pub desired: BTreeMap<String, String>,
+    /// The hosts that get it first (chosen once per desired state).
+    #[serde(default)]
+    pub canaries: Vec<String>,
+    /// When the canaries had been healthy for `min_healthy_time` (µs since the epoch).
+    #[serde(default)]
+    pub canaries_healthy_usec: Option<u64>,
+    /// The canaries were promoted (automatically or by `kapell fleet promote`): the others follow.
+    #[serde(default)]
+    pub promoted: bool,
+    /// The batch that failed: this desired state goes to no other host.
+    #[serde(default)]
+    pub failed: Option<Failure>,
+    /// `kapell fleet rollout retry`: push the desired state again even where it was rolled back.
+    #[serde(default)]
+    pub retry: bool,
     /// Hosts in the batch being pushed or waited on.
     pub in_flight: Vec<String>,
     /// Hosts updated and confirmed healthy.
@@ -71,6 +96,15 @@ pub struct Rollout {
     pub started_usec: u64,
     /// How the last rollout ended, for `fleet status` ("completed", "rolled back: …").
     pub outcome: Option<String>,
+}
+
+/// Where and why a rollout failed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Failure {
+    pub host: String,
+    /// The unit, its state and its last journal lines.
+    pub reason: String,
+    pub at_usec: u64,
 }
 
 impl State {

@@ -73,6 +73,11 @@ impl Host {
         self.address
     }
 
+    /// Whether the host runs (booted and not powered off).
+    pub fn is_running(&self) -> bool {
+        self.nspawn.is_some()
+    }
+
     /// PID of the systemd-nspawn process, while it runs.
     pub fn nspawn_pid(&self) -> Option<u32> {
         self.nspawn.as_ref().map(Child::id)
