@@ -417,7 +417,11 @@ fn host_keys_are_verified(rig: &mut Rig) -> Result<()> {
     let mut set =
         serde_json::json!({ "files": { "ssh.service": { "kind": "unit", "text": unit, "sha256": sum } }, "hash": "" });
     let hash =
-        kapell::fleet::protocol::HostSet { files: serde_json::from_value(set["files"].clone())?, hash: String::new() }
+        kapell::fleet::protocol::HostSet {
+            files: serde_json::from_value(set["files"].clone())?,
+            catalog: None,
+            hash: String::new(),
+        }
             .compute_hash();
     set["hash"] = serde_json::Value::String(hash);
     let request = serde_json::json!({ "version": 1, "request": "install", "set": set }).to_string();
