@@ -81,7 +81,10 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (line, col) = self.line_col();
         let prefix = if self.is_error() { "" } else { "warning: " };
-        write!(f, "{}:{line}:{col}: {prefix}{}", self.source.path.display(), self.message)
+        // The message may quote the file (a key, a host name): shown printable, never obeyed.
+        let path = self.source.path.display().to_string();
+        let (path, message) = (crate::printable::printable(&path), crate::printable::printable(&self.message));
+        write!(f, "{path}:{line}:{col}: {prefix}{message}")
     }
 }
 

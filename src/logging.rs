@@ -48,6 +48,12 @@ pub mod id {
     pub const FLEET_PASS: &str = "0d6a4f2c8e1b4a7d9c3f5e2b6a8d1c47";
     /// Federation: a pass failed as a whole (state directory, lock).
     pub const FLEET_PASS_FAILED: &str = "e1b7c5a3d9f24b6e8c0a7f3d5b1e9c58";
+    /// A service with a health check passed its first probe and counts as started.
+    pub const SERVICE_READY: &str = "5d8c1f3e9a7b4e26b0c4d2a8f6e1b937";
+    /// A native service's health changed (`KAPELL_HEALTH=` says to what; the message names the probe).
+    pub const SERVICE_HEALTH: &str = "a3e7c9d1b5f24a8e9c0d6b4f2e8a1c59";
+    /// A native service turned unhealthy and its main process was killed so systemd restarts it.
+    pub const SERVICE_UNHEALTHY_RESTART: &str = "e4b2d8f6a1c94e7b8d3f5a0c9e6b2d71";
     /// A stack network (`kapell-<stack>`) was created.
     pub const NETWORK_CREATED: &str = "0c0a784f8a424a36b12935c5bac68abd";
 }

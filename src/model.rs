@@ -125,6 +125,10 @@ pub struct Service {
     /// `[services.<name>.systemd]` pass-through, in file order.
     pub systemd: Vec<PassThrough>,
     pub placement: Placement,
+    /// `health`: the check that says the service is ready and stays healthy.
+    pub health: Option<Health>,
+    /// What happens when the check fails `retries` times in a row (meaningful with `health`).
+    pub on_unhealthy: OnUnhealthy,
 }
 
 impl Service {
@@ -161,8 +165,6 @@ pub struct Container {
     /// otherwise `bridge`, `host`, `none` or the name of an existing Docker network.
     pub network: Option<String>,
     pub pull: Pull,
-    pub health: Option<Health>,
-    pub on_unhealthy: OnUnhealthy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,13 +195,94 @@ impl Pull {
     }
 }
 
+/// A service's health check (`health = { … }`), for containers and native services alike.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
-    pub cmd: Vec<String>,
+    pub check: Check,
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,
     pub retries: Option<u32>,
     pub start_period: Option<Duration>,
+}
+
+impl Health {
+    pub const DEFAULT_INTERVAL: Duration = Duration(10_000_000);
+    pub const DEFAULT_TIMEOUT: Duration = Duration(2_000_000);
+    pub const DEFAULT_RETRIES: u32 = 3;
+
+    pub fn interval(&self) -> Duration {
+        self.interval.unwrap_or(Self::DEFAULT_INTERVAL)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Self::DEFAULT_TIMEOUT)
+    }
+
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(Self::DEFAULT_RETRIES)
+    }
+
+    pub fn start_period(&self) -> Duration {
+        self.start_period.unwrap_or(Duration(0))
+    }
+}
+
+/// What a health check does: exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// `http = <port>`: a GET of `path` from the host; healthy on a status in `expect`.
+    Http { port: u16, path: String, expect: StatusRange },
+    /// `tcp = <port>`: a TCP connection from the host opens.
+    Tcp { port: u16 },
+    /// `cmd = [...]`: exits 0 (inside the container, or on the host as the service's user).
+    Cmd(Vec<String>),
+}
+
+impl Check {
+    /// The key that chose it (`http`, `tcp`, `cmd`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Http { .. } => "http",
+            Check::Tcp { .. } => "tcp",
+            Check::Cmd(_) => "cmd",
+        }
+    }
+}
+
+/// HTTP status codes counted as healthy: `"200-399"` (the default) or one code `"204"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl StatusRange {
+    pub const DEFAULT: StatusRange = StatusRange { first: 200, last: 399 };
+
+    /// `"200-399"` or `"204"`, codes from 100 to 599, the first not above the last.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let code = |c: &str| c.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c));
+        let range = match s.split_once('-') {
+            Some((a, b)) => code(a).zip(code(b)).map(|(first, last)| StatusRange { first, last }),
+            None => code(s).map(|c| StatusRange { first: c, last: c }),
+        };
+        range.filter(|r| r.first <= r.last).ok_or_else(|| {
+            format!(
+                "invalid `expect` {s:?}: use an HTTP status code or a range of them, e.g. \"200\" or \"200-399\" \
+                 (codes from 100 to 599)"
+            )
+        })
+    }
+
+    pub fn contains(self, code: u16) -> bool {
+        (self.first..=self.last).contains(&code)
+    }
+}
+
+impl std::fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last { write!(f, "{}", self.first) } else { write!(f, "{}-{}", self.first, self.last) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@ impl Health {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "starting" => Some(Health::Starting),
             "healthy" => Some(Health::Healthy),
@@ -94,15 +94,26 @@ pub struct Row {
     pub service: String,
     pub container: bool,
     pub info: UnitInfo,
+    /// The health state its prober published for this run of the unit (see `crate::health::state`).
+    pub probe: Option<crate::health::state::State>,
 }
 
 impl Row {
-    /// The health check's state: container services with a health check only.
+    /// The health check's state, for a running service with a check: what its prober published
+    /// for this run, else (a container) what its supervisor last told systemd.
     pub fn health(&self) -> Option<Health> {
+        if let Some(h) = self.probe.as_ref().and_then(|p| p.health()) {
+            return Some(h);
+        }
         if !self.container {
             return None;
         }
         SupervisorStatus::parse(&self.info.status_text).and_then(|s| s.health())
+    }
+
+    /// Reads the unit's published health state, kept only when it belongs to the unit's current run.
+    pub fn load_probe(&mut self, dir: &std::path::Path) {
+        self.probe = current_probe(dir, &self.info);
     }
 
     /// When the unit entered its current state: activation for a running unit, the last state
@@ -114,6 +125,16 @@ impl Row {
             self.info.state_change_usec
         }
     }
+}
+
+/// The health state published for the current run of `info`'s unit (none for a stopped unit, or a
+/// file left by an earlier run).
+pub fn current_probe(dir: &std::path::Path, info: &UnitInfo) -> Option<crate::health::state::State> {
+    if !matches!(info.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating") {
+        return None;
+    }
+    crate::health::state::read(dir, &info.name)
+        .filter(|s| s.invocation.is_empty() || s.invocation == info.invocation_id)
 }
 
 /// The state of every running unit of the `selection` stacks of `units` (all if `None`), in
@@ -128,12 +149,15 @@ pub async fn collect(systemd: &Systemd, units: &UnitSet, selection: Option<&BTre
                 service: service.name.clone(),
                 container: service.container,
                 info,
+                probe: None,
             });
         }
     }
     let names: Vec<String> = rows.iter().map(|r| r.info.name.clone()).collect();
+    let dir = crate::health::state::dir();
     for (row, info) in rows.iter_mut().zip(systemd.units(&names).await?) {
         row.info = info;
+        row.load_probe(&dir);
     }
     Ok(rows)
 }
@@ -196,7 +220,7 @@ mod tests {
     #[test]
     fn health_only_for_containers() {
         let info = UnitInfo { status_text: "running, health: healthy".into(), ..Default::default() };
-        let mut row = Row { stack: "s".into(), service: "db".into(), container: true, info };
+        let mut row = Row { stack: "s".into(), service: "db".into(), container: true, info, probe: None };
         assert_eq!(row.health(), Some(Health::Healthy));
         row.container = false;
         assert_eq!(row.health(), None);

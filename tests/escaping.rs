@@ -41,10 +41,10 @@ fn arguments_and_environment_reach_the_process_exactly() -> Result<()> {
     let mut exec = vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string(), "sh".to_string()];
     exec.extend(NASTY.iter().map(|s| s.to_string()));
     let env: Vec<String> =
-        NASTY.iter().enumerate().map(|(i, v)| format!("NASTY_{i} = {}", toml_text::basic_string(v))).collect();
+        NASTY.iter().enumerate().map(|(i, v)| format!("NASTY_{i} = {}", toml_text::string(v))).collect();
     let stack = format!(
         "[services.echo]\nexec = [{}]\ntype = \"oneshot\"\nenv = {{ COUNT = \"{}\", {} }}\n",
-        exec.iter().map(|a| toml_text::basic_string(a)).collect::<Vec<_>>().join(", "),
+        exec.iter().map(|a| toml_text::string(a)).collect::<Vec<_>>().join(", "),
         NASTY.len(),
         env.join(", ")
     );
@@ -82,10 +82,10 @@ fn paths_with_blanks_and_quotes_reach_systemd_exactly() -> Result<()> {
     let stack = format!(
         "[services.paths]\nexec = [\"/bin/sh\", \"-c\", {}]\ntype = \"oneshot\"\nworking_dir = {}\nenv_files = [{}]\n\
          secrets = [\"token\"]\n\n[secrets.token]\nfile = {}\n",
-        toml_text::basic_string(script),
-        toml_text::basic_string(dir),
-        toml_text::basic_string(env_file),
-        toml_text::basic_string(secret)
+        toml_text::string(script),
+        toml_text::string(dir),
+        toml_text::string(env_file),
+        toml_text::string(secret)
     );
     let host = Host::builder()
         .kapell(env!("CARGO_BIN_EXE_kapell"))

@@ -1,13 +1,16 @@
 //! Golden tests: each directory under tests/golden/ holds `input/` (a config directory of stacks),
 //! optionally `units/` (unit files that already exist in systemd's search path), and the expected
 //! result of `kapell generate`: `expected/` (the unit set) and `expected.stderr` (every
-//! diagnostic, then `[exit N]`). The comparison is exact. Re-bless after an intended change with
+//! diagnostic, then `[exit N]`). A case with an `args` file (one argument a line, e.g. `fleet`
+//! and `plan` for the errors of `input/fleet.toml`) runs that command instead of `generate`,
+//! and only its standard error is compared. The comparison is exact. Re-bless after an intended change with
 //!
 //!     KAPELL_BLESS=1 cargo test --test golden
 //!
 //! (which rewrites the expectations and then fails, so that it never counts as a passing run),
 //! review the diff, and run again without it. Every expected unit set must also pass `systemd-analyze verify`.
 
+mod bless;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -67,15 +70,18 @@ fn run_case(case: &Path) -> (BTreeMap<String, String>, String) {
     let out = tempfile::tempdir().expect("tempdir");
     let empty = tempfile::tempdir().expect("tempdir");
     let units = case.join("units");
-    let output = Command::new(env!("CARGO_BIN_EXE_kapell"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kapell"));
+    command
         .current_dir(case)
         .env_remove("KAPELL_CONFIG_DIR")
         .env("KAPELL_RECEIVED_DIR", empty.path())
         .env("KAPELL_UNIT_PATH", if units.is_dir() { units.as_path() } else { empty.path() })
-        .args(["--config-dir", "input", "generate", "--out"])
-        .arg(out.path())
-        .output()
-        .expect("run kapell");
+        .args(["--config-dir", "input"]);
+    match std::fs::read_to_string(case.join("args")) {
+        Ok(args) => command.args(args.lines().filter(|l| !l.is_empty())),
+        Err(_) => command.arg("generate").arg("--out").arg(out.path()),
+    };
+    let output = command.output().expect("run kapell");
     // Absolute paths of the checkout would make the files machine-specific.
     let case_abs = case.canonicalize().expect("case path").display().to_string();
     let tree = read_tree(out.path()).into_iter().map(|(k, v)| (k, v.replace(&case_abs, CASE_PLACEHOLDER))).collect();
@@ -86,55 +92,31 @@ fn run_case(case: &Path) -> (BTreeMap<String, String>, String) {
 
 #[test]
 fn golden_cases() {
-    let bless = std::env::var_os("KAPELL_BLESS").is_some();
-    let mut failures = Vec::new();
-    let mut blessed = 0;
+    let mut golden = bless::Golden::new("cargo test --test golden");
     for case in cases() {
         let name = case.file_name().expect("name").to_string_lossy().into_owned();
         let (tree, stderr) = run_case(&case);
         let expected_dir = case.join("expected");
-        let expected_err = case.join("expected.stderr");
-        if bless {
-            if read_tree(&expected_dir) != tree
-                || std::fs::read_to_string(&expected_err).ok().as_deref() != Some(stderr.as_str())
-            {
-                write_tree(&expected_dir, &tree);
-                std::fs::write(&expected_err, &stderr).expect("write stderr");
-                blessed += 1;
-            }
+        golden.check(&format!("{name}/expected.stderr"), &case.join("expected.stderr"), &stderr);
+        let want_tree = read_tree(&expected_dir);
+        if want_tree == tree {
             continue;
         }
-        let want_tree = read_tree(&expected_dir);
-        let want_err = std::fs::read_to_string(&expected_err).unwrap_or_default();
-        if want_err != stderr {
-            failures.push(format!("{name}: stderr differs\n--- expected\n{want_err}--- actual\n{stderr}"));
+        if golden.blessing() {
+            write_tree(&expected_dir, &tree);
+            golden.fail(format!("{name}/expected rewritten"));
+            continue;
         }
         for path in want_tree.keys().chain(tree.keys()) {
             let (want, got) = (want_tree.get(path), tree.get(path));
             if want != got {
                 let show = |s: Option<&String>| s.map_or_else(|| "(missing)".to_string(), String::clone);
-                failures.push(format!(
-                    "{name}/{path}: differs\n--- expected\n{}\n--- actual\n{}",
-                    show(want),
-                    show(got)
-                ));
+                golden.fail(format!("{name}/{path}: differs\n--- expected\n{}\n--- actual\n{}", show(want), show(got)));
                 break;
             }
         }
     }
-    // A bless run never passes: it rewrote the expectations instead of checking them, so it
-    // must not be mistaken for a green run (in CI, say). Review the diff, then run without it.
-    assert!(
-        !bless,
-        "KAPELL_BLESS is set: {blessed} case(s) rewritten, nothing checked; review `git diff tests/golden` and run \
-         again without KAPELL_BLESS"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} golden failure(s) (KAPELL_BLESS=1 re-blesses):\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    golden.finish();
 }
 
 #[test]

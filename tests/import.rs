@@ -10,9 +10,11 @@
 //!
 //!     KAPELL_BLESS=1 cargo test --test import
 //!
-//! and review the diff. Every expected stack must pass `kapell check` and render units that pass
+//! (which rewrites the expectations and then fails, so that it never counts as a passing run),
+//! review the diff, and run again without it. Every expected stack must pass `kapell check` and render units that pass
 //! `systemd-analyze verify`.
 
+mod bless;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -61,32 +63,14 @@ fn run_case(case: &Path) -> (String, String) {
 
 #[test]
 fn import_golden_cases() {
-    let bless = std::env::var_os("KAPELL_BLESS").is_some();
-    let mut failures = Vec::new();
+    let mut golden = bless::Golden::new("cargo test --test import");
     for case in cases() {
         let name = case.file_name().expect("name").to_string_lossy().into_owned();
         let (stdout, stderr) = run_case(&case);
-        let (want_toml, want_err) = (case.join("expected.toml"), case.join("expected.stderr"));
-        if bless {
-            std::fs::write(&want_toml, &stdout).expect("write expected.toml");
-            std::fs::write(&want_err, &stderr).expect("write expected.stderr");
-            continue;
-        }
-        let want = std::fs::read_to_string(&want_toml).unwrap_or_default();
-        if want != stdout {
-            failures.push(format!("{name}: stdout differs\n--- expected\n{want}--- actual\n{stdout}"));
-        }
-        let want = std::fs::read_to_string(&want_err).unwrap_or_default();
-        if want != stderr {
-            failures.push(format!("{name}: stderr differs\n--- expected\n{want}--- actual\n{stderr}"));
-        }
+        golden.check(&format!("{name} (stdout)"), &case.join("expected.toml"), &stdout);
+        golden.check(&format!("{name} (stderr)"), &case.join("expected.stderr"), &stderr);
     }
-    assert!(
-        failures.is_empty(),
-        "{} import failure(s) (KAPELL_BLESS=1 re-blesses):\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    golden.finish();
 }
 
 /// The stack name an expected stack file declares in its first line.

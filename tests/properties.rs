@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use std::path::Path;
 
 fn toml_list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| toml_text::basic_string(s)).collect::<Vec<_>>().join(", "))
+    format!("[{}]", items.iter().map(|s| toml_text::string(s)).collect::<Vec<_>>().join(", "))
 }
 
 /// Renders one stack file's text; panics with the diagnostics if it is invalid.
@@ -74,9 +74,9 @@ proptest! {
         exec.extend(args);
         let text = format!(
             "description = {}\n[services.app]\nexec = {}\nenv = {{ VALUE = {} }}\n",
-            toml_text::basic_string(&description.replace(|c: char| c.is_control(), "")),
+            toml_text::string(&description.replace(|c: char| c.is_control(), "")),
             toml_list(&exec),
-            toml_text::basic_string(&value)
+            toml_text::string(&value)
         );
         let files = render_text("p", &text);
         let u = unit(&files, "p-app.service");
@@ -96,7 +96,7 @@ proptest! {
     fn container_spec_round_trips_through_the_unit(cmd in prop::collection::vec(any_text(), 1..5), value in any_text(), health in prop::collection::vec(any_text(), 1..3)) {
         let text = format!(
             "[services.box]\nimage = \"busybox:1\"\ncommand = {}\nentrypoint = {}\nenv = {{ V = {} }}\nhealth = {{ cmd = {} }}\n",
-            toml_list(&cmd), toml_list(&cmd), toml_text::basic_string(&value), toml_list(&health)
+            toml_list(&cmd), toml_list(&cmd), toml_text::string(&value), toml_list(&health)
         );
         let files = render_text("c", &text);
         let u = unit(&files, "c-box.service");
@@ -104,9 +104,9 @@ proptest! {
         prop_assert_eq!(spec.container.command.as_ref(), Some(&cmd));
         prop_assert_eq!(spec.container.entrypoint.as_ref(), Some(&cmd));
         prop_assert_eq!(spec.env, vec![("V".to_string(), value)]);
-        prop_assert_eq!(spec.container.health.map(|h| h.cmd), Some(health));
+        prop_assert_eq!(spec.health.map(|h| h.health.check), Some(kapell::model::Check::Cmd(health)));
         let sections: Vec<&str> = u.sections.iter().map(|s| s.name.as_str()).collect();
-        prop_assert_eq!(sections, vec!["Unit", "Service", "X-Kapell-Container"]);
+        prop_assert_eq!(sections, vec!["Unit", "Service", "X-Kapell-Container", "X-Kapell-Health"]);
     }
 }
 

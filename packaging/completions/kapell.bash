@@ -46,6 +46,9 @@ _kapell() {
             kapell,logs)
                 cmd="kapell__subcmd__logs"
                 ;;
+            kapell,probe)
+                cmd="kapell__subcmd__probe"
+                ;;
             kapell,receive)
                 cmd="kapell__subcmd__receive"
                 ;;
@@ -133,6 +136,9 @@ _kapell() {
             kapell__subcmd__help,logs)
                 cmd="kapell__subcmd__help__subcmd__logs"
                 ;;
+            kapell__subcmd__help,probe)
+                cmd="kapell__subcmd__help__subcmd__probe"
+                ;;
             kapell__subcmd__help,receive)
                 cmd="kapell__subcmd__help__subcmd__receive"
                 ;;
@@ -179,7 +185,7 @@ _kapell() {
 
     case "${cmd}" in
         kapell)
-            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate dns receive import help"
+            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate dns receive import probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -621,7 +627,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help)
-            opts="check generate graph apply status logs fleet federate dns receive import help"
+            opts="check generate graph apply status logs fleet federate dns receive import probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -872,6 +878,20 @@ _kapell() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        kapell__subcmd__help__subcmd__probe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         kapell__subcmd__help__subcmd__receive)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1002,6 +1022,28 @@ _kapell() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__probe)
+            opts="-h -V --instance --until-healthy --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -2,7 +2,7 @@
 
 use super::exit;
 use crate::discovery::daemon::{self, LOOPBACK, Options};
-use crate::discovery::health::ConnectProber;
+use crate::discovery::health::HealthProber;
 use anyhow::Result;
 use std::net::IpAddr;
 use std::path::Path;
@@ -47,6 +47,6 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         no_resolved: args.no_resolved,
         containers: !args.no_containers,
     };
-    daemon::run(options, Arc::new(ConnectProber))?;
+    daemon::run(options, Arc::new(HealthProber))?;
     Ok(exit::OK)
 }

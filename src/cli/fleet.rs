@@ -140,7 +140,7 @@ pub fn run(config_dir: &Path, command: Command) -> Result<u8> {
     let hosts = match controller.select(on) {
         Ok(hosts) => hosts,
         Err(why) => {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", crate::printable::printable(&why.to_string()));
             return Ok(exit::USAGE);
         }
     };
@@ -269,7 +269,8 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
                 failed = true;
                 out.push(serde_json::json!({ "host": result.host, "desired": desired.hash, "error": why }));
                 if !json {
-                    println!("{} ({}): UNREACHABLE: {why}", result.host, address(controller, &result.host));
+                    let line = format!("{} ({}): UNREACHABLE: {why}", result.host, address(controller, &result.host));
+                    println!("{}", crate::printable::printable(&line));
                 }
             }
         }
@@ -316,7 +317,7 @@ fn print_diff(old: Option<&SetFile>, new: Option<&SetFile>) {
     let diff = similar::TextDiff::from_lines(&old, &new);
     for hunk in diff.unified_diff().context_radius(1).iter_hunks() {
         for line in hunk.to_string().lines() {
-            println!("          {line}");
+            println!("          {}", crate::printable::printable(line));
         }
     }
 }
@@ -383,7 +384,7 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
     }
     table::print(&rows);
     for line in &details {
-        println!("{line}");
+        println!("{}", crate::printable::printable(line));
     }
     let touched_rollout = results.iter().any(|o| {
         matches!(o.outcome, Outcome::RolledBack(_) | Outcome::Waiting(_))
@@ -589,7 +590,7 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
             table::print(&names);
         }
         for note in &notes {
-            println!("{note}");
+            println!("{}", crate::printable::printable(note));
         }
     }
     Ok(if failed { exit::FAILED } else { exit::OK })

@@ -3,6 +3,7 @@
 use super::exit;
 use crate::config;
 use crate::import::{self, Imported, Input};
+use crate::printable::printable;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::io::Write as _;
@@ -146,7 +147,10 @@ fn compose(args: ComposeArgs) -> Result<u8> {
     let imported = match import::import(&input) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
+            // One problem per line; each shown printable (it may quote any text of the file).
+            for problem in e.lines() {
+                eprintln!("error: {}: {}", printable(&file.display().to_string()), printable(problem));
+            }
             return Ok(exit::INVALID);
         }
     };
@@ -161,9 +165,9 @@ fn compose(args: ComposeArgs) -> Result<u8> {
             (true, false) => "warning",
             (false, _) => "note",
         };
-        eprintln!("{level}: {note}");
+        eprintln!("{level}: {}", printable(&note.to_string()));
     }
-    let services = imported.toml.lines().filter(|l| l.starts_with("[services.") && l.matches('.').count() == 1).count();
+    let services = imported.services;
     if args.strict && lossy > 0 {
         eprintln!("{lossy} setting{} cannot be carried over (--strict): nothing written", plural(lossy));
         return Ok(exit::LOSSY);
@@ -194,9 +198,9 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// The stack must pass kapell's own validator; an error there is a bug of the import. Then the
-/// host-wide checks: a stack or service whose unit would shadow one of this host's units is
-/// refused (2), with the way out.
+/// The import checked the stack with kapell's own validator (an error there would be a bug of the
+/// import). Here the checks against this host: a stack or service whose unit would shadow one of
+/// this host's units is refused (2), with the way out.
 fn self_check(imported: &Imported) -> Result<Option<u8>> {
     let path = PathBuf::from(format!("{}.toml", imported.stack));
     let parsed = config::parse_stack(&path, &imported.toml);

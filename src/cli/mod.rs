@@ -9,6 +9,7 @@ mod generate;
 mod graph;
 mod import;
 mod logs;
+mod probe;
 mod receive;
 mod run;
 mod status;
@@ -49,6 +50,9 @@ pub enum Command {
     Dns(dns::Args),
     Receive(receive::Args),
     Import(import::Args),
+    Probe(probe::Args),
+    #[command(hide = true)]
+    Prober(probe::ProberArgs),
     #[command(hide = true)]
     Run(run::Args),
     /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
@@ -82,6 +86,8 @@ pub fn main() -> ExitCode {
         Command::Dns(a) => dns::run(&cli.config_dir, a),
         Command::Receive(a) => receive::run(&cli.config_dir, a),
         Command::Import(a) => import::run(a),
+        Command::Probe(a) => probe::run(a),
+        Command::Prober(a) => probe::prober(a),
         Command::Run(a) => run::run(a),
         Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };
@@ -93,9 +99,13 @@ fn report(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            // An error may quote what a file or another host said: shown, never obeyed.
+            let shown = |text: String| {
+                text.lines().map(|l| crate::printable::printable(l).into_owned()).collect::<Vec<_>>().join("\n")
+            };
+            eprintln!("error: {}", shown(e.to_string()));
             for cause in e.chain().skip(1) {
-                eprintln!(" -> {cause}");
+                eprintln!(" -> {}", shown(cause.to_string()));
             }
             ExitCode::from(exit::FAILED)
         }

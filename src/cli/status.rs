@@ -17,12 +17,13 @@ use std::path::Path;
 ///
 /// One line per unit (each instance of a replicated service), for the services of the stack
 /// files and those still installed from an earlier apply. ACTIVE and SUB are systemd's states;
-/// HEALTH is a container's health check (starting, healthy, unhealthy; "-" without a check and
-/// for native services); SINCE is how long the unit has been in its state; RESTARTS counts
-/// systemd's automatic restarts. With --json, each running container's address on each of its
-/// networks is shown too (asked from Docker). While `kapell dns` runs, each service's
-/// `<service>.<stack>.kapell` name is listed with the addresses it answers now (in the JSON, as
-/// `name` and `answers` of each unit).
+/// HEALTH is the service's health check (starting, healthy, unhealthy; "-" without a check);
+/// SINCE is how long the unit has been in its state; RESTARTS counts
+/// systemd's automatic restarts. With --json, each unit's last probe (when, how long, the result:
+/// an HTTP status, a connection, an exit status or the error) and each running container's
+/// address on each of its networks (asked from Docker) are shown too. While
+/// `kapell dns` runs, each service's `<service>.<stack>.kapell` name is listed with the addresses
+/// it answers now (in the JSON, as `name` and `answers` of each unit).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Stacks to show (default: all).
@@ -120,6 +121,14 @@ fn row_json(row: &Row, origin: &str, addresses: Option<&Vec<(String, String)>>) 
         "active": row.info.active_state,
         "sub": row.info.sub_state,
         "health": row.health().map(|h| h.as_str()),
+        "check": row.probe.as_ref().map(|p| &p.check),
+        "last_probe": row.probe.as_ref().and_then(|p| p.last_probe.as_ref()).map(|p| serde_json::json!({
+            "at": status::format_timestamp(p.at_usec),
+            "at_usec": p.at_usec,
+            "duration_usec": p.duration_usec,
+            "passed": p.passed,
+            "result": p.outcome,
+        })),
         "status": (!row.info.status_text.is_empty()).then_some(&row.info.status_text),
         "since": (since != 0).then(|| status::format_timestamp(since)),
         "since_usec": since,

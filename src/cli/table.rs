@@ -8,8 +8,13 @@ pub fn print(rows: &[Vec<String>]) {
     }
 }
 
-/// The lines of the table, without trailing blanks.
+/// The lines of the table, without trailing blanks. Cells hold names and states that come from
+/// files and from other hosts: each is shown printable (a terminal escape in a label is shown,
+/// not obeyed).
 pub fn render(rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|row| row.iter().map(|c| crate::printable::printable(c).into_owned()).collect()).collect();
+    let rows = rows.as_slice();
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; columns];
     for row in rows {
@@ -31,5 +36,11 @@ mod tests {
     fn columns_align_on_the_widest_cell() {
         let rows = vec![vec!["A".to_string(), "B".into()], vec!["long".into(), "x".into()]];
         assert_eq!(super::render(&rows), ["A     B", "long  x"]);
+    }
+
+    #[test]
+    fn cells_are_shown_printable() {
+        let rows = vec![vec!["HOST".to_string(), "LABEL".into()], vec!["web1".into(), "\u{1b}]0;owned\u{7}x".into()]];
+        assert_eq!(super::render(&rows), ["HOST  LABEL", "web1  \\u{1b}]0;owned\\u{7}x"]);
     }
 }

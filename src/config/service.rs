@@ -1,6 +1,6 @@
 //! One `[services.<name>]` table: the keys every service has, then the container or native half.
 
-use super::reader::{At, Ctx, get};
+use super::reader::{At, Ctx, get, key_span};
 use super::syntax;
 use crate::model::*;
 use crate::quantity::{Duration, Size};
@@ -23,13 +23,14 @@ const COMMON_KEYS: &[&str] = &[
     "secrets",
     "systemd",
     "placement",
+    "health",
+    "on_unhealthy",
 ];
-const CONTAINER_KEYS: &[&str] =
-    &["image", "command", "entrypoint", "volumes", "ports", "network", "pull", "health", "on_unhealthy"];
+const CONTAINER_KEYS: &[&str] = &["image", "command", "entrypoint", "volumes", "ports", "network", "pull"];
 const NATIVE_KEYS: &[&str] = &["exec", "type", "working_dir"];
 
 /// One of the format checks of [`syntax`].
-type Check = fn(&str) -> Result<(), String>;
+type FormatCheck = fn(&str) -> Result<(), String>;
 
 /// Docker Compose's names for service keys, and what kapell calls them: operators coming from
 /// Compose write these first.
@@ -157,7 +158,7 @@ pub fn read_service(
     // A container's environment and env files go to Docker through the supervisor; a native
     // service's to systemd, which takes less.
     let container = get(table, "image").is_some();
-    let (env_name_check, env_file_check): (Check, Check) = if container {
+    let (env_name_check, env_file_check): (FormatCheck, FormatCheck) = if container {
         (syntax::check_container_env_name, syntax::check_path)
     } else {
         (syntax::check_env_name, syntax::check_systemd_path)
@@ -194,6 +195,8 @@ pub fn read_service(
     let systemd = get(table, "systemd").map(|v| read_pass_through(ctx, v, &context)).unwrap_or_default();
     let placement = get(table, "placement").map(|v| read_placement(ctx, v, &context)).unwrap_or_default();
 
+    let (health, on_unhealthy) = read_health_keys(ctx, table, kind.as_ref());
+
     if let (Some(Kind::Native(native)), Some(Restart::Always)) = (&kind, restart)
         && native.service_type == ServiceType::Oneshot
     {
@@ -223,6 +226,8 @@ pub fn read_service(
         secrets: service_secrets,
         systemd,
         placement,
+        health,
+        on_unhealthy,
     })
 }
 
@@ -257,7 +262,7 @@ pub(super) fn duration(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<
     }
 }
 
-fn paths(ctx: &mut Ctx, table: &DeTable<'_>, key: &str, check: Check) -> Vec<String> {
+fn paths(ctx: &mut Ctx, table: &DeTable<'_>, key: &str, check: FormatCheck) -> Vec<String> {
     let values = get(table, key).and_then(|v| ctx.strings(v, key)).unwrap_or_default();
     values.into_iter().filter_map(|p| checked(ctx, p, check)).map(|p| p.value).collect()
 }
@@ -362,6 +367,7 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
 fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) -> Placement {
     let context = format!("{context}.placement");
     let Some(table) = ctx.table(value, &context) else { return Placement::default() };
+    let errors_before = ctx.error_count();
     ctx.reject_unknown_keys(table, &["hosts", "labels", "global"], &context);
     let hosts = get(table, "hosts").and_then(|v| ctx.strings(v, "hosts")).unwrap_or_default();
     let hosts =
@@ -374,6 +380,15 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) ->
         ctx.error(
             span,
             "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`",
+        );
+    }
+    // An empty placement would quietly make the stack a local one (run by the controller).
+    if !global && hosts.is_empty() && labels.is_empty() && ctx.error_count() == errors_before {
+        ctx.error(
+            value.span(),
+            format!(
+                "{context} names no host: give `hosts`, `labels` or `global = true` (a service without `placement` runs on this host)"
+            ),
         );
     }
     Placement { hosts, labels, global, span: value.span() }
@@ -424,23 +439,6 @@ fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_
             Pull::Missing
         }),
     };
-    let health = get(table, "health").and_then(|v| read_health(ctx, v));
-    let on_unhealthy = match get(table, "on_unhealthy").and_then(|v| ctx.string(v, "on_unhealthy")) {
-        None => OnUnhealthy::Restart,
-        Some(o) => {
-            if health.is_none() && get(table, "health").is_none() {
-                ctx.error(o.span.clone(), "`on_unhealthy` needs a `health` check");
-            }
-            match o.value.as_str() {
-                "restart" => OnUnhealthy::Restart,
-                "ignore" => OnUnhealthy::Ignore,
-                other => {
-                    ctx.error(o.span, format!("`on_unhealthy` must be \"restart\" or \"ignore\", not {other:?}"));
-                    OnUnhealthy::Restart
-                }
-            }
-        }
-    };
     Some(Container {
         image: image?.value,
         command: command.map(|c| c.into_iter().map(|a| a.value).collect()),
@@ -449,8 +447,6 @@ fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_
         ports,
         network: network.map(|n| n.value),
         pull,
-        health,
-        on_unhealthy,
     })
 }
 
@@ -471,25 +467,154 @@ fn argv_not_string(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Op
     ctx.argv(value, key)
 }
 
-fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>) -> Option<Health> {
-    let table = ctx.table(value, "health")?;
-    ctx.reject_unknown_keys(table, &["cmd", "interval", "timeout", "retries", "start_period"], "`health`");
-    let Some(cmd) = get(table, "cmd") else {
-        ctx.error(value.span(), "`health` needs `cmd`, the command that exits 0 when the service is healthy");
-        return None;
+/// `health` and `on_unhealthy`, checked against the kind of service they belong to (`None` when
+/// the kind itself had errors).
+fn read_health_keys(ctx: &mut Ctx, table: &DeTable<'_>, kind: Option<&Kind>) -> (Option<Health>, OnUnhealthy) {
+    let health = get(table, "health").and_then(|v| read_health(ctx, v, kind));
+    let on_unhealthy = match get(table, "on_unhealthy").and_then(|v| ctx.string(v, "on_unhealthy")) {
+        None => OnUnhealthy::Restart,
+        Some(o) => {
+            if get(table, "health").is_none() {
+                ctx.error(o.span.clone(), "`on_unhealthy` needs a `health` check");
+            }
+            match o.value.as_str() {
+                "restart" => OnUnhealthy::Restart,
+                "ignore" => OnUnhealthy::Ignore,
+                other => {
+                    ctx.error(o.span, format!("`on_unhealthy` must be \"restart\" or \"ignore\", not {other:?}"));
+                    OnUnhealthy::Restart
+                }
+            }
+        }
     };
-    let cmd = ctx.argv(cmd, "health.cmd")?;
+    (health, on_unhealthy)
+}
+
+/// The kinds of check; a `health` table has exactly one.
+const CHECK_KEYS: [&str; 3] = ["http", "tcp", "cmd"];
+
+fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, kind: Option<&Kind>) -> Option<Health> {
+    let table = ctx.table(value, "health")?;
+    ctx.reject_unknown_keys(
+        table,
+        &["http", "path", "expect", "tcp", "cmd", "interval", "timeout", "retries", "start_period"],
+        "`health`",
+    );
+    let errors_before = ctx.error_count();
+    let given: Vec<&str> = CHECK_KEYS.into_iter().filter(|k| get(table, k).is_some()).collect();
+    match given.as_slice() {
+        [] => ctx.error(
+            value.span(),
+            "`health` needs one check: `http = <port>` (an HTTP GET), `tcp = <port>` (a TCP connection) or \
+             `cmd = [...]` (a command that exits 0 when the service is healthy)",
+        ),
+        [_] => {}
+        [first, rest @ ..] => {
+            for other in rest {
+                let span = key_span(table, other).unwrap_or(value.span());
+                ctx.error(
+                    span,
+                    format!(
+                        "`health` takes exactly one of `http`, `tcp` or `cmd`; `{other}` comes on top of `{first}`"
+                    ),
+                );
+            }
+        }
+    }
+    if get(table, "http").is_none() {
+        for key in ["path", "expect"] {
+            if let Some(span) = key_span(table, key) {
+                ctx.error(span, format!("`{key}` is only for `http` checks"));
+            }
+        }
+    }
+    let port = |ctx: &mut Ctx, key: &str| -> Option<u16> {
+        let n = get(table, key).and_then(|v| ctx.integer(v, &format!("health.{key}")))?;
+        match u16::try_from(n.value).ok().filter(|p| *p > 0) {
+            Some(p) => Some(p),
+            None => {
+                ctx.error(n.span, format!("`{key}` must be a port from 1 to 65535, not {}", n.value));
+                None
+            }
+        }
+    };
+    let check = match given.first().copied() {
+        Some("http") => {
+            let port = port(ctx, "http");
+            let path = match get(table, "path").and_then(|v| ctx.string(v, "path")) {
+                None => Some("/".to_string()),
+                Some(p) => checked(ctx, p, syntax::check_http_path).map(|p| p.value),
+            };
+            let expect = match get(table, "expect").and_then(|v| ctx.string(v, "expect")) {
+                None => Some(StatusRange::DEFAULT),
+                Some(e) => match StatusRange::parse(&e.value) {
+                    Ok(range) => Some(range),
+                    Err(why) => {
+                        ctx.error(e.span, why);
+                        None
+                    }
+                },
+            };
+            port.zip(path).zip(expect).map(|((port, path), expect)| Check::Http { port, path, expect })
+        }
+        Some("tcp") => port(ctx, "tcp").map(|port| Check::Tcp { port }),
+        Some(_) => {
+            let cmd = get(table, "cmd").and_then(|v| ctx.argv(v, "health.cmd"));
+            if let (Some(cmd), Some(Kind::Native(_))) = (&cmd, kind)
+                && !cmd[0].value.starts_with('/')
+            {
+                ctx.error(
+                    cmd[0].span.clone(),
+                    format!(
+                        "`health.cmd[0]` of a native service must be an absolute path, not {:?} (it runs on the host, \
+                         as the service's user)",
+                        cmd[0].value
+                    ),
+                );
+            }
+            cmd.map(|c| Check::Cmd(c.into_iter().map(|a| a.value).collect()))
+        }
+        None => None,
+    };
+    let check_span = given.first().and_then(|k| key_span(table, k)).unwrap_or(value.span());
+    match (kind, &check) {
+        (Some(Kind::Container(c)), Some(Check::Http { .. } | Check::Tcp { .. }))
+            if c.network.as_deref() == Some("none") =>
+        {
+            ctx.error(
+                check_span,
+                format!(
+                    "an `{}` check is probed from the host, and `network = \"none\"` leaves the container unreachable; \
+                     use `cmd` (run inside the container)",
+                    given[0]
+                ),
+            );
+        }
+        (Some(Kind::Native(n)), Some(_)) if n.service_type == ServiceType::Oneshot => {
+            ctx.error(
+                value.span(),
+                "a oneshot service is done when it exits; `health` is for services that keep running",
+            );
+        }
+        _ => {}
+    }
     let retries = get(table, "retries").and_then(|v| ctx.integer(v, "retries")).and_then(|n| {
         u32::try_from(n.value).ok().filter(|r| *r >= 1).or_else(|| {
             ctx.error(n.span, "`retries` must be at least 1");
             None
         })
     });
-    Some(Health {
-        cmd: cmd.into_iter().map(|a| a.value).collect(),
-        interval: duration(ctx, table, "interval"),
-        timeout: duration(ctx, table, "timeout"),
-        retries,
-        start_period: duration(ctx, table, "start_period"),
-    })
+    let interval = duration(ctx, table, "interval");
+    let timeout = duration(ctx, table, "timeout");
+    let start_period = duration(ctx, table, "start_period");
+    for (key, d) in [("interval", interval), ("timeout", timeout)] {
+        if d == Some(Duration(0)) {
+            let span = get(table, key).map(|v| v.span()).unwrap_or(value.span());
+            ctx.error(span, format!("`{key}` must be longer than 0"));
+        }
+    }
+    if ctx.error_count() > errors_before {
+        return None;
+    }
+    Some(Health { check: check?, interval, timeout, retries, start_period })
 }

@@ -198,6 +198,19 @@ pub fn check_port(spec: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The path (and query) of an HTTP health check: what goes into the request line after GET.
+pub fn check_http_path(path: &str) -> Result<(), String> {
+    let valid = path.starts_with('/') && path.parse::<http::uri::PathAndQuery>().is_ok();
+    if valid && !path.contains('#') && path.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid `path` {path:?}: an HTTP path starts with '/' and has no blanks, control or non-ASCII \
+             characters (percent-encode them)"
+        ))
+    }
+}
+
 /// `SOURCE:TARGET[:OPTIONS]` where SOURCE is an absolute host path or a named volume.
 pub fn check_volume(spec: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("invalid volume {spec:?}: {why}"));

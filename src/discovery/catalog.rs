@@ -6,7 +6,7 @@
 //! publishes there, and its health check, so each host's responder can probe every instance
 //! itself and keep answering when the controller is gone.
 
-use crate::model::{Kind, Service, Stack};
+use crate::model::{Check as ModelCheck, Kind, Service, Stack};
 use crate::ports::{self, PortMap};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -165,13 +165,11 @@ pub fn build(host: &str, placements: &[Placement<'_>]) -> Catalog {
 }
 
 fn describe(stack: &Stack, service: &Service, instance: Instance) -> CatalogService {
-    let (ports, interval_ms) = match &service.kind {
-        Kind::Container(c) => (
-            published(&c.ports),
-            c.health.as_ref().and_then(|h| h.interval).map_or(DEFAULT_INTERVAL_MS, |d| d.as_micros() / 1000),
-        ),
-        Kind::Native(_) => (Vec::new(), DEFAULT_INTERVAL_MS),
+    let ports = match &service.kind {
+        Kind::Container(c) => published(&c.ports),
+        Kind::Native(_) => Vec::new(),
     };
+    let interval_ms = service.health.as_ref().map_or(DEFAULT_INTERVAL_MS, |h| h.interval().as_micros() / 1000);
     CatalogService {
         stack: stack.name.to_string(),
         service: service.name.to_string(),
@@ -183,11 +181,17 @@ fn describe(stack: &Stack, service: &Service, instance: Instance) -> CatalogServ
     }
 }
 
-/// The service's check, as far as the responder can run it from another host. Today's checks
-/// are commands run inside the container, which only its own host can run: those instances
-/// follow the state systemd (on their host) and the controller report.
-fn check_of(_service: &Service) -> Option<Check> {
-    None
+/// The service's check, as far as the responder can run it from another host: `http` and `tcp`
+/// (a `cmd` check runs inside the container or as the service's user, which only its own host
+/// can do: those instances follow systemd on their host and the controller's word elsewhere).
+fn check_of(service: &Service) -> Option<Check> {
+    match &service.health.as_ref()?.check {
+        ModelCheck::Http { port, path, expect } => {
+            Some(Check::Http { port: *port, path: path.clone(), expect: expect.to_string() })
+        }
+        ModelCheck::Tcp { port } => Some(Check::Tcp { port: *port }),
+        ModelCheck::Cmd(_) => None,
+    }
 }
 
 /// The host ports of `ports` entries that other hosts can reach: fixed host ports bound to every

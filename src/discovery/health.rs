@@ -11,6 +11,8 @@
 //! are the supervisor's business.
 
 use super::catalog::{Catalog, Check};
+use crate::health::probe::{Target, probe};
+use crate::model::{Check as ModelCheck, StatusRange};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -23,14 +25,23 @@ pub trait Prober: Send + Sync {
     async fn probe(&self, check: &Check, address: SocketAddr, timeout: Duration) -> bool;
 }
 
-/// A TCP connection opens: the `tcp` check, and for an `http` check the part that proves the
-/// port is served.
-pub struct ConnectProber;
+/// The health checks' own probes ([`crate::health::probe`]): an HTTP GET or a TCP connect, here
+/// against the instance's host `ip` and the port published there.
+pub struct HealthProber;
 
 #[async_trait::async_trait]
-impl Prober for ConnectProber {
-    async fn probe(&self, _check: &Check, address: SocketAddr, timeout: Duration) -> bool {
-        matches!(tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await, Ok(Ok(_)))
+impl Prober for HealthProber {
+    async fn probe(&self, check: &Check, address: SocketAddr, timeout: Duration) -> bool {
+        let port = address.port();
+        let check = match check {
+            Check::Tcp { .. } => ModelCheck::Tcp { port },
+            Check::Http { path, expect, .. } => match StatusRange::parse(expect) {
+                Ok(expect) => ModelCheck::Http { port, path: path.clone(), expect },
+                Err(_) => return false,
+            },
+        };
+        let target = Target { check: &check, address: Some(address.ip()), timeout, user: None };
+        probe(&target).await.passed
     }
 }
 
@@ -192,12 +203,13 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn connect_prober_sees_open_and_closed_ports() {
+    async fn the_published_port_is_probed_not_the_checked_one() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let open = listener.local_addr().expect("addr");
-        let check = Check::Tcp { port: open.port() };
-        assert!(ConnectProber.probe(&check, open, Duration::from_secs(1)).await);
+        // The check names the container's port 5432; the probe goes to the published one.
+        let check = Check::Tcp { port: 5432 };
+        assert!(HealthProber.probe(&check, open, Duration::from_secs(1)).await);
         drop(listener);
-        assert!(!ConnectProber.probe(&check, open, Duration::from_secs(1)).await);
+        assert!(!HealthProber.probe(&check, open, Duration::from_secs(1)).await);
     }
 }

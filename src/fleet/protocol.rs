@@ -231,6 +231,13 @@ pub struct UnitState {
     pub restarts: u32,
     /// The supervisor's `STATUS=` text (health of containers).
     pub status: String,
+    /// The health check's state for this run of the unit (`starting`, `healthy`, `unhealthy`),
+    /// containers and native services alike; `None` without a check (or from an older peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// The last probe behind `health` (when, how long, the result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<crate::health::probe::Probe>,
 }
 
 /// The unit names among `paths` (not the links).

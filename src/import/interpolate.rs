@@ -12,9 +12,53 @@ use serde_yaml::Value;
 /// Where variables come from: the process environment over the `.env` file.
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// How deeply `${VAR:-…}` may nest. Compose files nest two or three levels; the limit keeps a
+/// hostile file from exhausting the stack (each level is a recursion) or the time (each level
+/// scans the rest of the text for its closing brace).
+pub const MAX_NESTING: usize = 32;
+
 /// Interpolates one string. Variables that are unset and have no default become empty, as in
-/// Compose; their names are appended to `unset` (the caller reports them).
+/// Compose; their names are appended to `unset` once each (the caller reports them).
 pub fn interpolate(input: &str, lookup: Lookup<'_>, unset: &mut Vec<String>) -> Result<String, String> {
+    let first = unset.len();
+    let out = interpolate_at(input, input, 0, lookup, unset)?;
+    dedup_from(unset, first);
+    Ok(out)
+}
+
+/// Removes repeated names from `names[first..]` (and those already in `names[..first]`), keeping
+/// the first of each: linear, for files that name thousands of variables.
+fn dedup_from(names: &mut Vec<String>, first: usize) {
+    let mut seen: std::collections::HashSet<String> = names[..first].iter().cloned().collect();
+    let mut index = 0;
+    names.retain(|n| {
+        index += 1;
+        index <= first || seen.insert(n.clone())
+    });
+}
+
+/// The start of a long text, for an error message.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((i, _)) => format!("{:?}…", &text[..i]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// [`interpolate`] of `input`, a part of `whole` nested `depth` defaults deep.
+fn interpolate_at(
+    input: &str,
+    whole: &str,
+    depth: usize,
+    lookup: Lookup<'_>,
+    unset: &mut Vec<String>,
+) -> Result<String, String> {
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "invalid interpolation in {}: `${{…}}` nested more than {MAX_NESTING} levels deep",
+            excerpt(whole)
+        ));
+    }
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(i) = rest.find('$') {
@@ -27,8 +71,8 @@ pub fn interpolate(input: &str, lookup: Lookup<'_>, unset: &mut Vec<String>) -> 
             }
             Some('{') => {
                 let end = closing_brace(after)
-                    .ok_or_else(|| format!("invalid interpolation in {input:?}: `${{` is never closed"))?;
-                out.push_str(&braced(&after[1..end], input, lookup, unset)?);
+                    .ok_or_else(|| format!("invalid interpolation in {}: `${{` is never closed", excerpt(whole)))?;
+                out.push_str(&braced(&after[1..end], whole, depth, lookup, unset)?);
                 rest = &after[end + 1..];
             }
             Some(c) if c == '_' || c.is_ascii_alphabetic() => {
@@ -38,7 +82,7 @@ pub fn interpolate(input: &str, lookup: Lookup<'_>, unset: &mut Vec<String>) -> 
                 rest = &after[len..];
             }
             _ => {
-                return Err(format!("invalid interpolation in {input:?}: write `$$` for a literal `$`"));
+                return Err(format!("invalid interpolation in {}: write `$$` for a literal `$`", excerpt(whole)));
             }
         }
     }
@@ -72,21 +116,30 @@ fn closing_brace(s: &str) -> Option<usize> {
     None
 }
 
+/// A variable's value; an unset one is empty and noted (repeats are removed by the caller).
 fn value_of(name: &str, lookup: Lookup<'_>, unset: &mut Vec<String>) -> String {
     lookup(name).unwrap_or_else(|| {
-        if !unset.iter().any(|u| u == name) {
-            unset.push(name.to_string());
-        }
+        unset.push(name.to_string());
         String::new()
     })
 }
 
 /// The inside of `${…}`: a name, then nothing or an operator and a word.
-fn braced(inner: &str, whole: &str, lookup: Lookup<'_>, unset: &mut Vec<String>) -> Result<String, String> {
+fn braced(
+    inner: &str,
+    whole: &str,
+    depth: usize,
+    lookup: Lookup<'_>,
+    unset: &mut Vec<String>,
+) -> Result<String, String> {
     let len = inner.find(|c: char| !(c == '_' || c.is_ascii_alphanumeric())).unwrap_or(inner.len());
     let name = &inner[..len];
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("invalid interpolation in {whole:?}: `${{{inner}}}` does not start with a variable name"));
+        return Err(format!(
+            "invalid interpolation in {}: `${{{}}}` does not start with a variable name",
+            excerpt(whole),
+            excerpt(inner).trim_matches('"')
+        ));
     }
     let op = &inner[len..];
     if op.is_empty() {
@@ -103,16 +156,20 @@ fn braced(inner: &str, whole: &str, lookup: Lookup<'_>, unset: &mut Vec<String>)
     let word = &op[op.chars().next().map_or(0, char::len_utf8)..];
     match op.chars().next() {
         Some('-') if present => Ok(value.unwrap_or_default()),
-        Some('-') => interpolate(word, lookup, unset),
-        Some('+') if present => interpolate(word, lookup, unset),
+        Some('-') => interpolate_at(word, whole, depth + 1, lookup, unset),
+        Some('+') if present => interpolate_at(word, whole, depth + 1, lookup, unset),
         Some('+') => Ok(String::new()),
         Some('?') if present => Ok(value.unwrap_or_default()),
         Some('?') => {
-            let message = interpolate(word, lookup, unset)?;
+            let message = interpolate_at(word, whole, depth + 1, lookup, unset)?;
             let why = if message.is_empty() { "it is required".to_string() } else { message };
             Err(format!("variable {name} is {}: {why}", if value.is_some() { "empty" } else { "not set" }))
         }
-        _ => Err(format!("invalid interpolation in {whole:?}: unknown operator in `${{{inner}}}`")),
+        _ => Err(format!(
+            "invalid interpolation in {}: unknown operator in `${{{}}}`",
+            excerpt(whole),
+            excerpt(inner).trim_matches('"')
+        )),
     }
 }
 
@@ -123,6 +180,8 @@ fn braced(inner: &str, whole: &str, lookup: Lookup<'_>, unset: &mut Vec<String>)
 /// defined above it in the file, then `outer` (the process environment).
 pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String)>, String> {
     let mut vars: Vec<(String, String)> = Vec::new();
+    // The latest value of each name (a file may set thousands): lookups stay constant-time.
+    let mut latest: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (n, line) in text.lines().enumerate() {
         let at = |why: &str| format!(".env line {}: {why}", n + 1);
         let line = line.trim();
@@ -138,9 +197,8 @@ pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String
             return Err(at(&format!("{key:?} is not a variable name")));
         }
         let raw = raw.trim_start();
-        let lookup = |name: &str| -> Option<String> {
-            vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| outer(name))
-        };
+        let lookup =
+            |name: &str| -> Option<String> { latest.get(name).map(|&i| vars[i].1.clone()).or_else(|| outer(name)) };
         let mut unset = Vec::new();
         let value = if let Some(body) = raw.strip_prefix('\'') {
             let end = body.find('\'').ok_or_else(|| at("the single quote is never closed"))?;
@@ -154,6 +212,7 @@ pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String
             let cut = raw.find(" #").or_else(|| raw.find("\t#")).unwrap_or(raw.len());
             interpolate(raw[..cut].trim_end(), &lookup, &mut unset).map_err(|e| at(&e))?
         };
+        latest.insert(key.to_string(), vars.len());
         vars.push((key.to_string(), value));
     }
     Ok(vars)
@@ -270,12 +329,17 @@ fn cast(text: &str, cast: Cast) -> Option<Value> {
     }
 }
 
-/// Interpolates every string value of a Compose tree in place; `path` names where an error is.
-pub fn interpolate_tree(value: &mut Value, lookup: Lookup<'_>, unset: &mut Vec<String>) -> Result<(), String> {
+/// Every use of an unset variable: its name and where (`services.web.volumes[]`).
+pub type UnsetUses = Vec<(String, String)>;
+
+/// Interpolates every string value of a Compose tree in place; an error names its path. Each use
+/// of an unset variable is appended to `unset` with its place (a variable used twice is there
+/// twice, once per place).
+pub fn interpolate_tree(value: &mut Value, lookup: Lookup<'_>, unset: &mut UnsetUses) -> Result<(), String> {
     walk(value, &mut Vec::new(), lookup, unset)
 }
 
-fn walk(value: &mut Value, path: &mut Vec<String>, lookup: Lookup<'_>, unset: &mut Vec<String>) -> Result<(), String> {
+fn walk(value: &mut Value, path: &mut Vec<String>, lookup: Lookup<'_>, unset: &mut UnsetUses) -> Result<(), String> {
     match value {
         Value::String(s) if !s.contains('$') && cast_for(path) == Some(Cast::Octal) => {
             if let Some(mode) = cast(s, Cast::Octal) {
@@ -283,7 +347,11 @@ fn walk(value: &mut Value, path: &mut Vec<String>, lookup: Lookup<'_>, unset: &m
             }
         }
         Value::String(s) if s.contains('$') => {
-            let text = interpolate(s, lookup, unset).map_err(|e| format!("{}: {e}", dotted(path)))?;
+            let mut names = Vec::new();
+            let text = interpolate_at(s, s, 0, lookup, &mut names).map_err(|e| format!("{}: {e}", dotted(path)))?;
+            dedup_from(&mut names, 0);
+            let place = dotted(path);
+            unset.extend(names.into_iter().map(|n| (n, place.clone())));
             *value = match cast_for(path).and_then(|c| cast(&text, c)) {
                 Some(typed) => typed,
                 None => Value::String(text),
@@ -385,6 +453,29 @@ mod tests {
         assert_eq!(run("$$SET $${SET} a$$").as_deref(), Ok("$SET ${SET} a$"));
     }
 
+    /// 25,000 nested defaults overflowed the stack (an abort, not an error); now the nesting has
+    /// a limit, in a value and in a `.env` line (read even when no variable of it is used).
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let nested = |n: usize| format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+        assert_eq!(run(&nested(MAX_NESTING)).as_deref(), Ok("x"));
+        let e = run(&nested(25_000)).expect_err("too deep");
+        assert!(e.ends_with("`${…}` nested more than 32 levels deep"), "{e}");
+        assert!(e.len() < 200, "the error quotes only the start of the value: {e}");
+        let e = parse_dotenv(&format!("UNUSED={}\n", nested(25_000)), &env).expect_err("too deep");
+        assert!(e.starts_with(".env line 1: invalid interpolation in \"${A:-${A:-"), "{e}");
+    }
+
+    /// Each unset variable is reported once, however often it is used (and in linear time).
+    #[test]
+    fn many_unset_variables_are_each_reported_once() {
+        let text: String = (0..50_000).map(|i| format!("${{V{i}}}${{V{i}}}")).collect();
+        let mut unset = Vec::new();
+        assert_eq!(interpolate(&text, &env, &mut unset).as_deref(), Ok(""));
+        assert_eq!(unset.len(), 50_000);
+        assert_eq!(unset[49_999], "V49999");
+    }
+
     #[test]
     fn invalid_templates_are_errors() {
         for bad in ["$", "a $ b", "$1", "${", "${SET", "${}", "${1A}", "${SET:x}", "${SET!}"] {
@@ -420,6 +511,8 @@ mod tests {
         .expect("yaml");
         let mut unset = Vec::new();
         interpolate_tree(&mut tree, &env, &mut unset).expect("ok");
+        assert_eq!(unset, [("MISSING".to_string(), "services.$SET.environment.B".to_string())]);
+        let unset: Vec<&str> = unset.iter().map(|(name, _)| name.as_str()).collect();
         let service = &tree["services"]["$SET"];
         assert_eq!(service["image"], Value::from("img:value"));
         assert_eq!(service["deploy"]["replicas"], Value::from(3));

@@ -1,9 +1,10 @@
-//! Compose (as compose_spec types it) onto kapell's stack schema (SPEC §3): names, images,
+//! Compose (as compose_spec types it) onto kapell's stack schema (see kapell.toml(5)): names, images,
 //! commands, health checks, restart policies, limits, dependencies and secrets; what a container
 //! sees (environment, ports, volumes, networks) is in [`super::container`].
 
 use super::Note;
 use super::container::{Networks, host_path, map_env_files, map_environment, map_network, map_ports, map_volumes};
+use super::draft::{Context, Draft, Health, Svc, info, lost};
 use super::names::kapell_name;
 use crate::config::syntax;
 use compose_spec::service::deploy::resources::Limits;
@@ -14,68 +15,8 @@ use serde_yaml::Value;
 use std::path::Path;
 use std::time::Duration;
 
-pub(super) struct Context<'a> {
-    /// The Compose project name (named volumes and built images carry it).
-    pub project: &'a str,
-    pub stack: &'a str,
-    /// The project directory: relative paths are relative to it.
-    pub dir: &'a Path,
-    pub lookup: &'a dyn Fn(&str) -> Option<String>,
-}
-
-/// The stack to write: kapell's keys with the comments a person needs.
-pub(super) struct Draft {
-    pub stack: String,
-    pub services: Vec<Svc>,
-    pub secrets: Vec<(String, String)>,
-}
-
-#[derive(Default)]
-pub(super) struct Svc {
-    pub name: String,
-    pub compose_name: String,
-    pub image: String,
-    /// Why the image is what it is, when it is not the file's `image`.
-    pub image_comment: Option<String>,
-    pub pull: Option<&'static str>,
-    pub command: Option<Vec<String>>,
-    pub entrypoint: Option<Vec<String>>,
-    pub env: Vec<(String, String)>,
-    pub env_files: Vec<String>,
-    /// Each volume with a comment (where a named volume's data lives).
-    pub volumes: Vec<(String, Option<String>)>,
-    pub ports: Vec<String>,
-    pub network: Option<(String, String)>,
-    pub user: Option<String>,
-    pub health: Option<Health>,
-    pub restart: &'static str,
-    pub restart_comment: Option<&'static str>,
-    pub restart_delay: Option<String>,
-    pub stop_timeout: Option<String>,
-    pub memory_max: Option<String>,
-    pub cpus: Option<f64>,
-    pub pids_max: Option<u64>,
-    pub replicas: Option<u64>,
-    pub requires: Vec<String>,
-    pub wants: Vec<String>,
-    pub secrets: Vec<String>,
-}
-
-pub(super) struct Health {
-    pub cmd: Vec<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub retries: Option<u64>,
-    pub start_period: Option<String>,
-}
-
-pub(super) fn lost(notes: &mut Vec<Note>, place: impl Into<String>, message: impl Into<String>) {
-    notes.push(Note { lossy: true, place: place.into(), message: message.into() });
-}
-
-pub(super) fn info(notes: &mut Vec<Note>, place: impl Into<String>, message: impl Into<String>) {
-    notes.push(Note { lossy: false, place: place.into(), message: message.into() });
-}
+/// The most CPUs a stack's `cpus` may give a service (kapell.toml(5)).
+const MAX_CPUS: f64 = 1024.0;
 
 /// A duration in systemd's syntax.
 fn duration(d: Duration) -> String {
@@ -173,7 +114,57 @@ pub(super) fn map(ctx: &Context<'_>, compose: Compose, tree: &Value, notes: &mut
         map_service(ctx, &compose, &networks, &secrets, &rename, raw, service, &mut svc, notes)?;
         services.push(svc);
     }
+    if let Some(cycle) = dependency_cycle(&services) {
+        return Err(format!(
+            "services.{}.depends_on: the services depend on each other in a circle ({}); Compose refuses it too: remove one of these dependencies",
+            cycle[0],
+            cycle.join(" → ")
+        ));
+    }
     Ok(Draft { stack: ctx.stack.to_string(), services, secrets })
+}
+
+/// A circle of dependencies (`requires` and `wants`), as Compose names, the first name repeated
+/// at the end; None when there is none.
+fn dependency_cycle(services: &[Svc]) -> Option<Vec<String>> {
+    let index = |name: &str| services.iter().position(|s| s.name == name);
+    // Depth-first, iteratively (a file may have many services): 0 new, 1 on the path, 2 done.
+    let mut state = vec![0u8; services.len()];
+    for start in 0..services.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            let deps: Vec<&String> = services[node].requires.iter().chain(&services[node].wants).collect();
+            match deps.get(*next) {
+                Some(dep) => {
+                    *next += 1;
+                    let Some(d) = index(dep) else { continue };
+                    match state[d] {
+                        0 => {
+                            state[d] = 1;
+                            path.push((d, 0));
+                        }
+                        1 => {
+                            let from = path.iter().position(|(n, _)| *n == d).unwrap_or(0);
+                            let mut cycle: Vec<String> =
+                                path[from..].iter().map(|(n, _)| services[*n].compose_name.clone()).collect();
+                            cycle.push(services[d].compose_name.clone());
+                            return Some(cycle);
+                        }
+                        _ => {}
+                    }
+                }
+                None => {
+                    state[node] = 2;
+                    path.pop();
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Top-level secrets kapell can declare: those backed by a file.
@@ -342,6 +333,13 @@ fn map_service(
     if svc.cpus.is_some_and(|c| c <= 0.0) {
         svc.cpus = None;
     }
+    if let Some(c) = svc.cpus.filter(|c| *c > MAX_CPUS) {
+        return Err(format!(
+            "{}: {c} CPUs is more than kapell's `cpus` can hold (at most {MAX_CPUS}, a CPUQuota= of {}%)",
+            at("cpus"),
+            MAX_CPUS * 100.0
+        ));
+    }
     if svc.pids_max == Some(0) {
         svc.pids_max = None;
     }
@@ -448,16 +446,45 @@ fn map_health(check: Option<Healthcheck>, svc: &mut Svc, notes: &mut Vec<Note>, 
             info(notes, format!("{place}.retries"), "0 means Docker's default (3); left out");
             None
         }
+        Some(r) if u32::try_from(r).is_err() => {
+            return Err(format!("{place}.retries: {r} is more than kapell counts (at most {})", u32::MAX));
+        }
         r => r,
     };
+    // A container without a network cannot be probed from the host: its check stays inside.
+    let isolated = svc.network.as_ref().is_some_and(|(n, _)| n == "none");
+    let host_check = super::health::host_check(&cmd).filter(|_| !isolated);
+    if let Some(check) = &host_check {
+        let what = match check {
+            super::health::HostCheck::Http { .. } => "an `http` check",
+            super::health::HostCheck::Tcp { .. } => "a `tcp` check",
+        };
+        info(
+            notes,
+            place,
+            format!(
+                "{} becomes {what}, probed from the host (the image needs no curl, wget or nc)",
+                describe_test(&cmd)
+            ),
+        );
+    }
     svc.health = Some(Health {
         cmd,
+        host_check,
         interval: interval.map(duration),
         timeout: timeout.map(duration),
         retries,
         start_period: start_period.map(duration),
     });
     Ok(())
+}
+
+/// A healthcheck test as Compose users write it: the shell line, or the words joined.
+fn describe_test(cmd: &[String]) -> String {
+    match cmd {
+        [sh, c, line] if sh == "/bin/sh" && c == "-c" => format!("{line:?}"),
+        _ => format!("{:?}", cmd.join(" ")),
+    }
 }
 
 fn map_restart(

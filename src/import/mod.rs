@@ -11,13 +11,18 @@
 //! [`Note`] with what to do about it.
 
 mod container;
+mod draft;
+mod health;
 pub mod interpolate;
 mod keys;
 mod map;
 mod names;
+mod nesting;
+mod schema;
+mod sizes;
 mod write;
 
-pub use names::{compose_project_name, stack_name_from};
+pub use names::{compose_project_name, kapell_name, stack_name_from};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -58,6 +63,8 @@ pub struct Input<'a> {
 #[derive(Debug)]
 pub struct Imported {
     pub stack: String,
+    /// How many services the stack has.
+    pub services: usize,
     pub toml: String,
     pub notes: Vec<Note>,
 }
@@ -83,7 +90,7 @@ fn locate(tree: &serde_yaml::Value, error: serde_yaml::Error) -> String {
 
 /// Orders notes as a reader goes through the file: top-level keys, then service by service (a
 /// service's renaming first), then the rest; file order within each.
-fn sort_notes(notes: &mut [Note], draft: &map::Draft) {
+fn sort_notes(notes: &mut [Note], draft: &draft::Draft) {
     notes.sort_by_key(|n| {
         let service = draft.services.iter().position(|s| {
             n.place == format!("services.{}", s.compose_name)
@@ -122,10 +129,16 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     if let Some(text) = input.dotenv {
         dotenv_vars = interpolate::parse_dotenv(text, input.env)?;
     }
-    let lookup = |name: &str| -> Option<String> {
-        (input.env)(name).or_else(|| dotenv_vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-    };
+    // Later lines of `.env` win; a map keeps each lookup constant-time.
+    let dotenv: std::collections::HashMap<String, String> = dotenv_vars.into_iter().collect();
+    let lookup = |name: &str| -> Option<String> { (input.env)(name).or_else(|| dotenv.get(name).cloned()) };
 
+    nesting::check(input.text).map_err(|line| {
+        format!(
+            "line {line}: `[` and `{{` nest more than {} levels deep; a Compose file nests a few",
+            nesting::MAX_FLOW_NESTING
+        )
+    })?;
     let mut tree: serde_yaml::Value =
         serde_yaml::from_str(input.text).map_err(|e| format!("the file is not valid YAML: {e}"))?;
     if !tree.is_mapping() {
@@ -134,7 +147,8 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     tree.apply_merge().map_err(|e| format!("a `<<` merge key cannot be applied: {e}"))?;
     let mut unset = Vec::new();
     interpolate::interpolate_tree(&mut tree, &lookup, &mut unset)?;
-    for name in unset {
+    let mut named = std::collections::HashSet::new();
+    for (name, _) in unset.iter().filter(|(name, _)| named.insert(name.clone())) {
         notes.push(Note {
             lossy: false,
             place: format!("${name}"),
@@ -143,9 +157,15 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
             ),
         });
     }
+    // An error names its place first: `services.web.volumes: …`.
+    let hint = |e: String| {
+        let place = e.split(": ").next().unwrap_or_default().to_string();
+        with_unset_hint(e, &place, &unset)
+    };
     let home = lookup("HOME").unwrap_or_else(|| "/root".into());
     keys::set_aside_unknown_keys(&mut tree, &home, &mut notes)?;
-    let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| locate(&tree, e))?;
+    sizes::widen(&mut tree);
+    let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| hint(locate(&tree, e)))?;
 
     let project = compose_project_name(compose.name.as_ref().map(|n| n.as_ref()), &lookup, &project_dir);
     let stack = match input.stack {
@@ -164,9 +184,37 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
             name
         }
     };
-    let ctx = map::Context { project: &project, stack: &stack, dir: &project_dir, lookup: &lookup };
-    let draft = map::map(&ctx, compose, &tree, &mut notes)?;
+    let ctx = draft::Context { project: &project, stack: &stack, dir: &project_dir, lookup: &lookup };
+    let draft = map::map(&ctx, compose, &tree, &mut notes).map_err(hint)?;
+    for note in notes.iter_mut().filter(|n| n.lossy) {
+        note.message = with_unset_hint(std::mem::take(&mut note.message), &note.place, &unset);
+    }
     sort_notes(&mut notes, &draft);
     let toml = write::write(&draft, input.path, &notes);
-    Ok(Imported { stack, toml, notes })
+    schema::check(&toml, &draft).map_err(hint)?;
+    Ok(Imported { stack, services: draft.services.len(), toml, notes })
+}
+
+/// The unset variables used at `place` or below it (or above it: `services.web` for a use at
+/// `services.web.volumes[]`).
+fn unset_at(place: &str, unset: &interpolate::UnsetUses) -> interpolate::UnsetUses {
+    let related =
+        |a: &str, b: &str| a.strip_prefix(b).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
+    unset.iter().filter(|(_, at)| related(at, place) || related(place, at)).cloned().collect()
+}
+
+/// `message` about `place`, with the unset variables used there named: an empty value that Compose
+/// put in their place is often why the value is wrong (Compose warns about them).
+fn with_unset_hint(message: String, place: &str, unset: &interpolate::UnsetUses) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for (name, _) in unset_at(place, unset) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    match names.as_slice() {
+        [] => message,
+        [one] => format!("{message} (the variable {one} is not set, so it became an empty string)"),
+        many => format!("{message} (the variables {} are not set, so they became empty strings)", many.join(", ")),
+    }
 }

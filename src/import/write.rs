@@ -1,92 +1,118 @@
 //! The stack file an import writes: laid out and commented for a person who keeps editing it.
+//!
+//! Built as a TOML document (`toml_edit`): every key and value from the Compose file is a
+//! toml_edit object, quoted and escaped by the library, so no input text can become TOML syntax.
+//! The only text placed as-is is layout and comments, and every comment goes through
+//! [`comment`], which makes any input one line of printable characters.
 
 use super::Note;
-use super::map::{Draft, Svc};
-use std::fmt::Write as _;
+use super::draft::{Draft, Svc};
+use crate::printable::printable;
 use std::path::Path;
+use toml_edit::{Array, Decor, DocumentMut, Item, Key, Table, Value};
 
-/// A TOML basic string.
-fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// Where a comment after a value starts (`key = value` padded to this width).
+const COMMENT_COLUMN: usize = 40;
+/// A string array longer than this (on one line) gets one item per line.
+const ONE_LINE_ARRAY: usize = 72;
+
+/// `# text`, the text made one line of printable characters (input text may hold anything).
+fn comment(text: &str) -> String {
+    format!("# {}", printable(text))
 }
 
-/// A key: bare when TOML allows it, quoted otherwise.
-fn key(k: &str) -> String {
-    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        k.to_string()
-    } else {
-        q(k)
-    }
+/// Comment lines, each ending in a newline: a table's or a key's prefix.
+fn comment_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
+    lines.into_iter().map(|l| if l.is_empty() { "#\n".to_string() } else { format!("{}\n", comment(l)) }).collect()
 }
 
 /// A string array: on one line when short, else one item per line.
-fn array(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|i| q(i)).collect();
-    let one_line = format!("[{}]", quoted.join(", "));
-    if one_line.len() <= 72 && !one_line.contains('\n') {
-        return one_line;
+fn array(items: &[String]) -> Value {
+    let mut array: Array = items.iter().map(String::as_str).collect();
+    array.fmt();
+    if array.to_string().len() > ONE_LINE_ARRAY || array.to_string().contains('\n') {
+        one_per_line(&mut array, &[]);
     }
-    let mut out = String::from("[\n");
-    for item in quoted {
-        let _ = writeln!(out, "    {item},");
-    }
-    out.push(']');
-    out
+    Value::Array(array)
 }
 
-/// `key = value`, with a comment aligned after it when there is one.
-fn line(out: &mut String, k: &str, value: &str, comment: Option<&str>) {
-    match comment {
-        Some(c) if !value.contains('\n') => {
-            let text = format!("{} = {value}", key(k));
-            let _ = writeln!(out, "{text:<40} # {c}");
+/// Lays an array out one item per line, each with its comment (if any) after the item's comma.
+fn one_per_line(array: &mut Array, comments: &[Option<String>]) {
+    let mut pending: Option<String> = None;
+    for (i, item) in array.iter_mut().enumerate() {
+        let before = pending.take().unwrap_or_default();
+        item.decor_mut().set_prefix("");
+        item.decor_mut().set_suffix("");
+        let width = format!("    {item},").chars().count();
+        item.decor_mut().set_prefix(format!("{before}\n    "));
+        if let Some(Some(c)) = comments.get(i) {
+            pending = Some(format!("{:pad$}{}", "", comment(c), pad = COMMENT_COLUMN.saturating_sub(width) + 1));
         }
-        Some(c) => {
-            let _ = writeln!(out, "# {c}");
-            let _ = writeln!(out, "{} = {value}", key(k));
+    }
+    array.set_trailing_comma(true);
+    array.set_trailing(format!("{}\n", pending.unwrap_or_default()));
+}
+
+/// Sets `key = value` in `table`, with a note after it (aligned) or above it (for a value on
+/// several lines).
+fn set(table: &mut Table, key: &str, mut value: Value, note: Option<&str>) {
+    let key = Key::new(key);
+    match note {
+        Some(note) if !value.to_string().contains('\n') => {
+            let width = format!("{} = {value}", key.display_repr()).chars().count();
+            let pad = COMMENT_COLUMN.saturating_sub(width) + 1;
+            value.decor_mut().set_suffix(format!("{:pad$}{}", "", comment(note)));
+            value.decor_mut().set_prefix(" ");
         }
-        None => {
-            let _ = writeln!(out, "{} = {value}", key(k));
-        }
+        Some(note) => return set_below(table, key.get(), value, note),
+        None => {}
+    }
+    table.insert_formatted(&key, Item::Value(value));
+}
+
+/// Sets `key = value` in `table` below a comment line.
+fn set_below(table: &mut Table, key: &str, value: Value, above: &str) {
+    let key = Key::new(key).with_leaf_decor(Decor::new(comment_lines([above]), " "));
+    table.insert_formatted(&key, Item::Value(value));
+}
+
+fn string(s: &str) -> Value {
+    Value::from(s)
+}
+
+/// An integer of the stack (the schema's counts all fit an i64; larger ones were refused).
+fn integer(n: u64) -> Value {
+    Value::from(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// The tables of the document in the order they are written.
+struct Tables {
+    next: isize,
+}
+
+impl Tables {
+    fn table(&mut self, prefix: String) -> Table {
+        let mut table = Table::new();
+        table.set_position(Some(self.next));
+        self.next += 1;
+        table.decor_mut().set_prefix(prefix);
+        table
     }
 }
 
-fn float(x: f64) -> String {
-    let text = format!("{x}");
-    if text.contains('.') { text } else { format!("{text}.0") }
-}
-
-pub(super) fn write(draft: &Draft, source: &Path, notes: &[Note]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# Stack `{}`, imported by `kapell import compose` from", draft.stack);
-    let _ = writeln!(out, "#   {}", source.display());
-    let _ = writeln!(
-        out,
-        "# Check it with `kapell check`, install it as /etc/kapell/{}.toml, then `kapell apply`.",
-        draft.stack
-    );
-    let _ = writeln!(out, "# Services reach each other by service name on the stack network kapell-{}.", draft.stack);
+fn header(draft: &Draft, source: &Path, notes: &[Note]) -> String {
+    let mut lines = vec![
+        format!("Stack `{}`, imported by `kapell import compose` from", draft.stack),
+        format!("  {}", source.display()),
+        format!("Check it with `kapell check`, install it as /etc/kapell/{}.toml, then `kapell apply`.", draft.stack),
+        format!("Services reach each other by service name on the stack network kapell-{}.", draft.stack),
+    ];
     let lost: Vec<&Note> = notes.iter().filter(|n| n.lossy).collect();
     if lost.is_empty() {
-        let _ = writeln!(out, "# Everything in the Compose file was carried over.");
+        lines.push("Everything in the Compose file was carried over.".into());
     } else {
-        let _ = writeln!(out, "#");
-        let _ = writeln!(out, "# Not carried over (see the import's warnings for what to do):");
+        lines.push(String::new());
+        lines.push("Not carried over (see the import's warnings for what to do):".into());
         let mut places: Vec<(&str, usize)> = Vec::new();
         for n in lost {
             match places.iter_mut().find(|(p, _)| *p == n.place) {
@@ -95,158 +121,195 @@ pub(super) fn write(draft: &Draft, source: &Path, notes: &[Note]) -> String {
             }
         }
         for (place, count) in places {
-            match count {
-                1 => writeln!(out, "#   - {place}"),
-                n => writeln!(out, "#   - {place} ({n} items)"),
-            }
-            .ok();
+            lines.push(match count {
+                1 => format!("  - {place}"),
+                n => format!("  - {place} ({n} items)"),
+            });
         }
     }
-    for svc in &draft.services {
-        out.push('\n');
-        service(&mut out, svc);
-    }
-    for (name, file) in &draft.secrets {
-        let _ = writeln!(out, "\n[secrets.{}]", key(name));
-        line(&mut out, "file", &q(file), Some("mounted read-only at /run/secrets/<name>"));
-    }
-    out
+    comment_lines(lines.iter().map(String::as_str))
 }
 
-fn service(out: &mut String, s: &Svc) {
-    if s.name != s.compose_name {
-        let _ = writeln!(out, "# Compose service `{}`", s.compose_name);
+pub(super) fn write(draft: &Draft, source: &Path, notes: &[Note]) -> String {
+    let mut doc = DocumentMut::new();
+    let mut tables = Tables { next: 0 };
+    let mut services = Table::new();
+    services.set_implicit(true);
+    let mut head = Some(header(draft, source, notes));
+    for svc in &draft.services {
+        let mut prefix = head.take().map_or_else(|| "\n".to_string(), |h| format!("{h}\n"));
+        if svc.name != svc.compose_name {
+            prefix.push_str(&comment_lines([format!("Compose service `{}`", svc.compose_name).as_str()]));
+        }
+        service(&mut services, &mut tables, prefix, svc);
     }
-    let _ = writeln!(out, "[services.{}]", s.name);
-    if let Some(c) = &s.image_comment {
-        let _ = writeln!(out, "# Image {c}");
+    doc.insert("services", Item::Table(services));
+    if !draft.secrets.is_empty() {
+        let mut secrets = Table::new();
+        secrets.set_implicit(true);
+        for (name, file) in &draft.secrets {
+            let mut table = tables.table("\n".into());
+            set(&mut table, "file", string(file), Some("mounted read-only at /run/secrets/<name>"));
+            secrets.insert_formatted(&Key::new(name.as_str()), Item::Table(table));
+        }
+        doc.insert("secrets", Item::Table(secrets));
     }
-    line(out, "image", &q(&s.image), None);
+    doc.to_string()
+}
+
+fn service(services: &mut Table, tables: &mut Tables, prefix: String, s: &Svc) {
+    let mut t = tables.table(prefix);
+    match &s.image_comment {
+        Some(c) => set_below(&mut t, "image", string(&s.image), &format!("Image {c}")),
+        None => set(&mut t, "image", string(&s.image), None),
+    }
     if let Some(p) = s.pull {
-        line(out, "pull", &q(p), (p == "never" && s.image_comment.is_some()).then_some("a local image"));
+        set(&mut t, "pull", string(p), (p == "never" && s.image_comment.is_some()).then_some("a local image"));
     }
     if let Some(e) = &s.entrypoint {
-        line(out, "entrypoint", &array(e), None);
+        set(&mut t, "entrypoint", array(e), None);
     }
     if let Some(c) = &s.command {
-        line(out, "command", &array(c), None);
+        set(&mut t, "command", array(c), None);
     }
     if !s.requires.is_empty() {
-        line(out, "requires", &array(&s.requires), Some("started after these are ready; stopped with them"));
+        set(&mut t, "requires", array(&s.requires), Some("started after these are ready; stopped with them"));
     }
     if !s.wants.is_empty() {
-        line(out, "wants", &array(&s.wants), Some("started after these; survives their failure"));
+        set(&mut t, "wants", array(&s.wants), Some("started after these; survives their failure"));
     }
     if let Some(n) = s.replicas {
-        line(out, "replicas", &n.to_string(), None);
+        set(&mut t, "replicas", integer(n), None);
     }
     if let Some(u) = &s.user {
-        line(out, "user", &q(u), None);
+        set(&mut t, "user", string(u), None);
     }
     if !s.ports.is_empty() {
-        line(out, "ports", &array(&s.ports), None);
+        set(&mut t, "ports", array(&s.ports), None);
     }
     if !s.volumes.is_empty() {
+        let items: Vec<String> = s.volumes.iter().map(|(v, _)| v.clone()).collect();
         if s.volumes.iter().all(|(_, c)| c.is_none()) {
-            let v: Vec<String> = s.volumes.iter().map(|(v, _)| v.clone()).collect();
-            line(out, "volumes", &array(&v), None);
+            set(&mut t, "volumes", array(&items), None);
         } else {
-            out.push_str("volumes = [\n");
-            for (v, c) in &s.volumes {
-                match c {
-                    Some(c) => {
-                        let item = format!("    {},", q(v));
-                        let _ = writeln!(out, "{item:<40} # {c}");
-                    }
-                    None => {
-                        let _ = writeln!(out, "    {},", q(v));
-                    }
-                }
-            }
-            out.push_str("]\n");
+            let mut volumes: Array = items.iter().map(String::as_str).collect();
+            let comments: Vec<Option<String>> = s.volumes.iter().map(|(_, c)| c.clone()).collect();
+            one_per_line(&mut volumes, &comments);
+            set(&mut t, "volumes", Value::Array(volumes), None);
         }
     }
     if let Some((n, c)) = &s.network {
-        line(out, "network", &q(n), Some(c));
+        set(&mut t, "network", string(n), Some(c));
     }
     if !s.env_files.is_empty() {
-        line(out, "env_files", &array(&s.env_files), None);
+        set(&mut t, "env_files", array(&s.env_files), None);
     }
     if !s.secrets.is_empty() {
-        line(out, "secrets", &array(&s.secrets), None);
+        set(&mut t, "secrets", array(&s.secrets), None);
     }
-    line(out, "restart", &q(s.restart), s.restart_comment);
+    set(&mut t, "restart", string(s.restart), s.restart_comment);
     if let Some(d) = &s.restart_delay {
-        line(out, "restart_delay", &q(d), None);
+        set(&mut t, "restart_delay", string(d), None);
     }
     if let Some(d) = &s.stop_timeout {
-        line(out, "stop_timeout", &q(d), Some("Compose: stop_grace_period"));
+        set(&mut t, "stop_timeout", string(d), Some("Compose: stop_grace_period"));
     }
     if let Some(m) = &s.memory_max {
-        line(out, "memory_max", &q(m), None);
+        set(&mut t, "memory_max", string(m), None);
     }
     if let Some(c) = s.cpus {
-        line(out, "cpus", &float(c), None);
+        set(&mut t, "cpus", Value::from(c), None);
     }
     if let Some(p) = s.pids_max {
-        line(out, "pids_max", &p.to_string(), None);
+        set(&mut t, "pids_max", integer(p), None);
     }
     if let Some(h) = &s.health {
-        let _ = writeln!(out, "\n[services.{}.health]", s.name);
-        line(out, "cmd", &array(&h.cmd), None);
+        let mut health = tables.table("\n".into());
+        match &h.host_check {
+            Some(super::health::HostCheck::Http { port, path, expect }) => {
+                set(&mut health, "http", integer(u64::from(*port)), None);
+                if path != "/" {
+                    set(&mut health, "path", string(path), None);
+                }
+                if let Some(e) = expect {
+                    set(&mut health, "expect", string(e), Some("curl without --fail passes on any answer"));
+                }
+            }
+            Some(super::health::HostCheck::Tcp { port }) => set(&mut health, "tcp", integer(u64::from(*port)), None),
+            None => set(&mut health, "cmd", array(&h.cmd), None),
+        }
         for (k, v) in [("interval", &h.interval), ("timeout", &h.timeout), ("start_period", &h.start_period)] {
             if let Some(v) = v {
-                line(out, k, &q(v), None);
+                set(&mut health, k, string(v), None);
             }
         }
         if let Some(r) = h.retries {
-            line(out, "retries", &r.to_string(), None);
+            set(&mut health, "retries", integer(r), None);
         }
+        t.insert("health", Item::Table(health));
     }
     if !s.env.is_empty() {
-        let _ = writeln!(out, "\n[services.{}.env]", s.name);
+        let mut env = tables.table("\n".into());
         for (k, v) in &s.env {
-            line(out, k, &q(v), None);
+            set(&mut env, k, string(v), None);
         }
+        t.insert("env", Item::Table(env));
     }
+    services.insert_formatted(&Key::new(s.name.as_str()), Item::Table(t));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn render(table: Table) -> String {
+        let mut doc = DocumentMut::new();
+        for (k, v) in table.iter() {
+            doc.insert(k, v.clone());
+        }
+        doc.to_string()
+    }
+
     #[test]
-    fn strings_and_keys_are_toml() {
-        assert_eq!(q("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
-        assert_eq!(key("POSTGRES_DB"), "POSTGRES_DB");
-        assert_eq!(key("a.b"), "\"a.b\"");
-        assert_eq!(float(2.0), "2.0");
-        assert_eq!(float(0.5), "0.5");
+    fn comments_are_one_printable_line() {
+        assert_eq!(comment("a\n[services.x]\nexec = [\"/bin/sh\"]"), "# a\\n[services.x]\\nexec = [\"/bin/sh\"]");
+        assert_eq!(comment_lines(["one", "", "two\r"]), "# one\n#\n# two\\r\n");
     }
 
     proptest::proptest! {
-        /// Whatever a value holds, the TOML written for it reads back as the same strings.
+        /// Whatever a value or a note holds, the TOML written for it reads back as the same
+        /// strings, and a note never adds a key.
         #[test]
-        fn strings_and_arrays_read_back(items in proptest::collection::vec("\\PC*|[\\x00-\\x1f\"\\\\]*", 0..20)) {
-            let mut text = format!("a = {}\nb = {}\n", array(&items), q(items.first().map_or("", String::as_str)));
-            let mut out = String::new();
-            line(&mut out, "c", &array(&items), Some("a comment"));
-            text.push_str(&out);
-            let table: toml::Table = text.parse().map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}")))?;
-            let read = |k: &str| -> Vec<String> {
-                table[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        fn strings_arrays_and_notes_read_back(
+            items in proptest::collection::vec("\\PC*|[\\x00-\\x1f\"'\\\\#\\[\\]=\n]*", 0..20),
+            note in "\\PC*|[\\x00-\\x1f\"'\\\\#\\[\\]=\n]*",
+        ) {
+            let mut table = Table::new();
+            set(&mut table, "a", array(&items), None);
+            set(&mut table, "b", string(items.first().map_or("", String::as_str)), Some(&note));
+            set(&mut table, "c", array(&items), Some(&note));
+            let mut commented: Array = items.iter().map(String::as_str).collect();
+            let notes: Vec<Option<String>> = items.iter().map(|_| Some(note.clone())).collect();
+            one_per_line(&mut commented, &notes);
+            set(&mut table, "d", Value::Array(commented), None);
+            let text = render(table);
+            let read: toml::Table = text.parse().map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}")))?;
+            proptest::prop_assert_eq!(read.keys().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+            let strings = |k: &str| -> Vec<String> {
+                read[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
             };
-            proptest::prop_assert_eq!(read("a"), items.clone());
-            proptest::prop_assert_eq!(read("c"), items.clone());
-            proptest::prop_assert_eq!(table["b"].as_str(), Some(items.first().map_or("", String::as_str)));
+            for k in ["a", "c", "d"] {
+                proptest::prop_assert_eq!(strings(k), items.clone());
+            }
+            proptest::prop_assert_eq!(read["b"].as_str(), Some(items.first().map_or("", String::as_str)));
         }
     }
 
     #[test]
     fn long_arrays_break_into_lines() {
-        assert_eq!(array(&["a".into(), "b".into()]), "[\"a\", \"b\"]");
+        assert_eq!(array(&["a".into(), "b".into()]).to_string(), "[\"a\", \"b\"]");
         let long: Vec<String> = (0..12).map(|i| format!("--option-{i}")).collect();
-        let text = array(&long);
+        let text = array(&long).to_string();
         assert!(text.starts_with("[\n    \"--option-0\",\n") && text.ends_with(",\n]"), "{text}");
     }
 }

@@ -6,7 +6,8 @@
 //! ignores `X-` sections; `kapell run` reads this one back with [`ContainerSpec::from_unit`].
 //! Values are written with the same escaper as every other line.
 
-use crate::model::{Container, DepTarget, Health, Kind, OnUnhealthy, Pull, Service, Stack};
+use crate::health::spec::HealthSpec;
+use crate::model::{Container, DepTarget, Kind, Pull, Service, Stack};
 use crate::quantity::{Duration, Size};
 use crate::unitfile::escape;
 use crate::unitfile::{Section, UnitFile, Value};
@@ -33,6 +34,8 @@ pub struct ContainerSpec {
     pub stop_timeout: Duration,
     /// The networks the container joins and its names there.
     pub network: NetworkSpec,
+    /// The health check (`[X-Kapell-Health]`, a section of its own shared with native services).
+    pub health: Option<HealthSpec>,
 }
 
 /// The networks of a container and its DNS names on them.
@@ -132,6 +135,7 @@ impl ContainerSpec {
             pids_max: service.pids_max,
             secrets: service.secrets.clone(),
             stop_timeout: service.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            health: super::service::health_spec(service),
         })
     }
 
@@ -171,14 +175,6 @@ impl ContainerSpec {
         for j in &self.network.joins {
             section.add("JoinNetwork", Value::word(j));
         }
-        if let Some(h) = &c.health {
-            section.add("HealthCmd", Value::words(&h.cmd));
-            section.add_opt("HealthInterval", h.interval.map(|d| d.to_string()));
-            section.add_opt("HealthTimeout", h.timeout.map(|d| d.to_string()));
-            section.add_opt("HealthRetries", h.retries.map(|r| r.to_string()));
-            section.add_opt("HealthStartPeriod", h.start_period.map(|d| d.to_string()));
-            section.add("OnUnhealthy", c.on_unhealthy.as_str());
-        }
         section.add_opt("MemoryMax", self.memory_max.map(|s| s.to_string()));
         section.add_opt("CPUs", self.cpus.map(|c| c.to_string()));
         section.add_opt("PidsMax", self.pids_max.map(|p| p.to_string()));
@@ -212,16 +208,6 @@ impl ContainerSpec {
         let duration = |key: &str| one(key)?.map(|d| Duration::parse(&d)).transpose();
         let number = |key: &str| one(key)?.map(|n| n.parse::<f64>().map_err(|e| format!("{key}=: {e}"))).transpose();
 
-        let health = match words("HealthCmd")? {
-            Some(cmd) => Some(Health {
-                cmd,
-                interval: duration("HealthInterval")?,
-                timeout: duration("HealthTimeout")?,
-                retries: number("HealthRetries")?.map(|r| r as u32),
-                start_period: duration("HealthStartPeriod")?,
-            }),
-            None => None,
-        };
         let stack = required("Stack")?;
         let network = NetworkSpec {
             name: one("Network")?.unwrap_or_else(|| NetworkSpec::of_stack(&stack)),
@@ -254,11 +240,6 @@ impl ContainerSpec {
                 ports: all("Port")?,
                 network: Some(network.name.clone()),
                 pull: one("Pull")?.map_or(Some(Pull::Missing), |p| Pull::parse(&p)).ok_or("Pull= is invalid")?,
-                health,
-                on_unhealthy: match one("OnUnhealthy")?.as_deref() {
-                    Some("ignore") => OnUnhealthy::Ignore,
-                    _ => OnUnhealthy::Restart,
-                },
             },
             user: one("User")?,
             env,
@@ -269,6 +250,7 @@ impl ContainerSpec {
             secrets: all("Secret")?,
             stop_timeout: duration("StopTimeout")?.unwrap_or(DEFAULT_STOP_TIMEOUT),
             network,
+            health: HealthSpec::from_unit(unit)?,
         })
     }
 }
@@ -308,8 +290,6 @@ mod tests {
                 ports: Vec::new(),
                 network: Some("kapell-shop".into()),
                 pull: Pull::Missing,
-                health: None,
-                on_unhealthy: OnUnhealthy::Restart,
             },
             user: None,
             env: Vec::new(),
@@ -320,6 +300,7 @@ mod tests {
             secrets: Vec::new(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             network,
+            health: None,
         };
         let mut unit = UnitFile::default();
         spec.write(unit.section(SECTION));

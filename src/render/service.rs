@@ -2,6 +2,7 @@
 
 use super::container::{self, ContainerSpec};
 use super::{Host, RenderOptions, Shared, dependency_units};
+use crate::health::spec::HealthSpec;
 use crate::model::{Kind, Restart, SecretSource, Service, ServiceType, Stack};
 use crate::quantity::Duration;
 use crate::unitfile::escape;
@@ -32,6 +33,9 @@ pub(super) fn service_unit(
                 s.add("RemainAfterExit", "yes");
             }
             s.add("ExecStart", Value::trusted(escape::exec_line(&native.exec)));
+            if service.health.is_some() {
+                readiness_probe(s, stack, service, options);
+            }
             s.add_opt("WorkingDirectory", native.working_dir.as_deref().map(Value::text));
             if let Some(user) = &service.user {
                 let (user, group) = match user.split_once(':') {
@@ -60,7 +64,35 @@ pub(super) fn service_unit(
     if let Some(spec) = ContainerSpec::from_service(stack, service) {
         spec.write(unit.section(markers::CONTAINER_SECTION));
     }
+    if let Some(spec) = health_spec(service) {
+        spec.write(unit.section(markers::HEALTH_SECTION));
+    }
     unit
+}
+
+/// The check as the unit carries it; a native service's `cmd` runs as the service's user.
+pub(super) fn health_spec(service: &Service) -> Option<HealthSpec> {
+    let health = service.health.clone()?;
+    let user = if service.is_container() { None } else { service.user.clone() };
+    Some(HealthSpec { health, on_unhealthy: service.on_unhealthy, user })
+}
+
+/// A native service with a health check is started (dependents released) once a probe passed:
+/// `kapell probe --until-healthy` holds it in "activating" until then, bounded by the start
+/// timeout. `+`: it runs privileged, to publish the result under /run/kapell (a `cmd` check
+/// still runs as the service's user).
+fn readiness_probe(s: &mut Section, stack: &Stack, service: &Service, options: &RenderOptions) {
+    let argv = [
+        options.kapell_path.clone(),
+        "probe".into(),
+        "--until-healthy".into(),
+        format!("{}.{}", stack.name, service.name),
+    ];
+    let mut exec = format!("+{}", escape::exec_line(&argv));
+    if service.replicas.is_some() {
+        exec.push_str(" --instance %i");
+    }
+    s.add("ExecStartPost", Value::trusted(exec));
 }
 
 fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, shared: &Shared) {
@@ -82,6 +114,9 @@ fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, 
     }
     if service.is_container() {
         u.add("After", "docker.service docker.socket");
+    } else if service.health.is_some() {
+        // The host's prober watches the service once it is ready (liveness, restarts).
+        u.add("Wants", crate::health::PROBER_UNIT);
     }
     u.add(markers::STACK_KEY, stack.name.as_str());
     u.add(markers::SERVICE_KEY, service.name.as_str());

@@ -5,6 +5,7 @@
 //! `no`, because systemd owns restarts. The log driver is `none`: output reaches the journal through
 //! the supervisor, and Docker keeping a second, unrotated copy on disk would only fill it.
 
+use crate::model::Check;
 use crate::names::ServiceRef;
 use crate::ports;
 use crate::render::container::ContainerSpec;
@@ -87,17 +88,20 @@ pub fn create_body(spec: &ContainerSpec, inputs: &Inputs<'_>) -> Result<Containe
         ..Default::default()
     };
 
-    let healthcheck = c.health.as_ref().map(|h| {
-        let nanos =
-            |d: Option<crate::quantity::Duration>| d.map(|d| i64::try_from(d.as_micros() * 1000).unwrap_or(i64::MAX));
-        HealthConfig {
-            test: Some(std::iter::once("CMD".to_string()).chain(h.cmd.iter().cloned()).collect()),
-            interval: nanos(h.interval),
-            timeout: nanos(h.timeout),
-            retries: h.retries.map(i64::from),
-            start_period: nanos(h.start_period),
+    // A `cmd` check runs inside the container, as Docker's health check; `http` and `tcp` checks
+    // are probed by the supervisor from the host, so the image needs nothing for them.
+    let healthcheck = spec.health.as_ref().and_then(|h| {
+        let Check::Cmd(cmd) = &h.health.check else { return None };
+        let nanos = |d: crate::quantity::Duration| i64::try_from(d.as_micros() * 1000).unwrap_or(i64::MAX);
+        let h = &h.health;
+        Some(HealthConfig {
+            test: Some(std::iter::once("CMD".to_string()).chain(cmd.iter().cloned()).collect()),
+            interval: Some(nanos(h.interval())),
+            timeout: Some(nanos(h.timeout())),
+            retries: Some(i64::from(h.retries())),
+            start_period: Some(nanos(h.start_period())),
             start_interval: None,
-        }
+        })
     });
 
     // Its DNS names on a user-defined network; the networks of other stacks are joined after
@@ -163,6 +167,7 @@ fn environment(files: &[(String, String)], explicit: &[(String, String)]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::spec::HealthSpec;
     use crate::model::{Container, Health, OnUnhealthy, Pull};
     use crate::quantity::{Duration, Size};
     use crate::render::container::NetworkSpec;
@@ -179,15 +184,18 @@ mod tests {
                 ports: vec!["5432:5432".into(), "127.0.0.1:8125:8125/udp".into()],
                 network: Some("kapell-todo".into()),
                 pull: Pull::Missing,
-                health: Some(Health {
-                    cmd: vec!["pg_isready".into(), "-U".into(), "postgres".into()],
+            },
+            health: Some(HealthSpec {
+                health: Health {
+                    check: Check::Cmd(vec!["pg_isready".into(), "-U".into(), "postgres".into()]),
                     interval: Some(Duration::from_secs(5)),
                     timeout: None,
                     retries: Some(5),
                     start_period: Some(Duration(1_500_000)),
-                }),
+                },
                 on_unhealthy: OnUnhealthy::Restart,
-            },
+                user: None,
+            }),
             user: Some("999:999".into()),
             env: vec![("POSTGRES_DB".into(), "todo".into()), ("SHARED".into(), "explicit".into())],
             env_files: vec!["/etc/kapell/todo.env".into()],

@@ -161,6 +161,27 @@ impl Engine {
         Ok(out)
     }
 
+    /// The container's address on `network` (its Docker name), else on any of its networks; `None`
+    /// when it has none (it stopped, or its network gives no address).
+    pub async fn address(&self, c: &Container, network: &str) -> Result<Option<std::net::IpAddr>> {
+        let inspected = self
+            .docker
+            .inspect_container(&c.id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot inspect container {}", c.name))?;
+        let networks = inspected.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        let address = |endpoint: &bollard::models::EndpointSettings| {
+            endpoint.ip_address.as_deref().and_then(|a| a.parse::<std::net::IpAddr>().ok())
+        };
+        let preferred = networks.get(network).and_then(address);
+        Ok(preferred.or_else(|| {
+            let mut names: Vec<&String> = networks.keys().collect();
+            names.sort();
+            names.into_iter().find_map(|n| address(&networks[n]))
+        }))
+    }
+
     /// Pulls `image` (one tag: `:latest` when it names none); the stream ends when the pull is done.
     pub fn pull(&self, image: &str) -> impl Stream<Item = Result<CreateImageInfo>> + use<> {
         let options = CreateImageOptionsBuilder::new().from_image(&with_tag(image)).build();

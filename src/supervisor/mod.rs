@@ -6,7 +6,10 @@
 //! ([`container_config`]) with the secrets staged read-only ([`secrets`]), pulling the image per
 //! `pull` and extending the start timeout while a pull makes progress; starts it; copies its
 //! stdout and stderr to its own, so the journal shows them under the unit; says `READY=1` once the
-//! container runs, or once its health check first passes ([`notify`]). Then:
+//! container runs, or once its health check first passes ([`notify`]): a `cmd` check is Docker's,
+//! inside the container; `http` and `tcp` checks are probed by the supervisor from the host at the
+//! container's address (see `crate::health`). Each result goes to the unit's health state file.
+//! Then:
 //! - the container exits: the supervisor exits with the container's exit code (systemd applies
 //!   `Restart=`);
 //! - it turns unhealthy after having been healthy, with `on_unhealthy = "restart"`: the supervisor
@@ -28,8 +31,11 @@ pub mod unit_lookup;
 pub use crate::names::ServiceRef;
 pub use container_config::label;
 
+use crate::health::probe::{self, Probe};
+use crate::health::spec::HealthSpec;
+use crate::health::state;
 use crate::logging::id;
-use crate::model::Pull;
+use crate::model::{Check, OnUnhealthy, Pull};
 use crate::render::container::ContainerSpec;
 use crate::status::{Health, SupervisorStatus as Status};
 use crate::unitfile::UnitFile;
@@ -298,12 +304,28 @@ async fn supervise_container(
         "{unit}: started container {} ({short_id}) from {}", container.name, spec.container.image
     );
 
-    let checked = spec.container.health.is_some();
-    let mut events = checked.then(|| Box::pin(docker.health_events(container, since)));
-    let mut health = checked.then_some(Health::Starting);
+    let check = spec.health.as_ref();
+    // `http`/`tcp` checks are probed from the host, `cmd` checks by Docker inside the container.
+    let probing = match check {
+        Some(h) if !matches!(h.health.check, Check::Cmd(_)) => {
+            let address = if spec.network.name == "host" {
+                Some(std::net::IpAddr::from([127, 0, 0, 1]))
+            } else {
+                docker.address(container, &spec.network.name).await?
+            };
+            Some(HostProbes::new(h, address))
+        }
+        _ => None,
+    };
+    let mut next_probe = probing.as_ref().map(|p| p.next(Duration::ZERO));
+    let mut events = check.filter(|_| probing.is_none()).map(|_| Box::pin(docker.health_events(container, since)));
+    let mut tracker = check.map(|h| crate::health::Tracker::new(&h.health));
+    let mut health = check.map(|_| Health::Starting);
     let mut been_healthy = false;
-    if checked {
+    let published = Published::new(unit, target_ref(spec, container), check, probing.as_ref());
+    if check.is_some() {
         notify::status(&Status::Running(health));
+        published.write(Health::Starting, 0, None);
     } else {
         notify::ready(&Status::Running(None));
         log::info!(message_id = id::CONTAINER_READY; "{unit}: ready (container running)");
@@ -312,45 +334,67 @@ async fn supervise_container(
     let wait = docker.wait(container);
     let mut wait = std::pin::pin!(wait);
     let outcome = loop {
-        tokio::select! {
+        // What the health check says now, when it said something.
+        let (new, why) = tokio::select! {
             code = &mut wait => break Outcome::Exited(code?),
             () = shutdown.recv() => break Outcome::Terminated,
-            chunk = next(&mut output), if output.is_some() => match chunk {
-                Some(Ok(chunk)) => forward(chunk),
-                Some(Err(e)) => {
-                    log::warn!("{unit}: lost the container's output: {e}");
-                    output = None;
+            chunk = next(&mut output), if output.is_some() => {
+                match chunk {
+                    Some(Ok(chunk)) => forward(chunk),
+                    Some(Err(e)) => {
+                        log::warn!("{unit}: lost the container's output: {e}");
+                        output = None;
+                    }
+                    None => output = None,
                 }
-                None => output = None,
-            },
+                (None, String::new())
+            }
             event = next(&mut events), if events.is_some() => match event {
-                Some(Ok(new)) if health != Some(new) => {
-                    health = Some(new);
-                    log::info!(
-                        message_id = id::CONTAINER_HEALTH, kapell_health = new.as_str();
-                        "{unit}: container is {}", new.as_str()
-                    );
-                    if new == Health::Healthy && !been_healthy {
-                        been_healthy = true;
-                        notify::ready(&Status::Running(health));
-                        log::info!(message_id = id::CONTAINER_READY; "{unit}: ready (health check passed)");
-                    } else {
-                        notify::status(&Status::Running(health));
-                    }
-                    if new == Health::Unhealthy
-                        && been_healthy
-                        && spec.container.on_unhealthy == crate::model::OnUnhealthy::Restart
-                    {
-                        break Outcome::Unhealthy;
-                    }
+                Some(Ok(new)) => {
+                    published.write(new, 0, None);
+                    (Some(new), String::new())
                 }
-                Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     log::warn!("{unit}: {e:#}; the health state is no longer followed");
                     events = None;
+                    (None, String::new())
                 }
-                None => events = None,
+                None => {
+                    events = None;
+                    (None, String::new())
+                }
             },
+            probe = async { next_probe.as_mut().expect("guarded").await }, if next_probe.is_some() => {
+                let (Some(p), Some(t)) = (probing.as_ref(), tracker.as_mut()) else { break Outcome::Terminated };
+                next_probe = Some(p.next(p.interval));
+                t.record(&probe);
+                let why = format!(
+                    ": health check {} failed {} times in a row (last: {})",
+                    p.describe, t.failures, probe.outcome
+                );
+                published.write(t.health, t.failures, Some(probe));
+                (Some(t.health), why)
+            }
+        };
+        let Some(new) = new else { continue };
+        if health == Some(new) {
+            continue;
+        }
+        health = Some(new);
+        let why = if new == Health::Unhealthy { why } else { String::new() };
+        log::info!(
+            message_id = id::CONTAINER_HEALTH, kapell_health = new.as_str();
+            "{unit}: container is {}{why}", new.as_str()
+        );
+        if new == Health::Healthy && !been_healthy {
+            been_healthy = true;
+            notify::ready(&Status::Running(health));
+            log::info!(message_id = id::CONTAINER_READY; "{unit}: ready (health check passed)");
+        } else {
+            notify::status(&Status::Running(health));
+        }
+        if new == Health::Unhealthy && been_healthy && check.is_some_and(|h| h.on_unhealthy == OnUnhealthy::Restart) {
+            break Outcome::Unhealthy;
         }
     };
 
@@ -385,6 +429,85 @@ async fn supervise_container(
         }
     };
     Ok(code)
+}
+
+/// Probes of an `http`/`tcp` check from the host, at the container's address.
+struct HostProbes {
+    check: Check,
+    address: Option<std::net::IpAddr>,
+    timeout: Duration,
+    interval: Duration,
+    describe: String,
+}
+
+type ProbeFuture = std::pin::Pin<Box<dyn Future<Output = Probe> + Send>>;
+
+impl HostProbes {
+    fn new(spec: &HealthSpec, address: Option<std::net::IpAddr>) -> Self {
+        Self {
+            check: spec.health.check.clone(),
+            address,
+            timeout: spec.health.timeout().as_std(),
+            interval: spec.health.interval().as_std(),
+            describe: spec.describe(address),
+        }
+    }
+
+    /// The probe after `delay`; kept across `select!` rounds, so output does not postpone it.
+    fn next(&self, delay: Duration) -> ProbeFuture {
+        let (check, address, timeout) = (self.check.clone(), self.address, self.timeout);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if address.is_none() {
+                let outcome = probe::Outcome::Error("the container has no address on its network".into());
+                return Probe { at_usec: probe::now_usec(), duration_usec: 0, passed: false, outcome };
+            }
+            probe::probe(&probe::Target { check: &check, address, timeout, user: None }).await
+        })
+    }
+}
+
+/// The unit's health state file (`/run/kapell/health/`), for `kapell status` and fleet peers.
+struct Published {
+    base: Option<state::State>,
+}
+
+impl Published {
+    fn new(
+        unit: &str,
+        target: (String, Option<String>),
+        check: Option<&HealthSpec>,
+        probes: Option<&HostProbes>,
+    ) -> Self {
+        let base = check.map(|h| state::State {
+            unit: unit.to_string(),
+            service: target.0,
+            instance: target.1,
+            owner: state::Owner::Supervisor,
+            invocation: state::own_invocation(),
+            health: String::new(),
+            check: probes.map_or_else(|| h.describe(None), |p| p.describe.clone()),
+            started_usec: probe::now_usec(),
+            failures: 0,
+            last_probe: None,
+        });
+        Self { base }
+    }
+
+    fn write(&self, health: Health, failures: u32, last_probe: Option<Probe>) {
+        let Some(base) = &self.base else { return };
+        let state = state::State { health: health.as_str().to_string(), failures, last_probe, ..base.clone() };
+        if let Err(e) = state::write(&state::dir(), &state) {
+            log::warn!("{}: cannot write its health state: {e}", base.unit);
+        }
+    }
+}
+
+/// `STACK.SERVICE` and the instance of the container (from its name's labels' source, the spec).
+fn target_ref(spec: &ContainerSpec, container: &Container) -> (String, Option<String>) {
+    let plain = spec.container_name(None);
+    let instance = container.name.strip_prefix(&format!("{plain}-")).map(str::to_string);
+    (format!("{}.{}", spec.stack, spec.service), instance)
 }
 
 /// The next item of an optional stream (the `select!` arm is disabled while it is `None`).

@@ -135,6 +135,17 @@ impl Systemd {
         Ok(Job { unit: unit.to_string(), kind, path })
     }
 
+    /// Sends SIGKILL to the main process of `unit` (what the host's prober does to an unhealthy
+    /// service, so that systemd's `Restart=` applies and `NRestarts` counts it).
+    pub async fn kill_main(&self, unit: &str) -> Result<()> {
+        const SIGKILL: i32 = 9;
+        self.manager
+            .kill_unit(unit, "main", SIGKILL)
+            .await
+            .map_err(dbus_error)
+            .with_context(|| format!("cannot kill {unit}"))
+    }
+
     /// Creates `<name>.timer`, which runs `argv` once as `<name>.service`, `after` from now
     /// (within `accuracy`): what `systemd-run --unit=<name> --on-active=…` creates. systemd
     /// keeps the time, whatever becomes of the caller; the timer goes away once it has elapsed
@@ -229,8 +240,14 @@ impl Systemd {
             result: take(&mut service, "Result").unwrap_or_default(),
             timeout_start_usec: take(&mut service, "TimeoutStartUSec").unwrap_or(0),
             timeout_stop_usec: take(&mut service, "TimeoutStopUSec").unwrap_or(0),
+            invocation_id: take::<Vec<u8>>(&mut unit, "InvocationID").map(|id| hex(&id)).unwrap_or_default(),
         })
     }
+}
+
+/// Bytes as lower-case hex (how `$INVOCATION_ID` spells systemd's invocation ID).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Removes and converts one property; `None` if missing or of another type (older systemd).
@@ -279,6 +296,9 @@ pub struct UnitInfo {
     /// 0 for other units, which have no timeouts of their own.
     pub timeout_start_usec: u64,
     pub timeout_stop_usec: u64,
+    /// The current run's `InvocationID` in hex (what the run sees as `$INVOCATION_ID`); empty
+    /// when the unit is not running.
+    pub invocation_id: String,
 }
 
 impl UnitInfo {

@@ -47,6 +47,8 @@ pub trait Manager {
     /// Enqueues a restart job (starts the unit if it is not running).
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// Sends `signal` to the unit's processes; `whom` is `main`, `control` or `all`.
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     /// Creates and starts a transient unit (what `systemd-run` does): `properties` of the unit
     /// itself, `aux` units created with it (the service a transient timer activates). Returns
     /// the start job's object path.

@@ -10,6 +10,8 @@ pub const STACK_KEY: &str = "X-Kapell-Stack";
 pub const SERVICE_KEY: &str = "X-Kapell-Service";
 /// The section of a container service's unit that carries everything the supervisor needs.
 pub const CONTAINER_SECTION: &str = "X-Kapell-Container";
+/// The section of a service's unit that carries its health check (containers and native alike).
+pub const HEALTH_SECTION: &str = "X-Kapell-Health";
 /// Prefix of every kapell key; the `[services.*.systemd]` pass-through may not set them.
 pub const KEY_PREFIX: &str = "X-Kapell";
 

@@ -28,6 +28,24 @@ impl ContainerRig {
     /// (`(name, text)`) in `/etc/kapell` (the generator renders them at boot) and the dockerd's
     /// socket at `/var/run/docker.sock`; `more` adds anything else to the host.
     pub fn boot(stacks: &[(&str, &str)], more: impl FnOnce(HostBuilder) -> HostBuilder) -> Result<ContainerRig> {
+        Self::boot_with(stacks, false, more)
+    }
+
+    /// Like [`ContainerRig::boot`], with the host on the dockerd's own bridge (Docker's `bridge`
+    /// network, at the top address of its /24; Docker numbers containers from the bottom), so the
+    /// host reaches containers on `network = "bridge"` at their addresses, as on a real host.
+    pub fn boot_on_bridge(
+        stacks: &[(&str, &str)],
+        more: impl FnOnce(HostBuilder) -> HostBuilder,
+    ) -> Result<ContainerRig> {
+        Self::boot_with(stacks, true, more)
+    }
+
+    fn boot_with(
+        stacks: &[(&str, &str)],
+        on_bridge: bool,
+        more: impl FnOnce(HostBuilder) -> HostBuilder,
+    ) -> Result<ContainerRig> {
         let dockerd = Dockerd::start()?;
         dockerd.import_busybox(BUSYBOX)?;
         // Inside the dockerd's state directory, so the rig removes it with the engine even if
@@ -44,6 +62,9 @@ impl ContainerRig {
             );
         for (name, text) in stacks {
             builder = builder.install_file(format!("/etc/kapell/{name}.toml"), *text, 0o644);
+        }
+        if on_bridge {
+            builder = builder.net(dockerd.net(), 254);
         }
         let host = more(builder).boot()?;
         Ok(ContainerRig { host, dockerd: Some(dockerd), shared })

@@ -1,16 +1,7 @@
-//! Writing stack files from tests: any string as a TOML basic string.
+//! Writing stack files from tests: any string as a TOML string, quoted by the TOML library
+//! (toml_edit), never by hand.
 
-/// A TOML basic string holding exactly `s` (control characters as `\uXXXX`).
-pub fn basic_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// A TOML string value holding exactly `s`.
+pub fn string(s: &str) -> String {
+    toml_edit::Value::from(s).to_string()
 }

@@ -21,6 +21,15 @@ pub fn verify_unit_dir(units: &Path) -> Result<(), String> {
     };
     copy(Path::new("/lib/systemd/system"), &r.join("lib/systemd/system"))?;
     copy(units, &r.join("etc/systemd/system"))?;
+    // The units kapell ships (kapell-prober.service, wanted by native services with a check).
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    for entry in std::fs::read_dir(&shipped).map_err(|e| e.to_string())? {
+        copy(&entry.map_err(|e| e.to_string())?.path(), &r.join("lib/systemd/system"))?;
+    }
+    std::fs::create_dir_all(r.join("usr/bin")).map_err(|e| e.to_string())?;
+    std::fs::write(r.join("usr/bin/kapell"), "#!/bin/sh\n").map_err(|e| e.to_string())?;
+    let status = Command::new("chmod").arg("+x").arg(r.join("usr/bin/kapell")).status().map_err(|e| e.to_string())?;
+    assert!(status.success());
 
     let mut names = Vec::new();
     for entry in std::fs::read_dir(units).map_err(|e| e.to_string())? {
@@ -31,7 +40,9 @@ pub fn verify_unit_dir(units: &Path) -> Result<(), String> {
         let name = path.file_name().expect("name").to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
         let unit = UnitFile::parse(&text).map_err(|e| format!("{name}: {e}"))?;
-        for exec in unit.get_section("Service").into_iter().flat_map(|s| s.get_all("ExecStart")) {
+        let service = unit.get_section("Service");
+        let execs = service.into_iter().flat_map(|s| s.get_all("ExecStart").chain(s.get_all("ExecStartPost")));
+        for exec in execs {
             // Specifiers (`%i`) may follow; only the program, the first word, matters here.
             let line = exec.trim_start_matches([':', '-', '@', '+', '!']).replace("%i", "1");
             let words = unquote(&line).map_err(|e| format!("{name}: {e}"))?;

@@ -46,10 +46,10 @@ pub struct Defaults {
 #[derive(Debug, Clone)]
 pub struct FleetHost {
     pub name: String,
-    /// Anything ssh accepts as a destination.
+    /// What ssh connects to: a host name, an IP address or an ssh alias (optionally `user@`).
     pub address: String,
-    /// Where other hosts reach this host's services (discovery's answers): `ip`, else `address`
-    /// when it is an IP address.
+    /// Where other hosts reach this host's services (discovery): `ip`, else `address` when it
+    /// is an IP address.
     pub ip: Option<std::net::IpAddr>,
     pub labels: BTreeMap<String, String>,
     /// Where `[hosts.<name>]` was written.
@@ -96,7 +96,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
     let mut ctx = Ctx::new(Arc::clone(&source));
     let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
     for e in &syntax_errors {
-        ctx.error(e.span().unwrap_or(0..0), e.message().trim().to_string());
+        let span = e.span().unwrap_or(0..0);
+        let message = match e.message().trim() {
+            // The parser does not say which key; a host written twice is the likely mistake.
+            "duplicate key" => {
+                let key = source.text.get(span.clone()).unwrap_or_default();
+                let line_start = source.text[..span.start.min(source.text.len())].rfind('\n').map_or(0, |i| i + 1);
+                if source.text[line_start..].trim_start().starts_with("[hosts.") {
+                    format!("host `{key}` is defined twice: each [hosts.<name>] table once")
+                } else {
+                    format!("duplicate key `{key}`")
+                }
+            }
+            other => other.to_string(),
+        };
+        ctx.error(span, message);
     }
     if !ctx.diags.is_empty() {
         return Err(ctx.diags);
@@ -134,9 +148,15 @@ fn read_defaults(ctx: &mut Ctx, table: &DeTable<'_>) -> Defaults {
     ctx.reject_unknown_keys(table, DEFAULTS_KEYS, "[defaults]");
     let ssh_user = get(table, "ssh_user").and_then(|v| ctx.string(v, "ssh_user")).and_then(|u| {
         // ssh takes it as `-l USER`: a leading dash would be an option.
-        let ok = !u.value.is_empty() && !u.value.starts_with('-') && !u.value.chars().any(|c| c.is_whitespace());
+        let ok = token(&u.value, USER_CHARS);
         if !ok {
-            ctx.error(u.span, format!("invalid `ssh_user` {:?}", u.value));
+            ctx.error(
+                u.span,
+                format!(
+                    "invalid `ssh_user` {:?}: a user name has only letters, digits and `{USER_CHARS}`, not first `-`",
+                    u.value
+                ),
+            );
         }
         ok.then_some(u.value)
     });
@@ -157,10 +177,17 @@ fn read_host(ctx: &mut Ctx, name: At<String>, value: &toml::Spanned<toml::de::De
     let table = ctx.table(value, &context)?;
     ctx.reject_unknown_keys(table, HOST_KEYS, &context);
     let address = match get(table, "address").and_then(|v| ctx.string(v, "address")) {
-        // ssh takes the destination as an argument after `--`, but an empty or blank one, or
-        // one starting with `-`, is a mistake, not a host.
-        Some(a) if a.value.is_empty() || a.value.starts_with('-') || a.value.chars().any(char::is_whitespace) => {
-            ctx.error(a.span, format!("invalid `address` {:?}: give a host name or address ssh accepts", a.value));
+        // ssh takes the destination as an argument after `--`, and ssh_config's ProxyCommand
+        // and LocalCommand expand it (`%h`) into a shell command: only what a host name, an IP
+        // address or an ssh alias can be, so no quote, `$`, `;` or blank can reach a shell.
+        Some(a) if !token(&a.value, ADDRESS_CHARS) => {
+            ctx.error(
+                a.span,
+                format!(
+                    "invalid `address` {:?}: give a host name, an IP address or an ssh alias (letters, digits and `{ADDRESS_CHARS}`, not first `-`)",
+                    a.value
+                ),
+            );
             return None;
         }
         Some(a) => a.value,
@@ -171,22 +198,44 @@ fn read_host(ctx: &mut Ctx, name: At<String>, value: &toml::Spanned<toml::de::De
         None => return None,
     };
     let ip = match get(table, "ip").and_then(|v| ctx.string(v, "ip")) {
-        Some(ip) => match ip.value.parse() {
-            Ok(ip) => Some(ip),
+        Some(ip) => match ip.value.parse::<std::net::IpAddr>() {
+            Ok(parsed) => Some(parsed),
             Err(_) => {
-                ctx.error(ip.span, format!("`ip` must be an IP address, not {:?}", ip.value));
-                return None;
+                ctx.error(ip.span, format!("invalid `ip` {:?}: give an IPv4 or IPv6 address", ip.value));
+                None
             }
         },
         None => address.parse().ok(),
     };
-    let labels = get(table, "labels")
-        .and_then(|v| ctx.string_map(v, "labels"))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k.value, v.value))
-        .collect();
+    let mut labels = BTreeMap::new();
+    for (k, v) in get(table, "labels").and_then(|v| ctx.string_map(v, "labels")).unwrap_or_default() {
+        for (what, text) in [("label name", &k), ("label value", &v)] {
+            if !token(&text.value, LABEL_CHARS) {
+                ctx.error(
+                    text.span.clone(),
+                    format!(
+                        "invalid {what} {:?}: labels have only letters, digits and `{LABEL_CHARS}`, not first `-`",
+                        text.value
+                    ),
+                );
+            }
+        }
+        labels.insert(k.value, v.value);
+    }
     Some(FleetHost { name: name.value, address, ip, labels, span: name.span })
+}
+
+/// Characters besides letters and digits in an `address`: host names, IPv4 and IPv6 addresses
+/// (`[…]`, `%zone`), ssh aliases and `user@host`.
+const ADDRESS_CHARS: &str = ".-_:@%[]";
+/// In a user name (POSIX portable names).
+const USER_CHARS: &str = ".-_";
+/// In label names and values.
+const LABEL_CHARS: &str = ".-_/:@+=";
+
+/// Non-empty, ASCII letters and digits and `extra` only, not starting with `-` (an option).
+fn token(text: &str, extra: &str) -> bool {
+    !text.is_empty() && !text.starts_with('-') && text.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
 }
 
 fn read_rollout(ctx: &mut Ctx, table: &DeTable<'_>) -> Rollout {
@@ -208,6 +257,20 @@ fn absolute_path(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<PathBu
         ctx.error(value.span, format!("`{key}` must be an absolute path, not {:?}", value.value));
         return None;
     }
+    // ssh reads `known_hosts` as an ssh_config word (double-quoted by the transport, so blanks
+    // are fine) and expands `%` tokens in it: a quote, a `%` or a control character cannot be
+    // said. (`ssh_config` is an argument of its own, `-F PATH`.)
+    let unsayable = |c: char| key == "known_hosts" && (c == '"' || c == '%') || c.is_control();
+    if let Some(c) = value.value.chars().find(|c| unsayable(*c)) {
+        ctx.error(
+            value.span,
+            format!(
+                "`{key}` {:?} cannot be given to ssh: it contains {c:?}; move the file to a path without it",
+                value.value
+            ),
+        );
+        return None;
+    }
     Some(PathBuf::from(value.value))
 }
 
@@ -216,7 +279,7 @@ fn positive(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<usize> {
     match usize::try_from(n.value) {
         Ok(v) if (1..=4096).contains(&v) => Some(v),
         _ => {
-            ctx.error(n.span, format!("`{key}` must be between 1 and 4096, not {}", n.value));
+            ctx.error(n.span, format!("`{key}` must be between 1 and 4096 (hosts at once), not {}", n.value));
             None
         }
     }
@@ -305,7 +368,7 @@ auto_promote = false
             "/etc/kapell/fleet.toml:3:14: `ssh_config` must be an absolute path, not \"relative\"",
             "/etc/kapell/fleet.toml:6:1: unknown key `adress` in [hosts.a] (did you mean `address`?)",
             "/etc/kapell/fleet.toml:5:8: [hosts.a] has no `address` (what ssh connects to)",
-            "/etc/kapell/fleet.toml:9:11: invalid `address` \"-oProxyCommand=x\": give a host name or address ssh accepts",
+            "/etc/kapell/fleet.toml:9:11: invalid `address` \"-oProxyCommand=x\": give a host name, an IP address or an ssh alias (letters, digits and `.-_:@%[]`, not first `-`)",
         ];
         for w in want {
             assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
@@ -323,7 +386,7 @@ auto_promote = false
         assert_eq!(fleet.hosts["c"].ip, None);
         assert_eq!(
             errors("[hosts.a]\naddress = \"a.internal\"\nip = \"a.internal\"\n"),
-            ["/etc/kapell/fleet.toml:3:6: `ip` must be an IP address, not \"a.internal\""]
+            ["/etc/kapell/fleet.toml:3:6: invalid `ip` \"a.internal\": give an IPv4 or IPv6 address"]
         );
     }
 
@@ -335,6 +398,17 @@ auto_promote = false
         let got = errors("[hosts.a]\naddress = \"a\"\n[rollout]\ncanary = -1\nauto_promote = \"yes\"\n");
         assert!(got.iter().any(|g| g.contains(":4:10: `canary` must be between 0 and 4096, not -1")), "{got:#?}");
         assert!(got.iter().any(|g| g.contains(":5:")), "{got:#?}");
+    }
+
+    #[test]
+    fn ip_defaults_to_an_ip_address_and_known_hosts_may_have_blanks() {
+        let text = "[defaults]\nknown_hosts = \"/etc/kapell/known hosts\"\n\n[hosts.a]\naddress = \"10.0.0.1\"\n\n\
+                    [hosts.b]\naddress = \"root@b.internal\"\nip = \"fd00::2\"\n\n[hosts.c]\naddress = \"c\"\n";
+        let fleet = parse(Path::new("fleet.toml"), text).expect("valid");
+        assert_eq!(fleet.hosts["a"].ip, Some("10.0.0.1".parse().expect("ip")));
+        assert_eq!(fleet.hosts["b"].ip, Some("fd00::2".parse().expect("ip")));
+        assert_eq!(fleet.hosts["c"].ip, None);
+        assert_eq!(fleet.defaults.known_hosts.as_deref(), Some(Path::new("/etc/kapell/known hosts")));
     }
 
     #[test]

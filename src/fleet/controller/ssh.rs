@@ -85,7 +85,8 @@ impl Ssh {
         opt(&mut cmd, "BatchMode=yes".into());
         opt(&mut cmd, "StrictHostKeyChecking=yes".into());
         if let Some(known) = &self.known_hosts {
-            opt(&mut cmd, format!("UserKnownHostsFile={}", known.display()));
+            // One ssh_config word: double quotes keep blanks in it (fleet.toml refuses `"`, `%`).
+            opt(&mut cmd, format!("UserKnownHostsFile=\"{}\"", known.display()));
         }
         opt(&mut cmd, format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"));
         opt(&mut cmd, format!("ServerAliveInterval={ALIVE_INTERVAL_SECS}"));

@@ -46,9 +46,9 @@ async fn unit_states(set: &HostSet) -> Result<(Vec<UnitState>, BTreeMap<String, 
     let targets: Vec<String> = units.stacks.values().map(|s| s.target()).collect();
     let mut rows = Vec::new();
     for (stack, target) in units.stacks.values().zip(systemd.units(&targets).await?) {
-        rows.push(row(&stack.name, "", target));
+        rows.push(row(&stack.name, "", target, None));
         while let Some(service) = services.next_if(|r| r.stack == stack.name) {
-            rows.push(row(&service.stack, &service.service, service.info));
+            rows.push(row(&service.stack, &service.service, service.info, service.probe));
         }
     }
     let mut journal = BTreeMap::new();
@@ -58,8 +58,11 @@ async fn unit_states(set: &HostSet) -> Result<(Vec<UnitState>, BTreeMap<String, 
     Ok((rows, journal))
 }
 
-fn row(stack: &str, service: &str, info: UnitInfo) -> UnitState {
+/// `probe`: the health its prober published for this run of the unit (see `crate::health::state`).
+fn row(stack: &str, service: &str, info: UnitInfo, probe: Option<crate::health::state::State>) -> UnitState {
     UnitState {
+        health: probe.as_ref().map(|p| p.health.clone()),
+        last_probe: probe.and_then(|p| p.last_probe),
         unit: info.name,
         stack: stack.to_string(),
         service: service.to_string(),

@@ -204,6 +204,16 @@ impl<'a> HostBuilder<'a> {
             std::fs::create_dir_all(&generators)?;
             symlink("/usr/bin/kapell", generators.join("kapell-generator"))
                 .context("cannot link the kapell generator")?;
+            // The units the package ships (units/), where the package puts them.
+            let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+            let system = root.join("usr/lib/systemd/system");
+            std::fs::create_dir_all(&system)?;
+            for entry in std::fs::read_dir(&shipped)? {
+                let path = entry?.path();
+                let name = path.file_name().context("unit without a name")?;
+                std::fs::copy(&path, system.join(name))
+                    .with_context(|| format!("cannot install {}", path.display()))?;
+            }
         }
         if let Some((_, addr, prefix)) = &self.net {
             // 10-: the shipped 80-container-host0.network would win over an 80- name.
