@@ -16,13 +16,18 @@ use support::{Dockerd, Flavor, HOST_DOCKER_HOST, Host, Net, Ssh, eventually};
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 const IMAGE: &str = "kapell-test/busybox:1";
 
-/// db answers every connection with the name of the host it runs on.
+/// db answers every connection with the name of the host it runs on; its TCP check is what
+/// every host's responder probes.
 fn data(db_hosts: &str) -> String {
     format!(
         "[services.db]\nexec = [\"/usr/bin/socat\", \"TCP-LISTEN:15432,fork,reuseaddr\", \"SYSTEM:hostname\"]\n\
+         health = {{ tcp = 15432, interval = \"1s\" }}\non_unhealthy = \"ignore\"\n\
          placement = {{ hosts = [{db_hosts}] }}\n"
     )
 }
+
+/// Two probe intervals of db's check, and the answers' TTL.
+const TWO_INTERVALS: Duration = Duration::from_secs(2 + 2);
 
 const WEB: &str = r#"[services.web]
 exec = ["/bin/sleep", "infinity"]
@@ -132,7 +137,7 @@ fn a_service_on_another_host_resolves_and_answers_from_hosts_and_containers() ->
     ensure!(status.contains("db.data.kapell") && status.contains(&format!("{} (h2)", ip(1))), "{status}");
 
     // The controller is gone (nothing asks the hosts any more): the names hold, also when the
-    // responder restarts from the catalog on disk.
+    // responder restarts from the catalog on disk, and they still follow health, probed by h1.
     drop(runtime);
     h1.systemctl_ok(&["restart", "kapell-dns.service"])?;
     for _ in 0..5 {
@@ -141,6 +146,23 @@ fn a_service_on_another_host_resolves_and_answers_from_hosts_and_containers() ->
         })?;
         std::thread::sleep(Duration::from_millis(500));
     }
+    let h2 = &hosts[1];
+    h2.systemctl_ok(&["stop", "data-db.service"])?;
+    eventually("db on h2 gone from h1's answers", TWO_INTERVALS, || {
+        Ok(addresses(h1, "db.data.kapell")? == BTreeSet::from([ip(2)]))
+    })?;
+    h3.systemctl_ok(&["stop", "data-db.service"])?;
+    eventually("db gone everywhere", TWO_INTERVALS, || Ok(addresses(h1, "db.data.kapell")?.is_empty()))?;
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(addresses(h1, "db.data.kapell")?.is_empty(), "db came back while stopped");
+        ensure!(addresses(h1, "web.web.kapell")? == BTreeSet::from([ip(0), ip(1)]), "web moved");
+    }
+    h3.systemctl_ok(&["start", "data-db.service"])?;
+    eventually("db back on h3", TWO_INTERVALS + Duration::from_secs(2), || {
+        Ok(addresses(h1, "db.data.kapell")? == BTreeSet::from([ip(2)]))
+    })?;
+    ensure!(nslookup(&dockerd, "kapell-web-client", "db.data.kapell")? == [ip(2)], "the container follows too");
     ensure!(getent(h3, "web.web.kapell")?.is_some(), "h3 resolves the fleet's names too");
     let _ = h3.exec(&["true"]).context("h3 still up")?;
     drop(dockerd);
