@@ -18,10 +18,10 @@
 //! Not a test: nothing asserts. Traffic stays on 127.0.0.1.
 
 use kapell::health::probe::{Target, probe};
-use kapell::health::spec::HealthSpec;
 use kapell::health::state::{self, Owner, State};
 use kapell::model::{Check, Health, OnUnhealthy, StatusRange};
 use kapell::quantity::Duration as Interval;
+use kapell::render::health::HealthSpec;
 use kapell::unitfile::UnitFile;
 use nix::sys::resource::{UsageWho, getrusage};
 use std::sync::Arc;

@@ -252,6 +252,80 @@ impl fmt::Display for ServiceRef {
     }
 }
 
+/// The unit types systemd knows (systemd.unit(5)): the suffix of every unit name.
+pub const UNIT_SUFFIXES: &[&str] =
+    &["service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer", "slice", "scope"];
+
+/// The longest unit name systemd accepts (`UNIT_NAME_MAX` less its NUL).
+pub const MAX_UNIT_NAME_LEN: usize = 255;
+
+/// What a unit name names: a plain unit, a template (`foo@.service`) or an instance
+/// (`foo@bar.service`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitNameKind {
+    Plain,
+    Template,
+    Instance,
+}
+
+/// Checks a unit name by systemd's rules (`unit_name_is_valid()`): a non-empty prefix of ASCII
+/// letters, digits and `:-_.\`, an optional `@instance` (which may hold `@` too), and a unit
+/// type suffix; at most [`MAX_UNIT_NAME_LEN`] bytes. A leading `.` is refused as well: systemd
+/// would take `.x.service`, but hidden names are how kapell's own stores mark their temporary
+/// files, so no received or rendered unit may have one.
+pub fn unit_name_kind(name: &str) -> Result<UnitNameKind, String> {
+    let shown = |why: &str| format!("{name:?} is not a systemd unit name: {why}");
+    if name.is_empty() {
+        return Err("an empty name is not a systemd unit name".to_string());
+    }
+    if name.len() > MAX_UNIT_NAME_LEN {
+        let start: String = name.chars().take(40).collect();
+        return Err(format!("{start:?}… is not a systemd unit name: longer than {MAX_UNIT_NAME_LEN} bytes"));
+    }
+    let Some((stem, suffix)) = name.rsplit_once('.') else {
+        return Err(shown(&format!("it has no unit type suffix (.{})", UNIT_SUFFIXES.join(", ."))));
+    };
+    if !UNIT_SUFFIXES.contains(&suffix) {
+        return Err(shown(&format!("`.{suffix}` is not a unit type (.{})", UNIT_SUFFIXES.join(", ."))));
+    }
+    if name.starts_with('.') {
+        return Err(shown("it starts with `.`"));
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || ":-_.\\".contains(c);
+    let (prefix, instance) = match stem.split_once('@') {
+        Some((prefix, instance)) => (prefix, Some(instance)),
+        None => (stem, None),
+    };
+    if prefix.is_empty() {
+        return Err(shown("the part before the type suffix or `@` is empty"));
+    }
+    if let Some(bad) = prefix.chars().chain(instance.unwrap_or("").chars()).find(|&c| !valid(c) && c != '@') {
+        return Err(shown(&format!("{bad:?} is not allowed (only ASCII letters, digits and `:-_.\\@`)")));
+    }
+    if let Some(bad) = prefix.chars().find(|&c| !valid(c)) {
+        return Err(shown(&format!("{bad:?} is not allowed before the instance")));
+    }
+    Ok(match instance {
+        None => UnitNameKind::Plain,
+        Some("") => UnitNameKind::Template,
+        Some(_) => UnitNameKind::Instance,
+    })
+}
+
+/// Is `name` a systemd unit name ([`unit_name_kind`])?
+pub fn is_unit_name(name: &str) -> bool {
+    unit_name_kind(name).is_ok()
+}
+
+/// The directories of a unit directory that hold dependency links (`<unit>.wants/<unit>`,
+/// `<unit>.requires/<unit>`): what kapell writes, reads back, and accepts from a fleet.
+pub const LINK_DIR_SUFFIXES: &[&str] = &[".wants", ".requires"];
+
+/// Is `name` a dependency-link directory ([`LINK_DIR_SUFFIXES`])?
+pub fn is_link_dir(name: &str) -> bool {
+    LINK_DIR_SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
+}
+
 /// systemd's normal generator directory (systemd.generator(7)), where `kapell-generator` writes
 /// at boot and at every daemon-reload.
 pub const GENERATOR_DIR: &str = "/run/systemd/generator";
@@ -291,9 +365,12 @@ pub fn foreign_unit_dirs() -> impl Iterator<Item = &'static str> {
     SYSTEM_UNIT_PATH.iter().copied().filter(|d| !d.starts_with(GENERATOR_DIR))
 }
 
+/// The host-wide prober of native services' health checks (see docs/health.md).
+pub const PROBER_UNIT: &str = "kapell-prober.service";
+
 /// Where `kapell receive` keeps the unit sets a fleet controller installed: generations and the
 /// `current` link the generator follows. Under `/etc`: the generator reads it at boot, before
-/// `/var` is mounted (SPEC §5).
+/// `/var` is mounted (see docs/decisions.md).
 pub const RECEIVED_DIR: &str = "/etc/kapell/received";
 
 /// The discovery catalog's file in a received generation, beside the units (not a unit: the unit
@@ -342,6 +419,71 @@ mod tests {
         }
         assert!(ServiceRef::new("todo.web", Some("x")).is_err());
         assert!(ServiceRef::new("todo.web", Some("")).is_err());
+    }
+
+    #[test]
+    fn unit_names_follow_systemds_rules() {
+        for (name, kind) in [
+            ("a.service", UnitNameKind::Plain),
+            ("-.slice", UnitNameKind::Plain),
+            ("init.scope", UnitNameKind::Plain),
+            ("dev-sda1.device", UnitNameKind::Plain),
+            ("a.b_c:d\\x2d.mount", UnitNameKind::Plain),
+            ("shop-web@.service", UnitNameKind::Template),
+            ("getty@tty1.service", UnitNameKind::Instance),
+            ("a@b@c.timer", UnitNameKind::Instance),
+        ] {
+            assert_eq!(unit_name_kind(name), Ok(kind), "{name}");
+        }
+        let long = format!("{}.service", "x".repeat(MAX_UNIT_NAME_LEN - 8));
+        assert!(is_unit_name(&long));
+        let too_long = format!("{}.service", "x".repeat(MAX_UNIT_NAME_LEN - 7));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "current",
+            "confirmed",
+            "pending.json",
+            "last-install.json",
+            ".staging-g1-abc",
+            ".staging-g1-abc.service",
+            ".a.service",
+            "x.wants",
+            "x.requires",
+            "a.service.d",
+            ".service",
+            "@.service",
+            "@a.service",
+            "a/b.service",
+            "../a.service",
+            "a b.service",
+            "a\0.service",
+            "a\n.service",
+            "a\u{1b}[31m.service",
+            "a\u{e9}.service",
+            "a*.service",
+            "a.SERVICE",
+            &too_long,
+        ] {
+            assert!(unit_name_kind(bad).is_err(), "{bad:?}");
+        }
+        assert!(unit_name_kind(&too_long).expect_err("long").contains("longer than 255"));
+        assert!(unit_name_kind("x.wants").expect_err("x").contains("`.wants` is not a unit type"));
+    }
+
+    proptest::proptest! {
+        /// Whatever a name holds, an accepted one is a single path component without a leading
+        /// dot, of systemd's characters, with a unit type suffix.
+        #[test]
+        fn accepted_unit_names_are_safe_file_names(name in "\\PC{0,12}|[a-z@.\\-]{0,12}\\.(service|target|wants)") {
+            if is_unit_name(&name) {
+                proptest::prop_assert!(!name.starts_with('.') && !name.contains('/') && !name.contains('\0'));
+                proptest::prop_assert!(name.chars().all(|c| c.is_ascii_graphic()));
+                let typed = UNIT_SUFFIXES.iter().any(|s| name.ends_with(&format!(".{s}")));
+                proptest::prop_assert!(typed);
+            }
+        }
     }
 
     #[test]

@@ -12,32 +12,7 @@ use anyhow::Result;
 use std::collections::BTreeSet;
 use std::fmt;
 
-/// A container's health check result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Starting,
-    Healthy,
-    Unhealthy,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Starting => "starting",
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "starting" => Some(Health::Starting),
-            "healthy" => Some(Health::Healthy),
-            "unhealthy" => Some(Health::Unhealthy),
-            _ => None,
-        }
-    }
-}
+pub use crate::health::Health;
 
 /// The supervisor's `STATUS=` lines: `pulling <image>`, `starting`, `running`,
 /// `running, health: starting|healthy|unhealthy`, `stopping`.

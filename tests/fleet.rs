@@ -388,7 +388,7 @@ fn host_keys_are_verified(rig: &mut Rig) -> Result<()> {
     // into several files and then knows no key at all).
     let blanks = c.dir.path().join("known hosts with blanks");
     std::fs::write(&blanks, &known)?;
-    let accepted = with_known_hosts(&c, &ssh, &blanks)?;
+    let accepted = with_known_hosts(&c, ssh, &blanks)?;
     ensure!(accepted.code == Some(0), "{accepted}");
 
     // Without the pin, the same key may forward ports (so the refusal below is the pin's doing).

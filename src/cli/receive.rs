@@ -38,7 +38,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     }
     gate::ignore_hangup();
     let input = gate::read_request(std::io::stdin().lock())?;
-    let reply = gate::handle(config_dir, &input);
+    let reply = gate::handle(config_dir, input);
     let mut text = serde_json::to_vec(&reply).context("cannot encode the reply")?;
     text.push(b'\n');
     // The controller may be gone; the work is done and saved either way.

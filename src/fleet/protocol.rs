@@ -12,23 +12,26 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// The protocol version this kapell speaks. 2: a set carries the discovery catalog, which is
-/// part of its hash (a peer of version 1 would take a set with a catalog for a corrupted one).
-pub const VERSION: u32 = 2;
+mod strict;
+pub use strict::{Envelope, MAX_FILES, MAX_KNOWN};
+
+/// The protocol version this kapell speaks. (A set's `catalog` is an optional field: a peer
+/// that does not know it refuses such a set by its strict shape, naming the field.)
+pub const VERSION: u32 = 1;
 
 /// The remote command a controller runs on a peer; a key pinned with `command="kapell receive"`
 /// runs nothing else.
 pub const RECEIVE_COMMAND: &str = "kapell receive";
 
-/// A request to a peer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A request to a peer. Read strictly ([`strict`]): unknown or repeated keys are refused.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Request {
     pub version: u32,
     #[serde(flatten)]
     pub body: Body,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Body {
     /// Make this the host's received set, and make systemd run it; repairs drift (units stopped,
@@ -56,7 +59,9 @@ pub enum Body {
 
 /// The unit set of one host: unit files and `*.wants/` links by path, plus the set's hash.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct HostSet {
+    #[serde(deserialize_with = "strict::unique_files")]
     pub files: BTreeMap<String, SetFile>,
     /// The discovery catalog of this host (`catalog.json` beside the units in the generation,
     /// see docs/discovery.md), as JSON text; `None` when no service of the fleet is placed.
@@ -66,7 +71,8 @@ pub struct HostSet {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// Read strictly ([`strict`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SetFile {
     Unit { text: String, sha256: String },

@@ -17,16 +17,41 @@
 pub mod probe;
 pub mod prober;
 pub mod ready;
-pub mod spec;
 pub mod state;
 
 use crate::model::Health as Check;
 
 /// The host-wide prober's unit (shipped in `units/`), wanted by every native service with a check.
-pub const PROBER_UNIT: &str = "kapell-prober.service";
-use crate::status::Health;
+pub use crate::names::PROBER_UNIT;
 use probe::Probe;
 use std::time::Instant;
+
+/// A service's health, as its checks judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "starting" => Some(Health::Starting),
+            "healthy" => Some(Health::Healthy),
+            "unhealthy" => Some(Health::Unhealthy),
+            _ => None,
+        }
+    }
+}
 
 /// Judges a run of probes: `retries` consecutive failures make a service unhealthy, one pass makes
 /// it healthy; failures before the first pass within `start_period` do not count.

@@ -15,14 +15,14 @@
 //! so a thousand healthy services cost it a thousand probes per interval and nothing else. Why one
 //! daemon rather than a unit per service: see docs/health.md.
 
+use super::Health;
 use super::Tracker;
 use super::probe::{self, Probe, Target};
-use super::spec::HealthSpec;
 use super::state::{self, Owner, State};
 use crate::logging::id;
 use crate::model::{Check, OnUnhealthy};
 use crate::names::ServiceRef;
-use crate::status::Health;
+use crate::render::health::HealthSpec;
 use crate::systemd::Systemd;
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;

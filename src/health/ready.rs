@@ -10,10 +10,10 @@
 
 use super::Tracker;
 use super::probe::{self, Target};
-use super::spec::HealthSpec;
 use super::state::{self, Owner, State};
 use crate::model::Check;
 use crate::names::ServiceRef;
+use crate::render::health::HealthSpec;
 use crate::unitfile::UnitFile;
 use anyhow::{Context as _, Result};
 use std::net::IpAddr;
@@ -30,10 +30,10 @@ pub fn load_spec(target: &ServiceRef) -> Result<HealthSpec> {
     let path = match std::env::var_os("KAPELL_UNIT_PATH") {
         Some(dirs) => {
             let dirs: Vec<std::path::PathBuf> = std::env::split_paths(&dirs).collect();
-            crate::supervisor::unit_lookup::find_in(&dirs, target)
+            crate::unitset::lookup::find_in(&dirs, target)
                 .with_context(|| format!("no unit file for {target} in KAPELL_UNIT_PATH"))?
         }
-        None => crate::supervisor::unit_lookup::find(target).map_err(anyhow::Error::msg)?,
+        None => crate::unitset::lookup::find(target).map_err(anyhow::Error::msg)?,
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let unit = UnitFile::parse(&text).map_err(anyhow::Error::msg).with_context(|| path.display().to_string())?;

@@ -6,8 +6,8 @@
 //! fleet peer's status reply read them. A file names the unit's invocation (systemd's
 //! `InvocationID`): a file left from an earlier run of the unit is recognised as stale.
 
+use super::Health;
 use super::probe::Probe;
-use crate::status::Health;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -6,9 +6,9 @@
 //! ignores `X-` sections; `kapell run` reads this one back with [`ContainerSpec::from_unit`].
 //! Values are written with the same escaper as every other line.
 
-use crate::health::spec::HealthSpec;
 use crate::model::{Container, DepTarget, Kind, Pull, Service, Stack};
 use crate::quantity::{Duration, Size};
+use crate::render::health::HealthSpec;
 use crate::unitfile::escape;
 use crate::unitfile::{Section, UnitFile, Value};
 
@@ -135,7 +135,7 @@ impl ContainerSpec {
             pids_max: service.pids_max,
             secrets: service.secrets.clone(),
             stop_timeout: service.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
-            health: super::service::health_spec(service),
+            health: super::health::health_spec(service),
         })
     }
 

@@ -2,6 +2,7 @@
 //! files and `systemd-analyze verify`.
 
 pub mod container;
+pub mod health;
 mod service;
 
 use crate::model::{DepTarget, Dependency, Service, Stack};

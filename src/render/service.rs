@@ -1,8 +1,8 @@
 //! `<stack>-<service>.service` (or the template `<stack>-<service>@.service`).
 
 use super::container::{self, ContainerSpec};
+use super::health::health_spec;
 use super::{Host, RenderOptions, Shared, dependency_units};
-use crate::health::spec::HealthSpec;
 use crate::model::{Kind, Restart, SecretSource, Service, ServiceType, Stack};
 use crate::quantity::Duration;
 use crate::unitfile::escape;
@@ -70,13 +70,6 @@ pub(super) fn service_unit(
     unit
 }
 
-/// The check as the unit carries it; a native service's `cmd` runs as the service's user.
-pub(super) fn health_spec(service: &Service) -> Option<HealthSpec> {
-    let health = service.health.clone()?;
-    let user = if service.is_container() { None } else { service.user.clone() };
-    Some(HealthSpec { health, on_unhealthy: service.on_unhealthy, user })
-}
-
 /// A native service with a health check is started (dependents released) once a probe passed:
 /// `kapell probe --until-healthy` holds it in "activating" until then, bounded by the start
 /// timeout. `+`: it runs privileged, to publish the result under /run/kapell (a `cmd` check
@@ -116,7 +109,7 @@ fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, 
         u.add("After", "docker.service docker.socket");
     } else if service.health.is_some() {
         // The host's prober watches the service once it is ready (liveness, restarts).
-        u.add("Wants", crate::health::PROBER_UNIT);
+        u.add("Wants", crate::names::PROBER_UNIT);
     }
     u.add(markers::STACK_KEY, stack.name.as_str());
     u.add(markers::SERVICE_KEY, service.name.as_str());

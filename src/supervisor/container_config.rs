@@ -167,10 +167,10 @@ fn environment(files: &[(String, String)], explicit: &[(String, String)]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::spec::HealthSpec;
     use crate::model::{Container, Health, OnUnhealthy, Pull};
     use crate::quantity::{Duration, Size};
     use crate::render::container::NetworkSpec;
+    use crate::render::health::HealthSpec;
 
     fn spec() -> ContainerSpec {
         ContainerSpec {

@@ -1,7 +1,7 @@
 //! The supervisor, `kapell run STACK.SERVICE` (SPEC §7): the main process of a container service.
 //!
 //! systemd starts it (`Type=notify`, `NotifyAccess=main`, `KillMode=mixed`); it reads the unit's
-//! `[X-Kapell-Container]` section ([`unit_lookup`]), then through the Docker Engine API
+//! `[X-Kapell-Container]` section ([`crate::unitset::lookup`]), then through the Docker Engine API
 //! ([`docker`]): removes a stale container of the same name; creates the container
 //! ([`container_config`]) with the secrets staged read-only ([`secrets`]), pulling the image per
 //! `pull` and extending the start timeout while a pull makes progress; starts it; copies its
@@ -26,17 +26,16 @@ mod env_file;
 mod network;
 mod notify;
 mod secrets;
-pub mod unit_lookup;
 
 pub use crate::names::ServiceRef;
 pub use container_config::label;
 
 use crate::health::probe::{self, Probe};
-use crate::health::spec::HealthSpec;
 use crate::health::state;
 use crate::logging::id;
 use crate::model::{Check, OnUnhealthy, Pull};
 use crate::render::container::ContainerSpec;
+use crate::render::health::HealthSpec;
 use crate::status::{Health, SupervisorStatus as Status};
 use crate::unitfile::UnitFile;
 use anyhow::{Context as _, Result, bail, ensure};
@@ -147,7 +146,7 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     let mut shutdown = Shutdown::new()?;
     let path = match unit_file {
         Some(p) => p.to_path_buf(),
-        None => unit_lookup::find(target).map_err(anyhow::Error::msg)?,
+        None => crate::unitset::lookup::find(target).map_err(anyhow::Error::msg)?,
     };
     let spec = load_spec(&path, target).with_context(|| format!("cannot use the unit file {}", path.display()))?;
     let ctx = Ctx { unit: target.unit_name(), spec };

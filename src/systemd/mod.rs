@@ -243,6 +243,71 @@ impl Systemd {
             invocation_id: take::<Vec<u8>>(&mut unit, "InvocationID").map(|id| hex(&id)).unwrap_or_default(),
         })
     }
+    /// What systemd knows of each of `names` (plain or instance names, not templates), in the
+    /// order of `names`, whether or not a unit file of that name exists: built-in units
+    /// (`-.slice`, `init.scope`), instances of templates, other generators' output, transient
+    /// and alias names. Units are loaded as needed (`ListUnitsByNames`), and the file of each
+    /// known one is asked for.
+    pub async fn origins(&self, names: &[&str]) -> Result<Vec<UnitOrigin>> {
+        let mut rows = Vec::with_capacity(names.len());
+        // Bounded messages: a set may hold thousands of units.
+        for chunk in names.chunks(1024) {
+            let listed =
+                self.manager.list_units_by_names(chunk).await.map_err(dbus_error).with_context(|| {
+                    format!("cannot ask systemd about {}", chunk.first().copied().unwrap_or_default())
+                })?;
+            rows.extend(chunk.iter().zip(listed).map(|(asked, row)| (asked.to_string(), row)));
+        }
+        self.with_fragments(rows).await
+    }
+
+    /// The loaded units whose names match one of the glob `patterns` (fnmatch, as
+    /// `systemctl list-units PATTERN`), with their files.
+    pub async fn loaded_matching(&self, patterns: &[&str]) -> Result<Vec<UnitOrigin>> {
+        if patterns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listed = self
+            .manager
+            .list_units_by_patterns(&[], patterns)
+            .await
+            .map_err(dbus_error)
+            .context("cannot list systemd's units")?;
+        self.with_fragments(listed.into_iter().map(|row| (row.0.clone(), row)).collect()).await
+    }
+
+    /// Reads `FragmentPath` of every row systemd has something for (loaded, or running without
+    /// a file).
+    async fn with_fragments(&self, rows: Vec<(String, UnitListEntry)>) -> Result<Vec<UnitOrigin>> {
+        let origin = |(asked, row): (String, UnitListEntry)| async move {
+            let (id, _, load_state, active_state, _, _, path, ..) = row;
+            let mut origin = UnitOrigin { asked, id, load_state, active_state, fragment_path: String::new() };
+            if origin.is_known() {
+                let context = || format!("cannot read the unit file of {}", origin.id);
+                let properties = zbus::fdo::PropertiesProxy::builder(&self.connection)
+                    .destination(proxy::DESTINATION)
+                    .path(path)
+                    .cache_properties(CacheProperties::No)
+                    .build()
+                    .await
+                    .map_err(dbus_error)
+                    .with_context(context)?;
+                let fragment = properties
+                    .get(proxy::UNIT_INTERFACE, "FragmentPath")
+                    .await
+                    .map_err(dbus_error)
+                    .with_context(context)?;
+                origin.fragment_path = String::try_from(fragment).unwrap_or_default();
+            }
+            Ok::<_, anyhow::Error>(origin)
+        };
+        let mut calls = futures_util::stream::iter(rows.into_iter().map(origin)).buffered(MAX_IN_FLIGHT);
+        let mut origins = Vec::new();
+        while let Some(origin) = calls.next().await {
+            origins.push(origin?);
+        }
+        Ok(origins)
+    }
 }
 
 /// Bytes as lower-case hex (how `$INVOCATION_ID` spells systemd's invocation ID).
@@ -266,6 +331,29 @@ pub fn dbus_error(e: impl Into<zbus::Error>) -> anyhow::Error {
             other => anyhow!("{}", zbus::DBusError::description(other).unwrap_or("D-Bus call failed")),
         },
         _ => anyhow!(e),
+    }
+}
+
+/// What systemd knows of a unit name ([`Systemd::origins`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitOrigin {
+    /// The name asked about.
+    pub asked: String,
+    /// The unit systemd has under that name (another one for an alias).
+    pub id: String,
+    /// `loaded`, `not-found`, `masked`, `error`, `bad-setting`, …
+    pub load_state: String,
+    pub active_state: String,
+    /// The unit file it was loaded from (for an instance, its template's); empty for built-in
+    /// and file-less units.
+    pub fragment_path: String,
+}
+
+impl UnitOrigin {
+    /// Does systemd have this unit at all: a file, a built-in or an alias, or something running
+    /// under the name? (A name nobody defined loads as `not-found` and stays inactive.)
+    pub fn is_known(&self) -> bool {
+        self.load_state != "not-found" || !matches!(self.active_state.as_str(), "inactive" | "")
     }
 }
 

@@ -14,6 +14,7 @@
 //! and `kapell status` compare and read them; a fleet controller and `kapell receive` do the same
 //! per host.
 
+pub mod lookup;
 pub mod markers;
 mod view;
 mod write;
@@ -92,8 +93,8 @@ pub fn diff(old: &[OutputFile], new: &[OutputFile]) -> Diff {
     d
 }
 
-/// The files of a unit set installed in `dir` (units, and links in its `*.wants/`
-/// directories), sorted by path. A missing directory is an empty set.
+/// The files of a unit set installed in `dir` (units, and links in its `*.wants/` and
+/// `*.requires/` directories), sorted by path. A missing directory is an empty set.
 pub fn read_files(dir: &Path) -> Result<Vec<OutputFile>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -107,7 +108,7 @@ pub fn read_files(dir: &Path) -> Result<Vec<OutputFile>> {
         if name.starts_with('.') || name == crate::names::CATALOG_FILE {
             continue; // temporary files of an install in progress; discovery's catalog
         }
-        if path.is_dir() && name.ends_with(".wants") {
+        if path.is_dir() && crate::names::is_link_dir(&name) {
             for link in std::fs::read_dir(&path).into_iter().flatten().flatten() {
                 if let Ok(target) = std::fs::read_link(link.path()) {
                     let rel = format!("{name}/{}", link.file_name().to_string_lossy());

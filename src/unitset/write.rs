@@ -173,7 +173,7 @@ fn remove_stale(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
         .map(|e| {
             e.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".wants"))
+                .filter(|n| crate::names::is_link_dir(n))
                 .collect()
         })
         .unwrap_or_default();

@@ -11,14 +11,11 @@
 //! still finishes, and the controller's next request reads what happened.
 
 use super::generations::{CONFIRMED, Store};
-use super::{lifecycle, report};
-use crate::fleet::protocol::{Body, RECEIVE_COMMAND, Reply, Request, VERSION};
+use super::{lifecycle, report, request};
+use crate::fleet::protocol::{Body, RECEIVE_COMMAND, Reply};
 use anyhow::{Context, Result};
 use std::io::Read as _;
 use std::path::Path;
-
-/// Requests larger than this are refused (a set of 10,000 units is a few MiB).
-const MAX_REQUEST: u64 = 64 * 1024 * 1024;
 
 /// Makes the controller's connection irrelevant to the outcome: SIGHUP (a closing session) is
 /// ignored; SIGPIPE already is (Rust's runtime), so a lost stdout is merely an error to drop.
@@ -29,15 +26,16 @@ pub fn ignore_hangup() {
     let _ = unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) };
 }
 
-/// Reads one request of at most [`MAX_REQUEST`] bytes.
+/// Reads one request of at most [`request::MAX_REQUEST`] bytes (one more, to tell a larger one).
 pub fn read_request(input: impl std::io::Read) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    input.take(MAX_REQUEST + 1).read_to_end(&mut bytes).context("cannot read the request")?;
+    input.take(request::MAX_REQUEST + 1).read_to_end(&mut bytes).context("cannot read the request")?;
     Ok(bytes)
 }
 
-/// Parses and carries out one request; every failure becomes a reply with `error` set.
-pub fn handle(config_dir: &Path, input: &[u8]) -> Reply {
+/// Parses and carries out one request; every failure becomes a reply with `error` set. The
+/// request's bytes are freed once parsed (a set near the size limit is held once, not twice).
+pub fn handle(config_dir: &Path, input: Vec<u8>) -> Reply {
     let mut reply = report::new_reply();
     if let Err(e) = carry_out(config_dir, input, &mut reply) {
         reply.error = Some(format!("{e:#}"));
@@ -45,22 +43,14 @@ pub fn handle(config_dir: &Path, input: &[u8]) -> Reply {
     reply
 }
 
-fn carry_out(config_dir: &Path, input: &[u8], reply: &mut Reply) -> Result<()> {
+fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()> {
     if let Ok(original) = std::env::var("SSH_ORIGINAL_COMMAND")
         && original.trim() != RECEIVE_COMMAND
     {
         anyhow::bail!("this key may only run `{RECEIVE_COMMAND}`, not {original:?}");
     }
-    anyhow::ensure!(input.len() as u64 <= MAX_REQUEST, "the request is larger than {MAX_REQUEST} bytes");
-    let value: serde_json::Value = serde_json::from_slice(input).context("the request is not valid JSON")?;
-    let version = value.get("version").and_then(serde_json::Value::as_u64).context("the request has no version")?;
-    if version != u64::from(VERSION) {
-        anyhow::bail!(
-            "this host's kapell speaks fleet protocol {VERSION}, the controller sent version {version}: \
-             install the same kapell version on the controller and this host"
-        );
-    }
-    let request: Request = serde_json::from_value(value).context("the request is malformed")?;
+    let request = request::parse(&input)?;
+    drop(input);
     let _lock = lifecycle::lock_host()?;
     let store = Store::open();
     lifecycle::settle_reboot(config_dir, &store, reply)?;
@@ -69,13 +59,16 @@ fn carry_out(config_dir: &Path, input: &[u8], reply: &mut Reply) -> Result<()> {
             reply.last_install = store.outcome().map(Box::new);
         }
         Body::Install { set, known, force, confirm_within } => {
-            let result = lifecycle::install(config_dir, &store, &set, &known, force, confirm_within, reply);
-            if let Err(e) = &result {
-                reply.error = Some(format!("{e:#}"));
+            // A refused or held install changed nothing: the record of the last real one stays.
+            if let Some(admitted) = lifecycle::admit(&store, &set, &known, force, reply)? {
+                let result = lifecycle::install(config_dir, &store, &set, admitted, confirm_within, reply);
+                if let Err(e) = &result {
+                    reply.error = Some(format!("{e:#}"));
+                }
+                // Saved whatever happened, for a controller that lost the connection.
+                let _ = store.save_outcome(reply);
+                result?;
             }
-            // Saved whatever happened, for a controller that lost the connection.
-            let _ = store.save_outcome(reply);
-            result?;
         }
         Body::Confirm { hash } => lifecycle::confirm(&store, &hash)?,
         Body::Rollback => {

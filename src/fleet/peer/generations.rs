@@ -132,19 +132,18 @@ impl Store {
         let generation = format!("{GENERATION_PREFIX}{stamp}-{}", set.short_hash());
         let staging = self.dir.join(format!("{STAGING_PREFIX}{generation}"));
         std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
-        write_set(&staging, &set.to_rendered())?;
-        if let Some(catalog) = &set.catalog {
-            // In the same directory as the units, before the rename that publishes both.
-            let path = staging.join(CATALOG_FILE);
-            let mut file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-            file.write_all(catalog.as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            sync_dir(&staging)?;
-        }
         let final_dir = self.dir.join(&generation);
-        std::fs::rename(&staging, &final_dir)
-            .with_context(|| format!("cannot rename {} to {}", staging.display(), final_dir.display()))?;
+        // The catalog in the same directory as the units, before the rename that publishes both.
+        let published =
+            write_set(&staging, &set.to_rendered()).and_then(|()| write_catalog(&staging, set)).and_then(|()| {
+                std::fs::rename(&staging, &final_dir)
+                    .with_context(|| format!("cannot rename {} to {}", staging.display(), final_dir.display()))
+            });
+        if let Err(e) = published {
+            // Nothing of a failed install stays behind (a killed one is pruned by the next).
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
         sync_dir(&self.dir)?;
         self.set_link(CURRENT, &generation)?;
         Ok(generation)
@@ -185,6 +184,17 @@ impl Store {
         let text = std::fs::read(self.dir.join(OUTCOME)).ok()?;
         serde_json::from_slice(&text).ok()
     }
+}
+
+/// Writes the set's discovery catalog, if it has one, into the staging directory, fsynced.
+fn write_catalog(dir: &Path, set: &HostSet) -> Result<()> {
+    let Some(catalog) = &set.catalog else { return Ok(()) };
+    let path = dir.join(CATALOG_FILE);
+    let mut file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(catalog.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    sync_dir(dir)
 }
 
 /// Reads a generation directory back into a set.
@@ -243,7 +253,23 @@ mod tests {
             OutputFile::Unit { name: "a.target".into(), text: text.into() },
             OutputFile::Unit { name: "a-x.service".into(), text: format!("{text}x") },
             OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: "../a.target".into() },
+            OutputFile::Link { path: "a.target.requires/a-x.service".into(), target: "../a-x.service".into() },
         ])
+    }
+
+    #[test]
+    fn a_failed_install_leaves_no_staging_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path().to_path_buf());
+        // A unit file and a links directory of the same name cannot both be written: the write
+        // fails half-way (the set checks refuse such a set before it gets here).
+        let clash = HostSet::from_rendered(&[
+            OutputFile::Unit { name: "x.wants".into(), text: "[Unit]\n".into() },
+            OutputFile::Link { path: "x.wants/a.target".into(), target: "../a.target".into() },
+        ]);
+        store.install(&clash).expect_err("cannot be written");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::fleet::protocol::{HostSet, RECEIVE_COMMAND, Reply, short};
 use crate::lock::HostLock;
 use crate::unitset;
 use anyhow::{Context, Result};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,20 +23,27 @@ pub fn lock_host() -> Result<HostLock> {
     HostLock::acquire(RECEIVE_COMMAND, |holder| eprintln!("kapell receive: waiting for {holder}"))
 }
 
-/// Checks `set`, makes it current, and makes systemd run it. With `confirm_within`, the set is
-/// pending until the controller confirms it, and a timer reverts it otherwise.
-pub fn install(
-    config_dir: &Path,
+/// What an install starts from, once [`admit`] let it through.
+pub struct Admitted {
+    /// The set the host ran before.
+    old: HostSet,
+}
+
+/// Decides whether `set` may be installed, changing nothing: `Err` refuses it (bad names, hashes
+/// or units, a set this controller did not push running here), `Ok(None)` holds it (this host
+/// rolled that very set back before; `reply.held` says so). Only an admitted install is a "real"
+/// one whose outcome is recorded for a controller that lost the connection.
+pub fn admit(
     store: &Store,
     set: &HostSet,
     known: &[String],
     force: bool,
-    confirm_within: Option<u64>,
     reply: &mut Reply,
-) -> Result<()> {
+) -> Result<Option<Admitted>> {
     set.verify().map_err(anyhow::Error::msg).context("the set was refused; nothing was changed")?;
-    set_check::check_files(set).context("the set was refused; nothing was changed")?;
     let old = store.current()?;
+    let own: BTreeSet<&str> = old.units().collect();
+    set_check::check_files(set, &own).context("the set was refused; nothing was changed")?;
     if let Some((_, why)) = store.rejected().into_iter().find(|(h, _)| *h == set.hash)
         && !force
         && old.hash != set.hash
@@ -44,7 +52,7 @@ pub fn install(
             "this host rolled set {} back ({why}); it is not installed again until it changes",
             set.short_hash()
         ));
-        return Ok(());
+        return Ok(None);
     }
     if !old.files.is_empty() && old.hash != set.hash && !known.contains(&old.hash) && !force {
         anyhow::bail!(
@@ -54,6 +62,20 @@ pub fn install(
             received_dir().display()
         );
     }
+    Ok(Some(Admitted { old }))
+}
+
+/// Makes the admitted `set` current and makes systemd run it. With `confirm_within`, the set is
+/// pending until the controller confirms it, and a timer reverts it otherwise.
+pub fn install(
+    config_dir: &Path,
+    store: &Store,
+    set: &HostSet,
+    admitted: Admitted,
+    confirm_within: Option<u64>,
+    reply: &mut Reply,
+) -> Result<()> {
+    let Admitted { old } = admitted;
     // What ran before the first confirmed push counts as confirmed: it is what a revert restores.
     if store.generation(CONFIRMED).is_none()
         && let Some(generation) = store.current_generation()

@@ -10,6 +10,7 @@
 //! | [`activate`] | makes systemd run a set (`kapell apply`'s plan and execution) |
 //! | [`drift`] | puts back what was changed by hand to the set's units |
 //! | [`revert_timer`] | the systemd timer that reverts an unconfirmed set |
+//! | [`request`] | the request read strictly: size, version, shape |
 //! | [`report`] | the reply's account of what the host runs now |
 //! | [`journal`] | the last journal lines of failing units |
 
@@ -20,5 +21,6 @@ pub mod generations;
 pub mod journal;
 pub mod lifecycle;
 pub mod report;
+pub mod request;
 pub mod revert_timer;
 pub mod set_check;

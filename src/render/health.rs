@@ -6,12 +6,19 @@
 //! probed and a unit set copied to another host probes the same thing there. systemd ignores
 //! `X-` sections. Every value goes through the unit file's one escaper.
 
-use crate::model::{Check, Health, OnUnhealthy, StatusRange};
+use crate::model::{Check, Health, OnUnhealthy, Service, StatusRange};
 use crate::quantity::Duration;
 use crate::unitfile::escape;
 use crate::unitfile::{Section, UnitFile, Value};
 use crate::unitset::markers::HEALTH_SECTION;
 use std::net::IpAddr;
+
+/// The check as the unit carries it; a native service's `cmd` runs as the service's user.
+pub(super) fn health_spec(service: &Service) -> Option<HealthSpec> {
+    let health = service.health.clone()?;
+    let user = if service.is_container() { None } else { service.user.clone() };
+    Some(HealthSpec { health, on_unhealthy: service.on_unhealthy, user })
+}
 
 /// What a prober needs to know about one service's check.
 #[derive(Debug, Clone, PartialEq)]

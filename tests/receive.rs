@@ -1,0 +1,302 @@
+//! `kapell receive` against hostile requests on a booted systemd host (nspawn), driven through
+//! nsenter with the request on stdin, as sshd would run it. For every request it must refuse,
+//! the reply names the problem and nothing under /etc/kapell/received moved: the listing (names,
+//! types, link targets, contents) and the record of the last real install are byte-identical
+//! before and after. Needs root and the packages in TESTENV.md; nothing is mocked.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, ensure};
+use kapell::fleet::protocol::{HostSet, Reply};
+use kapell::render::OutputFile;
+use sha2::{Digest, Sha256};
+use support::{Footprint, Host};
+
+const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
+
+fn kapell_unit(stack: &str, extra: &str) -> String {
+    format!("[Unit]\nDescription=receive test\nX-Kapell-Stack={stack}\n{extra}")
+}
+
+fn unit(name: &str) -> OutputFile {
+    OutputFile::Unit { name: name.into(), text: kapell_unit("evil", "") }
+}
+
+fn link(path: &str, target: &str) -> OutputFile {
+    OutputFile::Link { path: path.into(), target: target.into() }
+}
+
+fn install(files: &[OutputFile]) -> String {
+    install_set(&HostSet::from_rendered(files))
+}
+
+fn install_set(set: &HostSet) -> String {
+    serde_json::json!({ "version": 1, "request": "install", "set": set, "known": [], "force": true }).to_string()
+}
+
+/// The good set: a stack target and a service that sleeps.
+fn good_set() -> HostSet {
+    HostSet::from_rendered(&[
+        OutputFile::Unit {
+            name: "good.target".into(),
+            text: kapell_unit("good", "Wants=good-sleep.service\n[Install]\nWantedBy=multi-user.target\n"),
+        },
+        OutputFile::Unit {
+            name: "good-sleep.service".into(),
+            text: kapell_unit(
+                "good",
+                "X-Kapell-Service=sleep\nPartOf=good.target\n[Service]\nExecStart=/bin/sleep 7000000\n",
+            ),
+        },
+        link("multi-user.target.wants/good.target", "../good.target"),
+        link("good.target.requires/good-sleep.service", "../good-sleep.service"),
+    ])
+}
+
+/// Runs `kapell receive` in `host` with `request` on stdin, under `/usr/bin/time -v` (outside the
+/// host: it reports the largest resident size of nsenter and what it ran, kapell).
+fn receive(host: &Host, request: &[u8]) -> Result<(Output, Reply, u64)> {
+    let inner = host.command(&["kapell", "receive"])?;
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-v").arg(inner.get_program()).args(inner.get_args()).env_clear();
+    for (key, value) in inner.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let body = request.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &body));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let peak_kib = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no peak memory from /usr/bin/time:\n{stderr}"))?;
+    let reply: Reply = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("no reply: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)))?;
+    Ok((out, reply, peak_kib))
+}
+
+/// Every entry under `dir`, sorted: path, type, and the link target or the content's hash.
+fn listing(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            let rel = path.strip_prefix(dir)?.to_string_lossy().into_owned();
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                out.push(format!("{rel} -> {}", std::fs::read_link(&path)?.display()));
+            } else if kind.is_dir() {
+                out.push(format!("{rel}/"));
+                todo.push(path);
+            } else {
+                out.push(format!("{rel} {}", hex(&Sha256::digest(std::fs::read(&path)?))));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One request the peer must refuse: the reply's error contains `want`.
+struct Hostile {
+    what: &'static str,
+    request: Vec<u8>,
+    want: String,
+}
+
+fn hostile(what: &'static str, request: impl Into<Vec<u8>>, want: &str) -> Hostile {
+    Hostile { what, request: request.into(), want: want.to_string() }
+}
+
+fn matrix() -> Vec<Hostile> {
+    let long = format!("{}.service", "x".repeat(300));
+    let mut cases = vec![
+        hostile("empty name", install(&[unit("")]), "an empty name is not a systemd unit name"),
+        hostile("store link name", install(&[unit("current")]), "\"current\" is not a systemd unit name"),
+        hostile("store link name", install(&[unit("confirmed")]), "\"confirmed\" is not a systemd unit name"),
+        hostile("store record", install(&[unit("pending.json")]), "`.json` is not a unit type"),
+        hostile("store record", install(&[unit("last-install.json")]), "`.json` is not a unit type"),
+        hostile("staging name", install(&[unit(".staging-g1-x.service")]), "it starts with `.`"),
+        hostile("dot-dot", install(&[unit("..")]), "\"..\" is not a systemd unit name"),
+        hostile("slash", install(&[unit("a/../../etc/passwd.service")]), "'/' is not allowed"),
+        hostile("NUL", install(&[unit("a\0.service")]), "'\\0' is not allowed"),
+        hostile("newline", install(&[unit("a\n.service")]), "'\\n' is not allowed"),
+        hostile("escape", install(&[unit("a\u{1b}[2J.service")]), "'\\u{1b}' is not allowed"),
+        hostile("over-long", install(&[unit(&long)]), "longer than 255 bytes"),
+        hostile("no suffix", install(&[unit("x.wants")]), "`.wants` is not a unit type"),
+        hostile(
+            "unit and links dir of one name",
+            install(&[unit("a.target"), unit("x.wants"), link("x.wants/a.target", "../a.target")]),
+            "`.wants` is not a unit type",
+        ),
+        hostile(
+            "link to a unit outside the set",
+            install(&[unit("a.target"), link("multi-user.target.wants/ssh.service", "../ssh.service")]),
+            "\"ssh.service\" is not a unit of the set",
+        ),
+        hostile(
+            "link elsewhere",
+            install(&[unit("a.target"), link("multi-user.target.wants/a.target", "/etc/shadow")]),
+            "it must point at \"../a.target\"",
+        ),
+        hostile(
+            "link outside .wants/.requires",
+            install(&[unit("a.target"), link("a.target.d/a.target", "../a.target")]),
+            "\"a.target.d\" is not a .wants/ or .requires/ directory",
+        ),
+        hostile(
+            "nested link",
+            install(&[unit("a.target"), link("m.target.wants/x/a.target", "../a.target")]),
+            "\"x/a.target\" is not a systemd unit name",
+        ),
+        hostile("systemd's root slice", install(&[unit("-.slice")]), "-.slice would shadow systemd's -.slice"),
+        hostile("systemd's init scope", install(&[unit("init.scope")]), "init.scope would shadow systemd's init.scope"),
+        hostile(
+            "systemd's system slice",
+            install(&[unit("system.slice")]),
+            "system.slice would shadow systemd's system.slice",
+        ),
+        hostile(
+            "an instance of a packaged template",
+            install(&[unit("getty@tty1.service")]),
+            "getty@tty1.service would shadow systemd's getty@tty1.service (from /",
+        ),
+        hostile(
+            "a template with a transient instance",
+            install(&[unit("probe@.service")]),
+            "probe@.service would take over systemd's probe@1.service (from /run/systemd/transient/probe@1.service)",
+        ),
+        hostile("a packaged unit file", install(&[unit("ssh.service")]), "ssh.service would shadow /"),
+        hostile(
+            "request kind by index",
+            r#"{"version":1,"request":3}"#,
+            "invalid type: integer `3`, expected a string",
+        ),
+        hostile(
+            "request kind by index (install)",
+            r#"{"version":1,"request":0,"set":{"files":{},"hash":""}}"#,
+            "invalid type: integer `0`, expected a string",
+        ),
+        hostile("unknown field", r#"{"version":1,"request":"status","x":1}"#, "unknown field `x`"),
+        hostile(
+            "duplicate key",
+            r#"{"version":1,"request":"status","request":"rollback"}"#,
+            "duplicate field `request`",
+        ),
+        hostile(
+            "version as a string",
+            r#"{"version":"1","request":"status"}"#,
+            "the request's version is malformed: invalid type: string \"1\", expected a fleet protocol version",
+        ),
+        hostile(
+            "fractional version",
+            r#"{"version":1.0,"request":"status"}"#,
+            "invalid type: floating point `1.0`, expected a fleet protocol version",
+        ),
+        hostile("not json", "{\"version\":1,", "the request is not valid JSON"),
+    ];
+    // A file listed twice (JSON objects may repeat keys; serde's maps keep the last one).
+    let set = good_set();
+    let text = install_set(&set);
+    let first = text.find("\"good.target\"").expect("good.target in the request");
+    let end = text[first..].find("},").expect("end of the file") + first + 2;
+    let doubled = format!("{}{}{}", &text[..end], &text[first..end], &text[end..]);
+    cases.push(hostile("file listed twice", doubled, "the set names the file \"good.target\" twice"));
+    cases
+}
+
+/// The 66 MB status request of millions of unknown keys that peaked at 1.85 GB.
+fn many_unknown_keys() -> Vec<u8> {
+    let mut text = String::from(r#"{"version":1,"request":"status""#);
+    let mut i = 0u64;
+    while text.len() < 66_000_000 {
+        text.push_str(&format!(",\"k{i}\":0"));
+        i += 1;
+    }
+    text.push('}');
+    text.into_bytes()
+}
+
+/// The largest request the peer accepts: an install just under the 64 MiB cap, one kapell
+/// target whose text is mostly comment lines.
+fn largest_install() -> Vec<u8> {
+    let mut text = kapell_unit("big", "");
+    let line = format!("# {}\n", "x".repeat(1000));
+    while text.len() + line.len() < 63 * 1024 * 1024 {
+        text.push_str(&line);
+    }
+    let set = HostSet::from_rendered(&[OutputFile::Unit { name: "big.target".into(), text }]);
+    install_set(&set).into_bytes()
+}
+
+#[test]
+fn receive_refuses_hostile_requests_and_changes_nothing() -> Result<()> {
+    let mut host = Host::builder().name("recv").kapell(KAPELL).start()?;
+    host.wait_running()?;
+    let footprint = Footprint::new().host(&host);
+    let received = host.root().join("etc/kapell/received");
+
+    // A real install first: there is a current set and a record of it.
+    let (out, reply, _) = receive(&host, install_set(&good_set()).as_bytes())?;
+    ensure!(reply.error.is_none() && out.status.code() == Some(0), "{reply:?}");
+    ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the good set does not run");
+    // The `.requires/` link reached systemd through the generator.
+    let requires = host.show("good.target", "Requires")?;
+    ensure!(requires.contains("good-sleep.service"), "good.target requires {requires:?}");
+    // A transient instance of a template no file defines (what only systemd knows).
+    host.exec_ok(&["systemd-run", "--unit=probe@1.service", "/bin/sleep", "7000000"])?;
+
+    let before = listing(&received)?;
+    ensure!(before.iter().any(|l| l.starts_with("last-install.json ")), "{before:#?}");
+    let mut failures = Vec::new();
+    for case in matrix() {
+        let (out, reply, _) = receive(&host, &case.request)?;
+        let error = reply.error.clone().unwrap_or_default();
+        let after = listing(&received)?;
+        if !error.contains(&case.want) || out.status.code() != Some(3) || after != before {
+            failures.push(format!(
+                "{}: exit {:?}, error {error:?}, want {:?}; listing changed: {}",
+                case.what,
+                out.status.code(),
+                case.want,
+                after != before
+            ));
+        }
+    }
+    ensure!(failures.is_empty(), "{} of the hostile requests:\n{}", failures.len(), failures.join("\n"));
+    ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the good set was touched");
+
+    // Bounded memory: the hostile status request and the largest install, side by side.
+    let hostile = many_unknown_keys();
+    let (_, reply, hostile_kib) = receive(&host, &hostile)?;
+    ensure!(reply.error.as_deref().is_some_and(|e| e.contains("unknown field `k0`")), "{reply:?}");
+    ensure!(listing(&received)? == before, "the 66 MB request changed the store");
+    let largest = largest_install();
+    let (out, reply, largest_kib) = receive(&host, &largest)?;
+    ensure!(reply.error.is_none() && out.status.code() == Some(0), "the largest install: {reply:?}");
+    eprintln!("| request | bytes | peak RSS of receive (MiB) |");
+    eprintln!("|---|---|---|");
+    eprintln!("| status, millions of unknown keys | {} | {} |", hostile.len(), hostile_kib / 1024);
+    eprintln!("| install, one 63 MiB unit | {} | {} |", largest.len(), largest_kib / 1024);
+    // The request's own bytes are read into memory (at most 64 MiB) and nothing more.
+    ensure!(hostile_kib < 128 * 1024, "the hostile request took {hostile_kib} KiB");
+    ensure!(largest_kib < 512 * 1024, "the largest install took {largest_kib} KiB");
+
+    drop(host);
+    footprint.assert_gone()
+}
