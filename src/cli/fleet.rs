@@ -228,7 +228,8 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
         let step = steps.get(&result.host).map(ToString::to_string);
         match &result.outcome {
             Ok(reply) => {
-                let current = HostSet { files: reply.files.clone(), catalog: None, hash: reply.current.clone() };
+                let current =
+                    HostSet { files: reply.files.clone(), catalog: reply.catalog.clone(), hash: reply.current.clone() };
                 let diff = unitset::diff(&current.to_rendered(), &desired.to_rendered());
                 // Units first, then the `*.wants/` links that follow from them.
                 let units_first = |mut paths: Vec<String>| {
@@ -295,7 +296,8 @@ fn rollout_steps(
         .iter()
         .filter_map(|r| {
             let reply = r.outcome.as_ref().ok()?;
-            let current = HostSet { files: reply.files.clone(), catalog: None, hash: reply.current.clone() };
+            let current =
+                HostSet { files: reply.files.clone(), catalog: reply.catalog.clone(), hash: reply.current.clone() };
             // A first push (nothing received yet) is not part of a rollout.
             let changes = rollout::shared_changes(&current, &controller.sets[&r.host], &shared);
             (!reply.files.is_empty() && !changes.is_empty()).then(|| r.host.clone())

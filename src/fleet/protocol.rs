@@ -222,6 +222,10 @@ pub struct Reply {
     /// no responder runs.
     #[serde(default)]
     pub names: BTreeMap<String, Vec<crate::dns_state::Answer>>,
+    /// The discovery catalog of the current set (with `files`, the whole set: what a repair of a
+    /// held host pushes back).
+    #[serde(default)]
+    pub catalog: Option<String>,
 }
 
 /// One unit of the set as the peer's systemd sees it.

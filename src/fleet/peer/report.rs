@@ -27,6 +27,7 @@ pub fn describe(store: &Store, reply: &mut Reply) -> Result<()> {
     reply.journal = journal;
     reply.current = current.hash.clone();
     reply.files = current.files;
+    reply.catalog = current.catalog;
     reply.confirmed = store.set_of(store.generation(CONFIRMED).as_deref())?.hash;
     reply.pending = store.pending().map(|p| (p.hash, p.deadline_usec));
     reply.names = crate::dns_state::read().map(|d| d.names).unwrap_or_default();
