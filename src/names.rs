@@ -373,6 +373,10 @@ pub const PROBER_UNIT: &str = "kapell-prober.service";
 /// `/var` is mounted (see docs/decisions.md).
 pub const RECEIVED_DIR: &str = "/etc/kapell/received";
 
+/// The discovery catalog's file in a received generation, beside the units (not a unit: the unit
+/// readers leave it out). See docs/discovery.md.
+pub const CATALOG_FILE: &str = "catalog.json";
+
 #[cfg(test)]
 mod tests {
     use super::*;

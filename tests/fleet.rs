@@ -427,11 +427,15 @@ fn host_keys_are_verified(rig: &mut Rig) -> Result<()> {
     let sum = sha256_hex(unit.as_bytes());
     let mut set =
         serde_json::json!({ "files": { "ssh.service": { "kind": "unit", "text": unit, "sha256": sum } }, "hash": "" });
-    let hash =
-        kapell::fleet::protocol::HostSet { files: serde_json::from_value(set["files"].clone())?, hash: String::new() }
-            .compute_hash();
+    let hash = kapell::fleet::protocol::HostSet {
+        files: serde_json::from_value(set["files"].clone())?,
+        catalog: None,
+        hash: String::new(),
+    }
+    .compute_hash();
     set["hash"] = serde_json::Value::String(hash);
-    let request = serde_json::json!({ "version": 1, "request": "install", "set": set }).to_string();
+    let request = serde_json::json!({ "version": kapell::fleet::protocol::VERSION, "request": "install", "set": set })
+        .to_string();
     let before = hosts[0].exec_ok(&["readlink", "/etc/kapell/received/current"])?;
     let mut child = ssh
         .command("web1")

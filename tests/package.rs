@@ -249,11 +249,14 @@ fn deb_boots_a_stack_and_removes_cleanly() -> Result<()> {
         host.systemctl_ok(&["is-enabled", "pkgtest.target"])?.trim() == "generated",
         "the stack target is enabled by the generator's link"
     );
-    // The federation daemon ships disabled, and does not run on a host that is no controller.
-    let federation = host.systemctl(&["is-enabled", "kapell-federation.service"])?;
-    let federation = String::from_utf8_lossy(&federation.stdout).trim().to_string();
-    ensure!(federation == "disabled", "kapell-federation.service is {federation:?}, expected disabled");
-    ensure!(host.show("kapell-federation.service", "ActiveState")? == "inactive");
+    // The federation daemon and the DNS responder ship disabled: neither runs on a host that
+    // did not ask for it.
+    for unit in ["kapell-federation.service", "kapell-dns.service"] {
+        let enabled = host.systemctl(&["is-enabled", unit])?;
+        let enabled = String::from_utf8_lossy(&enabled.stdout).trim().to_string();
+        ensure!(enabled == "disabled", "{unit} is {enabled:?}, expected disabled");
+        ensure!(host.show(unit, "ActiveState")? == "inactive", "{unit} runs");
+    }
     // The broken stack was skipped, the good one generated anyway, and the generator's exit status
     // told systemd (its message on the console; nspawn has no /dev/kmsg for the generator's own).
     ensure!(host.show("broken.target", "LoadState")? == "not-found", "broken stack generated");

@@ -22,6 +22,9 @@ _kapell() {
             kapell,check)
                 cmd="kapell__subcmd__check"
                 ;;
+            kapell,dns)
+                cmd="kapell__subcmd__dns"
+                ;;
             kapell,federate)
                 cmd="kapell__subcmd__federate"
                 ;;
@@ -109,6 +112,9 @@ _kapell() {
             kapell__subcmd__help,check)
                 cmd="kapell__subcmd__help__subcmd__check"
                 ;;
+            kapell__subcmd__help,dns)
+                cmd="kapell__subcmd__help__subcmd__dns"
+                ;;
             kapell__subcmd__help,federate)
                 cmd="kapell__subcmd__help__subcmd__federate"
                 ;;
@@ -179,7 +185,7 @@ _kapell() {
 
     case "${cmd}" in
         kapell)
-            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate receive import probe help"
+            opts="-h -V --config-dir --help --version check generate graph apply status logs fleet federate dns receive import probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -221,6 +227,36 @@ _kapell() {
                 return 0
             fi
             case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__dns)
+            opts="-h -V --listen --port --ip --no-resolved --no-containers --config-dir --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -591,7 +627,7 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help)
-            opts="check generate graph apply status logs fleet federate receive import probe help"
+            opts="check generate graph apply status logs fleet federate dns receive import probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -619,6 +655,20 @@ _kapell() {
             return 0
             ;;
         kapell__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kapell__subcmd__help__subcmd__dns)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

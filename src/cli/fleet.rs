@@ -105,7 +105,9 @@ pub struct RetryArgs {}
 /// Asked of every host in parallel; an unreachable host is shown as such, and a host that runs
 /// another set than the controller would push is marked as drifted. Then the rollout: its
 /// desired state, canaries, whether it waits for promotion, and where and why it failed (the
-/// unit and its last journal lines). Exit status: 0 every host answered, 3 otherwise.
+/// unit and its last journal lines); and, for each host whose `kapell dns` runs, what every
+/// `<service>.<stack>.kapell` name answers there now. Exit status: 0 every host answered, 3
+/// otherwise.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// Only these hosts (names, or @key=value for every host with that label).
@@ -226,7 +228,8 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
         let step = steps.get(&result.host).map(ToString::to_string);
         match &result.outcome {
             Ok(reply) => {
-                let current = HostSet { files: reply.files.clone(), hash: reply.current.clone() };
+                let current =
+                    HostSet { files: reply.files.clone(), catalog: reply.catalog.clone(), hash: reply.current.clone() };
                 let diff = unitset::diff(&current.to_rendered(), &desired.to_rendered());
                 // Units first, then the `*.wants/` links that follow from them.
                 let units_first = |mut paths: Vec<String>| {
@@ -293,7 +296,8 @@ fn rollout_steps(
         .iter()
         .filter_map(|r| {
             let reply = r.outcome.as_ref().ok()?;
-            let current = HostSet { files: reply.files.clone(), hash: reply.current.clone() };
+            let current =
+                HostSet { files: reply.files.clone(), catalog: reply.catalog.clone(), hash: reply.current.clone() };
             // A first push (nothing received yet) is not part of a rollout.
             let changes = rollout::shared_changes(&current, &controller.sets[&r.host], &shared);
             (!reply.files.is_empty() && !changes.is_empty()).then(|| r.host.clone())
@@ -473,6 +477,8 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
     let mut notes = Vec::new();
     let mut out = Vec::new();
     let mut failed = false;
+    // What each host's `kapell dns` answers now.
+    let mut names = vec![["HOST", "NAME", "ANSWERS"].map(String::from).to_vec()];
     for r in &results {
         let desired = &controller.sets[&r.host];
         let reply = match &r.outcome {
@@ -537,9 +543,13 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
                 "-".into(),
             ]);
         }
+        for (name, answers) in &reply.names {
+            let text: Vec<String> = answers.iter().map(|a| format!("{} ({})", a.ip, a.host)).collect();
+            names.push(vec![r.host.clone(), name.clone(), if text.is_empty() { "-".into() } else { text.join(", ") }]);
+        }
         out.push(serde_json::json!({
             "host": r.host, "reachable": true, "current": reply.current, "desired": desired.hash,
-            "drifted": drifted, "units": units,
+            "drifted": drifted, "units": units, "names": reply.names,
         }));
     }
     // What the controller remembers (kapell federate, earlier applies): backoff, held sets, rollout.
@@ -577,6 +587,10 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         table::print(&rows);
+        if names.len() > 1 {
+            println!();
+            table::print(&names);
+        }
         for note in &notes {
             println!("{}", crate::printable::printable(note));
         }

@@ -2,6 +2,7 @@
 
 mod apply;
 mod check;
+mod dns;
 mod federate;
 mod fleet;
 mod generate;
@@ -46,6 +47,7 @@ pub enum Command {
     #[command(subcommand)]
     Fleet(fleet::Command),
     Federate(federate::Args),
+    Dns(dns::Args),
     Receive(receive::Args),
     Import(import::Args),
     Probe(probe::Args),
@@ -81,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Logs(a) => logs::run(&cli.config_dir, a),
         Command::Fleet(c) => fleet::run(&cli.config_dir, c),
         Command::Federate(a) => federate::run(&cli.config_dir, a),
+        Command::Dns(a) => dns::run(&cli.config_dir, a),
         Command::Receive(a) => receive::run(&cli.config_dir, a),
         Command::Import(a) => import::run(a),
         Command::Probe(a) => probe::run(a),

@@ -21,7 +21,9 @@ use std::path::Path;
 /// SINCE is how long the unit has been in its state; RESTARTS counts
 /// systemd's automatic restarts. With --json, each unit's last probe (when, how long, the result:
 /// an HTTP status, a connection, an exit status or the error) and each running container's
-/// address on each of its networks (asked from Docker) are shown too.
+/// address on each of its networks (asked from Docker) are shown too. While
+/// `kapell dns` runs, each service's `<service>.<stack>.kapell` name is listed with the addresses
+/// it answers now (in the JSON, as `name` and `answers` of each unit).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Stacks to show (default: all).
@@ -71,13 +73,29 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         HashMap::new()
     };
     let now = crate::clock::now_usec();
+    let dns = crate::dns_state::read();
     if args.json {
-        let json: Vec<_> = rows.iter().map(|r| row_json(r, origin(&fleet, r), addresses.get(&r.info.name))).collect();
+        let json: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let mut row = row_json(r, origin(&fleet, r), addresses.get(&r.info.name));
+                add_names(&mut row, r, dns.as_ref());
+                row
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else if rows.is_empty() {
         eprintln!("no stacks in {} and none installed", config_dir.display());
     } else {
         print_table(&rows, now, &fleet);
+        if let Some(dns) = &dns {
+            print_names(dns, selection.as_ref());
+        }
+    }
+    if let Some(dns) = &dns
+        && dns.resolved == Some(false)
+    {
+        eprintln!("{}", no_resolved_hint(dns));
     }
     Ok(exit::OK)
 }
@@ -118,6 +136,42 @@ fn row_json(row: &Row, origin: &str, addresses: Option<&Vec<(String, String)>>) 
         "main_pid": (row.info.main_pid != 0).then_some(row.info.main_pid),
         "addresses": addresses,
     })
+}
+
+/// `name` and `answers` of a unit's service, when the responder knows the name.
+fn add_names(row: &mut serde_json::Value, unit: &Row, dns: Option<&crate::dns_state::DnsState>) {
+    let name = format!("{}.{}.{}", unit.service, unit.stack, crate::discovery::catalog::DOMAIN);
+    if let (Some(answers), Some(object)) = (dns.and_then(|d| d.names.get(&name)), row.as_object_mut()) {
+        object.insert("answers".into(), serde_json::json!(answers));
+        object.insert("name".into(), name.into());
+    }
+}
+
+/// NAME · ANSWERS, for the names of the stacks shown.
+fn print_names(dns: &crate::dns_state::DnsState, selection: Option<&BTreeSet<String>>) {
+    let mut lines = vec![vec!["NAME".to_string(), "ANSWERS".to_string()]];
+    for (name, answers) in &dns.names {
+        let stack = name.split('.').nth(1).unwrap_or_default();
+        if selection.is_some_and(|s| !s.contains(stack)) {
+            continue;
+        }
+        let text: Vec<String> = answers.iter().map(|a| format!("{} ({})", a.ip, a.host)).collect();
+        lines.push(vec![name.clone(), if text.is_empty() { "-".into() } else { text.join(", ") }]);
+    }
+    if lines.len() > 1 {
+        println!();
+        super::table::print(&lines);
+    }
+}
+
+/// What to do on a host whose processes cannot resolve the names.
+pub(super) fn no_resolved_hint(dns: &crate::dns_state::DnsState) -> String {
+    let server = dns.listening.iter().find(|ip| ip.is_loopback()).map_or("127.0.0.153".into(), ToString::to_string);
+    format!(
+        "note: this host runs no systemd-resolved, so its own processes cannot resolve .kapell names (its containers \
+         can): forward the domain `kapell` to {server} in its resolver (dnsmasq: `server=/kapell/{server}`; unbound: \
+         a forward-zone \"kapell.\" with forward-addr {server}), or install systemd-resolved and restart kapell-dns"
+    )
 }
 
 fn print_table(rows: &[Row], now: u64, fleet: &UnitSet) {

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 mod strict;
 pub use strict::{Envelope, MAX_FILES, MAX_KNOWN};
 
-/// The protocol version this kapell speaks.
+/// The protocol version this kapell speaks. (A set's `catalog` is an optional field: a peer
+/// that does not know it refuses such a set by its strict shape, naming the field.)
 pub const VERSION: u32 = 1;
 
 /// The remote command a controller runs on a peer; a key pinned with `command="kapell receive"`
@@ -62,7 +63,11 @@ pub enum Body {
 pub struct HostSet {
     #[serde(deserialize_with = "strict::unique_files")]
     pub files: BTreeMap<String, SetFile>,
-    /// [`HostSet::compute_hash`] of `files`.
+    /// The discovery catalog of this host (`catalog.json` beside the units in the generation,
+    /// see docs/discovery.md), as JSON text; `None` when no service of the fleet is placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+    /// [`HostSet::compute_hash`] of `files` and `catalog`.
     pub hash: String,
 }
 
@@ -86,9 +91,16 @@ impl HostSet {
                 OutputFile::Link { path, target } => (path.clone(), SetFile::Link { target: target.clone() }),
             })
             .collect();
-        let mut set = HostSet { files, hash: String::new() };
+        let mut set = HostSet { files, catalog: None, hash: String::new() };
         set.hash = set.compute_hash();
         set
+    }
+
+    /// The set with `catalog` (JSON text) beside its units, hashed again.
+    pub fn with_catalog(mut self, catalog: Option<String>) -> HostSet {
+        self.catalog = catalog;
+        self.hash = self.compute_hash();
+        self
     }
 
     /// The files as the renderer's type, for writing and planning.
@@ -116,6 +128,12 @@ impl HostSet {
             hasher.update(path.as_bytes());
             hasher.update((content.len() as u64).to_le_bytes());
             hasher.update(content.as_bytes());
+        }
+        // A set without a catalog hashes as it did before catalogs existed.
+        if let Some(catalog) = &self.catalog {
+            hasher.update([b'c']);
+            hasher.update((catalog.len() as u64).to_le_bytes());
+            hasher.update(catalog.as_bytes());
         }
         hex(&hasher.finalize())
     }
@@ -201,6 +219,14 @@ pub struct Reply {
     pub held: Option<String>,
     /// The last journal lines of every failing unit, for the controller's report.
     pub journal: BTreeMap<String, Vec<String>>,
+    /// What this host's `kapell dns` answers now: `<service>.<stack>.kapell` → hosts; empty when
+    /// no responder runs.
+    #[serde(default)]
+    pub names: BTreeMap<String, Vec<crate::dns_state::Answer>>,
+    /// The discovery catalog of the current set (with `files`, the whole set: what a repair of a
+    /// held host pushes back).
+    #[serde(default)]
+    pub catalog: Option<String>,
 }
 
 /// One unit of the set as the peer's systemd sees it.

@@ -75,6 +75,36 @@ impl Engine {
             .collect())
     }
 
+    /// kapell's stack networks (label `kapell.network=stack`): `(name, subnet, gateway)` of each
+    /// IPAM range that has a gateway.
+    pub async fn stack_networks(&self) -> Result<Vec<(String, String, String)>> {
+        let filters = HashMap::from([("label", vec![format!("{}=stack", super::label::NETWORK)])]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks =
+            self.docker.list_networks(Some(options)).await.map_err(cause).context("cannot list kapell's networks")?;
+        let mut out = Vec::new();
+        for network in networks {
+            let name = network.name.unwrap_or_default();
+            for range in network.ipam.and_then(|i| i.config).unwrap_or_default() {
+                if let (Some(subnet), Some(gateway)) = (range.subnet, range.gateway) {
+                    out.push((name.clone(), subnet, gateway));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The gateways of network `name` (its address on the host side of the bridge).
+    pub async fn network_gateways(&self, name: &str) -> Result<Vec<String>> {
+        let network = self
+            .docker
+            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot inspect network {name}"))?;
+        Ok(network.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().filter_map(|r| r.gateway).collect())
+    }
+
     /// Creates bridge network `name` with `labels`; its id, or `None` when Docker says one of that
     /// name exists already (created by someone else a moment ago).
     pub async fn create_network(&self, name: &str, labels: HashMap<String, String>) -> Result<Option<String>> {

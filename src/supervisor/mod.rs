@@ -25,7 +25,6 @@ mod docker;
 mod env_file;
 mod network;
 mod notify;
-mod ports;
 mod secrets;
 
 pub use crate::names::ServiceRef;
@@ -88,6 +87,47 @@ pub async fn container_addresses() -> Result<HashMap<String, Vec<(String, String
     Engine::connect(Duration::from_secs(10)).await?.addresses().await
 }
 
+/// kapell's stack networks on this host's engine: `(name, subnet, gateway)`, for `kapell dns`
+/// (it listens on each gateway and serves each subnet).
+pub async fn stack_networks() -> Result<Vec<(String, String, String)>> {
+    Engine::connect(Duration::from_secs(10)).await?.stack_networks().await
+}
+
+/// How long a container waits for a running `kapell dns` to listen on its network's gateway
+/// (it looks at Docker's networks every two seconds).
+const DNS_WAIT: Duration = Duration::from_secs(5);
+
+/// The gateway of stack network `network` when `kapell dns` runs on this host: the container's
+/// DNS server, so `.kapell` names resolve in it and every other name is forwarded as before.
+/// `None` when no responder runs (Docker's own forwarding stays), or it does not listen there in
+/// time (said in the journal).
+async fn dns_server(unit: &str, docker: &Engine, network: &str) -> Option<std::net::IpAddr> {
+    crate::dns_state::read()?;
+    let gateways = match docker.network_gateways(network).await {
+        Ok(g) => g,
+        Err(e) => {
+            log::warn!("{unit}: {e:#}; the container resolves no .kapell names");
+            return None;
+        }
+    };
+    let gateways: Vec<std::net::IpAddr> = gateways.iter().filter_map(|g| g.parse().ok()).collect();
+    let end = Instant::now() + DNS_WAIT;
+    loop {
+        let state = crate::dns_state::read()?;
+        if let Some(ip) = gateways.iter().find(|g| state.listening.contains(g)) {
+            return Some(*ip);
+        }
+        if Instant::now() >= end {
+            log::warn!(
+                "{unit}: kapell dns does not listen on network {network} ({gateways:?}) after {DNS_WAIT:?}; the \
+                 container resolves no .kapell names"
+            );
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// What ended the supervision of a running container.
 enum Outcome {
     Exited(i64),
@@ -134,7 +174,12 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     let primary = docker_name(&spec.network.name);
     let joins: Vec<String> = spec.network.joins.iter().map(|n| docker_name(n)).collect();
     let staged = secrets::stage(&spec.secrets, &name, spec.user.as_deref()).map_err(anyhow::Error::msg)?;
-    let inputs = container_config::Inputs { target, file_env, secret_mounts: &staged.mounts, network: &primary };
+    let dns = if networks.contains_key(spec.network.name.as_str()) {
+        dns_server(&ctx.unit, &docker, &primary).await
+    } else {
+        None
+    };
+    let inputs = container_config::Inputs { target, file_env, secret_mounts: &staged.mounts, network: &primary, dns };
     let body = container_config::create_body(spec, &inputs).map_err(anyhow::Error::msg)?;
     // Health events are read from just before the container exists, so none is missed.
     let since =

@@ -96,6 +96,21 @@ impl Systemd {
         self.enqueue(JobKind::Stop, unit).await
     }
 
+    /// `systemctl enable UNIT` (its `[Install]` links under /etc), then a reload so systemd sees
+    /// them; whether anything changed.
+    pub async fn enable(&self, unit: &str) -> Result<bool> {
+        let (_, changes) = self
+            .manager
+            .enable_unit_files(&[unit], false, false)
+            .await
+            .map_err(dbus_error)
+            .with_context(|| format!("cannot enable {unit}"))?;
+        if !changes.is_empty() {
+            self.reload().await?;
+        }
+        Ok(!changes.is_empty())
+    }
+
     /// Enqueues a restart job for `unit`; a unit that is not running is started.
     pub async fn restart(&self, unit: &str) -> Result<Job> {
         self.enqueue(JobKind::Restart, unit).await

@@ -63,6 +63,15 @@ pub trait Manager {
     /// The object of a loaded unit; `NoSuchUnit` if it is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// `systemctl enable`: the `[Install]` links of the unit files; whether they carry install
+    /// information, and the changes made (type, link, target).
+    fn enable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
+
     /// The object of a unit, loading it from disk if needed (a missing file gives a unit whose
     /// `LoadState` is `not-found`).
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;

@@ -105,8 +105,8 @@ pub fn read_files(dir: &Path) -> Result<Vec<OutputFile>> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with('.') {
-            continue; // temporary files of an install in progress
+        if name.starts_with('.') || name == crate::names::CATALOG_FILE {
+            continue; // temporary files of an install in progress; discovery's catalog
         }
         if path.is_dir() && crate::names::is_link_dir(&name) {
             for link in std::fs::read_dir(&path).into_iter().flatten().flatten() {

@@ -17,6 +17,31 @@ use super::{state_dir, tail};
 const SUITE: &str = "bookworm";
 const INCLUDE: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2,sqlite3,socat";
 
+/// Packages a flavor of the tree adds to [`INCLUDE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// The plain tree every host boots from unless it asks for more.
+    Plain,
+    /// With systemd-resolved (per-domain DNS routing): `base-resolved`.
+    Resolved,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Plain => "base",
+            Flavor::Resolved => "base-resolved",
+        }
+    }
+
+    fn include(self) -> String {
+        match self {
+            Flavor::Plain => INCLUDE.to_string(),
+            Flavor::Resolved => format!("{INCLUDE},systemd-resolved"),
+        }
+    }
+}
+
 /// Path of the cached base tree, building it first if needed (about a minute, once per machine).
 ///
 /// Safe to call from many threads and test binaries at once: a file lock makes one caller build
@@ -24,46 +49,58 @@ const INCLUDE: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2,sqlite3
 /// the marker file is written after the rename, so a crash never leaves a half tree that looks
 /// complete.
 pub fn base_tree() -> Result<PathBuf> {
-    static DONE: OnceLock<PathBuf> = OnceLock::new();
-    if let Some(path) = DONE.get() {
+    tree(Flavor::Plain)
+}
+
+/// [`base_tree`] of a flavor, each cached and built the same way.
+pub fn tree(flavor: Flavor) -> Result<PathBuf> {
+    static PLAIN: OnceLock<PathBuf> = OnceLock::new();
+    static RESOLVED: OnceLock<PathBuf> = OnceLock::new();
+    let done = match flavor {
+        Flavor::Plain => &PLAIN,
+        Flavor::Resolved => &RESOLVED,
+    };
+    if let Some(path) = done.get() {
         return Ok(path.clone());
     }
     super::require_root()?;
-    let path = build_once().context("cannot provide the base tree for test hosts")?;
-    Ok(DONE.get_or_init(|| path).clone())
+    let path =
+        build_once(flavor).with_context(|| format!("cannot provide the {} tree for test hosts", flavor.name()))?;
+    Ok(done.get_or_init(|| path).clone())
 }
 
-fn marker_text() -> String {
-    format!("debootstrap --variant=minbase --include={INCLUDE} {SUITE}\n")
+fn marker_text(flavor: Flavor) -> String {
+    format!("debootstrap --variant=minbase --include={} {SUITE}\n", flavor.include())
 }
 
-fn build_once() -> Result<PathBuf> {
+fn build_once(flavor: Flavor) -> Result<PathBuf> {
     let root = state_dir();
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
-    let base = root.join("base");
-    let marker = root.join("base.complete");
-    let lock_path = root.join("base.lock");
+    let name = flavor.name();
+    let base = root.join(name);
+    let marker = root.join(format!("{name}.complete"));
+    let lock_path = root.join(format!("{name}.lock"));
     let lock = File::create(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
     lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
 
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(marker_text().as_str())
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(marker_text(flavor).as_str())
         && base.join("lib/systemd/systemd").exists()
     {
         return Ok(base);
     }
     let _ = std::fs::remove_file(&marker);
-    let building = root.join("base.building");
+    let building = root.join(format!("{name}.building"));
     for stale in [&base, &building] {
         if stale.exists() {
             std::fs::remove_dir_all(stale).with_context(|| format!("cannot remove stale {}", stale.display()))?;
         }
     }
     let started = Instant::now();
-    debootstrap(&building)?;
+    debootstrap(&building, flavor)?;
     prepare(&building)?;
     std::fs::rename(&building, &base)
         .with_context(|| format!("cannot rename {} to {}", building.display(), base.display()))?;
-    std::fs::write(&marker, marker_text()).with_context(|| format!("cannot write {}", marker.display()))?;
+    std::fs::write(&marker, marker_text(flavor)).with_context(|| format!("cannot write {}", marker.display()))?;
     eprintln!("kapell-test: built base tree {} in {:.1?}", base.display(), started.elapsed());
     Ok(base)
 }
@@ -79,12 +116,12 @@ fn mirror() -> Result<String> {
         .with_context(|| format!("no URIs: line in {path}"))
 }
 
-fn debootstrap(dir: &Path) -> Result<()> {
-    let log = state_dir().join("debootstrap.log");
+fn debootstrap(dir: &Path, flavor: Flavor) -> Result<()> {
+    let log = state_dir().join(format!("debootstrap-{}.log", flavor.name()));
     let (stdout, stderr) = log_to(&log)?;
     let mut cmd = Command::new("debootstrap");
     cmd.arg("--variant=minbase")
-        .arg(format!("--include={INCLUDE}"))
+        .arg(format!("--include={}", flavor.include()))
         .arg(SUITE)
         .arg(dir)
         .arg(mirror()?)

@@ -35,7 +35,17 @@ pub struct Dockerd {
     child: Option<Child>,
     net: Net,
     userland_proxy: bool,
+    /// Set by [`Dockerd::start_in_host`]: the PID whose network namespace the engine runs in,
+    /// and the DNS server its containers forward to.
+    inside: Option<(u32, std::net::Ipv4Addr)>,
+    /// A second API socket (in a host's tree, for [`Dockerd::start_in_host`]).
+    second_socket: Option<PathBuf>,
 }
+
+/// Where a host sees the API socket of the dockerd in its namespace (its `DOCKER_HOST` is
+/// [`HOST_DOCKER_HOST`]).
+const HOST_SOCKET_DIR: &str = "var/lib/kapell-test-docker";
+pub const HOST_DOCKER_HOST: &str = "unix:///var/lib/kapell-test-docker/docker.sock";
 
 impl Dockerd {
     /// Starts a dockerd with its own bridge (a [`Net`]) and waits until `/_ping` answers.
@@ -52,7 +62,25 @@ impl Dockerd {
         Self::start_with(true)
     }
 
+    /// A dockerd in the network namespace of `host` (its bridges, containers' veths, published
+    /// ports and NAT live there, as on a real host; iptables and forwarding are that namespace's
+    /// own, so the machine's are untouched), whose containers forward names to `dns`. The host
+    /// reaches it at [`Dockerd::socket_path`]: bind that path's directory in, or point
+    /// `DOCKER_HOST` at it.
+    pub fn start_in_host(host: &super::Host, dns: std::net::Ipv4Addr) -> Result<Dockerd> {
+        let leader = host.leader_pid()?;
+        Self::start_inner(true, Some((leader, dns)), Some(host.root().join(HOST_SOCKET_DIR)))
+    }
+
     fn start_with(userland_proxy: bool) -> Result<Dockerd> {
+        Self::start_inner(userland_proxy, None, None)
+    }
+
+    fn start_inner(
+        userland_proxy: bool,
+        inside: Option<(u32, std::net::Ipv4Addr)>,
+        second_socket: Option<PathBuf>,
+    ) -> Result<Dockerd> {
         super::require_root()?;
         let id = unique_id();
         let lease = Lease::acquire("docker", &id, |id, dir| {
@@ -61,7 +89,8 @@ impl Dockerd {
             }
         })?;
         let log = logs_dir()?.join(format!("docker-{id}.log"));
-        let mut dockerd = Dockerd { id, lease, log, child: None, net: Net::new()?, userland_proxy };
+        let mut dockerd =
+            Dockerd { id, lease, log, child: None, net: Net::new()?, userland_proxy, inside, second_socket };
         dockerd.spawn()?;
         dockerd.wait_ping()?;
         Ok(dockerd)
@@ -161,32 +190,51 @@ impl Dockerd {
         // and Docker's embedded DNS forwards names it does not know to the rig's own bridge
         // address, where nothing answers, instead of the machine's resolvers: lookups of names
         // that must not resolve stay on the machine.
+        let dns = self.inside.map_or(self.net.gateway(), |(_, dns)| dns);
         let config = serde_json::json!({
             "default-address-pools": [{ "base": self.net.docker_pool(), "size": NETWORK_PREFIX }],
-            "dns": [self.net.gateway().to_string()],
+            "dns": [dns.to_string()],
         });
         std::fs::write(dir.join("daemon.json"), format!("{config}\n"))?;
         std::fs::write(dir.join(POOL_FILE), self.net.docker_pool())?;
         let [daemon_cgroup, container_cgroup] = self.cgroups();
-        let args = vec![
+        let mut args = vec![
             // Never read /etc/docker/daemon.json: someone else's settings must not leak in.
             format!("--config-file={}", dir.join("daemon.json").display()),
             format!("--data-root={}", dir.join("data").display()),
             format!("--exec-root={}", dir.join("exec").display()),
             format!("--pidfile={}", dir.join("docker.pid").display()),
             format!("--host={}", self.host_env()),
-            format!("--bridge={}", self.net.name()),
             format!("--cgroup-parent=/{container_cgroup}"),
             // Unique even if a system containerd is running and dockerd decides to share it.
             format!("--containerd-namespace=kt-{}", self.id),
             format!("--containerd-plugins-namespace=kt-{}-plugins", self.id),
-            "--iptables=false".into(),
-            "--ip-forward=false".into(),
-            "--ip-masq=false".into(),
             format!("--userland-proxy={}", self.userland_proxy),
         ];
+        if let Some(dir) = &self.second_socket {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            args.push(format!("--host=unix://{}", dir.join("docker.sock").display()));
+        }
+        let program = match self.inside {
+            // In a host's namespace, the engine does what it does on a real host: NAT and
+            // forwarding for its containers, in that namespace only.
+            Some((pid, _)) => {
+                args.extend(["--bridge=none".to_string(), "--iptables=true".into(), "--ip-forward=true".into()]);
+                args.splice(0..0, [format!("--net=/proc/{pid}/ns/net"), "--".into(), "/usr/sbin/dockerd".into()]);
+                "nsenter"
+            }
+            None => {
+                args.extend([
+                    format!("--bridge={}", self.net.name()),
+                    "--iptables=false".into(),
+                    "--ip-forward=false".into(),
+                    "--ip-masq=false".into(),
+                ]);
+                "/usr/sbin/dockerd"
+            }
+        };
         let (stdout, stderr) = log_to(&self.log)?;
-        let mut cmd = cgroup::spawn_in(&daemon_cgroup, "/usr/sbin/dockerd", &args)?;
+        let mut cmd = cgroup::spawn_in(&daemon_cgroup, program, &args)?;
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let child = cmd.spawn().with_context(|| format!("cannot start `{}`", cmd::describe(&cmd)))?;
         self.child = Some(child);

@@ -377,6 +377,20 @@ auto_promote = false
     }
 
     #[test]
+    fn ip_is_given_or_the_address_when_that_is_one() {
+        let text = "[hosts.a]\naddress = \"10.0.0.1\"\n\n[hosts.b]\naddress = \"b.internal\"\nip = \"fd00::2\"\n\n\
+                    [hosts.c]\naddress = \"c.internal\"\n";
+        let fleet = parse(Path::new("fleet.toml"), text).expect("valid");
+        assert_eq!(fleet.hosts["a"].ip, "10.0.0.1".parse().ok());
+        assert_eq!(fleet.hosts["b"].ip, "fd00::2".parse().ok());
+        assert_eq!(fleet.hosts["c"].ip, None);
+        assert_eq!(
+            errors("[hosts.a]\naddress = \"a.internal\"\nip = \"a.internal\"\n"),
+            ["/etc/kapell/fleet.toml:3:6: invalid `ip` \"a.internal\": give an IPv4 or IPv6 address"]
+        );
+    }
+
+    #[test]
     fn canaries_are_read_and_checked() {
         let fleet = parse(Path::new("f"), "[hosts.a]\naddress = \"a\"\n[rollout]\ncanary = 2\nauto_promote = true\n")
             .expect("valid");

@@ -133,7 +133,10 @@ pub fn converge(
         match r.outcome {
             Ok(reply) => {
                 state.host(&r.host).current = reply.current.clone();
-                current_files.insert(r.host.clone(), HostSet { files: reply.files, hash: reply.current });
+                current_files.insert(
+                    r.host.clone(),
+                    HostSet { files: reply.files, catalog: reply.catalog, hash: reply.current },
+                );
             }
             Err(why) => {
                 mark_unreachable(state, &r.host, &why);

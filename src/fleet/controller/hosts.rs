@@ -57,14 +57,21 @@ impl Controller {
             Ok(placed) => placed,
             Err(diags) => return Ok(Err(diags)),
         };
+        let ssh = Ssh::new(&fleet.defaults)?;
+        let mut catalogs = match super::catalogs::catalogs(&fleet, &placed, |a| ssh.configured_ip(a)) {
+            Ok(catalogs) => catalogs,
+            Err(diags) => return Ok(Err(diags)),
+        };
         let options = RenderOptions::default();
         let sets = placed
             .iter()
-            .map(|(host, stacks)| (host.clone(), HostSet::from_rendered(&render::render_host(stacks, &options))))
+            .map(|(host, stacks)| {
+                let set = HostSet::from_rendered(&render::render_host(stacks, &options));
+                (host.clone(), set.with_catalog(catalogs.remove(host)))
+            })
             .collect();
         let local_stacks =
             checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.to_string()).collect();
-        let ssh = Ssh::new(&fleet.defaults)?;
         Ok(Ok(Controller { fleet, sets, ssh, local_stacks }))
     }
 

@@ -2,13 +2,14 @@
 //! pushed over SSH and kept converged (see docs/fleet-protocol.md).
 //!
 //! [`config`] reads `fleet.toml`, [`placement`] decides which services each host runs, [`hosts`]
-//! renders each host's set (with the renderer the generator uses) and sends requests to every
+//! renders each host's set (with the discovery catalog of [`catalogs`]) (with the renderer the generator uses) and sends requests to every
 //! host in parallel over [`ssh`], the one transport. [`converge`] is one pass that brings hosts to
 //! their sets, shared by `kapell fleet apply` and the [`federate`] daemon, and carries out the
 //! decisions of [`rollout`] (canaries, batches, a failed desired state held back) with [`gate`]
 //! judging each batch's health; [`state`] is
 //! what the controller remembers between runs.
 
+pub mod catalogs;
 pub mod config;
 pub mod converge;
 pub mod federate;

@@ -107,6 +107,18 @@ impl Ssh {
         cmd
     }
 
+    /// The IP address ssh connects to for `address` after its configuration (`ssh -G`: the
+    /// `HostName` of a `Host` alias), if that is an IP address. Nothing is connected to.
+    pub fn configured_ip(&self, address: &str) -> Option<std::net::IpAddr> {
+        let mut cmd = Command::new("ssh");
+        if let Some(config) = &self.config {
+            cmd.arg("-F").arg(config);
+        }
+        let out = cmd.arg("-G").arg("--").arg(address).stdin(std::process::Stdio::null()).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().find_map(|l| l.strip_prefix("hostname ")).and_then(|h| h.trim().parse().ok())
+    }
+
     /// Sends `request` to `kapell receive` on `address` and returns its reply (stdout), or why
     /// there was none. `deadline` bounds the whole exchange.
     pub fn request(&self, address: &str, request: &[u8], deadline: Duration, fresh: bool) -> Result<Vec<u8>, Failure> {

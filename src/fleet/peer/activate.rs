@@ -21,6 +21,15 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
     let local: BTreeSet<String> = local_files.iter().map(|f| f.path().to_string()).collect();
     reply.conflicts = share.shadowed;
     let desired = UnitSet::from_rendered(&share.files);
+    // The responder first: containers started below get it as their DNS server only if it runs.
+    let mut notes = Vec::new();
+    let mut responder_changed = false;
+    if set.catalog.is_some() {
+        match block_on(start_responder(&mut notes)).and_then(|r| r) {
+            Ok(changed) => responder_changed = changed,
+            Err(e) => notes.push(format!("cannot start {DNS_UNIT}: {e:#}")),
+        }
+    }
     let mut actions = Vec::new();
     let unmasked = drift::unmask(&desired, &mut actions)?;
     block_on(async {
@@ -49,8 +58,48 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
         reply.changed = true;
     }
     reply.actions.extend(actions);
+    if responder_changed {
+        reply.changed = true;
+    }
+    // Said once, with the install that brought the catalog, not at every no-op pass.
+    if reply.changed || responder_changed {
+        reply.actions.extend(notes);
+    }
     Ok(())
 }
+
+/// The responder of a set with a catalog: enabled (so it comes back after a reboot, when the
+/// catalog is still there) and started, once. A host without the unit (kapell not installed from
+/// its package) is told so in the reply; the install itself stands.
+/// Whether it changed anything.
+async fn start_responder(actions: &mut Vec<String>) -> Result<bool> {
+    let systemd = Systemd::system().await?;
+    let state = systemd.unit(DNS_UNIT).await?;
+    if state.load_state != "loaded" {
+        actions.push(format!("{DNS_UNIT} is not installed: the names of the fleet's services do not resolve here"));
+        return Ok(false);
+    }
+    let mut changed = false;
+    if systemd.enable(DNS_UNIT).await? {
+        actions.push(format!("enabled   {DNS_UNIT}"));
+        changed = true;
+    }
+    if !state.is_up() {
+        changed = true;
+        let mut watcher = systemd.watch_jobs().await?;
+        let job = systemd.start(DNS_UNIT).await?;
+        let mut outcome = None;
+        watcher.wait_all(&systemd, std::slice::from_ref(&job), &[], |_, r| outcome = Some(r)).await?;
+        match outcome {
+            Some(result) if !result.is_success() => actions.push(format!("failed    {DNS_UNIT} ({result})")),
+            _ => actions.push(format!("started   {DNS_UNIT}")),
+        }
+    }
+    Ok(changed)
+}
+
+/// The discovery responder's unit (units/kapell-dns.service).
+const DNS_UNIT: &str = "kapell-dns.service";
 
 /// After the reload: the generator directory holds exactly the set's units (but local ones).
 fn verify_generated(desired: &UnitSet, local: &BTreeSet<String>) -> Result<()> {

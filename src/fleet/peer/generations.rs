@@ -18,6 +18,7 @@
 //! directory, a generation nobody points to) is removed by the next install.
 
 use crate::fleet::protocol::{HostSet, Reply};
+use crate::names::CATALOG_FILE;
 use crate::received_sets::PENDING;
 pub use crate::received_sets::{CONFIRMED, CURRENT, Pending, boot_id, received_dir};
 use crate::unitset::{self, OutputFile};
@@ -132,10 +133,12 @@ impl Store {
         let staging = self.dir.join(format!("{STAGING_PREFIX}{generation}"));
         std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
         let final_dir = self.dir.join(&generation);
-        let published = write_set(&staging, &set.to_rendered()).and_then(|()| {
-            std::fs::rename(&staging, &final_dir)
-                .with_context(|| format!("cannot rename {} to {}", staging.display(), final_dir.display()))
-        });
+        // The catalog in the same directory as the units, before the rename that publishes both.
+        let published =
+            write_set(&staging, &set.to_rendered()).and_then(|()| write_catalog(&staging, set)).and_then(|()| {
+                std::fs::rename(&staging, &final_dir)
+                    .with_context(|| format!("cannot rename {} to {}", staging.display(), final_dir.display()))
+            });
         if let Err(e) = published {
             // Nothing of a failed install stays behind (a killed one is pruned by the next).
             let _ = std::fs::remove_dir_all(&staging);
@@ -183,9 +186,26 @@ impl Store {
     }
 }
 
+/// Writes the set's discovery catalog, if it has one, into the staging directory, fsynced.
+fn write_catalog(dir: &Path, set: &HostSet) -> Result<()> {
+    let Some(catalog) = &set.catalog else { return Ok(()) };
+    let path = dir.join(CATALOG_FILE);
+    let mut file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(catalog.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    sync_dir(dir)
+}
+
 /// Reads a generation directory back into a set.
 pub fn read_set(dir: &Path) -> Result<HostSet> {
-    Ok(HostSet::from_rendered(&unitset::read_files(dir)?))
+    let path = dir.join(CATALOG_FILE);
+    let catalog = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    Ok(HostSet::from_rendered(&unitset::read_files(dir)?).with_catalog(catalog))
 }
 
 /// Writes `files` into the empty directory `dir` with the one unit-set writer, then makes them

@@ -44,10 +44,13 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
     }
     reply.current = current.hash.clone();
     if detail == Detail::Files {
+        // The catalog is part of the set's hash: whoever rebuilds the set from a reply needs both.
         reply.files = current.files;
+        reply.catalog = current.catalog;
     }
     reply.confirmed = store.set_of(store.generation(CONFIRMED).as_deref())?.hash;
     reply.pending = store.pending().map(|p| (p.hash, p.deadline_usec));
+    reply.names = crate::dns_state::read().map(|d| d.names).unwrap_or_default();
     Ok(())
 }
 

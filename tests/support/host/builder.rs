@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use super::{Host, teardown};
 use crate::support::cmd::run_ok;
 use crate::support::lease::Lease;
-use crate::support::{Dockerd, Net, Ssh, base_tree, logs_dir, unique_id};
+use crate::support::{Dockerd, Flavor, Net, Ssh, logs_dir, tree, unique_id};
 
 /// Contents of a file to install: literal bytes (`&str`, `String`, `Vec<u8>`) or a file on the
 /// test machine to copy (`&Path`, `PathBuf`).
@@ -54,6 +54,9 @@ pub struct HostBuilder<'a> {
     symlinks: Vec<(PathBuf, PathBuf)>,
     kapell: Option<PathBuf>,
     net: Option<(String, Ipv4Addr, u8)>,
+    /// `DNS=` servers of host0 (resolved's per-link servers on a resolved tree).
+    dns: Vec<Ipv4Addr>,
+    flavor: Option<Flavor>,
     ssh: Option<&'a Ssh>,
     binds: Vec<(PathBuf, PathBuf, bool)>,
     before_boot: Vec<BeforeBoot<'a>>,
@@ -94,6 +97,18 @@ impl<'a> HostBuilder<'a> {
     /// net the host gets a private network namespace with loopback only.
     pub fn net(mut self, net: &Net, index: u8) -> Self {
         self.net = Some((net.name().to_owned(), net.address(index), net.prefix_len()));
+        self
+    }
+
+    /// Boots from the tree of `flavor` instead of the plain one (e.g. with systemd-resolved).
+    pub fn flavor(mut self, flavor: Flavor) -> Self {
+        self.flavor = Some(flavor);
+        self
+    }
+
+    /// Gives host0 `server` as its DNS server (`DNS=` in its network file).
+    pub fn dns_server(mut self, server: Ipv4Addr) -> Self {
+        self.dns.push(server);
         self
     }
 
@@ -139,7 +154,7 @@ impl<'a> HostBuilder<'a> {
     /// Starts the host without waiting, so several can boot in parallel; then call
     /// [`Host::wait_running`] on each.
     pub fn start(mut self) -> Result<Host> {
-        let base = base_tree()?;
+        let base = tree(self.flavor.unwrap_or(Flavor::Plain))?;
         let id = unique_id();
         let name = self.name.clone().unwrap_or_else(|| id.clone());
         let lease = Lease::acquire("host", &id, |id, dir| {
@@ -202,10 +217,13 @@ impl<'a> HostBuilder<'a> {
         }
         if let Some((_, addr, prefix)) = &self.net {
             // 10-: the shipped 80-container-host0.network would win over an 80- name.
-            let network = format!(
+            let mut network = format!(
                 "[Match]\nName=host0\n\n[Network]\nAddress={addr}/{prefix}\n\
                  LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
             );
+            for server in &self.dns {
+                network.push_str(&format!("DNS={server}\n"));
+            }
             let dest = Path::new("/etc/systemd/network/10-host0.network");
             write_file(&root, dest, &network.into(), 0o644)?;
         }

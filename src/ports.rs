@@ -1,4 +1,5 @@
-//! `ports`: `docker run -p` syntax turned into the Engine API's exposed ports and port bindings.
+//! `ports`: `docker run -p` syntax turned into the Engine API's exposed ports and port bindings (the
+//! supervisor), and into the host ports other hosts reach a service on (discovery).
 //!
 //! `[IP:][HOST:]CONTAINER[/PROTO]` with IPv6 addresses in brackets, as `kapell check` accepts it.
 //! `80` publishes container port 80 on a random host port, `IP::80` does so on one address;

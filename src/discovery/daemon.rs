@@ -1,0 +1,323 @@
+//! `kapell dns`, the responder's main loop (run by kapell-dns.service).
+//!
+//! Every tick it keeps four things current, each cheap: the catalog (the received generation's
+//! `catalog.json`, else one built from the local stacks), the listening addresses and the
+//! clients allowed (a fixed loopback address for the host's processes, plus the gateway of each
+//! of kapell's Docker networks for its containers), the upstream servers, and the health of
+//! every instance (probes when due, this host's units through systemd). A change of health
+//! rebuilds the answer table, which queries read without waiting for anything.
+
+use super::access::{Access, local_addresses};
+use super::catalog::{self, Catalog, Placement};
+use super::health::{self, HealthMap, Prober};
+use super::server::{Handler, Shared};
+use super::table::Table;
+use super::{resolved, upstream};
+use crate::dns_state::{self, Answer, DnsState};
+use crate::status::SupervisorStatus;
+use crate::systemd::Systemd;
+use anyhow::{Context, Result};
+use hickory_server::Server;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The address host processes reach the responder on (resolved forwards `~kapell` there): not
+/// resolved's own stubs (127.0.0.53/54), and only on loopback.
+pub const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 153));
+
+/// How often the catalog, networks and upstreams are looked at, and local units polled.
+const TICK: Duration = Duration::from_millis(500);
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+pub struct Options {
+    pub config_dir: PathBuf,
+    /// Where host processes ask (default [`LOOPBACK`]).
+    pub listen: IpAddr,
+    pub port: u16,
+    /// This host's `ip` for a catalog built from the local stacks (default: detected).
+    pub ip: Option<IpAddr>,
+    /// Leave systemd-resolved alone.
+    pub no_resolved: bool,
+    /// Listen on kapell's Docker networks.
+    pub containers: bool,
+}
+
+pub fn run(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(options, prober))
+}
+
+/// The responder's listening sockets, one server per address.
+struct Listeners {
+    port: u16,
+    shared: Arc<Shared>,
+    servers: HashMap<IpAddr, Server<Handler>>,
+}
+
+impl Listeners {
+    async fn bind(&mut self, ip: IpAddr) -> Result<()> {
+        if self.servers.contains_key(&ip) {
+            return Ok(());
+        }
+        let address = SocketAddr::new(ip, self.port);
+        let udp = UdpSocket::bind(address).await.with_context(|| format!("cannot listen on {address} (UDP)"))?;
+        let tcp = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} (TCP)"))?;
+        let mut server = Server::new(Handler::new(Arc::clone(&self.shared)));
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 64);
+        self.servers.insert(ip, server);
+        log::info!("kapell dns: listening on {address}");
+        Ok(())
+    }
+
+    async fn keep_only(&mut self, wanted: &[IpAddr]) {
+        let gone: Vec<IpAddr> = self.servers.keys().filter(|ip| !wanted.contains(ip)).copied().collect();
+        for ip in gone {
+            if let Some(mut server) = self.servers.remove(&ip) {
+                let _ = server.shutdown_gracefully().await;
+                log::info!("kapell dns: no longer listening on {ip}");
+            }
+        }
+    }
+
+    fn addresses(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self.servers.keys().copied().collect();
+        out.sort();
+        out
+    }
+}
+
+/// The catalog this host answers from, and a word on where it came from.
+pub fn load_catalog(config_dir: &Path, ip: Option<IpAddr>) -> Result<(Catalog, String)> {
+    let received = crate::host_units::received_dir();
+    if let Some(catalog) = Catalog::load(&received)? {
+        return Ok((catalog, received.join(catalog::FILE).display().to_string()));
+    }
+    let checked = crate::host::load(config_dir, &[], &crate::validate::UnitSearchPath::from_env())
+        .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
+    let runs_here = crate::host::runs_here(config_dir);
+    // A broken stack is reported by `kapell check` and the generator; the others still resolve.
+    let stacks: Vec<crate::model::Stack> = checked.stacks.into_iter().filter(|s| runs_here(s)).collect();
+    let host = host_name();
+    let ip = ip.or_else(primary_address).context(
+        "cannot tell this host's address for the names of its services: give it with `kapell dns --ip ADDRESS`",
+    )?;
+    let catalog = catalog::build(&host, &[Placement { host: &host, ip, stacks: &stacks }]);
+    Ok((catalog, format!("the stacks in {}", config_dir.display())))
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// The address this host would use towards the outside (the source of its default route), else
+/// its first address that is neither loopback nor link-local nor a container bridge's.
+pub fn primary_address() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // connect(2) on UDP sends nothing: it only picks the route and so the source address.
+    if socket.connect("192.0.2.1:53").is_ok()
+        && let Ok(local) = socket.local_addr()
+    {
+        return Some(local.ip());
+    }
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    addrs
+        .filter(|a| !["br-", "docker", "veth", "lo"].iter().any(|p| a.interface_name.starts_with(p)))
+        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|v4| v4.ip())))
+        .find(|ip| !ip.is_loopback() && !ip.is_link_local())
+        .map(IpAddr::V4)
+}
+
+async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
+    crate::logging::init(&[("KAPELL_COMPONENT", "dns")]);
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let shared = Arc::new(Shared::default());
+    let mut listeners = Listeners { port: options.port, shared: Arc::clone(&shared), servers: HashMap::new() };
+    listeners.bind(options.listen).await?;
+    let systemd = Systemd::system().await.ok();
+    let (mut catalog, mut origin) = load_catalog(&options.config_dir, options.ip)?;
+    let mut health = HealthMap::initial(&catalog);
+    let resolved = match (&systemd, options.no_resolved) {
+        (Some(systemd), false) => Some(resolved::route(systemd, options.listen).await.unwrap_or_else(|e| {
+            log::warn!("kapell dns: cannot route .kapell through systemd-resolved: {e:#}");
+            false
+        })),
+        _ => None,
+    };
+    if resolved == Some(false) {
+        log::warn!(
+            "kapell dns: this host has no systemd-resolved: its own processes cannot resolve .kapell names unless \
+             its resolver forwards the domain to {}",
+            options.listen
+        );
+    }
+    let (results_tx, mut results) = tokio::sync::mpsc::unbounded_channel::<(health::InstanceKey, bool)>();
+    let mut next_probe: HashMap<health::InstanceKey, Instant> = HashMap::new();
+    let mut last_refresh: Option<Instant> = None;
+    let mut changed = true;
+    let mut ticker = tokio::time::interval(TICK);
+    let mut ready = false;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            Some((key, ok)) = results.recv() => {
+                changed |= health.set(key, ok);
+                continue;
+            }
+            _ = ticker.tick() => {}
+        }
+        if last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
+            last_refresh = Some(Instant::now());
+            match load_catalog(&options.config_dir, options.ip) {
+                Ok((new, from)) if new != catalog => {
+                    log::info!("kapell dns: catalog of {} services from {from}", new.services.len());
+                    health = HealthMap::initial(&new);
+                    next_probe.clear();
+                    (catalog, origin) = (new, from);
+                    changed = true;
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("kapell dns: keeping the catalog it has: {e:#}"),
+            }
+            let (access, gateways) = networks(options.containers).await;
+            for gateway in &gateways {
+                if let Err(e) = listeners.bind(*gateway).await {
+                    log::warn!("kapell dns: {e:#}");
+                }
+            }
+            let mut wanted = gateways.clone();
+            wanted.push(options.listen);
+            listeners.keep_only(&wanted).await;
+            *shared.upstreams.write().map_err(|_| anyhow::anyhow!("poisoned"))? =
+                Arc::new(upstream::servers(&listeners.addresses()));
+            let access = Arc::new(access);
+            if **shared.access.read().map_err(|_| anyhow::anyhow!("poisoned"))? != *access {
+                *shared.access.write().map_err(|_| anyhow::anyhow!("poisoned"))? = access;
+                changed = true;
+            }
+        }
+        let now = Instant::now();
+        for (key, check, address, interval) in health::probes(&catalog) {
+            if next_probe.get(&key).is_some_and(|due| *due > now) {
+                continue;
+            }
+            next_probe.insert(key.clone(), now + interval);
+            let (prober, tx) = (Arc::clone(&prober), results_tx.clone());
+            tokio::spawn(async move {
+                let ok = prober.probe(&check, address, health::probe_timeout(interval)).await;
+                let _ = tx.send((key, ok));
+            });
+        }
+        if let Some(systemd) = &systemd {
+            changed |= poll_units(systemd, &catalog, &mut health).await;
+        }
+        if changed {
+            changed = false;
+            let table = Table::build(&catalog, &health);
+            let state = state_of(&catalog, &health, &table, &listeners, resolved, &origin);
+            *shared.table.write().map_err(|_| anyhow::anyhow!("poisoned"))? = Arc::new(table);
+            if let Err(e) = dns_state::write(&state) {
+                log::warn!("kapell dns: cannot write {}: {e}", dns_state::path().display());
+            }
+        }
+        if !ready {
+            ready = true;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    dns_state::remove();
+    if let (Some(systemd), Some(true)) = (&systemd, resolved) {
+        resolved::unroute(systemd).await?;
+    }
+    listeners.keep_only(&[]).await;
+    Ok(())
+}
+
+/// Who may ask, and the gateways to listen on: this host's addresses, and each of kapell's
+/// Docker networks (none when Docker does not answer: host processes are still served).
+async fn networks(containers: bool) -> (Access, Vec<IpAddr>) {
+    let mut access = Access { local: local_addresses(), networks: Vec::new() };
+    let mut gateways = Vec::new();
+    if !containers {
+        return (access, gateways);
+    }
+    match crate::supervisor::stack_networks().await {
+        Ok(list) => {
+            for (_, subnet, gateway) in list {
+                if let (Ok(net), Ok(gw)) = (subnet.parse::<ipnet::IpNet>(), gateway.parse::<IpAddr>()) {
+                    access.networks.push(net);
+                    gateways.push(gw);
+                }
+            }
+        }
+        Err(e) => log::debug!("kapell dns: no Docker networks: {e:#}"),
+    }
+    access.networks.sort();
+    access.networks.dedup();
+    gateways.sort();
+    gateways.dedup();
+    (access, gateways)
+}
+
+/// Reads this host's units of the catalog; whether any instance changed.
+async fn poll_units(systemd: &Systemd, catalog: &Catalog, health: &mut HealthMap) -> bool {
+    let units = health::local_units(catalog);
+    if units.is_empty() {
+        return false;
+    }
+    let names: Vec<String> = units.iter().map(|(u, _)| u.clone()).collect();
+    let Ok(infos) = systemd.units(&names).await else { return false };
+    // An instance with replicas is healthy while any of its units is.
+    let mut up: HashMap<health::InstanceKey, bool> = HashMap::new();
+    for ((_, key), info) in units.iter().zip(&infos) {
+        let supervisor = SupervisorStatus::parse(&info.status_text);
+        let starting = matches!(supervisor, Some(SupervisorStatus::Starting | SupervisorStatus::Pulling(_)));
+        let health = supervisor.as_ref().and_then(SupervisorStatus::health);
+        let ok =
+            info.active_state == "active" && !starting && health.is_none_or(|h| h == crate::status::Health::Healthy);
+        *up.entry(key.clone()).or_default() |= ok;
+    }
+    let mut changed = false;
+    for (key, ok) in up {
+        changed |= health.set(key, ok);
+    }
+    changed
+}
+
+fn state_of(
+    catalog: &Catalog,
+    health: &HealthMap,
+    table: &Table,
+    listeners: &Listeners,
+    resolved: Option<bool>,
+    origin: &str,
+) -> DnsState {
+    let mut names = BTreeMap::new();
+    for (i, service) in catalog.services.iter().enumerate() {
+        let name = service.name().trim_end_matches('.').to_string();
+        let answers = table
+            .summary
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .map(|(host, ip)| Answer {
+                host: host.clone(),
+                ip: *ip,
+                source: health.get(i, host).map(|(_, s)| format!("{s:?}").to_ascii_lowercase()).unwrap_or_default(),
+            })
+            .collect();
+        names.insert(name, answers);
+    }
+    DnsState { pid: std::process::id(), listening: listeners.addresses(), resolved, names, catalog: origin.to_string() }
+}

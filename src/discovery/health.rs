@@ -1,0 +1,215 @@
+//! Which instances of the catalog are healthy now, from the best source there is for each:
+//! 1. a probe from this host (the service's `http`/`tcp` check against the instance's host `ip`
+//!    and the published port), where the check can be run from here ([`Prober`]);
+//! 2. this host's systemd, for instances on this host (the unit is active and the supervisor
+//!    does not report it starting or unhealthy);
+//! 3. what the controller last saw (the catalog's `healthy`), else healthy.
+//!
+//! An instance leaves the answers on its first failed probe (or as soon as systemd sees it
+//! stop), so within one interval plus the probe's timeout, and comes back on its first passing
+//! probe: DNS must follow health closely, while restarts (which wait for `retries` failures)
+//! are the supervisor's business.
+
+use super::catalog::{Catalog, Check};
+use crate::health::probe::{Target, probe};
+use crate::model::{Check as ModelCheck, StatusRange};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Runs one check against one address: the boundary where the health checks' own prober plugs
+/// in, so probes from the responder and from the supervisor are the same probes.
+#[async_trait::async_trait]
+pub trait Prober: Send + Sync {
+    /// Whether the check passes at `address` within `timeout`.
+    async fn probe(&self, check: &Check, address: SocketAddr, timeout: Duration) -> bool;
+}
+
+/// The health checks' own probes ([`crate::health::probe`]): an HTTP GET or a TCP connect, here
+/// against the instance's host `ip` and the port published there.
+pub struct HealthProber;
+
+#[async_trait::async_trait]
+impl Prober for HealthProber {
+    async fn probe(&self, check: &Check, address: SocketAddr, timeout: Duration) -> bool {
+        let port = address.port();
+        let check = match check {
+            Check::Tcp { .. } => ModelCheck::Tcp { port },
+            Check::Http { path, expect, .. } => match StatusRange::parse(expect) {
+                Ok(expect) => ModelCheck::Http { port, path: path.clone(), expect },
+                Err(_) => return false,
+            },
+        };
+        let target = Target { check: &check, address: Some(address.ip()), timeout, user: None };
+        probe(&target).await.passed
+    }
+}
+
+/// How long one probe may take: the interval's half, at most 2 s (the checks' default timeout).
+pub fn probe_timeout(interval: Duration) -> Duration {
+    (interval / 2).min(Duration::from_secs(2)).max(Duration::from_millis(100))
+}
+
+/// Where an instance's health comes from (shown by `kapell status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Probe,
+    Systemd,
+    Controller,
+}
+
+/// Service index in the catalog and host name: one instance.
+pub type InstanceKey = (usize, String);
+
+/// The health of every instance of a catalog.
+#[derive(Debug, Default, Clone)]
+pub struct HealthMap {
+    states: HashMap<InstanceKey, (bool, Source)>,
+}
+
+impl HealthMap {
+    /// Starting values before anything was probed: probed and local instances count as
+    /// unhealthy until their first result (a name never answers with an instance nobody
+    /// checked), the others as the controller saw them.
+    pub fn initial(catalog: &Catalog) -> HealthMap {
+        let mut states = HashMap::new();
+        for (i, service) in catalog.services.iter().enumerate() {
+            for instance in &service.instances {
+                let state = match source_of(catalog, i, &instance.host) {
+                    Source::Controller => (instance.healthy.unwrap_or(true), Source::Controller),
+                    source => (false, source),
+                };
+                states.insert((i, instance.host.clone()), state);
+            }
+        }
+        HealthMap { states }
+    }
+
+    pub fn set(&mut self, key: InstanceKey, healthy: bool) -> bool {
+        match self.states.get_mut(&key) {
+            Some((old, _)) if *old != healthy => {
+                *old = healthy;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn get(&self, service: usize, host: &str) -> Option<(bool, Source)> {
+        self.states.get(&(service, host.to_string())).copied()
+    }
+}
+
+/// Where the health of the instance of service `i` on `host` comes from.
+pub fn source_of(catalog: &Catalog, i: usize, host: &str) -> Source {
+    if catalog.services[i].probe_port().is_some() {
+        Source::Probe
+    } else if host == catalog.host {
+        Source::Systemd
+    } else {
+        Source::Controller
+    }
+}
+
+/// The probes to run: one per instance with a probe port, with its address and interval.
+pub fn probes(catalog: &Catalog) -> Vec<(InstanceKey, Check, SocketAddr, Duration)> {
+    let mut out = Vec::new();
+    for (i, service) in catalog.services.iter().enumerate() {
+        let (Some(port), Some(check)) = (service.probe_port(), service.check.as_ref()) else { continue };
+        for instance in &service.instances {
+            let address = SocketAddr::new(instance.ip, port);
+            out.push(((i, instance.host.clone()), check.clone(), address, Duration::from_millis(service.interval_ms)));
+        }
+    }
+    out
+}
+
+/// The units on this host whose state decides an instance's health: unit → instance.
+pub fn local_units(catalog: &Catalog) -> Vec<(String, InstanceKey)> {
+    let mut out = Vec::new();
+    for (i, service) in catalog.services.iter().enumerate() {
+        for instance in service.instances.iter().filter(|n| n.host == catalog.host) {
+            if source_of(catalog, i, &instance.host) == Source::Systemd {
+                out.extend(instance.units.iter().map(|u| (u.clone(), (i, instance.host.clone()))));
+            }
+        }
+    }
+    out
+}
+
+/// The healthy addresses of service `i`, in host order.
+pub fn healthy_ips(catalog: &Catalog, health: &HealthMap, i: usize) -> Vec<(String, IpAddr)> {
+    catalog.services[i]
+        .instances
+        .iter()
+        .filter(|n| health.get(i, &n.host).is_some_and(|(ok, _)| ok))
+        .map(|n| (n.host.clone(), n.ip))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::catalog::{CatalogService, Instance, Protocol, PublishedPort, VERSION};
+
+    fn catalog() -> Catalog {
+        let instance = |host: &str, ip: &str, healthy| Instance {
+            host: host.into(),
+            ip: ip.parse().expect("ip"),
+            units: vec![format!("data-db.service")],
+            healthy,
+        };
+        let service = |name: &str, check| CatalogService {
+            stack: "data".into(),
+            service: name.into(),
+            container: true,
+            ports: vec![PublishedPort { host: 15432, target: 5432, protocol: Protocol::Tcp }],
+            check,
+            interval_ms: 1000,
+            instances: vec![instance("h1", "10.0.0.1", None), instance("h3", "10.0.0.3", Some(false))],
+        };
+        Catalog {
+            version: VERSION,
+            host: "h1".into(),
+            services: vec![service("db", Some(Check::Tcp { port: 5432 })), service("cache", None)],
+        }
+    }
+
+    #[test]
+    fn each_instance_has_the_best_source() {
+        let c = catalog();
+        let health = HealthMap::initial(&c);
+        assert_eq!(health.get(0, "h1"), Some((false, Source::Probe)), "unprobed: not answered yet");
+        assert_eq!(health.get(0, "h3"), Some((false, Source::Probe)));
+        assert_eq!(health.get(1, "h1"), Some((false, Source::Systemd)));
+        assert_eq!(health.get(1, "h3"), Some((false, Source::Controller)), "the controller saw it fail");
+        assert_eq!(probes(&c).len(), 2);
+        assert_eq!(probes(&c)[1].2, "10.0.0.3:15432".parse().expect("addr"));
+        assert_eq!(local_units(&c), [("data-db.service".to_string(), (1, "h1".to_string()))]);
+    }
+
+    #[test]
+    fn answers_follow_changes() {
+        let c = catalog();
+        let mut health = HealthMap::initial(&c);
+        assert!(health.set((0, "h3".into()), true));
+        assert!(!health.set((0, "h3".into()), true), "no change");
+        assert_eq!(healthy_ips(&c, &health, 0), [("h3".to_string(), "10.0.0.3".parse().expect("ip"))]);
+        assert!(health.set((0, "h1".into()), true));
+        assert_eq!(healthy_ips(&c, &health, 0).len(), 2);
+        assert!(health.set((0, "h3".into()), false));
+        assert_eq!(healthy_ips(&c, &health, 0).len(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_published_port_is_probed_not_the_checked_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let open = listener.local_addr().expect("addr");
+        // The check names the container's port 5432; the probe goes to the published one.
+        let check = Check::Tcp { port: 5432 };
+        assert!(HealthProber.probe(&check, open, Duration::from_secs(1)).await);
+        drop(listener);
+        assert!(!HealthProber.probe(&check, open, Duration::from_secs(1)).await);
+    }
+}

@@ -1,0 +1,178 @@
+//! The DNS side of `kapell dns`: hickory-server owns the wire format and the sockets; this
+//! handler decides, for each query, whether the client may ask ([`Access`]), answers `.kapell`
+//! names from the [`Table`], and forwards everything else to the host's own servers.
+
+use super::access::Access;
+use super::catalog::DOMAIN;
+use super::table::Table;
+use hickory_net::client::{Client, ClientHandle as _};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_proto::op::{Message, Metadata, ResponseCode};
+use hickory_proto::rr::{LowerName, Name, Record};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr as _;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How long a forwarded query may take upstream.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the handler reads on every query; the daemon replaces each part as things change.
+#[derive(Default)]
+pub struct Shared {
+    pub table: RwLock<Arc<Table>>,
+    pub access: RwLock<Arc<Access>>,
+    /// The host's servers, in order of preference.
+    pub upstreams: RwLock<Arc<Vec<IpAddr>>>,
+}
+
+impl Shared {
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().map(|t| Arc::clone(&t)).unwrap_or_default()
+    }
+
+    fn access(&self) -> Arc<Access> {
+        self.access.read().map(|a| Arc::clone(&a)).unwrap_or_default()
+    }
+
+    fn upstreams(&self) -> Arc<Vec<IpAddr>> {
+        self.upstreams.read().map(|u| Arc::clone(&u)).unwrap_or_default()
+    }
+}
+
+/// One per listening address; all share one [`Shared`].
+pub struct Handler {
+    pub shared: Arc<Shared>,
+    domain: LowerName,
+}
+
+impl Handler {
+    pub fn new(shared: Arc<Shared>) -> Handler {
+        let domain = Name::from_str(&format!("{DOMAIN}."))
+            .map(LowerName::from)
+            .unwrap_or_else(|_| LowerName::from(Name::root()));
+        Handler { shared, domain }
+    }
+}
+
+/// How a query was dealt with.
+enum Verdict {
+    Answer { code: ResponseCode, answers: Vec<Record>, additionals: Vec<Record>, authoritative: bool },
+    Refuse,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: hickory_net::runtime::Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let verdict = self.decide(request).await;
+        let builder = MessageResponseBuilder::from_message_request(request);
+        let sent = match verdict {
+            Verdict::Refuse => {
+                response.send_response(builder.error_msg(&request.metadata, ResponseCode::Refused)).await
+            }
+            Verdict::Answer { code, answers, additionals, authoritative } => {
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = code;
+                metadata.authoritative = authoritative;
+                metadata.recursion_available = true;
+                response.send_response(builder.build(metadata, answers.iter(), [], [], additionals.iter())).await
+            }
+        };
+        sent.unwrap_or_else(|e| {
+            log::debug!("kapell dns: cannot send an answer to {}: {e}", request.src());
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(hickory_proto::op::Header { metadata, counts: Default::default() })
+        })
+    }
+}
+
+impl Handler {
+    async fn decide(&self, request: &Request) -> Verdict {
+        if !self.shared.access().allows(request.src().ip()) {
+            return Verdict::Refuse;
+        }
+        let Ok(info) = request.request_info() else {
+            return Verdict::Answer {
+                code: ResponseCode::FormErr,
+                answers: vec![],
+                additionals: vec![],
+                authoritative: false,
+            };
+        };
+        let name = info.query.name();
+        if self.domain.zone_of(name) {
+            return self.answer(&name.to_string().to_ascii_lowercase(), info.query.query_type());
+        }
+        self.forward(info.query.original().name().clone(), info.query.query_class(), info.query.query_type()).await
+    }
+
+    /// From the table: no I/O, no allocation beyond the copy of the records.
+    fn answer(&self, name: &str, kind: hickory_proto::rr::RecordType) -> Verdict {
+        let table = self.shared.table();
+        let key = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+        match table.get(&key) {
+            Some(entry) => {
+                let answers = entry.answers(kind).to_vec();
+                let additionals =
+                    if kind == hickory_proto::rr::RecordType::SRV { entry.additional.clone() } else { vec![] };
+                Verdict::Answer { code: ResponseCode::NoError, answers, additionals, authoritative: true }
+            }
+            None => Verdict::Answer {
+                code: ResponseCode::NXDomain,
+                answers: vec![],
+                additionals: vec![],
+                authoritative: true,
+            },
+        }
+    }
+
+    /// To the host's servers, first to answer wins; SERVFAIL when none does.
+    async fn forward(
+        &self,
+        name: Name,
+        class: hickory_proto::rr::DNSClass,
+        kind: hickory_proto::rr::RecordType,
+    ) -> Verdict {
+        for server in self.shared.upstreams().iter() {
+            match query(SocketAddr::new(*server, 53), name.clone(), class, kind).await {
+                Ok(message) => {
+                    return Verdict::Answer {
+                        code: message.metadata.response_code,
+                        answers: message.answers,
+                        additionals: message
+                            .additionals
+                            .into_iter()
+                            .filter(|r| r.record_type() != hickory_proto::rr::RecordType::OPT)
+                            .collect(),
+                        authoritative: false,
+                    };
+                }
+                Err(e) => log::debug!("kapell dns: {server} did not answer {name}: {e}"),
+            }
+        }
+        Verdict::Answer { code: ResponseCode::ServFail, answers: vec![], additionals: vec![], authoritative: false }
+    }
+}
+
+async fn query(
+    server: SocketAddr,
+    name: Name,
+    class: hickory_proto::rr::DNSClass,
+    kind: hickory_proto::rr::RecordType,
+) -> Result<Message, String> {
+    let stream =
+        UdpClientStream::builder(server, TokioRuntimeProvider::default()).with_timeout(Some(FORWARD_TIMEOUT)).build();
+    let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    let task = tokio::spawn(background);
+    let result = client.query(name, class, kind).await.map(|r| r.into_message()).map_err(|e| e.to_string());
+    task.abort();
+    result
+}

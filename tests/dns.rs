@@ -1,0 +1,215 @@
+//! `kapell dns` as a process, asked over real sockets with a DNS client: answers from a received
+//! catalog, health followed by its own probes, SRV records, unknown names, what it tells
+//! `kapell status`. (Routing through systemd-resolved, containers, forwarding and refusals are
+//! proven on booted hosts: tests/discovery_rig.rs.)
+
+use hickory_net::client::{Client, ClientHandle as _};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr as _;
+use std::time::{Duration, Instant};
+
+const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
+/// The probe interval of the catalog's checks.
+const INTERVAL: Duration = Duration::from_millis(400);
+
+struct Responder {
+    child: Child,
+    address: SocketAddr,
+    runtime: tempfile::TempDir,
+    _received: tempfile::TempDir,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free UDP+TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts `kapell dns` with `catalog` as the received generation's catalog.
+fn responder(catalog: &str) -> Responder {
+    let received = tempfile::tempdir().expect("tempdir");
+    let generation = received.path().join("g1-test");
+    std::fs::create_dir(&generation).expect("mkdir");
+    std::fs::write(generation.join("catalog.json"), catalog).expect("write");
+    std::os::unix::fs::symlink("g1-test", received.path().join("current")).expect("link");
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let empty = tempfile::tempdir().expect("tempdir");
+    let child = Command::new(KAPELL)
+        .env("KAPELL_RECEIVED_DIR", received.path())
+        .env("KAPELL_RUNTIME_DIR", runtime.path())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+        .args(["--config-dir"])
+        .arg(empty.path())
+        .args(["dns", "--listen", "127.0.0.1", "--port", &port.to_string(), "--no-resolved", "--no-containers"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start kapell dns");
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let responder = Responder { child, address, runtime, _received: received };
+    let state = responder.runtime.path().join("dns.json");
+    wait("the responder's state file", Duration::from_secs(10), || state.exists());
+    responder
+}
+
+fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One query: the response code and the answers as text (`10.0.0.1`, `0 0 15432 h1.host.kapell.`).
+fn ask(server: SocketAddr, name: &str, kind: RecordType) -> (ResponseCode, Vec<String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
+            .with_timeout(Some(Duration::from_secs(2)))
+            .build();
+        let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        tokio::spawn(background);
+        let response = client.query(Name::from_str(name).expect("name"), DNSClass::IN, kind).await.expect("an answer");
+        let mut answers: Vec<String> = response
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => a.0.to_string(),
+                RData::AAAA(a) => a.0.to_string(),
+                RData::SRV(s) => format!("{} {} {} {}", s.priority, s.weight, s.port, s.target),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        answers.sort();
+        (response.metadata.response_code, answers)
+    })
+}
+
+fn catalog(port: u16) -> String {
+    let interval = INTERVAL.as_millis();
+    format!(
+        r#"{{
+  "version": 1,
+  "host": "h1",
+  "services": [
+    {{ "stack": "data", "service": "db", "container": true,
+       "ports": [{{ "host": {port}, "target": 5432, "protocol": "tcp" }}],
+       "check": {{ "tcp": {{ "port": 5432 }} }}, "interval_ms": {interval},
+       "instances": [
+         {{ "host": "h2", "ip": "127.0.0.2", "units": ["data-db.service"] }},
+         {{ "host": "h3", "ip": "127.0.0.3", "units": ["data-db.service"] }} ] }},
+    {{ "stack": "data", "service": "cache", "container": true, "interval_ms": 10000,
+       "instances": [
+         {{ "host": "h2", "ip": "127.0.0.2", "units": ["data-cache.service"], "healthy": true }},
+         {{ "host": "h3", "ip": "127.0.0.3", "units": ["data-cache.service"], "healthy": false }} ] }}
+  ]
+}}"#
+    )
+}
+
+#[test]
+fn names_follow_the_health_of_each_instance() {
+    // db "runs" on 127.0.0.2 and 127.0.0.3: a listener on its published port on each.
+    let first = TcpListener::bind("127.0.0.2:0").expect("bind");
+    let port = first.local_addr().expect("addr").port();
+    let second = TcpListener::bind(("127.0.0.3", port)).expect("bind");
+    let dns = responder(&catalog(port));
+    let db = "db.data.kapell.";
+    wait("both instances of db", 2 * INTERVAL + Duration::from_secs(3), || {
+        ask(dns.address, db, RecordType::A).1 == ["127.0.0.2", "127.0.0.3"]
+    });
+    assert_eq!(
+        ask(dns.address, "_db._tcp.data.kapell.", RecordType::SRV),
+        (ResponseCode::NoError, vec![format!("0 0 {port} h2.host.kapell."), format!("0 0 {port} h3.host.kapell.")])
+    );
+    assert_eq!(ask(dns.address, "h3.host.kapell.", RecordType::A).1, ["127.0.0.3"]);
+
+    // One instance stops: gone within two probe intervals, the other stays.
+    drop(second);
+    let stopped = Instant::now();
+    wait("h3's db to leave", 2 * INTERVAL + Duration::from_millis(300), || {
+        ask(dns.address, db, RecordType::A).1 == ["127.0.0.2"]
+    });
+    eprintln!("an instance left the answers {:?} after it stopped", stopped.elapsed());
+    // It stays out over several more intervals, and nothing else moved.
+    for _ in 0..4 {
+        std::thread::sleep(INTERVAL);
+        assert_eq!(ask(dns.address, db, RecordType::A).1, ["127.0.0.2"]);
+        assert_eq!(ask(dns.address, "cache.data.kapell.", RecordType::A).1, ["127.0.0.2"]);
+    }
+    // Back when healthy.
+    let _second = TcpListener::bind(("127.0.0.3", port)).expect("bind again");
+    wait("h3's db to return", 2 * INTERVAL + Duration::from_millis(300), || {
+        ask(dns.address, db, RecordType::A).1 == ["127.0.0.2", "127.0.0.3"]
+    });
+    // Both gone: the name is known, with no address.
+    drop(first);
+    drop(_second);
+    wait("no instance of db", 2 * INTERVAL + Duration::from_millis(300), || {
+        ask(dns.address, db, RecordType::A) == (ResponseCode::NoError, vec![])
+    });
+
+    // The status file says what each name answers, and where its health comes from.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dns.runtime.path().join("dns.json")).expect("state")).expect("json");
+    assert_eq!(state["names"]["db.data.kapell"], serde_json::json!([]));
+    assert_eq!(
+        state["names"]["cache.data.kapell"],
+        serde_json::json!([{ "host": "h2", "ip": "127.0.0.2", "source": "controller" }])
+    );
+    assert_eq!(state["listening"], serde_json::json!(["127.0.0.1"]));
+}
+
+#[test]
+fn unknown_names_and_record_types() {
+    let dns = responder(&catalog(1));
+    // cache: no check, so the controller's word: h3 was seen unhealthy.
+    assert_eq!(
+        ask(dns.address, "cache.data.kapell.", RecordType::A),
+        (ResponseCode::NoError, vec!["127.0.0.2".into()])
+    );
+    assert_eq!(ask(dns.address, "CACHE.Data.Kapell.", RecordType::A).1, ["127.0.0.2"], "names are case-insensitive");
+    assert_eq!(ask(dns.address, "cache.data.kapell.", RecordType::AAAA), (ResponseCode::NoError, vec![]));
+    assert_eq!(ask(dns.address, "web.data.kapell.", RecordType::A).0, ResponseCode::NXDomain);
+    assert_eq!(ask(dns.address, "kapell.", RecordType::A).0, ResponseCode::NXDomain);
+    assert_eq!(ask(dns.address, "cache.data.kapell.", RecordType::TXT), (ResponseCode::NoError, vec![]));
+}
+
+/// A catalog that is not kapell's is an error that names the file; nothing is answered from it.
+#[test]
+fn a_bad_catalog_is_refused_with_its_path() {
+    let received = tempfile::tempdir().expect("tempdir");
+    let generation = received.path().join("g1-test");
+    std::fs::create_dir(&generation).expect("mkdir");
+    std::fs::write(generation.join("catalog.json"), "{\"version\": 7}").expect("write");
+    std::os::unix::fs::symlink("g1-test", received.path().join("current")).expect("link");
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(KAPELL)
+        .env("KAPELL_RECEIVED_DIR", received.path())
+        .env("KAPELL_RUNTIME_DIR", runtime.path())
+        .args(["dns", "--listen", "127.0.0.1", "--port", &free_port().to_string(), "--no-resolved", "--no-containers"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}", Path::new("current").join("catalog.json").display())), "{stderr}");
+    assert!(!runtime.path().join("dns.json").exists());
+}
