@@ -2,7 +2,7 @@
 //! side with a bare parallel `ssh` + `tar` + `systemctl` loop and with Ansible, on the same hosts
 //! in one run; then the curve of a cold apply over 8, 16 and 32 hosts.
 //!
-//!     cargo bench --bench fleet        # as root, with the packages of .ci/deps 
+//!     cargo bench --bench fleet        # as root, with the packages of .ci/deps
 //!
 //! Not a test, and CI does not run it: nothing asserts a time, but every run is checked to have
 //! done the job (all units active, the changed one running its new command) before it counts.
