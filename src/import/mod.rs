@@ -165,6 +165,7 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     let home = lookup("HOME").unwrap_or_else(|| "/root".into());
     keys::set_aside_unknown_keys(&mut tree, &home, &mut notes)?;
     sizes::widen(&mut tree);
+    check_port_ranges(&tree)?;
     let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| hint(locate(&tree, e)))?;
 
     let project = compose_project_name(compose.name.as_ref().map(|n| n.as_ref()), &lookup, &project_dir);
@@ -197,6 +198,37 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
 
 /// The unset variables used at `place` or below it (or above it: `services.web` for a use at
 /// `services.web.volumes[]`).
+/// Refuses a port range that runs backwards (`30-0`) before the Compose parser sees it: the
+/// parser computes such a range's size by subtraction and overflows (found by fuzzing; the input
+/// is kept in fuzz/regressions/).
+fn check_port_ranges(tree: &serde_yaml::Value) -> Result<(), String> {
+    let Some(services) = tree.get("services").and_then(serde_yaml::Value::as_mapping) else { return Ok(()) };
+    for (name, service) in services {
+        let Some(ports) = service.get("ports").and_then(serde_yaml::Value::as_sequence) else { continue };
+        let name = name.as_str().unwrap_or("?");
+        for (i, port) in ports.iter().enumerate() {
+            let texts: Vec<&str> = match port {
+                serde_yaml::Value::String(s) => vec![s.as_str()],
+                serde_yaml::Value::Mapping(m) => m.values().filter_map(serde_yaml::Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            for text in texts {
+                for part in text.split([':', '/']) {
+                    let Some((start, end)) = part.split_once('-') else { continue };
+                    if let (Ok(start), Ok(end)) = (start.parse::<u32>(), end.parse::<u32>())
+                        && start > end
+                    {
+                        return Err(format!(
+                            "services.{name}.ports[{i}]: the port range {start}-{end} runs backwards (its start must not be above its end)"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn unset_at(place: &str, unset: &interpolate::UnsetUses) -> interpolate::UnsetUses {
     let related =
         |a: &str, b: &str| a.strip_prefix(b).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
