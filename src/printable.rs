@@ -35,9 +35,20 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A text of several lines that kapell composed (a failure reason with journal lines under it):
+/// each line shown with [`printable`], the line breaks kept.
+pub fn printable_lines(text: &str) -> String {
+    text.lines().map(|line| printable(line).into_owned()).collect::<Vec<_>>().join("\n")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{printable, printable_lines};
+
+    #[test]
+    fn each_line_is_shown_printable_and_the_breaks_stay() {
+        assert_eq!(printable_lines("failed\n  journal: \u{1b}[2Jx"), "failed\n  journal: \\u{1b}[2Jx");
+    }
 
     #[test]
     fn unprintable_characters_become_visible_escapes() {

@@ -386,7 +386,7 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
     }
     table::print(&rows);
     for line in &details {
-        println!("{}", crate::printable::printable(line));
+        println!("{}", crate::printable::printable_lines(line));
     }
     let touched_rollout = results.iter().any(|o| {
         matches!(o.outcome, Outcome::RolledBack(_) | Outcome::Waiting(_))
@@ -592,7 +592,7 @@ fn status(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
             table::print(&names);
         }
         for note in &notes {
-            println!("{}", crate::printable::printable(note));
+            println!("{}", crate::printable::printable_lines(note));
         }
     }
     Ok(if failed { exit::FAILED } else { exit::OK })

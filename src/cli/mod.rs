@@ -100,9 +100,7 @@ fn report(result: anyhow::Result<u8>) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // An error may quote what a file or another host said: shown, never obeyed.
-            let shown = |text: String| {
-                text.lines().map(|l| crate::printable::printable(l).into_owned()).collect::<Vec<_>>().join("\n")
-            };
+            let shown = |text: String| crate::printable::printable_lines(&text);
             eprintln!("error: {}", shown(e.to_string()));
             for cause in e.chain().skip(1) {
                 eprintln!(" -> {}", shown(cause.to_string()));
