@@ -464,7 +464,8 @@ fn host_keys_are_verified(rig: &mut Rig) -> Result<()> {
     let status = receive(&serde_json::json!({ "version": 1, "request": "status" }))?;
     let files = status["files"].as_object().context("files")?.clone();
     ensure!(!files.is_empty() && status["current"].as_str().is_some_and(|h| !h.is_empty()), "{status}");
-    let set = serde_json::json!({ "files": files, "hash": status["current"] });
+    // The discovery catalog is part of the set (and of its hash): the set is its files and catalog.
+    let set = serde_json::json!({ "files": files, "catalog": status["catalog"], "hash": status["current"] });
     let noop = receive(&serde_json::json!({ "version": 1, "request": "install", "set": set, "force": true }))?;
     ensure!(noop["error"].is_null() && noop["changed"] == false && noop["current"] == status["current"], "{noop}");
     ensure!(noop["files"].as_object().is_some_and(|f| f.is_empty()), "the no-op reply repeated the set: {noop}");
