@@ -338,7 +338,7 @@ fn expect_one_line(rig: &Rig, unit: &str, cause: &str) -> Result<()> {
     ensure!(!start.status.success(), "starting {unit} should fail");
     ensure!(rig.prop(unit, "ActiveState")? == "failed", "{unit} should be failed");
     let mut ours = Vec::new();
-    eventually("the supervisor's error in the journal", Duration::from_secs(10), || {
+    eventually("the supervisor's error in the journal", Duration::from_secs(30), || {
         ours = rig.journal(unit)?.into_iter().filter(|e| e.identifier == "kapell" && e.priority <= 4).collect();
         Ok(!ours.is_empty())
     })?;
