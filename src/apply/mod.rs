@@ -36,7 +36,7 @@ use crate::unitset::UnitSet;
 use crate::validate::Checked;
 use anyhow::{Result, bail};
 use plan::{Plan, Verb};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// What `kapell apply` was asked to do.
@@ -106,13 +106,7 @@ pub async fn apply(
         Ok(selection) => selection,
         Err(refusal) => return Ok(Outcome::Refused(refusal)),
     };
-    let names = plan::units_to_query(&current, selection.as_ref());
-    let states: HashMap<_, _> = systemd
-        .states_then_units(&names, plan::needs_details)
-        .await?
-        .into_iter()
-        .map(|u| (u.name.clone(), u))
-        .collect();
+    let states = plan::read_states(&systemd, &current, selection.as_ref()).await?;
     let plan = match plan::plan(&current, &desired, &states, selection.as_ref()) {
         Ok(plan) => plan,
         Err(conflicts) => {

@@ -114,6 +114,17 @@ impl Plan {
     }
 }
 
+/// What systemd says of the installed units the plan looks at (see [`units_to_query`]), by name:
+/// states in one bulk read, details only where [`needs_details`] asks for them.
+pub async fn read_states(
+    systemd: &crate::systemd::Systemd,
+    current: &UnitSet,
+    selection: Option<&BTreeSet<String>>,
+) -> anyhow::Result<HashMap<String, UnitInfo>> {
+    let names = units_to_query(current, selection);
+    Ok(systemd.states_then_units(&names, needs_details).await?.into_iter().map(|u| (u.name.clone(), u)).collect())
+}
+
 /// The units whose state the plan needs: the target and running units of every selected stack
 /// that is installed now. A stack or service that is not installed yet is started whatever its
 /// state, so it is not asked about (and asking would make systemd search the disk for each).

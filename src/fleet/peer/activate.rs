@@ -11,7 +11,7 @@ use crate::names::GENERATOR_DIR;
 use crate::systemd::Systemd;
 use crate::unitset::UnitSet;
 use anyhow::Result;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Makes systemd run `set` (minus what local stacks shadow, listed in `reply.conflicts`).
@@ -35,13 +35,7 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
     block_on(async {
         let systemd = Systemd::system().await?;
         let running = UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?;
-        let names = plan::units_to_query(&running, None);
-        let states: HashMap<_, _> = systemd
-            .states_then_units(&names, plan::needs_details)
-            .await?
-            .into_iter()
-            .map(|u| (u.name.clone(), u))
-            .collect();
+        let states = plan::read_states(&systemd, &running, None).await?;
         let mut plan = plan::plan(&running, &desired, &states, None)
             .map_err(|c| anyhow::anyhow!("unexpected conflicts: {}", c.join("; ")))?;
         plan.reload |= unmasked;
