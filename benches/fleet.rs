@@ -657,7 +657,7 @@ impl<'a> Kapell<'a> {
         let set = HostSet::from_rendered(&rendered);
         Ok(serde_json::to_vec(&Request {
             version: VERSION,
-            body: Body::Install { set, known: Vec::new(), force: true, confirm_within: None },
+            body: Body::Install { set, known: Vec::new(), force: true, confirm_within: None, health: None },
         })?)
     }
 }

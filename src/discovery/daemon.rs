@@ -10,6 +10,7 @@
 use super::access::{Access, local_addresses};
 use super::catalog::{self, Catalog, Placement};
 use super::health::{self, HealthMap, Prober};
+use super::pushed_health::{self, Watch};
 use super::server::{Handler, Shared};
 use super::table::Table;
 use super::{resolved, upstream};
@@ -145,7 +146,9 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     listeners.bind(options.listen).await?;
     let systemd = Systemd::system().await.ok();
     let (mut catalog, mut origin) = load_catalog(&options.config_dir, options.ip)?;
+    let mut pushed = Watch::new(pushed_health::path());
     let mut health = HealthMap::initial(&catalog);
+    health.apply_pushed(&catalog, &pushed);
     let resolved = match (&systemd, options.no_resolved) {
         (Some(systemd), false) => Some(resolved::route(systemd, options.listen).await.unwrap_or_else(|e| {
             log::warn!("kapell dns: cannot route .kapell through systemd-resolved: {e:#}");
@@ -182,6 +185,7 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                 Ok((new, from)) if new != catalog => {
                     log::info!("kapell dns: catalog of {} services from {from}", new.services.len());
                     health = HealthMap::initial(&new);
+                    health.apply_pushed(&new, &pushed);
                     next_probe.clear();
                     (catalog, origin) = (new, from);
                     changed = true;
@@ -205,6 +209,9 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                 *shared.access.write().map_err(|_| anyhow::anyhow!("poisoned"))? = access;
                 changed = true;
             }
+        }
+        if pushed.poll() {
+            changed |= health.apply_pushed(&catalog, &pushed);
         }
         let now = Instant::now();
         for (key, check, address, interval) in health::probes(&catalog) {
@@ -278,12 +285,16 @@ async fn poll_units(systemd: &Systemd, catalog: &Catalog, health: &mut HealthMap
     }
     let names: Vec<String> = units.iter().map(|(u, _)| u.clone()).collect();
     let Ok(infos) = systemd.units(&names).await else { return false };
+    let probes = crate::health::state::dir();
     // An instance with replicas is healthy while any of its units is.
     let mut up: HashMap<health::InstanceKey, bool> = HashMap::new();
     for ((_, key), info) in units.iter().zip(&infos) {
         let supervisor = SupervisorStatus::parse(&info.status_text);
         let starting = matches!(supervisor, Some(SupervisorStatus::Starting | SupervisorStatus::Pulling(_)));
-        let health = supervisor.as_ref().and_then(SupervisorStatus::health);
+        // What the unit's prober published for this run (a native service's check, `cmd` too),
+        // else what the supervisor of a container tells systemd.
+        let published = crate::status::current_probe(&probes, info).and_then(|p| p.health());
+        let health = published.or_else(|| supervisor.as_ref().and_then(SupervisorStatus::health));
         let ok =
             info.active_state == "active" && !starting && health.is_none_or(|h| h == crate::status::Health::Healthy);
         *up.entry(key.clone()).or_default() |= ok;

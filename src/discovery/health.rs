@@ -11,6 +11,7 @@
 //! are the supervisor's business.
 
 use super::catalog::{Catalog, Check};
+use super::pushed_health::Watch;
 use crate::health::probe::{Target, probe};
 use crate::model::{Check as ModelCheck, StatusRange};
 use std::collections::HashMap;
@@ -84,6 +85,22 @@ impl HealthMap {
             }
         }
         HealthMap { states }
+    }
+
+    /// Gives every instance whose health only the controller knows its word: what it pushed
+    /// last ([`Watch`]), else the catalog's `healthy`, else healthy. Whether any changed.
+    pub fn apply_pushed(&mut self, catalog: &Catalog, pushed: &Watch) -> bool {
+        let mut changed = false;
+        for (i, service) in catalog.services.iter().enumerate() {
+            for instance in &service.instances {
+                if source_of(catalog, i, &instance.host) != Source::Controller {
+                    continue;
+                }
+                let word = pushed.get(&service.stack, &service.service, &instance.host);
+                changed |= self.set((i, instance.host.clone()), word.or(instance.healthy).unwrap_or(true));
+            }
+        }
+        changed
     }
 
     pub fn set(&mut self, key: InstanceKey, healthy: bool) -> bool {
@@ -187,6 +204,35 @@ mod tests {
         assert_eq!(probes(&c).len(), 2);
         assert_eq!(probes(&c)[1].2, "10.0.0.3:15432".parse().expect("addr"));
         assert_eq!(local_units(&c), [("data-db.service".to_string(), (1, "h1".to_string()))]);
+    }
+
+    #[test]
+    fn the_controllers_word_decides_only_what_nobody_probes() {
+        let c = catalog();
+        let mut health = HealthMap::initial(&c);
+        let dir = tempfile::tempdir().expect("dir");
+        let path = crate::discovery::pushed_health::path_in(dir.path());
+        let word = |service: &str, host: &str, healthy| crate::discovery::pushed_health::InstanceHealth {
+            stack: "data".into(),
+            service: service.into(),
+            host: host.into(),
+            healthy,
+        };
+        // cache on h3 failed as the catalog was written; the controller has since seen it up.
+        crate::discovery::pushed_health::write(&path, &[word("cache", "h3", true), word("db", "h3", false)])
+            .expect("write");
+        let pushed = Watch::new(path.clone());
+        assert!(health.apply_pushed(&c, &pushed));
+        assert_eq!(health.get(1, "h3"), Some((true, Source::Controller)));
+        assert_eq!(health.get(0, "h3"), Some((false, Source::Probe)), "probed: not the controller's to say");
+        health.set((0, "h3".into()), true);
+        assert!(!health.apply_pushed(&c, &pushed), "no change");
+        assert_eq!(health.get(0, "h3"), Some((true, Source::Probe)));
+        assert_eq!(health.get(1, "h1"), Some((false, Source::Systemd)), "this host's own: systemd's");
+        crate::discovery::pushed_health::write(&path, &[]).expect("write");
+        let nothing = Watch::new(path);
+        assert!(health.apply_pushed(&c, &nothing));
+        assert_eq!(health.get(1, "h3"), Some((false, Source::Controller)), "no word: the catalog's");
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! Unit sets travel whole, with a SHA-256 per file and one for the set: the peer recomputes them
 //! and refuses a set whose hashes do not match (a truncated or altered transfer).
 
+use crate::discovery::pushed_health::InstanceHealth;
 use crate::render::OutputFile;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 mod strict;
-pub use strict::{Envelope, MAX_FILES, MAX_KNOWN};
+pub use strict::{Envelope, MAX_FILES, MAX_HEALTH, MAX_KNOWN};
 
 /// The protocol version this kapell speaks. (A set's `catalog` is an optional field: a peer
 /// that does not know it refuses such a set by its strict shape, naming the field.)
@@ -48,6 +49,11 @@ pub enum Body {
         /// own; `None`: the set counts as confirmed at once.
         #[serde(default)]
         confirm_within: Option<u64>,
+        /// The health of the fleet's instances that no responder can probe (see
+        /// docs/discovery.md), as the controller last saw it; kept by the peer apart from the
+        /// set (never part of its hash). `None`: the peer keeps the word it has.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health: Option<Vec<InstanceHealth>>,
     },
     /// The controller saw the set with this hash active and healthy: keep it.
     Confirm { hash: String },
@@ -295,7 +301,18 @@ mod tests {
     fn requests_round_trip_as_json() {
         let request = Request {
             version: VERSION,
-            body: Body::Install { set: set(), known: vec![], force: false, confirm_within: Some(30) },
+            body: Body::Install {
+                set: set(),
+                known: vec![],
+                force: false,
+                confirm_within: Some(30),
+                health: Some(vec![InstanceHealth {
+                    stack: "data".into(),
+                    service: "db".into(),
+                    host: "h3".into(),
+                    healthy: false,
+                }]),
+            },
         };
         let text = serde_json::to_string(&request).expect("json");
         assert!(text.contains("\"request\":\"install\""), "{text}");

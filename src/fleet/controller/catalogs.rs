@@ -6,10 +6,11 @@
 use super::config::Fleet;
 use super::placement::Placed;
 use crate::diagnostics::Diagnostic;
-use crate::discovery::catalog::{self, Placement};
+use crate::discovery::catalog::{self, Catalog, Placement};
 use std::collections::BTreeMap;
 
-/// Host → its catalog as JSON; empty when no service is placed. Every host that runs a service
+/// The fleet's catalog (no host's name in it), and host → its catalog as JSON; `None` and empty
+/// when no service is placed. Every host that runs a service
 /// needs an `ip`: given, or its `address` when that is an IP, or what `ssh_ip` says ssh connects
 /// to for it (`HostName` of an alias in the ssh configuration). Each host without one is a
 /// diagnostic at its table.
@@ -17,7 +18,7 @@ pub fn catalogs(
     fleet: &Fleet,
     placed: &Placed,
     ssh_ip: impl Fn(&str) -> Option<std::net::IpAddr>,
-) -> Result<BTreeMap<String, String>, Vec<Diagnostic>> {
+) -> Result<(Option<Catalog>, BTreeMap<String, String>), Vec<Diagnostic>> {
     let mut placements = Vec::new();
     let mut errors = Vec::new();
     for (host, stacks) in placed.iter().filter(|(_, stacks)| !stacks.is_empty()) {
@@ -40,23 +41,24 @@ pub fn catalogs(
         return Err(errors);
     }
     if placements.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok((None, BTreeMap::new()));
     }
-    let mut catalog = catalog::build("", &placements);
-    Ok(fleet
+    let fleet_catalog = catalog::build("", &placements);
+    let mut catalog = fleet_catalog.clone();
+    let per_host = fleet
         .hosts
         .keys()
         .map(|host| {
             catalog.host.clone_from(host);
             (host.clone(), catalog.to_json())
         })
-        .collect())
+        .collect();
+    Ok((Some(fleet_catalog), per_host))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::catalog::Catalog;
     use std::path::{Path, PathBuf};
 
     fn stack(name: &str, text: &str) -> crate::model::Stack {
@@ -77,7 +79,8 @@ mod tests {
         )
         .expect("fleet");
         let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
-        let catalogs = catalogs(&fleet, &placed, |_| None).expect("catalogs");
+        let (whole, catalogs) = catalogs(&fleet, &placed, |_| None).expect("catalogs");
+        assert_eq!(whole.expect("services placed").host, "", "the fleet's catalog is no host's");
         assert_eq!(
             catalogs.keys().collect::<Vec<_>>(),
             ["h1", "h2", "h3", "idle"],
@@ -105,10 +108,10 @@ mod tests {
         assert!(errors[0].starts_with("/etc/kapell/fleet.toml:5:8: [hosts.h3] needs an `ip`"), "{errors:?}");
         // Without services nobody asks for names: no catalog, no `ip` needed.
         let placed = super::super::placement::place(&fleet, &[]).expect("placed");
-        assert!(catalogs(&fleet, &placed, |_| None).expect("no services").is_empty());
+        assert_eq!(catalogs(&fleet, &placed, |_| None).expect("no services"), (None, BTreeMap::new()));
         // An ssh alias whose HostName is an address will do.
         let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
         let via_ssh = catalogs(&fleet, &placed, |a| (a == "h3.internal").then(|| [10, 0, 0, 3].into())).expect("ok");
-        assert!(via_ssh["h1"].contains("10.0.0.3"));
+        assert!(via_ssh.1["h1"].contains("10.0.0.3"));
     }
 }

@@ -21,9 +21,11 @@
 
 use super::gate::{self, Verdict};
 use super::hosts::{Controller, HostResult};
+use super::instance_health;
 use super::rollout;
 use super::state::{Failure, Held, Rollout, State, Unreachable};
 use crate::clock::now_usec;
+use crate::discovery::pushed_health::InstanceHealth;
 use crate::fleet::protocol::{Body, HostSet, Reply};
 use crate::status::Health;
 use std::collections::BTreeMap;
@@ -166,8 +168,11 @@ pub fn converge(
     let _ = state.save();
     let confirm_secs = c.fleet.defaults.confirm_timeout.as_std().as_secs().max(1);
     let known = known_of(state, &direct);
+    // Every install carries the health of the instances no responder probes, as the replies of
+    // the last contact with each host said (see docs/discovery.md).
+    let health = instance_health::word(c, state);
     let results = c.each(&direct, &|o: &HostOutcome| progress(o), |host| {
-        push_and_confirm(c, host, known[host].clone(), options.force, confirm_secs)
+        push_and_confirm(c, host, known[host].clone(), options.force, confirm_secs, &health)
     });
     for o in results {
         record(state, &o, &desired(&o.host));
@@ -197,7 +202,13 @@ pub fn converge(
             host.to_string(),
             c.request(
                 host,
-                Body::Install { set: set.clone(), known: known[host].clone(), force: false, confirm_within: None },
+                Body::Install {
+                    set: set.clone(),
+                    known: known[host].clone(),
+                    force: false,
+                    confirm_within: None,
+                    health: Some(health.clone()),
+                },
                 false,
             ),
         )
@@ -211,6 +222,12 @@ pub fn converge(
             }
             (Err(e), _) => mark_unreachable(state, &host, &e),
             _ => {}
+        }
+    }
+    // What the replies said of each host's units is what the next installs tell every host.
+    for o in outcomes.values() {
+        if let Some(units) = o.reply.as_ref().and_then(instance_health::units_of) {
+            state.host(&o.host).units = units;
         }
     }
     let _ = state.save();
@@ -227,10 +244,18 @@ fn known_of(state: &mut State, hosts: &[String]) -> BTreeMap<String, Vec<String>
 }
 
 /// Pushes `host`'s set with a confirm window and confirms it once the reply says it is up.
-fn push_and_confirm(c: &Controller, host: &str, known: Vec<String>, force: bool, confirm_secs: u64) -> HostOutcome {
+fn push_and_confirm(
+    c: &Controller,
+    host: &str,
+    known: Vec<String>,
+    force: bool,
+    confirm_secs: u64,
+    health: &[InstanceHealth],
+) -> HostOutcome {
     let start = Instant::now();
     let set = c.sets[host].clone();
-    let r = c.request(host, Body::Install { set, known, force, confirm_within: Some(confirm_secs) }, false);
+    let body = Body::Install { set, known, force, confirm_within: Some(confirm_secs), health: Some(health.to_vec()) };
+    let r = c.request(host, body, false);
     let mut o = outcome_of(r);
     if o.outcome == Outcome::Converged
         && let Some(reply) = &o.reply
@@ -510,6 +535,7 @@ fn run_batch(
     // A resumed host that got the set is only asked; one that never did (the run stopped before
     // its install finished) is pushed.
     let known = known_of(state, hosts);
+    let health = instance_health::word(c, state);
     let pushed: Vec<HostOutcome> = c.each(hosts, &|_| {}, |h| {
         if batch.resumed {
             let asked = outcome_of(c.request(h, Body::Status, false));
@@ -522,6 +548,7 @@ fn run_batch(
             known: known[h].clone(),
             force: retry,
             confirm_within: Some(window.as_secs().max(1)),
+            health: Some(health.clone()),
         };
         outcome_of(c.request(h, body, false))
     });

@@ -10,6 +10,7 @@ use super::placement;
 use super::ssh::{Failure, Ssh};
 use crate::config::FLEET_FILE;
 use crate::diagnostics::Diagnostic;
+use crate::discovery::catalog::Catalog;
 use crate::fleet::protocol::{Body, HostSet, Reply, Request, VERSION};
 use crate::render::{self, RenderOptions};
 use crate::validate::UnitSearchPath;
@@ -32,6 +33,8 @@ pub struct Controller {
     pub ssh: Ssh,
     /// Stacks that have no placement and so stay on the controller.
     pub local_stacks: Vec<String>,
+    /// The fleet's discovery catalog; `None` when no service is placed.
+    pub catalog: Option<Catalog>,
 }
 
 /// What one host answered, or why it did not.
@@ -58,7 +61,7 @@ impl Controller {
             Err(diags) => return Ok(Err(diags)),
         };
         let ssh = Ssh::new(&fleet.defaults)?;
-        let mut catalogs = match super::catalogs::catalogs(&fleet, &placed, |a| ssh.configured_ip(a)) {
+        let (catalog, mut catalogs) = match super::catalogs::catalogs(&fleet, &placed, |a| ssh.configured_ip(a)) {
             Ok(catalogs) => catalogs,
             Err(diags) => return Ok(Err(diags)),
         };
@@ -72,7 +75,7 @@ impl Controller {
             .collect();
         let local_stacks =
             checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.to_string()).collect();
-        Ok(Ok(Controller { fleet, sets, ssh, local_stacks }))
+        Ok(Ok(Controller { fleet, sets, ssh, local_stacks, catalog }))
     }
 
     /// The hosts selected by `only` (host names, or `@key=value` labels); all when empty.

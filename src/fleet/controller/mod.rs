@@ -6,8 +6,8 @@
 //! host in parallel over [`ssh`], the one transport. [`converge`] is one pass that brings hosts to
 //! their sets, shared by `kapell fleet apply` and the [`federate`] daemon, and carries out the
 //! decisions of [`rollout`] (canaries, batches, a failed desired state held back) with [`gate`]
-//! judging each batch's health; [`state`] is
-//! what the controller remembers between runs.
+//! judging each batch's health; [`instance_health`] is the health of the instances no responder
+//! probes that every install carries; [`state`] is what the controller remembers between runs.
 
 pub mod catalogs;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod converge;
 pub mod federate;
 pub mod gate;
 pub mod hosts;
+pub mod instance_health;
 pub mod placement;
 pub mod rollout;
 pub mod ssh;

@@ -45,6 +45,11 @@ pub struct HostState {
     pub held: Option<Held>,
     /// Set while the host cannot be reached.
     pub unreachable: Option<Unreachable>,
+    /// Each service unit of its set, and whether it was up (active and not failing its health
+    /// check) in the host's last reply: where the health the controller sends for instances no
+    /// responder probes comes from ([`super::instance_health`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -12,6 +12,7 @@
 
 use super::generations::{CONFIRMED, Store};
 use super::{lifecycle, report, request};
+use crate::discovery::pushed_health;
 use crate::fleet::protocol::{Body, RECEIVE_COMMAND, Reply};
 use anyhow::{Context, Result};
 use std::io::Read as _;
@@ -63,9 +64,16 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
         Body::Status => {
             reply.last_install = store.outcome().map(Box::new);
         }
-        Body::Install { set, known, force, confirm_within } => {
+        Body::Install { set, known, force, confirm_within, health } => {
             // A refused or held install changed nothing: the record of the last real one stays.
-            if let Some(admitted) = lifecycle::admit(&store, &set, &known, force, reply)? {
+            let admitted = lifecycle::admit(&store, &set, &known, force, reply)?;
+            // The controller's word on instances no responder probes travels with every install
+            // it sends, and is kept apart from the set (see docs/discovery.md).
+            if let Some(health) = health {
+                let path = store.health_path();
+                pushed_health::write(&path, &health).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(admitted) = admitted {
                 let result = lifecycle::install(config_dir, &store, &set, admitted, confirm_within, reply);
                 if let Err(e) = &result {
                     reply.error = Some(format!("{e:#}"));

@@ -46,6 +46,12 @@ impl Store {
         Store::new(received_dir())
     }
 
+    /// Where the controller's word on unprobed instances is kept (beside the generations, not
+    /// in one: see [`crate::discovery::pushed_health`]).
+    pub fn health_path(&self) -> PathBuf {
+        crate::discovery::pushed_health::path_in(&self.dir)
+    }
+
     /// The directory the generator emits (`current`, followed).
     pub fn current_dir(&self) -> PathBuf {
         self.dir.join(CURRENT)

@@ -38,6 +38,7 @@ fn refusal(e: &serde_json::Error, reading: &str) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::pushed_health::InstanceHealth;
     use crate::fleet::protocol::{Body, HostSet};
     use crate::unitset::OutputFile;
 
@@ -57,7 +58,19 @@ mod tests {
     fn what_the_controller_sends_is_read_back() {
         let set: HostSet = serde_json::from_str(&set_json()).expect("set");
         for body in [
-            Body::Install { set, known: vec!["ab".into()], force: true, confirm_within: Some(30) },
+            Body::Install {
+                set: set.clone(),
+                known: vec!["ab".into()],
+                force: true,
+                confirm_within: Some(30),
+                health: Some(vec![InstanceHealth {
+                    stack: "data".into(),
+                    service: "db".into(),
+                    host: "h3".into(),
+                    healthy: true,
+                }]),
+            },
+            Body::Install { set, known: vec![], force: false, confirm_within: None, health: None },
             Body::Confirm { hash: "ab".into() },
             Body::Rollback,
             Body::Status,
@@ -69,6 +82,8 @@ mod tests {
         // Fields may come in any order; optional ones may be left out or null.
         let text = format!(r#"{{"set":{},"request":"install","version":1,"confirm_within":null}}"#, set_json());
         assert!(matches!(parse(text.as_bytes()).expect("parse").body, Body::Install { confirm_within: None, .. }));
+        let text = format!(r#"{{"version":1,"request":"install","health":null,"set":{}}}"#, set_json());
+        assert!(matches!(parse(text.as_bytes()).expect("parse").body, Body::Install { health: None, .. }));
     }
 
     #[test]
@@ -102,6 +117,24 @@ mod tests {
             (r#"{"version":1,"request":"install"}"#.into(), "missing field `set`"),
             (format!(r#"{{"version":1,"request":"install","set":{set},"hash":"x"}}"#), "`hash` is not a field"),
             (format!(r#"{{"version":1,"request":"install","set":{set},"set":{set}}}"#), "duplicate field `set`"),
+            (
+                format!(r#"{{"version":1,"request":"install","set":{set},"health":[{{"stack":"a","service":"b","host":"h","healthy":true,"x":1}}]}}"#),
+                "unknown field `x`",
+            ),
+            (
+                format!(r#"{{"version":1,"request":"install","set":{set},"health":[{{"stack":"a","service":"b","host":"h"}}]}}"#),
+                "missing field `healthy`",
+            ),
+            (
+                format!(r#"{{"version":1,"request":"install","set":{set},"health":[],"health":[]}}"#),
+                "duplicate field `health`",
+            ),
+            (
+                format!(r#"{{"version":1,"request":"install","set":{set},"health":{{}}}}"#),
+                "expected a list of at most 1000000 instances",
+            ),
+            (r#"{"version":1,"request":"confirm","hash":"ab","health":[]}"#.into(), "`health` is not a field of a `confirm`"),
+            (r#"{"version":1,"request":"status","health":null}"#.into(), "`health` is not a field of a `status`"),
             (
                 r#"{"version":1,"request":"install","set":{"files":{},"hash":"","extra":1}}"#.into(),
                 "unknown field `extra`",
@@ -152,7 +185,7 @@ mod tests {
         #[test]
         fn arbitrary_objects_parse_or_are_refused(
             keys in proptest::collection::vec(
-                proptest::sample::select(vec!["version", "request", "set", "known", "force", "confirm_within", "hash", "x"]),
+                proptest::sample::select(vec!["version", "request", "set", "known", "force", "confirm_within", "hash", "health", "x"]),
                 0..6,
             ),
             values in proptest::collection::vec(

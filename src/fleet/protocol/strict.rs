@@ -5,7 +5,7 @@
 //! carries, whatever else it holds. (serde's derived internally tagged enums would first
 //! buffer every key of the object, and accept a variant's index for its name.)
 
-use super::{Body, HostSet, Request, SetFile};
+use super::{Body, HostSet, InstanceHealth, Request, SetFile};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,6 +17,9 @@ pub const MAX_FILES: usize = 100_000;
 
 /// The most `known` hashes an install may carry (a controller sends the last 32 it pushed).
 pub const MAX_KNOWN: usize = 1024;
+
+/// The most instances an install's `health` may name (one per service and host).
+pub const MAX_HEALTH: usize = 1_000_000;
 
 /// The request kinds, by the names they travel under.
 const KINDS: &[&str] = &["install", "confirm", "rollback", "status"];
@@ -120,6 +123,7 @@ enum RequestKey {
     Force,
     ConfirmWithin,
     Hash,
+    Health,
 }
 
 impl<'de> Deserialize<'de> for Request {
@@ -138,8 +142,8 @@ impl<'de> Visitor<'de> for RequestVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
-        let (mut version, mut kind, mut set, mut known, mut force, mut confirm_within, mut hash) =
-            (None, None, None, None, None, None, None);
+        let (mut version, mut kind, mut set, mut known, mut force, mut confirm_within, mut hash, mut health) =
+            (None, None, None, None, None, None, None, None);
         while let Some(key) = map.next_key::<RequestKey>()? {
             match key {
                 RequestKey::Version => once!(version, "version", map.next_value_seed(VersionSeed)),
@@ -151,6 +155,13 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 RequestKey::Force => once!(force, "force", map.next_value::<bool>()),
                 RequestKey::ConfirmWithin => once!(confirm_within, "confirm_within", map.next_value::<Option<u64>>()),
                 RequestKey::Hash => once!(hash, "hash", map.next_value::<String>()),
+                RequestKey::Health => {
+                    once!(
+                        health,
+                        "health",
+                        map.next_value_seed(Nullable(AtMost::<InstanceHealth>::new(MAX_HEALTH, "instances")))
+                    )
+                }
             }
         }
         let version = version.ok_or_else(|| de::Error::missing_field("version"))?;
@@ -168,6 +179,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     known: known.unwrap_or_default(),
                     force: force.unwrap_or_default(),
                     confirm_within: confirm_within.flatten(),
+                    health: health.flatten(),
                 }
             }
             "confirm" => {
@@ -176,6 +188,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     ("known", known.is_some()),
                     ("force", force.is_some()),
                     ("confirm_within", confirm_within.is_some()),
+                    ("health", health.is_some()),
                 ])?;
                 Body::Confirm { hash: hash.ok_or_else(|| de::Error::missing_field("hash"))? }
             }
@@ -186,6 +199,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     ("force", force.is_some()),
                     ("confirm_within", confirm_within.is_some()),
                     ("hash", hash.is_some()),
+                    ("health", health.is_some()),
                 ])?;
                 if kind == "rollback" { Body::Rollback } else { Body::Status }
             }
@@ -231,6 +245,36 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for AtMost<T> {
             items.push(item);
         }
         Ok(items)
+    }
+}
+
+/// `null` or what the inner seed reads.
+struct Nullable<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null or a list")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
     }
 }
 
