@@ -232,7 +232,8 @@ fn the_sqlite_server_on_one_host_answers_through_the_proxy_on_another() -> Resul
     }
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sqlite-fleet.toml");
     let example = std::fs::read_to_string(example)?;
-    let stack = example.replace("hosts = [\"db1\"]", "hosts = [\"h3\"]").replace("hosts = [\"web1\"]", "hosts = [\"h1\"]");
+    let stack =
+        example.replace("hosts = [\"db1\"]", "hosts = [\"h3\"]").replace("hosts = [\"web1\"]", "hosts = [\"h1\"]");
     ensure!(stack.matches("hosts = [\"h").count() == 2, "the example places on db1 and web1:\n{example}");
     rig.write("sqlite-fleet.toml", &stack)?;
     rig.kapell(&["fleet", "apply", "--no-rollout"])?;

@@ -9,8 +9,16 @@ use crate::diagnostics::Diagnostic;
 use crate::discovery::catalog::{self, Catalog, Placement};
 use std::collections::BTreeMap;
 
-/// The fleet's catalog (no host's name in it), and host → its catalog as JSON; `None` and empty
-/// when no service is placed. Every host that runs a service
+/// The catalogs of a fleet; `None` and empty when no service is placed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Catalogs {
+    /// The fleet's catalog, no host's name in it (what the controller reads health against).
+    pub fleet: Option<Catalog>,
+    /// Host → its catalog as JSON.
+    pub per_host: BTreeMap<String, String>,
+}
+
+/// The fleet's catalog and each host's. Every host that runs a service
 /// needs an `ip`: given, or its `address` when that is an IP, or what `ssh_ip` says ssh connects
 /// to for it (`HostName` of an alias in the ssh configuration). Each host without one is a
 /// diagnostic at its table.
@@ -18,7 +26,7 @@ pub fn catalogs(
     fleet: &Fleet,
     placed: &Placed,
     ssh_ip: impl Fn(&str) -> Option<std::net::IpAddr>,
-) -> Result<(Option<Catalog>, BTreeMap<String, String>), Vec<Diagnostic>> {
+) -> Result<Catalogs, Vec<Diagnostic>> {
     let mut placements = Vec::new();
     let mut errors = Vec::new();
     for (host, stacks) in placed.iter().filter(|(_, stacks)| !stacks.is_empty()) {
@@ -41,7 +49,7 @@ pub fn catalogs(
         return Err(errors);
     }
     if placements.is_empty() {
-        return Ok((None, BTreeMap::new()));
+        return Ok(Catalogs::default());
     }
     let fleet_catalog = catalog::build("", &placements);
     let mut catalog = fleet_catalog.clone();
@@ -53,7 +61,7 @@ pub fn catalogs(
             (host.clone(), catalog.to_json())
         })
         .collect();
-    Ok((Some(fleet_catalog), per_host))
+    Ok(Catalogs { fleet: Some(fleet_catalog), per_host })
 }
 
 #[cfg(test)]
@@ -79,7 +87,7 @@ mod tests {
         )
         .expect("fleet");
         let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
-        let (whole, catalogs) = catalogs(&fleet, &placed, |_| None).expect("catalogs");
+        let Catalogs { fleet: whole, per_host: catalogs } = catalogs(&fleet, &placed, |_| None).expect("catalogs");
         assert_eq!(whole.expect("services placed").host, "", "the fleet's catalog is no host's");
         assert_eq!(
             catalogs.keys().collect::<Vec<_>>(),
@@ -108,10 +116,10 @@ mod tests {
         assert!(errors[0].starts_with("/etc/kapell/fleet.toml:5:8: [hosts.h3] needs an `ip`"), "{errors:?}");
         // Without services nobody asks for names: no catalog, no `ip` needed.
         let placed = super::super::placement::place(&fleet, &[]).expect("placed");
-        assert_eq!(catalogs(&fleet, &placed, |_| None).expect("no services"), (None, BTreeMap::new()));
+        assert_eq!(catalogs(&fleet, &placed, |_| None).expect("no services"), Catalogs::default());
         // An ssh alias whose HostName is an address will do.
         let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
         let via_ssh = catalogs(&fleet, &placed, |a| (a == "h3.internal").then(|| [10, 0, 0, 3].into())).expect("ok");
-        assert!(via_ssh.1["h1"].contains("10.0.0.3"));
+        assert!(via_ssh.per_host["h1"].contains("10.0.0.3"));
     }
 }

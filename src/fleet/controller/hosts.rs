@@ -61,10 +61,11 @@ impl Controller {
             Err(diags) => return Ok(Err(diags)),
         };
         let ssh = Ssh::new(&fleet.defaults)?;
-        let (catalog, mut catalogs) = match super::catalogs::catalogs(&fleet, &placed, |a| ssh.configured_ip(a)) {
-            Ok(catalogs) => catalogs,
-            Err(diags) => return Ok(Err(diags)),
-        };
+        let super::catalogs::Catalogs { fleet: catalog, per_host: mut catalogs } =
+            match super::catalogs::catalogs(&fleet, &placed, |a| ssh.configured_ip(a)) {
+                Ok(catalogs) => catalogs,
+                Err(diags) => return Ok(Err(diags)),
+            };
         let options = RenderOptions::default();
         let sets = placed
             .iter()
