@@ -4,7 +4,8 @@
 //! `catalog.json`, else one built from the local stacks), the listening addresses and the
 //! clients allowed (a fixed loopback address for the host's processes, plus the gateway of each
 //! of kapell's Docker networks for its containers), the upstream servers, and the health of
-//! every instance (probes when due, this host's units through systemd). A change of health
+//! every instance (probes when due, this host's units through systemd, the controller's word
+//! for the rest, see [`super::pushed_health`]). A change of health
 //! rebuilds the answer table, which queries read without waiting for anything.
 
 use super::access::{Access, local_addresses};
