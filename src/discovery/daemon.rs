@@ -5,8 +5,8 @@
 //! clients allowed (a fixed loopback address for the host's processes, plus the gateway of each
 //! of kapell's Docker networks for its containers), the upstream servers, and the health of
 //! every instance (probes when due, this host's units through systemd, the controller's word
-//! for the rest, see [`super::pushed_health`]). A change of health
-//! rebuilds the answer table, which queries read without waiting for anything.
+//! for the rest, see [`super::pushed_health`]). A change of health rebuilds the answer table,
+//! which queries read without waiting for anything.
 
 use super::access::{Access, local_addresses};
 use super::catalog::{self, Catalog, Placement};

@@ -172,7 +172,7 @@ pub fn converge(
     // the last contact with each host said (see docs/discovery.md).
     let health = instance_health::word(c, state);
     let results = c.each(&direct, &|o: &HostOutcome| progress(o), |host| {
-        push_and_confirm(c, host, known[host].clone(), options.force, confirm_secs, &health)
+        push_and_confirm(c, host, known[host].clone(), options.force, confirm_secs, health.as_deref())
     });
     for o in results {
         record(state, &o, &desired(&o.host));
@@ -207,7 +207,7 @@ pub fn converge(
                     known: known[host].clone(),
                     force: false,
                     confirm_within: None,
-                    health: Some(health.clone()),
+                    health: health.clone(),
                 },
                 false,
             ),
@@ -250,11 +250,12 @@ fn push_and_confirm(
     known: Vec<String>,
     force: bool,
     confirm_secs: u64,
-    health: &[InstanceHealth],
+    health: Option<&[InstanceHealth]>,
 ) -> HostOutcome {
     let start = Instant::now();
     let set = c.sets[host].clone();
-    let body = Body::Install { set, known, force, confirm_within: Some(confirm_secs), health: Some(health.to_vec()) };
+    let body =
+        Body::Install { set, known, force, confirm_within: Some(confirm_secs), health: health.map(<[_]>::to_vec) };
     let r = c.request(host, body, false);
     let mut o = outcome_of(r);
     if o.outcome == Outcome::Converged
@@ -548,7 +549,7 @@ fn run_batch(
             known: known[h].clone(),
             force: retry,
             confirm_within: Some(window.as_secs().max(1)),
-            health: Some(health.clone()),
+            health: health.clone(),
         };
         outcome_of(c.request(h, body, false))
     });

@@ -30,9 +30,11 @@ pub fn units_of(reply: &Reply) -> Option<BTreeMap<String, bool>> {
 
 /// What every host is told: each unprobed instance of the fleet whose host reported its units,
 /// healthy while any of them (one per replica) is up. An instance whose host never answered is
-/// left out: the responders count it healthy until the controller knows better.
-pub fn word(c: &Controller, state: &State) -> Vec<InstanceHealth> {
-    c.catalog.as_ref().map_or_else(Vec::new, |catalog| of_catalog(catalog, state))
+/// left out: the responders count it healthy until the controller knows better. `None` when the
+/// fleet places no service: nothing to say, and a peer older than discovery is not sent a field
+/// it would refuse.
+pub fn word(c: &Controller, state: &State) -> Option<Vec<InstanceHealth>> {
+    c.catalog.as_ref().map(|catalog| of_catalog(catalog, state))
 }
 
 fn of_catalog(catalog: &Catalog, state: &State) -> Vec<InstanceHealth> {
