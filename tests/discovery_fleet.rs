@@ -13,7 +13,7 @@ use anyhow::{Context, Result, ensure};
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::dns::{OUTSIDE, getent, nslookup, start_upstream};
+use support::dns::{OUTSIDE, UpstreamServer, getent, nslookup, start_upstream};
 use support::{Dockerd, Flavor, HOST_DOCKER_HOST, Host, Net, Ssh, eventually};
 
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
@@ -60,6 +60,7 @@ struct Rig {
     dir: tempfile::TempDir,
     hosts: Vec<Host>,
     _ssh: Ssh,
+    _upstream: UpstreamServer,
     net: Net,
 }
 
@@ -68,7 +69,7 @@ impl Rig {
     /// by their ssh aliases (their `ip` comes from ssh's HostName).
     fn boot(defaults: &str) -> Result<Rig> {
         let net = Net::new()?;
-        start_upstream(net.gateway())?;
+        let upstream = start_upstream(net.gateway())?;
         let ssh = Ssh::new()?;
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut hosts = Vec::new();
@@ -99,7 +100,7 @@ impl Rig {
             fleet.push_str(&format!("[hosts.{name}]\naddress = \"{name}\"\n\n"));
         }
         std::fs::write(dir.path().join("fleet.toml"), fleet)?;
-        Ok(Rig { runtime: Some(runtime), dir, hosts, _ssh: ssh, net })
+        Ok(Rig { runtime: Some(runtime), dir, hosts, _ssh: ssh, _upstream: upstream, net })
     }
 
     /// The `ip` of host `i` (0: h1).
@@ -304,7 +305,9 @@ placement = { hosts = ["h3"] }
 
     let worker_on = |host: &Host| -> Result<BTreeSet<String>> { addresses(host, WORKER) };
     let h3_only = BTreeSet::from([rig.ip(2)]);
-    eventually("worker from h1", Duration::from_secs(20), || Ok(worker_on(h1)? == h3_only))?;
+    eventually("worker from h1 and h2", Duration::from_secs(20), || {
+        Ok(worker_on(h1)? == h3_only && worker_on(h2)? == h3_only)
+    })?;
     let before = moving_parts(&rig)?;
     let unchanged = || -> Result<()> {
         let now = moving_parts(&rig)?;
@@ -324,20 +327,21 @@ placement = { hosts = ["h3"] }
 
     // The check fails on h3: the name leaves the other hosts' answers (and h3's own).
     h3.exec_ok(&["rm", OK_FILE])?;
-    eventually("worker gone from h1", FOLLOWS, || Ok(worker_on(h1)?.is_empty()))?;
     let gone = || Ok(worker_on(h1)?.is_empty() && worker_on(h2)?.is_empty() && worker_on(h3)?.is_empty());
+    eventually("worker gone from every host's answers", FOLLOWS, gone)?;
     holds("worker gone while failing", &gone)?;
     ensure!(h3.show("jobs-worker.service", "ActiveState")? == "active", "the worker itself runs on");
 
     // Healthy again: back everywhere.
     h3.exec_ok(&["touch", OK_FILE])?;
-    eventually("worker back on h1", FOLLOWS, || Ok(worker_on(h1)? == h3_only))?;
-    holds("worker back", &|| Ok(worker_on(h1)? == h3_only && worker_on(h2)? == h3_only))?;
+    let back = || Ok(worker_on(h1)? == h3_only && worker_on(h2)? == h3_only);
+    eventually("worker back on h1 and h2", FOLLOWS, back)?;
+    holds("worker back", &back)?;
 
     // Failing again, then the controller goes away: its last word holds on h1, while h3, which
     // runs the check itself, sees the worker recover.
     h3.exec_ok(&["rm", OK_FILE])?;
-    eventually("worker gone again", FOLLOWS, || Ok(worker_on(h1)?.is_empty()))?;
+    eventually("worker gone again", FOLLOWS, gone)?;
     daemon.stop()?;
     h3.exec_ok(&["touch", OK_FILE])?;
     eventually("h3 sees its worker healthy", Duration::from_secs(10), || Ok(worker_on(h3)? == h3_only))?;

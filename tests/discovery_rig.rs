@@ -32,7 +32,7 @@ command = ["sleep", "1000000"]
 #[test]
 fn names_resolve_on_the_host_and_in_containers_and_follow_the_service() -> Result<()> {
     let net = Net::new()?;
-    start_upstream(net.gateway())?;
+    let _upstream = start_upstream(net.gateway())?;
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let host = Host::builder()
         .name("h1")

@@ -10,6 +10,7 @@
 //! stays across reboots, as the catalog does).
 
 use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 /// The file's name in the received directory.
@@ -61,12 +62,13 @@ pub fn write(path: &Path, instances: &[InstanceHealth]) -> std::io::Result<bool>
     Ok(true)
 }
 
-/// The file as the responder follows it: read again only when its size or modification time
-/// changed, so looking every tick costs one `stat`.
+/// The file as the responder follows it: read again only when its inode (each write renames a
+/// new file into place), size or modification time changed, so looking every tick costs one
+/// `stat`.
 #[derive(Debug, Default)]
 pub struct Watch {
     path: PathBuf,
-    stamp: Option<(std::time::SystemTime, u64)>,
+    stamp: Option<(u64, u64, std::time::SystemTime)>,
     /// The word as last read.
     pub word: Vec<InstanceHealth>,
 }
@@ -82,7 +84,7 @@ impl Watch {
     /// the last word: what the controller said last holds until it says something else.
     pub fn poll(&mut self) -> bool {
         let Ok(meta) = std::fs::metadata(&self.path) else { return false };
-        let stamp = meta.modified().ok().map(|m| (m, meta.len()));
+        let stamp = meta.modified().ok().map(|m| (meta.ino(), meta.len(), m));
         if stamp.is_some() && stamp == self.stamp {
             return false;
         }

@@ -48,19 +48,39 @@ impl RequestHandler for Upstream {
     }
 }
 
-/// Runs [`Upstream`] on `address`:53 (UDP) in a thread of its own until the test ends.
-pub fn start_upstream(address: Ipv4Addr) -> Result<()> {
+/// [`Upstream`] answering on an address from a thread of its own, until dropped: then its socket
+/// closes, so the next network of the same test binary that gets the same subnet can bind it.
+pub struct UpstreamServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for UpstreamServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs [`Upstream`] on `address`:53 (UDP) until the returned server is dropped.
+pub fn start_upstream(address: Ipv4Addr) -> Result<UpstreamServer> {
     let socket = std::net::UdpSocket::bind((address, 53)).with_context(|| format!("cannot bind {address}:53"))?;
     socket.set_nonblocking(true)?;
-    std::thread::spawn(move || {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async move {
             let mut server = Server::new(Upstream);
             server.register_socket(tokio::net::UdpSocket::from_std(socket).expect("socket"));
-            let _ = server.block_until_done().await;
+            // The server's tasks run while this waits; leaving drops them and the socket.
+            let _ = stopped.await;
         });
     });
-    Ok(())
+    Ok(UpstreamServer { stop: Some(stop), thread: Some(thread) })
 }
 
 /// Asks `server` for `name` A from inside the network namespace of `pid` (a thread that joins
