@@ -33,7 +33,7 @@ pub fn main(args: &[String]) -> Result<()> {
 /// glibc gives every thread that allocates its own malloc arena, and an arena keeps the memory
 /// freed in it. The generator's worker threads parse, render and write in turns, so with one
 /// arena the memory one phase freed serves the next: the peak of one stack of 10,000 services
-/// is about 3 MiB lower (docs/benchmarks.md), with no measurable cost in time (each thread's
+/// is about 2.7 MiB lower (docs/benchmarks.md), with no measurable cost in time (each thread's
 /// tcache still serves most small allocations without the arena's lock).
 fn one_malloc_arena() {
     // mallopt only sets a tunable of glibc's allocator; it runs before any thread starts.
