@@ -45,7 +45,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use support::{Footprint, Host, Net, Ssh};
 
-const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
+const KAPELL_BUILT: &str = env!("CARGO_BIN_EXE_kapell");
+
+/// The kapell binary the controller runs and the hosts get: this build's, or
+/// `KAPELL_BENCH_KAPELL` (to compare another build on the same rig and load).
+fn kapell_bin() -> String {
+    std::env::var("KAPELL_BENCH_KAPELL").unwrap_or_else(|_| KAPELL_BUILT.to_string())
+}
 /// Kept between runs: the Ansible venv and the Python tree for the hosts.
 const WORK: &str = "/var/tmp/kapell-bench";
 const SERVICES: usize = 10;
@@ -148,7 +154,7 @@ fn boot(net: &Net, ssh: &Ssh, count: usize, python: Option<&Path>) -> Result<Vec
     let mut hosts = Vec::with_capacity(count);
     for i in 0..count {
         let index = u8::try_from(10 + i).context("too many hosts")?;
-        let mut builder = Host::builder().name(&host_name(i)).net(net, index).ssh(ssh).kapell(KAPELL);
+        let mut builder = Host::builder().name(&host_name(i)).net(net, index).ssh(ssh).kapell(kapell_bin());
         if let (Some(python), true) = (python, i < COMPARE) {
             builder = builder.before_boot(move |root| copy_tree(python, root));
         }
@@ -554,7 +560,7 @@ impl<'a> Kapell<'a> {
 
     /// `kapell fleet apply`, which must succeed; returns its stdout.
     fn apply(&self) -> Result<String> {
-        let out = Command::new(KAPELL)
+        let out = Command::new(kapell_bin())
             .env("KAPELL_CONFIG_DIR", self.dir.path())
             .env("KAPELL_RUNTIME_DIR", self.runtime.path())
             .env("KAPELL_STATE_DIR", self.runtime.path().join("state"))
@@ -580,7 +586,7 @@ impl<'a> Kapell<'a> {
     /// which this process reaps as the subreaper: see [`ControllerCost`]).
     fn apply_watched(&self) -> Result<(String, ControllerCost)> {
         let cpu_before = children_cpu();
-        let child = Command::new(KAPELL)
+        let child = Command::new(kapell_bin())
             .env("KAPELL_CONFIG_DIR", self.dir.path())
             .env("KAPELL_RUNTIME_DIR", self.runtime.path())
             .env("KAPELL_STATE_DIR", self.runtime.path().join("state"))
@@ -643,8 +649,10 @@ impl<'a> Kapell<'a> {
         self.runtime.path().join("ssh")
     }
 
-    /// The install request `kapell fleet apply` sends to `host`, built with kapell's own code.
-    fn request(&self, host: &str) -> Result<Vec<u8>> {
+    /// The install request `kapell fleet apply` sends to `host`, built with kapell's own code
+    /// (its discovery catalog included: part of the set's hash). `hosts`: the fleet, whose
+    /// addresses the catalog lists.
+    fn request(&self, host: &str, hosts: &[&Host]) -> Result<Vec<u8>> {
         use kapell::fleet::protocol::{Body, HostSet, Request, VERSION};
         let fleet = kapell::fleet::controller::config::load(&self.dir.path().join("fleet.toml"))
             .map_err(|d| anyhow::anyhow!("fleet.toml: {} problems", d.len()))?;
@@ -652,9 +660,15 @@ impl<'a> Kapell<'a> {
         let checked = kapell::host::load(self.dir.path(), &[], &search)?;
         let placed = kapell::fleet::controller::placement::place(&fleet, &checked.stacks)
             .map_err(|d| anyhow::anyhow!("placement: {} problems", d.len()))?;
+        let ip_of = |address: &str| {
+            let host = hosts.iter().find(|h| h.name() == address)?;
+            host.address().map(std::net::IpAddr::V4)
+        };
+        let mut catalogs = kapell::fleet::controller::catalogs::catalogs(&fleet, &placed, ip_of)
+            .map_err(|d| anyhow::anyhow!("catalogs: {} problems", d.len()))?;
         let stacks = placed.get(host).context("host not placed")?;
         let rendered = kapell::render::render_host(stacks, &kapell::render::RenderOptions::default());
-        let set = HostSet::from_rendered(&rendered);
+        let set = HostSet::from_rendered(&rendered).with_catalog(catalogs.remove(host));
         Ok(serde_json::to_vec(&Request {
             version: VERSION,
             body: Body::Install { set, known: Vec::new(), force: true, confirm_within: None, health: None },
@@ -691,7 +705,7 @@ fn kapell_side(ssh: &Ssh, hosts: &[&Host], noop_runs: usize, table: &mut Table) 
     let mut k = Kapell::new(ssh)?;
     k.fleet(hosts)?;
     k.stack(Some("bench"), false)?;
-    let cold_request = k.request(hosts[0].name())?;
+    let cold_request = k.request(hosts[0].name(), hosts)?;
     let (cold, first) = k.timed_apply(hosts, "converged")?;
     table.put(ROWS[0], TOOL, cold);
     check_running(hosts, "bench", None)?;
@@ -705,7 +719,7 @@ fn kapell_side(ssh: &Ssh, hosts: &[&Host], noop_runs: usize, table: &mut Table) 
     check_running(hosts, "bench", Some(&sleep_arg(CHANGED, true)))?;
 
     // Where a no-op's time goes, on h01, over kapell's own (warm) master.
-    let breakdown = noop_breakdown(&k, hosts[0], hosts.len(), noop_runs, (noop_last, &noop_out))?;
+    let breakdown = noop_breakdown(&k, hosts, noop_runs, (noop_last, &noop_out))?;
 
     // Cold again over warm masters: remove the stack (kapell's own removal), then apply.
     k.stack(None, false)?;
@@ -721,7 +735,7 @@ fn kapell_side(ssh: &Ssh, hosts: &[&Host], noop_runs: usize, table: &mut Table) 
 
     // Leave the hosts without kapell's units for Ansible.
     k.stack(None, false)?;
-    let empty_request = k.request(hosts[0].name())?;
+    let empty_request = k.request(hosts[0].name(), hosts)?;
     k.apply()?;
     let alone = alone_breakdown(hosts[0], &cold_request, &empty_request, noop_runs)?;
     table.notes.push(format!(
@@ -790,9 +804,10 @@ fn alone_breakdown(host: &Host, cold: &[u8], empty: &[u8], runs: usize) -> Resul
 
 /// Times the parts of a no-op on one host: the ssh round trip alone, `kapell receive` over ssh,
 /// and `kapell receive` run on the host directly; plus request and reply sizes.
-fn noop_breakdown(k: &Kapell, host: &Host, hosts: usize, runs: usize, noop: (Sample, &str)) -> Result<String> {
+fn noop_breakdown(k: &Kapell, all: &[&Host], runs: usize, noop: (Sample, &str)) -> Result<String> {
+    let (host, hosts) = (all[0], all.len());
     let (noop_wall, noop_out) = (noop.0.took, noop.1);
-    let request = k.request(host.name())?;
+    let request = k.request(host.name(), all)?;
     let control = format!("ControlPath={}/%C", k.control_dir().display());
     let ssh_cmd = || {
         let mut cmd = Command::new("ssh");
@@ -827,6 +842,20 @@ fn noop_breakdown(k: &Kapell, host: &Host, hosts: usize, runs: usize, noop: (Sam
         cmd.arg("true");
         piped(cmd, b"")
     })?;
+    let (ssh_fresh, _) = time(&mut || {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F").arg(k.ssh.config_path());
+        cmd.args(["-o", "ControlMaster=no", "-o", "ControlPath=none", "-T", "--", host.name(), "true"]);
+        piped(cmd, b"")
+    })?;
+    let (ssh_g, _) = time(&mut || {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F").arg(k.ssh.config_path()).args(["-G", "--", host.name()]);
+        piped(cmd, b"")
+    })?;
+    let generator_alone = "d=$(mktemp -d) && /usr/lib/systemd/system-generators/kapell-generator \"$d\" \"$d\" \"$d\"; \
+                           rc=$?; rm -rf \"$d\"; exit $rc";
+    let (generator, _) = time(&mut || piped(host.command(&["sh", "-c", generator_alone])?, b""))?;
     let (over_ssh, reply) = time(&mut || {
         let mut cmd = ssh_cmd();
         cmd.args(["kapell", "receive"]);
@@ -843,6 +872,11 @@ fn noop_breakdown(k: &Kapell, host: &Host, hosts: usize, runs: usize, noop: (Sam
     let mut s = String::from("### Where a kapell no-op's time goes (one host, medians)\n\n");
     s.push_str("| part | time |\n| --- | ---: |\n");
     s.push_str(&format!("| `ssh HOST true` over kapell's warm master | {} |\n", ms(ssh_true)));
+    s.push_str(&format!(
+        "| `ssh HOST true` over a new connection (a confirmation's handshake) | {} |\n",
+        ms(ssh_fresh)
+    ));
+    s.push_str(&format!("| `ssh -G HOST` (no connection: ssh's configuration read) | {} |\n", ms(ssh_g)));
     s.push_str(&format!("| `ssh HOST kapell receive` (no-op install) over the warm master | {} |\n", ms(over_ssh)));
     s.push_str(&format!("| `kapell receive` (no-op install) on the peer, no ssh | {} |\n", ms(on_peer)));
     s.push_str(&format!("| `kapell receive` (status request) on the peer, no ssh | {} |\n", ms(status_peer)));
@@ -859,6 +893,10 @@ fn noop_breakdown(k: &Kapell, host: &Host, hosts: usize, runs: usize, noop: (Sam
     s.push_str(&format!(
         "| for scale: `systemctl daemon-reload` on the peer (runs kapell's generator; a no-op skips it) | {} |\n",
         ms(reload)
+    ));
+    s.push_str(&format!(
+        "| kapell's generator alone on the peer ({SERVICES} received services; part of every daemon-reload) | {} |\n",
+        ms(generator)
     ));
     s.push_str(&format!(
         "\nA no-op install request is {} bytes (the full set of {SERVICES} services and their target, with hashes); \

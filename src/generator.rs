@@ -16,6 +16,7 @@ use std::path::Path;
 
 /// Runs the generator. `args` are the arguments after the program name.
 pub fn main(args: &[String]) -> Result<()> {
+    one_malloc_arena();
     let mut log = Log::open(args.iter().any(|a| a == "--no-kmsg"));
     let dirs: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let Some(normal_dir) = dirs.first() else {
@@ -27,6 +28,17 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("{failed} stack(s) were not generated (see the messages above)");
     }
     Ok(())
+}
+
+/// glibc gives every thread that allocates its own malloc arena, and an arena keeps the memory
+/// freed in it. The generator's worker threads parse, render and write in turns, so with one
+/// arena the memory one phase freed serves the next: the peak of one stack of 10,000 services
+/// is about 2.7 MiB lower (docs/benchmarks.md), with no measurable cost in time (each thread's
+/// tcache still serves most small allocations without the arena's lock).
+fn one_malloc_arena() {
+    // mallopt only sets a tunable of glibc's allocator; it runs before any thread starts.
+    #[expect(unsafe_code, reason = "an FFI call that sets an allocator tunable")]
+    let _ = unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1) };
 }
 
 /// Renders what this host runs ([`crate::host_units`]: its stacks, and the unit set a fleet

@@ -80,10 +80,10 @@ proptest! {
         );
         let files = render_text("p", &text);
         let u = unit(&files, "p-app.service");
-        let sections: Vec<&str> = u.sections.iter().map(|s| s.name.as_str()).collect();
+        let sections: Vec<&str> = u.sections.iter().map(|s| s.name.as_ref()).collect();
         prop_assert_eq!(sections, vec!["Unit", "Service"]);
         let service = u.get_section("Service").expect("[Service]");
-        let keys: Vec<&str> = service.entries.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = service.entries.iter().map(|(k, _)| k.as_ref()).collect();
         prop_assert_eq!(keys, vec!["Type", "ExecStart", "Environment", "Restart"]);
         let exec_line = service.get("ExecStart").expect("ExecStart");
         prop_assert_eq!(unquote(exec_line.trim_start_matches(':')).expect("argv"), exec);
@@ -105,7 +105,7 @@ proptest! {
         prop_assert_eq!(spec.container.entrypoint.as_ref(), Some(&cmd));
         prop_assert_eq!(spec.env, vec![("V".to_string(), value)]);
         prop_assert_eq!(spec.health.map(|h| h.health.check), Some(kapell::model::Check::Cmd(health)));
-        let sections: Vec<&str> = u.sections.iter().map(|s| s.name.as_str()).collect();
+        let sections: Vec<&str> = u.sections.iter().map(|s| s.name.as_ref()).collect();
         prop_assert_eq!(sections, vec!["Unit", "Service", "X-Kapell-Container", "X-Kapell-Health"]);
     }
 }

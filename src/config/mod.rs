@@ -1,5 +1,6 @@
 //! Reading stack files: TOML with spans → checked [`crate::model::Stack`]s.
 
+mod pieces;
 pub mod reader;
 mod service;
 mod stack;

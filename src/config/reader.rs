@@ -21,11 +21,50 @@ pub struct At<T> {
 pub struct Ctx {
     pub source: Arc<Source>,
     pub diags: Vec<Diagnostic>,
+    /// Where the text the TOML tree was parsed from sits in the file (a large stack file is
+    /// parsed in pieces, see [`super::pieces`]): every span read from the tree goes through
+    /// [`Ctx::span`], so diagnostics and the model always hold positions in the whole file.
+    shift: Shift,
+}
+
+/// Maps a position in parsed text to its position in the file: positions at or after `at` move
+/// `by` bytes on (a piece of the file: `at` 0; the stack's own keys, parsed as the text before
+/// the services joined with the text after them: `at` is the length of the part before).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shift {
+    pub at: usize,
+    pub by: usize,
+}
+
+impl Shift {
+    fn apply(self, span: Range<usize>) -> Range<usize> {
+        if span.start >= self.at { span.start + self.by..span.end + self.by } else { span }
+    }
 }
 
 impl Ctx {
     pub fn new(source: Arc<Source>) -> Self {
-        Self { source, diags: Vec::new() }
+        Self::shifted(source, Shift::default())
+    }
+
+    /// A context for a tree parsed from part of the file.
+    pub fn shifted(source: Arc<Source>, shift: Shift) -> Self {
+        Self { source, diags: Vec::new(), shift }
+    }
+
+    /// Where the tree this context reads was parsed from.
+    pub fn shift(&self) -> Shift {
+        self.shift
+    }
+
+    /// Where `value` (a key or value of the tree) is in the file.
+    pub fn span<T>(&self, value: &Spanned<T>) -> Range<usize> {
+        self.shift.apply(value.span())
+    }
+
+    /// Where `key` itself is written within `table` (for errors about the whole entry).
+    pub fn key_span(&self, table: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+        table.keys().find(|k| k.get_ref().as_ref() == key).map(|k| self.span(k))
     }
 
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -71,23 +110,23 @@ impl Ctx {
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default(),
             };
-            self.error(key.span(), format!("unknown key `{name}` in {context}{hint}"));
+            self.error(self.span(key), format!("unknown key `{name}` in {context}{hint}"));
         }
     }
 
     fn type_error(&mut self, value: &Spanned<DeValue<'_>>, key: &str, expected: &str) {
         let found = value.get_ref().type_str();
-        self.error(value.span(), format!("`{key}` must be {expected}, found {found}"));
+        self.error(self.span(value), format!("`{key}` must be {expected}, found {found}"));
     }
 
     /// A string; strings containing NUL are refused everywhere (no unit file can carry one).
     pub fn string(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<At<String>> {
         match value.get_ref() {
             DeValue::String(s) if s.contains('\0') => {
-                self.error(value.span(), format!("`{key}` must not contain a NUL character"));
+                self.error(self.span(value), format!("`{key}` must not contain a NUL character"));
                 None
             }
-            DeValue::String(s) => Some(At { value: s.to_string(), span: value.span() }),
+            DeValue::String(s) => Some(At { value: s.to_string(), span: self.span(value) }),
             _ => {
                 self.type_error(value, key, "a string");
                 None
@@ -116,7 +155,7 @@ impl Ctx {
             i64::from_str_radix(digits, i.radix()).ok().map(|n| sign * n)
         });
         match parsed {
-            Some(n) => Some(At { value: n, span: value.span() }),
+            Some(n) => Some(At { value: n, span: self.span(value) }),
             None => {
                 self.type_error(value, key, "an integer");
                 None
@@ -132,7 +171,7 @@ impl Ctx {
             _ => None,
         };
         match parsed {
-            Some(n) => Some(At { value: n, span: value.span() }),
+            Some(n) => Some(At { value: n, span: self.span(value) }),
             None => {
                 self.type_error(value, key, "a number");
                 None
@@ -161,7 +200,7 @@ impl Ctx {
     pub fn argv(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<At<String>>> {
         let argv = self.strings(value, key)?;
         if argv.is_empty() {
-            self.error(value.span(), format!("`{key}` must not be empty"));
+            self.error(self.span(value), format!("`{key}` must not be empty"));
             return None;
         }
         Some(argv)
@@ -183,7 +222,7 @@ impl Ctx {
         let table = self.table(value, key)?;
         let mut out = Vec::with_capacity(table.len());
         for (k, v) in table.iter() {
-            let name = At { value: k.get_ref().to_string(), span: k.span() };
+            let name = At { value: k.get_ref().to_string(), span: self.span(k) };
             if let Some(s) = self.string(v, &format!("{key}.{}", name.value)) {
                 out.push((name, s));
             }
@@ -201,9 +240,4 @@ pub fn get<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeVa
         return table.get(key);
     }
     table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
-}
-
-/// The span of `key` itself within `table` (for errors about the whole entry).
-pub fn key_span(table: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
-    table.keys().find(|k| k.get_ref().as_ref() == key).map(|k| k.span())
 }

@@ -1,6 +1,6 @@
 //! One `[services.<name>]` table: the keys every service has, then the container or native half.
 
-use super::reader::{At, Ctx, get, key_span};
+use super::reader::{At, Ctx, get};
 use super::syntax;
 use crate::model::*;
 use crate::quantity::{Duration, Size};
@@ -99,7 +99,7 @@ pub fn read_service(
         }
         (Some(_), Some(exec)) => {
             ctx.error(
-                exec.span(),
+                ctx.span(exec),
                 format!(
                     "service `{}` has both `image` and `exec`: a service is either a container or a native command",
                     name.value
@@ -200,7 +200,7 @@ pub fn read_service(
     if let (Some(Kind::Native(native)), Some(Restart::Always)) = (&kind, restart)
         && native.service_type == ServiceType::Oneshot
     {
-        let span = get(table, "restart").map(|v| v.span()).unwrap_or(name.span.clone());
+        let span = get(table, "restart").map(|v| ctx.span(v)).unwrap_or(name.span.clone());
         ctx.error(span, "a oneshot service cannot have `restart = \"always\"`; use \"on-failure\" or \"no\"");
     }
 
@@ -235,7 +235,7 @@ fn reject_keys_of_other_kind(ctx: &mut Ctx, table: &DeTable<'_>, keys: &[&str], 
     for key in table.keys() {
         let k = key.get_ref().as_ref();
         if keys.contains(&k) {
-            ctx.error(key.span(), format!("`{k}` is only for {only_for}"));
+            ctx.error(ctx.span(key), format!("`{k}` is only for {only_for}"));
         }
     }
 }
@@ -323,11 +323,11 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
             let valid_key = name.starts_with(|c: char| c.is_ascii_alphabetic())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid_key {
-                ctx.error(key.span(), format!("invalid systemd setting name {name:?}"));
+                ctx.error(ctx.span(key), format!("invalid systemd setting name {name:?}"));
                 continue;
             }
             if OWNED_SETTINGS.contains(&name.as_str()) || name.starts_with(crate::unitset::markers::KEY_PREFIX) {
-                ctx.error(key.span(), format!("`{name}=` is written by kapell itself; use the stack keys instead"));
+                ctx.error(ctx.span(key), format!("`{name}=` is written by kapell itself; use the stack keys instead"));
                 continue;
             }
             let items: Vec<&Spanned<DeValue<'_>>> = match value.get_ref() {
@@ -342,7 +342,7 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
                     DeValue::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
                     _ => {
                         ctx.error(
-                            item.span(),
+                            ctx.span(item),
                             format!("`{name}` must be a string, number, boolean or an array of them"),
                         );
                         continue;
@@ -350,7 +350,7 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
                 };
                 if text.chars().any(char::is_control) || text.ends_with('\\') {
                     ctx.error(
-                        item.span(),
+                        ctx.span(item),
                         format!(
                             "the value of `{name}` must be one line (no control characters, no trailing backslash)"
                         ),
@@ -376,7 +376,7 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) ->
     let labels = labels.into_iter().map(|(k, v)| (k.value, v.value)).collect::<Vec<_>>();
     let global = get(table, "global").and_then(|v| ctx.boolean(v, "global")).unwrap_or(false);
     if global && (!hosts.is_empty() || !labels.is_empty()) {
-        let span = get(table, "global").map(|v| v.span()).unwrap_or(0..0);
+        let span = get(table, "global").map(|v| ctx.span(v)).unwrap_or(0..0);
         ctx.error(
             span,
             "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`",
@@ -385,13 +385,13 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) ->
     // An empty placement would quietly make the stack a local one (run by the controller).
     if !global && hosts.is_empty() && labels.is_empty() && ctx.error_count() == errors_before {
         ctx.error(
-            value.span(),
+            ctx.span(value),
             format!(
                 "{context} names no host: give `hosts`, `labels` or `global = true` (a service without `placement` runs on this host)"
             ),
         );
     }
-    Placement { hosts, labels, global, span: value.span() }
+    Placement { hosts, labels, global, span: ctx.span(value) }
 }
 
 fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) -> Option<Native> {
@@ -455,7 +455,7 @@ fn argv_not_string(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Op
     if let DeValue::String(s) = value.get_ref() {
         let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
         ctx.error(
-            value.span(),
+            ctx.span(value),
             format!(
                 "`{key}` must be an array of strings, found string; Compose splits a command string, kapell does \
                  not: write `{key} = [{}]`",
@@ -504,14 +504,14 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, kind: Option<&Kind>)
     let given: Vec<&str> = CHECK_KEYS.into_iter().filter(|k| get(table, k).is_some()).collect();
     match given.as_slice() {
         [] => ctx.error(
-            value.span(),
+            ctx.span(value),
             "`health` needs one check: `http = <port>` (an HTTP GET), `tcp = <port>` (a TCP connection) or \
              `cmd = [...]` (a command that exits 0 when the service is healthy)",
         ),
         [_] => {}
         [first, rest @ ..] => {
             for other in rest {
-                let span = key_span(table, other).unwrap_or(value.span());
+                let span = ctx.key_span(table, other).unwrap_or(ctx.span(value));
                 ctx.error(
                     span,
                     format!(
@@ -523,7 +523,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, kind: Option<&Kind>)
     }
     if get(table, "http").is_none() {
         for key in ["path", "expect"] {
-            if let Some(span) = key_span(table, key) {
+            if let Some(span) = ctx.key_span(table, key) {
                 ctx.error(span, format!("`{key}` is only for `http` checks"));
             }
         }
@@ -576,7 +576,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, kind: Option<&Kind>)
         }
         None => None,
     };
-    let check_span = given.first().and_then(|k| key_span(table, k)).unwrap_or(value.span());
+    let check_span = given.first().and_then(|k| ctx.key_span(table, k)).unwrap_or(ctx.span(value));
     match (kind, &check) {
         (Some(Kind::Container(c)), Some(Check::Http { .. } | Check::Tcp { .. }))
             if c.network.as_deref() == Some("none") =>
@@ -592,7 +592,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, kind: Option<&Kind>)
         }
         (Some(Kind::Native(n)), Some(_)) if n.service_type == ServiceType::Oneshot => {
             ctx.error(
-                value.span(),
+                ctx.span(value),
                 "a oneshot service is done when it exits; `health` is for services that keep running",
             );
         }
@@ -609,7 +609,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, kind: Option<&Kind>)
     let start_period = duration(ctx, table, "start_period");
     for (key, d) in [("interval", interval), ("timeout", timeout)] {
         if d == Some(Duration(0)) {
-            let span = get(table, key).map(|v| v.span()).unwrap_or(value.span());
+            let span = get(table, key).map(|v| ctx.span(v)).unwrap_or(ctx.span(value));
             ctx.error(span, format!("`{key}` must be longer than 0"));
         }
     }

@@ -1,11 +1,12 @@
 //! The stack schema (kapell.toml(5)): a stack file's spanned TOML tree becomes a [`Stack`], or every
 //! problem found in it.
 
-use super::reader::{At, Ctx, get, key_span};
+use super::pieces;
+use super::reader::{At, Ctx, Shift, get};
 use super::service::read_service;
 use super::syntax;
 use crate::diagnostics::{Diagnostic, Source};
-use crate::model::{DepTarget, Secret, SecretSource, Stack};
+use crate::model::{DepTarget, Secret, SecretSource, Service, Stack};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,9 +35,20 @@ pub fn parse_stack(path: &Path, text: &str) -> Parsed {
     }
 }
 
-fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagnostic>> {
+/// A checked stack with its warnings, or every problem of the file.
+type Checked = Result<(Stack, Vec<Diagnostic>), Vec<Diagnostic>>;
+
+fn parse(path: &Path, text: &str) -> Checked {
     let source = Source::new(path, text);
-    let mut ctx = Ctx::new(Arc::clone(&source));
+    if let Some(parsed) = pieces::cut(&source.text).and_then(|cut| parse_in_pieces(path, &source, &cut)) {
+        return parsed;
+    }
+    parse_whole(path, &source)
+}
+
+/// [`parse`] of the whole file at once.
+fn parse_whole(path: &Path, source: &Arc<Source>) -> Checked {
+    let mut ctx = Ctx::new(Arc::clone(source));
     let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
     for e in &syntax_errors {
         let span = e.span().unwrap_or(0..0);
@@ -50,6 +62,100 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
         return Err(ctx.diags);
     }
     let root = root.get_ref();
+    read_stack(path, ctx, root, |ctx, declared_secrets| match get(root, "services") {
+        None => Some(Services::Missing),
+        Some(value) => Some(match ctx.table(value, "services") {
+            None => Services::NotATable,
+            Some(table) => {
+                // Services are read independently (each with its own diagnostics, merged in
+                // file order), so a stack of many services uses every core.
+                let entries: Vec<_> = table.iter().collect();
+                let whole = Ctx::new(Arc::clone(&ctx.source));
+                let read =
+                    crate::parallel::map(&entries, |(key, value)| read_one(&whole, key, value, declared_secrets));
+                let declared = table.keys().map(|k| k.get_ref().to_string()).collect();
+                Services::Read { declared, read }
+            }
+        }),
+    })
+    .expect("a whole file is always read")
+}
+
+/// [`parse`] of a large file in pieces ([`pieces`]), or `None` when the cut does not mean what
+/// the whole file means (then the file is parsed whole, with the whole file's error messages).
+fn parse_in_pieces(path: &Path, source: &Arc<Source>, cut: &pieces::Cut<'_>) -> Option<Checked> {
+    let text = &source.text;
+    let complete = |range: &std::ops::Range<usize>| DeTable::parse_recoverable(&text[range.clone()]).1.is_empty();
+    if !complete(&cut.head) || !complete(&cut.tail) {
+        return None;
+    }
+    // The stack's own keys: the text before the services joined with the text after them.
+    let own_text = format!("{}{}", &text[cut.head.clone()], &text[cut.tail.clone()]);
+    let (root, errors) = DeTable::parse_recoverable(&own_text);
+    if !errors.is_empty() || get(root.get_ref(), "services").is_some() {
+        return None;
+    }
+    let shift = Shift { at: cut.head.end, by: cut.tail.start - cut.head.end };
+    let ctx = Ctx::shifted(Arc::clone(source), shift);
+    read_stack(path, ctx, root.get_ref(), |ctx, declared_secrets| {
+        let source = Arc::clone(&ctx.source);
+        let read = crate::parallel::map(&cut.pieces, |piece| {
+            let (tree, errors) = DeTable::parse_recoverable(&text[piece.range.clone()]);
+            let tree = tree.get_ref();
+            let table = match (tree.len(), get(tree, "services").map(|v| v.get_ref())) {
+                (1, Some(toml::de::DeValue::Table(table))) if errors.is_empty() => table,
+                _ => return None,
+            };
+            let defines_its_headers = table.len() == piece.names.len()
+                && table.keys().zip(&piece.names).all(|(k, name)| k.get_ref().as_ref() == *name);
+            if !defines_its_headers {
+                return None;
+            }
+            let own = Ctx::shifted(Arc::clone(&source), Shift { at: 0, by: piece.range.start });
+            Some(table.iter().map(|(key, value)| read_one(&own, key, value, declared_secrets)).collect::<Vec<_>>())
+        });
+        let read: Vec<_> = read.into_iter().collect::<Option<Vec<_>>>()?.into_iter().flatten().collect();
+        let declared: Vec<String> = cut.pieces.iter().flat_map(|p| p.names.iter().map(|n| n.to_string())).collect();
+        let unique: HashSet<&str> = declared.iter().map(String::as_str).collect();
+        (unique.len() == declared.len()).then_some(Services::Read { declared, read })
+    })
+}
+
+/// The services of a file as [`read_stack`] gets them.
+enum Services {
+    Missing,
+    NotATable,
+    /// Every service declared, with errors or not (a service with an error still exists for the
+    /// references of the others: its own error is the one to report), and each one read, with
+    /// its own diagnostics, in file order.
+    Read {
+        declared: Vec<String>,
+        read: Vec<(Option<Service>, Vec<Diagnostic>)>,
+    },
+}
+
+/// Reads one `[services.NAME]` table with a context of its own (`ctx` only says where the
+/// tree's text is in the file).
+fn read_one(
+    ctx: &Ctx,
+    key: &toml::Spanned<std::borrow::Cow<'_, str>>,
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    declared_secrets: &[String],
+) -> (Option<Service>, Vec<Diagnostic>) {
+    let mut own = Ctx::shifted(Arc::clone(&ctx.source), ctx.shift());
+    let name = At { value: key.get_ref().to_string(), span: own.span(key) };
+    let service = read_service(&mut own, &name, value, declared_secrets);
+    (service, own.diags)
+}
+
+/// The stack from its own keys in `root` and its services, which `read_services` reads once
+/// the declared secrets are known; `None` when `read_services` says the file must be read another way.
+fn read_stack(
+    path: &Path,
+    mut ctx: Ctx,
+    root: &DeTable<'_>,
+    read_services: impl FnOnce(&mut Ctx, &[String]) -> Option<Services>,
+) -> Option<Checked> {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     if let Err(e) = crate::names::check_name("stack", &stem) {
         ctx.error(0..0, format!("{e} (the stack name is the file name without .toml)"));
@@ -75,40 +181,27 @@ fn parse(path: &Path, text: &str) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagno
         .map(|t| read_secrets(&mut ctx, t))
         .unwrap_or_default();
 
-    // Every service declared, with errors or not: a service with an error still exists for the
-    // references of the others (its own error is the one to report).
-    let declared_services: Vec<String> = get(root, "services")
-        .and_then(|v| v.get_ref().as_table())
-        .map(|t| t.keys().map(|k| k.get_ref().to_string()).collect())
-        .unwrap_or_default();
     let mut services = Vec::new();
-    match get(root, "services").map(|v| (v, ctx.table(v, "services"))) {
-        Some((_, Some(table))) => {
-            // Services are read independently (each with its own diagnostics, merged in file
-            // order), so one stack of 10,000 services uses every core.
-            let entries: Vec<_> = table.iter().collect();
-            let read = crate::parallel::map(&entries, |(key, value)| {
-                let mut own = Ctx::new(Arc::clone(&ctx.source));
-                let name = At { value: key.get_ref().to_string(), span: key.span() };
-                let service = read_service(&mut own, &name, value, &declared_secrets);
-                (service, own.diags)
-            });
+    let mut declared_services = Vec::new();
+    match read_services(&mut ctx, &declared_secrets)? {
+        Services::Read { declared, read } => {
             for (service, diags) in read {
                 ctx.diags.extend(diags);
                 services.extend(service);
             }
-            if table.is_empty() {
-                ctx.error(key_span(root, "services").unwrap_or(0..0), "the stack has no services");
+            if declared.is_empty() {
+                ctx.error(ctx.key_span(root, "services").unwrap_or(0..0), "the stack has no services");
             }
+            declared_services = declared;
         }
-        Some((_, None)) => {}
-        None => ctx.error(0..0, "the stack has no services: add a [services.<name>] table"),
+        Services::NotATable => {}
+        Services::Missing => ctx.error(0..0, "the stack has no services: add a [services.<name>] table"),
     }
 
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let stack = Stack::new(stem, source, path, description, enable, services, secrets);
+    let stack = Stack::new(stem, Arc::clone(&ctx.source), path, description, enable, services, secrets);
     check_references(&mut ctx, &stack, &declared_services);
-    if ctx.has_errors() { Err(ctx.diags) } else { Ok((stack, ctx.diags)) }
+    Some(if ctx.has_errors() { Err(ctx.diags) } else { Ok((stack, ctx.diags)) })
 }
 
 /// "duplicate key `image` (first set on line 4)": the parser says only "duplicate key" and
@@ -143,7 +236,7 @@ fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
     for (key, value) in table.iter() {
         let name = key.get_ref().to_string();
         if let Err(e) = syntax::check_secret_name(&name) {
-            ctx.error(key.span(), e);
+            ctx.error(ctx.span(key), e);
             continue;
         }
         let context = format!("[secrets.{name}]");
@@ -174,7 +267,7 @@ fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
                 None
             }
             (None, None) => {
-                ctx.error(key.span(), format!("{context} needs `file = \"/path\"` or `encrypted = \"...\"`"));
+                ctx.error(ctx.span(key), format!("{context} needs `file = \"/path\"` or `encrypted = \"...\"`"));
                 None
             }
         };
@@ -234,6 +327,87 @@ fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stack large enough to be cut, with `extra` after service `s<at>`'s table.
+    fn big_stack(at: usize, extra: &str, tail: &str) -> String {
+        let mut text = String::from("description = \"big\"\n[secrets.token]\nfile = \"/etc/kapell/token\"\n");
+        for i in 0..400 {
+            text.push_str(&format!(
+                "\n[services.s{i}]  # service {i}\r\nexec = [\"/bin/sleep\", \"{i}\"]\nenv = {{ A = \"%h $X\" }}\n"
+            ));
+            if i > 0 {
+                text.push_str(&format!("requires = [\"s{}\"]\n", i - 1));
+            }
+            if i % 7 == 0 {
+                text.push_str(&format!("[services.s{i}.systemd.Service]\nNice = 5\n"));
+            }
+            if i == at {
+                text.push_str(extra);
+            }
+        }
+        text + tail
+    }
+
+    /// What `parse_in_pieces` makes of `text` (`None`: it parsed the file whole), checked to be
+    /// exactly what the whole file means: the same stack, the same diagnostics at the same spans.
+    fn pieces_or_whole(text: &str) -> Option<String> {
+        let path = Path::new("/etc/kapell/big.toml");
+        let source = Source::new(path, text);
+        // Debug of the parts with an order (the stack's name index is a hash map).
+        let describe = |parsed: &Checked| {
+            let located = |d: &[Diagnostic]| d.iter().map(|d| format!("{} {:?}", d, d.span)).collect::<Vec<_>>();
+            match parsed {
+                Ok((s, d)) => {
+                    format!("Ok {:?} {:?} {:?} {:?} {:?}", s.description, s.enable, s.services(), s.secrets, located(d))
+                }
+                Err(d) => format!("Err({:?}", located(d)),
+            }
+        };
+        let whole = describe(&parse_whole(path, &source));
+        let cut = pieces::cut(&source.text).expect("large enough to cut");
+        let pieces = parse_in_pieces(path, &source, &cut).map(|p| describe(&p));
+        if let Some(pieces) = &pieces {
+            let at = pieces.bytes().zip(whole.bytes()).position(|(a, b)| a != b).unwrap_or(0);
+            let around =
+                |s: &str| s.get(at.saturating_sub(100)..(at + 200).min(s.len())).unwrap_or_default().to_string();
+            assert!(pieces == &whole, "pieces and whole differ:\n{}\n---\n{}", around(pieces), around(&whole));
+        }
+        pieces
+    }
+
+    #[test]
+    fn a_large_stack_read_in_pieces_is_the_whole_file() {
+        let ok = pieces_or_whole(&big_stack(0, "", "\n[secrets.other]\nfile = \"/x\"\n")).expect("cut");
+        assert!(ok.starts_with("Ok "), "{}", &ok[..ok.len().min(300)]);
+        // Errors inside pieces are reported where the whole file has them.
+        let errors = big_stack(250, "memory_max = 12\nuser = \"Bad User\"\nwants = [\"nope\"]\n", "");
+        let bad = pieces_or_whole(&errors).expect("cut");
+        assert!(bad.starts_with("Err(") && bad.contains("Bad User"), "{}", &bad[..bad.len().min(300)]);
+    }
+
+    /// Every text a cut could misread is parsed whole: header-like lines inside strings, a string
+    /// from before the services to after them, tables of one service in another's piece,
+    /// services defined twice, services in the stack's own keys, syntax errors.
+    #[test]
+    fn a_cut_that_could_mean_something_else_is_not_used() {
+        let cases = [
+            big_stack(100, "x = \"\"\"\n[services.hidden]\nexec = [\"/bin/evil\"]\n\"\"\"\n", ""),
+            big_stack(100, "x = '''\n[services.hidden]\n'''\n", ""),
+            big_stack(100, "wants = [\n\"s1\",\n[services.hidden]\n]\n", ""),
+            format!("description = \"\"\"\n{}\n\"\"\"\n", big_stack(0, "", "[secrets.t]\nfile = \"/x\"\n")),
+            big_stack(390, "[services.s3.systemd.Unit]\nX = 1\n", ""),
+            big_stack(390, "\n[services.s3]\nexec = [\"/bin/true\"]\n", ""),
+            big_stack(10, "", "[services]\nlate = { exec = [\"/bin/true\"] }\n"),
+            big_stack(10, "", "").replacen("description", "services.late.exec = [\"/bin/true\"]\ndescription", 1),
+            big_stack(200, "exec = [\"/bin/dup\"]\n", ""),
+            big_stack(200, "user = [\"/bin/a\"\n", ""),
+        ];
+        for text in &cases {
+            assert!(pieces_or_whole(text).is_none(), "cut used for:\n{}", &text[..300.min(text.len())]);
+        }
+        let swallowed = parse_stack(Path::new("/etc/kapell/big.toml"), &cases[3]);
+        assert!(swallowed.stack.is_none(), "the services were inside a string");
+    }
 
     /// Every unknown reference is reported, but only the first ones compare their name with every
     /// service for a hint: otherwise a stack of n broken references costs n² comparisons.

@@ -33,7 +33,8 @@ pub fn drop_in_text(server: IpAddr) -> String {
         header: vec![
             "Written by `kapell dns` (kapell-dns.service), removed when it stops.".into(),
             "Names under .kapell go to kapell's responder; every other name is resolved as before.".into(),
-        ],
+        ]
+        .into(),
         ..UnitFile::default()
     };
     file.section("Resolve").add("DNS", Value::word(&server.to_string())).add("Domains", Value::trusted("~kapell"));

@@ -42,8 +42,8 @@ pub(super) fn service_unit(
                     Some((u, g)) => (u, Some(g)),
                     None => (user.as_str(), None),
                 };
-                s.add("User", user);
-                s.add_opt("Group", group);
+                s.add("User", user.to_string());
+                s.add_opt("Group", group.map(str::to_string));
             }
             for (k, v) in &service.env {
                 s.add("Environment", Value::word(&format!("{k}={v}")));
@@ -59,7 +59,7 @@ pub(super) fn service_unit(
     }
     credential_lines(unit.section("Service"), stack, service);
     for p in service.systemd.iter().filter(|p| p.section == "Service") {
-        unit.section("Service").add(&p.key, Value::trusted(p.value.clone()));
+        unit.section("Service").add(p.key.clone(), Value::trusted(p.value.clone()));
     }
     if let Some(spec) = ContainerSpec::from_service(stack, service) {
         spec.write(unit.section(markers::CONTAINER_SECTION));
@@ -111,10 +111,10 @@ fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, 
         // The host's prober watches the service once it is ready (liveness, restarts).
         u.add("Wants", crate::names::PROBER_UNIT);
     }
-    u.add(markers::STACK_KEY, stack.name.as_str());
-    u.add(markers::SERVICE_KEY, service.name.as_str());
+    u.add(markers::STACK_KEY, stack.name.to_string());
+    u.add(markers::SERVICE_KEY, service.name.to_string());
     for p in service.systemd.iter().filter(|p| p.section == "Unit") {
-        u.add(&p.key, Value::trusted(p.value.clone()));
+        u.add(p.key.clone(), Value::trusted(p.value.clone()));
     }
 }
 

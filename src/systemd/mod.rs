@@ -36,7 +36,8 @@ const MODE: &str = "replace";
 /// hide the round trip.
 const MAX_IN_FLIGHT: usize = 32;
 
-/// A connection to the system instance of systemd.
+/// A connection to the system instance of systemd (a clone shares the connection).
+#[derive(Clone)]
 pub struct Systemd {
     connection: Connection,
     manager: ManagerProxy<'static>,
@@ -96,18 +97,16 @@ impl Systemd {
         self.enqueue(JobKind::Stop, unit).await
     }
 
-    /// `systemctl enable UNIT` (its `[Install]` links under /etc), then a reload so systemd sees
-    /// them; whether anything changed.
-    pub async fn enable(&self, unit: &str) -> Result<bool> {
+    /// `systemctl enable --no-reload UNIT` (its `[Install]` links under /etc); whether anything
+    /// changed. systemd sees the links at the next reload, which the caller makes (the caller's
+    /// own, not a second one).
+    pub async fn enable_no_reload(&self, unit: &str) -> Result<bool> {
         let (_, changes) = self
             .manager
             .enable_unit_files(&[unit], false, false)
             .await
             .map_err(dbus_error)
             .with_context(|| format!("cannot enable {unit}"))?;
-        if !changes.is_empty() {
-            self.reload().await?;
-        }
         Ok(!changes.is_empty())
     }
 

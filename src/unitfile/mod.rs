@@ -8,29 +8,33 @@
 
 pub mod escape;
 
-/// A value as it will appear after `Key=`.
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A value as it will appear after `Key=`. Constant values (`notify`, `yes`) are borrowed, not
+/// copied: a generator run builds some twenty entries for each of thousands of units.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Value(String);
+pub struct Value(Cow<'static, str>);
 
 impl Value {
     /// One user string as one quoted word.
     pub fn word(value: &str) -> Self {
-        Self(escape::quote(value))
+        Self(escape::quote(value).into())
     }
 
     /// An argument vector or list: each element one quoted word.
     pub fn words<S: AsRef<str>>(values: &[S]) -> Self {
-        Self(escape::quote_all(values))
+        Self(escape::quote_all(values).into())
     }
 
     /// Free text for settings that do not unquote (`Description=`).
     pub fn text(value: &str) -> Self {
-        Self(escape::text(value))
+        Self(escape::text(value).into())
     }
 
     /// A value kapell built from validated parts. Panics on a line break: that is a kapell bug,
     /// never a user error, because validation rejects such input long before rendering.
-    pub fn trusted(value: impl Into<String>) -> Self {
+    pub fn trusted(value: impl Into<Cow<'static, str>>) -> Self {
         let value = value.into();
         assert!(!value.contains(['\n', '\r', '\0']) && !value.ends_with('\\'), "unsafe unit value {value:?}");
         Self(value)
@@ -41,8 +45,8 @@ impl Value {
     }
 }
 
-impl From<&str> for Value {
-    fn from(value: &str) -> Self {
+impl From<&'static str> for Value {
+    fn from(value: &'static str) -> Self {
         Self::trusted(value)
     }
 }
@@ -53,22 +57,22 @@ impl From<String> for Value {
     }
 }
 
-/// `[Name]` and its entries, in order.
+/// `[Name]` and its entries, in order. Names and keys kapell writes are constants, borrowed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Section {
-    pub name: String,
-    pub entries: Vec<(String, Value)>,
+    pub name: Cow<'static, str>,
+    pub entries: Vec<(Cow<'static, str>, Value)>,
 }
 
 impl Section {
     /// Appends `key=value`.
-    pub fn add(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
-        self.entries.push((key.to_string(), value.into()));
+    pub fn add(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> &mut Self {
+        self.entries.push((key.into(), value.into()));
         self
     }
 
     /// Appends `key=value` when there is a value.
-    pub fn add_opt(&mut self, key: &str, value: Option<impl Into<Value>>) -> &mut Self {
+    pub fn add_opt(&mut self, key: &'static str, value: Option<impl Into<Value>>) -> &mut Self {
         if let Some(value) = value {
             self.add(key, value);
         }
@@ -89,18 +93,19 @@ impl Section {
 /// A whole unit file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UnitFile {
-    /// Comment lines written before the first section (without the leading `# `).
-    pub header: Vec<String>,
+    /// Comment lines written before the first section (without the leading `# `); shared, as
+    /// every unit of a stack starts with the same ones.
+    pub header: Arc<[String]>,
     pub sections: Vec<Section>,
 }
 
 impl UnitFile {
     /// The section named `name`, created at the end if missing.
-    pub fn section(&mut self, name: &str) -> &mut Section {
+    pub fn section(&mut self, name: &'static str) -> &mut Section {
         let index = match self.sections.iter().position(|s| s.name == name) {
             Some(index) => index,
             None => {
-                self.sections.push(Section { name: name.to_string(), entries: Vec::new() });
+                self.sections.push(Section { name: Cow::Borrowed(name), entries: Vec::new() });
                 self.sections.len() - 1
             }
         };
@@ -114,7 +119,7 @@ impl UnitFile {
     /// The file's text: the only place unit text is produced.
     pub fn serialize(&self) -> String {
         let mut out = String::with_capacity(self.text_len());
-        for line in &self.header {
+        for line in self.header.iter() {
             out.push_str("# ");
             escape::text_into(&mut out, line);
             out.push('\n');
@@ -152,6 +157,7 @@ impl UnitFile {
     /// `Key=value` with surrounding blanks trimmed, backslash line continuation).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut unit = UnitFile::default();
+        let mut header = Vec::new();
         let mut lines = text.lines().enumerate();
         while let Some((n, line)) = lines.next() {
             let mut line = line.trim().to_string();
@@ -169,12 +175,12 @@ impl UnitFile {
             }
             if let Some(comment) = line.strip_prefix('#').or_else(|| line.strip_prefix(';')) {
                 if unit.sections.is_empty() {
-                    unit.header.push(comment.strip_prefix(' ').unwrap_or(comment).to_string());
+                    header.push(comment.strip_prefix(' ').unwrap_or(comment).to_string());
                 }
                 continue;
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                unit.sections.push(Section { name: name.to_string(), entries: Vec::new() });
+                unit.sections.push(Section { name: name.to_string().into(), entries: Vec::new() });
                 continue;
             }
             let Some((key, value)) = line.split_once('=') else {
@@ -183,8 +189,9 @@ impl UnitFile {
             let Some(section) = unit.sections.last_mut() else {
                 return Err(format!("line {}: assignment outside of a section", n + 1));
             };
-            section.entries.push((key.trim().to_string(), Value(value.trim().to_string())));
+            section.entries.push((key.trim().to_string().into(), Value(value.trim().to_string().into())));
         }
+        unit.header = header.into();
         Ok(unit)
     }
 }
@@ -195,7 +202,7 @@ mod tests {
 
     #[test]
     fn serialize_then_parse_is_identity() {
-        let mut unit = UnitFile { header: vec!["generated".into()], ..Default::default() };
+        let mut unit = UnitFile { header: vec!["generated".into()].into(), ..Default::default() };
         unit.section("Unit").add("Description", Value::text("a\nb"));
         unit.section("Service").add("ExecStart", Value::words(&["/bin/echo", "x y", "%"]));
         let text = unit.serialize();

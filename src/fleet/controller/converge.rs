@@ -3,7 +3,8 @@
 //!
 //! - A host whose last known set is already the desired one gets one install request: a no-op
 //!   (one round trip over the shared connection) unless it drifted, and then the peer repairs
-//!   it. Every other host is asked for its set first.
+//!   it. Every other host this controller pushed to before is asked for its set first, for the
+//!   rollout's decision (not with `--no-rollout`: the install's reply says what it runs).
 //! - A host whose change only adds units, or changes units no other host runs, is pushed at once
 //!   with the others (the direct wave). A host where a unit that several hosts run changes (or
 //!   goes away) is part of the rollout of the desired state ([`super::rollout`] decides the
@@ -122,11 +123,13 @@ pub fn converge(
     // Hosts whose set may change are asked what they run (for the rollout decision). A host this
     // controller never pushed to is not asked: a rollout only replaces sets it pushed, and an
     // install refuses to overwrite any other set (so a first push costs one request, not two).
+    // Without a rollout (`--no-rollout`) nobody asks: every host is pushed at once, and the
+    // install's reply says what the host runs (a changing push costs one request, not two).
     let unknown: Vec<String> = todo
         .iter()
         .filter(|h| {
             let host = state.host(h);
-            host.current != desired(h) && !host.known.is_empty() && !resumed.contains(h)
+            !options.no_rollout && host.current != desired(h) && !host.known.is_empty() && !resumed.contains(h)
         })
         .cloned()
         .collect();

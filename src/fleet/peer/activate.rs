@@ -4,7 +4,7 @@
 
 use super::drift;
 use crate::apply::{self, plan};
-use crate::blocking::block_on;
+use crate::blocking::with_systemd;
 use crate::fleet::protocol::{HostSet, Reply};
 use crate::host_units;
 use crate::names::GENERATOR_DIR;
@@ -21,33 +21,34 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
     let local: BTreeSet<String> = local_files.iter().map(|f| f.path().to_string()).collect();
     reply.conflicts = share.shadowed;
     let desired = UnitSet::from_rendered(&share.files);
-    // The responder first: containers started below get it as their DNS server only if it runs.
     let mut notes = Vec::new();
     let mut responder_changed = false;
-    if set.catalog.is_some() {
-        match block_on(start_responder(&mut notes)).and_then(|r| r) {
-            Ok(changed) => responder_changed = changed,
-            Err(e) => notes.push(format!("cannot start {DNS_UNIT}: {e:#}")),
-        }
-    }
     let mut actions = Vec::new();
     let unmasked = drift::unmask(&desired, &mut actions)?;
-    block_on(async {
-        let systemd = Systemd::system().await?;
+    with_systemd(async |systemd| {
+        // The responder first: containers started below get it as their DNS server only if it
+        // runs. Its enablement's links are seen at the plan's reload (one reload, not two).
+        let mut enabled = false;
+        if set.catalog.is_some() {
+            match start_responder(systemd, &mut notes).await {
+                Ok(outcome) => (responder_changed, enabled) = (outcome.changed, outcome.enabled),
+                Err(e) => notes.push(format!("cannot start {DNS_UNIT}: {e:#}")),
+            }
+        }
         let running = UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?;
-        let states = plan::read_states(&systemd, &running, None).await?;
+        let states = plan::read_states(systemd, &running, None).await?;
         let mut plan = plan::plan(&running, &desired, &states, None)
             .map_err(|c| anyhow::anyhow!("unexpected conflicts: {}", c.join("; ")))?;
-        plan.reload |= unmasked;
+        plan.reload |= unmasked || enabled;
         drift::restore_stopped(&mut plan, &desired, &states);
         if plan.is_empty() {
             return Ok(());
         }
         reply.changed = true;
         let verify = || verify_generated(&desired, &local);
-        reply.failures = apply::execute::execute(&systemd, &plan, verify, &mut |line| actions.push(line)).await?;
-        Ok::<_, anyhow::Error>(())
-    })??;
+        reply.failures = apply::execute::execute(systemd, &plan, verify, &mut |line| actions.push(line)).await?;
+        Ok(())
+    })?;
     if !actions.is_empty() {
         reply.changed = true;
     }
@@ -62,34 +63,42 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
     Ok(())
 }
 
+/// What [`start_responder`] did.
+struct ResponderOutcome {
+    /// It enabled or started the responder.
+    changed: bool,
+    /// It created the responder's `[Install]` links: systemd sees them at the next reload.
+    enabled: bool,
+}
+
 /// The responder of a set with a catalog: enabled (so it comes back after a reboot, when the
-/// catalog is still there) and started, once. A host without the unit (kapell not installed from
-/// its package) is told so in the reply; the install itself stands.
-/// Whether it changed anything.
-async fn start_responder(actions: &mut Vec<String>) -> Result<bool> {
-    let systemd = Systemd::system().await?;
-    let state = systemd.unit(DNS_UNIT).await?;
+/// catalog is still there) and started, once: a responder that runs was set up by an earlier
+/// install, and costs one state read (no D-Bus call that makes systemd look at the disk). A
+/// host without the unit (kapell not installed from its package) is told so in the reply; the
+/// install itself stands.
+async fn start_responder(systemd: &Systemd, actions: &mut Vec<String>) -> Result<ResponderOutcome> {
+    let unchanged = ResponderOutcome { changed: false, enabled: false };
+    let state = systemd.states(&[DNS_UNIT.to_string()]).await?.into_iter().next().unwrap_or_default();
     if state.load_state != "loaded" {
         actions.push(format!("{DNS_UNIT} is not installed: the names of the fleet's services do not resolve here"));
-        return Ok(false);
+        return Ok(unchanged);
     }
-    let mut changed = false;
-    if systemd.enable(DNS_UNIT).await? {
+    if state.is_up() {
+        return Ok(unchanged);
+    }
+    let enabled = systemd.enable_no_reload(DNS_UNIT).await?;
+    if enabled {
         actions.push(format!("enabled   {DNS_UNIT}"));
-        changed = true;
     }
-    if !state.is_up() {
-        changed = true;
-        let mut watcher = systemd.watch_jobs().await?;
-        let job = systemd.start(DNS_UNIT).await?;
-        let mut outcome = None;
-        watcher.wait_all(&systemd, std::slice::from_ref(&job), &[], |_, r| outcome = Some(r)).await?;
-        match outcome {
-            Some(result) if !result.is_success() => actions.push(format!("failed    {DNS_UNIT} ({result})")),
-            _ => actions.push(format!("started   {DNS_UNIT}")),
-        }
+    let mut watcher = systemd.watch_jobs().await?;
+    let job = systemd.start(DNS_UNIT).await?;
+    let mut outcome = None;
+    watcher.wait_all(systemd, std::slice::from_ref(&job), &[], |_, r| outcome = Some(r)).await?;
+    match outcome {
+        Some(result) if !result.is_success() => actions.push(format!("failed    {DNS_UNIT} ({result})")),
+        _ => actions.push(format!("started   {DNS_UNIT}")),
     }
-    Ok(changed)
+    Ok(ResponderOutcome { changed: true, enabled })
 }
 
 /// The discovery responder's unit (units/kapell-dns.service).

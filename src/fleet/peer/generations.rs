@@ -180,9 +180,12 @@ impl Store {
     }
 
     /// Records the outcome of an install, so a controller whose connection dropped learns it.
+    /// Replaced atomically but not fsynced: it is a report, not state (the sets and links
+    /// are durable), written before every reply; a crash can lose it, and a lost or unreadable
+    /// record reads as none.
     pub fn save_outcome(&self, reply: &Reply) -> Result<()> {
         let text = serde_json::to_vec_pretty(reply).context("cannot encode the outcome")?;
-        write_atomic(&self.dir, OUTCOME, &text)
+        replace(&self.dir, OUTCOME, &text, Durability::Report)
     }
 
     /// The outcome of the last install, if one was recorded.
@@ -236,14 +239,33 @@ fn write_set(dir: &Path, files: &[OutputFile]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a file [`replace`] writes must survive a crash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// State a later run acts on: the file and the directory are fsynced.
+    State,
+    /// A report for the controller: atomic, never torn, but a crash may lose it.
+    Report,
+}
+
 /// Writes `name` in `dir` through a temporary file and rename(2), fsynced.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    replace(dir, name, bytes, Durability::State)
+}
+
+/// Writes `name` in `dir` through a temporary file and rename(2) (fsynced as `durability` says).
+fn replace(dir: &Path, name: &str, bytes: &[u8], durability: Durability) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = dir.join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()));
     let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| if durability == Durability::State { f.sync_all() } else { Ok(()) })
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("cannot rename {}", tmp.display()))?;
-    sync_dir(dir)
+    match durability {
+        Durability::State => sync_dir(dir),
+        Durability::Report => Ok(()),
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use super::generations::{CONFIRMED, Store};
 use super::journal;
-use crate::blocking::block_on;
+use crate::blocking::with_systemd;
 use crate::fleet::protocol::{HostSet, Reply, UnitState, VERSION};
 use crate::systemd::{Systemd, UnitInfo};
 use crate::unitset::UnitSet;
@@ -38,7 +38,7 @@ pub enum Detail {
 pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> {
     let current = store.current()?;
     if detail != Detail::Hashes {
-        let (units, journal) = block_on(unit_states(&current))??;
+        let (units, journal) = with_systemd(async |systemd| unit_states(systemd, &current).await)?;
         reply.units = units;
         reply.journal = journal;
     }
@@ -56,14 +56,13 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
 
 /// The state of every stack target and running unit of `set`, each target followed by its
 /// stack's units, and the last journal lines of the failing ones.
-async fn unit_states(set: &HostSet) -> Result<(Vec<UnitState>, BTreeMap<String, Vec<String>>)> {
+async fn unit_states(systemd: &Systemd, set: &HostSet) -> Result<(Vec<UnitState>, BTreeMap<String, Vec<String>>)> {
     let units = UnitSet::from_rendered(&set.to_rendered());
     if units.stacks.is_empty() {
         return Ok((Vec::new(), BTreeMap::new()));
     }
-    let systemd = Systemd::system().await?;
     // `collect` lists the running units stack by stack, in the order of `units.stacks`.
-    let mut services = crate::status::collect(&systemd, &units, None).await?.into_iter().peekable();
+    let mut services = crate::status::collect(systemd, &units, None).await?.into_iter().peekable();
     let targets: Vec<String> = units.stacks.values().map(|s| s.target()).collect();
     let mut rows = Vec::new();
     for (stack, target) in units.stacks.values().zip(systemd.units(&targets).await?) {

@@ -3,8 +3,7 @@
 //! through the project's D-Bus client ([`crate::systemd`]). systemd keeps the time, so the
 //! revert happens whatever becomes of `kapell receive` or the controller's connection.
 
-use crate::blocking::block_on;
-use crate::systemd::Systemd;
+use crate::blocking::with_systemd;
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -16,16 +15,15 @@ pub fn schedule(generation: &str, within: Duration) -> Result<()> {
     let kapell = std::env::current_exe().context("cannot find this kapell binary")?;
     let argv = [kapell.to_string_lossy().as_ref(), "receive", "--revert-unconfirmed", generation].map(String::from);
     let description = format!("kapell: revert generation {generation} unless the controller confirms it");
-    block_on(async {
-        let systemd = Systemd::system().await?;
+    with_systemd(async |systemd| {
         systemd.start_transient_timer(&unit(generation), within, ACCURACY, &description, &argv).await
-    })?
+    })
     .context("cannot schedule the revert of the unconfirmed set")
 }
 
 /// Stops the timer of `generation`; one that fired already or never existed is no error.
 pub fn cancel(generation: &str) -> Result<()> {
-    block_on(async { Systemd::system().await?.stop_if_loaded(&format!("{}.timer", unit(generation))).await })?
+    with_systemd(async |systemd| systemd.stop_if_loaded(&format!("{}.timer", unit(generation))).await)
         .with_context(|| format!("cannot stop the revert timer of generation {generation}"))
 }
 

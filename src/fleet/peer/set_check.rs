@@ -5,7 +5,7 @@
 //! instances of a template, other generators' output). The hashes are checked by
 //! [`crate::fleet::protocol::HostSet::verify`].
 
-use crate::blocking::block_on;
+use crate::blocking::with_systemd;
 use crate::fleet::protocol::{HostSet, SetFile};
 use crate::names::{self, UnitNameKind};
 use crate::systemd::{Systemd, UnitOrigin};
@@ -37,7 +37,7 @@ pub fn check_files(set: &HostSet, own: &BTreeSet<&str>) -> Result<()> {
             }
         }
     }
-    block_on(check_with_systemd(set, own))?
+    with_systemd(async |systemd| check_with_systemd(systemd, set, own).await)
 }
 
 /// Names only, no I/O: every file is a unit (a systemd unit name) or a link
@@ -82,7 +82,7 @@ fn check_link(path: &str, target: &str, units: &BTreeSet<&str>) -> Result<()> {
 /// Asks systemd about every unit of the set: a name systemd has (loaded from a file, built in,
 /// running, an alias) whose file is not kapell's is refused, and so is a template of the set
 /// with an instance systemd runs from another file.
-async fn check_with_systemd(set: &HostSet, own: &BTreeSet<&str>) -> Result<()> {
+async fn check_with_systemd(systemd: &Systemd, set: &HostSet, own: &BTreeSet<&str>) -> Result<()> {
     let mut plain = Vec::new();
     let mut patterns = Vec::new();
     for unit in set.units() {
@@ -94,7 +94,6 @@ async fn check_with_systemd(set: &HostSet, own: &BTreeSet<&str>) -> Result<()> {
     if plain.is_empty() && patterns.is_empty() {
         return Ok(());
     }
-    let systemd = Systemd::system().await?;
     for origin in systemd.origins(&plain).await? {
         if let Some(why) = foreign(&origin, own) {
             anyhow::bail!("{} would shadow {why}, which kapell does not own", origin.asked);
