@@ -668,7 +668,7 @@ impl<'a> Kapell<'a> {
             .map_err(|d| anyhow::anyhow!("catalogs: {} problems", d.len()))?;
         let stacks = placed.get(host).context("host not placed")?;
         let rendered = kapell::render::render_host(stacks, &kapell::render::RenderOptions::default());
-        let set = HostSet::from_rendered(&rendered).with_catalog(catalogs.remove(host));
+        let set = HostSet::from_rendered(&rendered).with_catalog(catalogs.per_host.remove(host));
         Ok(serde_json::to_vec(&Request {
             version: VERSION,
             body: Body::Install { set, known: Vec::new(), force: true, confirm_within: None, health: None },
