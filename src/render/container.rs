@@ -187,23 +187,9 @@ impl ContainerSpec {
     /// Reads the section back from a unit file.
     pub fn from_unit(unit: &UnitFile) -> Result<Self, String> {
         let section = unit.get_section(SECTION).ok_or_else(|| format!("the unit has no [{SECTION}] section"))?;
-        let words = |key: &str| -> Result<Option<Vec<String>>, String> {
-            section.get(key).map(|v| escape::unquote(v).map_err(|e| format!("{key}=: {e}"))).transpose()
-        };
-        let one = |key: &str| -> Result<Option<String>, String> {
-            match words(key)? {
-                None => Ok(None),
-                Some(mut w) if w.len() == 1 => Ok(w.pop()),
-                Some(_) => Err(format!("{key}= must be one word")),
-            }
-        };
-        let all = |key: &str| -> Result<Vec<String>, String> {
-            let mut out = Vec::new();
-            for v in section.get_all(key) {
-                out.extend(escape::unquote(v).map_err(|e| format!("{key}=: {e}"))?);
-            }
-            Ok(out)
-        };
+        let words = |key: &str| section.words(key);
+        let one = |key: &str| section.word(key);
+        let all = |key: &str| section.all_words(key);
         let required = |key: &str| one(key)?.ok_or_else(|| format!("{key}= is missing"));
         let duration = |key: &str| one(key)?.map(|d| Duration::parse(&d)).transpose();
         let number = |key: &str| one(key)?.map(|n| n.parse::<f64>().map_err(|e| format!("{key}=: {e}"))).transpose();

@@ -58,16 +58,8 @@ impl HealthSpec {
     /// Reads the section back; `Ok(None)` when the unit has no health check.
     pub fn from_unit(unit: &UnitFile) -> Result<Option<Self>, String> {
         let Some(section) = unit.get_section(HEALTH_SECTION) else { return Ok(None) };
-        let words = |key: &str| -> Result<Option<Vec<String>>, String> {
-            section.get(key).map(|v| escape::unquote(v).map_err(|e| format!("{key}=: {e}"))).transpose()
-        };
-        let one = |key: &str| -> Result<Option<String>, String> {
-            match words(key)? {
-                None => Ok(None),
-                Some(mut w) if w.len() == 1 => Ok(w.pop()),
-                Some(_) => Err(format!("{key}= must be one word")),
-            }
-        };
+        let words = |key: &str| section.words(key);
+        let one = |key: &str| section.word(key);
         let port = |key: &str| -> Result<Option<u16>, String> {
             one(key)?.map(|p| p.parse::<u16>().map_err(|_| format!("{key}={p} is not a port"))).transpose()
         };

@@ -88,6 +88,30 @@ impl Section {
     pub fn get<'a>(&'a self, key: &'a str) -> Option<&'a str> {
         self.get_all(key).last()
     }
+
+    /// The words of the last `key=` (unquoted by the one escaper), if it is set: what kapell
+    /// wrote with [`Value::words`].
+    pub fn words(&self, key: &str) -> Result<Option<Vec<String>>, String> {
+        self.get(key).map(|v| escape::unquote(v).map_err(|e| format!("{key}=: {e}"))).transpose()
+    }
+
+    /// The one word of the last `key=`, if it is set: what kapell wrote with [`Value::word`].
+    pub fn word(&self, key: &str) -> Result<Option<String>, String> {
+        match self.words(key)? {
+            None => Ok(None),
+            Some(mut w) if w.len() == 1 => Ok(w.pop()),
+            Some(_) => Err(format!("{key}= must be one word")),
+        }
+    }
+
+    /// The words of every `key=`, in order (a list written one entry per line).
+    pub fn all_words(&self, key: &str) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        for v in self.get_all(key) {
+            out.extend(escape::unquote(v).map_err(|e| format!("{key}=: {e}"))?);
+        }
+        Ok(out)
+    }
 }
 
 /// A whole unit file.
@@ -208,6 +232,18 @@ mod tests {
         let text = unit.serialize();
         assert_eq!(text, "# generated\n\n[Unit]\nDescription=a b\n\n[Service]\nExecStart=/bin/echo \"x y\" \"%%\"\n");
         assert_eq!(UnitFile::parse(&text).expect("parse"), unit);
+    }
+
+    #[test]
+    fn sections_read_back_the_words_written() {
+        let mut section = Section::default();
+        section.add("Image", Value::word("a b")).add("Cmd", Value::words(&["x", "%"]));
+        section.add("Port", Value::word("80")).add("Port", Value::word("443"));
+        assert_eq!(section.word("Image"), Ok(Some("a b".to_string())));
+        assert_eq!(section.words("Cmd"), Ok(Some(vec!["x".to_string(), "%".to_string()])));
+        assert_eq!(section.word("Cmd"), Err("Cmd= must be one word".to_string()));
+        assert_eq!(section.all_words("Port"), Ok(vec!["80".to_string(), "443".to_string()]));
+        assert_eq!(section.word("Missing"), Ok(None));
     }
 
     #[test]
