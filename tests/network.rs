@@ -458,13 +458,18 @@ fn simultaneous_start(rig: &Rig) -> Result<()> {
         rig.systemctl(&["stop", units[0], units[1]])?;
         rig.docker(&["network", "rm", "kapell-race"])?;
     }
-    let created = units
-        .iter()
-        .map(|u| rig.host.exec_ok(&["journalctl", "-u", u, "-o", "cat", "--no-pager", "--grep", "created network"]))
-        .collect::<Result<Vec<_>>>()?
-        .iter()
-        .map(|text| text.lines().count())
-        .sum::<usize>();
+    // `journalctl --grep` exits 1 when nothing matches: the supervisor that lost every race
+    // logged no creation, which counts as none.
+    let creations = |unit: &str| -> Result<usize> {
+        let out = rig.host.exec(&["journalctl", "-u", unit, "-o", "cat", "--no-pager", "--grep", "created network"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match out.status.code() {
+            Some(0) => Ok(text.lines().count()),
+            Some(1) if text.trim().is_empty() => Ok(0),
+            _ => bail!("journalctl -u {unit} failed: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    };
+    let created = units.iter().map(|u| creations(u)).collect::<Result<Vec<_>>>()?.iter().sum::<usize>();
     ensure!(created == ROUNDS, "{created} network creations logged in {ROUNDS} rounds, expected one per round");
     eprintln!("race: {ROUNDS} rounds, supervisors started {apart:?} µs apart; {created} creations logged");
     Ok(())
