@@ -6,17 +6,17 @@
 
 use crate::config;
 use crate::host_units;
-use crate::render::RenderOptions;
+use crate::render::{OutputFile, RenderOptions};
 use crate::unitset;
 use crate::unitset::Strategy;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result, bail};
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::Path;
 
 /// Runs the generator. `args` are the arguments after the program name.
 pub fn main(args: &[String]) -> Result<()> {
-    one_malloc_arena();
     let mut log = Log::open(args.iter().any(|a| a == "--no-kmsg"));
     let dirs: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let Some(normal_dir) = dirs.first() else {
@@ -30,42 +30,41 @@ pub fn main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// glibc gives every thread that allocates its own malloc arena, and an arena keeps the memory
-/// freed in it. The generator's worker threads parse, render and write in turns, so with one
-/// arena the memory one phase freed serves the next: the peak of one stack of 10,000 services
-/// is about 2.7 MiB lower (docs/benchmarks.md), with no measurable cost in time (each thread's
-/// tcache still serves most small allocations without the arena's lock).
-fn one_malloc_arena() {
-    // mallopt only sets a tunable of glibc's allocator; it runs before any thread starts.
-    #[expect(unsafe_code, reason = "an FFI call that sets an allocator tunable")]
-    let _ = unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1) };
-}
-
 /// Renders what this host runs ([`crate::host_units`]: its stacks, and the unit set a fleet
 /// controller installed, which survives reboots this way) into `out`; returns the number of
 /// stacks skipped for errors.
 ///
-/// Made for the generator process, which exits right after: the parsed stacks and rendered
-/// files are not freed (tens of thousands of small allocations, some 5% of a run, for memory
-/// the kernel takes back at exit anyway).
+/// Each unit is written by the thread that rendered it, as soon as it is rendered, so the
+/// rendered text is never all in memory at once. Local units first; then the received ones,
+/// less those a local unit shadows.
+///
+/// Made for the generator process, which exits right after: the parsed stacks are not freed
+/// (tens of thousands of small allocations, for memory the kernel takes back at exit anyway).
 pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) -> Result<usize> {
     let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read {}", config_dir.display()))?;
     for d in &checked.diagnostics {
         if d.is_error() { log.error(&d.to_string()) } else { log.warning(&d.to_string()) }
     }
-    let local = host_units::render_local(config_dir, &checked, |_| true, &RenderOptions::default());
-    let (files, left_out) = host_units::with_received(local, fleet_dir);
+    let context = || format!("cannot write units into {}", out.display());
+    let writer = unitset::Writer::open(out, Strategy::GeneratorDir).with_context(context)?;
+    let written = host_units::render_local_each(config_dir, &checked, &RenderOptions::default(), |file| {
+        writer.install(&file).map(|_| file.into_path())
+    });
+    let local = written.into_iter().collect::<Result<HashSet<String>>>().with_context(context)?;
+    let (received, left_out) = host_units::received_share(fleet_dir, |path| local.contains(path));
     for message in &left_out {
         log.error(message);
     }
-    unitset::write(out, &files, Strategy::GeneratorDir)
-        .with_context(|| format!("cannot write units into {}", out.display()))?;
+    for file in &received {
+        writer.install(file).with_context(context)?;
+    }
+    let set = local.iter().map(String::as_str).chain(received.iter().map(OutputFile::path)).collect();
+    writer.finish(set).with_context(context)?;
     for name in &checked.failed {
         log.error(&format!("stack {name} skipped: it has errors"));
     }
     let failed = checked.failed.len();
-    std::mem::forget(files);
     std::mem::forget(checked);
     Ok(failed)
 }

@@ -26,6 +26,17 @@ pub fn render_local(
     render::render_host_only(&checked.stacks, |s| here(s) && wanted(s), options)
 }
 
+/// [`render_local`], handing each file to `consume` on the thread that rendered it (see
+/// [`render::render_each`]).
+pub fn render_local_each<R: Send>(
+    config_dir: &Path,
+    checked: &Checked,
+    options: &RenderOptions,
+    consume: impl Fn(OutputFile) -> R + Sync,
+) -> Vec<R> {
+    render::render_each(&checked.stacks, crate::host::runs_here(config_dir), options, consume)
+}
+
 /// Loads the stacks of `config_dir` and renders the local units, for a command that needs
 /// nothing else of them (`kapell receive`).
 pub fn load_local(config_dir: &Path) -> Result<Vec<OutputFile>> {
@@ -74,22 +85,30 @@ pub fn current_received() -> Result<Vec<OutputFile>> {
     unitset::read_files(&crate::received_sets::received_dir().join(crate::received_sets::CURRENT))
 }
 
-/// Everything this host runs, as the generator writes it: `local`, then the fleet's share of
-/// the set in `fleet_dir`. Also one message per thing left out (a received set that cannot be
-/// read, a fleet unit a local one shadows); neither stops the local units from being written.
+/// Everything this host runs: `local`, then the fleet's share of the set in `fleet_dir` (see
+/// [`received_share`]).
 pub fn with_received(mut local: Vec<OutputFile>, fleet_dir: &Path) -> (Vec<OutputFile>, Vec<String>) {
+    let paths: HashSet<&str> = local.iter().map(OutputFile::path).collect();
+    let (share, messages) = received_share(fleet_dir, |path| paths.contains(path));
+    local.extend(share);
+    (local, messages)
+}
+
+/// The files of the received set in `fleet_dir` that run here: those no local file (`is_local`,
+/// by path) shadows. Also one message per thing left out (a received set that cannot be read, a
+/// fleet unit a local one shadows); neither stops the local units from being written.
+pub fn received_share(fleet_dir: &Path, is_local: impl Fn(&str) -> bool) -> (Vec<OutputFile>, Vec<String>) {
     let received = match unitset::read_files(fleet_dir) {
         Ok(files) => files,
-        Err(e) => return (local, vec![format!("fleet units ignored: {e:#}")]),
+        Err(e) => return (Vec::new(), vec![format!("fleet units ignored: {e:#}")]),
     };
-    let share = fleet_share(&local, received);
+    let share = fleet_share_by(is_local, received);
     let shadowed: BTreeSet<String> = share.shadowed.into_iter().collect();
     let messages = shadowed
         .into_iter()
         .map(|name| format!("fleet unit {name} ignored: a local stack produces a unit of the same name"))
         .collect();
-    local.extend(share.files);
-    (local, messages)
+    (share.files, messages)
 }
 
 /// The names of the received set's units in `fleet_dir` that no local unit shadows: the units

@@ -26,7 +26,12 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     std::thread::scope(|scope| {
         let workers: Vec<_> =
             items.chunks(chunk).map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>())).collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        // Each worker's part is freed once moved: the results are never all in memory twice.
+        let mut out = Vec::with_capacity(items.len());
+        for w in workers {
+            out.extend(w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        out
     })
 }
 

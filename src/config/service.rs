@@ -268,8 +268,9 @@ fn paths(ctx: &mut Ctx, table: &DeTable<'_>, key: &str, check: FormatCheck) -> V
 }
 
 fn read_deps(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Vec<Dependency> {
-    let mut deps: Vec<Dependency> = Vec::new();
-    for entry in ctx.strings(value, key).unwrap_or_default() {
+    let entries = ctx.strings(value, key).unwrap_or_default();
+    let mut deps: Vec<Dependency> = Vec::with_capacity(entries.len());
+    for entry in entries {
         let target = if syntax::looks_like_unit(&entry.value) {
             syntax::check_unit_name(&entry.value).map(|()| DepTarget::Unit(entry.value.clone()))
         } else if let Some((stack, service)) = entry.value.split_once('.') {

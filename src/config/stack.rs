@@ -74,7 +74,7 @@ fn parse_whole(path: &Path, source: &Arc<Source>) -> Checked {
                 let read =
                     crate::parallel::map(&entries, |(key, value)| read_one(&whole, key, value, declared_secrets));
                 let declared = table.keys().map(|k| k.get_ref().to_string()).collect();
-                Services::Read { declared, read }
+                Services::Read { declared, read: vec![read] }
             }
         }),
     })
@@ -114,7 +114,7 @@ fn parse_in_pieces(path: &Path, source: &Arc<Source>, cut: &pieces::Cut<'_>) -> 
             let own = Ctx::shifted(Arc::clone(&source), Shift { at: 0, by: piece.range.start });
             Some(table.iter().map(|(key, value)| read_one(&own, key, value, declared_secrets)).collect::<Vec<_>>())
         });
-        let read: Vec<_> = read.into_iter().collect::<Option<Vec<_>>>()?.into_iter().flatten().collect();
+        let read = read.into_iter().collect::<Option<Vec<_>>>()?;
         let declared: Vec<String> = cut.pieces.iter().flat_map(|p| p.names.iter().map(|n| n.to_string())).collect();
         let unique: HashSet<&str> = declared.iter().map(String::as_str).collect();
         (unique.len() == declared.len()).then_some(Services::Read { declared, read })
@@ -127,10 +127,11 @@ enum Services {
     NotATable,
     /// Every service declared, with errors or not (a service with an error still exists for the
     /// references of the others: its own error is the one to report), and each one read, with
-    /// its own diagnostics, in file order.
+    /// its own diagnostics, in file order: piece by piece, as a file parsed in pieces gives them
+    /// (a file parsed whole is one piece), so that no second copy of them all is ever made.
     Read {
         declared: Vec<String>,
-        read: Vec<(Option<Service>, Vec<Diagnostic>)>,
+        read: Vec<Vec<(Option<Service>, Vec<Diagnostic>)>>,
     },
 }
 
@@ -185,7 +186,9 @@ fn read_stack(
     let mut declared_services = Vec::new();
     match read_services(&mut ctx, &declared_secrets)? {
         Services::Read { declared, read } => {
-            for (service, diags) in read {
+            // Each piece is freed as soon as its services are moved out.
+            services.reserve_exact(declared.len());
+            for (service, diags) in read.into_iter().flatten() {
                 ctx.diags.extend(diags);
                 services.extend(service);
             }

@@ -43,6 +43,19 @@ pub fn render_host(stacks: &[Stack], options: &RenderOptions) -> Vec<OutputFile>
 /// [`render_host`] for the stacks `only` accepts, with dependencies still resolved against all
 /// of `stacks` (`kapell generate FILE` renders one stack that requires its neighbours).
 pub fn render_host_only(stacks: &[Stack], only: impl Fn(&Stack) -> bool, options: &RenderOptions) -> Vec<OutputFile> {
+    render_each(stacks, only, options, |file| file)
+}
+
+/// [`render_host_only`], handing each file to `consume` on the thread that rendered it, as soon
+/// as it is rendered; returns what `consume` returned, in the order of the files. The generator
+/// writes each unit there: the writes spread over the cores with the rendering, and the units'
+/// text is never all in memory at once.
+pub fn render_each<R: Send>(
+    stacks: &[Stack],
+    only: impl Fn(&Stack) -> bool,
+    options: &RenderOptions,
+    consume: impl Fn(OutputFile) -> R + Sync,
+) -> Vec<R> {
     let host = Host::new(stacks);
     let selected: Vec<(&Stack, Shared)> = stacks.iter().filter(|s| only(s)).map(|s| (s, Shared::new(s))).collect();
     // Every unit renders independently, so the work is split by unit, not by stack: one stack
@@ -55,10 +68,10 @@ pub fn render_host_only(stacks: &[Stack], only: impl Fn(&Stack) -> bool, options
         })
         .collect();
     crate::parallel::flat_map(&jobs, |job, out| match *job {
-        Job::Target(stack, shared) => render_target(stack, shared, out),
+        Job::Target(stack, shared) => render_target(stack, shared, |file| out.push(consume(file))),
         Job::Service(stack, service, shared) => {
             let unit = service::service_unit(stack, service, &host, options, shared);
-            out.push(OutputFile::Unit { name: service.unit_file_name(&stack.name), text: unit.serialize() });
+            out.push(consume(OutputFile::Unit { name: service.unit_file_name(&stack.name), text: unit.serialize() }));
         }
     })
 }
@@ -88,10 +101,10 @@ impl<'a> Host<'a> {
 }
 
 /// A stack's target, and the link that enables it.
-fn render_target(stack: &Stack, shared: &Shared, out: &mut Vec<OutputFile>) {
-    out.push(OutputFile::Unit { name: stack.target_unit(), text: target_unit(stack, shared).serialize() });
+fn render_target(stack: &Stack, shared: &Shared, mut out: impl FnMut(OutputFile)) {
+    out(OutputFile::Unit { name: stack.target_unit(), text: target_unit(stack, shared).serialize() });
     if stack.enable {
-        out.push(OutputFile::Link {
+        out(OutputFile::Link {
             path: format!("multi-user.target.wants/{}", stack.target_unit()),
             target: format!("../{}", stack.target_unit()),
         });

@@ -22,7 +22,7 @@ mod write;
 #[cfg(test)]
 pub(crate) use view::tests as view_tests;
 pub use view::{ServiceUnits, StackUnits, UnitSet};
-pub use write::{Strategy, write};
+pub use write::{Strategy, Writer, write};
 
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -45,6 +45,14 @@ pub enum OutputFile {
 impl OutputFile {
     /// The path relative to the unit directory.
     pub fn path(&self) -> &str {
+        match self {
+            OutputFile::Unit { name, .. } => name,
+            OutputFile::Link { path, .. } => path,
+        }
+    }
+
+    /// [`OutputFile::path`], taken out of the file.
+    pub fn into_path(self) -> String {
         match self {
             OutputFile::Unit { name, .. } => name,
             OutputFile::Link { path, .. } => path,

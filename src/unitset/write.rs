@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A unit at most this long is written in place in a generator directory: one page, which one
 /// `write(2)` to a fresh file puts there whole or not at all.
@@ -31,34 +32,59 @@ pub enum Strategy {
 /// Writes `files` into `dir` with `strategy`, then removes kapell's files in `dir` that are no
 /// longer part of the set. Returns the paths written or removed whose content changed.
 pub fn write(dir: &Path, files: &[OutputFile], strategy: Strategy) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // One listing up front instead of a failed open/unlink/mkdir per file: at boot the
-    // generator writes thousands of files into an empty directory, and syscalls are its cost.
-    let mut existing = list(dir, "");
-    let was_empty = existing.is_empty();
-    for file in files {
-        if let Some((sub, _)) = file.path().rsplit_once('/')
-            && !existing.contains(sub)
-        {
-            let path = dir.join(sub);
-            std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-            existing.insert(sub.to_string());
-            existing.extend(list(dir, sub));
-        }
-    }
-    let results = crate::parallel::map(files, |file| install(dir, file, &existing, strategy));
+    let writer = Writer::open(dir, strategy)?;
+    let results = crate::parallel::map(files, |file| writer.install(file));
     let mut changed = Vec::new();
     for result in results {
         if let Some(path) = result? {
             changed.push(path);
         }
     }
-    // Only what was there before can be stale; at boot normal-dir starts empty, and listing the
-    // thousands of files just written would find nothing to remove.
-    if !was_empty {
-        changed.extend(remove_stale(dir, files)?);
-    }
+    changed.extend(writer.finish(files.iter().map(OutputFile::path).collect())?);
     Ok(changed)
+}
+
+/// A unit set being written into a directory by whoever has its files, from any thread (the
+/// generator writes each unit on the thread that rendered it): [`Writer::open`],
+/// [`Writer::install`] every file of the set, then [`Writer::finish`] with the set's paths.
+pub struct Writer<'a> {
+    dir: &'a Path,
+    strategy: Strategy,
+    /// What `dir` and its subdirectories held when opened.
+    existing: HashSet<String>,
+    /// Subdirectories (`*.wants/`) that exist now.
+    subdirs: Mutex<HashSet<String>>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn open(dir: &'a Path, strategy: Strategy) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // One listing up front instead of a failed open/unlink/mkdir per file: at boot the
+        // generator writes thousands of files into an empty directory, and syscalls are its cost.
+        let (existing, subdirs) = list(dir);
+        Ok(Self { dir, strategy, existing, subdirs: Mutex::new(subdirs) })
+    }
+
+    /// Installs one file of the set unless it is already there with the same content; returns
+    /// its path if it changed.
+    pub fn install(&self, file: &OutputFile) -> Result<Option<String>> {
+        if let Some((sub, _)) = file.path().rsplit_once('/') {
+            let mut subdirs = self.subdirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !subdirs.contains(sub) {
+                let path = self.dir.join(sub);
+                std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                subdirs.insert(sub.to_string());
+            }
+        }
+        install(self.dir, file, &self.existing, self.strategy)
+    }
+
+    /// Removes kapell's files that `keep`, the set's paths, lacks; returns their paths.
+    pub fn finish(self, keep: BTreeSet<&str>) -> Result<Vec<String>> {
+        // Only what was there before can be stale; at boot normal-dir starts empty, and listing the
+        // thousands of files just written would find nothing to remove.
+        if self.existing.is_empty() { Ok(Vec::new()) } else { remove_stale(self.dir, &keep) }
+    }
 }
 
 /// Installs one file unless it is already there with the same content; returns its path if it
@@ -141,18 +167,25 @@ fn child(dir: &Path, rel: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Names in `dir/sub` (as paths relative to `dir`); empty if it does not exist.
-fn list(dir: &Path, sub: &str) -> HashSet<String> {
-    let base = if sub.is_empty() { dir.to_path_buf() } else { dir.join(sub) };
-    let prefix = if sub.is_empty() { String::new() } else { format!("{sub}/") };
-    std::fs::read_dir(base)
-        .map(|entries| entries.flatten().map(|e| format!("{prefix}{}", e.file_name().to_string_lossy())).collect())
-        .unwrap_or_default()
+/// The names in `dir` and in its subdirectories (as paths relative to `dir`), and the
+/// subdirectories; nothing if `dir` does not exist.
+fn list(dir: &Path) -> (HashSet<String>, HashSet<String>) {
+    let (mut names, mut subdirs) = (HashSet::new(), HashSet::new());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            for inner in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                names.insert(format!("{name}/{}", inner.file_name().to_string_lossy()));
+            }
+            subdirs.insert(name.clone());
+        }
+        names.insert(name);
+    }
+    (names, subdirs)
 }
 
-/// Removes kapell units and links in `dir` (one level of `*.wants/` included) that `files` lacks.
-fn remove_stale(dir: &Path, files: &[OutputFile]) -> Result<Vec<String>> {
-    let keep: BTreeSet<&str> = files.iter().map(OutputFile::path).collect();
+/// Removes kapell units and links in `dir` (one level of `*.wants/` included) that `keep` lacks.
+fn remove_stale(dir: &Path, keep: &BTreeSet<&str>) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     let mut visit = |sub: &str| -> Result<()> {
         let base = if sub.is_empty() { dir.to_path_buf() } else { dir.join(sub) };
