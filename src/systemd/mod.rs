@@ -252,18 +252,22 @@ impl Systemd {
         Ok(infos)
     }
 
-    /// The state of one unit (see [`Systemd::units`]).
-    pub async fn unit(&self, name: &str) -> Result<UnitInfo> {
-        let context = || format!("cannot read the state of {name}");
-        let path = self.manager.load_unit(name).await.map_err(dbus_error).with_context(context)?;
-        let properties = zbus::fdo::PropertiesProxy::builder(&self.connection)
+    /// The properties of the unit object at `path`, read afresh at every call (no cache: each
+    /// read is one answer of systemd's, not a value kept in sync by signals).
+    async fn properties(&self, path: zbus::OwnedObjectPath) -> zbus::Result<zbus::fdo::PropertiesProxy<'_>> {
+        zbus::fdo::PropertiesProxy::builder(&self.connection)
             .destination(proxy::DESTINATION)
             .path(path)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(dbus_error)
-            .with_context(context)?;
+    }
+
+    /// The state of one unit (see [`Systemd::units`]).
+    pub async fn unit(&self, name: &str) -> Result<UnitInfo> {
+        let context = || format!("cannot read the state of {name}");
+        let path = self.manager.load_unit(name).await.map_err(dbus_error).with_context(context)?;
+        let properties = self.properties(path).await.map_err(dbus_error).with_context(context)?;
         let mut unit = properties.get_all(proxy::UNIT_INTERFACE).await.map_err(dbus_error).with_context(context)?;
         let mut service = if name.ends_with(".service") {
             properties.get_all(proxy::SERVICE_INTERFACE).await.map_err(dbus_error).with_context(context)?
@@ -328,14 +332,7 @@ impl Systemd {
             let mut origin = UnitOrigin { asked, id, load_state, active_state, fragment_path: String::new() };
             if origin.is_known() {
                 let context = || format!("cannot read the unit file of {}", origin.id);
-                let properties = zbus::fdo::PropertiesProxy::builder(&self.connection)
-                    .destination(proxy::DESTINATION)
-                    .path(path)
-                    .cache_properties(CacheProperties::No)
-                    .build()
-                    .await
-                    .map_err(dbus_error)
-                    .with_context(context)?;
+                let properties = self.properties(path).await.map_err(dbus_error).with_context(context)?;
                 let fragment = properties
                     .get(proxy::UNIT_INTERFACE, "FragmentPath")
                     .await

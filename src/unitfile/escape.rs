@@ -93,9 +93,11 @@ pub fn text_into(out: &mut String, value: &str) {
 
 /// `value` itself when [`text`] would leave it unchanged (the common case: no copy needed).
 fn plain_text(value: &str) -> Option<&str> {
-    let plain = !value.contains(|c: char| c.is_control() || c == '%')
-        && !value.ends_with(['\\', ' '])
-        && !value.starts_with(char::is_whitespace);
+    // Bytes first: most values are ASCII, and only non-ASCII text can hold a C1 control (U+0080
+    // to U+009F), so only that is decoded to chars (this runs on every header line of every unit).
+    let special = |b: u8| b.is_ascii_control() || b == b'%';
+    let has_special = value.bytes().any(special) || (!value.is_ascii() && value.chars().any(|c: char| c.is_control()));
+    let plain = !has_special && !value.ends_with(['\\', ' ']) && !value.starts_with(char::is_whitespace);
     plain.then_some(value)
 }
 
@@ -238,6 +240,11 @@ mod tests {
     #[test]
     fn text_is_one_line_without_specifiers() {
         assert_eq!(text("a\nb %n \\"), "a b %%n");
+        // Controls anywhere: C0, DEL and C1 (U+0085 is a line break to some readers); other
+        // non-ASCII text stays as it is.
+        assert_eq!(text("a\x7fb\u{85}c\u{9f}d"), "a b c d");
+        assert_eq!(text("ünïcødé ✓ \u{a0}x"), "ünïcødé ✓ \u{a0}x");
+        assert_eq!(text("x\u{2028}y"), "x\u{2028}y");
     }
 
     #[test]
