@@ -14,29 +14,12 @@ fn threads() -> usize {
 /// `items.iter().map(f).collect()`, in order, on up to one thread per core. Small inputs stay
 /// on the calling thread, where starting threads would cost more than it saves.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = threads();
-    if threads < 2 || items.len() < 16 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    #[cfg(test)]
-    let counter = crate::lookups::current();
-    #[cfg(test)]
-    let f = |item: &T| crate::lookups::with(counter.clone(), || f(item));
-    std::thread::scope(|scope| {
-        let workers: Vec<_> =
-            items.chunks(chunk).map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>())).collect();
-        // Each worker's part is freed once moved: the results are never all in memory twice.
-        let mut out = Vec::with_capacity(items.len());
-        for w in workers {
-            out.extend(w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        }
-        out
-    })
+    flat_map(items, |item, out| out.push(f(item)))
 }
 
 /// Like [`map`], for work that makes any number of results per item: `f` pushes them, in order,
-/// onto one vector per thread (no vector per item).
+/// onto one vector per thread (no vector per item). The calling thread takes the last share
+/// itself: one thread fewer to start.
 pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Sync) -> Vec<R> {
     let threads = threads();
     let run = |part: &[T]| {
@@ -55,10 +38,17 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
     #[cfg(test)]
     let run = |part: &[T]| crate::lookups::with(counter.clone(), || run(part));
     std::thread::scope(|scope| {
-        let workers: Vec<_> = items.chunks(chunk).map(|part| scope.spawn(|| run(part))).collect();
-        let mut out = Vec::new();
-        for w in workers {
-            out.extend(w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        let mut parts = items.chunks(chunk);
+        let last = parts.next_back().unwrap_or_default();
+        let workers: Vec<_> = parts.map(|part| scope.spawn(|| run(part))).collect();
+        let last = run(last);
+        let mut shares: Vec<Vec<R>> =
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
+        shares.push(last);
+        // Each share is freed once moved: the results are never all in memory twice.
+        let mut out = Vec::with_capacity(shares.iter().map(Vec::len).sum());
+        for share in shares {
+            out.extend(share);
         }
         out
     })
