@@ -72,8 +72,11 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
 /// Generator logging, as systemd's own generators do it: `/dev/kmsg` (generators run before the
 /// journal is up; the journal imports kmsg later), else `/dev/console` (containers have no
 /// kmsg; the console is what nspawn and the boot log show), else stderr (`--no-kmsg`, tests).
+/// The sink is opened at the first message: a run with nothing to say opens nothing (opening
+/// `/dev/kmsg` makes the kernel look up its log buffer, a cost at every boot for no message).
 pub struct Log {
-    sink: Sink,
+    no_kmsg: bool,
+    sink: Option<Sink>,
 }
 
 enum Sink {
@@ -84,13 +87,21 @@ enum Sink {
 
 impl Log {
     pub fn open(no_kmsg: bool) -> Self {
-        let open = |path: &str| std::fs::OpenOptions::new().write(true).open(path).ok();
-        let sink = match (no_kmsg, open("/dev/kmsg")) {
-            (true, _) => Sink::Stderr,
-            (false, Some(kmsg)) => Sink::Kmsg(kmsg),
-            (false, None) => open("/dev/console").map_or(Sink::Stderr, Sink::Console),
-        };
-        Self { sink }
+        Self { no_kmsg, sink: None }
+    }
+
+    fn sink(&mut self) -> &mut Sink {
+        let no_kmsg = self.no_kmsg;
+        self.sink.get_or_insert_with(|| {
+            let open = |path: &str| std::fs::OpenOptions::new().write(true).open(path).ok();
+            if no_kmsg {
+                Sink::Stderr
+            } else if let Some(kmsg) = open("/dev/kmsg") {
+                Sink::Kmsg(kmsg)
+            } else {
+                open("/dev/console").map_or(Sink::Stderr, Sink::Console)
+            }
+        })
     }
 
     pub fn error(&mut self, message: &str) {
@@ -104,7 +115,8 @@ impl Log {
     /// One record per line; on kmsg with a syslog priority (3 err, 4 warning) so it shows in
     /// `journalctl -k -p err`.
     fn write(&mut self, priority: u8, message: &str) {
-        let written = message.lines().all(|line| match &mut self.sink {
+        let sink = self.sink();
+        let written = message.lines().all(|line| match sink {
             Sink::Kmsg(k) => k.write_all(format!("<{priority}>kapell-generator: {line}\n").as_bytes()).is_ok(),
             Sink::Console(c) => c.write_all(format!("kapell-generator: {line}\n").as_bytes()).is_ok(),
             Sink::Stderr => false,

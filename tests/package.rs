@@ -265,6 +265,10 @@ fn deb_boots_a_stack_and_removes_cleanly() -> Result<()> {
         console.contains("kapell-generator failed with exit status 3"),
         "systemd did not report the generator's failure:\n{console}"
     );
+    ensure!(
+        console.contains("kapell-generator: stack broken skipped: it has errors"),
+        "the generator did not say which stack it skipped:\n{console}"
+    );
 
     // Removal: prerm stops the stack, postrm reloads, the generator is gone with the package.
     host.exec_ok(&["dpkg", "-r", "kapell"]).context("dpkg -r kapell")?;
