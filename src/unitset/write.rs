@@ -215,3 +215,63 @@ fn remove_stale(dir: &Path, keep: &BTreeSet<&str>) -> Result<Vec<String>> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(name: &str) -> OutputFile {
+        OutputFile::Unit { name: name.into(), text: format!("[Unit]\nDescription={name}\nX-Kapell-Stack=s\n") }
+    }
+
+    fn link(path: &str, target: &str) -> OutputFile {
+        OutputFile::Link { path: path.into(), target: target.into() }
+    }
+
+    /// Files installed from several threads at once, into a directory holding an earlier set:
+    /// what changed is reported, the earlier set's leftovers go, and a file that is not
+    /// kapell's stays.
+    #[test]
+    fn a_writer_shared_by_threads_installs_the_set_and_removes_only_kapells_leftovers() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let wants = dir.path().join("multi-user.target.wants");
+        std::fs::create_dir(&wants)?;
+        std::fs::write(dir.path().join("old.target"), "[Unit]\nX-Kapell-Stack=old\n")?;
+        std::os::unix::fs::symlink("../old.target", wants.join("old.target"))?;
+        std::fs::write(dir.path().join("foreign.service"), "[Service]\nExecStart=/bin/true\n")?;
+        let same = unit("same.service");
+        std::fs::write(dir.path().join("same.service"), same.content())?;
+
+        let mut files: Vec<OutputFile> = (0..64).map(|i| unit(&format!("s-{i}.service"))).collect();
+        files.push(unit("s.target"));
+        files.push(link("multi-user.target.wants/s.target", "../s.target"));
+        files.push(link("sockets.target.wants/s-0.service", "../s-0.service"));
+        files.push(same);
+        let writer = Writer::open(dir.path(), Strategy::GeneratorDir)?;
+        let halves = files.split_at(files.len() / 2);
+        let changed = std::thread::scope(|scope| {
+            let other = scope.spawn(|| halves.1.iter().map(|f| writer.install(f)).collect::<Vec<_>>());
+            let mine: Vec<_> = halves.0.iter().map(|f| writer.install(f)).collect();
+            mine.into_iter()
+                .chain(other.join().expect("thread"))
+                .filter_map(|r| r.transpose())
+                .collect::<Result<Vec<_>>>()
+        })?;
+        assert_eq!(changed.len(), files.len() - 1, "all but the unchanged unit: {changed:?}");
+        let removed = writer.finish(files.iter().map(OutputFile::path).collect())?;
+        assert_eq!(removed, ["old.target", "multi-user.target.wants/old.target"]);
+
+        let (names, _) = list(dir.path());
+        let mut names: Vec<String> = names.into_iter().filter(|n| !n.ends_with(".wants")).collect();
+        names.sort();
+        let mut want: Vec<String> = files.iter().map(|f| f.path().to_string()).collect();
+        want.push("foreign.service".into());
+        want.sort();
+        assert_eq!(names, want);
+        assert_eq!(
+            std::fs::read_link(dir.path().join("sockets.target.wants/s-0.service"))?,
+            Path::new("../s-0.service")
+        );
+        Ok(())
+    }
+}
