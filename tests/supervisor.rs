@@ -339,7 +339,8 @@ fn expect_one_line(rig: &Rig, unit: &str, cause: &str) -> Result<()> {
     ensure!(rig.prop(unit, "ActiveState")? == "failed", "{unit} should be failed");
     let mut ours = Vec::new();
     eventually("the supervisor's error in the journal", Duration::from_secs(30), || {
-        ours = rig.journal(unit)?.into_iter().filter(|e| e.identifier == "kapell" && e.priority <= 4).collect();
+        ours =
+            rig.supervisor_journal(unit)?.into_iter().filter(|e| e.identifier == "kapell" && e.priority <= 4).collect();
         Ok(!ours.is_empty())
     })?;
     ensure!(ours.len() == 1, "expected one warning or error line from kapell:\n{}", Entry::lines(&ours));

@@ -59,6 +59,10 @@ const PULL_EXTEND_EVERY: Duration = Duration::from_secs(5);
 /// How long the container's last output may take to arrive after it stopped.
 const DRAIN_OUTPUT: Duration = Duration::from_secs(2);
 
+/// How long a failing supervisor stays after logging why, so that journald files the line
+/// under the unit (see [`run`]).
+const JOURNAL_SETTLE: Duration = Duration::from_millis(200);
+
 /// Runs the supervisor for `target` to the end; returns the process exit status.
 pub fn run(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
     let unit = target.unit_name();
@@ -76,6 +80,11 @@ pub fn run(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
         Ok(code) => code,
         Err(e) => {
             log::error!(message_id = id::SUPERVISOR_FAILED; "{unit}: {e:#}");
+            // journald learns which unit a message is from by reading the sender's cgroup when
+            // it handles the message; a sender that has exited by then leaves the line out of
+            // `journalctl -u` (systemd's known race for short-lived processes), and this is the
+            // one line that says why the unit failed. A moment before exiting lets it be read.
+            std::thread::sleep(JOURNAL_SETTLE);
             EXIT_FAILED
         }
     }

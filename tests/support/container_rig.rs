@@ -113,6 +113,11 @@ impl ContainerRig {
         self.host.journal_entries(unit)
     }
 
+    /// The lines kapell's supervisor of `unit` logged (they carry `KAPELL_UNIT=unit`).
+    pub fn supervisor_journal(&self, unit: &str) -> Result<Vec<Entry>> {
+        self.host.journal_entries_with("KAPELL_UNIT", unit)
+    }
+
     /// Waits until `unit` is active; fails at once, with its journal, if it fails.
     pub fn wait_active(&self, unit: &str, timeout: Duration) -> Result<()> {
         eventually(&format!("{unit} active"), timeout, || {

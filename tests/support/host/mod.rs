@@ -165,6 +165,14 @@ impl Host {
         out.lines().map(super::Entry::parse).collect()
     }
 
+    /// The journal entries with `field=value` (e.g. kapell's own `KAPELL_UNIT=`), as JSON. Unlike
+    /// `-u`, this does not depend on journald attributing an entry to its unit, which it can
+    /// miss for a process that exits right after logging.
+    pub fn journal_entries_with(&self, field: &str, value: &str) -> Result<Vec<super::Entry>> {
+        let out = self.exec_ok(&["journalctl", &format!("{field}={value}"), "-o", "json", "--no-pager"])?;
+        out.lines().map(super::Entry::parse).collect()
+    }
+
     /// `journalctl -u unit -o short-precise --no-pager` inside the host.
     pub fn journal(&self, unit: &str) -> Result<String> {
         self.exec_ok(&["journalctl", "-u", unit, "-o", "short-precise", "--no-pager"])
