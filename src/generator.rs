@@ -6,7 +6,7 @@
 
 use crate::config;
 use crate::host_units;
-use crate::render::{OutputFile, RenderOptions};
+use crate::render::RenderOptions;
 use crate::unitset;
 use crate::unitset::Strategy;
 use crate::validate::UnitSearchPath;
@@ -48,19 +48,23 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     }
     let context = || format!("cannot write units into {}", out.display());
     let writer = unitset::Writer::open(out, Strategy::GeneratorDir).with_context(context)?;
-    let written = host_units::render_local_each(config_dir, &checked, &RenderOptions::default(), |file| {
-        writer.install(&file).map(|_| file.into_path())
-    });
-    let local = written.into_iter().collect::<Result<HashSet<String>>>().with_context(context)?;
-    let (received, left_out) = host_units::received_share(fleet_dir, |path| local.contains(path));
+    let written = host_units::render_local_each(
+        config_dir,
+        &checked,
+        |_| true,
+        &RenderOptions::default(),
+        |file| writer.install(&file).map(|_| file.into_path()),
+    );
+    let mut set = written.into_iter().collect::<Result<HashSet<String>>>().with_context(context)?;
+    let (received, left_out) = host_units::received_share(fleet_dir, |path| set.contains(path));
     for message in &left_out {
         log.error(message);
     }
-    for file in &received {
-        writer.install(file).with_context(context)?;
+    for file in received {
+        writer.install(&file).with_context(context)?;
+        set.insert(file.into_path());
     }
-    let set = local.iter().map(String::as_str).chain(received.iter().map(OutputFile::path)).collect();
-    writer.finish(set).with_context(context)?;
+    writer.finish(|path| set.contains(path)).with_context(context)?;
     for name in &checked.failed {
         log.error(&format!("stack {name} skipped: it has errors"));
     }

@@ -22,8 +22,7 @@ pub fn render_local(
     wanted: impl Fn(&Stack) -> bool,
     options: &RenderOptions,
 ) -> Vec<OutputFile> {
-    let here = crate::host::runs_here(config_dir);
-    render::render_host_only(&checked.stacks, |s| here(s) && wanted(s), options)
+    render_local_each(config_dir, checked, wanted, options, |file| file)
 }
 
 /// [`render_local`], handing each file to `consume` on the thread that rendered it (see
@@ -31,10 +30,12 @@ pub fn render_local(
 pub fn render_local_each<R: Send>(
     config_dir: &Path,
     checked: &Checked,
+    wanted: impl Fn(&Stack) -> bool,
     options: &RenderOptions,
     consume: impl Fn(OutputFile) -> R + Sync,
 ) -> Vec<R> {
-    render::render_each(&checked.stacks, crate::host::runs_here(config_dir), options, consume)
+    let here = crate::host::runs_here(config_dir);
+    render::render_each(&checked.stacks, |s| here(s) && wanted(s), options, consume)
 }
 
 /// Loads the stacks of `config_dir` and renders the local units, for a command that needs

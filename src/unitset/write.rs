@@ -4,7 +4,7 @@
 use super::OutputFile;
 use super::markers::is_kapell_link_or_unit;
 use anyhow::{Context, Result};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,8 @@ pub fn write(dir: &Path, files: &[OutputFile], strategy: Strategy) -> Result<Vec
             changed.push(path);
         }
     }
-    changed.extend(writer.finish(files.iter().map(OutputFile::path).collect())?);
+    let set: HashSet<&str> = files.iter().map(OutputFile::path).collect();
+    changed.extend(writer.finish(|path| set.contains(path))?);
     Ok(changed)
 }
 
@@ -79,11 +80,12 @@ impl<'a> Writer<'a> {
         install(self.dir, file, &self.existing, self.strategy)
     }
 
-    /// Removes kapell's files that `keep`, the set's paths, lacks; returns their paths.
-    pub fn finish(self, keep: BTreeSet<&str>) -> Result<Vec<String>> {
+    /// Removes kapell's files that are not in the set (`in_set` tells, by path); returns their
+    /// paths.
+    pub fn finish(self, in_set: impl Fn(&str) -> bool) -> Result<Vec<String>> {
         // Only what was there before can be stale; at boot normal-dir starts empty, and listing the
         // thousands of files just written would find nothing to remove.
-        if self.existing.is_empty() { Ok(Vec::new()) } else { remove_stale(self.dir, &keep) }
+        if self.existing.is_empty() { Ok(Vec::new()) } else { remove_stale(self.dir, in_set) }
     }
 }
 
@@ -184,8 +186,8 @@ fn list(dir: &Path) -> (HashSet<String>, HashSet<String>) {
     (names, subdirs)
 }
 
-/// Removes kapell units and links in `dir` (one level of `*.wants/` included) that `keep` lacks.
-fn remove_stale(dir: &Path, keep: &BTreeSet<&str>) -> Result<Vec<String>> {
+/// Removes kapell units and links in `dir` (one level of `*.wants/` included) not `in_set`.
+fn remove_stale(dir: &Path, in_set: impl Fn(&str) -> bool) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     let mut visit = |sub: &str| -> Result<()> {
         let base = if sub.is_empty() { dir.to_path_buf() } else { dir.join(sub) };
@@ -193,7 +195,7 @@ fn remove_stale(dir: &Path, keep: &BTreeSet<&str>) -> Result<Vec<String>> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let rel = if sub.is_empty() { name.clone() } else { format!("{sub}/{name}") };
-            if keep.contains(rel.as_str()) || !is_kapell_link_or_unit(dir, &rel) {
+            if in_set(&rel) || !is_kapell_link_or_unit(dir, &rel) {
                 continue;
             }
             std::fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
@@ -258,7 +260,8 @@ mod tests {
                 .collect::<Result<Vec<_>>>()
         })?;
         assert_eq!(changed.len(), files.len() - 1, "all but the unchanged unit: {changed:?}");
-        let removed = writer.finish(files.iter().map(OutputFile::path).collect())?;
+        let set: HashSet<&str> = files.iter().map(OutputFile::path).collect();
+        let removed = writer.finish(|path| set.contains(path))?;
         assert_eq!(removed, ["old.target", "multi-user.target.wants/old.target"]);
 
         let (names, _) = list(dir.path());
