@@ -509,14 +509,21 @@ fn progress(n: usize, case: &str, sides: &[(&str, &Vec<Sample>)]) {
 
 // ---- the bench ---------------------------------------------------------------------------------
 
-fn bench_size(n: usize, rows: &mut Vec<Row>, reads: &mut Vec<String>, notes: &mut Vec<String>) -> Result<()> {
+fn bench_size(
+    n: usize,
+    rows: &mut Vec<Row>,
+    reads: &mut Vec<String>,
+    reloads: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
     eprintln!("[{n}] booting the kapell host and the floor host");
     let kapell_host = Host::builder().kapell(KAPELL).boot()?;
     let floor_host = Host::builder().boot()?;
     let (kp, fp) = (Pids::of(&kapell_host)?, Pids::of(&floor_host)?);
 
     let (mut k, mut f, mut t) = (Vec::new(), Vec::new(), Vec::new());
-    for run in 0..RUNS {
+    let cold_runs = if only_reloads() { 1 } else { RUNS };
+    for run in 0..cold_runs {
         if run > 0 {
             kapell_clean(&kapell_host, &kp, n, notes)?;
             floor_clean(&floor_host, &fp, n)?;
@@ -529,6 +536,10 @@ fn bench_size(n: usize, rows: &mut Vec<Row>, reads: &mut Vec<String>, notes: &mu
     }
     rows.push(Row { size: n, case: "cold", kapell: k, floor: f });
     rows.push(Row { size: n, case: "cold, floor starts only the target", kapell: Vec::new(), floor: t });
+
+    if only_reloads() {
+        return reload_probe(n, &kapell_host, &kp, &floor_host, &fp, reloads);
+    }
 
     let (mut k, mut f) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
@@ -575,13 +586,73 @@ fn bench_size(n: usize, rows: &mut Vec<Row>, reads: &mut Vec<String>, notes: &mu
         ("one `ListUnitsByNames` over the bus (busctl)", &list),
         ("`kapell apply --dry-run` with a second, new stack of N: reads N+1 loaded and N+1 unknown units", &fresh),
     ] {
-        reads.push(format!(
-            "| {n} | {what} | {} | {:.2} | {:.2} | {:.2} |",
-            wall_cell(samples),
-            median(samples, |s| s.client),
-            median(samples, |s| s.systemd),
-            median(samples, |s| s.dbus)
-        ));
+        reads.push(cpu_row(n, what, samples));
+    }
+    reload_probe(n, &kapell_host, &kp, &floor_host, &fp, reloads)
+}
+
+/// `| n | what | wall | client | systemd | dbus-daemon |`, medians.
+fn cpu_row(n: usize, what: &str, samples: &[Sample]) -> String {
+    format!(
+        "| {n} | {what} | {} | {:.2} | {:.2} | {:.2} |",
+        wall_cell(samples),
+        median(samples, |s| s.client),
+        median(samples, |s| s.systemd),
+        median(samples, |s| s.dbus)
+    )
+}
+
+/// [`SIZES`], or the comma-separated list in `KAPELL_BENCH_SIZES`.
+fn sizes() -> Result<Vec<usize>> {
+    match std::env::var("KAPELL_BENCH_SIZES") {
+        Ok(list) => {
+            list.split(',').map(|n| n.trim().parse().context("KAPELL_BENCH_SIZES: a list of numbers")).collect()
+        }
+        Err(_) => Ok(SIZES.to_vec()),
+    }
+}
+
+/// `KAPELL_BENCH_ONLY_RELOADS=1`: one cold start each side, then only [`reload_probe`].
+fn only_reloads() -> bool {
+    std::env::var_os("KAPELL_BENCH_ONLY_RELOADS").is_some_and(|v| v == "1")
+}
+
+/// Where systemd's CPU goes in "one changed": with N services running on both hosts, a bare
+/// `daemon-reload` on each (over systemctl's private socket and over the bus, as kapell calls
+/// it), and on the kapell host the floor's way (edit, `systemctl daemon-reload`, `systemctl
+/// restart`) next to `kapell apply`. The same reload on both hosts separates what the generated
+/// units cost systemd from what kapell's calls around the reload cost it.
+fn reload_probe(n: usize, kapell: &Host, kp: &Pids, floor: &Host, fp: &Pids, rows: &mut Vec<String>) -> Result<()> {
+    const BUS_RELOAD: &str =
+        "exec busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager Reload";
+    let unit = format!("big-s{CHANGED}.service");
+    let mut samples: [Vec<Sample>; 6] = Default::default();
+    for run in 0..RUNS {
+        samples[0].push(floor_sh(kapell, kp, "exec systemctl daemon-reload", &[])?);
+        samples[1].push(floor_sh(floor, fp, "exec systemctl daemon-reload", &[])?);
+        samples[2].push(floor_sh(kapell, kp, BUS_RELOAD, &[])?);
+        samples[3].push(floor_sh(floor, fp, BUS_RELOAD, &[])?);
+        // The edit and a restart, the floor's way, on kapell's units.
+        write_stack(kapell, n, Some((CHANGED, 100 + run)))?;
+        samples[4].push(floor_sh(
+            kapell,
+            kp,
+            "systemctl daemon-reload && exec systemctl restart \"$@\"",
+            std::slice::from_ref(&unit),
+        )?);
+        samples[5].push(kapell_one_changed(kapell, kp, n, 200 + run)?);
+        progress(n, "reloads", &[("kapell host, systemctl", &samples[0]), ("floor host, systemctl", &samples[1])]);
+    }
+    let whats = [
+        "kapell host: `systemctl daemon-reload` (private socket; systemd runs kapell's generator)",
+        "floor host: `systemctl daemon-reload`",
+        "kapell host: `Reload` over the bus (busctl)",
+        "floor host: `Reload` over the bus (busctl)",
+        "kapell host: edit the stack, `systemctl daemon-reload`, `systemctl restart` the changed unit",
+        "kapell host: edit the stack, `kapell apply`",
+    ];
+    for (what, samples) in whats.iter().zip(&samples) {
+        rows.push(cpu_row(n, what, samples));
     }
     Ok(())
 }
@@ -590,6 +661,7 @@ fn main() -> Result<()> {
     ensure!(Path::new(KAPELL).is_file(), "{KAPELL} missing: run through `cargo bench --bench apply`");
     let mut rows = Vec::new();
     let mut reads = Vec::new();
+    let mut reloads = Vec::new();
     let mut notes = Vec::new();
     // The machine is shared: its load average (1, 5, 15 min) before and after each size says
     // how much the figures were disturbed.
@@ -599,9 +671,9 @@ fn main() -> Result<()> {
             .unwrap_or_default()
     };
     let mut loads = Vec::new();
-    for n in SIZES {
+    for n in sizes()? {
         let before = load();
-        bench_size(n, &mut rows, &mut reads, &mut notes)?;
+        bench_size(n, &mut rows, &mut reads, &mut reloads, &mut notes)?;
         loads.push(format!("{n} services: load average {before} before, {} after", load()));
     }
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(0);
@@ -615,6 +687,12 @@ fn main() -> Result<()> {
     println!("| services | how | wall | client CPU | systemd CPU | dbus-daemon CPU |");
     println!("|---:|---|---:|---:|---:|---:|");
     for line in &reads {
+        println!("{line}");
+    }
+    println!("\nsystemd's CPU for the reload and restart of \"one changed\", taken apart, median (min):\n");
+    println!("| services | what | wall | client CPU | systemd CPU | dbus-daemon CPU |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for line in &reloads {
         println!("{line}");
     }
     for note in &notes {

@@ -116,8 +116,17 @@ fn apply_starts_restarts_only_what_changed_and_stops_what_was_removed() -> Resul
     eprintln!("timing: no-op apply {:?}", again.took);
 
     // Edit api only: api restarts, db (which api requires) and worker keep their processes.
+    // kapell does not subscribe to systemd's signals (a subscriber makes every reload emit a
+    // signal per unit), so this also checks that the restart's JobRemoved signal still reaches
+    // it, rather than the fallback that reads the unit's state after a quiet second.
     write_stack(&host, "shop", &shop("99999", Some("infinity")))?;
-    let edit = kapell_expect(&host, &["apply"], 0)?;
+    let start = Instant::now();
+    let edit = Run::from(host.exec(&["env", "KAPELL_LOG=debug", "kapell", "apply"])?, start.elapsed());
+    ensure!(edit.code == Some(0), "apply with one edit failed:\n{edit}");
+    ensure!(
+        edit.stderr.contains("restart shop-api.service: done, from its JobRemoved signal"),
+        "the restart's end should come from its JobRemoved signal:\n{edit}"
+    );
     ensure!(edit.units("restarted") == ["shop-api.service"], "only api should restart:\n{edit}");
     ensure!(edit.units("started").is_empty() && edit.units("stopped").is_empty(), "{edit}");
     let after = main_pids(&host, &SHOP[1..])?;

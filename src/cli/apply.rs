@@ -33,6 +33,9 @@ pub struct Args {
 }
 
 pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
+    // Only `KAPELL_LOG=debug` makes apply log anything (how each job's end was learned); its
+    // report is the lines it prints.
+    crate::logging::init(&[("KAPELL_COMPONENT", "apply")]);
     let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
     for d in &checked.diagnostics {

@@ -1,12 +1,12 @@
 //! Waiting for systemd jobs, the way `systemctl` does it, robust to any number of jobs.
 //!
-//! Finished jobs are announced by the `JobRemoved` signal. zbus queues a subscription's incoming
+//! Finished jobs are announced by the `JobRemoved` signal. zbus queues a match rule's incoming
 //! signals in a bounded channel (64 by default) and stops reading the bus socket while one is
 //! full, so a client that enqueues hundreds of jobs before reading any signal stalls: the
 //! replies to its own `StartUnit` calls sit behind the unread signals. A task started with the
 //! watcher therefore drains the signal stream into an unbounded channel from the first moment.
 //!
-//! A signal can still be missed (a connection hiccup, a job that ends while the subscription is
+//! A signal can still be missed (a connection hiccup, a job that ends while the match rule is
 //! being set up), so while jobs are pending and no signal comes, the watcher asks systemd which
 //! jobs it still has (`ListJobs`, one call for all): a job it no longer lists has finished, and
 //! its unit's state says how. Waiting stops when no job has finished for longer than the longest
@@ -82,6 +82,7 @@ impl JobWatcher {
         for job in jobs {
             if let Some(result) = self.finished.remove(&job.path) {
                 pending.remove(&job.path);
+                log_signalled(job, &result);
                 on_done(job, result);
             }
         }
@@ -93,7 +94,10 @@ impl JobWatcher {
                     // Any finished job is progress: ours may wait for units systemd pulled in.
                     last_progress = Instant::now();
                     match pending.remove(&path) {
-                        Some(job) => on_done(job, result),
+                        Some(job) => {
+                            log_signalled(job, &result);
+                            on_done(job, result)
+                        }
                         None => {
                             self.finished.insert(path, result);
                         }
@@ -107,6 +111,11 @@ impl JobWatcher {
                     }
                     for (path, result) in gone {
                         if let Some(job) = pending.remove(&path) {
+                            log::debug!(
+                                "{} {}: {result}, judged from its state: no JobRemoved signal came",
+                                job.kind,
+                                job.unit
+                            );
                             on_done(job, result);
                         }
                     }
@@ -177,6 +186,12 @@ impl JobWatcher {
             _ => JobResult::Dependency,
         }
     }
+}
+
+/// Says at debug level how a job's end was learned, so a test (or an operator with
+/// `KAPELL_LOG=debug`) can tell signals arriving from the slower fallback.
+fn log_signalled(job: &Job, result: &JobResult) {
+    log::debug!("{} {}: {result}, from its JobRemoved signal", job.kind, job.unit);
 }
 
 /// How long to wait without progress for `jobs`: the longest finite start (or stop) timeout of

@@ -6,7 +6,7 @@
 //! `DBUS_SYSTEM_BUS_ADDRESS`, else `/run/dbus/system_bus_socket`, so tests can point it at a
 //! booted container's bus.
 //!
-//! Jobs are awaited the way `systemctl` does it: subscribe to `JobRemoved` *before* enqueueing
+//! Jobs are awaited the way `systemctl` does it: listen for `JobRemoved` *before* enqueueing
 //! ([`Systemd::watch_jobs`]), then match finished jobs by object path, so a job that ends before
 //! the enqueue call even returns is not missed; see [`JobWatcher`] for why the signals are
 //! drained from the first moment and how a missed one is recovered. Calls are kept a bounded
@@ -64,27 +64,21 @@ impl Systemd {
     }
 
     /// Starts listening for finished jobs. Call it before enqueueing the jobs to wait for.
+    ///
+    /// Like `systemctl start`, this adds a match rule for `JobRemoved` but does not call the
+    /// manager's `Subscribe`: systemd sends a job's signals to the client that enqueued it
+    /// whether or not anyone is subscribed. A subscriber makes systemd emit `UnitNew` and
+    /// `PropertiesChanged` for every unit it reloads, which at 1,000 units cost PID 1 about
+    /// 0.2 s of CPU per `daemon-reload` (docs/benchmarks.md, apply).
     pub async fn watch_jobs(&self) -> Result<JobWatcher> {
         let stream =
             self.manager.receive_job_removed().await.map_err(dbus_error).context("cannot watch systemd jobs")?;
-        self.subscribe().await?;
         Ok(JobWatcher::new(stream))
-    }
-
-    /// Asks systemd to emit signals to us. Subscribing twice is harmless.
-    async fn subscribe(&self) -> Result<()> {
-        match self.manager.subscribe().await {
-            Err(zbus::Error::MethodError(name, _, _)) if name.ends_with(".AlreadySubscribed") => Ok(()),
-            other => other.map_err(dbus_error).context("cannot subscribe to systemd signals"),
-        }
     }
 
     /// `daemon-reload`: reruns the generators, reloads every unit file; returns once done.
     pub async fn reload(&self) -> Result<()> {
-        self.manager.reload().await.map_err(dbus_error).context("systemd daemon-reload failed")?;
-        // systemd carries subscriptions across a reload; subscribing again costs nothing and
-        // does not depend on that.
-        self.subscribe().await
+        self.manager.reload().await.map_err(dbus_error).context("systemd daemon-reload failed")
     }
 
     /// Enqueues a start job for `unit` (and, as systemd does, for what it requires and wants).

@@ -30,10 +30,6 @@ pub type JobListEntry = (u32, String, String, String, OwnedObjectPath, OwnedObje
     default_path = "/org/freedesktop/systemd1"
 )]
 pub trait Manager {
-    /// Asks systemd to send signals (`JobRemoved`) to this client; signals are only emitted
-    /// while at least one client is subscribed.
-    fn subscribe(&self) -> zbus::Result<()>;
-
     /// `systemctl daemon-reload`: reruns the generators and reloads every unit file. The reply
     /// comes once the reload is complete.
     fn reload(&self) -> zbus::Result<()>;
