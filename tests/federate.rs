@@ -368,7 +368,7 @@ fn killed_daemon(rig: &mut Rig) -> Result<()> {
 }
 
 /// A push that cuts db1's network: db1 reverts on its own, is reachable again, and the set is
-/// not pushed again.
+/// not pushed again; drift on the set db1 went back to is still repaired.
 fn cut_off(rig: &mut Rig) -> Result<()> {
     let cut = "[services.x]\nexec = [\"/bin/sh\", \"-c\", \"ip link set host0 down; exec sleep infinity\"]\n\
                placement = { hosts = [\"db1\"] }\n[services.x.systemd]\nService = { ExecStop = \"/sbin/ip link set host0 up\" }\n";
@@ -386,6 +386,12 @@ fn cut_off(rig: &mut Rig) -> Result<()> {
     })?;
     std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
     ensure!(!active(db1, "cut-x.service"), "the set that cut db1 off was pushed again");
+    // Held back, db1 keeps the set it reverted to, and that set is still kept repaired.
+    db1.systemctl_ok(&["stop", "data-db.service"])?;
+    // Generous: a retry backoff from while db1 was cut off may still be running.
+    rig.eventually("drift on the held host repaired", Duration::from_secs(60), || Ok(active(db1, "data-db.service")))?;
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
+    ensure!(!active(db1, "cut-x.service"), "the repair of the held host pushed the set that cut it off");
     Ok(())
 }
 

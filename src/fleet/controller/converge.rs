@@ -11,11 +11,13 @@
 //!   order): canaries first, then batches of `max_parallel` hosts, each pushed, then watched
 //!   until healthy for `min_healthy_time` (within `healthy_deadline`) before the next batch
 //!   starts. A failed batch fails the desired state for the whole fleet: with `auto_revert` its
-//!   hosts go back to their last confirmed set, and every other host is held (never touched)
-//!   until the stack files change or the operator retries.
+//!   hosts go back to their last confirmed set, and every other host is held (never given that
+//!   desired state) until the stack files change or the operator retries.
 //! - Every push carries a confirm window: the controller confirms over a fresh connection once
 //!   the set is active (and, in a rollout, healthy); a peer that hears nothing reverts on its
 //!   own, and that set is held back on that host until it changes.
+//! - A held host keeps the set it runs, and that set stays repaired: it is asked what it runs,
+//!   and that set is installed again (a no-op unless it drifted), carrying the fleet's health.
 //!
 //! Progress is written to the [`State`] before each step, so a controller killed mid-rollout
 //! finds the batch it was waiting on and checks it again before going on.
@@ -94,17 +96,21 @@ pub fn converge(
     };
     let desired = |host: &str| c.sets[host].hash.clone();
 
-    // Held back: this host reverted the desired set on its own before.
+    // Held back: this host reverted the desired set on its own before. It is not pushed that
+    // set, but like the hosts a rollout holds back it is asked what it runs, and that set is
+    // installed again below: drift on it is repaired, and it hears the fleet's health.
     let mut todo: Vec<String> = Vec::new();
+    let mut held: Vec<String> = Vec::new();
     for host in hosts {
         match state.host(host).held.clone() {
-            Some(held) if held.hash == desired(host) && !options.force => {
+            Some(h) if h.hash == desired(host) && !options.force => {
                 let why = format!(
                     "set {} was rolled back here ({}); change the stacks, or --force",
-                    crate::fleet::protocol::short(&held.hash),
-                    held.reason
+                    crate::fleet::protocol::short(&h.hash),
+                    h.reason
                 );
                 report(held_back(host, why), &mut outcomes);
+                held.push(host.clone());
             }
             _ => todo.push(host.clone()),
         }
@@ -131,6 +137,7 @@ pub fn converge(
             let host = state.host(h);
             !options.no_rollout && host.current != desired(h) && !host.known.is_empty() && !resumed.contains(h)
         })
+        .chain(&held)
         .cloned()
         .collect();
     let mut current_files: BTreeMap<String, HostSet> = BTreeMap::new();
@@ -145,10 +152,16 @@ pub fn converge(
             }
             Err(why) => {
                 mark_unreachable(state, &r.host, &why);
-                report(
-                    HostOutcome { host: r.host.clone(), outcome: Outcome::Failed(why), reply: None, took: r.took },
-                    &mut outcomes,
-                );
+                match outcomes.get_mut(&r.host) {
+                    // Held back still; that it could not be asked is part of why.
+                    Some(HostOutcome { outcome: Outcome::HeldBack(reason), .. }) => {
+                        reason.push_str(&format!("; it could not be asked what it runs: {why}"));
+                    }
+                    _ => report(
+                        HostOutcome { host: r.host.clone(), outcome: Outcome::Failed(why), reply: None, took: r.took },
+                        &mut outcomes,
+                    ),
+                }
             }
         }
     }
@@ -219,8 +232,11 @@ pub fn converge(
     for (host, r) in repairs {
         let Some(o) = outcomes.get_mut(&host) else { continue };
         match (r.outcome, &mut o.outcome) {
-            (Ok(reply), Outcome::HeldBack(why) | Outcome::Waiting(why)) if reply.changed && reply.error.is_none() => {
-                why.push_str(&format!("; the set it runs was repaired: {}", reply.actions.join("; ")));
+            (Ok(reply), Outcome::HeldBack(why) | Outcome::Waiting(why)) if reply.error.is_none() => {
+                if reply.changed {
+                    why.push_str(&format!("; the set it runs was repaired: {}", reply.actions.join("; ")));
+                }
+                // Kept also for a no-op: it says which of the host's units are up.
                 o.reply = Some(reply);
             }
             (Err(e), _) => mark_unreachable(state, &host, &e),
