@@ -168,8 +168,11 @@ pub fn converge(
     todo.retain(|h| !outcomes.contains_key(h));
 
     let shared = rollout::shared_units(&c.sets);
+    // Held hosts were asked only to repair what they run: their difference from the desired
+    // set is no part of a rollout.
     let changes: BTreeMap<String, Vec<String>> = current_files
         .iter()
+        .filter(|(h, _)| !held.contains(h))
         .map(|(h, cur)| (h.clone(), rollout::shared_changes(cur, &c.sets[h], &shared)))
         .filter(|(_, units)| !units.is_empty())
         .collect();
