@@ -664,11 +664,12 @@ impl<'a> Kapell<'a> {
             let host = hosts.iter().find(|h| h.name() == address)?;
             host.address().map(std::net::IpAddr::V4)
         };
-        let mut catalogs = kapell::fleet::controller::catalogs::catalogs(&fleet, &placed, ip_of)
+        let catalogs = kapell::fleet::controller::catalogs::catalogs(&fleet, &placed, ip_of)
             .map_err(|d| anyhow::anyhow!("catalogs: {} problems", d.len()))?;
         let stacks = placed.get(host).context("host not placed")?;
         let rendered = kapell::render::render_host(stacks, &kapell::render::RenderOptions::default());
-        let set = HostSet::from_rendered(&rendered).with_catalog(catalogs.per_host.remove(host));
+        let files = std::sync::Arc::new(kapell::fleet::protocol::files_of(&rendered));
+        let set = HostSet::new(files, catalogs.text, host);
         Ok(serde_json::to_vec(&Request {
             version: VERSION,
             body: Body::Install { set, known: Vec::new(), force: true, confirm_within: None, health: None },

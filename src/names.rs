@@ -377,6 +377,10 @@ pub const RECEIVED_DIR: &str = "/etc/kapell/received";
 /// readers leave it out). See docs/discovery.md.
 pub const CATALOG_FILE: &str = "catalog.json";
 
+/// Beside [`CATALOG_FILE`]: the name the fleet gives this host, one line. The catalog is the
+/// same for every host of a fleet; this says which of its instances are this host's own.
+pub const CATALOG_HOST_FILE: &str = "catalog-host";
+
 #[cfg(test)]
 mod tests {
     use super::*;

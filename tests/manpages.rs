@@ -181,7 +181,7 @@ fn tail_sections() -> String {
         ),
         (
             "KAPELL_LOG",
-            "The log level of kapell's daemons (kapell run, federate, dns, probe) and of kapell apply: error, warn, info (the default), debug or trace. At debug, kapell apply also says how it learned the end of each job it waited for.",
+            "The log level of kapell's daemons (kapell run, federate, dns, probe) and of kapell apply and kapell fleet: error, warn, info (the default), debug or trace. At debug, kapell apply also says how it learned the end of each job it waited for, and kapell fleet and federate each request sent to a host, its size and how long its reply took.",
         ),
         (
             "DOCKER_HOST",

@@ -6,7 +6,7 @@ use crate::fleet::controller::Controller;
 use crate::fleet::controller::converge::{self, HostOutcome, Outcome};
 use crate::fleet::controller::rollout;
 use crate::fleet::controller::state::{ControllerLock, State};
-use crate::fleet::protocol::{self, HostSet, SetFile};
+use crate::fleet::protocol::{self, SetFile};
 use crate::status::format_age;
 use crate::unitset;
 use anyhow::Result;
@@ -119,6 +119,8 @@ pub struct StatusArgs {
 }
 
 pub fn run(config_dir: &Path, command: Command) -> Result<u8> {
+    // Only `KAPELL_LOG=debug` makes these commands log anything: each request, its size and time.
+    crate::logging::init(&[("KAPELL_COMPONENT", "fleet")]);
     let controller = match Controller::load(config_dir)? {
         Ok(controller) => controller,
         Err(diags) => {
@@ -228,8 +230,7 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
         let step = steps.get(&result.host).map(ToString::to_string);
         match &result.outcome {
             Ok(reply) => {
-                let current =
-                    HostSet { files: reply.files.clone(), catalog: reply.catalog.clone(), hash: reply.current.clone() };
+                let current = reply.current_set();
                 let diff = unitset::diff(&current.to_rendered(), &desired.to_rendered());
                 // Units first, then the `*.wants/` links that follow from them.
                 let units_first = |mut paths: Vec<String>| {
@@ -296,8 +297,7 @@ fn rollout_steps(
         .iter()
         .filter_map(|r| {
             let reply = r.outcome.as_ref().ok()?;
-            let current =
-                HostSet { files: reply.files.clone(), catalog: reply.catalog.clone(), hash: reply.current.clone() };
+            let current = reply.current_set();
             // A first push (nothing received yet) is not part of a rollout.
             let changes = rollout::shared_changes(&current, &controller.sets[&r.host], &shared);
             (!reply.files.is_empty() && !changes.is_empty()).then(|| r.host.clone())

@@ -244,14 +244,23 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Reads `dir/catalog.json`; `Ok(None)` when the directory has none.
+    /// Reads `dir/catalog.json`, with the host's name from `dir/catalog-host` (a fleet's catalog
+    /// is the same for every host); `Ok(None)` when the directory has no catalog.
     pub fn load(dir: &Path) -> anyhow::Result<Option<Catalog>> {
         let path = dir.join(FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Catalog::parse(&text).map(Some).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+        let mut catalog = match std::fs::read_to_string(&path) {
+            Ok(text) => Catalog::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+        };
+        let host_path = dir.join(crate::names::CATALOG_HOST_FILE);
+        match std::fs::read_to_string(&host_path) {
+            Ok(host) => catalog.host = host.strip_suffix('\n').unwrap_or(&host).to_string(),
+            // A catalog received before the name travelled beside it carries the name itself.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", host_path.display()))),
         }
+        Ok(Some(catalog))
     }
 }
 
@@ -264,6 +273,23 @@ mod tests {
         let parsed = crate::config::parse_stack(&PathBuf::from(format!("/etc/kapell/{name}.toml")), text);
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
         parsed.stack.expect("stack")
+    }
+
+    /// A fleet's catalog names no host: the name beside it does; a catalog written before that
+    /// (the name inside) still reads with its own.
+    #[test]
+    fn the_hosts_name_is_read_from_beside_the_catalog() {
+        let dir = tempfile::tempdir().expect("dir");
+        let fleet = Catalog { version: VERSION, host: String::new(), services: Vec::new() };
+        std::fs::write(dir.path().join(FILE), fleet.to_json()).expect("write");
+        std::fs::write(dir.path().join(crate::names::CATALOG_HOST_FILE), "h2\n").expect("write");
+        assert_eq!(Catalog::load(dir.path()).expect("load").expect("catalog").host, "h2");
+        std::fs::remove_file(dir.path().join(crate::names::CATALOG_HOST_FILE)).expect("rm");
+        let old = Catalog { host: "h1".into(), ..fleet };
+        std::fs::write(dir.path().join(FILE), old.to_json()).expect("write");
+        assert_eq!(Catalog::load(dir.path()).expect("load").expect("catalog").host, "h1");
+        std::fs::remove_file(dir.path().join(FILE)).expect("rm");
+        assert_eq!(Catalog::load(dir.path()).expect("load"), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::render::OutputFile;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 mod strict;
 pub use strict::{Envelope, MAX_FILES, MAX_HEALTH, MAX_KNOWN};
@@ -55,6 +56,16 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         health: Option<Vec<InstanceHealth>>,
     },
+    /// The install of a set the host already runs, named by its hash rather than sent again: the
+    /// peer repairs drift on its current set as an install of it would, and takes `health`. A
+    /// host that runs another set refuses it (the reply's `current` says which), and the
+    /// controller sends the whole set. A no-op pass costs a few hundred bytes per host, not the
+    /// set and the fleet's catalog, which grows with the fleet.
+    Repair {
+        hash: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health: Option<Vec<InstanceHealth>>,
+    },
     /// The controller saw the set with this hash active and healthy: keep it.
     Confirm { hash: String },
     /// Go back to the last confirmed set.
@@ -63,18 +74,99 @@ pub enum Body {
     Status,
 }
 
-/// The unit set of one host: unit files and `*.wants/` links by path, plus the set's hash.
+/// A set's files by path.
+pub type Files = BTreeMap<String, SetFile>;
+
+impl Body {
+    /// The request's kind, as it travels (`"request": "install"`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Install { .. } => "install",
+            Body::Repair { .. } => "repair",
+            Body::Confirm { .. } => "confirm",
+            Body::Rollback => "rollback",
+            Body::Status => "status",
+        }
+    }
+}
+
+/// The unit set of one host: unit files and `*.wants/` links by path, the fleet's discovery
+/// catalog and the host's name in it, plus the set's hash.
+///
+/// Hosts with the same placement share one `files` and every host shares the one `catalog`
+/// (clones of an `Arc`): a controller of 10,000 hosts holds one copy of each, not one per host.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HostSet {
     #[serde(deserialize_with = "strict::unique_files")]
-    pub files: BTreeMap<String, SetFile>,
-    /// The discovery catalog of this host (`catalog.json` beside the units in the generation,
-    /// see docs/discovery.md), as JSON text; `None` when no service of the fleet is placed.
+    pub files: Arc<Files>,
+    /// The fleet's discovery catalog (`catalog.json` beside the units in the generation, see
+    /// docs/discovery.md), as JSON text, the same for every host; `None` when no service of the
+    /// fleet is placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catalog: Option<String>,
-    /// [`HostSet::compute_hash`] of `files` and `catalog`.
+    pub catalog: Option<Arc<str>>,
+    /// The name the fleet gives this host, with a catalog only: which of the catalog's instances
+    /// are its own (`catalog-host` beside `catalog.json`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// [`HostSet::compute_hash`] of `files`, `catalog` and `host`.
     pub hash: String,
+}
+
+/// A set's hash in two steps: the files and the catalog, which hosts of one placement share,
+/// then the host's name. A controller hashes what hosts share once, not once per host (the
+/// catalog of a fleet grows with its hosts, so hashing it per host would grow with their square).
+#[derive(Clone)]
+pub struct SetHasher(Sha256);
+
+impl SetHasher {
+    pub fn new(files: &Files, catalog: Option<&str>) -> SetHasher {
+        let mut hasher = Sha256::new();
+        for (path, file) in files {
+            let (kind, content) = match file {
+                SetFile::Unit { text, .. } => (b'u', text.as_str()),
+                SetFile::Link { target } => (b'l', target.as_str()),
+            };
+            field(&mut hasher, kind, path);
+            hasher.update((content.len() as u64).to_le_bytes());
+            hasher.update(content.as_bytes());
+        }
+        // A set without a catalog hashes as it did before catalogs existed.
+        if let Some(catalog) = catalog {
+            field(&mut hasher, b'c', catalog);
+        }
+        SetHasher(hasher)
+    }
+
+    /// The hash of the set for `host`. Without a name (no catalog, or a generation from before
+    /// the name travelled beside the catalog) a set hashes as it did before.
+    pub fn finish(&self, host: &str) -> String {
+        let mut hasher = self.0.clone();
+        if !host.is_empty() {
+            field(&mut hasher, b'h', host);
+        }
+        hex(&hasher.finalize())
+    }
+}
+
+/// One tagged, length-prefixed field of a set's hash.
+fn field(hasher: &mut Sha256, kind: u8, text: &str) {
+    hasher.update([kind]);
+    hasher.update((text.len() as u64).to_le_bytes());
+    hasher.update(text.as_bytes());
+}
+
+/// Rendered files as a set's files, each unit with its hash.
+pub fn files_of(files: &[OutputFile]) -> Files {
+    files
+        .iter()
+        .map(|f| match f {
+            OutputFile::Unit { name, text } => {
+                (name.clone(), SetFile::Unit { text: text.clone(), sha256: sha256(text.as_bytes()) })
+            }
+            OutputFile::Link { path, target } => (path.clone(), SetFile::Link { target: target.clone() }),
+        })
+        .collect()
 }
 
 /// Read strictly ([`strict`]).
@@ -88,25 +180,21 @@ pub enum SetFile {
 impl HostSet {
     /// The set of rendered files, hashed.
     pub fn from_rendered(files: &[OutputFile]) -> HostSet {
-        let files = files
-            .iter()
-            .map(|f| match f {
-                OutputFile::Unit { name, text } => {
-                    (name.clone(), SetFile::Unit { text: text.clone(), sha256: sha256(text.as_bytes()) })
-                }
-                OutputFile::Link { path, target } => (path.clone(), SetFile::Link { target: target.clone() }),
-            })
-            .collect();
-        let mut set = HostSet { files, catalog: None, hash: String::new() };
-        set.hash = set.compute_hash();
-        set
+        HostSet::new(Arc::new(files_of(files)), None, "")
     }
 
-    /// The set with `catalog` (JSON text) beside its units, hashed again.
-    pub fn with_catalog(mut self, catalog: Option<String>) -> HostSet {
-        self.catalog = catalog;
-        self.hash = self.compute_hash();
-        self
+    /// The set of `files` and, when the fleet places services, its `catalog` with this host's
+    /// name in it; hashed.
+    pub fn new(files: Arc<Files>, catalog: Option<Arc<str>>, host: &str) -> HostSet {
+        let hash = SetHasher::new(&files, catalog.as_deref()).finish(host);
+        HostSet::hashed(files, catalog, host, hash)
+    }
+
+    /// The set of `files`, `catalog` and `host` whose hash (what [`HostSet::compute_hash`]
+    /// gives) the caller already knows, from a reply or a [`SetHasher`] shared by many hosts.
+    pub fn hashed(files: Arc<Files>, catalog: Option<Arc<str>>, host: &str, hash: String) -> HostSet {
+        let host = if catalog.is_some() { host.to_string() } else { String::new() };
+        HostSet { files, catalog, host, hash }
     }
 
     /// The files as the renderer's type, for writing and planning.
@@ -121,32 +209,15 @@ impl HostSet {
     }
 
     /// SHA-256 over every path and content in path order, each field length-prefixed so no two
-    /// different sets hash alike. The empty set has a hash too (a host that runs nothing).
+    /// different sets hash alike, then the catalog and the host's name in it. The empty set has
+    /// a hash too (a host that runs nothing).
     pub fn compute_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        for (path, file) in &self.files {
-            let (kind, content) = match file {
-                SetFile::Unit { text, .. } => (b'u', text.as_str()),
-                SetFile::Link { target } => (b'l', target.as_str()),
-            };
-            hasher.update([kind]);
-            hasher.update((path.len() as u64).to_le_bytes());
-            hasher.update(path.as_bytes());
-            hasher.update((content.len() as u64).to_le_bytes());
-            hasher.update(content.as_bytes());
-        }
-        // A set without a catalog hashes as it did before catalogs existed.
-        if let Some(catalog) = &self.catalog {
-            hasher.update([b'c']);
-            hasher.update((catalog.len() as u64).to_le_bytes());
-            hasher.update(catalog.as_bytes());
-        }
-        hex(&hasher.finalize())
+        SetHasher::new(&self.files, self.catalog.as_deref()).finish(&self.host)
     }
 
     /// Checks every file's hash and the set's hash; the first mismatch, as a sentence.
     pub fn verify(&self) -> Result<(), String> {
-        for (path, file) in &self.files {
+        for (path, file) in self.files.iter() {
             if let SetFile::Unit { text, sha256: sum } = file
                 && sha256(text.as_bytes()) != *sum
             {
@@ -196,7 +267,7 @@ pub struct Reply {
     pub current: String,
     /// Files of the current set, for `fleet plan`'s diffs and a rollout's decision: filled in
     /// the reply to `Status` only (the controller knows the sets it pushes).
-    pub files: BTreeMap<String, SetFile>,
+    pub files: Arc<Files>,
     /// Whether this request changed the host.
     pub changed: bool,
     /// Files of the set that this install added, changed and removed.
@@ -232,7 +303,17 @@ pub struct Reply {
     /// The discovery catalog of the current set (with `files`, the whole set: what a repair of a
     /// held host pushes back).
     #[serde(default)]
-    pub catalog: Option<String>,
+    pub catalog: Option<Arc<str>>,
+    /// The name the current set's catalog gives this host (with `catalog`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub set_host: String,
+}
+
+impl Reply {
+    /// The set the host runs, as far as a `Status` reply tells it (files, catalog, hash).
+    pub fn current_set(&self) -> HostSet {
+        HostSet::hashed(self.files.clone(), self.catalog.clone(), &self.set_host, self.current.clone())
+    }
 }
 
 /// One unit of the set as the peer's systemd sees it.
@@ -286,15 +367,62 @@ mod tests {
         let good = set();
         assert!(good.verify().is_ok());
         let mut bad = good.clone();
-        if let Some(SetFile::Unit { text, .. }) = bad.files.get_mut("a.target") {
+        if let Some(SetFile::Unit { text, .. }) = Arc::make_mut(&mut bad.files).get_mut("a.target") {
             text.push('x');
         }
         assert!(bad.verify().expect_err("altered").contains("a.target"));
         let mut moved = good.clone();
-        let file = moved.files.remove("a.target").expect("file");
-        moved.files.insert("b.target".into(), file);
+        let files = Arc::make_mut(&mut moved.files);
+        let file = files.remove("a.target").expect("file");
+        files.insert("b.target".into(), file);
         assert!(moved.verify().is_err());
         assert_ne!(HostSet::from_rendered(&[]).hash, good.hash);
+        // The catalog and the host's name in it count too.
+        let with = |catalog: &str, host: &str| HostSet::new(good.files.clone(), Some(Arc::from(catalog)), host);
+        assert!(with("{}", "h1").verify().is_ok());
+        let hashes = [good.hash.clone(), with("{}", "h1").hash, with("{}", "h2").hash, with("{ }", "h1").hash];
+        assert_eq!(hashes.iter().collect::<std::collections::BTreeSet<_>>().len(), 4, "{hashes:?}");
+        let mut renamed = with("{}", "h1");
+        renamed.host = "h2".into();
+        assert!(renamed.verify().is_err(), "a set moved to another host's name");
+    }
+
+    #[test]
+    fn hosts_that_share_files_and_the_catalog_share_the_first_step_of_the_hash() {
+        let files = set().files;
+        let catalog: Arc<str> = Arc::from("{\"version\":1,\"host\":\"\",\"services\":[]}\n");
+        let shared = SetHasher::new(&files, Some(&catalog));
+        for host in ["h1", "h2", "a-much-longer-host-name"] {
+            let alone = HostSet::new(files.clone(), Some(catalog.clone()), host);
+            assert_eq!(shared.finish(host), alone.hash, "{host}");
+            assert_eq!(alone.compute_hash(), alone.hash);
+        }
+    }
+
+    /// Sets received before the host's name travelled beside the catalog (the name was inside
+    /// it) keep their hashes, so a controller still knows them as its own after an upgrade.
+    #[test]
+    fn a_set_without_a_host_name_hashes_as_before() {
+        let good = set();
+        let catalog = "{\"version\":1,\"host\":\"h1\",\"services\":[]}\n";
+        let mut before = Sha256::new();
+        for (path, file) in good.files.iter() {
+            let (kind, content) = match file {
+                SetFile::Unit { text, .. } => (b'u', text.as_str()),
+                SetFile::Link { target } => (b'l', target.as_str()),
+            };
+            for (i, part) in [path.as_str(), content].into_iter().enumerate() {
+                if i == 0 {
+                    before.update([kind]);
+                }
+                before.update((part.len() as u64).to_le_bytes());
+                before.update(part.as_bytes());
+            }
+        }
+        before.update([b'c']);
+        before.update((catalog.len() as u64).to_le_bytes());
+        before.update(catalog.as_bytes());
+        assert_eq!(HostSet::new(good.files.clone(), Some(Arc::from(catalog)), "").hash, hex(&before.finalize()));
     }
 
     #[test]
@@ -316,6 +444,10 @@ mod tests {
         };
         let text = serde_json::to_string(&request).expect("json");
         assert!(text.contains("\"request\":\"install\""), "{text}");
+        for body in [request.body.clone(), Body::Repair { hash: "ab".into(), health: None }, Body::Status] {
+            let text = serde_json::to_string(&Request { version: VERSION, body: body.clone() }).expect("json");
+            assert!(text.contains(&format!("\"request\":\"{}\"", body.kind())), "{text}");
+        }
         assert_eq!(serde_json::from_str::<Request>(&text).expect("parse"), request);
     }
 }

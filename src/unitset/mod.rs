@@ -113,7 +113,7 @@ pub fn read_files(dir: &Path) -> Result<Vec<OutputFile>> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with('.') || name == crate::names::CATALOG_FILE {
+        if name.starts_with('.') || name == crate::names::CATALOG_FILE || name == crate::names::CATALOG_HOST_FILE {
             continue; // temporary files of an install in progress; discovery's catalog
         }
         if path.is_dir() && crate::names::is_link_dir(&name) {

@@ -1,21 +1,22 @@
 //! The discovery catalog each host's set carries (see docs/discovery.md): every service the
-//! fleet places, on every host it runs on, with that host's `ip`. One catalog for the fleet,
-//! written for each host (its own name in it, so its responder knows which instances are its
-//! own), and only when the fleet places any service.
+//! fleet places, on every host it runs on, with that host's `ip`. One catalog for the fleet, the
+//! same text in every host's set (the set names the host, so its responder knows which instances
+//! are its own), and only when the fleet places any service. It grows with the fleet, so it is
+//! encoded once and shared, never copied per host.
 
 use super::config::Fleet;
 use super::placement::Placed;
 use crate::diagnostics::Diagnostic;
 use crate::discovery::catalog::{self, Catalog, Placement};
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The catalogs of a fleet; `None` and empty when no service is placed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Catalogs {
     /// The fleet's catalog, no host's name in it (what the controller reads health against).
     pub fleet: Option<Catalog>,
-    /// Host → its catalog as JSON.
-    pub per_host: BTreeMap<String, String>,
+    /// The same as JSON, as every host's set carries it.
+    pub text: Option<Arc<str>>,
 }
 
 /// The fleet's catalog and each host's. Every host that runs a service
@@ -52,16 +53,8 @@ pub fn catalogs(
         return Ok(Catalogs::default());
     }
     let fleet_catalog = catalog::build("", &placements);
-    let mut catalog = fleet_catalog.clone();
-    let per_host = fleet
-        .hosts
-        .keys()
-        .map(|host| {
-            catalog.host.clone_from(host);
-            (host.clone(), catalog.to_json())
-        })
-        .collect();
-    Ok(Catalogs { fleet: Some(fleet_catalog), per_host })
+    let text = Some(Arc::from(fleet_catalog.to_json()));
+    Ok(Catalogs { fleet: Some(fleet_catalog), text })
 }
 
 #[cfg(test)]
@@ -79,7 +72,7 @@ mod tests {
                         [services.web]\nexec = [\"/bin/web\"]\nplacement = { hosts = [\"h1\", \"h2\"] }\n";
 
     #[test]
-    fn every_host_gets_the_whole_fleet_under_its_own_name() {
+    fn one_catalog_of_the_whole_fleet_for_every_host() {
         let fleet = super::super::config::parse(
             Path::new("fleet.toml"),
             "[hosts.h1]\naddress = \"10.0.0.1\"\n[hosts.h2]\naddress = \"10.0.0.2\"\n\
@@ -87,19 +80,14 @@ mod tests {
         )
         .expect("fleet");
         let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
-        let Catalogs { fleet: whole, per_host: catalogs } = catalogs(&fleet, &placed, |_| None).expect("catalogs");
-        assert_eq!(whole.expect("services placed").host, "", "the fleet's catalog is no host's");
-        assert_eq!(
-            catalogs.keys().collect::<Vec<_>>(),
-            ["h1", "h2", "h3", "idle"],
-            "a host that runs nothing asks too"
-        );
-        let h1 = Catalog::parse(&catalogs["h1"]).expect("parse");
-        assert_eq!(h1.host, "h1");
-        let hosts = |i: usize| h1.services[i].instances.iter().map(|n| n.ip.to_string()).collect::<Vec<_>>();
-        assert_eq!((h1.services[0].service.as_str(), hosts(0)), ("db", vec!["10.0.0.3".to_string()]));
-        assert_eq!((h1.services[1].service.as_str(), hosts(1)), ("web", vec!["10.0.0.1".into(), "10.0.0.2".into()]));
-        assert_eq!(Catalog::parse(&catalogs["h3"]).expect("parse").services, h1.services);
+        let Catalogs { fleet: whole, text } = catalogs(&fleet, &placed, |_| None).expect("catalogs");
+        let whole = whole.expect("services placed");
+        assert_eq!(whole.host, "", "the fleet's catalog is no host's");
+        let parsed = Catalog::parse(&text.expect("text")).expect("parse");
+        assert_eq!(parsed, whole, "the text is the fleet's catalog");
+        let hosts = |i: usize| whole.services[i].instances.iter().map(|n| n.ip.to_string()).collect::<Vec<_>>();
+        assert_eq!((whole.services[0].service.as_str(), hosts(0)), ("db", vec!["10.0.0.3".to_string()]));
+        assert_eq!((whole.services[1].service.as_str(), hosts(1)), ("web", vec!["10.0.0.1".into(), "10.0.0.2".into()]));
     }
 
     #[test]
@@ -120,6 +108,6 @@ mod tests {
         // An ssh alias whose HostName is an address will do.
         let placed = super::super::placement::place(&fleet, &[stack("data", DATA)]).expect("placed");
         let via_ssh = catalogs(&fleet, &placed, |a| (a == "h3.internal").then(|| [10, 0, 0, 3].into())).expect("ok");
-        assert!(via_ssh.per_host["h1"].contains("10.0.0.3"));
+        assert!(via_ssh.text.expect("text").contains("10.0.0.3"));
     }
 }

@@ -1,9 +1,10 @@
 //! One pass that brings hosts to their desired sets, shared by `kapell fleet apply` and the
 //! federation daemon (see docs/fleet-protocol.md).
 //!
-//! - A host whose last known set is already the desired one gets one install request: a no-op
-//!   (one round trip over the shared connection) unless it drifted, and then the peer repairs
-//!   it. Every other host this controller pushed to before is asked for its set first, for the
+//! - A host whose last known set is already the desired one gets one repair request, naming the
+//!   set by its hash: a no-op (one round trip of a few hundred bytes over the shared connection)
+//!   unless it drifted, and then the peer repairs it; a host that runs another set after all is
+//!   sent the set. Every other host this controller pushed to before is asked for its set first, for the
 //!   rollout's decision (not with `--no-rollout`: the install's reply says what it runs).
 //! - A host whose change only adds units, or changes units no other host runs, is pushed at once
 //!   with the others (the direct wave). A host where a unit that several hosts run changes (or
@@ -145,10 +146,7 @@ pub fn converge(
         match r.outcome {
             Ok(reply) => {
                 state.host(&r.host).current = reply.current.clone();
-                current_files.insert(
-                    r.host.clone(),
-                    HostSet { files: reply.files, catalog: reply.catalog, hash: reply.current },
-                );
+                current_files.insert(r.host.clone(), reply.current_set());
             }
             Err(why) => {
                 mark_unreachable(state, &r.host, &why);
@@ -179,7 +177,9 @@ pub fn converge(
     let (rolling, direct): (Vec<String>, Vec<String>) =
         todo.iter().cloned().partition(|h| !options.no_rollout && (resumed.contains(h) || changes.contains_key(h)));
 
-    // The direct wave: everything at once.
+    // The direct wave: everything at once. A host whose last reply said it runs its desired set
+    // is asked to repair that set by its hash.
+    let runs_desired: Vec<&String> = direct.iter().filter(|h| state.host(h).current == desired(h)).collect();
     for h in &direct {
         let hash = desired(h);
         state.pushing(h, &hash);
@@ -191,7 +191,12 @@ pub fn converge(
     // the last contact with each host said (see docs/discovery.md).
     let health = instance_health::word(c, state);
     let results = c.each(&direct, &|o: &HostOutcome| progress(o), |host| {
-        push_and_confirm(c, host, known[host].clone(), options.force, confirm_secs, health.as_deref())
+        let install = Install { known: known[host].clone(), force: options.force, confirm_secs };
+        if runs_desired.iter().any(|h| *h == host) {
+            repair_or_push(c, host, install, health.as_deref())
+        } else {
+            push_and_confirm(c, host, install, health.as_deref())
+        }
     });
     for o in results {
         record(state, &o, &desired(&o.host));
@@ -265,17 +270,37 @@ fn known_of(state: &mut State, hosts: &[String]) -> BTreeMap<String, Vec<String>
     hosts.iter().map(|h| (h.clone(), state.host(h).known.clone())).collect()
 }
 
-/// Pushes `host`'s set with a confirm window and confirms it once the reply says it is up.
-fn push_and_confirm(
-    c: &Controller,
-    host: &str,
+/// How a host's set is installed: the hashes it may replace, `--force`, the confirm window.
+struct Install {
     known: Vec<String>,
     force: bool,
     confirm_secs: u64,
-    health: Option<&[InstanceHealth]>,
-) -> HostOutcome {
+}
+
+/// Asks `host`, which ran its desired set at the last contact, to repair that set by its hash
+/// (a few hundred bytes where the set and the fleet's catalog may be megabytes); a host that
+/// runs another set after all, or that cannot repair (a peer that does not know the request),
+/// is sent the set.
+fn repair_or_push(c: &Controller, host: &str, install: Install, health: Option<&[InstanceHealth]>) -> HostOutcome {
+    let start = Instant::now();
+    let hash = c.sets[host].hash.clone();
+    let r = c.request(host, Body::Repair { hash, health: health.map(<[_]>::to_vec) }, false);
+    match &r.outcome {
+        // Unreachable: the set would not reach it either.
+        Err(_) => return outcome_of(r),
+        Ok(reply) if reply.error.is_none() => return outcome_of(r),
+        Ok(_) => {}
+    }
+    let mut o = push_and_confirm(c, host, install, health);
+    o.took = start.elapsed();
+    o
+}
+
+/// Pushes `host`'s set with a confirm window and confirms it once the reply says it is up.
+fn push_and_confirm(c: &Controller, host: &str, install: Install, health: Option<&[InstanceHealth]>) -> HostOutcome {
     let start = Instant::now();
     let set = c.sets[host].clone();
+    let Install { known, force, confirm_secs } = install;
     let body =
         Body::Install { set, known, force, confirm_within: Some(confirm_secs), health: health.map(<[_]>::to_vec) };
     let r = c.request(host, body, false);

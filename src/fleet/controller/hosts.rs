@@ -6,17 +6,19 @@
 //! failure on one host never rolls back another.
 
 use super::config::{self as fleet_config, Fleet};
-use super::placement;
+use super::placement::{self, Placed};
 use super::ssh::{Failure, Ssh};
 use crate::config::FLEET_FILE;
 use crate::diagnostics::Diagnostic;
 use crate::discovery::catalog::Catalog;
-use crate::fleet::protocol::{Body, HostSet, Reply, Request, VERSION};
+use crate::fleet::protocol::{self, Body, Files, HostSet, Reply, Request, SetHasher, VERSION};
+use crate::model::Stack;
 use crate::render::{self, RenderOptions};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,26 @@ fn in_parallel<I: Sync, T: Send>(
     results.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Every host's set. One set is rendered and hashed per placement, not per host: hosts that run
+/// the same services share its files, and every host shares the catalog (see [`Placed`]), so a
+/// fleet of 10,000 hosts costs one set per distinct placement and a name and a hash per host.
+fn host_sets(placed: &Placed, catalog: Option<Arc<str>>) -> BTreeMap<String, HostSet> {
+    let options = RenderOptions::default();
+    let mut rendered: HashMap<*const Vec<Stack>, (Arc<Files>, SetHasher)> = HashMap::new();
+    placed
+        .iter()
+        .map(|(host, stacks)| {
+            let (files, hasher) = rendered.entry(Arc::as_ptr(stacks)).or_insert_with(|| {
+                let files = Arc::new(protocol::files_of(&render::render_host(stacks, &options)));
+                let hasher = SetHasher::new(&files, catalog.as_deref());
+                (files, hasher)
+            });
+            let name = if catalog.is_some() { host.as_str() } else { "" };
+            (host.clone(), HostSet::hashed(files.clone(), catalog.clone(), name, hasher.finish(name)))
+        })
+        .collect()
+}
+
 /// What one host answered, or why it did not.
 pub struct HostResult {
     pub host: String,
@@ -105,19 +127,12 @@ impl Controller {
             .copied()
             .zip(in_parallel(fleet.defaults.parallel, &asked, &|_| {}, |address| ssh.configured_ip(address)))
             .collect();
-        let super::catalogs::Catalogs { fleet: catalog, per_host: mut catalogs } =
+        let super::catalogs::Catalogs { fleet: catalog, text: catalog_text } =
             match super::catalogs::catalogs(&fleet, &placed, |a| ips.get(a).copied().flatten()) {
                 Ok(catalogs) => catalogs,
                 Err(diags) => return Ok(Err(diags)),
             };
-        let options = RenderOptions::default();
-        let sets = placed
-            .iter()
-            .map(|(host, stacks)| {
-                let set = HostSet::from_rendered(&render::render_host(stacks, &options));
-                (host.clone(), set.with_catalog(catalogs.remove(host)))
-            })
-            .collect();
+        let sets = host_sets(&placed, catalog_text);
         let local_stacks =
             checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.to_string()).collect();
         Ok(Ok(Controller { fleet, sets, ssh, local_stacks, catalog }))
@@ -173,15 +188,23 @@ impl Controller {
     pub fn request(&self, host: &str, body: Body, fresh: bool) -> HostResult {
         let start = Instant::now();
         let deadline = match body {
-            Body::Install { .. } | Body::Rollback => INSTALL_DEADLINE,
+            Body::Install { .. } | Body::Repair { .. } | Body::Rollback => INSTALL_DEADLINE,
             Body::Status | Body::Confirm { .. } => STATUS_DEADLINE,
         };
         let address = &self.fleet.hosts[host].address;
+        let kind = body.kind();
         let outcome = (|| {
             let request = serde_json::to_vec(&Request { version: VERSION, body }).map_err(|e| e.to_string())?;
             let bytes = self.ssh.request(address, &request, deadline, fresh).map_err(|e| match e {
                 Failure::HostKey(s) | Failure::Unreachable(s) | Failure::Peer(s) => s,
             })?;
+            log::debug!(
+                "{host}: {kind} request of {} bytes{}, reply of {} bytes in {:.0?}",
+                request.len(),
+                if fresh { " over a new connection" } else { "" },
+                bytes.len(),
+                start.elapsed()
+            );
             let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
                 let text = String::from_utf8_lossy(&bytes);
                 format!("the reply of {host} is not understood ({e}): {}", text.chars().take(200).collect::<String>())
@@ -189,5 +212,42 @@ impl Controller {
             Ok(reply)
         })();
         HostResult { host: host.to_string(), took: start.elapsed(), outcome }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn hosts_of_one_placement_share_one_set_and_each_set_is_its_own() {
+        let mut fleet_toml = String::new();
+        for i in 0..6 {
+            fleet_toml.push_str(&format!("[hosts.h{i}]\naddress = \"10.0.0.{i}\"\n"));
+        }
+        let fleet = super::super::config::parse(Path::new("fleet.toml"), &fleet_toml).expect("fleet");
+        let text = "[services.agent]\nexec = [\"/bin/agent\"]\nplacement = { global = true }\n\n\
+                    [services.db]\nexec = [\"/bin/db\"]\nplacement = { hosts = [\"h4\", \"h5\"] }\n";
+        let parsed = crate::config::parse_stack(&PathBuf::from("/etc/kapell/data.toml"), text);
+        let placed = placement::place(&fleet, &[parsed.stack.expect("stack")]).expect("placed");
+        assert!(Arc::ptr_eq(&placed["h0"], &placed["h3"]) && Arc::ptr_eq(&placed["h4"], &placed["h5"]));
+        assert!(!Arc::ptr_eq(&placed["h0"], &placed["h4"]));
+        let catalogs = super::super::catalogs::catalogs(&fleet, &placed, |_| None).expect("catalogs");
+        let sets = host_sets(&placed, catalogs.text.clone());
+        for (host, set) in &sets {
+            // What a host verifies: its set hashes, alone, to what the shared steps gave.
+            assert_eq!(*set, HostSet::new(set.files.clone(), catalogs.text.clone(), host), "{host}");
+            assert!(set.verify().is_ok(), "{host}");
+            assert_eq!(set.host, *host);
+            assert!(Arc::ptr_eq(set.catalog.as_ref().expect("catalog"), catalogs.text.as_ref().expect("text")));
+        }
+        assert!(Arc::ptr_eq(&sets["h0"].files, &sets["h3"].files), "one placement, one copy of its files");
+        assert!(sets["h4"].files.contains_key("data-db.service") && !sets["h0"].files.contains_key("data-db.service"));
+        assert_ne!(sets["h0"].hash, sets["h1"].hash, "the host's name is part of its set");
+        // Without a catalog (nothing placed) no name is sent and the sets hash as before.
+        let empty = placement::place(&fleet, &[]).expect("placed");
+        let sets = host_sets(&empty, None);
+        assert!(sets.values().all(|s| s.host.is_empty() && s.hash == HostSet::from_rendered(&[]).hash));
     }
 }

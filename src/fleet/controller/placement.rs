@@ -12,11 +12,14 @@
 use super::config::Fleet;
 use crate::diagnostics::{Diagnostic, did_you_mean};
 use crate::model::{DepTarget, Service, Stack};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// The stacks each host runs, reduced to the services placed there. Every host of the fleet has
 /// an entry (an empty list: the host runs nothing of the fleet, and what it had is removed).
-pub type Placed = BTreeMap<String, Vec<Stack>>;
+/// Hosts that run the same services share one list: a fleet of 10,000 hosts with one placement
+/// holds the stacks once.
+pub type Placed = BTreeMap<String, Arc<Vec<Stack>>>;
 
 /// Places every fleet stack; `Err` lists every problem, each at the placement (or dependency) it
 /// is about and naming both ends.
@@ -71,16 +74,25 @@ pub fn place(fleet: &Fleet, stacks: &[Stack]) -> Result<Placed, Vec<Diagnostic>>
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut placed: Placed = fleet.hosts.keys().map(|h| (h.clone(), Vec::new())).collect();
-    for (host, list) in &mut placed {
-        for stack in stacks.iter().filter(|s| is_fleet_stack(s)) {
-            let on_host = |s: &Service| hosts_of[&(stack.name.as_str(), s.name.as_str())].contains(host.as_str());
-            if stack.services().iter().any(on_host) {
-                let mut share = stack.clone();
-                share.retain_services(on_host);
-                list.push(share);
+    // Hosts are told apart by which services they run, (stack, service) in `hosts_of`'s order.
+    let mut shared: HashMap<Vec<usize>, Arc<Vec<Stack>>> = HashMap::new();
+    let mut placed = Placed::new();
+    for host in fleet.hosts.keys() {
+        let runs: Vec<usize> =
+            hosts_of.values().enumerate().filter(|(_, hosts)| hosts.contains(host.as_str())).map(|(i, _)| i).collect();
+        let list = shared.entry(runs).or_insert_with(|| {
+            let mut list = Vec::new();
+            for stack in stacks.iter().filter(|s| is_fleet_stack(s)) {
+                let on_host = |s: &Service| hosts_of[&(stack.name.as_str(), s.name.as_str())].contains(host.as_str());
+                if stack.services().iter().any(on_host) {
+                    let mut share = stack.clone();
+                    share.retain_services(on_host);
+                    list.push(share);
+                }
             }
-        }
+            Arc::new(list)
+        });
+        placed.insert(host.clone(), Arc::clone(list));
     }
     Ok(placed)
 }

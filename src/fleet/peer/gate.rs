@@ -13,7 +13,8 @@
 use super::generations::{CONFIRMED, Store};
 use super::{lifecycle, report, request};
 use crate::discovery::pushed_health;
-use crate::fleet::protocol::{Body, RECEIVE_COMMAND, Reply};
+use crate::discovery::pushed_health::InstanceHealth;
+use crate::fleet::protocol::{self, Body, HostSet, RECEIVE_COMMAND, Reply};
 use anyhow::{Context, Result};
 use std::io::Read as _;
 use std::path::Path;
@@ -44,6 +45,39 @@ pub fn handle(config_dir: &Path, input: Vec<u8>) -> Reply {
     reply
 }
 
+/// An install of `set` (a repair's is the set the host runs), with the controller's word on
+/// the health of instances no responder probes.
+#[expect(clippy::too_many_arguments, reason = "the fields of an install request, passed as they came")]
+fn install(
+    config_dir: &Path,
+    store: &Store,
+    set: &HostSet,
+    known: &[String],
+    force: bool,
+    confirm_within: Option<u64>,
+    health: Option<Vec<InstanceHealth>>,
+    reply: &mut Reply,
+) -> Result<()> {
+    // A refused or held install changed nothing: the record of the last real one stays.
+    let admitted = lifecycle::admit(store, set, known, force, reply)?;
+    // The controller's word on instances no responder probes travels with every install it
+    // sends, and is kept apart from the set (see docs/discovery.md).
+    if let Some(health) = health {
+        let path = store.health_path();
+        pushed_health::write(&path, &health).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(admitted) = admitted {
+        let result = lifecycle::install(config_dir, store, set, admitted, confirm_within, reply);
+        if let Err(e) = &result {
+            reply.error = Some(format!("{e:#}"));
+        }
+        // Saved whatever happened, for a controller that lost the connection.
+        let _ = store.save_outcome(reply);
+        result?;
+    }
+    Ok(())
+}
+
 fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()> {
     if let Ok(original) = std::env::var("SSH_ORIGINAL_COMMAND")
         && original.trim() != RECEIVE_COMMAND
@@ -57,7 +91,7 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
     lifecycle::settle_reboot(config_dir, &store, reply)?;
     let detail = match request.body {
         Body::Status => report::Detail::Files,
-        Body::Install { .. } | Body::Rollback => report::Detail::States,
+        Body::Install { .. } | Body::Repair { .. } | Body::Rollback => report::Detail::States,
         Body::Confirm { .. } => report::Detail::Hashes,
     };
     match request.body {
@@ -65,23 +99,18 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
             reply.last_install = store.outcome().map(Box::new);
         }
         Body::Install { set, known, force, confirm_within, health } => {
-            // A refused or held install changed nothing: the record of the last real one stays.
-            let admitted = lifecycle::admit(&store, &set, &known, force, reply)?;
-            // The controller's word on instances no responder probes travels with every install
-            // it sends, and is kept apart from the set (see docs/discovery.md).
-            if let Some(health) = health {
-                let path = store.health_path();
-                pushed_health::write(&path, &health).with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            if let Some(admitted) = admitted {
-                let result = lifecycle::install(config_dir, &store, &set, admitted, confirm_within, reply);
-                if let Err(e) = &result {
-                    reply.error = Some(format!("{e:#}"));
-                }
-                // Saved whatever happened, for a controller that lost the connection.
-                let _ = store.save_outcome(reply);
-                result?;
-            }
+            install(config_dir, &store, &set, &known, force, confirm_within, health, reply)?;
+        }
+        Body::Repair { hash, health } => {
+            let current = store.current()?;
+            anyhow::ensure!(
+                current.hash == hash,
+                "this host runs set {}, not set {}: the repair was not carried out (the controller sends the set)",
+                current.short_hash(),
+                protocol::short(&hash)
+            );
+            // The set this controller pushed here, or it would not name its hash: known.
+            install(config_dir, &store, &current, &[], false, None, health, reply)?;
         }
         Body::Confirm { hash } => lifecycle::confirm(&store, &hash)?,
         Body::Rollback => {

@@ -17,8 +17,8 @@
 //! the old generation or the new one, each complete; what a killed run left behind (a staging
 //! directory, a generation nobody points to) is removed by the next install.
 
-use crate::fleet::protocol::{HostSet, Reply};
-use crate::names::CATALOG_FILE;
+use crate::fleet::protocol::{self, HostSet, Reply};
+use crate::names::{CATALOG_FILE, CATALOG_HOST_FILE};
 use crate::received_sets::PENDING;
 pub use crate::received_sets::{CONFIRMED, CURRENT, Pending, boot_id, received_dir};
 use crate::unitset::{self, OutputFile};
@@ -26,6 +26,7 @@ use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const REJECTED: &str = "rolled-back.json";
 const OUTCOME: &str = "last-install.json";
@@ -195,26 +196,39 @@ impl Store {
     }
 }
 
-/// Writes the set's discovery catalog, if it has one, into the staging directory, fsynced.
+/// Writes the set's discovery catalog, if it has one, and the host's name in it into the
+/// staging directory, fsynced.
 fn write_catalog(dir: &Path, set: &HostSet) -> Result<()> {
     let Some(catalog) = &set.catalog else { return Ok(()) };
-    let path = dir.join(CATALOG_FILE);
-    let mut file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(catalog.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    for (name, text) in [(CATALOG_FILE, catalog.as_bytes()), (CATALOG_HOST_FILE, format!("{}\n", set.host).as_bytes())]
+    {
+        let path = dir.join(name);
+        let mut file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        file.write_all(text)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     sync_dir(dir)
 }
 
 /// Reads a generation directory back into a set.
 pub fn read_set(dir: &Path) -> Result<HostSet> {
-    let path = dir.join(CATALOG_FILE);
-    let catalog = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    Ok(HostSet::from_rendered(&unitset::read_files(dir)?).with_catalog(catalog))
+    let catalog = read_optional(&dir.join(CATALOG_FILE))?;
+    // A generation from before the catalog's host had a file of its own has the name inside
+    // its catalog, and an empty `host`.
+    let host = read_optional(&dir.join(CATALOG_HOST_FILE))?;
+    let host = host.as_deref().map_or("", |h| h.strip_suffix('\n').unwrap_or(h));
+    let files = protocol::files_of(&unitset::read_files(dir)?);
+    Ok(HostSet::new(Arc::new(files), catalog.map(Arc::from), host))
+}
+
+/// The text of `path`; `None` when there is no such file.
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// Writes `files` into the empty directory `dir` with the one unit-set writer, then makes them
@@ -308,12 +322,17 @@ mod tests {
         let one = set("[Unit]\n");
         let first = store.install(&one).expect("install");
         assert_eq!(store.current().expect("read"), one);
+        // The catalog and the host's name in it are read back as they came: the same set.
         let two = set("[Unit]\nDescription=two\n");
+        let two = HostSet::new(two.files, Some(Arc::from("{\"version\":1,\"host\":\"\",\"services\":[]}\n")), "h1");
         // A killed install's leftovers: a staging dir and an orphan generation.
         std::fs::create_dir(dir.path().join(".staging-gX")).expect("mkdir");
         std::fs::create_dir(dir.path().join("g1-orphan")).expect("mkdir");
         let second = store.install(&two).expect("install");
         assert_eq!(store.current().expect("read"), two);
+        let generation = dir.path().join(CURRENT);
+        assert_eq!(std::fs::read_to_string(generation.join(CATALOG_HOST_FILE)).expect("host"), "h1\n");
+        assert_eq!(crate::discovery::catalog::Catalog::load(&generation).expect("load").expect("some").host, "h1");
         store.prune(Some(&first)).expect("prune");
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .expect("ls")

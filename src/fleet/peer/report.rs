@@ -47,6 +47,7 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
         // The catalog is part of the set's hash: whoever rebuilds the set from a reply needs both.
         reply.files = current.files;
         reply.catalog = current.catalog;
+        reply.set_host = current.host;
     }
     reply.confirmed = store.set_of(store.generation(CONFIRMED).as_deref())?.hash;
     reply.pending = store.pending().map(|p| (p.hash, p.deadline_usec));

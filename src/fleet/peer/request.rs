@@ -71,6 +71,8 @@ mod tests {
                 }]),
             },
             Body::Install { set, known: vec![], force: false, confirm_within: None, health: None },
+            Body::Repair { hash: "ab".into(), health: Some(vec![]) },
+            Body::Repair { hash: "ab".into(), health: None },
             Body::Confirm { hash: "ab".into() },
             Body::Rollback,
             Body::Status,
@@ -114,6 +116,14 @@ mod tests {
             (r#"{"version":1,"request":"status","request":"rollback"}"#.into(), "duplicate field `request`"),
             (r#"{"version":1,"request":"status","hash":"ab"}"#.into(), "`hash` is not a field of a `status` request"),
             (r#"{"version":1,"request":"confirm"}"#.into(), "missing field `hash`"),
+            (r#"{"version":1,"request":"repair"}"#.into(), "missing field `hash`"),
+            (format!(r#"{{"version":1,"request":"repair","hash":"ab","set":{set}}}"#), "`set` is not a field of a `repair`"),
+            (r#"{"version":1,"request":"repair","hash":"ab","known":[]}"#.into(), "`known` is not a field of a `repair`"),
+            (r#"{"version":1,"request":"repair","hash":"ab","force":true}"#.into(), "`force` is not a field of a `repair`"),
+            (
+                r#"{"version":1,"request":"repair","hash":"ab","confirm_within":3}"#.into(),
+                "`confirm_within` is not a field of a `repair`",
+            ),
             (r#"{"version":1,"request":"install"}"#.into(), "missing field `set`"),
             (format!(r#"{{"version":1,"request":"install","set":{set},"hash":"x"}}"#), "`hash` is not a field"),
             (format!(r#"{{"version":1,"request":"install","set":{set},"set":{set}}}"#), "duplicate field `set`"),
@@ -189,7 +199,7 @@ mod tests {
                 0..6,
             ),
             values in proptest::collection::vec(
-                proptest::sample::select(vec!["1", "0", "\"status\"", "\"install\"", "\"confirm\"", "true", "null", "[]", "{\"files\":{},\"hash\":\"\"}", "\"ab\""]),
+                proptest::sample::select(vec!["1", "0", "\"status\"", "\"install\"", "\"repair\"", "\"confirm\"", "true", "null", "[]", "{\"files\":{},\"hash\":\"\"}", "\"ab\""]),
                 6,
             ),
         ) {

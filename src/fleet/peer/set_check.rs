@@ -21,7 +21,7 @@ use std::path::Path;
 pub fn check_files(set: &HostSet, own: &BTreeSet<&str>) -> Result<()> {
     check_names(set)?;
     let search_path = UnitSearchPath::from_env();
-    for (path, file) in &set.files {
+    for (path, file) in set.files.iter() {
         if let SetFile::Unit { text, .. } = file {
             anyhow::ensure!(
                 markers::is_kapell_text(text),
@@ -44,7 +44,7 @@ pub fn check_files(set: &HostSet, own: &BTreeSet<&str>) -> Result<()> {
 /// `<unit>.wants/<unit of the set>` (or `.requires/`) pointing at `../<that unit>`.
 pub fn check_names(set: &HostSet) -> Result<()> {
     let units: BTreeSet<&str> = set.units().collect();
-    for (path, file) in &set.files {
+    for (path, file) in set.files.iter() {
         match file {
             SetFile::Unit { .. } => {
                 names::unit_name_kind(path).map_err(anyhow::Error::msg)?;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// The most files a set may have (a set of 10,000 units is a few MiB).
 pub const MAX_FILES: usize = 100_000;
@@ -22,7 +23,7 @@ pub const MAX_KNOWN: usize = 1024;
 pub const MAX_HEALTH: usize = 1_000_000;
 
 /// The request kinds, by the names they travel under.
-const KINDS: &[&str] = &["install", "confirm", "rollback", "status"];
+const KINDS: &[&str] = &["install", "repair", "confirm", "rollback", "status"];
 
 /// Reads `value` into `slot`, unless the key came before.
 macro_rules! once {
@@ -182,6 +183,15 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     health: health.flatten(),
                 }
             }
+            "repair" => {
+                stray(&[
+                    ("set", set.is_some()),
+                    ("known", known.is_some()),
+                    ("force", force.is_some()),
+                    ("confirm_within", confirm_within.is_some()),
+                ])?;
+                Body::Repair { hash: hash.ok_or_else(|| de::Error::missing_field("hash"))?, health: health.flatten() }
+            }
             "confirm" => {
                 stray(&[
                     ("set", set.is_some()),
@@ -279,8 +289,8 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
 }
 
 /// The files of a set: each path once, at most [`MAX_FILES`].
-pub fn unique_files<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, SetFile>, D::Error> {
-    d.deserialize_map(FilesVisitor)
+pub fn unique_files<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<BTreeMap<String, SetFile>>, D::Error> {
+    d.deserialize_map(FilesVisitor).map(Arc::new)
 }
 
 struct FilesVisitor;
