@@ -102,14 +102,22 @@ impl Row {
     }
 }
 
-/// The health state published for the current run of `info`'s unit (none for a stopped unit, or a
-/// file left by an earlier run).
+/// The health state published for the current run of `info`'s unit: none for a stopped unit, nor
+/// a file left by an earlier run, with two exceptions that say why a unit is failing. A failed
+/// unit keeps its last run's file (systemd keeps that run's `InvocationID` until the next start).
+/// A unit starting again after a failure (automatic restarts) shows its last run's check until
+/// the new run publishes, unless that run was healthy: systemd starts it again 100 ms after the
+/// failure, and a report read in between would otherwise say nothing of the check.
 pub fn current_probe(dir: &std::path::Path, info: &UnitInfo) -> Option<crate::health::state::State> {
-    if !matches!(info.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating") {
-        return None;
-    }
-    crate::health::state::read(dir, &info.name)
-        .filter(|s| s.invocation.is_empty() || s.invocation == info.invocation_id)
+    let state = crate::health::state::read(dir, &info.name)?;
+    let this_run = state.invocation.is_empty() || state.invocation == info.invocation_id;
+    let shown = match info.active_state.as_str() {
+        "active" | "reloading" | "deactivating" => this_run,
+        "activating" => this_run || (info.restarts > 0 && state.health() != Some(Health::Healthy)),
+        "failed" => !state.invocation.is_empty() && state.invocation == info.invocation_id,
+        _ => false,
+    };
+    shown.then_some(state)
 }
 
 /// The state of every running unit of the `selection` stacks of `units` (all if `None`), in
@@ -190,6 +198,48 @@ mod tests {
         }
         assert_eq!(SupervisorStatus::parse("running, health: great"), None);
         assert_eq!(SupervisorStatus::parse(""), None);
+    }
+
+    /// Which published probe a unit shows: its own run's, or the run that failed.
+    #[test]
+    fn the_probe_of_this_run_or_of_the_run_that_failed() {
+        use crate::health::state::{Owner, State, write};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let published = |invocation: &str, health: &str| {
+            let state = State {
+                unit: "s-web.service".into(),
+                service: "s.web".into(),
+                instance: None,
+                owner: Owner::Host,
+                invocation: invocation.into(),
+                health: health.into(),
+                check: "tcp 127.0.0.1:8080".into(),
+                started_usec: 1,
+                failures: 1,
+                last_probe: None,
+            };
+            write(tmp.path(), &state).expect("write");
+        };
+        let shown = |active: &str, invocation: &str, restarts: u32| {
+            let info = UnitInfo {
+                name: "s-web.service".into(),
+                active_state: active.into(),
+                invocation_id: invocation.into(),
+                restarts,
+                ..Default::default()
+            };
+            current_probe(tmp.path(), &info).map(|s| s.health)
+        };
+        published("run1", "unhealthy");
+        assert_eq!(shown("active", "run1", 0).as_deref(), Some("unhealthy"));
+        assert_eq!(shown("active", "run2", 0), None, "an earlier run's file");
+        assert_eq!(shown("failed", "run1", 0).as_deref(), Some("unhealthy"), "the run that failed");
+        assert_eq!(shown("failed", "run2", 0), None);
+        assert_eq!(shown("inactive", "run1", 0), None, "stopped");
+        assert_eq!(shown("activating", "run2", 0), None, "a new start");
+        assert_eq!(shown("activating", "run2", 1).as_deref(), Some("unhealthy"), "restarted after a failure");
+        published("run1", "healthy");
+        assert_eq!(shown("activating", "run2", 1), None, "a healthy run says nothing of the new one");
     }
 
     #[test]
