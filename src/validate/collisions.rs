@@ -1,8 +1,8 @@
 //! kapell never shadows a unit it does not own: a generated unit name that already exists in
 //! systemd's search path (and is not marked as kapell's) is an error.
 
+use super::ProducedUnit;
 use crate::diagnostics::Diagnostic;
-use crate::model::Stack;
 use crate::unitset::markers::is_kapell_unit;
 use std::cell::OnceCell;
 use std::collections::HashSet;
@@ -48,24 +48,20 @@ fn list_dir(dir: &Path) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-pub fn check_foreign_units(stacks: &[Stack], search_path: &UnitSearchPath, errors: &mut Vec<Diagnostic>) {
-    for stack in stacks {
-        if let Some(path) = search_path.foreign_unit(&stack.target_unit()) {
-            errors.push(Diagnostic::new(
-                &stack.source,
-                0..0,
-                format!("stack `{}` would produce `{}`, which already exists as {} and is not kapell's; rename the stack (the file)", stack.name, stack.target_unit(), path.display()),
-            ));
-        }
-        for service in stack.services() {
-            let unit = service.unit_file_name(&stack.name);
-            if let Some(path) = search_path.foreign_unit(&unit) {
-                errors.push(Diagnostic::new(
-                    &stack.source,
-                    service.span.clone(),
-                    format!("service `{}` would produce `{unit}`, which already exists as {} and is not kapell's; rename the service", service.name, path.display()),
-                ));
-            }
-        }
+pub fn check_foreign_units(units: &[ProducedUnit<'_>], search_path: &UnitSearchPath, errors: &mut Vec<Diagnostic>) {
+    for unit in units {
+        let Some(path) = search_path.foreign_unit(&unit.name) else { continue };
+        let (name, path) = (&unit.name, path.display());
+        let message = match unit.service {
+            None => format!(
+                "stack `{}` would produce `{name}`, which already exists as {path} and is not kapell's; rename the stack (the file)",
+                unit.stack.name
+            ),
+            Some(service) => format!(
+                "service `{}` would produce `{name}`, which already exists as {path} and is not kapell's; rename the service",
+                service.name
+            ),
+        };
+        errors.push(Diagnostic::new(&unit.stack.source, unit.span(), message));
     }
 }

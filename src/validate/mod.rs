@@ -12,8 +12,9 @@ pub use collisions::UnitSearchPath;
 
 use crate::config::Parsed;
 use crate::diagnostics::{self, Diagnostic, did_you_mean};
-use crate::model::{DepTarget, Stack};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::model::{DepTarget, Service, Stack};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The outcome of checking a host's stacks.
@@ -54,8 +55,9 @@ pub fn check_host(parsed: Vec<Parsed>, search_path: &UnitSearchPath) -> Checked 
     let mut errors: Vec<Diagnostic> = Vec::new();
     check_remote_dependencies(&stacks, &known, &checked.failed, &mut errors);
     graph::check_cycles(&stacks, &mut errors);
-    check_duplicate_units(&stacks, &mut errors);
-    collisions::check_foreign_units(&stacks, search_path, &mut errors);
+    let units = produced_units(&stacks);
+    check_duplicate_units(&units, &mut errors);
+    collisions::check_foreign_units(&units, search_path, &mut errors);
 
     // Which stack an error belongs to, by its source (one map, not a scan per error).
     let by_source: HashMap<*const diagnostics::Source, &str> =
@@ -122,23 +124,55 @@ fn check_remote_dependencies(
     }
 }
 
-/// Two stacks must not render the same unit (`a-b` + service `c` and `a` + service `b-c`).
-fn check_duplicate_units(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
-    let mut owners: BTreeMap<String, (&Stack, std::ops::Range<usize>)> = BTreeMap::new();
+/// A unit a stack produces: its target or a service's unit, named once for every check of
+/// unit names across the host.
+pub(crate) struct ProducedUnit<'a> {
+    pub stack: &'a Stack,
+    /// `None`: the stack's target.
+    pub service: Option<&'a Service>,
+    pub name: String,
+}
+
+impl ProducedUnit<'_> {
+    /// Where it is defined: the service's table, or the top of the stack's file for its target.
+    pub fn span(&self) -> std::ops::Range<usize> {
+        self.service.map_or(0..0, |s| s.span.clone())
+    }
+}
+
+fn produced_units(stacks: &[Stack]) -> Vec<ProducedUnit<'_>> {
+    let mut units = Vec::with_capacity(stacks.iter().map(|s| s.services().len() + 1).sum());
     for stack in stacks {
-        let units = std::iter::once((stack.target_unit(), 0..0))
-            .chain(stack.services().iter().map(|s| (s.unit_file_name(&stack.name), s.span.clone())));
-        for (unit, span) in units {
-            if let Some((first, first_span)) = owners.get(&unit) {
-                if first.name != stack.name {
+        units.push(ProducedUnit { stack, service: None, name: stack.target_unit() });
+        units.extend(stack.services().iter().map(|s| ProducedUnit {
+            stack,
+            service: Some(s),
+            name: s.unit_file_name(&stack.name),
+        }));
+    }
+    units
+}
+
+/// Two stacks must not render the same unit (`a-b` + service `c` and `a` + service `b-c`).
+fn check_duplicate_units(units: &[ProducedUnit<'_>], errors: &mut Vec<Diagnostic>) {
+    let mut owners: HashMap<&str, &ProducedUnit<'_>> = HashMap::with_capacity(units.len());
+    for unit in units {
+        match owners.entry(unit.name.as_str()) {
+            Entry::Occupied(first) => {
+                let first = *first.get();
+                if first.stack.name != unit.stack.name {
                     let msg = |other: &str| {
-                        format!("unit name `{unit}` is also produced by stack `{other}`; rename a stack or service")
+                        format!(
+                            "unit name `{}` is also produced by stack `{other}`; rename a stack or service",
+                            unit.name
+                        )
                     };
-                    errors.push(Diagnostic::new(&stack.source, span, msg(&first.name)));
-                    errors.push(Diagnostic::new(&first.source, first_span.clone(), msg(&stack.name)));
+                    errors.push(Diagnostic::new(&unit.stack.source, unit.span(), msg(&first.stack.name)));
+                    errors.push(Diagnostic::new(&first.stack.source, first.span(), msg(&unit.stack.name)));
                 }
-            } else {
-                owners.insert(unit, (stack, span));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(unit);
             }
         }
     }
