@@ -653,7 +653,25 @@ impl<'a> Kapell<'a> {
     /// (its discovery catalog included: part of the set's hash). `hosts`: the fleet, whose
     /// addresses the catalog lists.
     fn request(&self, host: &str, hosts: &[&Host]) -> Result<Vec<u8>> {
-        use kapell::fleet::protocol::{Body, HostSet, Request, VERSION};
+        let set = self.set(host, hosts)?;
+        request_of(kapell::fleet::protocol::Body::Install {
+            set,
+            known: Vec::new(),
+            force: true,
+            confirm_within: None,
+            health: None,
+        })
+    }
+
+    /// What `kapell fleet apply` sends to a host that runs its set: a repair, naming the set.
+    fn repair_request(&self, host: &str, hosts: &[&Host]) -> Result<Vec<u8>> {
+        let hash = self.set(host, hosts)?.hash;
+        request_of(kapell::fleet::protocol::Body::Repair { hash, health: None })
+    }
+
+    /// `host`'s set, built with kapell's own code.
+    fn set(&self, host: &str, hosts: &[&Host]) -> Result<kapell::fleet::protocol::HostSet> {
+        use kapell::fleet::protocol::HostSet;
         let fleet = kapell::fleet::controller::config::load(&self.dir.path().join("fleet.toml"))
             .map_err(|d| anyhow::anyhow!("fleet.toml: {} problems", d.len()))?;
         let search = kapell::validate::UnitSearchPath::from_env();
@@ -669,11 +687,7 @@ impl<'a> Kapell<'a> {
         let stacks = placed.get(host).context("host not placed")?;
         let rendered = kapell::render::render_host(stacks, &kapell::render::RenderOptions::default());
         let files = std::sync::Arc::new(kapell::fleet::protocol::files_of(&rendered));
-        let set = HostSet::new(files, catalogs.text, host);
-        Ok(serde_json::to_vec(&Request {
-            version: VERSION,
-            body: Body::Install { set, known: Vec::new(), force: true, confirm_within: None, health: None },
-        })?)
+        Ok(HostSet::new(files, catalogs.text, host))
     }
 }
 
@@ -740,8 +754,8 @@ fn kapell_side(ssh: &Ssh, hosts: &[&Host], noop_runs: usize, table: &mut Table) 
     k.apply()?;
     let alone = alone_breakdown(hosts[0], &cold_request, &empty_request, noop_runs)?;
     table.notes.push(format!(
-        "kapell: one `ssh … kapell receive` per host per apply (`parallel = 32`); a no-op sends the whole set \
-         and gets back the state of every unit. Its removal of the 10 services from each of the {} hosts took \
+        "kapell: one `ssh … kapell receive` per host per apply (`parallel = 32`); a no-op sends a repair request \
+         naming the set by its hash and gets back the state of every unit. Its removal of the 10 services from each of the {} hosts took \
          {:.2} s.",
         hosts.len(),
         removal.took.as_secs_f64()
@@ -809,6 +823,7 @@ fn noop_breakdown(k: &Kapell, all: &[&Host], runs: usize, noop: (Sample, &str)) 
     let (host, hosts) = (all[0], all.len());
     let (noop_wall, noop_out) = (noop.0.took, noop.1);
     let request = k.request(host.name(), all)?;
+    let repair = k.repair_request(host.name(), all)?;
     let control = format!("ControlPath={}/%C", k.control_dir().display());
     let ssh_cmd = || {
         let mut cmd = Command::new("ssh");
@@ -863,6 +878,12 @@ fn noop_breakdown(k: &Kapell, all: &[&Host], runs: usize, noop: (Sample, &str)) 
         piped(cmd, &request)
     })?;
     let (on_peer, _) = time(&mut || piped(host.command(&["kapell", "receive"])?, &request))?;
+    let (repair_over_ssh, repair_reply) = time(&mut || {
+        let mut cmd = ssh_cmd();
+        cmd.args(["kapell", "receive"]);
+        piped(cmd, &repair)
+    })?;
+    let (repair_on_peer, _) = time(&mut || piped(host.command(&["kapell", "receive"])?, &repair))?;
     let (start_only, _) = time(&mut || piped(host.command(&["kapell", "--version"])?, b""))?;
     let status = br#"{"version":1,"request":"status"}"#;
     let (status_peer, _) = time(&mut || piped(host.command(&["kapell", "receive"])?, status))?;
@@ -878,7 +899,15 @@ fn noop_breakdown(k: &Kapell, all: &[&Host], runs: usize, noop: (Sample, &str)) 
         ms(ssh_fresh)
     ));
     s.push_str(&format!("| `ssh -G HOST` (no connection: ssh's configuration read) | {} |\n", ms(ssh_g)));
-    s.push_str(&format!("| `ssh HOST kapell receive` (no-op install) over the warm master | {} |\n", ms(over_ssh)));
+    s.push_str(&format!(
+        "| `ssh HOST kapell receive` (repair request: what a no-op sends) over the warm master | {} |\n",
+        ms(repair_over_ssh)
+    ));
+    s.push_str(&format!("| `kapell receive` (repair request) on the peer, no ssh | {} |\n", ms(repair_on_peer)));
+    s.push_str(&format!(
+        "| `ssh HOST kapell receive` (no-op install, the set sent) over the warm master | {} |\n",
+        ms(over_ssh)
+    ));
     s.push_str(&format!("| `kapell receive` (no-op install) on the peer, no ssh | {} |\n", ms(on_peer)));
     s.push_str(&format!("| `kapell receive` (status request) on the peer, no ssh | {} |\n", ms(status_peer)));
     s.push_str(&format!("| `kapell --version` on the peer (process start) | {} |\n", ms(start_only)));
@@ -900,12 +929,21 @@ fn noop_breakdown(k: &Kapell, all: &[&Host], runs: usize, noop: (Sample, &str)) 
         ms(generator)
     ));
     s.push_str(&format!(
-        "\nA no-op install request is {} bytes (the full set of {SERVICES} services and their target, with hashes); \
-         the reply is {} bytes (the hashes and every unit's state; only a status reply carries the files).\n\n",
+        "\nA no-op sends a repair request of {} bytes (the set named by its hash; with the fleet's health word, as \
+         `fleet apply` sends it, a few hundred more) and gets a reply of {} bytes (the hashes and every unit's state). \
+         An install of the same set is {} bytes (the {SERVICES} services and their target, with hashes, and the \
+         fleet's catalog), its reply {} bytes; only a status reply carries the files.\n\n",
+        repair.len(),
+        repair_reply,
         request.len(),
         reply
     ));
     Ok(s)
+}
+
+fn request_of(body: kapell::fleet::protocol::Body) -> Result<Vec<u8>> {
+    use kapell::fleet::protocol::{Request, VERSION};
+    Ok(serde_json::to_vec(&Request { version: VERSION, body })?)
 }
 
 // ---------------------------------------------------------------------------------------------

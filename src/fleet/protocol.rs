@@ -184,8 +184,9 @@ impl HostSet {
     }
 
     /// The set of `files` and, when the fleet places services, its `catalog` with this host's
-    /// name in it; hashed.
+    /// name in it (without a catalog the name is not part of the set); hashed.
     pub fn new(files: Arc<Files>, catalog: Option<Arc<str>>, host: &str) -> HostSet {
+        let host = if catalog.is_some() { host } else { "" };
         let hash = SetHasher::new(&files, catalog.as_deref()).finish(host);
         HostSet::hashed(files, catalog, host, hash)
     }
@@ -385,6 +386,9 @@ mod tests {
         let mut renamed = with("{}", "h1");
         renamed.host = "h2".into();
         assert!(renamed.verify().is_err(), "a set moved to another host's name");
+        let no_catalog = HostSet::new(good.files.clone(), None, "h1");
+        assert_eq!((no_catalog.host.as_str(), &no_catalog.hash), ("", &good.hash), "a name without a catalog");
+        assert!(no_catalog.verify().is_ok());
     }
 
     #[test]
