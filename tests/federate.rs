@@ -386,12 +386,21 @@ fn cut_off(rig: &mut Rig) -> Result<()> {
     })?;
     std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
     ensure!(!active(db1, "cut-x.service"), "the set that cut db1 off was pushed again");
-    // Held back, db1 keeps the set it reverted to, and that set is still kept repaired.
+    // Held back, db1 keeps the set it reverted to, and that set is still kept repaired, with
+    // nothing else moving: not web1's and web2's services, not db1's other one.
+    let before = rig.pids()?;
     db1.systemctl_ok(&["stop", "data-db.service"])?;
     // Generous: a retry backoff from while db1 was cut off may still be running.
     rig.eventually("drift on the held host repaired", Duration::from_secs(60), || Ok(active(db1, "data-db.service")))?;
     std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
     ensure!(!active(db1, "cut-x.service"), "the repair of the held host pushed the set that cut it off");
+    let now = rig.pids()?;
+    ensure!(
+        now["web1"] == before["web1"]
+            && now["web2"] == before["web2"]
+            && now["db1"]["agent-node.service"] == before["db1"]["agent-node.service"],
+        "the repair of db1 moved other units: {before:?} -> {now:?}"
+    );
     Ok(())
 }
 
