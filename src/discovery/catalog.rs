@@ -253,14 +253,27 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
         };
-        let host_path = dir.join(crate::names::CATALOG_HOST_FILE);
-        match std::fs::read_to_string(&host_path) {
-            Ok(host) => catalog.host = host.strip_suffix('\n').unwrap_or(&host).to_string(),
-            // A catalog received before the name travelled beside it carries the name itself.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", host_path.display()))),
+        // A catalog received before the name travelled beside it carries the name itself.
+        if let Some(host) = read_host(dir)? {
+            catalog.host = host;
         }
         Ok(Some(catalog))
+    }
+}
+
+/// The name the fleet gives this host, from `dir/catalog-host` (one line, written beside the
+/// catalog of a received generation); `None` when there is no such file.
+pub fn read_host(dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = dir.join(crate::names::CATALOG_HOST_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(mut host) => {
+            if host.ends_with('\n') {
+                host.pop();
+            }
+            Ok(Some(host))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
     }
 }
 

@@ -117,7 +117,10 @@ pub struct HostSet {
 /// then the host's name. A controller hashes what hosts share once, not once per host (the
 /// catalog of a fleet grows with its hosts, so hashing it per host would grow with their square).
 #[derive(Clone)]
-pub struct SetHasher(Sha256);
+pub struct SetHasher {
+    shared: Sha256,
+    with_catalog: bool,
+}
 
 impl SetHasher {
     pub fn new(files: &Files, catalog: Option<&str>) -> SetHasher {
@@ -135,14 +138,15 @@ impl SetHasher {
         if let Some(catalog) = catalog {
             field(&mut hasher, b'c', catalog);
         }
-        SetHasher(hasher)
+        SetHasher { shared: hasher, with_catalog: catalog.is_some() }
     }
 
-    /// The hash of the set for `host`. Without a name (no catalog, or a generation from before
-    /// the name travelled beside the catalog) a set hashes as it did before.
+    /// The hash of the set for `host`, whose name counts only with a catalog. Without a name (no
+    /// catalog, or a generation from before the name travelled beside the catalog) a set hashes
+    /// as it did before.
     pub fn finish(&self, host: &str) -> String {
-        let mut hasher = self.0.clone();
-        if !host.is_empty() {
+        let mut hasher = self.shared.clone();
+        if self.with_catalog && !host.is_empty() {
             field(&mut hasher, b'h', host);
         }
         hex(&hasher.finalize())
@@ -186,7 +190,6 @@ impl HostSet {
     /// The set of `files` and, when the fleet places services, its `catalog` with this host's
     /// name in it (without a catalog the name is not part of the set); hashed.
     pub fn new(files: Arc<Files>, catalog: Option<Arc<str>>, host: &str) -> HostSet {
-        let host = if catalog.is_some() { host } else { "" };
         let hash = SetHasher::new(&files, catalog.as_deref()).finish(host);
         HostSet::hashed(files, catalog, host, hash)
     }

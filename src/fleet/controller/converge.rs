@@ -32,7 +32,7 @@ use crate::clock::now_usec;
 use crate::discovery::pushed_health::InstanceHealth;
 use crate::fleet::protocol::{Body, HostSet, Reply};
 use crate::status::Health;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// How often a batch's health is polled during a rollout.
@@ -179,7 +179,8 @@ pub fn converge(
 
     // The direct wave: everything at once. A host whose last reply said it runs its desired set
     // is asked to repair that set by its hash.
-    let runs_desired: Vec<&String> = direct.iter().filter(|h| state.host(h).current == desired(h)).collect();
+    let runs_desired: BTreeSet<&str> =
+        direct.iter().filter(|h| state.host(h).current == desired(h)).map(String::as_str).collect();
     for h in &direct {
         let hash = desired(h);
         state.pushing(h, &hash);
@@ -192,7 +193,7 @@ pub fn converge(
     let health = instance_health::word(c, state);
     let results = c.each(&direct, &|o: &HostOutcome| progress(o), |host| {
         let install = Install { known: known[host].clone(), force: options.force, confirm_secs };
-        if runs_desired.iter().any(|h| *h == host) {
+        if runs_desired.contains(host) {
             repair_or_push(c, host, install, health.as_deref())
         } else {
             push_and_confirm(c, host, install, health.as_deref())

@@ -83,8 +83,7 @@ fn host_sets(placed: &Placed, catalog: Option<Arc<str>>) -> BTreeMap<String, Hos
                 let hasher = SetHasher::new(&files, catalog.as_deref());
                 (files, hasher)
             });
-            let name = if catalog.is_some() { host.as_str() } else { "" };
-            (host.clone(), HostSet::hashed(files.clone(), catalog.clone(), name, hasher.finish(name)))
+            (host.clone(), HostSet::hashed(files.clone(), catalog.clone(), host, hasher.finish(host)))
         })
         .collect()
 }

@@ -45,21 +45,22 @@ pub fn handle(config_dir: &Path, input: Vec<u8>) -> Reply {
     reply
 }
 
-/// An install of `set` (a repair's is the set the host runs), with the controller's word on
-/// the health of instances no responder probes.
-#[expect(clippy::too_many_arguments, reason = "the fields of an install request, passed as they came")]
-fn install(
-    config_dir: &Path,
-    store: &Store,
-    set: &HostSet,
-    known: &[String],
+/// The fields of an install request; a repair is the install of the set the host runs.
+struct Install {
+    set: HostSet,
+    known: Vec<String>,
     force: bool,
     confirm_within: Option<u64>,
     health: Option<Vec<InstanceHealth>>,
-    reply: &mut Reply,
-) -> Result<()> {
+}
+
+/// Installs `request.set` over `old`, the set the host runs, with the controller's word on the
+/// health of instances no responder probes.
+fn install(config_dir: &Path, store: &Store, old: HostSet, request: Install, reply: &mut Reply) -> Result<()> {
+    let Install { set, known, force, confirm_within, health } = request;
+    let set = &set;
     // A refused or held install changed nothing: the record of the last real one stays.
-    let admitted = lifecycle::admit(store, set, known, force, reply)?;
+    let admitted = lifecycle::admit(store, old, set, &known, force, reply)?;
     // The controller's word on instances no responder probes travels with every install it
     // sends, and is kept apart from the set (see docs/discovery.md).
     if let Some(health) = health {
@@ -99,7 +100,8 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
             reply.last_install = store.outcome().map(Box::new);
         }
         Body::Install { set, known, force, confirm_within, health } => {
-            install(config_dir, &store, &set, &known, force, confirm_within, health, reply)?;
+            let request = Install { set, known, force, confirm_within, health };
+            install(config_dir, &store, store.current()?, request, reply)?;
         }
         Body::Repair { hash, health } => {
             let current = store.current()?;
@@ -109,8 +111,11 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
                 current.short_hash(),
                 protocol::short(&hash)
             );
-            // The set this controller pushed here, or it would not name its hash: known.
-            install(config_dir, &store, &current, &[], false, None, health, reply)?;
+            // The set this controller pushed here, or it would not name its hash: known. It is
+            // read once, as the set to install and as the set the host runs.
+            let request =
+                Install { set: current.clone(), known: Vec::new(), force: false, confirm_within: None, health };
+            install(config_dir, &store, current, request, reply)?;
         }
         Body::Confirm { hash } => lifecycle::confirm(&store, &hash)?,
         Body::Rollback => {

@@ -213,22 +213,17 @@ fn write_catalog(dir: &Path, set: &HostSet) -> Result<()> {
 
 /// Reads a generation directory back into a set.
 pub fn read_set(dir: &Path) -> Result<HostSet> {
-    let catalog = read_optional(&dir.join(CATALOG_FILE))?;
+    let path = dir.join(CATALOG_FILE);
+    let catalog = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
     // A generation from before the catalog's host had a file of its own has the name inside
     // its catalog, and an empty `host`.
-    let host = read_optional(&dir.join(CATALOG_HOST_FILE))?;
-    let host = host.as_deref().map_or("", |h| h.strip_suffix('\n').unwrap_or(h));
+    let host = crate::discovery::catalog::read_host(dir)?.unwrap_or_default();
     let files = protocol::files_of(&unitset::read_files(dir)?);
-    Ok(HostSet::new(Arc::new(files), catalog.map(Arc::from), host))
-}
-
-/// The text of `path`; `None` when there is no such file.
-fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+    Ok(HostSet::new(Arc::new(files), catalog.map(Arc::from), &host))
 }
 
 /// Writes `files` into the empty directory `dir` with the one unit-set writer, then makes them

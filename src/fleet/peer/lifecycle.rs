@@ -29,19 +29,20 @@ pub struct Admitted {
     old: HostSet,
 }
 
-/// Decides whether `set` may be installed, changing nothing: `Err` refuses it (bad names, hashes
-/// or units, a set this controller did not push running here), `Ok(None)` holds it (this host
-/// rolled that very set back before; `reply.held` says so). Only an admitted install is a "real"
-/// one whose outcome is recorded for a controller that lost the connection.
+/// Decides whether `set` may replace `old`, the set the host runs ([`Store::current`]),
+/// changing nothing: `Err` refuses it (bad names, hashes or units, a set this controller did not
+/// push running here), `Ok(None)` holds it (this host rolled that very set back before;
+/// `reply.held` says so). Only an admitted install is a "real" one whose outcome is recorded for
+/// a controller that lost the connection.
 pub fn admit(
     store: &Store,
+    old: HostSet,
     set: &HostSet,
     known: &[String],
     force: bool,
     reply: &mut Reply,
 ) -> Result<Option<Admitted>> {
     set.verify().map_err(anyhow::Error::msg).context("the set was refused; nothing was changed")?;
-    let old = store.current()?;
     let own: BTreeSet<&str> = old.units().collect();
     set_check::check_files(set, &own).context("the set was refused; nothing was changed")?;
     if let Some((_, why)) = store.rejected().into_iter().find(|(h, _)| *h == set.hash)
