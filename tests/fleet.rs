@@ -72,6 +72,11 @@ impl Rig {
     fn reset(&mut self) -> Result<()> {
         for host in &mut self.hosts {
             std::fs::write(host.root().join("root/.ssh/authorized_keys"), &self.authorized_keys)?;
+            let sshd_policy = host.root().join(SSHD_POLICY.trim_start_matches('/'));
+            if sshd_policy.exists() {
+                std::fs::remove_file(sshd_policy)?;
+                host.systemctl_ok(&["reload", "ssh.service"])?;
+            }
             forget_fleet(host)?;
         }
         Ok(())
@@ -277,8 +282,29 @@ fn noop_apply(rig: &mut Rig) -> Result<()> {
 }
 
 /// One service changed: restarted on web1 and web2 only.
+/// An sshd configuration a test adds to a peer (removed by [`Rig::reset`]).
+const SSHD_POLICY: &str = "/etc/ssh/sshd_config.d/kapell-test.conf";
+
+/// The key exchange each of `host`'s sshd connections since `since` (seconds since the epoch)
+/// used, from its journal (sshd logs it at `LogLevel DEBUG`).
+fn sshd_key_exchanges(host: &Host, since: &str) -> Result<Vec<String>> {
+    let journal = host.exec_ok(&["journalctl", "-q", "-o", "cat", "-u", "ssh.service", "--since", since])?;
+    // `debug1: kex: algorithm: curve25519-sha256 [preauth]`
+    let kex = |l: &str| Some(l.split("kex: algorithm: ").nth(1)?.split_whitespace().next()?.to_string());
+    Ok(journal.lines().filter_map(kex).collect())
+}
+
+/// One service changed: only its unit restarts, on the hosts that run it. On the way, the
+/// confirmation's new connection: it offers the fast key exchange first where sshd takes it
+/// (web2), and still gets through to an sshd that accepts only OpenSSH 9.2's default (web1).
 fn one_change(rig: &mut Rig) -> Result<()> {
     let c = rig.converged(QUICK)?;
+    let sntrup_only = "LogLevel DEBUG\nKexAlgorithms sntrup761x25519-sha512@openssh.com\n";
+    for (host, policy) in [(&rig.hosts[0], sntrup_only), (&rig.hosts[1], "LogLevel DEBUG\n")] {
+        std::fs::write(host.root().join(SSHD_POLICY.trim_start_matches('/')), policy)?;
+        host.systemctl_ok(&["reload", "ssh.service"])?;
+    }
+    let since = format!("@{}", rig.hosts[0].exec_ok(&["date", "+%s"])?.trim());
     let before = all_pids(&rig.hosts)?;
     stacks(&c, "7000099", None)?;
     let plan = c.expect(&["fleet", "plan"], 0)?;
@@ -295,6 +321,15 @@ fn one_change(rig: &mut Rig) -> Result<()> {
             let moved = before[host.name()][*unit] != now[host.name()][*unit];
             ensure!(moved == (*unit == "shop-web.service"), "{}: {unit} restarted: {moved}\n{change}", host.name());
         }
+    }
+    // Both web hosts were changed and confirmed (exit 0 above); the master connections were
+    // open before, so the new connections since are the confirmations (and `fleet plan`'s
+    // none: it reuses the masters).
+    let (web1, web2) = (sshd_key_exchanges(&rig.hosts[0], &since)?, sshd_key_exchanges(&rig.hosts[1], &since)?);
+    ensure!(!web1.is_empty() && web1.iter().all(|k| k.starts_with("sntrup761x25519")), "web1: {web1:?}\n{change}");
+    let default = Command::new("ssh").args(["-G", "-F", "/dev/null", "kapell.invalid"]).output()?;
+    if String::from_utf8_lossy(&default.stdout).contains("kexalgorithms sntrup761x25519") {
+        ensure!(web2.iter().any(|k| k == "curve25519-sha256"), "web2: {web2:?}\n{change}");
     }
     Ok(())
 }

@@ -11,13 +11,19 @@
 //! - `ControlMaster=auto` with kapell's own `ControlPath` (`<runtime dir>/ssh/%C`, a short hash
 //!   path) and `ControlPersist`: later requests to the host reuse the connection (one round
 //!   trip, no handshake), and the user's own ControlMaster sockets are never used.
+//! - On a confirmation's new connection only, and only where the operator left ssh's key
+//!   exchange at its default, the fastest key exchange of that default list first (see
+//!   [`confirmation_kex`]).
 
 use super::config::Defaults;
 use crate::fleet::protocol::RECEIVE_COMMAND;
 use anyhow::{Context, Result};
+use std::collections::HashMap;
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Seconds ssh waits for a TCP connection and the handshake.
@@ -28,6 +34,12 @@ const ALIVE_COUNT: u32 = 3;
 /// How long an idle master connection stays up for the next request.
 const PERSIST: &str = "120s";
 
+/// Key exchanges a confirmation prefers, in this order, among those ssh offers by default:
+/// ML-KEM's hybrid (OpenSSH 9.9 and later; post-quantum, and fast), then X25519. OpenSSH 9.2's
+/// default first choice, sntrup761's hybrid, costs the client about 85 ms of CPU per handshake
+/// (docs/benchmarks.md, fleet), and a confirmation is a new handshake per changed host.
+const CONFIRMATION_KEX: [&str; 2] = ["mlkem768x25519-sha256", "curve25519-sha256"];
+
 /// How kapell reaches its peers.
 #[derive(Debug, Clone)]
 pub struct Ssh {
@@ -35,6 +47,19 @@ pub struct Ssh {
     config: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     control_dir: PathBuf,
+    /// What `ssh -G` said of each address asked so far.
+    resolved: Arc<Mutex<HashMap<String, Arc<Resolved>>>>,
+    /// ssh's built-in `KexAlgorithms` (`ssh -G -F /dev/null`), read once when first needed.
+    default_kex: Arc<OnceLock<Option<String>>>,
+}
+
+/// What ssh's configuration makes of an address (`ssh -G`); nothing is connected to.
+#[derive(Debug, Default)]
+struct Resolved {
+    /// `HostName`, if it is an IP address.
+    ip: Option<IpAddr>,
+    /// `KexAlgorithms`, as configured for this address.
+    kex: Option<String>,
 }
 
 /// Why a request did not get a reply.
@@ -69,6 +94,8 @@ impl Ssh {
             config: defaults.ssh_config.clone(),
             known_hosts: defaults.known_hosts.clone(),
             control_dir,
+            resolved: Arc::default(),
+            default_kex: Arc::default(),
         })
     }
 
@@ -94,6 +121,9 @@ impl Ssh {
         if fresh {
             opt(&mut cmd, "ControlMaster=no".into());
             opt(&mut cmd, "ControlPath=none".into());
+            if let Some(kex) = self.confirmation_kex(address) {
+                opt(&mut cmd, format!("KexAlgorithms={kex}"));
+            }
         } else {
             opt(&mut cmd, "ControlMaster=auto".into());
             opt(&mut cmd, format!("ControlPath={}/%C", self.control_dir.display()));
@@ -109,14 +139,33 @@ impl Ssh {
 
     /// The IP address ssh connects to for `address` after its configuration (`ssh -G`: the
     /// `HostName` of a `Host` alias), if that is an IP address. Nothing is connected to.
-    pub fn configured_ip(&self, address: &str) -> Option<std::net::IpAddr> {
+    pub fn configured_ip(&self, address: &str) -> Option<IpAddr> {
+        self.resolve(address).ip
+    }
+
+    /// The key exchanges a new connection to `address` offers, if kapell reorders them (see
+    /// [`confirmation_kex`]); `None` leaves ssh's configuration alone.
+    fn confirmation_kex(&self, address: &str) -> Option<String> {
+        let configured = self.resolve(address).kex.clone()?;
+        let default =
+            self.default_kex.get_or_init(|| ssh_g(Command::new("ssh").args(["-F", "/dev/null"]), "kapell.invalid").kex);
+        confirmation_kex(&configured, default.as_deref()?)
+    }
+
+    /// [`Resolved`] for `address`, from one `ssh -G` per address and run.
+    fn resolve(&self, address: &str) -> Arc<Resolved> {
+        if let Some(known) = self.resolved.lock().ok().and_then(|r| r.get(address).cloned()) {
+            return known;
+        }
         let mut cmd = Command::new("ssh");
         if let Some(config) = &self.config {
             cmd.arg("-F").arg(config);
         }
-        let out = cmd.arg("-G").arg("--").arg(address).stdin(std::process::Stdio::null()).output().ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines().find_map(|l| l.strip_prefix("hostname ")).and_then(|h| h.trim().parse().ok())
+        let resolved = Arc::new(ssh_g(&mut cmd, address));
+        if let Ok(mut known) = self.resolved.lock() {
+            known.insert(address.to_string(), resolved.clone());
+        }
+        resolved
     }
 
     /// Sends `request` to `kapell receive` on `address` and returns its reply (stdout), or why
@@ -161,6 +210,40 @@ impl Ssh {
     }
 }
 
+/// `cmd -G -- address`: what ssh's configuration makes of `address`; empty if ssh fails.
+fn ssh_g(cmd: &mut Command, address: &str) -> Resolved {
+    let Ok(out) = cmd.arg("-G").arg("--").arg(address).stdin(Stdio::null()).stderr(Stdio::null()).output() else {
+        return Resolved::default();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')).map(str::trim);
+    Resolved {
+        ip: value("hostname").and_then(|h| h.parse().ok()),
+        kex: value("kexalgorithms").filter(|k| !k.is_empty()).map(str::to_string),
+    }
+}
+
+/// The `KexAlgorithms` a confirmation's new connection offers: ssh's own default list with the
+/// first of [`CONFIRMATION_KEX`] it contains moved to the front, or `None` (ssh decides, as for
+/// every other connection) when the list configured for the host is not that default (the
+/// operator, or a system-wide crypto policy, chose one: kapell never overrides it) or already
+/// starts with it. Every algorithm the default offers is still offered, so a server that
+/// accepts only some of them is still reached. A confirmation carries a set's hash one way and
+/// hashes back, nothing secret, and the host is still authenticated by its key, so a key
+/// exchange without post-quantum protection costs it nothing where only X25519 is fast.
+fn confirmation_kex(configured: &str, default: &str) -> Option<String> {
+    if configured != default {
+        return None;
+    }
+    let offered: Vec<&str> = default.split(',').collect();
+    let fastest = CONFIRMATION_KEX.iter().find(|k| offered.contains(k))?;
+    if offered.first() == Some(fastest) {
+        return None;
+    }
+    let rest = offered.iter().filter(|k| *k != fastest);
+    Some(std::iter::once(fastest).chain(rest).copied().collect::<Vec<_>>().join(","))
+}
+
 /// ssh's failure in one sentence that says what to do.
 fn classify(address: &str, stderr: &str) -> Failure {
     let said = last_lines(stderr, 2);
@@ -184,4 +267,74 @@ fn classify(address: &str, stderr: &str) -> Failure {
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENSSH_9_2: &str = "sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,\
+                               ecdh-sha2-nistp256,diffie-hellman-group14-sha256";
+
+    #[test]
+    fn a_confirmation_moves_the_fastest_default_key_exchange_first_and_keeps_the_others() {
+        assert_eq!(
+            confirmation_kex(OPENSSH_9_2, OPENSSH_9_2).as_deref(),
+            Some(
+                "curve25519-sha256,sntrup761x25519-sha512@openssh.com,curve25519-sha256@libssh.org,\
+                 ecdh-sha2-nistp256,diffie-hellman-group14-sha256"
+            )
+        );
+        // OpenSSH 9.9: ML-KEM is offered but not first.
+        let v9_9 = "sntrup761x25519-sha512,mlkem768x25519-sha256,curve25519-sha256";
+        assert_eq!(
+            confirmation_kex(v9_9, v9_9).as_deref(),
+            Some("mlkem768x25519-sha256,sntrup761x25519-sha512,curve25519-sha256")
+        );
+        // OpenSSH 10: already first, so ssh decides.
+        let v10 = "mlkem768x25519-sha256,sntrup761x25519-sha512,curve25519-sha256";
+        assert_eq!(confirmation_kex(v10, v10), None);
+    }
+
+    #[test]
+    fn a_key_exchange_the_operator_chose_is_never_overridden() {
+        let chosen = "sntrup761x25519-sha512@openssh.com";
+        assert_eq!(confirmation_kex(chosen, OPENSSH_9_2), None);
+        // A policy that only reorders the default is a choice too.
+        let reordered = "curve25519-sha256@libssh.org,sntrup761x25519-sha512@openssh.com,curve25519-sha256,\
+                         ecdh-sha2-nistp256,diffie-hellman-group14-sha256";
+        assert_eq!(confirmation_kex(reordered, OPENSSH_9_2), None);
+        // A default without either fast exchange is left alone.
+        assert_eq!(confirmation_kex("ecdh-sha2-nistp256", "ecdh-sha2-nistp256"), None);
+    }
+
+    /// With the system's own ssh: a config that leaves the key exchange alone gets the fast one
+    /// first on a confirmation's connection only; one that sets `KexAlgorithms` keeps it.
+    #[test]
+    fn only_a_new_connection_to_a_host_left_at_the_default_reorders_key_exchanges() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config");
+        std::fs::write(&config, "Host chosen\n  KexAlgorithms curve25519-sha256@libssh.org\nHost *\n  User root\n")
+            .expect("config");
+        let ssh = Ssh {
+            user: None,
+            config: Some(config),
+            known_hosts: None,
+            control_dir: dir.path().to_path_buf(),
+            resolved: Arc::default(),
+            default_kex: Arc::default(),
+        };
+        let kex_of = |address: &str, fresh: bool| {
+            let cmd = ssh.command(address, fresh);
+            cmd.get_args().filter_map(|a| a.to_str()?.strip_prefix("KexAlgorithms=").map(str::to_string)).next()
+        };
+        let default = ssh_g(Command::new("ssh").args(["-F", "/dev/null"]), "kapell.invalid").kex.expect("ssh -G");
+        let expected = confirmation_kex(&default, &default);
+        assert_eq!(kex_of("10.0.0.1", true), expected, "ssh's default: {default}");
+        if let Some(kex) = kex_of("10.0.0.1", true) {
+            assert!(CONFIRMATION_KEX.iter().any(|k| kex.starts_with(k)), "{kex}");
+        }
+        assert_eq!(kex_of("10.0.0.1", false), None, "the master's connection keeps ssh's choice");
+        assert_eq!(kex_of("chosen", true), None, "the operator's choice stays");
+    }
 }

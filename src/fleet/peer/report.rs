@@ -29,7 +29,9 @@ pub enum Detail {
     /// (an install's reply, a no-op's included: a few hundred bytes instead of the whole set).
     States,
     /// The hashes only: a confirmation changes no unit, and the controller reads only whether
-    /// it was accepted (no D-Bus reads on the way).
+    /// it was accepted (no D-Bus reads on the way, and nothing but hashes on a connection whose
+    /// key exchange may be the fastest rather than ssh's first choice: see the controller's
+    /// `ssh.rs`).
     Hashes,
 }
 
@@ -41,6 +43,7 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
         let (units, journal) = with_systemd(async |systemd| unit_states(systemd, &current).await)?;
         reply.units = units;
         reply.journal = journal;
+        reply.names = crate::dns_state::read().map(|d| d.names).unwrap_or_default();
     }
     reply.current = current.hash.clone();
     if detail == Detail::Files {
@@ -51,7 +54,6 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
     }
     reply.confirmed = store.set_of(store.generation(CONFIRMED).as_deref())?.hash;
     reply.pending = store.pending().map(|p| (p.hash, p.deadline_usec));
-    reply.names = crate::dns_state::read().map(|d| d.names).unwrap_or_default();
     Ok(())
 }
 
