@@ -82,8 +82,13 @@ impl std::fmt::Display for Failure {
 }
 
 impl Ssh {
+    /// With kapell's ControlMaster sockets under the runtime directory.
     pub fn new(defaults: &Defaults) -> Result<Ssh> {
-        let control_dir = crate::lock::runtime_dir().join("ssh");
+        Ssh::with_control_dir(defaults, crate::lock::runtime_dir().join("ssh"))
+    }
+
+    /// With the ControlMaster sockets in `control_dir` (created, mode 0700).
+    pub fn with_control_dir(defaults: &Defaults, control_dir: PathBuf) -> Result<Ssh> {
         std::fs::create_dir_all(&control_dir).with_context(|| format!("cannot create {}", control_dir.display()))?;
         // ssh refuses control sockets in a directory others can write to.
         use std::os::unix::fs::PermissionsExt as _;
