@@ -220,6 +220,12 @@ fn boot_controller(net: &Net, ssh: &Ssh) -> Result<Host> {
             repo.join("units/kapell-federation.service"),
             0o644,
         )
+        // Every request in the journal, with its kind (`HOST: repair request of N bytes, …`).
+        .install_file(
+            "/etc/systemd/system/kapell-federation.service.d/debug.conf",
+            "[Service]\nEnvironment=KAPELL_LOG=debug\n",
+            0o644,
+        )
         .boot()
 }
 
@@ -386,6 +392,7 @@ fn cut_off(rig: &mut Rig) -> Result<()> {
     })?;
     std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
     ensure!(!active(db1, "cut-x.service"), "the set that cut db1 off was pushed again");
+    let held_since = format!("@{}", rig.ctl.exec_ok(&["date", "+%s.%N"])?.trim());
     // Held back, db1 keeps the set it reverted to, and that set is still kept repaired, with
     // nothing else moving: not web1's and web2's services, not db1's other one.
     let before = rig.pids()?;
@@ -400,6 +407,24 @@ fn cut_off(rig: &mut Rig) -> Result<()> {
             && now["web2"] == before["web2"]
             && now["db1"]["agent-node.service"] == before["db1"]["agent-node.service"],
         "the repair of db1 moved other units: {before:?} -> {now:?}"
+    );
+    // Once held, db1 is kept repaired by the hash of the set it runs: no set is sent, and it is
+    // not asked what it runs at every pass.
+    let journal = rig.ctl.exec_ok(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-u",
+        "kapell-federation.service",
+        "--since",
+        &held_since,
+    ])?;
+    let db1_requests: Vec<&str> =
+        journal.lines().filter(|l| l.starts_with("db1: ") && l.contains(" request of ")).collect();
+    ensure!(
+        db1_requests.len() >= 2 && db1_requests.iter().all(|l| l.starts_with("db1: repair request of ")),
+        "db1's requests while held: {db1_requests:#?}"
     );
     Ok(())
 }

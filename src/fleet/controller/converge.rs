@@ -17,8 +17,8 @@
 //! - Every push carries a confirm window: the controller confirms over a fresh connection once
 //!   the set is active (and, in a rollout, healthy); a peer that hears nothing reverts on its
 //!   own, and that set is held back on that host until it changes.
-//! - A held host keeps the set it runs, and that set stays repaired: it is asked what it runs,
-//!   and that set is installed again (a no-op unless it drifted), carrying the fleet's health.
+//! - A held host keeps the set it runs, and that set stays repaired: a repair request names it
+//!   by its hash (a no-op unless it drifted), carrying the fleet's health.
 //!
 //! Progress is written to the [`State`] before each step, so a controller killed mid-rollout
 //! finds the batch it was waiting on and checks it again before going on.
@@ -98,8 +98,9 @@ pub fn converge(
     let desired = |host: &str| c.sets[host].hash.clone();
 
     // Held back: this host reverted the desired set on its own before. It is not pushed that
-    // set, but like the hosts a rollout holds back it is asked what it runs, and that set is
-    // installed again below: drift on it is repaired, and it hears the fleet's health.
+    // set, but like the hosts a rollout holds back the set it runs is repaired below (drift on
+    // it is repaired, and it hears the fleet's health), by the hash of the set it last said it
+    // runs, asked only when the controller does not know it.
     let mut todo: Vec<String> = Vec::new();
     let mut held: Vec<String> = Vec::new();
     for host in hosts {
@@ -132,15 +133,16 @@ pub fn converge(
     // install refuses to overwrite any other set (so a first push costs one request, not two).
     // Without a rollout (`--no-rollout`) nobody asks: every host is pushed at once, and the
     // install's reply says what the host runs (a changing push costs one request, not two).
-    let unknown: Vec<String> = todo
+    let mut unknown: Vec<String> = todo
         .iter()
         .filter(|h| {
             let host = state.host(h);
             !options.no_rollout && host.current != desired(h) && !host.known.is_empty() && !resumed.contains(h)
         })
-        .chain(&held)
         .cloned()
         .collect();
+    // A held host is asked only if the controller does not know what it runs.
+    unknown.extend(held.iter().filter(|h| state.host(h).current.is_empty()).cloned());
     let mut current_files: BTreeMap<String, HostSet> = BTreeMap::new();
     for r in c.each(&unknown, &|_| {}, |host| c.request(host, Body::Status, false)) {
         match r.outcome {
@@ -211,33 +213,23 @@ pub fn converge(
         rollout(c, state, &desired_state, stacks, &rolling, &resumed, options, &mut |o| report(o, &mut outcomes));
     }
 
-    // Hosts the rollout holds back or keeps waiting keep what they run, and that stays repaired:
-    // the set they run is installed again, a no-op unless it drifted.
-    let keep: Vec<String> = outcomes
+    // Hosts the rollout holds back or keeps waiting, and hosts held back before, keep what they
+    // run, and that stays repaired: a repair request names it by its hash, a no-op unless it
+    // drifted.
+    let runs: BTreeMap<String, Runs> = outcomes
         .iter()
-        .filter(|(h, o)| {
-            matches!(o.outcome, Outcome::HeldBack(_) | Outcome::Waiting(_)) && current_files.contains_key(*h)
+        .filter(|(_, o)| matches!(o.outcome, Outcome::HeldBack(_) | Outcome::Waiting(_)))
+        .filter_map(|(h, _)| match current_files.get(h) {
+            Some(set) => Some((h.clone(), Runs::Asked(set.hash.clone()))),
+            None if held.contains(h) && !state.host(h).current.is_empty() => {
+                Some((h.clone(), Runs::Recorded(state.host(h).current.clone())))
+            }
+            None => None,
         })
-        .map(|(h, _)| h.clone())
         .collect();
-    let known = known_of(state, &keep);
-    let repairs = c.each(&keep, &|_| {}, |host| {
-        let set = &current_files[host];
-        (
-            host.to_string(),
-            c.request(
-                host,
-                Body::Install {
-                    set: set.clone(),
-                    known: known[host].clone(),
-                    force: false,
-                    confirm_within: None,
-                    health: health.clone(),
-                },
-                false,
-            ),
-        )
-    });
+    let keep: Vec<String> = runs.keys().cloned().collect();
+    let repairs =
+        c.each(&keep, &|_| {}, |host| (host.to_string(), keep_repaired(c, host, &runs[host], health.as_deref())));
     for (host, r) in repairs {
         let Some(o) = outcomes.get_mut(&host) else { continue };
         match (r.outcome, &mut o.outcome) {
@@ -245,10 +237,17 @@ pub fn converge(
                 if reply.changed {
                     why.push_str(&format!("; the set it runs was repaired: {}", reply.actions.join("; ")));
                 }
+                state.host(&host).current = reply.current.clone();
                 // Kept also for a no-op: it says which of the host's units are up.
                 o.reply = Some(reply);
             }
-            (Err(e), _) => mark_unreachable(state, &host, &e),
+            (Err(e), outcome) => {
+                if let Outcome::HeldBack(why) = outcome {
+                    // Held back still; that it could not be reached is part of why.
+                    why.push_str(&format!("; the set it runs could not be repaired: {e}"));
+                }
+                mark_unreachable(state, &host, &e);
+            }
             _ => {}
         }
     }
@@ -260,6 +259,34 @@ pub fn converge(
     }
     let _ = state.save();
     hosts.iter().filter_map(|h| outcomes.remove(h)).collect()
+}
+
+/// What a host that keeps its set runs, as far as the controller knows.
+enum Runs {
+    /// Its reply to a status request in this pass said so.
+    Asked(String),
+    /// Its last reply said so, in an earlier pass: it may have changed since.
+    Recorded(String),
+}
+
+/// Repairs the set `host` runs by its hash. A host that runs another set than it last said (it
+/// reverted on its own since, or an operator changed it) refuses the repair; it is then asked
+/// what it runs, and that set is repaired.
+fn keep_repaired(c: &Controller, host: &str, runs: &Runs, health: Option<&[InstanceHealth]>) -> HostResult {
+    let repair = |hash: String| c.request(host, Body::Repair { hash, health: health.map(<[_]>::to_vec) }, false);
+    match runs {
+        Runs::Asked(hash) => repair(hash.clone()),
+        Runs::Recorded(hash) => {
+            let r = repair(hash.clone());
+            if !r.outcome.as_ref().is_ok_and(|reply| reply.error.is_some()) {
+                return r;
+            }
+            match c.request(host, Body::Status, false).outcome {
+                Ok(status) if status.error.is_none() => repair(status.current),
+                _ => r,
+            }
+        }
+    }
 }
 
 fn held_back(host: &str, why: String) -> HostOutcome {
