@@ -660,6 +660,7 @@ impl<'a> Kapell<'a> {
             force: true,
             confirm_within: None,
             health: None,
+            same_catalog: false,
         })
     }
 

@@ -281,7 +281,6 @@ fn noop_apply(rig: &mut Rig) -> Result<()> {
     Ok(())
 }
 
-/// One service changed: restarted on web1 and web2 only.
 /// An sshd configuration a test adds to a peer (removed by [`Rig::reset`]).
 const SSHD_POLICY: &str = "/etc/ssh/sshd_config.d/kapell-test.conf";
 
@@ -313,8 +312,15 @@ fn one_change(rig: &mut Rig) -> Result<()> {
         "{plan}"
     );
     ensure!(plan.stdout.contains("db1 (db1): up to date"), "{plan}");
-    let change = c.expect(&["fleet", "apply"], 0)?;
+    let change = Run::of(c.command(&["fleet", "apply"]).env("KAPELL_LOG", "debug"))?;
+    ensure!(change.code == Some(0), "{change}");
     eprintln!("$ kapell fleet plan (one service changed)\n{}\n$ kapell fleet apply\n{}", plan.stdout, change.stdout);
+    // The fleet's catalog did not change, and both web hosts have it: it is left out.
+    for web in ["web1", "web2"] {
+        let install = format!("debug: {web}: install request of ");
+        let line = change.stderr.lines().find(|l| l.starts_with(&install)).unwrap_or_default();
+        ensure!(line.contains(" bytes without the catalog"), "{web}: the catalog was sent again:\n{change}");
+    }
     let now = all_pids(&rig.hosts)?;
     for host in &rig.hosts {
         for unit in units_of(host).iter().filter(|u| u.ends_with(".service")) {
@@ -339,7 +345,15 @@ fn narrowed(rig: &mut Rig) -> Result<()> {
     let c = rig.converged(QUICK)?;
     let before = all_pids(&rig.hosts)?;
     stacks(&c, "7000000", Some("[\"web1\", \"db1\"]"))?;
-    let narrowed = c.expect(&["fleet", "apply"], 0)?;
+    let narrowed = Run::of(c.command(&["fleet", "apply"]).env("KAPELL_LOG", "debug"))?;
+    ensure!(narrowed.code == Some(0), "{narrowed}");
+    // The catalog changed (agent left web2): every host gets the new one, none is asked to
+    // keep its own.
+    ensure!(
+        narrowed.stderr.matches(": install request of ").count() == 3
+            && !narrowed.stderr.contains("without the catalog"),
+        "{narrowed}"
+    );
     ensure!(prop(&rig.hosts[1], "agent-node.service", "LoadState")? == "not-found", "{narrowed}");
     ensure!(prop(&rig.hosts[1], "agent-node.service", "ActiveState")? == "inactive", "{narrowed}");
     ensure!(pids(&rig.hosts[0], WEB_UNITS)? == before["web1"], "web1 was touched:\n{narrowed}");

@@ -55,6 +55,13 @@ pub enum Body {
         /// set (never part of its hash). `None`: the peer keeps the word it has.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         health: Option<Vec<InstanceHealth>>,
+        /// The set's `catalog` is left out: it is the catalog of the set the host runs, which the
+        /// host's last reply named by its hash (`catalog_hash`). The peer puts it back before it
+        /// checks the set's hash, so a host whose catalog is another one refuses the install, and
+        /// the controller sends the catalog. A catalog grows with the fleet (about 80 bytes per
+        /// instance placed), and most changes (a new version, a setting) leave it as it is.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        same_catalog: bool,
     },
     /// The install of a set the host already runs, named by its hash rather than sent again: the
     /// peer repairs drift on its current set as an install of it would, and takes `health`. A
@@ -311,6 +318,11 @@ pub struct Reply {
     /// The name the current set's catalog gives this host (with `catalog`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub set_host: String,
+    /// The SHA-256 of the current set's catalog text (empty without one): what lets the
+    /// controller leave the catalog out of the next install (`same_catalog`). In every reply but
+    /// a confirmation's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub catalog_hash: String,
 }
 
 impl Reply {
@@ -447,10 +459,13 @@ mod tests {
                     host: "h3".into(),
                     healthy: false,
                 }]),
+                same_catalog: false,
             },
         };
         let text = serde_json::to_string(&request).expect("json");
         assert!(text.contains("\"request\":\"install\""), "{text}");
+        // An install with its catalog never says so: a peer from before `same_catalog` reads it.
+        assert!(!text.contains("same_catalog"), "{text}");
         for body in [request.body.clone(), Body::Repair { hash: "ab".into(), health: None }, Body::Status] {
             let text = serde_json::to_string(&Request { version: VERSION, body: body.clone() }).expect("json");
             assert!(text.contains(&format!("\"request\":\"{}\"", body.kind())), "{text}");

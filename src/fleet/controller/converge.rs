@@ -147,7 +147,7 @@ pub fn converge(
     for r in c.each(&unknown, &|_| {}, |host| c.request(host, Body::Status, false)) {
         match r.outcome {
             Ok(reply) => {
-                state.host(&r.host).current = reply.current.clone();
+                state.host(&r.host).saw(&reply);
                 current_files.insert(r.host.clone(), reply.current_set());
             }
             Err(why) => {
@@ -193,8 +193,14 @@ pub fn converge(
     // Every install carries the health of the instances no responder probes, as the replies of
     // the last contact with each host said (see docs/discovery.md).
     let health = instance_health::word(c, state);
+    let has_catalog = with_catalog(c, state, &direct);
     let results = c.each(&direct, &|o: &HostOutcome| progress(o), |host| {
-        let install = Install { known: known[host].clone(), force: options.force, confirm_secs };
+        let install = Install {
+            known: known[host].clone(),
+            force: options.force,
+            confirm_secs,
+            has_catalog: has_catalog.contains(host),
+        };
         if runs_desired.contains(host) {
             repair_or_push(c, host, install, health.as_deref())
         } else {
@@ -237,7 +243,7 @@ pub fn converge(
                 if reply.changed {
                     why.push_str(&format!("; the set it runs was repaired: {}", reply.actions.join("; ")));
                 }
-                state.host(&host).current = reply.current.clone();
+                state.host(&host).saw(&reply);
                 // Kept also for a no-op: it says which of the host's units are up.
                 o.reply = Some(reply);
             }
@@ -298,11 +304,46 @@ fn known_of(state: &mut State, hosts: &[String]) -> BTreeMap<String, Vec<String>
     hosts.iter().map(|h| (h.clone(), state.host(h).known.clone())).collect()
 }
 
-/// How a host's set is installed: the hashes it may replace, `--force`, the confirm window.
+/// How a host's set is installed: the hashes it may replace, `--force`, the confirm window, and
+/// whether the host has the fleet's catalog already.
 struct Install {
     known: Vec<String>,
     force: bool,
     confirm_secs: u64,
+    /// The host's last reply named the fleet's catalog by its hash: the install leaves it out.
+    has_catalog: bool,
+}
+
+/// The hosts among `hosts` whose last reply said their set has the fleet's catalog (its hash):
+/// an install to them leaves the catalog out ([`send_install`]).
+fn with_catalog(c: &Controller, state: &mut State, hosts: &[String]) -> BTreeSet<String> {
+    let Some(catalog) = c.catalog_hash.as_deref() else { return BTreeSet::new() };
+    hosts.iter().filter(|h| state.host(h).catalog == catalog).cloned().collect()
+}
+
+/// Sends `host` the install of its desired set. The fleet's catalog is left out when the host
+/// has it (`install.has_catalog`), and sent after all when the host refuses that install (its
+/// catalog changed since its last reply, or an older peer): the catalog grows with the fleet,
+/// most pushes leave it as it is, and the catalog is most of a large fleet's install.
+fn send_install(c: &Controller, host: &str, install: &Install, health: Option<&[InstanceHealth]>) -> HostResult {
+    let body = |same_catalog: bool| {
+        let set = &c.sets[host];
+        Body::Install {
+            set: if same_catalog { HostSet { catalog: None, ..set.clone() } } else { set.clone() },
+            known: install.known.clone(),
+            force: install.force,
+            confirm_within: Some(install.confirm_secs),
+            health: health.map(<[_]>::to_vec),
+            same_catalog,
+        }
+    };
+    if install.has_catalog {
+        let r = c.request(host, body(true), false);
+        if !r.outcome.as_ref().is_ok_and(|reply| reply.error.is_some()) {
+            return r;
+        }
+    }
+    c.request(host, body(false), false)
 }
 
 /// Asks `host`, which ran its desired set at the last contact, to repair that set by its hash
@@ -327,12 +368,7 @@ fn repair_or_push(c: &Controller, host: &str, install: Install, health: Option<&
 /// Pushes `host`'s set with a confirm window and confirms it once the reply says it is up.
 fn push_and_confirm(c: &Controller, host: &str, install: Install, health: Option<&[InstanceHealth]>) -> HostOutcome {
     let start = Instant::now();
-    let set = c.sets[host].clone();
-    let Install { known, force, confirm_secs } = install;
-    let body =
-        Body::Install { set, known, force, confirm_within: Some(confirm_secs), health: health.map(<[_]>::to_vec) };
-    let r = c.request(host, body, false);
-    let mut o = outcome_of(r);
+    let mut o = outcome_of(send_install(c, host, &install, health));
     if o.outcome == Outcome::Converged
         && let Some(reply) = &o.reply
         && reply.pending.is_some()
@@ -405,7 +441,7 @@ fn record(state: &mut State, o: &HostOutcome, desired: &str) {
         }
         (_, Some(reply)) => {
             host.unreachable = None;
-            host.current = reply.current.clone();
+            host.saw(reply);
             if reply.current == desired && reply.pending.is_none() && !o.is_failure() {
                 host.healthy = desired.to_string();
             }
@@ -559,7 +595,7 @@ fn rollout(
                         reply = c.request(h, Body::Rollback, false).outcome.ok();
                     }
                     if let Some(r) = &reply {
-                        state.host(h).current = r.current.clone();
+                        state.host(h).saw(r);
                     }
                     let what = if reverted { "rolled back" } else { "left as is (auto_revert = false)" };
                     let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
@@ -611,6 +647,7 @@ fn run_batch(
     // A resumed host that got the set is only asked; one that never did (the run stopped before
     // its install finished) is pushed.
     let known = known_of(state, hosts);
+    let has_catalog = with_catalog(c, state, hosts);
     let health = instance_health::word(c, state);
     let pushed: Vec<HostOutcome> = c.each(hosts, &|_| {}, |h| {
         if batch.resumed {
@@ -619,14 +656,13 @@ fn run_batch(
                 return asked;
             }
         }
-        let body = Body::Install {
-            set: c.sets[h].clone(),
+        let install = Install {
             known: known[h].clone(),
             force: retry,
-            confirm_within: Some(window.as_secs().max(1)),
-            health: health.clone(),
+            confirm_secs: window.as_secs().max(1),
+            has_catalog: has_catalog.contains(h),
         };
-        outcome_of(c.request(h, body, false))
+        outcome_of(send_install(c, h, &install, health.as_deref()))
     });
     if let Some(o) = pushed.iter().find(|o| matches!(o.outcome, Outcome::Failed(_) | Outcome::HeldBack(_))) {
         let (Outcome::Failed(why) | Outcome::HeldBack(why)) = &o.outcome else { unreachable!() };

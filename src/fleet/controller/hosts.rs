@@ -37,6 +37,9 @@ pub struct Controller {
     pub local_stacks: Vec<String>,
     /// The fleet's discovery catalog; `None` when no service is placed.
     pub catalog: Option<Catalog>,
+    /// The SHA-256 of the catalog's text, which every host's set carries (see
+    /// [`protocol::Reply::catalog_hash`]).
+    pub catalog_hash: Option<String>,
 }
 
 /// Runs `work` for every item, `parallel` items at a time; `done` sees each result as it comes.
@@ -131,10 +134,11 @@ impl Controller {
                 Ok(catalogs) => catalogs,
                 Err(diags) => return Ok(Err(diags)),
             };
+        let catalog_hash = catalog_text.as_deref().map(|text| protocol::sha256(text.as_bytes()));
         let sets = host_sets(&placed, catalog_text);
         let local_stacks =
             checked.stacks.iter().filter(|s| !placement::is_fleet_stack(s)).map(|s| s.name.to_string()).collect();
-        Ok(Ok(Controller { fleet, sets, ssh, local_stacks, catalog }))
+        Ok(Ok(Controller { fleet, sets, ssh, local_stacks, catalog, catalog_hash }))
     }
 
     /// The hosts selected by `only` (host names, or `@key=value` labels); all when empty.
@@ -192,14 +196,16 @@ impl Controller {
         };
         let address = &self.fleet.hosts[host].address;
         let kind = body.kind();
+        let without_catalog = matches!(body, Body::Install { same_catalog: true, .. });
         let outcome = (|| {
             let request = serde_json::to_vec(&Request { version: VERSION, body }).map_err(|e| e.to_string())?;
             let bytes = self.ssh.request(address, &request, deadline, fresh).map_err(|e| match e {
                 Failure::HostKey(s) | Failure::Unreachable(s) | Failure::Peer(s) => s,
             })?;
             log::debug!(
-                "{host}: {kind} request of {} bytes{}, reply of {} bytes in {:.0?}",
+                "{host}: {kind} request of {} bytes{}{}, reply of {} bytes in {:.0?}",
                 request.len(),
+                if without_catalog { " without the catalog" } else { "" },
                 if fresh { " over a new connection" } else { "" },
                 bytes.len(),
                 start.elapsed()

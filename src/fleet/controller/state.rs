@@ -50,6 +50,18 @@ pub struct HostState {
     /// responder probes comes from ([`super::instance_health`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub units: BTreeMap<String, bool>,
+    /// The SHA-256 of the catalog of the set the host ran at the last contact (empty: none, or
+    /// a peer that does not say): an install of a set with that very catalog leaves it out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub catalog: String,
+}
+
+impl HostState {
+    /// What a reply says the host runs now.
+    pub fn saw(&mut self, reply: &crate::fleet::protocol::Reply) {
+        self.current.clone_from(&reply.current);
+        self.catalog.clone_from(&reply.catalog_hash);
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -52,12 +52,17 @@ struct Install {
     force: bool,
     confirm_within: Option<u64>,
     health: Option<Vec<InstanceHealth>>,
+    /// The set came without its catalog: it is the one of the set the host runs.
+    same_catalog: bool,
 }
 
 /// Installs `request.set` over `old`, the set the host runs, with the controller's word on the
 /// health of instances no responder probes.
 fn install(config_dir: &Path, store: &Store, old: HostSet, request: Install, reply: &mut Reply) -> Result<()> {
-    let Install { set, known, force, confirm_within, health } = request;
+    let Install { mut set, known, force, confirm_within, health, same_catalog } = request;
+    if same_catalog {
+        with_catalog_of(&mut set, &old)?;
+    }
     let set = &set;
     // A refused or held install changed nothing: the record of the last real one stays.
     let admitted = lifecycle::admit(store, old, set, &known, force, reply)?;
@@ -76,6 +81,21 @@ fn install(config_dir: &Path, store: &Store, old: HostSet, request: Install, rep
         let _ = store.save_outcome(reply);
         result?;
     }
+    Ok(())
+}
+
+/// Puts the catalog of `old`, the set the host runs, into `set`, which came without its own
+/// (`same_catalog`): refused, changing nothing, unless the set is then whole (its hash holds),
+/// so a host whose catalog is not the one the controller meant gets the catalog sent.
+fn with_catalog_of(set: &mut HostSet, old: &HostSet) -> Result<()> {
+    anyhow::ensure!(set.catalog.is_none(), "an install with `same_catalog` carries no catalog of its own");
+    set.catalog.clone_from(&old.catalog);
+    anyhow::ensure!(
+        old.catalog.is_some() && set.compute_hash() == set.hash,
+        "the catalog of the set this host runs ({}) is not the one the controller meant: the set was refused, \
+         nothing was changed (the controller sends the catalog)",
+        if old.catalog.is_some() { "another one" } else { "it has none" }
+    );
     Ok(())
 }
 
@@ -99,8 +119,8 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
         Body::Status => {
             reply.last_install = store.outcome().map(Box::new);
         }
-        Body::Install { set, known, force, confirm_within, health } => {
-            let request = Install { set, known, force, confirm_within, health };
+        Body::Install { set, known, force, confirm_within, health, same_catalog } => {
+            let request = Install { set, known, force, confirm_within, health, same_catalog };
             install(config_dir, &store, store.current()?, request, reply)?;
         }
         Body::Repair { hash, health } => {
@@ -113,8 +133,14 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
             );
             // The set this controller pushed here, or it would not name its hash: known. It is
             // read once, as the set to install and as the set the host runs.
-            let request =
-                Install { set: current.clone(), known: Vec::new(), force: false, confirm_within: None, health };
+            let request = Install {
+                set: current.clone(),
+                known: Vec::new(),
+                force: false,
+                confirm_within: None,
+                health,
+                same_catalog: false,
+            };
             install(config_dir, &store, current, request, reply)?;
         }
         Body::Confirm { hash } => lifecycle::confirm(&store, &hash)?,
@@ -124,4 +150,51 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
         }
     }
     report::describe(&store, reply, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unitset::OutputFile;
+    use std::sync::Arc;
+
+    fn set_with(unit_text: &str, catalog: Option<&str>) -> HostSet {
+        let files = Arc::new(crate::fleet::protocol::files_of(&[OutputFile::Unit {
+            name: "a-web.service".into(),
+            text: unit_text.into(),
+        }]));
+        HostSet::new(files, catalog.map(Arc::from), "h1")
+    }
+
+    /// What the controller sends with `same_catalog`: the set, hashed with its catalog, without it.
+    fn without_catalog(set: &HostSet) -> HostSet {
+        HostSet { catalog: None, ..set.clone() }
+    }
+
+    #[test]
+    fn a_set_sent_without_its_catalog_takes_the_one_the_host_has() {
+        let old = set_with("[Service]\nExecStart=/bin/web 1\n", Some(r#"{"services":[1]}"#));
+        let new = set_with("[Service]\nExecStart=/bin/web 2\n", Some(r#"{"services":[1]}"#));
+        let mut sent = without_catalog(&new);
+        with_catalog_of(&mut sent, &old).expect("the same catalog");
+        assert_eq!(sent, new);
+        assert!(sent.verify().is_ok());
+    }
+
+    #[test]
+    fn a_host_whose_catalog_is_another_refuses_a_set_sent_without_one() {
+        let new = set_with("[Service]\nExecStart=/bin/web 2\n", Some(r#"{"services":[1,2]}"#));
+        for old in [
+            set_with("[Service]\nExecStart=/bin/web 1\n", Some(r#"{"services":[1]}"#)),
+            set_with("[Service]\nExecStart=/bin/web 1\n", None),
+        ] {
+            let mut sent = without_catalog(&new);
+            let e = with_catalog_of(&mut sent, &old).expect_err("another catalog");
+            assert!(e.to_string().contains("is not the one the controller meant"), "{e}");
+        }
+        // A set that carries a catalog of its own is not completed from the host's.
+        let old = set_with("[Service]\nExecStart=/bin/web 1\n", Some(r#"{"services":[1,2]}"#));
+        let e = with_catalog_of(&mut new.clone(), &old).expect_err("a catalog of its own");
+        assert!(e.to_string().contains("carries no catalog of its own"), "{e}");
+    }
 }

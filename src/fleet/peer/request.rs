@@ -69,8 +69,17 @@ mod tests {
                     host: "h3".into(),
                     healthy: true,
                 }]),
+                same_catalog: false,
             },
-            Body::Install { set, known: vec![], force: false, confirm_within: None, health: None },
+            Body::Install {
+                set: set.clone(),
+                known: vec![],
+                force: false,
+                confirm_within: None,
+                health: None,
+                same_catalog: true,
+            },
+            Body::Install { set, known: vec![], force: false, confirm_within: None, health: None, same_catalog: false },
             Body::Repair { hash: "ab".into(), health: Some(vec![]) },
             Body::Repair { hash: "ab".into(), health: None },
             Body::Confirm { hash: "ab".into() },
@@ -123,6 +132,19 @@ mod tests {
             (
                 r#"{"version":1,"request":"repair","hash":"ab","confirm_within":3}"#.into(),
                 "`confirm_within` is not a field of a `repair`",
+            ),
+            (
+                r#"{"version":1,"request":"repair","hash":"ab","same_catalog":true}"#.into(),
+                "`same_catalog` is not a field of a `repair`",
+            ),
+            (
+                r#"{"version":1,"request":"confirm","hash":"ab","same_catalog":false}"#.into(),
+                "`same_catalog` is not a field of a `confirm`",
+            ),
+            (r#"{"version":1,"request":"status","same_catalog":true}"#.into(), "`same_catalog` is not a field of a `status`"),
+            (
+                format!(r#"{{"version":1,"request":"install","set":{set},"same_catalog":1}}"#),
+                "invalid type: integer `1`, expected a boolean",
             ),
             (r#"{"version":1,"request":"install"}"#.into(), "missing field `set`"),
             (format!(r#"{{"version":1,"request":"install","set":{set},"hash":"x"}}"#), "`hash` is not a field"),

@@ -125,6 +125,7 @@ enum RequestKey {
     ConfirmWithin,
     Hash,
     Health,
+    SameCatalog,
 }
 
 impl<'de> Deserialize<'de> for Request {
@@ -145,6 +146,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
         let (mut version, mut kind, mut set, mut known, mut force, mut confirm_within, mut hash, mut health) =
             (None, None, None, None, None, None, None, None);
+        let mut same_catalog = None;
         while let Some(key) = map.next_key::<RequestKey>()? {
             match key {
                 RequestKey::Version => once!(version, "version", map.next_value_seed(VersionSeed)),
@@ -156,6 +158,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 RequestKey::Force => once!(force, "force", map.next_value::<bool>()),
                 RequestKey::ConfirmWithin => once!(confirm_within, "confirm_within", map.next_value::<Option<u64>>()),
                 RequestKey::Hash => once!(hash, "hash", map.next_value::<String>()),
+                RequestKey::SameCatalog => once!(same_catalog, "same_catalog", map.next_value::<bool>()),
                 RequestKey::Health => {
                     once!(
                         health,
@@ -181,6 +184,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     force: force.unwrap_or_default(),
                     confirm_within: confirm_within.flatten(),
                     health: health.flatten(),
+                    same_catalog: same_catalog.unwrap_or_default(),
                 }
             }
             "repair" => {
@@ -189,6 +193,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     ("known", known.is_some()),
                     ("force", force.is_some()),
                     ("confirm_within", confirm_within.is_some()),
+                    ("same_catalog", same_catalog.is_some()),
                 ])?;
                 Body::Repair { hash: hash.ok_or_else(|| de::Error::missing_field("hash"))?, health: health.flatten() }
             }
@@ -199,6 +204,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     ("force", force.is_some()),
                     ("confirm_within", confirm_within.is_some()),
                     ("health", health.is_some()),
+                    ("same_catalog", same_catalog.is_some()),
                 ])?;
                 Body::Confirm { hash: hash.ok_or_else(|| de::Error::missing_field("hash"))? }
             }
@@ -210,6 +216,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     ("confirm_within", confirm_within.is_some()),
                     ("hash", hash.is_some()),
                     ("health", health.is_some()),
+                    ("same_catalog", same_catalog.is_some()),
                 ])?;
                 if kind == "rollback" { Body::Rollback } else { Body::Status }
             }
