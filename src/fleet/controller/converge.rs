@@ -284,7 +284,7 @@ fn keep_repaired(c: &Controller, host: &str, runs: &Runs, health: Option<&[Insta
         Runs::Asked(hash) => repair(hash.clone()),
         Runs::Recorded(hash) => {
             let r = repair(hash.clone());
-            if !r.outcome.as_ref().is_ok_and(|reply| reply.error.is_some()) {
+            if !refused(&r) {
                 return r;
             }
             match c.request(host, Body::Status, false).outcome {
@@ -339,11 +339,17 @@ fn send_install(c: &Controller, host: &str, install: &Install, health: Option<&[
     };
     if install.has_catalog {
         let r = c.request(host, body(true), false);
-        if !r.outcome.as_ref().is_ok_and(|reply| reply.error.is_some()) {
+        if !refused(&r) {
             return r;
         }
     }
     c.request(host, body(false), false)
+}
+
+/// The host answered and refused the request, changing nothing (an install or a repair whose
+/// activation failed has changed the host: it is not sent again another way).
+fn refused(r: &HostResult) -> bool {
+    r.outcome.as_ref().is_ok_and(|reply| reply.error.is_some() && !reply.changed)
 }
 
 /// Asks `host`, which ran its desired set at the last contact, to repair that set by its hash
