@@ -120,9 +120,24 @@ pub fn current_probe(dir: &std::path::Path, info: &UnitInfo) -> Option<crate::he
     shown.then_some(state)
 }
 
+/// How much of each unit [`collect`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Everything `kapell status` shows ([`Systemd::units`]).
+    Full,
+    /// What a fleet reply carries: states, the last change, restarts, the status text and the
+    /// run's invocation, for its probe ([`Systemd::brief_units`]).
+    Brief,
+}
+
 /// The state of every running unit of the `selection` stacks of `units` (all if `None`), in
-/// stack, service and instance order.
-pub async fn collect(systemd: &Systemd, units: &UnitSet, selection: Option<&BTreeSet<String>>) -> Result<Vec<Row>> {
+/// stack, service and instance order, read to `depth`.
+pub async fn collect(
+    systemd: &Systemd,
+    units: &UnitSet,
+    selection: Option<&BTreeSet<String>>,
+    depth: Depth,
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for stack in units.stacks.values().filter(|s| selection.is_none_or(|sel| sel.contains(&s.name))) {
         for (service, unit) in stack.running() {
@@ -138,7 +153,11 @@ pub async fn collect(systemd: &Systemd, units: &UnitSet, selection: Option<&BTre
     }
     let names: Vec<String> = rows.iter().map(|r| r.info.name.clone()).collect();
     let dir = crate::health::state::dir();
-    for (row, info) in rows.iter_mut().zip(systemd.units(&names).await?) {
+    let infos = match depth {
+        Depth::Full => systemd.units(&names).await?,
+        Depth::Brief => systemd.brief_units(&names).await?,
+    };
+    for (row, info) in rows.iter_mut().zip(infos) {
         row.info = info;
         row.load_probe(&dir);
     }

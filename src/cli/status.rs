@@ -59,7 +59,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     }
     let rows = block_on(async {
         let systemd = Systemd::system().await?;
-        status::collect(&systemd, &units, selection.as_ref()).await
+        status::collect(&systemd, &units, selection.as_ref(), status::Depth::Full).await
     })??;
     let addresses = if args.json && rows.iter().any(|r| r.container && r.info.active_state == "active") {
         match block_on(crate::supervisor::container_addresses())? {

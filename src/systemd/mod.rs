@@ -246,6 +246,59 @@ impl Systemd {
         Ok(infos)
     }
 
+    /// What a fleet reply says of each of `names`, in the order of `names`: load, active and
+    /// sub state of all of them in one `ListUnitsByNames`, then for each unit only
+    /// `StateChangeTimestamp` and `InvocationID` (and a service's `NRestarts` and `StatusText`),
+    /// one small `Get` each. [`Systemd::units`] reads every property instead: a service's
+    /// `GetAll` is a 9 KB answer that costs PID 1 about 0.7 ms of CPU and the bus daemon 0.9 ms,
+    /// for every unit of every reply (docs/benchmarks.md, fleet). The other fields stay empty.
+    pub async fn brief_units(&self, names: &[String]) -> Result<Vec<UnitInfo>> {
+        let mut rows = Vec::with_capacity(names.len());
+        // Bounded messages, as in [`Systemd::states`].
+        for chunk in names.chunks(4096) {
+            let asked: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let listed = self
+                .manager
+                .list_units_by_names(&asked)
+                .await
+                .map_err(dbus_error)
+                .context("cannot read the state of units")?;
+            anyhow::ensure!(listed.len() == asked.len(), "systemd answered {} of {} units", listed.len(), asked.len());
+            rows.extend(listed);
+        }
+        let brief = |(name, _, load_state, active_state, sub_state, _, path, ..): UnitListEntry| async move {
+            let context = || format!("cannot read the state of {name}");
+            let properties = self.properties(path).await.map_err(dbus_error).with_context(context)?;
+            let get = async |interface: zbus::names::InterfaceName<'static>, property: &str| {
+                properties.get(interface, property).await.map_err(dbus_error).with_context(context)
+            };
+            let mut info = UnitInfo {
+                load_state,
+                active_state,
+                sub_state,
+                state_change_usec: u64::try_from(get(proxy::UNIT_INTERFACE, "StateChangeTimestamp").await?)
+                    .unwrap_or(0),
+                invocation_id: Vec::<u8>::try_from(get(proxy::UNIT_INTERFACE, "InvocationID").await?)
+                    .map(|id| hex(&id))
+                    .unwrap_or_default(),
+                ..UnitInfo::default()
+            };
+            if name.ends_with(".service") {
+                info.restarts = u32::try_from(get(proxy::SERVICE_INTERFACE, "NRestarts").await?).unwrap_or(0);
+                info.status_text =
+                    String::try_from(get(proxy::SERVICE_INTERFACE, "StatusText").await?).unwrap_or_default();
+            }
+            info.name = name.clone();
+            Ok::<_, anyhow::Error>(info)
+        };
+        let mut calls = futures_util::stream::iter(rows.into_iter().map(brief)).buffered(MAX_IN_FLIGHT);
+        let mut infos = Vec::with_capacity(names.len());
+        while let Some(info) = calls.next().await {
+            infos.push(info?);
+        }
+        Ok(infos)
+    }
+
     /// The properties of the unit object at `path`, read afresh at every call (no cache: each
     /// read is one answer of systemd's, not a value kept in sync by signals).
     async fn properties(&self, path: zbus::OwnedObjectPath) -> zbus::Result<zbus::fdo::PropertiesProxy<'_>> {

@@ -6,6 +6,7 @@ use super::generations::{CONFIRMED, Store};
 use super::journal;
 use crate::blocking::with_systemd;
 use crate::fleet::protocol::{HostSet, Reply, UnitState, VERSION};
+use crate::status::Depth;
 use crate::systemd::{Systemd, UnitInfo};
 use crate::unitset::UnitSet;
 use anyhow::Result;
@@ -69,10 +70,11 @@ async fn unit_states(systemd: &Systemd, set: &HostSet) -> Result<(Vec<UnitState>
         return Ok((Vec::new(), BTreeMap::new()));
     }
     // `collect` lists the running units stack by stack, in the order of `units.stacks`.
-    let mut services = crate::status::collect(systemd, &units, None).await?.into_iter().peekable();
+    // Brief: a reply goes out for every request, and every pass of the federation daemon.
+    let mut services = crate::status::collect(systemd, &units, None, Depth::Brief).await?.into_iter().peekable();
     let targets: Vec<String> = units.stacks.values().map(|s| s.target()).collect();
     let mut rows = Vec::new();
-    for (stack, target) in units.stacks.values().zip(systemd.units(&targets).await?) {
+    for (stack, target) in units.stacks.values().zip(systemd.brief_units(&targets).await?) {
         rows.push(row(&stack.name, "", target, None));
         while let Some(service) = services.next_if(|r| r.stack == stack.name) {
             rows.push(row(&service.stack, &service.service, service.info, service.probe));
