@@ -207,24 +207,32 @@ impl Systemd {
     /// [`UnitInfo`] stay empty; read a unit whose state leaves a question open with
     /// [`Systemd::unit`]. Units are loaded from disk as needed, as [`Systemd::units`] does.
     pub async fn states(&self, names: &[String]) -> Result<Vec<UnitInfo>> {
-        // A D-Bus message may be up to 128 MiB; chunks keep each reply small all the same.
-        const PER_CALL: usize = 4096;
+        let asked: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut infos = Vec::with_capacity(names.len());
-        for chunk in names.chunks(PER_CALL) {
-            let asked: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let rows = self
-                .manager
-                .list_units_by_names(&asked)
-                .await
-                .map_err(dbus_error)
-                .context("cannot read the state of units")?;
-            anyhow::ensure!(rows.len() == asked.len(), "systemd answered {} of {} units", rows.len(), asked.len());
-            for ((name, _, load_state, active_state, sub_state, ..), asked) in rows.into_iter().zip(&asked) {
-                anyhow::ensure!(name == *asked, "systemd answered for {name} when asked for {asked}");
-                infos.push(UnitInfo { name, load_state, active_state, sub_state, ..UnitInfo::default() });
-            }
+        for ((name, _, load_state, active_state, sub_state, ..), asked) in
+            self.list_by_names(&asked).await?.into_iter().zip(&asked)
+        {
+            anyhow::ensure!(name == *asked, "systemd answered for {name} when asked for {asked}");
+            infos.push(UnitInfo { name, load_state, active_state, sub_state, ..UnitInfo::default() });
         }
         Ok(infos)
+    }
+
+    /// `ListUnitsByNames`: one row per name, in the order of `names` (an alias's row is the unit
+    /// it stands for). Units are loaded from disk as needed.
+    async fn list_by_names(&self, names: &[&str]) -> Result<Vec<UnitListEntry>> {
+        // A D-Bus message may be up to 128 MiB; chunks keep each reply small all the same.
+        const PER_CALL: usize = 4096;
+        let mut rows = Vec::with_capacity(names.len());
+        for chunk in names.chunks(PER_CALL) {
+            let listed =
+                self.manager.list_units_by_names(chunk).await.map_err(dbus_error).with_context(|| {
+                    format!("cannot ask systemd about {}", chunk.first().copied().unwrap_or_default())
+                })?;
+            anyhow::ensure!(listed.len() == chunk.len(), "systemd answered {} of {} units", listed.len(), chunk.len());
+            rows.extend(listed);
+        }
+        Ok(rows)
     }
 
     /// [`Systemd::states`], then every property of the units for which `detail` says the
@@ -253,20 +261,9 @@ impl Systemd {
     /// `GetAll` is a 9 KB answer that costs PID 1 about 0.7 ms of CPU and the bus daemon 0.9 ms,
     /// for every unit of every reply (docs/benchmarks.md, fleet). The other fields stay empty.
     pub async fn brief_units(&self, names: &[String]) -> Result<Vec<UnitInfo>> {
-        let mut rows = Vec::with_capacity(names.len());
-        // Bounded messages, as in [`Systemd::states`].
-        for chunk in names.chunks(4096) {
-            let asked: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let listed = self
-                .manager
-                .list_units_by_names(&asked)
-                .await
-                .map_err(dbus_error)
-                .context("cannot read the state of units")?;
-            anyhow::ensure!(listed.len() == asked.len(), "systemd answered {} of {} units", listed.len(), asked.len());
-            rows.extend(listed);
-        }
-        let brief = |(name, _, load_state, active_state, sub_state, _, path, ..): UnitListEntry| async move {
+        let asked: Vec<&str> = names.iter().map(String::as_str).collect();
+        let rows = self.list_by_names(&asked).await?;
+        let brief = |((_, _, load_state, active_state, sub_state, _, path, ..), name): (UnitListEntry, String)| async move {
             let context = || format!("cannot read the state of {name}");
             let properties = self.properties(path).await.map_err(dbus_error).with_context(context)?;
             let get = async |interface: zbus::names::InterfaceName<'static>, property: &str| {
@@ -288,10 +285,11 @@ impl Systemd {
                 info.status_text =
                     String::try_from(get(proxy::SERVICE_INTERFACE, "StatusText").await?).unwrap_or_default();
             }
-            info.name = name.clone();
+            info.name = name;
             Ok::<_, anyhow::Error>(info)
         };
-        let mut calls = futures_util::stream::iter(rows.into_iter().map(brief)).buffered(MAX_IN_FLIGHT);
+        let mut calls =
+            futures_util::stream::iter(rows.into_iter().zip(names.iter().cloned()).map(brief)).buffered(MAX_IN_FLIGHT);
         let mut infos = Vec::with_capacity(names.len());
         while let Some(info) = calls.next().await {
             infos.push(info?);
@@ -344,15 +342,8 @@ impl Systemd {
     /// and alias names. Units are loaded as needed (`ListUnitsByNames`), and the file of each
     /// known one is asked for.
     pub async fn origins(&self, names: &[&str]) -> Result<Vec<UnitOrigin>> {
-        let mut rows = Vec::with_capacity(names.len());
-        // Bounded messages: a set may hold thousands of units.
-        for chunk in names.chunks(1024) {
-            let listed =
-                self.manager.list_units_by_names(chunk).await.map_err(dbus_error).with_context(|| {
-                    format!("cannot ask systemd about {}", chunk.first().copied().unwrap_or_default())
-                })?;
-            rows.extend(chunk.iter().zip(listed).map(|(asked, row)| (asked.to_string(), row)));
-        }
+        let listed = self.list_by_names(names).await?;
+        let rows = names.iter().zip(listed).map(|(asked, row)| (asked.to_string(), row)).collect();
         self.with_fragments(rows).await
     }
 
