@@ -129,21 +129,17 @@ mod tests {
     use super::*;
 
     fn unit(name: &str) -> OutputFile {
-        OutputFile::Unit { name: name.into(), text: format!("[Unit]\nDescription={name}\n") }
-    }
-
-    fn link(path: &str, target: &str) -> OutputFile {
-        OutputFile::Link { path: path.into(), target: target.into() }
+        OutputFile::unit(name, format!("[Unit]\nDescription={name}\n"))
     }
 
     #[test]
     fn local_units_shadow_fleet_units_of_the_same_name() {
-        let local = vec![unit("web.target"), link("multi-user.target.wants/web.target", "../web.target")];
+        let local = vec![unit("web.target"), OutputFile::link("multi-user.target.wants/web.target", "../web.target")];
         let received = vec![
             unit("web.target"),
-            link("multi-user.target.wants/web.target", "../web.target"),
+            OutputFile::link("multi-user.target.wants/web.target", "../web.target"),
             unit("db.target"),
-            link("multi-user.target.wants/db.target", "../db.target"),
+            OutputFile::link("multi-user.target.wants/db.target", "../db.target"),
         ];
         let share = fleet_share(&local, received);
         let paths: Vec<&str> = share.files.iter().map(OutputFile::path).collect();

@@ -25,10 +25,6 @@ fn unit(name: &str) -> OutputFile {
     OutputFile::Unit { name: name.into(), text: kapell_unit("evil", "") }
 }
 
-fn link(path: &str, target: &str) -> OutputFile {
-    OutputFile::Link { path: path.into(), target: target.into() }
-}
-
 fn install(files: &[OutputFile]) -> String {
     install_set(&HostSet::from_rendered(files))
 }
@@ -51,8 +47,8 @@ fn good_set() -> HostSet {
                 "X-Kapell-Service=sleep\nPartOf=good.target\n[Service]\nExecStart=/bin/sleep 7000000\n",
             ),
         },
-        link("multi-user.target.wants/good.target", "../good.target"),
-        link("good.target.requires/good-sleep.service", "../good-sleep.service"),
+        OutputFile::link("multi-user.target.wants/good.target", "../good.target"),
+        OutputFile::link("good.target.requires/good-sleep.service", "../good-sleep.service"),
     ])
 }
 
@@ -141,27 +137,27 @@ fn matrix() -> Vec<Hostile> {
         hostile("no suffix", install(&[unit("x.wants")]), "`.wants` is not a unit type"),
         hostile(
             "unit and links dir of one name",
-            install(&[unit("a.target"), unit("x.wants"), link("x.wants/a.target", "../a.target")]),
+            install(&[unit("a.target"), unit("x.wants"), OutputFile::link("x.wants/a.target", "../a.target")]),
             "`.wants` is not a unit type",
         ),
         hostile(
             "link to a unit outside the set",
-            install(&[unit("a.target"), link("multi-user.target.wants/ssh.service", "../ssh.service")]),
+            install(&[unit("a.target"), OutputFile::link("multi-user.target.wants/ssh.service", "../ssh.service")]),
             "\"ssh.service\" is not a unit of the set",
         ),
         hostile(
             "link elsewhere",
-            install(&[unit("a.target"), link("multi-user.target.wants/a.target", "/etc/shadow")]),
+            install(&[unit("a.target"), OutputFile::link("multi-user.target.wants/a.target", "/etc/shadow")]),
             "it must point at \"../a.target\"",
         ),
         hostile(
             "link outside .wants/.requires",
-            install(&[unit("a.target"), link("a.target.d/a.target", "../a.target")]),
+            install(&[unit("a.target"), OutputFile::link("a.target.d/a.target", "../a.target")]),
             "\"a.target.d\" is not a .wants/ or .requires/ directory",
         ),
         hostile(
             "nested link",
-            install(&[unit("a.target"), link("m.target.wants/x/a.target", "../a.target")]),
+            install(&[unit("a.target"), OutputFile::link("m.target.wants/x/a.target", "../a.target")]),
             "\"x/a.target\" is not a systemd unit name",
         ),
         hostile("systemd's root slice", install(&[unit("-.slice")]), "-.slice would shadow systemd's -.slice"),

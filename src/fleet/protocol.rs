@@ -373,8 +373,8 @@ mod tests {
 
     fn set() -> HostSet {
         HostSet::from_rendered(&[
-            OutputFile::Unit { name: "a.target".into(), text: "[Unit]\n".into() },
-            OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: "../a.target".into() },
+            OutputFile::unit("a.target", "[Unit]\n"),
+            OutputFile::link("multi-user.target.wants/a.target", "../a.target"),
         ])
     }
 

@@ -43,6 +43,16 @@ pub enum OutputFile {
 }
 
 impl OutputFile {
+    /// A unit file `name` holding `text`.
+    pub fn unit(name: impl Into<String>, text: impl Into<String>) -> OutputFile {
+        OutputFile::Unit { name: name.into(), text: text.into() }
+    }
+
+    /// A symlink at `path` pointing at `target`.
+    pub fn link(path: impl Into<String>, target: impl Into<String>) -> OutputFile {
+        OutputFile::Link { path: path.into(), target: target.into() }
+    }
+
     /// The path relative to the unit directory.
     pub fn path(&self) -> &str {
         match self {
@@ -137,12 +147,12 @@ mod tests {
     use super::*;
 
     fn unit(name: &str, text: &str) -> OutputFile {
-        OutputFile::Unit { name: name.into(), text: text.into() }
+        OutputFile::unit(name, text)
     }
 
     #[test]
     fn diff_by_path_and_content() {
-        let link = |t: &str| OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: t.into() };
+        let link = |t: &str| OutputFile::link("multi-user.target.wants/a.target", t);
         let old = [unit("a.target", "1"), unit("a-x.service", "x"), unit("a-y.service", "y"), link("../a.target")];
         let new = [unit("a.target", "1"), unit("a-x.service", "x2"), unit("a-z.service", "z"), link("../b.target")];
         let d = diff(&old, &new);
@@ -158,7 +168,7 @@ mod tests {
         let files = vec![
             unit("a-x.service", "[Unit]\nX-Kapell-Stack=a\n"),
             unit("a.target", "[Unit]\nX-Kapell-Stack=a\n"),
-            OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: "../a.target".into() },
+            OutputFile::link("multi-user.target.wants/a.target", "../a.target"),
         ];
         write(dir.path(), &files, Strategy::Replace)?;
         assert_eq!(read_files(dir.path())?, files);

@@ -223,11 +223,7 @@ mod tests {
     use super::*;
 
     fn unit(name: &str) -> OutputFile {
-        OutputFile::Unit { name: name.into(), text: format!("[Unit]\nDescription={name}\nX-Kapell-Stack=s\n") }
-    }
-
-    fn link(path: &str, target: &str) -> OutputFile {
-        OutputFile::Link { path: path.into(), target: target.into() }
+        OutputFile::unit(name, format!("[Unit]\nDescription={name}\nX-Kapell-Stack=s\n"))
     }
 
     /// Files installed from several threads at once, into a directory holding an earlier set:
@@ -246,8 +242,8 @@ mod tests {
 
         let mut files: Vec<OutputFile> = (0..64).map(|i| unit(&format!("s-{i}.service"))).collect();
         files.push(unit("s.target"));
-        files.push(link("multi-user.target.wants/s.target", "../s.target"));
-        files.push(link("sockets.target.wants/s-0.service", "../s-0.service"));
+        files.push(OutputFile::link("multi-user.target.wants/s.target", "../s.target"));
+        files.push(OutputFile::link("sockets.target.wants/s-0.service", "../s-0.service"));
         files.push(same);
         let writer = Writer::open(dir.path(), Strategy::GeneratorDir)?;
         let halves = files.split_at(files.len() / 2);

@@ -287,10 +287,10 @@ mod tests {
 
     fn set(text: &str) -> HostSet {
         HostSet::from_rendered(&[
-            OutputFile::Unit { name: "a.target".into(), text: text.into() },
-            OutputFile::Unit { name: "a-x.service".into(), text: format!("{text}x") },
-            OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: "../a.target".into() },
-            OutputFile::Link { path: "a.target.requires/a-x.service".into(), target: "../a-x.service".into() },
+            OutputFile::unit("a.target", text),
+            OutputFile::unit("a-x.service", format!("{text}x")),
+            OutputFile::link("multi-user.target.wants/a.target", "../a.target"),
+            OutputFile::link("a.target.requires/a-x.service", "../a-x.service"),
         ])
     }
 
@@ -301,8 +301,8 @@ mod tests {
         // A unit file and a links directory of the same name cannot both be written: the write
         // fails half-way (the set checks refuse such a set before it gets here).
         let clash = HostSet::from_rendered(&[
-            OutputFile::Unit { name: "x.wants".into(), text: "[Unit]\n".into() },
-            OutputFile::Link { path: "x.wants/a.target".into(), target: "../a.target".into() },
+            OutputFile::unit("x.wants", "[Unit]\n"),
+            OutputFile::link("x.wants/a.target", "../a.target"),
         ]);
         store.install(&clash).expect_err("cannot be written");
         let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").flatten().map(|e| e.file_name()).collect();

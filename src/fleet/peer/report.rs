@@ -45,12 +45,10 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
         reply.units = units;
         reply.journal = journal;
         reply.names = crate::dns_state::read().map(|d| d.names).unwrap_or_default();
-    }
-    reply.current = current.hash.clone();
-    if detail != Detail::Hashes {
         reply.catalog_hash =
             current.catalog.as_deref().map(|c| crate::fleet::protocol::sha256(c.as_bytes())).unwrap_or_default();
     }
+    reply.current = current.hash.clone();
     if detail == Detail::Files {
         // The catalog is part of the set's hash: whoever rebuilds the set from a reply needs both.
         reply.files = current.files;

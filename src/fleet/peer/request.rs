@@ -48,8 +48,8 @@ mod tests {
 
     fn set_json() -> String {
         let set = HostSet::from_rendered(&[
-            OutputFile::Unit { name: "a.target".into(), text: "[Unit]\nX-Kapell-Stack=a\n".into() },
-            OutputFile::Link { path: "multi-user.target.wants/a.target".into(), target: "../a.target".into() },
+            OutputFile::unit("a.target", "[Unit]\nX-Kapell-Stack=a\n"),
+            OutputFile::link("multi-user.target.wants/a.target", "../a.target"),
         ]);
         serde_json::to_string(&set).expect("json")
     }

@@ -143,11 +143,7 @@ mod tests {
     use crate::unitset::OutputFile;
 
     fn unit(name: &str) -> OutputFile {
-        OutputFile::Unit { name: name.into(), text: "[Unit]\nX-Kapell-Stack=a\n".into() }
-    }
-
-    fn link(path: &str, target: &str) -> OutputFile {
-        OutputFile::Link { path: path.into(), target: target.into() }
+        OutputFile::unit(name, "[Unit]\nX-Kapell-Stack=a\n")
     }
 
     fn names_of(files: &[OutputFile]) -> Result<()> {
@@ -161,9 +157,9 @@ mod tests {
             unit("a-web@.service"),
             unit("a-web@1.service"),
             unit("a-db.service"),
-            link("multi-user.target.wants/a.target", "../a.target"),
-            link("a.target.requires/a-db.service", "../a-db.service"),
-            link("a.target.wants/a-web@1.service", "../a-web@1.service"),
+            OutputFile::link("multi-user.target.wants/a.target", "../a.target"),
+            OutputFile::link("a.target.requires/a-db.service", "../a-db.service"),
+            OutputFile::link("a.target.wants/a-web@1.service", "../a-web@1.service"),
         ])
         .expect("a valid set");
     }
@@ -182,13 +178,19 @@ mod tests {
             (&[unit("a\0.service")], "'\\0' is not allowed"),
             (&[unit("a\u{1b}.service")], "'\\u{1b}' is not allowed"),
             (&[unit(&format!("{}.service", "x".repeat(300)))], "longer than 255"),
-            (&[unit("a.target"), link("a.target", "../a.target")], "not in a .wants/ or .requires/"),
-            (&[unit("a.target"), link("x.d/a.target", "../a.target")], "\"x.d\" is not a .wants/"),
-            (&[unit("a.target"), link("multi-user.target.wants/b.target", "../b.target")], "not a unit of the set"),
-            (&[unit("a.target"), link("multi-user.target.wants/a.target", "/etc/passwd")], "must point at"),
-            (&[unit("a.target"), link("x.wants/a.target", "../a.target")], "\"x\" is not a systemd unit name"),
-            (&[unit("a.target"), link("a.target.wants/../a.target", "../a.target")], "\"../a.target\""),
-            (&[unit("a.target"), link("m.target.wants/x/a.target", "../a.target")], "\"x/a.target\""),
+            (&[unit("a.target"), OutputFile::link("a.target", "../a.target")], "not in a .wants/ or .requires/"),
+            (&[unit("a.target"), OutputFile::link("x.d/a.target", "../a.target")], "\"x.d\" is not a .wants/"),
+            (
+                &[unit("a.target"), OutputFile::link("multi-user.target.wants/b.target", "../b.target")],
+                "not a unit of the set",
+            ),
+            (&[unit("a.target"), OutputFile::link("multi-user.target.wants/a.target", "/etc/passwd")], "must point at"),
+            (
+                &[unit("a.target"), OutputFile::link("x.wants/a.target", "../a.target")],
+                "\"x\" is not a systemd unit name",
+            ),
+            (&[unit("a.target"), OutputFile::link("a.target.wants/../a.target", "../a.target")], "\"../a.target\""),
+            (&[unit("a.target"), OutputFile::link("m.target.wants/x/a.target", "../a.target")], "\"x/a.target\""),
         ];
         for (files, want) in cases {
             let e = names_of(files).expect_err("refused").to_string();
