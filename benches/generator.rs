@@ -17,7 +17,7 @@
 //!
 //! The three tools run in turn, run after run (after one uncounted warm-up each), each into a
 //! fresh empty output directory, so a burst of load on this shared machine hits all three
-//! alike. Printed per row: median wall time (and min), median CPU time (user + system of the
+//! alike; each run starts with the next tool, so none always runs right after the same one. Printed per row: median wall time (and min), median CPU time (user + system of the
 //! child, from `getrusage`), peak RSS, the ratios, and the load average before and after the
 //! row. Peak RSS is measured in a separate run through a probe process (this benchmark again
 //! with `--rss-probe`) whose only child is that one run: `getrusage(RUSAGE_CHILDREN)` keeps the
@@ -387,7 +387,10 @@ fn main() {
         let mut wall: Vec<Vec<Duration>> = vec![Vec::new(); 3];
         let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); 3];
         for run in 0..runs {
-            for &tool in &with {
+            // Each run starts with the next tool, so every tool follows every other equally
+            // often: a tool that runs after Quadlet (two cores busy for its Go runtime) pays
+            // for what Quadlet leaves behind no more than the others do.
+            for &tool in with.iter().cycle().skip(run % with.len()).take(with.len()) {
                 let out = work.path().join(format!("out-{}-{run}", tool.name()));
                 let before = children_cpu();
                 wall[tool as usize].push(tools.run(tool, &row, &out));

@@ -1,8 +1,11 @@
 //! Spreading independent work over the machine's cores (std threads, no runtime): the generator
 //! parses, renders and writes thousands of independent files at every boot.
 
+use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
+use nix::unistd::Pid;
 use std::num::NonZeroUsize;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The number of threads to use: asked once per process, because the standard library reads
 /// the cgroup's CPU quota files on every call (four system calls, per stack file otherwise).
@@ -18,8 +21,12 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 }
 
 /// Like [`map`], for work that makes any number of results per item: `f` pushes them, in order,
-/// onto one vector per thread (no vector per item). The calling thread takes the last share
-/// itself: one thread fewer to start.
+/// onto one vector per batch of items (no vector per item).
+///
+/// The items go out in batches to whichever thread is free, the calling thread among them (one
+/// thread fewer to start). A thread that starts late, or shares its core with other work, takes
+/// fewer batches instead of holding the others up at the end with its half undone: at worst the
+/// calling thread does everything, as it would alone.
 pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Sync) -> Vec<R> {
     let threads = threads();
     let run = |part: &[T]| {
@@ -32,35 +39,107 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
     if threads < 2 || items.len() < 16 {
         return run(items);
     }
-    let chunk = items.len().div_ceil(threads);
+    let batches: Vec<&[T]> = items.chunks(items.len().div_ceil(threads * BATCHES_PER_THREAD)).collect();
+    let next = AtomicUsize::new(0);
+    let take_batches = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(batch) = batches.get(i) else { break };
+            done.push((i, run(batch)));
+        }
+        done
+    };
     #[cfg(test)]
     let counter = crate::lookups::current();
     #[cfg(test)]
-    let run = |part: &[T]| crate::lookups::with(counter.clone(), || run(part));
+    let take_batches = || crate::lookups::with(counter.clone(), take_batches);
+    let elsewhere = cores_but_this_one();
     std::thread::scope(|scope| {
-        let mut parts = items.chunks(chunk);
-        let last = parts.next_back().unwrap_or_default();
-        let workers: Vec<_> = parts.map(|part| scope.spawn(|| run(part))).collect();
-        let last = run(last);
-        let mut shares: Vec<Vec<R>> =
-            workers.into_iter().map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
-        shares.push(last);
-        // Each share is freed once moved: the results are never all in memory twice.
-        let mut out = Vec::with_capacity(shares.iter().map(Vec::len).sum());
-        for share in shares {
-            out.extend(share);
+        let workers: Vec<_> = (1..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    start_elsewhere(elsewhere.as_ref());
+                    take_batches()
+                })
+            })
+            .collect();
+        let mut done = take_batches();
+        for worker in workers {
+            done.extend(worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        done.sort_unstable_by_key(|(batch, _)| *batch);
+        // Each batch's results are freed once moved: they are never all in memory twice.
+        let mut out = Vec::with_capacity(done.iter().map(|(_, r)| r.len()).sum());
+        for (_, results) in done {
+            out.extend(results);
         }
         out
     })
 }
 
+/// Batches per thread: enough that a late thread's share is small, few enough that handing them
+/// out costs nothing next to the work (a stack file, or a unit rendered and written).
+const BATCHES_PER_THREAD: usize = 8;
+
+/// The cores this process may run on, but the one the calling thread runs on now; `None` when
+/// that leaves none (or the kernel does not say).
+fn cores_but_this_one() -> Option<CpuSet> {
+    let here = sched_getcpu().ok()?;
+    let mut cores = sched_getaffinity(Pid::from_raw(0)).ok()?;
+    cores.unset(here).ok()?;
+    (0..CpuSet::count()).any(|c| cores.is_set(c).unwrap_or(false)).then_some(cores)
+}
+
+/// Keeps a worker off its caller's core. Linux's own scheduler places a new thread on an idle
+/// core, but a kernel that packs tasks onto fewer virtual CPUs (some VMs' `sched_vcpu_pack`)
+/// queues it behind its caller, and the two run one after the other (measured in
+/// docs/benchmarks.md). The worker only takes batches, so a busy core it lands on slows nobody:
+/// the caller takes the rest.
+fn start_elsewhere(cores: Option<&CpuSet>) {
+    if let Some(cores) = cores {
+        // A hint: where the kernel refuses it, the worker runs where it is.
+        let _ = sched_setaffinity(Pid::from_raw(0), cores);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
-    fn keeps_order() {
+    fn keeps_order_whichever_thread_takes_a_batch() {
         let items: Vec<u32> = (0..1000).collect();
         assert_eq!(super::map(&items, |i| i * 2), items.iter().map(|i| i * 2).collect::<Vec<_>>());
         let twice: Vec<u32> = items.iter().flat_map(|&i| [i, i]).collect();
         assert_eq!(super::flat_map(&items, |&i, out| out.extend([i, i])), twice);
+    }
+
+    /// The thread that takes the first batch is held up: the other takes the remaining batches,
+    /// and the results still come out in the items' order, each once.
+    #[test]
+    fn a_slow_batch_does_not_reorder_or_lose_results() {
+        let items: Vec<u32> = (0..200).collect();
+        let out = super::map(&items, |&i| {
+            if i == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            i
+        });
+        assert_eq!(out, items);
+    }
+
+    #[test]
+    fn a_worker_is_offered_only_cores_this_process_may_use() {
+        let allowed = super::sched_getaffinity(super::Pid::from_raw(0)).expect("affinity");
+        let count = (0..super::CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false)).count();
+        match super::cores_but_this_one() {
+            Some(cores) => {
+                let offered: Vec<usize> =
+                    (0..super::CpuSet::count()).filter(|&c| cores.is_set(c).unwrap_or(false)).collect();
+                assert!(!offered.is_empty());
+                assert!(offered.len() < count, "one core fewer than allowed: {offered:?}");
+                assert!(offered.iter().all(|&c| allowed.is_set(c).unwrap_or(false)), "{offered:?}");
+            }
+            None => assert_eq!(count, 1, "only a single allowed core leaves none"),
+        }
     }
 }
