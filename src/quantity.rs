@@ -79,11 +79,14 @@ impl fmt::Display for Duration {
         }
         let secs = us / 1_000_000;
         let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-        // Written piece by piece: rendering formats a few durations per unit.
+        // Written piece by piece, without `write!`'s parsing of a template: rendering formats a
+        // few durations per unit.
         let mut separator = "";
         for (n, unit) in [(h, "h"), (m, "min"), (s, "s")] {
             if n > 0 {
-                write!(f, "{separator}{n}{unit}")?;
+                f.write_str(separator)?;
+                fmt::Display::fmt(&n, f)?;
+                f.write_str(unit)?;
                 separator = " ";
             }
         }

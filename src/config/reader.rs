@@ -5,6 +5,7 @@
 //! located diagnostic when it is wrong, and returns the value with its span when it is right.
 
 use crate::diagnostics::{Diagnostic, Source, did_you_mean};
+use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 use toml::Spanned;
@@ -114,13 +115,14 @@ impl Ctx {
         }
     }
 
-    fn type_error(&mut self, value: &Spanned<DeValue<'_>>, key: &str, expected: &str) {
+    fn type_error(&mut self, value: &Spanned<DeValue<'_>>, key: impl fmt::Display, expected: &str) {
         let found = value.get_ref().type_str();
         self.error(self.span(value), format!("`{key}` must be {expected}, found {found}"));
     }
 
     /// A string; strings containing NUL are refused everywhere (no unit file can carry one).
-    pub fn string(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<At<String>> {
+    /// `key` names the value in a message, and is formatted only for one (`format_args!`).
+    pub fn string(&mut self, value: &Spanned<DeValue<'_>>, key: impl fmt::Display) -> Option<At<String>> {
         match value.get_ref() {
             DeValue::String(s) if s.contains('\0') => {
                 self.error(self.span(value), format!("`{key}` must not contain a NUL character"));
@@ -223,7 +225,7 @@ impl Ctx {
         let mut out = Vec::with_capacity(table.len());
         for (k, v) in table.iter() {
             let name = At { value: k.get_ref().to_string(), span: self.span(k) };
-            if let Some(s) = self.string(v, &format!("{key}.{}", name.value)) {
+            if let Some(s) = self.string(v, format_args!("{key}.{}", name.value)) {
                 out.push((name, s));
             }
         }

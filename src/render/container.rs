@@ -60,7 +60,7 @@ const INSTANCE: &str = "%i";
 impl NetworkSpec {
     /// The network of stack `stack`: `kapell-<stack>`.
     pub fn of_stack(stack: &str) -> String {
-        format!("kapell-{stack}")
+        ["kapell-", stack].concat()
     }
 
     /// The settings of `service` of `stack` per the stack file.
@@ -71,9 +71,9 @@ impl NetworkSpec {
             // Docker gives no DNS names on its default bridge, and host/none join nothing.
             return spec;
         }
-        spec.aliases = vec![service.name.to_string(), format!("{}.{stack}", service.name)];
+        spec.aliases = vec![service.name.to_string(), [&service.name, ".", stack].concat()];
         if service.replicas.is_some() {
-            spec.aliases.push(format!("{}-{INSTANCE}", service.name));
+            spec.aliases.push([&service.name, "-", INSTANCE].concat());
         }
         let mut joins: Vec<String> = service
             .requires
@@ -155,7 +155,7 @@ impl ContainerSpec {
         section.add_opt("Command", c.command.as_deref().map(Value::words));
         section.add_opt("User", self.user.as_deref().map(Value::word));
         for (k, v) in &self.env {
-            section.add("Environment", Value::word(&format!("{k}={v}")));
+            section.add("Environment", Value::word(&[k.as_str(), "=", v].concat()));
         }
         for f in &self.env_files {
             section.add("EnvironmentFile", Value::word(f));

@@ -105,8 +105,8 @@ fn render_target(stack: &Stack, shared: &Shared, mut out: impl FnMut(OutputFile)
     out(OutputFile::Unit { name: stack.target_unit(), text: target_unit(stack, shared).serialize() });
     if stack.enable {
         out(OutputFile::Link {
-            path: format!("multi-user.target.wants/{}", stack.target_unit()),
-            target: format!("../{}", stack.target_unit()),
+            path: ["multi-user.target.wants/", &stack.target_unit()].concat(),
+            target: ["../", &stack.target_unit()].concat(),
         });
     }
 }
@@ -137,8 +137,8 @@ impl Shared {
 fn target_unit(stack: &Stack, shared: &Shared) -> UnitFile {
     let mut unit = UnitFile { header: shared.header.clone(), ..Default::default() };
     let description = match &stack.description {
-        Some(d) => format!("{d} ({})", stack.name),
-        None => format!("kapell stack {}", stack.name),
+        Some(d) => [d, " (", &stack.name, ")"].concat(),
+        None => ["kapell stack ", &stack.name].concat(),
     };
     let section = unit.section("Unit");
     section.add("Description", Value::text(&description));

@@ -46,7 +46,7 @@ pub(super) fn service_unit(
                 s.add_opt("Group", group.map(str::to_string));
             }
             for (k, v) in &service.env {
-                s.add("Environment", Value::word(&format!("{k}={v}")));
+                s.add("Environment", Value::word(&[k.as_str(), "=", v].concat()));
             }
             for f in &service.env_files {
                 s.add("EnvironmentFile", Value::text(f));
@@ -79,7 +79,7 @@ fn readiness_probe(s: &mut Section, stack: &Stack, service: &Service, options: &
         options.kapell_path.clone(),
         "probe".into(),
         "--until-healthy".into(),
-        format!("{}.{}", stack.name, service.name),
+        [&stack.name, ".", &service.name].concat(),
     ];
     let mut exec = format!("+{}", escape::exec_line(&argv));
     if service.replicas.is_some() {
@@ -90,8 +90,8 @@ fn readiness_probe(s: &mut Section, stack: &Stack, service: &Service, options: &
 
 fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, shared: &Shared) {
     let description = match &stack.description {
-        Some(d) => format!("{d}: {} ({}.{})", service.name, stack.name, service.name),
-        None => format!("{}.{}", stack.name, service.name),
+        Some(d) => [d, ": ", &service.name, " (", &stack.name, ".", &service.name, ")"].concat(),
+        None => [&stack.name, ".", &service.name].concat(),
     };
     u.add("Description", Value::text(&description));
     u.add("SourcePath", shared.source_path.clone());
@@ -121,7 +121,7 @@ fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, 
 fn container_service(s: &mut Section, stack: &Stack, service: &Service, options: &RenderOptions) {
     s.add("Type", "notify");
     s.add("NotifyAccess", "main");
-    let argv = [options.kapell_path.clone(), "run".into(), format!("{}.{}", stack.name, service.name)];
+    let argv = [options.kapell_path.clone(), "run".into(), [&stack.name, ".", &service.name].concat()];
     let mut exec = escape::exec_line(&argv);
     if service.replicas.is_some() {
         // `%i` is the one specifier kapell itself writes: the instance number of a replica.
@@ -129,7 +129,7 @@ fn container_service(s: &mut Section, stack: &Stack, service: &Service, options:
     }
     s.add("ExecStart", Value::trusted(exec));
     // The journal then names the service, not "kapell", on the container's output lines.
-    s.add("SyslogIdentifier", format!("{}-{}", stack.name, service.name));
+    s.add("SyslogIdentifier", [&stack.name, "-", &service.name].concat());
     // The supervisor gets SIGTERM and stops the container; anything left is killed after that.
     s.add("KillMode", "mixed");
     let grace = service.stop_timeout.unwrap_or(container::DEFAULT_STOP_TIMEOUT);
