@@ -36,18 +36,22 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
         }
         out
     };
-    if threads < 2 || items.len() < 16 {
+    if threads < 2 || items.len() < 16 || IN_PARALLEL.get() {
         return run(items);
     }
     let batches: Vec<&[T]> = items.chunks(items.len().div_ceil(threads * BATCHES_PER_THREAD)).collect();
     let next = AtomicUsize::new(0);
     let take_batches = || {
+        // Work inside a batch (a stack file's services) stays on its thread: every core is busy
+        // with batches already, and a nested call would start threads on them all again.
+        let outer = IN_PARALLEL.replace(true);
         let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(batch) = batches.get(i) else { break };
             done.push((i, run(batch)));
         }
+        IN_PARALLEL.set(outer);
         done
     };
     #[cfg(test)]
@@ -76,6 +80,11 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
         }
         out
     })
+}
+
+thread_local! {
+    /// Whether this thread is taking batches of a [`flat_map`].
+    static IN_PARALLEL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Batches per thread: enough that a late thread's share is small, few enough that handing them
@@ -141,5 +150,22 @@ mod tests {
             }
             None => assert_eq!(count, 1, "only a single allowed core leaves none"),
         }
+    }
+
+    /// A map inside a map (services inside stack files) runs on the thread of its batch: no
+    /// thread starts threads.
+    #[test]
+    fn a_map_inside_a_map_stays_on_its_thread() {
+        let outer: Vec<u32> = (0..64).collect();
+        let threads_seen = super::map(&outer, |&i| {
+            let inner: Vec<u32> = (0..64).collect();
+            let me = std::thread::current().id();
+            let ids = super::map(&inner, |_| std::thread::current().id());
+            assert!(ids.iter().all(|id| *id == me), "item {i}: an inner item ran on another thread");
+            me
+        });
+        assert_eq!(threads_seen.len(), outer.len());
+        // And the flag is down again once the outer map is done.
+        assert!(!super::IN_PARALLEL.get());
     }
 }

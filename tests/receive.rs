@@ -229,15 +229,15 @@ fn many_unknown_keys() -> Vec<u8> {
 }
 
 /// The largest request the peer accepts: an install just under the 64 MiB cap, one kapell
-/// target whose text is mostly comment lines.
-fn largest_install() -> Vec<u8> {
+/// target whose text is mostly comment lines; and the set's hash.
+fn largest_install() -> (Vec<u8>, String) {
     let mut text = kapell_unit("big", "");
     let line = format!("# {}\n", "x".repeat(1000));
     while text.len() + line.len() < 63 * 1024 * 1024 {
         text.push_str(&line);
     }
     let set = HostSet::from_rendered(&[OutputFile::Unit { name: "big.target".into(), text }]);
-    install_set(&set).into_bytes()
+    (install_set(&set).into_bytes(), set.hash)
 }
 
 #[test]
@@ -264,7 +264,8 @@ fn receive_refuses_hostile_requests_and_changes_nothing() -> Result<()> {
         let (out, reply, _) = receive(&host, &case.request)?;
         let error = reply.error.clone().unwrap_or_default();
         let after = listing(&received)?;
-        if !error.contains(&case.want) || out.status.code() != Some(3) || after != before {
+        // None of these is mended by sending the whole set.
+        if !error.contains(&case.want) || out.status.code() != Some(3) || after != before || reply.needs_whole_set {
             failures.push(format!(
                 "{}: exit {:?}, error {error:?}, want {:?}; listing changed: {}",
                 case.what,
@@ -277,12 +278,31 @@ fn receive_refuses_hostile_requests_and_changes_nothing() -> Result<()> {
     ensure!(failures.is_empty(), "{} of the hostile requests:\n{}", failures.len(), failures.join("\n"));
     ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the good set was touched");
 
+    // Requests that name what the host does not hold: refused, nothing changed, and the reply
+    // asks for the whole set (the controller then sends it as an install).
+    let good = good_set();
+    let other_set = format!(r#"{{"version":1,"request":"repair","hash":"{}"}}"#, "0".repeat(64));
+    let without_catalog = serde_json::json!({
+        "version": 1, "request": "install", "set": HostSet { catalog: None, ..good.clone() },
+        "known": [], "force": true, "same_catalog": true,
+    });
+    for (what, request, want) in [
+        ("a repair of another set", other_set, "the repair was not carried out"),
+        ("an install leaving out a catalog the host lacks", without_catalog.to_string(), "it has none"),
+    ] {
+        let (out, reply, _) = receive(&host, request.as_bytes())?;
+        let error = reply.error.clone().unwrap_or_default();
+        ensure!(error.contains(want) && out.status.code() == Some(3), "{what}: {reply:?}");
+        ensure!(reply.needs_whole_set, "{what}: the reply does not ask for the whole set: {reply:?}");
+        ensure!(listing(&received)? == before, "{what} changed the store");
+    }
+
     // Bounded memory: the hostile status request and the largest install, side by side.
     let hostile = many_unknown_keys();
     let (_, reply, hostile_kib) = receive(&host, &hostile)?;
     ensure!(reply.error.as_deref().is_some_and(|e| e.contains("unknown field `k0`")), "{reply:?}");
     ensure!(listing(&received)? == before, "the 66 MB request changed the store");
-    let largest = largest_install();
+    let (largest, largest_hash) = largest_install();
     let (out, reply, largest_kib) = receive(&host, &largest)?;
     ensure!(reply.error.is_none() && out.status.code() == Some(0), "the largest install: {reply:?}");
     eprintln!("| request | bytes | peak RSS of receive (MiB) |");
@@ -292,6 +312,11 @@ fn receive_refuses_hostile_requests_and_changes_nothing() -> Result<()> {
     // The request's own bytes are read into memory (at most 64 MiB) and nothing more.
     ensure!(hostile_kib < 128 * 1024, "the hostile request took {hostile_kib} KiB");
     ensure!(largest_kib < 512 * 1024, "the largest install took {largest_kib} KiB");
+
+    // The repair of the set the host runs is carried out, and asks for nothing more.
+    let repair = format!(r#"{{"version":1,"request":"repair","hash":"{largest_hash}"}}"#);
+    let (_, reply, _) = receive(&host, repair.as_bytes())?;
+    ensure!(reply.error.is_none() && !reply.needs_whole_set, "the repair of the set the host runs: {reply:?}");
 
     drop(host);
     footprint.assert_gone()

@@ -305,6 +305,12 @@ pub struct Reply {
     /// Set when an install was not carried out because this host rolled that very set back
     /// before (it is not installed again until it changes, unless forced), with why.
     pub held: Option<String>,
+    /// Set when the request named what this host does not hold (a repair of another set than
+    /// the one it runs, an install that left out a catalog it does not have): nothing was
+    /// changed, and the whole set, sent as an install, is what it needs. No other error is
+    /// mended by sending the request another way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_whole_set: bool,
     /// The last journal lines of every failing unit, for the controller's report.
     pub journal: BTreeMap<String, Vec<String>>,
     /// What this host's `kapell dns` answers now: `<service>.<stack>.kapell` → hosts; empty when

@@ -284,7 +284,7 @@ fn keep_repaired(c: &Controller, host: &str, runs: &Runs, health: Option<&[Insta
         Runs::Asked(hash) => repair(hash.clone()),
         Runs::Recorded(hash) => {
             let r = repair(hash.clone());
-            if !refused(&r) {
+            if !needs_whole_set(&r) {
                 return r;
             }
             match c.request(host, Body::Status, false).outcome {
@@ -339,32 +339,31 @@ fn send_install(c: &Controller, host: &str, install: &Install, health: Option<&[
     };
     if install.has_catalog {
         let r = c.request(host, body(true), false);
-        if !refused(&r) {
+        if !needs_whole_set(&r) {
             return r;
         }
     }
     c.request(host, body(false), false)
 }
 
-/// The host answered and refused the request, changing nothing (an install or a repair whose
-/// activation failed has changed the host: it is not sent again another way).
-fn refused(r: &HostResult) -> bool {
-    r.outcome.as_ref().is_ok_and(|reply| reply.error.is_some() && !reply.changed)
+/// The host refused the request because it named what the host does not hold (the set to
+/// repair, the catalog left out), changing nothing: the whole set is what it needs. Any other
+/// error (an activation that failed, a set another controller pushed) is reported, not sent
+/// again another way.
+fn needs_whole_set(r: &HostResult) -> bool {
+    r.outcome.as_ref().is_ok_and(|reply| reply.needs_whole_set)
 }
 
 /// Asks `host`, which ran its desired set at the last contact, to repair that set by its hash
 /// (a few hundred bytes where the set and the fleet's catalog may be megabytes); a host that
-/// runs another set after all, or that cannot repair (a peer that does not know the request),
-/// is sent the set.
+/// runs another set after all is sent the set.
 fn repair_or_push(c: &Controller, host: &str, install: Install, health: Option<&[InstanceHealth]>) -> HostOutcome {
     let start = Instant::now();
     let hash = c.sets[host].hash.clone();
     let r = c.request(host, Body::Repair { hash, health: health.map(<[_]>::to_vec) }, false);
-    match &r.outcome {
-        // Unreachable: the set would not reach it either.
-        Err(_) => return outcome_of(r),
-        Ok(reply) if reply.error.is_none() => return outcome_of(r),
-        Ok(_) => {}
+    // Unreachable, the set would not reach it either; repaired, or failed doing it, it is told.
+    if !needs_whole_set(&r) {
+        return outcome_of(r);
     }
     let mut o = push_and_confirm(c, host, install, health);
     o.took = start.elapsed();
@@ -442,7 +441,11 @@ fn record(state: &mut State, o: &HostOutcome, desired: &str) {
     }
     let host = state.host(&o.host);
     match (&o.outcome, &o.reply) {
-        (Outcome::HeldBack(why), _) => {
+        (Outcome::HeldBack(why), reply) => {
+            // A held host's reply still says what it runs: the next pass repairs that set.
+            if let Some(reply) = reply.as_ref().filter(|r| r.error.is_none()) {
+                host.saw(reply);
+            }
             host.held = Some(Held { hash: desired.to_string(), reason: why.clone() });
         }
         (_, Some(reply)) => {

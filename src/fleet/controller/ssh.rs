@@ -166,6 +166,10 @@ impl Ssh {
         if let Some(config) = &self.config {
             cmd.arg("-F").arg(config);
         }
+        // The user the connections log in as: `Match user` blocks may set what `-G` shows.
+        if let Some(user) = &self.user {
+            cmd.arg("-l").arg(user);
+        }
         let resolved = Arc::new(ssh_g(&mut cmd, address));
         if let Ok(mut known) = self.resolved.lock() {
             known.insert(address.to_string(), resolved.clone());
@@ -341,5 +345,18 @@ mod tests {
         }
         assert_eq!(kex_of("10.0.0.1", false), None, "the master's connection keeps ssh's choice");
         assert_eq!(kex_of("chosen", true), None, "the operator's choice stays");
+
+        // A choice made for the user the fleet logs in as (`user` in fleet.toml) stays too.
+        std::fs::write(
+            dir.path().join("config"),
+            "Match user kapell
+  KexAlgorithms curve25519-sha256@libssh.org
+",
+        )
+        .expect("config");
+        let as_kapell = Ssh { user: Some("kapell".into()), resolved: Arc::default(), ..ssh.clone() };
+        let args = as_kapell.command("10.0.0.1", true);
+        let kex = args.get_args().filter_map(|a| a.to_str()?.strip_prefix("KexAlgorithms=")).next();
+        assert_eq!(kex, None, "`Match user kapell` chose the key exchange");
     }
 }
