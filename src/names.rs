@@ -159,6 +159,12 @@ impl PartialEq<Name> for &str {
     }
 }
 
+/// A service as people and the command line name it: `<stack>.<service>` (read back by
+/// [`ServiceRef::new`]).
+pub fn qualified(stack: &str, service: &str) -> String {
+    [stack, ".", service].concat()
+}
+
 /// `<stack>.target`.
 pub fn target_unit(stack: &str) -> String {
     [stack, ".target"].concat()

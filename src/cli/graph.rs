@@ -88,7 +88,7 @@ pub fn to_dot(stacks: &[&Stack]) -> String {
                 for dep in deps {
                     let to = match &dep.target {
                         DepTarget::Local(s) => format!("{}.{s}", stack.name),
-                        DepTarget::Remote { stack, service } => format!("{stack}.{service}"),
+                        DepTarget::Remote { stack, service } => crate::names::qualified(stack, service),
                         DepTarget::Unit(u) => {
                             if !external.contains(u) {
                                 external.push(u.clone());

@@ -79,7 +79,7 @@ fn readiness_probe(s: &mut Section, stack: &Stack, service: &Service, options: &
         options.kapell_path.clone(),
         "probe".into(),
         "--until-healthy".into(),
-        [&stack.name, ".", &service.name].concat(),
+        crate::names::qualified(&stack.name, &service.name),
     ];
     let mut exec = format!("+{}", escape::exec_line(&argv));
     if service.replicas.is_some() {
@@ -90,8 +90,8 @@ fn readiness_probe(s: &mut Section, stack: &Stack, service: &Service, options: &
 
 fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, shared: &Shared) {
     let description = match &stack.description {
-        Some(d) => [d, ": ", &service.name, " (", &stack.name, ".", &service.name, ")"].concat(),
-        None => [&stack.name, ".", &service.name].concat(),
+        Some(d) => [d, ": ", &service.name, " (", &crate::names::qualified(&stack.name, &service.name), ")"].concat(),
+        None => crate::names::qualified(&stack.name, &service.name),
     };
     u.add("Description", Value::text(&description));
     u.add("SourcePath", shared.source_path.clone());
@@ -121,7 +121,7 @@ fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, 
 fn container_service(s: &mut Section, stack: &Stack, service: &Service, options: &RenderOptions) {
     s.add("Type", "notify");
     s.add("NotifyAccess", "main");
-    let argv = [options.kapell_path.clone(), "run".into(), [&stack.name, ".", &service.name].concat()];
+    let argv = [options.kapell_path.clone(), "run".into(), crate::names::qualified(&stack.name, &service.name)];
     let mut exec = escape::exec_line(&argv);
     if service.replicas.is_some() {
         // `%i` is the one specifier kapell itself writes: the instance number of a replica.

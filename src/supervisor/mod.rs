@@ -515,7 +515,7 @@ impl Published {
 fn target_ref(spec: &ContainerSpec, container: &Container) -> (String, Option<String>) {
     let plain = spec.container_name(None);
     let instance = container.name.strip_prefix(&format!("{plain}-")).map(str::to_string);
-    (format!("{}.{}", spec.stack, spec.service), instance)
+    (crate::names::qualified(&spec.stack, &spec.service), instance)
 }
 
 /// The next item of an optional stream (the `select!` arm is disabled while it is `None`).

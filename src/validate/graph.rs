@@ -119,7 +119,7 @@ fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, erro
         .iter()
         .map(|(s, v)| {
             let service = &stacks[*s].services()[*v].name;
-            if single_stack { service.to_string() } else { format!("{}.{service}", stacks[*s].name) }
+            if single_stack { service.to_string() } else { crate::names::qualified(&stacks[*s].name, service) }
         })
         .collect();
     let text = if single_stack {

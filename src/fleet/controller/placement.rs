@@ -109,7 +109,7 @@ fn hosts_for<'f>(
     errors: &mut Vec<Diagnostic>,
 ) -> BTreeSet<&'f str> {
     let placement = &service.placement;
-    let name = format!("{}.{}", stack.name, service.name);
+    let name = crate::names::qualified(&stack.name, &service.name);
     let mut error = |message: String| errors.push(Diagnostic::new(&stack.source, placement.span.clone(), message));
     if placement.is_unrestricted() {
         let span = service.span.clone();
