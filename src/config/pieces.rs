@@ -73,8 +73,12 @@ pub fn cut(text: &str) -> Option<Cut<'_>> {
     }
     let mut services: Vec<(usize, &str)> = Vec::new();
     let mut tail_start = None;
-    let mut line_start = 0;
-    for line in text.split_inclusive('\n') {
+    // Only a line that starts with `[` can be a header: go from one such line to the next (a
+    // substring search) rather than through every line of the file.
+    let bracket_lines = text.match_indices("\n[").map(|(i, _)| i + 1);
+    for line_start in text.starts_with('[').then_some(0).into_iter().chain(bracket_lines) {
+        let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i + 1);
+        let line = &text[line_start..line_end];
         match header(line) {
             Some(Header::Service(name)) if tail_start.is_none() => services.push((line_start, name)),
             // A service after the stack's own tables: not a shape worth cutting.
@@ -82,7 +86,6 @@ pub fn cut(text: &str) -> Option<Cut<'_>> {
             Some(Header::Other) if !services.is_empty() && tail_start.is_none() => tail_start = Some(line_start),
             _ => {}
         }
-        line_start += line.len();
     }
     let first = services.first()?.0;
     let end = tail_start.unwrap_or(text.len());
@@ -164,6 +167,16 @@ mod tests {
         }
         assert_eq!(at, cut.tail.start);
         assert_eq!(names, (0..1000).map(|i| format!("s{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_file_that_opens_with_a_service_and_crlf_lines_is_cut_too() {
+        let text = big(1000, "").replace("description = \"d\"\n\n", "").replace('\n', "\r\n");
+        let cut = cut(&text).expect("a cut");
+        assert_eq!(cut.head, 0..0, "no stack keys before the first service");
+        assert_eq!(cut.pieces[0].names[0], "s0");
+        assert_eq!(cut.pieces.iter().map(|p| p.names.len()).sum::<usize>(), 1000);
+        assert_eq!(cut.pieces.last().expect("pieces").range.end, text.len());
     }
 
     #[test]

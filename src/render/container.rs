@@ -13,23 +13,30 @@ use crate::unitfile::escape;
 use crate::unitfile::{Section, UnitFile, Value};
 
 use crate::unitset::markers::CONTAINER_SECTION as SECTION;
+use std::borrow::Cow;
 
 /// Docker's default grace period, used when `stop_timeout` is not set.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration(10_000_000);
 
 /// What `kapell run` needs to run one container service.
+///
+/// Rendering borrows the model's values (a generator run makes one spec per container service
+/// and drops it once the section is written); reading a unit back gives an owned spec
+/// (`ContainerSpec<'static>`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ContainerSpec {
-    pub stack: String,
-    pub service: String,
-    pub container: Container,
-    pub user: Option<String>,
-    pub env: Vec<(String, String)>,
-    pub env_files: Vec<String>,
+pub struct ContainerSpec<'a> {
+    pub stack: Cow<'a, str>,
+    pub service: Cow<'a, str>,
+    /// The container as the stack file says it. Its `network` is the file's choice, if any;
+    /// the network the container joins is [`ContainerSpec::network`].
+    pub container: Cow<'a, Container>,
+    pub user: Option<Cow<'a, str>>,
+    pub env: Cow<'a, [(String, String)]>,
+    pub env_files: Cow<'a, [String]>,
     pub memory_max: Option<Size>,
     pub cpus: Option<f64>,
     pub pids_max: Option<u64>,
-    pub secrets: Vec<String>,
+    pub secrets: Cow<'a, [String]>,
     /// The grace period between the stop signal and SIGKILL.
     pub stop_timeout: Duration,
     /// The networks the container joins and its names there.
@@ -115,25 +122,23 @@ impl NetworkSpec {
     }
 }
 
-impl ContainerSpec {
+impl<'a> ContainerSpec<'a> {
     /// The spec of a container service; `None` for a native one.
-    pub fn from_service(stack: &Stack, service: &Service) -> Option<Self> {
+    pub fn from_service(stack: &'a Stack, service: &'a Service) -> Option<Self> {
         let Kind::Container(container) = &service.kind else { return None };
         let network = NetworkSpec::for_service(&stack.name, service, container.network.as_deref());
-        let mut container = container.clone();
-        container.network = Some(network.name.clone());
         Some(Self {
-            stack: stack.name.to_string(),
-            service: service.name.to_string(),
-            container,
+            stack: Cow::Borrowed(&stack.name),
+            service: Cow::Borrowed(&service.name),
+            container: Cow::Borrowed(container),
             network,
-            user: service.user.clone(),
-            env: service.env.clone(),
-            env_files: service.env_files.clone(),
+            user: service.user.as_deref().map(Cow::Borrowed),
+            env: Cow::Borrowed(&service.env),
+            env_files: Cow::Borrowed(&service.env_files),
             memory_max: service.memory_max,
             cpus: service.cpus,
             pids_max: service.pids_max,
-            secrets: service.secrets.clone(),
+            secrets: Cow::Borrowed(&service.secrets),
             stop_timeout: service.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
             health: super::health::health_spec(service),
         })
@@ -154,10 +159,10 @@ impl ContainerSpec {
         section.add_opt("Entrypoint", c.entrypoint.as_deref().map(Value::words));
         section.add_opt("Command", c.command.as_deref().map(Value::words));
         section.add_opt("User", self.user.as_deref().map(Value::word));
-        for (k, v) in &self.env {
+        for (k, v) in self.env.iter() {
             section.add("Environment", Value::word(&[k.as_str(), "=", v].concat()));
         }
-        for f in &self.env_files {
+        for f in self.env_files.iter() {
             section.add("EnvironmentFile", Value::word(f));
         }
         for v in &c.volumes {
@@ -178,14 +183,14 @@ impl ContainerSpec {
         section.add_opt("MemoryMax", self.memory_max.map(|s| s.to_string()));
         section.add_opt("CPUs", self.cpus.map(|c| c.to_string()));
         section.add_opt("PidsMax", self.pids_max.map(|p| p.to_string()));
-        for s in &self.secrets {
+        for s in self.secrets.iter() {
             section.add("Secret", Value::word(s));
         }
         section.add("StopTimeout", self.stop_timeout.to_string());
     }
 
     /// Reads the section back from a unit file.
-    pub fn from_unit(unit: &UnitFile) -> Result<Self, String> {
+    pub fn from_unit(unit: &UnitFile) -> Result<ContainerSpec<'static>, String> {
         let section = unit.get_section(SECTION).ok_or_else(|| format!("the unit has no [{SECTION}] section"))?;
         let words = |key: &str| section.words(key);
         let one = |key: &str| section.word(key);
@@ -207,7 +212,7 @@ impl ContainerSpec {
             },
             joins: all("JoinNetwork")?,
         };
-        let env = all("Environment")?
+        let env: Vec<(String, String)> = all("Environment")?
             .into_iter()
             .map(|kv| {
                 kv.split_once('=')
@@ -215,10 +220,10 @@ impl ContainerSpec {
                     .ok_or(format!("Environment={kv:?} has no '='"))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            stack,
-            service: required("Service")?,
-            container: Container {
+        Ok(ContainerSpec {
+            stack: stack.into(),
+            service: required("Service")?.into(),
+            container: Cow::Owned(Container {
                 image: required("Image")?,
                 command: words("Command")?,
                 entrypoint: words("Entrypoint")?,
@@ -226,14 +231,14 @@ impl ContainerSpec {
                 ports: all("Port")?,
                 network: Some(network.name.clone()),
                 pull: one("Pull")?.map_or(Some(Pull::Missing), |p| Pull::parse(&p)).ok_or("Pull= is invalid")?,
-            },
-            user: one("User")?,
-            env,
-            env_files: all("EnvironmentFile")?,
+            }),
+            user: one("User")?.map(Cow::Owned),
+            env: Cow::Owned(env),
+            env_files: all("EnvironmentFile")?.into(),
             memory_max: one("MemoryMax")?.map(|s| Size::parse(&s)).transpose()?,
             cpus: number("CPUs")?,
             pids_max: number("PidsMax")?.map(|p| p as u64),
-            secrets: all("Secret")?,
+            secrets: all("Secret")?.into(),
             stop_timeout: duration("StopTimeout")?.unwrap_or(DEFAULT_STOP_TIMEOUT),
             network,
             health: HealthSpec::from_unit(unit)?,
@@ -268,7 +273,7 @@ mod tests {
         let spec = ContainerSpec {
             stack: "shop".into(),
             service: "web".into(),
-            container: Container {
+            container: Cow::Owned(Container {
                 image: "shop:2".into(),
                 command: None,
                 entrypoint: None,
@@ -276,14 +281,14 @@ mod tests {
                 ports: Vec::new(),
                 network: Some("kapell-shop".into()),
                 pull: Pull::Missing,
-            },
+            }),
             user: None,
-            env: Vec::new(),
-            env_files: Vec::new(),
+            env: Vec::new().into(),
+            env_files: Vec::new().into(),
             memory_max: None,
             cpus: None,
             pids_max: None,
-            secrets: Vec::new(),
+            secrets: Vec::new().into(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             network,
             health: None,

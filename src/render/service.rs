@@ -61,11 +61,13 @@ pub(super) fn service_unit(
     for p in service.systemd.iter().filter(|p| p.section == "Service") {
         unit.section("Service").add(p.key.clone(), Value::trusted(p.value.clone()));
     }
-    if let Some(spec) = ContainerSpec::from_service(stack, service) {
+    let container = ContainerSpec::from_service(stack, service);
+    if let Some(spec) = &container {
         spec.write(unit.section(markers::CONTAINER_SECTION));
     }
-    if let Some(spec) = health_spec(service) {
-        spec.write(unit.section(markers::HEALTH_SECTION));
+    // A container's spec holds its check already; a native service's is made here.
+    if let Some(health) = container.map_or_else(|| health_spec(service), |spec| spec.health) {
+        health.write(unit.section(markers::HEALTH_SECTION));
     }
     unit
 }

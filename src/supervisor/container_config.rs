@@ -120,7 +120,7 @@ pub fn create_body(spec: &ContainerSpec, inputs: &Inputs<'_>) -> Result<Containe
         cmd: c.command.clone(),
         entrypoint: c.entrypoint.clone(),
         env: Some(environment(&inputs.file_env, &spec.env)).filter(|e| !e.is_empty()),
-        user: spec.user.clone(),
+        user: spec.user.as_deref().map(str::to_string),
         labels: Some(labels(spec, inputs.target)),
         exposed_ports: Some(exposed).filter(|e| !e.is_empty()),
         healthcheck,
@@ -142,8 +142,8 @@ pub fn grace_secs(spec: &ContainerSpec) -> i64 {
 
 fn labels(spec: &ContainerSpec, target: &ServiceRef) -> HashMap<String, String> {
     let mut labels = HashMap::from([
-        (label::STACK.to_string(), spec.stack.clone()),
-        (label::SERVICE.to_string(), spec.service.clone()),
+        (label::STACK.to_string(), spec.stack.to_string()),
+        (label::SERVICE.to_string(), spec.service.to_string()),
         (label::UNIT.to_string(), target.unit_name()),
     ]);
     if let Some(i) = &target.instance {
@@ -171,12 +171,13 @@ mod tests {
     use crate::quantity::{Duration, Size};
     use crate::render::container::NetworkSpec;
     use crate::render::health::HealthSpec;
+    use std::borrow::Cow;
 
-    fn spec() -> ContainerSpec {
+    fn spec() -> ContainerSpec<'static> {
         ContainerSpec {
             stack: "todo".into(),
             service: "db".into(),
-            container: Container {
+            container: Cow::Owned(Container {
                 image: "docker.io/library/postgres:16".into(),
                 command: Some(vec!["postgres".into(), "-c".into(), "max_connections=200".into()]),
                 entrypoint: None,
@@ -184,7 +185,7 @@ mod tests {
                 ports: vec!["5432:5432".into(), "127.0.0.1:8125:8125/udp".into()],
                 network: Some("kapell-todo".into()),
                 pull: Pull::Missing,
-            },
+            }),
             health: Some(HealthSpec {
                 health: Health {
                     check: Check::Cmd(vec!["pg_isready".into(), "-U".into(), "postgres".into()]),
@@ -197,12 +198,12 @@ mod tests {
                 user: None,
             }),
             user: Some("999:999".into()),
-            env: vec![("POSTGRES_DB".into(), "todo".into()), ("SHARED".into(), "explicit".into())],
-            env_files: vec!["/etc/kapell/todo.env".into()],
+            env: vec![("POSTGRES_DB".into(), "todo".into()), ("SHARED".into(), "explicit".into())].into(),
+            env_files: vec!["/etc/kapell/todo.env".into()].into(),
             memory_max: Some(Size(1 << 30)),
             cpus: Some(1.5),
             pids_max: Some(512),
-            secrets: vec!["db_password".into()],
+            secrets: vec!["db_password".into()].into(),
             stop_timeout: Duration(2_500_000),
             network: NetworkSpec {
                 name: "kapell-todo".into(),
@@ -263,7 +264,7 @@ mod tests {
     #[test]
     fn bad_port_is_an_error() {
         let mut s = spec();
-        s.container.ports = vec!["http".into()];
+        s.container.to_mut().ports = vec!["http".into()];
         let target = ServiceRef { stack: "todo".into(), service: "db".into(), instance: None };
         let inputs =
             Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "kapell-todo", dns: None };
@@ -274,7 +275,7 @@ mod tests {
     fn no_names_on_docker_default_networks() -> Result<(), String> {
         let mut s = spec();
         s.network = NetworkSpec { name: "host".into(), aliases: Vec::new(), joins: Vec::new() };
-        s.container.ports.clear();
+        s.container.to_mut().ports.clear();
         let target = ServiceRef::new("todo.db", None)?;
         let inputs = Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "host", dns: None };
         let json = serde_json::to_value(create_body(&s, &inputs)?).map_err(|e| e.to_string())?;

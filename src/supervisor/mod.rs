@@ -147,7 +147,7 @@ enum Outcome {
 /// What every step needs: the unit's name (which starts each log line) and its container spec.
 struct Ctx {
     unit: String,
-    spec: ContainerSpec,
+    spec: ContainerSpec<'static>,
 }
 
 async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> {
@@ -162,7 +162,7 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     let spec = &ctx.spec;
     let name = spec.container_name(target.instance.as_deref());
     let mut file_env = Vec::new();
-    for f in &spec.env_files {
+    for f in spec.env_files.iter() {
         file_env.extend(env_file::read(Path::new(f)).map_err(anyhow::Error::msg)?);
     }
 
@@ -220,7 +220,7 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     result
 }
 
-fn load_spec(path: &Path, target: &ServiceRef) -> Result<ContainerSpec> {
+fn load_spec(path: &Path, target: &ServiceRef) -> Result<ContainerSpec<'static>> {
     let text = std::fs::read_to_string(path)?;
     let unit = UnitFile::parse(&text).map_err(anyhow::Error::msg)?;
     let spec = ContainerSpec::from_unit(&unit).map_err(anyhow::Error::msg)?;

@@ -22,8 +22,14 @@ pub fn quote(value: &str) -> String {
 
 /// [`quote`], appended to `out` (lists are built in one string, without a string per word).
 pub fn quote_into(out: &mut String, value: &str) {
-    let bare =
-        !value.is_empty() && value.chars().all(|c| (c.is_alphanumeric() && !c.is_control()) || "/._,:=+@-".contains(c));
+    // A `matches!`, not a search in a string of the allowed signs: this runs for every
+    // character of most values of every unit.
+    let plain = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '/' | '.' | '_' | ',' | ':' | '=' | '+' | '@' | '-')
+            || (!c.is_ascii() && c.is_alphanumeric() && !c.is_control())
+    };
+    let bare = !value.is_empty() && value.chars().all(plain);
     if bare {
         out.push_str(value);
         return;
@@ -95,8 +101,11 @@ pub fn text_into(out: &mut String, value: &str) {
 fn plain_text(value: &str) -> Option<&str> {
     // Bytes first: most values are ASCII, and only non-ASCII text can hold a C1 control (U+0080
     // to U+009F), so only that is decoded to chars (this runs on every header line of every unit).
-    let special = |b: u8| b.is_ascii_control() || b == b'%';
-    let has_special = value.bytes().any(special) || (!value.is_ascii() && value.chars().any(|c: char| c.is_control()));
+    // A fold over every byte rather than `any`: without the early exit the loop is vectorized,
+    // and a value with a special byte is rare.
+    let special = |b: u8| b.is_ascii_control() | (b == b'%');
+    let has_special = value.bytes().fold(false, |found, b| found | special(b))
+        || (!value.is_ascii() && value.chars().any(|c: char| c.is_control()));
     let plain = !has_special && !value.ends_with(['\\', ' ']) && !value.starts_with(char::is_whitespace);
     plain.then_some(value)
 }
@@ -221,6 +230,26 @@ mod tests {
             assert!(!q.contains('\n'), "{q:?} spans lines");
             assert_eq!(unquote(&q).expect("unquote"), vec![v.to_string()], "{q}");
         }
+    }
+
+    #[test]
+    fn bare_words_are_exactly_letters_digits_and_the_plain_signs() {
+        // Every ASCII character, C1 controls, other Unicode letters, digits and signs.
+        let chars = (0u32..0x80).chain([0x85, 0x9f, 0xa0, 0xe9, 0x3b1, 0x663, 0x2028, 0x4e2d, 0x1f600]);
+        for c in chars.filter_map(char::from_u32) {
+            let bare = quote(&c.to_string()) == c.to_string();
+            let expected = (c.is_alphanumeric() && !c.is_control()) || "/._,:=+@-".contains(c);
+            assert_eq!(bare, expected, "{c:?}");
+        }
+        assert_eq!(quote(""), "\"\"");
+    }
+
+    #[test]
+    fn text_keeps_plain_text_and_mends_the_rest() {
+        assert_eq!(text("a web front (shop.web)"), "a web front (shop.web)");
+        assert_eq!(text("caf\u{e9} 100%"), "caf\u{e9} 100%%");
+        assert_eq!(text("a\u{85}b\tc"), "a b c");
+        assert_eq!(text(" lead and trail \\"), "lead and trail");
     }
 
     #[test]
