@@ -5,13 +5,15 @@ use super::ProducedUnit;
 use crate::diagnostics::Diagnostic;
 use crate::unitset::markers::is_kapell_unit;
 use std::cell::OnceCell;
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 
-/// systemd's unit directories, each listed once on first use (a generator run does a handful of
-/// `readdir`s, not one `stat` per unit).
+/// systemd's unit directories, listed once on first use into one index (a generator run does a
+/// handful of `readdir`s and one lookup per unit, not one `stat` or one lookup per directory).
 pub struct UnitSearchPath {
-    dirs: Vec<(PathBuf, OnceCell<HashSet<String>>)>,
+    dirs: Vec<PathBuf>,
+    /// Every file name in `dirs`, with the directories that hold it, in search order.
+    names: OnceCell<HashMap<String, Vec<usize>>>,
 }
 
 impl UnitSearchPath {
@@ -24,28 +26,25 @@ impl UnitSearchPath {
     }
 
     pub fn new(dirs: Vec<PathBuf>) -> Self {
-        Self { dirs: dirs.into_iter().map(|d| (d, OnceCell::new())).collect() }
+        Self { dirs, names: OnceCell::new() }
     }
 
     /// The path of an existing unit file named `name` that kapell does not own.
     pub fn foreign_unit(&self, name: &str) -> Option<PathBuf> {
-        for (dir, listing) in &self.dirs {
-            let names = listing.get_or_init(|| list_dir(dir));
-            if names.contains(name) {
-                let path = dir.join(name);
-                if !is_kapell_unit(&path) {
-                    return Some(path);
-                }
-            }
-        }
-        None
+        let names = self.names.get_or_init(|| index(&self.dirs));
+        names.get(name)?.iter().map(|&i| self.dirs[i].join(name)).find(|path| !is_kapell_unit(path))
     }
 }
 
-fn list_dir(dir: &Path) -> HashSet<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
-        .unwrap_or_default()
+fn index(dirs: &[PathBuf]) -> HashMap<String, Vec<usize>> {
+    let mut names: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for name in entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()) {
+            names.entry(name).or_default().push(i);
+        }
+    }
+    names
 }
 
 pub fn check_foreign_units(units: &[ProducedUnit<'_>], search_path: &UnitSearchPath, errors: &mut Vec<Diagnostic>) {
@@ -63,5 +62,28 @@ pub fn check_foreign_units(units: &[ProducedUnit<'_>], search_path: &UnitSearchP
             ),
         };
         errors.push(Diagnostic::new(&unit.stack.source, unit.span(), message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_unit_kapell_does_not_own_is_found_in_search_order() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let (etc, usr, missing) = (root.path().join("etc"), root.path().join("usr"), root.path().join("none"));
+        std::fs::create_dir(&etc)?;
+        std::fs::create_dir(&usr)?;
+        std::fs::write(etc.join("web.service"), "[Unit]\nX-Kapell-Stack=shop\n")?;
+        std::fs::write(usr.join("web.service"), "[Unit]\nDescription=the distribution's\n")?;
+        std::fs::write(etc.join("ours.service"), "[Unit]\nX-Kapell-Stack=shop\n")?;
+        std::fs::write(usr.join("theirs.service"), "[Service]\n")?;
+        let path = UnitSearchPath::new(vec![missing, etc.clone(), usr.clone()]);
+        assert_eq!(path.foreign_unit("web.service"), Some(usr.join("web.service")), "kapell's own copy is passed over");
+        assert_eq!(path.foreign_unit("theirs.service"), Some(usr.join("theirs.service")));
+        assert_eq!(path.foreign_unit("ours.service"), None);
+        assert_eq!(path.foreign_unit("absent.service"), None);
+        Ok(())
     }
 }
