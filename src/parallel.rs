@@ -44,14 +44,13 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
     let take_batches = || {
         // Work inside a batch (a stack file's services) stays on its thread: every core is busy
         // with batches already, and a nested call would start threads on them all again.
-        let outer = IN_PARALLEL.replace(true);
+        let _inside = InParallel::enter();
         let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(batch) = batches.get(i) else { break };
             done.push((i, run(batch)));
         }
-        IN_PARALLEL.set(outer);
         done
     };
     #[cfg(test)]
@@ -85,6 +84,24 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
 thread_local! {
     /// Whether this thread is taking batches of a [`flat_map`].
     static IN_PARALLEL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as taking batches until dropped, also when a batch panics (a caller that
+/// catches the panic then gets parallel maps on this thread again).
+struct InParallel {
+    outer: bool,
+}
+
+impl InParallel {
+    fn enter() -> Self {
+        Self { outer: IN_PARALLEL.replace(true) }
+    }
+}
+
+impl Drop for InParallel {
+    fn drop(&mut self) {
+        IN_PARALLEL.set(self.outer);
+    }
 }
 
 /// Batches per thread: enough that a late thread's share is small, few enough that handing them
@@ -167,5 +184,14 @@ mod tests {
         assert_eq!(threads_seen.len(), outer.len());
         // And the flag is down again once the outer map is done.
         assert!(!super::IN_PARALLEL.get());
+    }
+
+    #[test]
+    fn a_panicking_batch_leaves_the_flag_down() {
+        let items: Vec<u32> = (0..64).collect();
+        // Every batch panics, so the calling thread's does too (it takes batches like the others).
+        let caught = std::panic::catch_unwind(|| super::map(&items, |&i| -> u32 { panic!("item {i}") }));
+        assert!(caught.is_err());
+        assert!(!super::IN_PARALLEL.get(), "the caller's thread may run parallel maps again");
     }
 }
