@@ -6,7 +6,7 @@ mod service;
 mod stack;
 pub mod syntax;
 
-pub use stack::{Parsed, parse_stack};
+pub use stack::{Parsed, parse_stack, parse_stack_text};
 
 use crate::diagnostics::{Diagnostic, Source};
 use std::path::{Path, PathBuf};
@@ -76,7 +76,7 @@ pub fn load_stack(path: &Path) -> Parsed {
     };
     match read_all(file) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => parse_stack(path, &text),
+            Ok(text) => parse_stack_text(path, text),
             Err(e) => {
                 let offset = e.utf8_error().valid_up_to();
                 let text = String::from_utf8_lossy(e.as_bytes()).into_owned();

@@ -28,6 +28,12 @@ pub struct Parsed {
 /// Checks everything that can be known from this file alone; dependencies on other stacks,
 /// cycles and unit-name collisions are host-wide and live in [`crate::validate`].
 pub fn parse_stack(path: &Path, text: &str) -> Parsed {
+    parse_stack_text(path, text.to_string())
+}
+
+/// [`parse_stack`] of text the caller has no more use for (a file just read): the diagnostics'
+/// source keeps it, so a large stack file is not copied once more.
+pub fn parse_stack_text(path: &Path, text: String) -> Parsed {
     let name = crate::config::stack_name(path);
     match parse(path, text) {
         Ok((stack, diagnostics)) => Parsed { name, stack: Some(stack), diagnostics },
@@ -38,7 +44,7 @@ pub fn parse_stack(path: &Path, text: &str) -> Parsed {
 /// A checked stack with its warnings, or every problem of the file.
 type Checked = Result<(Stack, Vec<Diagnostic>), Vec<Diagnostic>>;
 
-fn parse(path: &Path, text: &str) -> Checked {
+fn parse(path: &Path, text: String) -> Checked {
     let source = Source::new(path, text);
     if let Some(parsed) = pieces::cut(&source.text).and_then(|cut| parse_in_pieces(path, &source, &cut)) {
         return parsed;
