@@ -189,7 +189,8 @@ mod tests {
     #[test]
     fn a_panicking_batch_leaves_the_flag_down() {
         let items: Vec<u32> = (0..64).collect();
-        // Every batch panics, so the calling thread's does too (it takes batches like the others).
+        // Every batch panics, so the calling thread's does too: a worker stops at its first
+        // batch, and with fewer threads than batches the caller is left some.
         let caught = std::panic::catch_unwind(|| super::map(&items, |&i| -> u32 { panic!("item {i}") }));
         assert!(caught.is_err());
         assert!(!super::IN_PARALLEL.get(), "the caller's thread may run parallel maps again");

@@ -29,6 +29,10 @@ const COMMON_KEYS: &[&str] = &[
 const CONTAINER_KEYS: &[&str] = &["image", "command", "entrypoint", "volumes", "ports", "network", "pull"];
 const NATIVE_KEYS: &[&str] = &["exec", "type", "working_dir"];
 
+/// Every key a service table may have, of either kind (joined once, not per service).
+static SERVICE_KEYS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| COMMON_KEYS.iter().chain(CONTAINER_KEYS).chain(NATIVE_KEYS).copied().collect());
+
 /// One of the format checks of [`syntax`].
 type FormatCheck = fn(&str) -> Result<(), String>;
 
@@ -84,8 +88,7 @@ pub fn read_service(
     }
     let context = format!("[services.{}]", name.value);
     let table = ctx.table(value, &context)?;
-    let all_keys: Vec<&str> = COMMON_KEYS.iter().chain(CONTAINER_KEYS).chain(NATIVE_KEYS).copied().collect();
-    ctx.reject_unknown_keys_with(table, &all_keys, &context, COMPOSE_HABITS);
+    ctx.reject_unknown_keys_with(table, &SERVICE_KEYS, &context, COMPOSE_HABITS);
     let errors_before = ctx.error_count();
 
     let kind = match (get(table, "image"), get(table, "exec")) {

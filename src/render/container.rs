@@ -27,8 +27,9 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration(10_000_000);
 pub struct ContainerSpec<'a> {
     pub stack: Cow<'a, str>,
     pub service: Cow<'a, str>,
-    /// The container as the stack file says it. Its `network` is the file's choice, if any;
-    /// the network the container joins is [`ContainerSpec::network`].
+    /// The container. Its `network` is the stack file's choice (if any) when rendering, and
+    /// the network written in the unit when read back; either way the network the container
+    /// joins, and the one the unit carries, is [`ContainerSpec::network`].
     pub container: Cow<'a, Container>,
     pub user: Option<Cow<'a, str>>,
     pub env: Cow<'a, [(String, String)]>,
