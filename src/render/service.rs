@@ -91,9 +91,10 @@ fn readiness_probe(s: &mut Section, stack: &Stack, service: &Service, options: &
 }
 
 fn unit_section(u: &mut Section, stack: &Stack, service: &Service, host: &Host, shared: &Shared) {
+    let qualified = crate::names::qualified(&stack.name, &service.name);
     let description = match &stack.description {
-        Some(d) => [d, ": ", &service.name, " (", &crate::names::qualified(&stack.name, &service.name), ")"].concat(),
-        None => crate::names::qualified(&stack.name, &service.name),
+        Some(d) => [d, ": ", &service.name, " (", &qualified, ")"].concat(),
+        None => qualified,
     };
     u.add("Description", Value::text(&description));
     u.add("SourcePath", shared.source_path.clone());
