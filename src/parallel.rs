@@ -67,6 +67,10 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
                 })
             })
             .collect();
+        // A worker the kernel queued behind this thread (see `start_elsewhere`) runs now, moves
+        // itself and comes back, instead of waiting for this thread's time slice to end, some
+        // milliseconds in (docs/benchmarks.md); a worker already elsewhere costs nothing here.
+        std::thread::yield_now();
         let mut done = take_batches();
         for worker in workers {
             done.extend(worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
