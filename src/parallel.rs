@@ -61,16 +61,18 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
     std::thread::scope(|scope| {
         let workers: Vec<_> = (1..threads)
             .map(|_| {
-                scope.spawn(|| {
+                let worker = scope.spawn(|| {
                     start_elsewhere(elsewhere.as_ref());
                     take_batches()
-                })
+                });
+                // A worker the kernel queued behind this thread (see `start_elsewhere`) runs now
+                // and moves itself, and this thread gets its core back, instead of the worker
+                // waiting for this thread's time slice to end, milliseconds in
+                // (docs/benchmarks.md). With nothing else queued here, the yield returns at once.
+                std::thread::yield_now();
+                worker
             })
             .collect();
-        // A worker the kernel queued behind this thread (see `start_elsewhere`) runs now, moves
-        // itself and comes back, instead of waiting for this thread's time slice to end, some
-        // milliseconds in (docs/benchmarks.md); a worker already elsewhere costs nothing here.
-        std::thread::yield_now();
         let mut done = take_batches();
         for worker in workers {
             done.extend(worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));

@@ -18,6 +18,10 @@ use std::sync::Mutex;
 /// `write(2)` to a fresh file puts there whole or not at all.
 pub const IN_PLACE_MAX: usize = 4096;
 
+/// The mode of a unit kapell writes, less the umask: readable by all, never writable by group or
+/// others whatever the umask.
+const UNIT_MODE: u32 = 0o644;
+
 /// How files reach the directory (see docs/decisions.md, "Small units are written in place").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -134,7 +138,7 @@ impl Writer<'_> {
                 if exists && std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
                     return Ok(None);
                 }
-                std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+                write_file(&tmp, text.as_bytes()).with_context(|| format!("cannot write {}", tmp.display()))?;
             }
             OutputFile::Link { target, .. } => {
                 if exists && std::fs::read_link(&path).is_ok_and(|old| old == Path::new(target)) {
@@ -152,7 +156,7 @@ impl Writer<'_> {
     /// partial unit stays behind.
     fn write_new(&self, rel: &str, bytes: &[u8]) -> Result<bool> {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
-        let mut file = match openat(&self.fd, rel, flags, Mode::from_bits_truncate(0o644)) {
+        let mut file = match openat(&self.fd, rel, flags, Mode::from_bits_truncate(UNIT_MODE)) {
             Ok(fd) => std::fs::File::from(fd),
             Err(nix::errno::Errno::EEXIST) => return Ok(false),
             Err(e) => return Err(e).with_context(|| format!("cannot create {}", self.path(rel).display())),
@@ -172,6 +176,12 @@ impl Writer<'_> {
     fn path(&self, rel: &str) -> PathBuf {
         child(self.dir, rel)
     }
+}
+
+/// Writes `path` whole, created with the mode of a unit created in place (0644 less the umask).
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(UNIT_MODE).open(path)?.write_all(bytes)
 }
 
 /// `dir/rel`, by concatenation: the same path as `dir.join(rel)` for the relative, normalized
@@ -242,6 +252,24 @@ mod tests {
 
     fn unit(name: &str) -> OutputFile {
         OutputFile::unit(name, format!("[Unit]\nDescription={name}\nX-Kapell-Stack=s\n"))
+    }
+
+    /// A small new unit is created in place relative to the open directory, in a subdirectory
+    /// too; an existing one is left to the caller to replace; a failure names the whole path.
+    #[test]
+    fn a_new_unit_is_created_in_place_relative_to_the_directory() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir(dir.path().join("multi-user.target.wants"))?;
+        let writer = Writer::open(dir.path(), Strategy::GeneratorDir)?;
+        let rel = "multi-user.target.wants/a.service";
+        assert!(writer.write_new(rel, b"[Unit]\n")?, "created");
+        assert_eq!(std::fs::read(dir.path().join(rel))?, b"[Unit]\n");
+        assert!(!writer.write_new(rel, b"[Unit]\nDescription=again\n")?, "already there: the caller replaces it");
+        assert_eq!(std::fs::read(dir.path().join(rel))?, b"[Unit]\n", "left as it was");
+        let missing = dir.path().join("no-such.wants/b.service");
+        let error = writer.write_new("no-such.wants/b.service", b"x").expect_err("no such directory");
+        assert!(error.to_string().contains(&missing.display().to_string()), "{error:#}");
+        Ok(())
     }
 
     /// Files installed from several threads at once, into a directory holding an earlier set:
