@@ -101,9 +101,7 @@ impl<'a> Writer<'a> {
         // thousands of files just written would find nothing to remove.
         if self.existing.is_empty() { Ok(Vec::new()) } else { remove_stale(self.dir, in_set) }
     }
-}
 
-impl Writer<'_> {
     /// [`Writer::install`] once the file's subdirectory exists.
     fn install_file(&self, file: &OutputFile) -> Result<Option<String>> {
         let rel = file.path();
@@ -317,7 +315,8 @@ mod tests {
             std::fs::read_link(dir.path().join("sockets.target.wants/s-0.service"))?,
             Path::new("../s-0.service")
         );
-        // Created in place relative to the open directory: the whole unit, writable by root only.
+        // Created in place relative to the open directory: the whole unit, not writable by group
+        // or others.
         let written = dir.path().join("s-1.service");
         assert_eq!(std::fs::read_to_string(&written)?, unit("s-1.service").content());
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&written)?.permissions());
