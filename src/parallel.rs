@@ -26,7 +26,8 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 /// The items go out in batches to whichever thread is free, the calling thread among them (one
 /// thread fewer to start). A thread that starts late, or shares its core with other work, takes
 /// fewer batches instead of holding the others up at the end with its half undone: at worst the
-/// calling thread does everything, as it would alone.
+/// calling thread does everything, as it would alone. Batches shrink as the items run out
+/// ([`Batches`]), so the threads also finish together: the last ones are single items.
 pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Sync) -> Vec<R> {
     let threads = threads();
     let run = |part: &[T]| {
@@ -39,17 +40,14 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
     if threads < 2 || items.len() < 16 || IN_PARALLEL.get() {
         return run(items);
     }
-    let batches: Vec<&[T]> = items.chunks(items.len().div_ceil(threads * BATCHES_PER_THREAD)).collect();
-    let next = AtomicUsize::new(0);
+    let batches = Batches::new(items.len(), threads);
     let take_batches = || {
         // Work inside a batch (a stack file's services) stays on its thread: every core is busy
         // with batches already, and a nested call would start threads on them all again.
         let _inside = InParallel::enter();
         let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(batch) = batches.get(i) else { break };
-            done.push((i, run(batch)));
+        while let Some(batch) = batches.take() {
+            done.push((batch.start, run(&items[batch])));
         }
         done
     };
@@ -77,7 +75,7 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
         for worker in workers {
             done.extend(worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
         }
-        done.sort_unstable_by_key(|(batch, _)| *batch);
+        done.sort_unstable_by_key(|(start, _)| *start);
         // Each batch's results are freed once moved: they are never all in memory twice.
         let mut out = Vec::with_capacity(done.iter().map(|(_, r)| r.len()).sum());
         for (_, results) in done {
@@ -110,9 +108,40 @@ impl Drop for InParallel {
     }
 }
 
-/// Batches per thread: enough that a late thread's share is small, few enough that handing them
-/// out costs nothing next to the work (a stack file, or a unit rendered and written).
-const BATCHES_PER_THREAD: usize = 8;
+/// The items of a [`flat_map`], handed out in batches of a share of what is left (guided
+/// scheduling): large while there is much to do, so handing them out costs nothing next to the
+/// work (a stack file, or a unit rendered and written), and single items at the end. With
+/// batches of a fixed size, the thread that took the last one finished up to a whole batch after
+/// the others, which waited: 0.8-1 ms of 1,100 units' render phase (docs/benchmarks.md).
+struct Batches {
+    next: AtomicUsize,
+    len: usize,
+    /// A batch is the items left divided by this (at least one item).
+    share: usize,
+}
+
+/// The first batch is 1/(threads x this) of the items: small enough that a thread that stalls
+/// (preempted, or sharing its core) holds up little of the work.
+const SHARES_PER_THREAD: usize = 8;
+
+impl Batches {
+    fn new(len: usize, threads: usize) -> Self {
+        Self { next: AtomicUsize::new(0), len, share: threads * SHARES_PER_THREAD }
+    }
+
+    /// The next batch, or `None` once every item is taken.
+    fn take(&self) -> Option<std::ops::Range<usize>> {
+        let mut start = self.next.load(Ordering::Relaxed);
+        loop {
+            let left = self.len.checked_sub(start).filter(|&left| left > 0)?;
+            let end = start + (left / self.share).max(1);
+            match self.next.compare_exchange_weak(start, end, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(start..end),
+                Err(now) => start = now,
+            }
+        }
+    }
+}
 
 /// The cores this process may run on, but the one the calling thread runs on now; `None` when
 /// that leaves none (or the kernel does not say).
@@ -137,6 +166,21 @@ fn start_elsewhere(cores: Option<&CpuSet>) {
 
 #[cfg(test)]
 mod tests {
+    /// Batches cover every item once, in order, shrink as the items run out, and end in single
+    /// items.
+    #[test]
+    fn batches_shrink_to_single_items_and_cover_everything_once() {
+        let batches = super::Batches::new(1100, 2);
+        let taken: Vec<_> = std::iter::from_fn(|| batches.take()).collect();
+        assert_eq!(taken.first(), Some(&(0..68)), "the first is 1/16 of the items");
+        assert!(taken.windows(2).all(|w| w[0].end == w[1].start), "contiguous: {taken:?}");
+        assert_eq!(taken.last().map(|b| b.end), Some(1100));
+        assert!(taken.windows(2).all(|w| w[0].len() >= w[1].len()), "never growing: {taken:?}");
+        assert!(taken.iter().rev().take(15).all(|b| b.len() == 1), "the last ones are single: {taken:?}");
+        assert!(taken.len() < 150, "{} batches", taken.len());
+        assert_eq!(batches.take(), None, "and stays empty");
+    }
+
     #[test]
     fn keeps_order_whichever_thread_takes_a_batch() {
         let items: Vec<u32> = (0..1000).collect();
