@@ -55,12 +55,12 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
     let counter = crate::lookups::current();
     #[cfg(test)]
     let take_batches = || crate::lookups::with(counter.clone(), take_batches);
-    let elsewhere = cores_but_this_one();
+    let apart = Apart::new();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (1..threads)
             .map(|_| {
                 let worker = scope.spawn(|| {
-                    start_elsewhere(elsewhere.as_ref());
+                    start_elsewhere(apart.as_ref());
                     take_batches()
                 });
                 // A worker the kernel queued behind this thread (see `start_elsewhere`) runs now
@@ -143,24 +143,53 @@ impl Batches {
     }
 }
 
-/// The cores this process may run on, but the one the calling thread runs on now; `None` when
-/// that leaves none (or the kernel does not say).
-fn cores_but_this_one() -> Option<CpuSet> {
-    let here = sched_getcpu().ok()?;
-    let mut cores = sched_getaffinity(Pid::from_raw(0)).ok()?;
-    cores.unset(here).ok()?;
-    (0..CpuSet::count()).any(|c| cores.is_set(c).unwrap_or(false)).then_some(cores)
+/// The calling thread and its workers on different cores for one parallel phase. Linux's own
+/// scheduler spreads them over idle cores, but a kernel that packs tasks onto fewer virtual CPUs
+/// (some VMs' `sched_vcpu_pack`) queues a new worker behind its caller, and moves the caller
+/// onto its worker's core later, and the two run one after the other while a core sits idle
+/// (measured in docs/benchmarks.md). So the caller stays on the core it is on until the phase
+/// ends (then it may run anywhere it could before), and the workers run on the others.
+struct Apart {
+    /// Where the caller could run before the phase.
+    caller_could: CpuSet,
+    /// The cores the caller may use, but the one it keeps.
+    workers: CpuSet,
 }
 
-/// Keeps a worker off its caller's core. Linux's own scheduler places a new thread on an idle
-/// core, but a kernel that packs tasks onto fewer virtual CPUs (some VMs' `sched_vcpu_pack`)
-/// queues it behind its caller, and the two run one after the other (measured in
-/// docs/benchmarks.md). The worker only takes batches, so a busy core it lands on slows nobody:
-/// the caller takes the rest.
-fn start_elsewhere(cores: Option<&CpuSet>) {
-    if let Some(cores) = cores {
-        // A hint: where the kernel refuses it, the worker runs where it is.
-        let _ = sched_setaffinity(Pid::from_raw(0), cores);
+impl Apart {
+    /// Keeps the caller on its core; `None` (and nothing changed) when that leaves no other core,
+    /// or the kernel does not say where the caller runs or refuses to keep it there.
+    fn new() -> Option<Self> {
+        let here = sched_getcpu().ok()?;
+        let caller_could = sched_getaffinity(Pid::from_raw(0)).ok()?;
+        let mut workers = caller_could;
+        workers.unset(here).ok()?;
+        if !(0..CpuSet::count()).any(|c| workers.is_set(c).unwrap_or(false)) {
+            return None;
+        }
+        let mut kept = CpuSet::new();
+        kept.set(here).ok()?;
+        sched_setaffinity(Pid::from_raw(0), &kept).ok()?;
+        Some(Self { caller_could, workers })
+    }
+}
+
+impl Drop for Apart {
+    fn drop(&mut self) {
+        // Best effort: the caller ran on an allowed core all along.
+        let _ = sched_setaffinity(Pid::from_raw(0), &self.caller_could);
+    }
+}
+
+/// Keeps a worker off its caller's core ([`Apart`]). The worker only takes batches, so a busy
+/// core it lands on slows nobody: the caller takes the rest.
+fn start_elsewhere(apart: Option<&Apart>) {
+    if let Some(apart) = apart {
+        // A hint: where the kernel refuses it, the worker runs where its caller could (it was
+        // started on the caller's one kept core).
+        if sched_setaffinity(Pid::from_raw(0), &apart.workers).is_err() {
+            let _ = sched_setaffinity(Pid::from_raw(0), &apart.caller_could);
+        }
     }
 }
 
@@ -203,20 +232,33 @@ mod tests {
         assert_eq!(out, items);
     }
 
+    /// For a phase, the caller keeps one allowed core and the workers are offered the others;
+    /// afterwards the caller may run wherever it could before.
     #[test]
-    fn a_worker_is_offered_only_cores_this_process_may_use() {
-        let allowed = super::sched_getaffinity(super::Pid::from_raw(0)).expect("affinity");
-        let count = (0..super::CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false)).count();
-        match super::cores_but_this_one() {
-            Some(cores) => {
-                let offered: Vec<usize> =
-                    (0..super::CpuSet::count()).filter(|&c| cores.is_set(c).unwrap_or(false)).collect();
-                assert!(!offered.is_empty());
-                assert!(offered.len() < count, "one core fewer than allowed: {offered:?}");
-                assert!(offered.iter().all(|&c| allowed.is_set(c).unwrap_or(false)), "{offered:?}");
+    fn the_caller_keeps_its_core_and_the_workers_get_the_others_for_a_phase() {
+        let affinity = || super::sched_getaffinity(super::Pid::from_raw(0)).expect("affinity");
+        let cores = |set: &super::CpuSet| -> Vec<usize> {
+            (0..super::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect()
+        };
+        let allowed = cores(&affinity());
+        match super::Apart::new() {
+            Some(apart) => {
+                let kept = cores(&affinity());
+                let offered = cores(&apart.workers);
+                assert_eq!(kept.len(), 1, "the caller keeps one core: {kept:?}");
+                assert!(allowed.contains(&kept[0]), "{kept:?} of {allowed:?}");
+                assert!(!offered.is_empty() && !offered.contains(&kept[0]), "{offered:?}, caller on {kept:?}");
+                assert!(offered.iter().all(|c| allowed.contains(c)), "{offered:?} of {allowed:?}");
+                assert_eq!(offered.len() + 1, allowed.len());
+                drop(apart);
+                assert_eq!(cores(&affinity()), allowed, "restored after the phase");
             }
-            None => assert_eq!(count, 1, "only a single allowed core leaves none"),
+            None => assert_eq!(allowed.len(), 1, "only a single allowed core leaves none"),
         }
+        // A whole map leaves the caller where it could run before, too.
+        let items: Vec<u32> = (0..100).collect();
+        assert_eq!(super::map(&items, |i| i + 1).len(), 100);
+        assert_eq!(cores(&affinity()), allowed);
     }
 
     /// A map inside a map (services inside stack files) runs on the thread of its batch: no
