@@ -292,8 +292,12 @@ const HINTS_PER_STACK: usize = 100;
 
 /// Dependencies on services of this stack must name a service declared in it.
 fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
-    let names: Vec<&str> = declared.iter().map(String::as_str).collect(); // file order, for hints
-    let known: HashSet<&str> = names.iter().copied().collect();
+    // When every declared service was read (a stack without errors), the stack's own index knows
+    // them all; otherwise the declared names are gathered into a set of their own.
+    let all_read = stack.services().len() == declared.len();
+    let declared_set: HashSet<&str> =
+        if all_read { HashSet::new() } else { declared.iter().map(String::as_str).collect() };
+    let known = |name: &str| if all_read { stack.service_index(name).is_some() } else { declared_set.contains(name) };
     // A hint compares the name with every service: a stack full of broken references would make
     // that quadratic, so only the first ones get a hint (the rest have the same mistake, usually).
     let mut hints_left = HINTS_PER_STACK;
@@ -301,12 +305,12 @@ fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
         for (deps, required) in [(&service.requires, true), (&service.wants, false)] {
             for dep in deps {
                 let DepTarget::Local(name) = &dep.target else { continue };
-                if known.contains(name.as_str()) {
+                if known(name) {
                     continue;
                 }
                 hints_left = hints_left.saturating_sub(1);
                 let hint = (hints_left > 0)
-                    .then(|| crate::diagnostics::did_you_mean(name, names.iter().copied()))
+                    .then(|| crate::diagnostics::did_you_mean(name, declared.iter().map(String::as_str))) // file order
                     .flatten()
                     .map(|n| format!(" (did you mean `{n}`?)"))
                     .unwrap_or_default();

@@ -26,6 +26,13 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
         let last = *stack_index.get(stack)?;
         (0..=last).rev().take_while(|&si| stacks[si].name == stack).find_map(|si| Some((si, service_in(si, service)?)))
     };
+    // A stack whose name no other has (every stack on a host): a local dependency is a service
+    // of the same stack, found without looking the stack up again, and every service is a node.
+    let sole = |si: usize| {
+        let name = &stacks[si].name;
+        (si == 0 || stacks[si - 1].name != *name) && stacks.get(si + 1).is_none_or(|next| next.name != *name)
+    };
+    let sole: Vec<bool> = (0..stacks.len()).map(sole).collect();
     // Edges carry the span of the dependency entry that makes them.
     let edges = |(si, vi): Node| -> Vec<Edge> {
         let service = &stacks[si].services()[vi];
@@ -35,6 +42,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
             .chain(&service.wants)
             .filter_map(|dep| {
                 let to = match &dep.target {
+                    DepTarget::Local(s) if sole[si] => (si, service_in(si, s)?),
                     DepTarget::Local(s) => node_of(&stacks[si].name, s)?,
                     DepTarget::Remote { stack, service } => node_of(stack, service)?,
                     DepTarget::Unit(_) => return None,
@@ -51,7 +59,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
         for (vi, service) in stack.services().iter().enumerate() {
             let start = (si, vi);
             // A service shadowed by a later stack of the same name is no node of the graph.
-            if colour.get(start) != UNSEEN || node_of(&stack.name, &service.name) != Some(start) {
+            if colour.get(start) != UNSEEN || (!sole[si] && node_of(&stack.name, &service.name) != Some(start)) {
                 continue;
             }
             let mut path: Vec<Step> = vec![(start, edges(start), 0)];
@@ -140,5 +148,37 @@ fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, erro
         if let Some((_, span)) = out.get(next.saturating_sub(1)) {
             errors.push(Diagnostic::new(&stacks[node.0].source, span.clone(), text.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn stack(file: &str, text: &str) -> Stack {
+        let parsed = crate::config::parse_stack(Path::new(file), text);
+        parsed.stack.unwrap_or_else(|| panic!("{file}: {:?}", parsed.diagnostics.first().map(ToString::to_string)))
+    }
+
+    fn cycles(stacks: &[Stack]) -> Vec<String> {
+        let mut errors = Vec::new();
+        check_cycles(stacks, &mut errors);
+        errors.iter().map(|e| e.message.clone()).collect()
+    }
+
+    const LOOP: &str = "[services.x]\nexec = [\"/bin/x\"]\nrequires = [\"y\"]\n\n[services.y]\nexec = [\"/bin/y\"]\nrequires = [\"x\"]\n";
+
+    /// A stack with a name of its own takes the short way to its local dependencies; one given
+    /// together with a namesake (`kapell check FILE`) still resolves them to the later stack.
+    #[test]
+    fn a_cycle_is_found_in_a_stack_of_its_own_and_a_namesake_breaks_it() {
+        assert_eq!(cycles(&[stack("/etc/kapell/a.toml", LOOP)]), ["dependency cycle: a: x -> y -> x"]);
+        // The later `a` shadows `x`: `y` of the earlier one requires the later `x`, which requires nothing.
+        let later = stack("/tmp/a.toml", "[services.x]\nexec = [\"/bin/x\"]\n");
+        assert_eq!(cycles(&[stack("/etc/kapell/a.toml", LOOP), later]), Vec::<String>::new());
+        // A neighbour of another name changes nothing.
+        let other = stack("/etc/kapell/b.toml", "[services.x]\nexec = [\"/bin/x\"]\n");
+        assert_eq!(cycles(&[stack("/etc/kapell/a.toml", LOOP), other]), ["dependency cycle: a: x -> y -> x"]);
     }
 }
