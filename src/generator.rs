@@ -55,21 +55,29 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
         &RenderOptions::default(),
         |file| writer.install(&file).map(|_| file.into_path()),
     );
-    let mut set = written.into_iter().collect::<Result<HashSet<String>>>().with_context(context)?;
-    let (received, left_out) = host_units::received_share(fleet_dir, |path| set.contains(path));
+    let local = written.into_iter().collect::<Result<Vec<String>>>().with_context(context)?;
+    // Looked up only against a received set or units from an earlier run, so a boot (neither)
+    // does not index every unit it just wrote.
+    let local_set = std::cell::OnceCell::new();
+    let is_local =
+        |path: &str| local_set.get_or_init(|| local.iter().map(String::as_str).collect::<HashSet<_>>()).contains(path);
+    let (received, left_out) = host_units::received_share(fleet_dir, is_local);
     for message in &left_out {
         log.error(message);
     }
+    let mut from_fleet = HashSet::new();
     for file in received {
         writer.install(&file).with_context(context)?;
-        set.insert(file.into_path());
+        from_fleet.insert(file.into_path());
     }
-    writer.finish(|path| set.contains(path)).with_context(context)?;
+    writer.finish(|path| is_local(path) || from_fleet.contains(path)).with_context(context)?;
     for name in &checked.failed {
         log.error(&format!("stack {name} skipped: it has errors"));
     }
     let failed = checked.failed.len();
     std::mem::forget(checked);
+    std::mem::forget(local_set);
+    std::mem::forget(local);
     Ok(failed)
 }
 
@@ -128,5 +136,43 @@ impl Log {
         if !written {
             eprintln!("kapell-generator: {message}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A received unit that a local stack also produces is left out (the local one is written),
+    /// the others are written beside the local units, and a unit of an earlier run that neither
+    /// produces now is removed.
+    #[test]
+    fn received_units_join_the_local_ones_less_the_shadowed_and_stale_units_go() -> Result<()> {
+        let root = tempfile::tempdir()?;
+        let (config, fleet, out) = (root.path().join("config"), root.path().join("fleet"), root.path().join("out"));
+        for dir in [&config, &fleet, &out] {
+            std::fs::create_dir(dir)?;
+        }
+        // An earlier run wrote `a-old.service`; the stack no longer has that service.
+        std::fs::write(
+            config.join("a.toml"),
+            "[services.web]\nexec = [\"/bin/true\"]\n[services.old]\nexec = [\"/bin/true\"]\n",
+        )?;
+        assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
+        assert!(out.join("a-old.service").exists());
+        std::fs::write(config.join("a.toml"), "[services.web]\nexec = [\"/bin/true\"]\n")?;
+        std::fs::write(fleet.join("a-web.service"), "[Service]\nExecStart=/bin/false\n")?;
+        std::fs::write(fleet.join("b.target"), "[Unit]\nDescription=from the fleet\n")?;
+
+        assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
+        let mut names: Vec<String> = std::fs::read_dir(&out)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_>>()?;
+        names.sort();
+        assert_eq!(names, ["a-web.service", "a.target", "b.target", "multi-user.target.wants"]);
+        let web = std::fs::read_to_string(out.join("a-web.service"))?;
+        assert!(web.contains("ExecStart=/bin/true") && !web.contains("/bin/false"), "the local unit wins:\n{web}");
+        assert_eq!(std::fs::read_to_string(out.join("b.target"))?, "[Unit]\nDescription=from the fleet\n");
+        Ok(())
     }
 }

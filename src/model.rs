@@ -79,6 +79,7 @@ impl Stack {
 
     fn set_services(&mut self, services: Vec<Service>) {
         self.index.clear();
+        self.index.reserve(services.len());
         for (i, s) in services.iter().enumerate() {
             self.index.entry(s.name.clone()).or_insert(i);
         }
@@ -125,8 +126,9 @@ pub struct Service {
     /// `[services.<name>.systemd]` pass-through, in file order.
     pub systemd: Vec<PassThrough>,
     pub placement: Placement,
-    /// `health`: the check that says the service is ready and stays healthy.
-    pub health: Option<Health>,
+    /// `health`: the check that says the service is ready and stays healthy. Boxed, as a
+    /// container is ([`Kind`]): most services have none.
+    pub health: Option<Box<Health>>,
     /// What happens when the check fails `retries` times in a row (meaningful with `health`).
     pub on_unhealthy: OnUnhealthy,
 }
@@ -149,7 +151,9 @@ impl Service {
 
 #[derive(Debug, Clone)]
 pub enum Kind {
-    Container(Container),
+    /// Boxed: a container's fields are most of a service's size, and a stack's services are
+    /// moved into one vector as they are read (a smaller service is fewer pages to touch).
+    Container(Box<Container>),
     Native(Native),
 }
 

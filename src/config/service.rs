@@ -94,7 +94,7 @@ pub fn read_service(
     let kind = match (get(table, "image"), get(table, "exec")) {
         (Some(image), None) => {
             reject_keys_of_other_kind(ctx, table, NATIVE_KEYS, "native services (with `exec`)");
-            read_container(ctx, table, image).map(Kind::Container)
+            read_container(ctx, table, image).map(|c| Kind::Container(Box::new(c)))
         }
         (None, Some(exec)) => {
             reject_keys_of_other_kind(ctx, table, CONTAINER_KEYS, "container services (with `image`)");
@@ -229,7 +229,7 @@ pub fn read_service(
         secrets: service_secrets,
         systemd,
         placement,
-        health,
+        health: health.map(Box::new),
         on_unhealthy,
     })
 }

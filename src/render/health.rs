@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 /// The check as the unit carries it; a native service's `cmd` runs as the service's user.
 pub(super) fn health_spec(service: &Service) -> Option<HealthSpec> {
-    let health = service.health.clone()?;
+    let health = Health::clone(service.health.as_deref()?);
     let user = if service.is_container() { None } else { service.user.clone() };
     Some(HealthSpec { health, on_unhealthy: service.on_unhealthy, user })
 }
