@@ -330,7 +330,7 @@ fn main() {
     let runs: usize = std::env::var("KAPELL_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(11);
     let work = tempfile::tempdir_in("/dev/shm").expect("tempdir on tmpfs");
     let kapell_generator = work.path().join("kapell-generator");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kapell"), &kapell_generator).expect("symlink");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kapell-generator"), &kapell_generator).expect("symlink");
     let tools = Tools {
         work: work.path().to_path_buf(),
         kapell_generator,

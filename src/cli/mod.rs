@@ -68,7 +68,7 @@ pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let invoked_as = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
     if invoked_as == "kapell-generator" {
-        return report(crate::generator::main(&args[1..]).map(|()| exit::OK));
+        return generator_main();
     }
     if args.get(1).is_some_and(|a| a == "run") {
         return report(run::main(&args[1..]));
@@ -92,6 +92,12 @@ pub fn main() -> ExitCode {
         Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };
     report(result)
+}
+
+/// The generator's program (`src/bin/kapell-generator.rs`, and `kapell` started under that name).
+pub fn generator_main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    report(crate::generator::main(&args).map(|()| exit::OK))
 }
 
 /// Prints an error chain once (`error: …` then ` -> cause` lines) and picks the exit status.

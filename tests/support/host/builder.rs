@@ -86,8 +86,9 @@ impl<'a> HostBuilder<'a> {
         self
     }
 
-    /// Makes `binary` the host's `/usr/bin/kapell` (read-only bind, so no copy per host) and
-    /// links the generator to it, as the package does. Pass `env!("CARGO_BIN_EXE_kapell")`.
+    /// Makes `binary` the host's `/usr/bin/kapell` and the `kapell-generator` beside it the
+    /// host's generator, where the package puts them (read-only binds, so no copy per host).
+    /// Pass `env!("CARGO_BIN_EXE_kapell")`.
     pub fn kapell(mut self, binary: impl AsRef<Path>) -> Self {
         self.kapell = Some(binary.as_ref().to_owned());
         self
@@ -200,10 +201,12 @@ impl<'a> HostBuilder<'a> {
         }
         if let Some(binary) = &self.kapell {
             anyhow::ensure!(binary.is_file(), "kapell binary {} missing", binary.display());
+            let generator = binary.with_file_name("kapell-generator");
+            anyhow::ensure!(generator.is_file(), "generator binary {} missing", generator.display());
+            // The mount point of the generator's bind (see `nspawn_args`).
             let generators = root.join("usr/lib/systemd/system-generators");
             std::fs::create_dir_all(&generators)?;
-            symlink("/usr/bin/kapell", generators.join("kapell-generator"))
-                .context("cannot link the kapell generator")?;
+            std::fs::write(generators.join("kapell-generator"), "").context("cannot place the kapell generator")?;
             // The units the package ships (units/), where the package puts them.
             let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
             let system = root.join("usr/lib/systemd/system");
@@ -251,6 +254,8 @@ impl<'a> HostBuilder<'a> {
         }
         if let Some(binary) = &self.kapell {
             args.push(format!("--bind-ro={}:/usr/bin/kapell", binary.display()));
+            let generator = binary.with_file_name("kapell-generator");
+            args.push(format!("--bind-ro={}:/usr/lib/systemd/system-generators/kapell-generator", generator.display()));
         }
         for (src, dest, ro) in &self.binds {
             let flag = if *ro { "--bind-ro" } else { "--bind" };
