@@ -27,7 +27,8 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 /// thread fewer to start). A thread that starts late, or shares its core with other work, takes
 /// fewer batches instead of holding the others up at the end with its half undone: at worst the
 /// calling thread does everything, as it would alone. Batches shrink as the items run out
-/// ([`Batches`]), so the threads also finish together: the last ones are single items.
+/// ([`Batches`]), so the threads also finish together: the last ones are single items. The
+/// caller and its workers run on different cores until the phase ends ([`Apart`]).
 pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Sync) -> Vec<R> {
     let threads = threads();
     let run = |part: &[T]| {

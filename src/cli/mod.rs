@@ -55,15 +55,10 @@ pub enum Command {
     Prober(probe::ProberArgs),
     #[command(hide = true)]
     Run(run::Args),
-    /// Run as the systemd generator (what /usr/lib/systemd/system-generators/kapell-generator does).
-    #[command(hide = true)]
-    Generator {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
 }
 
-/// The whole program: dispatch on argv[0] (`kapell-generator`) or the subcommand.
+/// The whole program: the generator when started as `kapell-generator` (a link made by hand; the
+/// packages install the generator's own executable), else the subcommand.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let invoked_as = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
@@ -89,7 +84,6 @@ pub fn main() -> ExitCode {
         Command::Probe(a) => probe::run(a),
         Command::Prober(a) => probe::prober(a),
         Command::Run(a) => run::run(a),
-        Command::Generator { args } => crate::generator::main(&args).map(|()| exit::OK),
     };
     report(result)
 }
