@@ -17,6 +17,8 @@ use std::path::Path;
 
 /// Runs the generator. `args` are the arguments after the program name.
 pub fn main(args: &[String]) -> Result<()> {
+    // The generator is a process of its own that exits when done: its threads may be placed.
+    crate::parallel::keep_the_caller_on_its_core();
     let mut log = Log::open(args.iter().any(|a| a == "--no-kmsg"));
     let dirs: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let Some(normal_dir) = dirs.first() else {
@@ -160,6 +162,17 @@ mod tests {
         )?;
         assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
         assert!(out.join("a-old.service").exists());
+        // Without a received set, only the stale unit goes (the units just written are looked up
+        // for the first time there).
+        std::fs::write(config.join("a.toml"), "[services.web]\nexec = [\"/bin/true\"]\n")?;
+        assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
+        assert!(!out.join("a-old.service").exists(), "the stale unit is removed");
+        assert!(out.join("a-web.service").exists() && out.join("a.target").exists(), "the current units stay");
+        std::fs::write(
+            config.join("a.toml"),
+            "[services.web]\nexec = [\"/bin/true\"]\n[services.old]\nexec = [\"/bin/true\"]\n",
+        )?;
+        assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
         std::fs::write(config.join("a.toml"), "[services.web]\nexec = [\"/bin/true\"]\n")?;
         std::fs::write(fleet.join("a-web.service"), "[Service]\nExecStart=/bin/false\n")?;
         std::fs::write(fleet.join("b.target"), "[Unit]\nDescription=from the fleet\n")?;

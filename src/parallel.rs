@@ -5,7 +5,7 @@ use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
 use nix::unistd::Pid;
 use std::num::NonZeroUsize;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The number of threads to use: asked once per process, because the standard library reads
 /// the cgroup's CPU quota files on every call (four system calls, per stack file otherwise).
@@ -28,7 +28,8 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 /// fewer batches instead of holding the others up at the end with its half undone: at worst the
 /// calling thread does everything, as it would alone. Batches shrink as the items run out
 /// ([`Batches`]), so the threads also finish together: the last ones are single items. The
-/// caller and its workers run on different cores until the phase ends ([`Apart`]).
+/// workers run off the caller's core, and in the generator the caller keeps its core until the
+/// phase ends ([`Apart`]).
 pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Sync) -> Vec<R> {
     let threads = threads();
     let run = |part: &[T]| {
@@ -56,12 +57,13 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
     let counter = crate::lookups::current();
     #[cfg(test)]
     let take_batches = || crate::lookups::with(counter.clone(), take_batches);
-    let apart = Apart::new();
+    let mut apart = Apart::plan();
+    let elsewhere = apart.as_ref().map(|a| a.workers);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (1..threads)
             .map(|_| {
                 let worker = scope.spawn(|| {
-                    start_elsewhere(apart.as_ref());
+                    start_elsewhere(elsewhere.as_ref());
                     take_batches()
                 });
                 // A worker the kernel queued behind this thread (see `start_elsewhere`) runs now
@@ -72,6 +74,9 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
                 worker
             })
             .collect();
+        if let Some(apart) = apart.as_mut() {
+            apart.keep_caller();
+        }
         let mut done = take_batches();
         for worker in workers {
             done.extend(worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
@@ -113,7 +118,8 @@ impl Drop for InParallel {
 /// scheduling): large while there is much to do, so handing them out costs nothing next to the
 /// work (a stack file, or a unit rendered and written), and single items at the end. With
 /// batches of a fixed size, the thread that took the last one finished up to a whole batch after
-/// the others, which waited: 0.8-1 ms of 1,100 units' render phase (docs/benchmarks.md).
+/// the others, which waited: 0.45 ms a run on average at 1,000 services, 1.3 ms at 10,000
+/// (docs/benchmarks.md).
 struct Batches {
     next: AtomicUsize,
     len: usize,
@@ -144,53 +150,78 @@ impl Batches {
     }
 }
 
+/// Whether a parallel phase's caller keeps its core ([`Apart::keep_caller`]): asked for by the
+/// generator, a short-lived process of its own ([`keep_the_caller_on_its_core`]). A daemon's
+/// thread is never pinned, even for a moment, so it always follows the cores its cgroup gives it.
+static KEEP_CALLER: AtomicBool = AtomicBool::new(false);
+
+/// For the rest of this process, the thread that starts a parallel phase keeps its core until
+/// the phase ends ([`Apart`]).
+pub fn keep_the_caller_on_its_core() {
+    KEEP_CALLER.store(true, Ordering::Relaxed);
+}
+
 /// The calling thread and its workers on different cores for one parallel phase. Linux's own
 /// scheduler spreads them over idle cores, but a kernel that packs tasks onto fewer virtual CPUs
 /// (some VMs' `sched_vcpu_pack`) queues a new worker behind its caller, and moves the caller
 /// onto its worker's core later, and the two run one after the other while a core sits idle
-/// (measured in docs/benchmarks.md). So the caller stays on the core it is on until the phase
-/// ends (then it may run anywhere it could before), and the workers run on the others.
+/// (measured in docs/benchmarks.md). So each worker asks for the cores but its caller's
+/// ([`start_elsewhere`]), and in the generator the caller stays on its core once the workers
+/// have started, until the phase ends; then it may run anywhere it could before.
 struct Apart {
     /// Where the caller could run before the phase.
     caller_could: CpuSet,
-    /// The cores the caller may use, but the one it keeps.
+    /// The core the caller is on when the phase starts.
+    here: usize,
+    /// The cores the caller may use, but `here`.
     workers: CpuSet,
+    /// Whether the caller is kept on `here` (and so gets `caller_could` back when dropped).
+    kept: bool,
 }
 
 impl Apart {
-    /// Keeps the caller on its core; `None` (and nothing changed) when that leaves no other core,
-    /// or the kernel does not say where the caller runs or refuses to keep it there.
-    fn new() -> Option<Self> {
+    /// Where the threads of a phase go; `None` when that leaves no other core, or the kernel does
+    /// not say where the caller runs. Changes nothing yet.
+    fn plan() -> Option<Self> {
         let here = sched_getcpu().ok()?;
         let caller_could = sched_getaffinity(Pid::from_raw(0)).ok()?;
         let mut workers = caller_could;
         workers.unset(here).ok()?;
-        if !(0..CpuSet::count()).any(|c| workers.is_set(c).unwrap_or(false)) {
-            return None;
+        (0..CpuSet::count()).any(|c| workers.is_set(c).unwrap_or(false)).then_some(Self {
+            caller_could,
+            here,
+            workers,
+            kept: false,
+        })
+    }
+
+    /// Keeps the caller on its core until dropped, where the process asked for it. Called once
+    /// the workers have started: they inherit the caller's cores, not this one core, so a
+    /// kernel that places a new thread on an idle core still can.
+    fn keep_caller(&mut self) {
+        if !KEEP_CALLER.load(Ordering::Relaxed) {
+            return;
         }
         let mut kept = CpuSet::new();
-        kept.set(here).ok()?;
-        sched_setaffinity(Pid::from_raw(0), &kept).ok()?;
-        Some(Self { caller_could, workers })
+        self.kept = kept.set(self.here).is_ok() && sched_setaffinity(Pid::from_raw(0), &kept).is_ok();
     }
 }
 
 impl Drop for Apart {
     fn drop(&mut self) {
-        // Best effort: the caller ran on an allowed core all along.
-        let _ = sched_setaffinity(Pid::from_raw(0), &self.caller_could);
+        if self.kept {
+            // Best effort: the caller ran on an allowed core all along.
+            let _ = sched_setaffinity(Pid::from_raw(0), &self.caller_could);
+        }
     }
 }
 
-/// Keeps a worker off its caller's core ([`Apart`]). The worker only takes batches, so a busy
-/// core it lands on slows nobody: the caller takes the rest.
-fn start_elsewhere(apart: Option<&Apart>) {
-    if let Some(apart) = apart {
-        // A hint: where the kernel refuses it, the worker runs where its caller could (it was
-        // started on the caller's one kept core).
-        if sched_setaffinity(Pid::from_raw(0), &apart.workers).is_err() {
-            let _ = sched_setaffinity(Pid::from_raw(0), &apart.caller_could);
-        }
+/// Keeps a worker off its caller's core ([`Apart`]). A hint: where the kernel refuses it, the
+/// worker runs wherever its caller could. The worker only takes batches, so a busy core it
+/// lands on slows nobody: the caller takes the rest.
+fn start_elsewhere(workers: Option<&CpuSet>) {
+    if let Some(cores) = workers {
+        let _ = sched_setaffinity(Pid::from_raw(0), cores);
     }
 }
 
@@ -233,33 +264,43 @@ mod tests {
         assert_eq!(out, items);
     }
 
-    /// For a phase, the caller keeps one allowed core and the workers are offered the others;
-    /// afterwards the caller may run wherever it could before.
+    /// For a phase, the workers are offered every allowed core but the caller's; the caller keeps
+    /// its core only where the process asked for it, and afterwards may run wherever it could
+    /// before.
     #[test]
-    fn the_caller_keeps_its_core_and_the_workers_get_the_others_for_a_phase() {
+    fn the_workers_get_the_other_cores_and_the_caller_keeps_its_own_if_asked() {
         let affinity = || super::sched_getaffinity(super::Pid::from_raw(0)).expect("affinity");
         let cores = |set: &super::CpuSet| -> Vec<usize> {
             (0..super::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect()
         };
         let allowed = cores(&affinity());
-        match super::Apart::new() {
-            Some(apart) => {
-                let kept = cores(&affinity());
-                let offered = cores(&apart.workers);
-                assert_eq!(kept.len(), 1, "the caller keeps one core: {kept:?}");
-                assert!(allowed.contains(&kept[0]), "{kept:?} of {allowed:?}");
-                assert!(!offered.is_empty() && !offered.contains(&kept[0]), "{offered:?}, caller on {kept:?}");
-                assert!(offered.iter().all(|c| allowed.contains(c)), "{offered:?} of {allowed:?}");
-                assert_eq!(offered.len() + 1, allowed.len());
-                drop(apart);
-                assert_eq!(cores(&affinity()), allowed, "restored after the phase");
-            }
-            None => assert_eq!(allowed.len(), 1, "only a single allowed core leaves none"),
-        }
+        let Some(mut apart) = super::Apart::plan() else {
+            assert_eq!(allowed.len(), 1, "only a single allowed core leaves none");
+            return;
+        };
+        let offered = cores(&apart.workers);
+        assert!(allowed.contains(&apart.here), "{} of {allowed:?}", apart.here);
+        assert!(!offered.is_empty() && !offered.contains(&apart.here), "{offered:?}, caller on {}", apart.here);
+        assert!(offered.iter().all(|c| allowed.contains(c)), "{offered:?} of {allowed:?}");
+        assert_eq!(offered.len() + 1, allowed.len());
+        assert_eq!(cores(&affinity()), allowed, "planning changes nothing");
+
+        // Not asked for (a daemon): the caller is left alone.
+        apart.keep_caller();
+        assert!(!apart.kept);
+        assert_eq!(cores(&affinity()), allowed);
+
+        super::keep_the_caller_on_its_core();
+        apart.keep_caller();
+        assert!(apart.kept);
+        assert_eq!(cores(&affinity()), [apart.here], "the caller keeps its one core");
+        drop(apart);
+        assert_eq!(cores(&affinity()), allowed, "restored after the phase");
         // A whole map leaves the caller where it could run before, too.
         let items: Vec<u32> = (0..100).collect();
         assert_eq!(super::map(&items, |i| i + 1).len(), 100);
         assert_eq!(cores(&affinity()), allowed);
+        super::KEEP_CALLER.store(false, super::Ordering::Relaxed);
     }
 
     /// A map inside a map (services inside stack files) runs on the thread of its batch: no

@@ -232,6 +232,8 @@ fn dry_run_invalid_edits_and_refusals_change_nothing() -> Result<()> {
     ensure!(elsewhere.stderr.contains("generator reads the stacks in /etc/kapell"), "{elsewhere}");
 
     // Without the generator, systemd would never see the units: apply says so and does nothing.
+    // (The host's generator is a bind mount on this file; removing the file from outside
+    // detaches the mount inside the host, as Linux does for a mount on a removed file.)
     std::fs::remove_file(host.root().join("usr/lib/systemd/system-generators/kapell-generator"))?;
     write_stack(&host, "shop", &shop("infinity", Some("infinity")))?;
     let pids = main_pids(&host, &SHOP[1..])?;

@@ -26,7 +26,10 @@ fn kapell_with_received(config: &Path, args: &[&str], received: &Path) -> Output
         .expect("run kapell")
 }
 
-/// Runs the binary under the generator's name, as systemd does.
+/// The generator, as the packages install it and systemd runs it.
+const GENERATOR: &str = env!("CARGO_BIN_EXE_kapell-generator");
+
+/// Runs the generator, as systemd does.
 fn generator(config: &Path, out: &Path) -> Output {
     let empty = tempfile::tempdir().expect("tempdir");
     generator_with_fleet(config, out, empty.path())
@@ -41,12 +44,14 @@ fn received_dir(fleet: &Path) -> tempfile::TempDir {
 
 /// The generator with `fleet` as the received set (`<received dir>/current` links to it).
 fn generator_with_fleet(config: &Path, out: &Path, fleet: &Path) -> Output {
+    run_generator(Path::new(GENERATOR), config, out, fleet)
+}
+
+/// `program` as the generator, with `fleet` as the received set.
+fn run_generator(program: &Path, config: &Path, out: &Path, fleet: &Path) -> Output {
     let received = received_dir(fleet);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let link = dir.path().join("kapell-generator");
-    std::os::unix::fs::symlink(KAPELL, &link).expect("symlink");
     let empty = tempfile::tempdir().expect("tempdir");
-    Command::new(&link)
+    Command::new(program)
         .env("KAPELL_CONFIG_DIR", config)
         .env("KAPELL_UNIT_PATH", empty.path())
         .env("KAPELL_RECEIVED_DIR", received.path())
@@ -92,6 +97,31 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 const GOOD: &str = "[services.web]\nexec = [\"/bin/sleep\", \"infinity\"]\nrequires = [\"db\"]\n\n[services.db]\nexec = [\"/bin/sleep\", \"infinity\"]\n";
 const BAD: &str = "[services.web]\nexec = [\"sleep\"]\n";
+
+/// `kapell` started under the generator's name (a link made by hand) is the generator: it writes
+/// byte for byte what the generator's own executable writes, and fails the same way.
+#[test]
+fn kapell_under_the_generators_name_writes_what_the_generator_writes() {
+    let config = tempfile::tempdir().expect("tempdir");
+    write(
+        config.path(),
+        "shop.toml",
+        "[services.api]\nexec = [\"/bin/true\"]\n[services.web]\nimage = \"nginx:1\"\nrequires = [\"api\"]\n",
+    );
+    write(config.path(), "broken.toml", "[services.x]\nexec = [\"/bin/true\"]\nrestrat = \"always\"\n");
+    let work = tempfile::tempdir().expect("tempdir");
+    let link = work.path().join("kapell-generator");
+    std::os::unix::fs::symlink(KAPELL, &link).expect("symlink");
+    let fleet = tempfile::tempdir().expect("tempdir");
+    let (own, linked) = (work.path().join("own"), work.path().join("linked"));
+    let by_own = run_generator(Path::new(GENERATOR), config.path(), &own, fleet.path());
+    let by_link = run_generator(&link, config.path(), &linked, fleet.path());
+    assert_eq!(by_own.status.code(), Some(3), "{by_own:?}");
+    assert_eq!(by_link.status.code(), by_own.status.code(), "{by_link:?}");
+    assert_eq!(by_link.stderr, by_own.stderr);
+    assert!(listing(&own).iter().any(|(name, _)| name == "shop-web.service"), "{:?}", listing(&own));
+    assert_eq!(listing(&linked), listing(&own));
+}
 
 #[test]
 fn generator_skips_broken_stacks_fails_at_the_end_and_is_idempotent() {

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
+/// The generator as the packages install it.
+const GENERATOR: &str = env!("CARGO_BIN_EXE_kapell-generator");
 const KILLS: usize = 60;
 /// Units up to one page are written in place (docs/decisions.md).
 const PAGE: usize = 4096;
@@ -94,7 +95,7 @@ fn a_killed_generator_leaves_no_partial_unit() {
     std::fs::create_dir(&config).expect("config dir");
     write_config(&config);
     let link = work.path().join("kapell-generator");
-    std::os::unix::fs::symlink(KAPELL, &link).expect("symlink");
+    std::os::unix::fs::symlink(GENERATOR, &link).expect("symlink");
 
     // The whole set, and how long a whole run takes.
     let reference = work.path().join("reference");

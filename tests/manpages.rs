@@ -43,7 +43,7 @@ fn generated() -> BTreeMap<&'static str, String> {
 }
 
 /// The command line as completions offer it: without the hidden internal commands (`run`,
-/// `generator`), which clap_complete would otherwise offer. clap cannot remove a subcommand, so
+/// `prober`), which clap_complete would otherwise offer. clap cannot remove a subcommand, so
 /// the root is rebuilt from the real one's settings, arguments and visible subcommands.
 fn completion_command() -> clap::Command {
     let full = Cli::command();

@@ -201,8 +201,6 @@ impl<'a> HostBuilder<'a> {
         }
         if let Some(binary) = &self.kapell {
             anyhow::ensure!(binary.is_file(), "kapell binary {} missing", binary.display());
-            let generator = binary.with_file_name("kapell-generator");
-            anyhow::ensure!(generator.is_file(), "generator binary {} missing", generator.display());
             // The mount point of the generator's bind (see `nspawn_args`).
             let generators = root.join("usr/lib/systemd/system-generators");
             std::fs::create_dir_all(&generators)?;
@@ -254,8 +252,10 @@ impl<'a> HostBuilder<'a> {
         }
         if let Some(binary) = &self.kapell {
             args.push(format!("--bind-ro={}:/usr/bin/kapell", binary.display()));
-            let generator = binary.with_file_name("kapell-generator");
-            args.push(format!("--bind-ro={}:/usr/lib/systemd/system-generators/kapell-generator", generator.display()));
+            args.push(format!(
+                "--bind-ro={}:/usr/lib/systemd/system-generators/kapell-generator",
+                generator(binary).display()
+            ));
         }
         for (src, dest, ro) in &self.binds {
             let flag = if *ro { "--bind-ro" } else { "--bind" };
@@ -294,4 +294,11 @@ fn write_file(root: &Path, dest: &Path, src: &Source, mode: u32) -> Result<()> {
     .with_context(|| format!("cannot install {}", dest.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {}", dest.display()))
+}
+
+/// The generator executable built beside `kapell`; for a `kapell` without one (another build,
+/// `KAPELL_BENCH_KAPELL`), `kapell` itself, which runs as the generator under that name.
+fn generator(kapell: &Path) -> PathBuf {
+    let own = kapell.with_file_name("kapell-generator");
+    if own.is_file() { own } else { kapell.to_path_buf() }
 }
