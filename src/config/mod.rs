@@ -1,5 +1,6 @@
 //! Reading stack files: TOML with spans → checked [`crate::model::Stack`]s.
 
+pub mod document;
 mod pieces;
 pub mod reader;
 mod service;

@@ -4,12 +4,11 @@
 //! schema walks the spanned tree itself with these helpers: each getter checks the type, records a
 //! located diagnostic when it is wrong, and returns the value with its span when it is right.
 
+use super::document::{Spanned, Table, Value};
 use crate::diagnostics::{Diagnostic, Source, did_you_mean};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +63,7 @@ impl Ctx {
     }
 
     /// Where `key` itself is written within `table` (for errors about the whole entry).
-    pub fn key_span(&self, table: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+    pub fn key_span(&self, table: &Table<'_>, key: &str) -> Option<Range<usize>> {
         table.keys().find(|k| k.get_ref().as_ref() == key).map(|k| self.span(k))
     }
 
@@ -87,7 +86,7 @@ impl Ctx {
     }
 
     /// Reports every key of `table` that is not in `known`, with a hint when one is close.
-    pub fn reject_unknown_keys(&mut self, table: &DeTable<'_>, known: &[&str], context: &str) {
+    pub fn reject_unknown_keys(&mut self, table: &Table<'_>, known: &[&str], context: &str) {
         self.reject_unknown_keys_with(table, known, context, &[]);
     }
 
@@ -95,7 +94,7 @@ impl Ctx {
     /// key) gets its sentence instead of a spelling hint.
     pub fn reject_unknown_keys_with(
         &mut self,
-        table: &DeTable<'_>,
+        table: &Table<'_>,
         known: &[&str],
         context: &str,
         habits: &[(&str, &str)],
@@ -115,20 +114,20 @@ impl Ctx {
         }
     }
 
-    fn type_error(&mut self, value: &Spanned<DeValue<'_>>, key: impl fmt::Display, expected: &str) {
+    fn type_error(&mut self, value: &Spanned<Value<'_>>, key: impl fmt::Display, expected: &str) {
         let found = value.get_ref().type_str();
         self.error(self.span(value), format!("`{key}` must be {expected}, found {found}"));
     }
 
     /// A string; strings containing NUL are refused everywhere (no unit file can carry one).
     /// `key` names the value in a message, and is formatted only for one (`format_args!`).
-    pub fn string(&mut self, value: &Spanned<DeValue<'_>>, key: impl fmt::Display) -> Option<At<String>> {
+    pub fn string(&mut self, value: &Spanned<Value<'_>>, key: impl fmt::Display) -> Option<At<String>> {
         match value.get_ref() {
-            DeValue::String(s) if s.contains('\0') => {
+            Value::String(s) if s.contains('\0') => {
                 self.error(self.span(value), format!("`{key}` must not contain a NUL character"));
                 None
             }
-            DeValue::String(s) => Some(At { value: s.to_string(), span: self.span(value) }),
+            Value::String(s) => Some(At { value: s.to_string(), span: self.span(value) }),
             _ => {
                 self.type_error(value, key, "a string");
                 None
@@ -136,9 +135,9 @@ impl Ctx {
         }
     }
 
-    pub fn boolean(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<bool> {
+    pub fn boolean(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<bool> {
         match value.get_ref() {
-            DeValue::Boolean(b) => Some(*b),
+            Value::Boolean(b) => Some(*b),
             _ => {
                 self.type_error(value, key, "true or false");
                 None
@@ -146,7 +145,7 @@ impl Ctx {
         }
     }
 
-    pub fn integer(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<At<i64>> {
+    pub fn integer(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<At<i64>> {
         let parsed = value.get_ref().as_integer().and_then(|i| {
             let digits = i.as_str().replace('_', "");
             let (sign, digits) = match digits.strip_prefix('-') {
@@ -166,10 +165,10 @@ impl Ctx {
     }
 
     /// A number, integer or float (for `cpus = 2` as well as `cpus = 1.5`).
-    pub fn number(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<At<f64>> {
+    pub fn number(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<At<f64>> {
         let parsed = match value.get_ref() {
-            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-            DeValue::Integer(_) => return self.integer(value, key).map(|n| At { value: n.value as f64, span: n.span }),
+            Value::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            Value::Integer(_) => return self.integer(value, key).map(|n| At { value: n.value as f64, span: n.span }),
             _ => None,
         };
         match parsed {
@@ -182,8 +181,8 @@ impl Ctx {
     }
 
     /// An array of strings.
-    pub fn strings(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<At<String>>> {
-        let DeValue::Array(items) = value.get_ref() else {
+    pub fn strings(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<Vec<At<String>>> {
+        let Value::Array(items) = value.get_ref() else {
             self.type_error(value, key, "an array of strings");
             return None;
         };
@@ -199,7 +198,7 @@ impl Ctx {
     }
 
     /// A non-empty array of strings (an argument vector).
-    pub fn argv(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<At<String>>> {
+    pub fn argv(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<Vec<At<String>>> {
         let argv = self.strings(value, key)?;
         if argv.is_empty() {
             self.error(self.span(value), format!("`{key}` must not be empty"));
@@ -209,9 +208,9 @@ impl Ctx {
     }
 
     /// A table.
-    pub fn table<'a, 'i>(&mut self, value: &'a Spanned<DeValue<'i>>, key: &str) -> Option<&'a DeTable<'i>> {
+    pub fn table<'a, 'i>(&mut self, value: &'a Spanned<Value<'i>>, key: &str) -> Option<&'a Table<'i>> {
         match value.get_ref() {
-            DeValue::Table(t) => Some(t),
+            Value::Table(t) => Some(t),
             _ => {
                 self.type_error(value, key, "a table");
                 None
@@ -220,7 +219,7 @@ impl Ctx {
     }
 
     /// A table of strings (`env = { A = "b" }`), keys with their spans.
-    pub fn string_map(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<(At<String>, At<String>)>> {
+    pub fn string_map(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<Vec<(At<String>, At<String>)>> {
         let table = self.table(value, key)?;
         let mut out = Vec::with_capacity(table.len());
         for (k, v) in table.iter() {
@@ -233,13 +232,7 @@ impl Ctx {
     }
 }
 
-/// Looks a key up in a table. A stack's tables hold a handful of keys each and the schema asks
-/// for every key it knows, so comparing the few keys in order is cheaper than hashing the
-/// looked-up key (SipHash) every time; large tables use the hash index.
-pub fn get<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
-    const SCAN_UP_TO: usize = 16;
-    if table.len() > SCAN_UP_TO {
-        return table.get(key);
-    }
-    table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
+/// Looks a key up in a table.
+pub fn get<'a, 'i>(table: &'a Table<'i>, key: &str) -> Option<&'a Spanned<Value<'i>>> {
+    table.get(key)
 }

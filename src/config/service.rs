@@ -1,11 +1,10 @@
 //! One `[services.<name>]` table: the keys every service has, then the container or native half.
 
+use super::document::{Spanned, Table, Value};
 use super::reader::{At, Ctx, get};
 use super::syntax;
 use crate::model::*;
 use crate::quantity::{Duration, Size};
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
 
 const COMMON_KEYS: &[&str] = &[
     "requires",
@@ -80,7 +79,7 @@ const OWNED_SETTINGS: &[&str] = &[
 pub fn read_service(
     ctx: &mut Ctx,
     name: &At<String>,
-    value: &Spanned<DeValue<'_>>,
+    value: &Spanned<Value<'_>>,
     secrets: &[String],
 ) -> Option<Service> {
     if let Err(e) = crate::names::check_name("service", &name.value) {
@@ -234,7 +233,7 @@ pub fn read_service(
     })
 }
 
-fn reject_keys_of_other_kind(ctx: &mut Ctx, table: &DeTable<'_>, keys: &[&str], only_for: &str) {
+fn reject_keys_of_other_kind(ctx: &mut Ctx, table: &Table<'_>, keys: &[&str], only_for: &str) {
     for key in table.keys() {
         let k = key.get_ref().as_ref();
         if keys.contains(&k) {
@@ -254,7 +253,7 @@ fn checked(ctx: &mut Ctx, value: At<String>, check: impl Fn(&str) -> Result<(), 
     }
 }
 
-pub(super) fn duration(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<Duration> {
+pub(super) fn duration(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<Duration> {
     let s = get(table, key).and_then(|v| ctx.string(v, key))?;
     match Duration::parse(&s.value) {
         Ok(d) => Some(d),
@@ -265,12 +264,12 @@ pub(super) fn duration(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<
     }
 }
 
-fn paths(ctx: &mut Ctx, table: &DeTable<'_>, key: &str, check: FormatCheck) -> Vec<String> {
+fn paths(ctx: &mut Ctx, table: &Table<'_>, key: &str, check: FormatCheck) -> Vec<String> {
     let values = get(table, key).and_then(|v| ctx.strings(v, key)).unwrap_or_default();
     values.into_iter().filter_map(|p| checked(ctx, p, check)).map(|p| p.value).collect()
 }
 
-fn read_deps(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Vec<Dependency> {
+fn read_deps(ctx: &mut Ctx, value: &Spanned<Value<'_>>, key: &str) -> Vec<Dependency> {
     let entries = ctx.strings(value, key).unwrap_or_default();
     let mut deps: Vec<Dependency> = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -294,7 +293,7 @@ fn read_deps(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Vec<Depe
     deps
 }
 
-fn read_secret_refs(ctx: &mut Ctx, table: &DeTable<'_>, secrets: &[String], service: &str) -> Vec<String> {
+fn read_secret_refs(ctx: &mut Ctx, table: &Table<'_>, secrets: &[String], service: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for entry in get(table, "secrets").and_then(|v| ctx.strings(v, "secrets")).unwrap_or_default() {
         if names.contains(&entry.value) {
@@ -314,7 +313,7 @@ fn read_secret_refs(ctx: &mut Ctx, table: &DeTable<'_>, secrets: &[String], serv
     names
 }
 
-fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) -> Vec<PassThrough> {
+fn read_pass_through(ctx: &mut Ctx, value: &Spanned<Value<'_>>, context: &str) -> Vec<PassThrough> {
     let context = format!("{context}.systemd");
     let mut out = Vec::new();
     let Some(sections) = ctx.table(value, &context) else { return out };
@@ -334,16 +333,16 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
                 ctx.error(ctx.span(key), format!("`{name}=` is written by kapell itself; use the stack keys instead"));
                 continue;
             }
-            let items: Vec<&Spanned<DeValue<'_>>> = match value.get_ref() {
-                DeValue::Array(items) => items.iter().collect(),
+            let items: Vec<&Spanned<Value<'_>>> = match value.get_ref() {
+                Value::Array(items) => items.iter().collect(),
                 _ => vec![value],
             };
             for item in items {
                 let text = match item.get_ref() {
-                    DeValue::String(s) => s.to_string(),
-                    DeValue::Integer(i) => i.as_str().to_string(),
-                    DeValue::Float(f) => f.as_str().to_string(),
-                    DeValue::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
+                    Value::String(s) => s.to_string(),
+                    Value::Integer(i) => i.as_str().to_string(),
+                    Value::Float(f) => f.as_str().to_string(),
+                    Value::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
                     _ => {
                         ctx.error(
                             ctx.span(item),
@@ -368,7 +367,7 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str)
     out
 }
 
-fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) -> Placement {
+fn read_placement(ctx: &mut Ctx, value: &Spanned<Value<'_>>, context: &str) -> Placement {
     let context = format!("{context}.placement");
     let Some(table) = ctx.table(value, &context) else { return Placement::default() };
     let errors_before = ctx.error_count();
@@ -398,7 +397,7 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, context: &str) ->
     Placement { hosts, labels, global, span: ctx.span(value) }
 }
 
-fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) -> Option<Native> {
+fn read_native(ctx: &mut Ctx, table: &Table<'_>, exec: &Spanned<Value<'_>>) -> Option<Native> {
     let argv = ctx.argv(exec, "exec")?;
     if !argv[0].value.starts_with('/') {
         ctx.error(argv[0].span.clone(), format!("`exec[0]` must be an absolute path, not {:?}", argv[0].value));
@@ -425,7 +424,7 @@ fn read_native(ctx: &mut Ctx, table: &DeTable<'_>, exec: &Spanned<DeValue<'_>>) 
     })
 }
 
-fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_>>) -> Option<Container> {
+fn read_container(ctx: &mut Ctx, table: &Table<'_>, image: &Spanned<Value<'_>>) -> Option<Container> {
     let image = ctx.string(image, "image").and_then(|i| checked(ctx, i, syntax::check_image));
     let command = get(table, "command").and_then(|v| argv_not_string(ctx, v, "command"));
     let entrypoint = get(table, "entrypoint").and_then(|v| argv_not_string(ctx, v, "entrypoint"));
@@ -455,8 +454,8 @@ fn read_container(ctx: &mut Ctx, table: &DeTable<'_>, image: &Spanned<DeValue<'_
 }
 
 /// An argument vector; a string (Compose's shell-like form) is refused with the array to write.
-fn argv_not_string(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<At<String>>> {
-    if let DeValue::String(s) = value.get_ref() {
+fn argv_not_string(ctx: &mut Ctx, value: &Spanned<Value<'_>>, key: &str) -> Option<Vec<At<String>>> {
+    if let Value::String(s) = value.get_ref() {
         let words: Vec<String> = s.split_whitespace().map(|w| format!("{w:?}")).collect();
         ctx.error(
             ctx.span(value),
@@ -473,7 +472,7 @@ fn argv_not_string(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, key: &str) -> Op
 
 /// `health` and `on_unhealthy`, checked against the kind of service they belong to (`None` when
 /// the kind itself had errors).
-fn read_health_keys(ctx: &mut Ctx, table: &DeTable<'_>, kind: Option<&Kind>) -> (Option<Health>, OnUnhealthy) {
+fn read_health_keys(ctx: &mut Ctx, table: &Table<'_>, kind: Option<&Kind>) -> (Option<Health>, OnUnhealthy) {
     let health = get(table, "health").and_then(|v| read_health(ctx, v, kind));
     let on_unhealthy = match get(table, "on_unhealthy").and_then(|v| ctx.string(v, "on_unhealthy")) {
         None => OnUnhealthy::Restart,
@@ -497,7 +496,7 @@ fn read_health_keys(ctx: &mut Ctx, table: &DeTable<'_>, kind: Option<&Kind>) -> 
 /// The kinds of check; a `health` table has exactly one.
 const CHECK_KEYS: [&str; 3] = ["http", "tcp", "cmd"];
 
-fn read_health(ctx: &mut Ctx, value: &Spanned<DeValue<'_>>, kind: Option<&Kind>) -> Option<Health> {
+fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -> Option<Health> {
     let table = ctx.table(value, "health")?;
     ctx.reject_unknown_keys(
         table,

@@ -1,6 +1,7 @@
 //! The stack schema (kapell.toml(5)): a stack file's spanned TOML tree becomes a [`Stack`], or every
 //! problem found in it.
 
+use super::document::{self, Spanned, Table, Value};
 use super::pieces;
 use super::reader::{At, Ctx, Shift, get};
 use super::service::read_service;
@@ -10,7 +11,6 @@ use crate::model::{DepTarget, Secret, SecretSource, Service, Stack};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use toml::de::DeTable;
 
 const STACK_KEYS: &[&str] = &["description", "enable", "services", "secrets"];
 
@@ -55,10 +55,10 @@ fn parse(path: &Path, text: String) -> Checked {
 /// [`parse`] of the whole file at once.
 fn parse_whole(path: &Path, source: &Arc<Source>) -> Checked {
     let mut ctx = Ctx::new(Arc::clone(source));
-    let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
+    let (root, syntax_errors) = document::parse(&source.text);
     for e in &syntax_errors {
-        let span = e.span().unwrap_or(0..0);
-        let message = match e.message().trim() {
+        let span = e.span.clone().unwrap_or(0..0);
+        let message = match e.message.trim() {
             "duplicate key" => duplicate_key(&source.text, span.clone()),
             other => other.to_string(),
         };
@@ -67,7 +67,7 @@ fn parse_whole(path: &Path, source: &Arc<Source>) -> Checked {
     if !ctx.diags.is_empty() {
         return Err(ctx.diags);
     }
-    let root = root.get_ref();
+    let root = &root;
     read_stack(path, ctx, root, |ctx, declared_secrets| match get(root, "services") {
         None => Some(Services::Missing),
         Some(value) => Some(match ctx.table(value, "services") {
@@ -91,25 +91,25 @@ fn parse_whole(path: &Path, source: &Arc<Source>) -> Checked {
 /// the whole file means (then the file is parsed whole, with the whole file's error messages).
 fn parse_in_pieces(path: &Path, source: &Arc<Source>, cut: &pieces::Cut<'_>) -> Option<Checked> {
     let text = &source.text;
-    let complete = |range: &std::ops::Range<usize>| DeTable::parse_recoverable(&text[range.clone()]).1.is_empty();
+    let complete = |range: &std::ops::Range<usize>| document::parse(&text[range.clone()]).1.is_empty();
     if !complete(&cut.head) || !complete(&cut.tail) {
         return None;
     }
     // The stack's own keys: the text before the services joined with the text after them.
     let own_text = format!("{}{}", &text[cut.head.clone()], &text[cut.tail.clone()]);
-    let (root, errors) = DeTable::parse_recoverable(&own_text);
-    if !errors.is_empty() || get(root.get_ref(), "services").is_some() {
+    let (root, errors) = document::parse(&own_text);
+    if !errors.is_empty() || get(&root, "services").is_some() {
         return None;
     }
     let shift = Shift { at: cut.head.end, by: cut.tail.start - cut.head.end };
     let ctx = Ctx::shifted(Arc::clone(source), shift);
-    read_stack(path, ctx, root.get_ref(), |ctx, declared_secrets| {
+    read_stack(path, ctx, &root, |ctx, declared_secrets| {
         let source = Arc::clone(&ctx.source);
         let read = crate::parallel::map(&cut.pieces, |piece| {
-            let (tree, errors) = DeTable::parse_recoverable(&text[piece.range.clone()]);
-            let tree = tree.get_ref();
+            let (tree, errors) = document::parse(&text[piece.range.clone()]);
+            let tree = &tree;
             let table = match (tree.len(), get(tree, "services").map(|v| v.get_ref())) {
-                (1, Some(toml::de::DeValue::Table(table))) if errors.is_empty() => table,
+                (1, Some(Value::Table(table))) if errors.is_empty() => table,
                 _ => return None,
             };
             let defines_its_headers = table.len() == piece.names.len()
@@ -145,8 +145,8 @@ enum Services {
 /// tree's text is in the file).
 fn read_one(
     ctx: &Ctx,
-    key: &toml::Spanned<std::borrow::Cow<'_, str>>,
-    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    key: &super::document::Key<'_>,
+    value: &Spanned<Value<'_>>,
     declared_secrets: &[String],
 ) -> (Option<Service>, Vec<Diagnostic>) {
     let mut own = Ctx::shifted(Arc::clone(&ctx.source), ctx.shift());
@@ -160,7 +160,7 @@ fn read_one(
 fn read_stack(
     path: &Path,
     mut ctx: Ctx,
-    root: &DeTable<'_>,
+    root: &Table<'_>,
     read_services: impl FnOnce(&mut Ctx, &[String]) -> Option<Services>,
 ) -> Option<Checked> {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -240,7 +240,7 @@ fn duplicate_key(text: &str, span: std::ops::Range<usize>) -> String {
     }
 }
 
-fn read_secrets(ctx: &mut Ctx, table: &DeTable<'_>) -> Vec<Secret> {
+fn read_secrets(ctx: &mut Ctx, table: &Table<'_>) -> Vec<Secret> {
     let mut secrets = Vec::new();
     for (key, value) in table.iter() {
         let name = key.get_ref().to_string();

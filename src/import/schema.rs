@@ -5,10 +5,10 @@
 
 use super::draft::Draft;
 use crate::config;
+use crate::config::document::{Table, Value};
 use crate::validate::{self, UnitSearchPath};
 use std::ops::Range;
 use std::path::Path;
-use toml::de::{DeTable, DeValue};
 
 /// kapell's key → the Compose key it comes from (the same name when not listed).
 const COMPOSE_KEYS: &[(&str, &str)] = &[
@@ -58,8 +58,11 @@ pub(super) fn check(toml: &str, draft: &Draft) -> Result<(), String> {
 
 /// The Compose place of a span of the written stack: `services.<compose name>.<compose key>`.
 fn place(toml: &str, draft: &Draft, span: &Range<usize>) -> String {
-    let Ok(root) = DeTable::parse(toml) else { return "the file".into() };
-    let path = key_path(root.get_ref(), span.start).unwrap_or_default();
+    let (root, errors) = crate::config::document::parse(toml);
+    if !errors.is_empty() {
+        return "the file".into();
+    }
+    let path = key_path(&root, span.start).unwrap_or_default();
     match path.as_slice() {
         [services, name, rest @ ..] if services == "services" => {
             let compose = draft.services.iter().find(|s| s.name == *name).map_or(name.as_str(), |s| &s.compose_name);
@@ -79,11 +82,11 @@ fn place(toml: &str, draft: &Draft, span: &Range<usize>) -> String {
 
 /// The keys down to the innermost key or value at `at` (the header of `[a.b]` spans only
 /// itself, so every table is searched).
-fn key_path(table: &DeTable<'_>, at: usize) -> Option<Vec<String>> {
+fn key_path(table: &Table<'_>, at: usize) -> Option<Vec<String>> {
     let inside = |s: Range<usize>| s.start <= at && at < s.end.max(s.start + 1);
     for (key, value) in table.iter() {
         let below = match value.get_ref() {
-            DeValue::Table(t) => key_path(t, at),
+            Value::Table(t) => key_path(t, at),
             _ => None,
         };
         if let Some(mut below) = below {
@@ -99,17 +102,20 @@ fn key_path(table: &DeTable<'_>, at: usize) -> Option<Vec<String>> {
 
 /// The place and size of the longest value of the stack.
 fn largest_value(toml: &str, draft: &Draft) -> String {
-    let Ok(root) = DeTable::parse(toml) else { return "unknown".into() };
+    let (root, errors) = crate::config::document::parse(toml);
+    if !errors.is_empty() {
+        return "unknown".into();
+    }
     let mut best: Option<Range<usize>> = None;
-    fn walk(table: &DeTable<'_>, best: &mut Option<Range<usize>>) {
+    fn walk(table: &Table<'_>, best: &mut Option<Range<usize>>) {
         for (_, value) in table.iter() {
             match value.get_ref() {
-                DeValue::Table(t) => walk(t, best),
+                Value::Table(t) => walk(t, best),
                 _ if best.as_ref().is_none_or(|b| b.len() < value.span().len()) => *best = Some(value.span()),
                 _ => {}
             }
         }
     }
-    walk(root.get_ref(), &mut best);
+    walk(&root, &mut best);
     best.map_or_else(|| "unknown".into(), |b| format!("{} ({} bytes)", place(toml, draft, &b), b.len()))
 }

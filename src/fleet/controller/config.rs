@@ -2,6 +2,7 @@
 //! Read with the same spanned reader as the stacks, so every problem comes with file:line:col,
 //! unknown keys are errors with a hint, and all problems of the file are reported at once.
 
+use crate::config::document::{Spanned, Table, Value};
 use crate::config::reader::{At, Ctx, get};
 use crate::config::syntax;
 use crate::diagnostics::{Diagnostic, Source};
@@ -10,7 +11,6 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use toml::de::DeTable;
 
 const ROOT_KEYS: &[&str] = &["defaults", "hosts", "rollout"];
 const DEFAULTS_KEYS: &[&str] =
@@ -94,10 +94,10 @@ pub fn load(path: &Path) -> Result<Fleet, Vec<Diagnostic>> {
 pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
     let source = Source::new(path, text);
     let mut ctx = Ctx::new(Arc::clone(&source));
-    let (root, syntax_errors) = DeTable::parse_recoverable(&source.text);
+    let (root, syntax_errors) = crate::config::document::parse(&source.text);
     for e in &syntax_errors {
-        let span = e.span().unwrap_or(0..0);
-        let message = match e.message().trim() {
+        let span = e.span.clone().unwrap_or(0..0);
+        let message = match e.message.trim() {
             // The parser does not say which key; a host written twice is the likely mistake.
             "duplicate key" => {
                 let key = source.text.get(span.clone()).unwrap_or_default();
@@ -115,11 +115,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
     if !ctx.diags.is_empty() {
         return Err(ctx.diags);
     }
-    let root = root.get_ref();
+    let root = &root;
     ctx.reject_unknown_keys(root, ROOT_KEYS, "fleet.toml");
     let defaults = match get(root, "defaults").and_then(|v| ctx.table(v, "defaults")) {
         Some(table) => read_defaults(&mut ctx, table),
-        None => read_defaults(&mut ctx, &DeTable::new()),
+        None => read_defaults(&mut ctx, &Table::new()),
     };
     let mut hosts = BTreeMap::new();
     match get(root, "hosts").map(|v| (v, ctx.table(v, "hosts"))) {
@@ -144,7 +144,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
     if ctx.has_errors() { Err(ctx.diags) } else { Ok(Fleet { source, defaults, hosts, rollout }) }
 }
 
-fn read_defaults(ctx: &mut Ctx, table: &DeTable<'_>) -> Defaults {
+fn read_defaults(ctx: &mut Ctx, table: &Table<'_>) -> Defaults {
     ctx.reject_unknown_keys(table, DEFAULTS_KEYS, "[defaults]");
     let ssh_user = get(table, "ssh_user").and_then(|v| ctx.string(v, "ssh_user")).and_then(|u| {
         // ssh takes it as `-l USER`: a leading dash would be an option.
@@ -168,7 +168,7 @@ fn read_defaults(ctx: &mut Ctx, table: &DeTable<'_>) -> Defaults {
     Defaults { ssh_user, ssh_config, known_hosts, parallel, reconcile_interval, confirm_timeout }
 }
 
-fn read_host(ctx: &mut Ctx, name: At<String>, value: &toml::Spanned<toml::de::DeValue<'_>>) -> Option<FleetHost> {
+fn read_host(ctx: &mut Ctx, name: At<String>, value: &Spanned<Value<'_>>) -> Option<FleetHost> {
     if let Err(e) = syntax::check_host_name(&name.value) {
         ctx.error(name.span.clone(), format!("{e} (host names use letters, digits, `_`, `.` and `-`)"));
         return None;
@@ -238,7 +238,7 @@ fn token(text: &str, extra: &str) -> bool {
     !text.is_empty() && !text.starts_with('-') && text.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
 }
 
-fn read_rollout(ctx: &mut Ctx, table: &DeTable<'_>) -> Rollout {
+fn read_rollout(ctx: &mut Ctx, table: &Table<'_>) -> Rollout {
     ctx.reject_unknown_keys(table, ROLLOUT_KEYS, "[rollout]");
     let default = Rollout::default();
     Rollout {
@@ -251,7 +251,7 @@ fn read_rollout(ctx: &mut Ctx, table: &DeTable<'_>) -> Rollout {
     }
 }
 
-fn absolute_path(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<PathBuf> {
+fn absolute_path(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<PathBuf> {
     let value = get(table, key).and_then(|v| ctx.string(v, key))?;
     if !value.value.starts_with('/') {
         ctx.error(value.span, format!("`{key}` must be an absolute path, not {:?}", value.value));
@@ -274,7 +274,7 @@ fn absolute_path(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<PathBu
     Some(PathBuf::from(value.value))
 }
 
-fn positive(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<usize> {
+fn positive(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<usize> {
     let n = get(table, key).and_then(|v| ctx.integer(v, key))?;
     match usize::try_from(n.value) {
         Ok(v) if (1..=4096).contains(&v) => Some(v),
@@ -286,7 +286,7 @@ fn positive(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<usize> {
 }
 
 /// A count that may be zero (`canary = 0`: no canaries).
-fn count(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<usize> {
+fn count(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<usize> {
     let n = get(table, key).and_then(|v| ctx.integer(v, key))?;
     match usize::try_from(n.value) {
         Ok(v) if v <= 4096 => Some(v),
@@ -297,7 +297,7 @@ fn count(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<usize> {
     }
 }
 
-fn duration(ctx: &mut Ctx, table: &DeTable<'_>, key: &str) -> Option<Duration> {
+fn duration(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<Duration> {
     let text = get(table, key).and_then(|v| ctx.string(v, key))?;
     match Duration::parse(&text.value) {
         Ok(d) if d.as_micros() > 0 => Some(d),

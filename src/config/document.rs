@@ -1,0 +1,999 @@
+//! The spanned TOML tree of a file, built straight from the events of `toml_parser`.
+//!
+//! `toml_parser` (the lexer and grammar under the `toml` crate) checks the syntax and hands out
+//! events: a key, a scalar, an array opened, a header closed. The `toml` crate collects those
+//! events in a vector and builds a tree of hash-indexed maps from them; the generator reads every
+//! stack file at every boot, and that took 3–4 ms of CPU per 1,000 services in stacks of ten
+//! and 10 ms in one file, against 2 and 3.6 ms here (docs/benchmarks.md). This module builds the
+//! tree the schema reads as the events arrive: a table's entries are a vector in file order (the
+//! schema's tables hold a handful of keys; a large table gets a hash index), strings borrow from
+//! the text unless they have escapes, and a key's parts share one buffer.
+//!
+//! What a table may and may not do (a header defined twice, dotted keys into a table a header
+//! defined, extending an inline table or a static array) follows the `toml` crate, with its
+//! messages: a test compares the two on every kind of document.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::ops::Range;
+use toml_parser::decoder::{Encoding, ScalarKind};
+use toml_parser::parser::{EventReceiver, RecursionGuard, ValidateWhitespace};
+use toml_parser::{ErrorSink, ParseError, Source, Span};
+
+/// How deep arrays, inline tables and dotted keys may nest (the `toml` crate's limit): a hostile
+/// file cannot make the reader recurse without bound.
+const DEPTH_LIMIT: u32 = 80;
+
+/// Tables with more keys than this get a hash index: looking a key up in a few keys by comparing
+/// them is cheaper than hashing it.
+const SCAN_UP_TO: usize = 16;
+
+/// A value or key and where it is written in the parsed text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned<T> {
+    span: Range<usize>,
+    value: T,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(span: Range<usize>, value: T) -> Self {
+        Self { span, value }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.value
+    }
+
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+/// A key as written, decoded (`"a\tb"` is the key with a tab).
+pub type Key<'i> = Spanned<Cow<'i, str>>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'i> {
+    String(Cow<'i, str>),
+    Integer(Number<'i>),
+    Float(Number<'i>),
+    Boolean(bool),
+    /// A date and/or time, checked and kept as written (kapell has no key of this type).
+    Datetime(&'i str),
+    Array(Vec<Spanned<Value<'i>>>),
+    Table(Table<'i>),
+}
+
+/// An integer or float as written, less its underscores' meaning: the schema converts it (and
+/// says so when it does not fit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Number<'i> {
+    text: Cow<'i, str>,
+    radix: u32,
+}
+
+impl Number<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn radix(&self) -> u32 {
+        self.radix
+    }
+}
+
+impl<'i> Value<'i> {
+    /// The value's TOML type, for messages ("found integer").
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            Value::String(_) => "string",
+            Value::Integer(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Boolean(_) => "boolean",
+            Value::Datetime(_) => "datetime",
+            Value::Array(_) => "array",
+            Value::Table(_) => "table",
+        }
+    }
+
+    pub fn as_table(&self) -> Option<&Table<'i>> {
+        match self {
+            Value::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn as_integer(&self) -> Option<&Number<'i>> {
+        match self {
+            Value::Integer(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// A table's entries in the order the file gives them.
+#[derive(Debug, Clone, Default)]
+pub struct Table<'i> {
+    entries: Vec<(Key<'i>, Spanned<Value<'i>>)>,
+    /// Position of each key in `entries`, once there are more than [`SCAN_UP_TO`]. Boxed: few
+    /// tables have one, and every table and value is smaller for it (a map is 48 bytes).
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<Cow<'i, str>, usize>>>,
+    /// How the table came to be, for the rules of what may add to it later.
+    origin: Origin,
+}
+
+/// How a table came to be. TOML decides by this what may add keys to it later.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Origin {
+    /// Created on the way to another table (`[a.b]` creates `a`), not defined itself yet.
+    implicit: bool,
+    /// Created by a dotted key (`a.b = 1` creates `a`).
+    dotted: bool,
+    /// Written as `{ … }`: complete where it is written.
+    inline: bool,
+    /// An element of an array of tables (`[[a]]`), which later `[[a]]` headers extend.
+    element: bool,
+}
+
+impl PartialEq for Table<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl<'i> Table<'i> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_origin(origin: Origin) -> Self {
+        Self { entries: Vec::new(), index: None, origin }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Key<'i>, &Spanned<Value<'i>>)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Key<'i>> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Spanned<Value<'i>>> {
+        self.position(key).map(|i| &self.entries[i].1)
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.entries.iter().position(|(k, _)| k.value == key),
+        }
+    }
+
+    /// Adds an entry (the caller has checked that `key` is new) and returns its position.
+    fn push(&mut self, key: Key<'i>, value: Spanned<Value<'i>>) -> usize {
+        let at = self.entries.len();
+        match &mut self.index {
+            Some(index) => {
+                index.insert(key.value.clone(), at);
+            }
+            None if at == SCAN_UP_TO => {
+                let mut index: HashMap<Cow<'i, str>, usize> =
+                    self.entries.iter().enumerate().map(|(i, (k, _))| (k.value.clone(), i)).collect();
+                index.insert(key.value.clone(), at);
+                self.index = Some(Box::new(index));
+            }
+            None => {}
+        }
+        self.entries.push((key, value));
+        at
+    }
+
+    fn remove(&mut self, at: usize) -> (Key<'i>, Spanned<Value<'i>>) {
+        let removed = self.entries.remove(at);
+        if let Some(index) = &mut self.index {
+            index.remove(&removed.0.value);
+            for i in index.values_mut().filter(|i| **i > at) {
+                *i -= 1;
+            }
+        }
+        removed
+    }
+
+    /// The table a header path step leads to: a table, or the last element of an array of tables.
+    fn child(&mut self, at: usize) -> Option<&mut Table<'i>> {
+        match &mut self.entries[at].1.value {
+            Value::Table(t) => Some(t),
+            Value::Array(items) => match items.last_mut().map(|i| &mut i.value) {
+                Some(Value::Table(t)) if t.origin.element => Some(t),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Is `value` an array of tables (`[[a]]`) rather than an array written as a value?
+fn is_array_of_tables(value: &Value<'_>) -> bool {
+    matches!(value, Value::Array(items) if matches!(items.first().map(|i| &i.value), Some(Value::Table(t)) if t.origin.element))
+}
+
+/// The type of a value in the messages about tables ("cannot extend value of type inline table").
+fn kind(value: &Value<'_>) -> &'static str {
+    match value {
+        Value::Table(t) if t.origin.inline => "inline table",
+        other => other.type_str(),
+    }
+}
+
+/// A syntax error: where, and what (with what was expected, as the `toml` crate words it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntaxError {
+    pub span: Option<Range<usize>>,
+    pub message: String,
+}
+
+/// Parses `text` into its root table and every syntax error found. With errors, the table is
+/// what could be read before the first one, and is not meant to be used.
+pub fn parse(text: &str) -> (Table<'_>, Vec<SyntaxError>) {
+    let source = Source::new(text);
+    let tokens = source.lex().into_vec();
+    let failed = Cell::new(false);
+    let mut sink = Sink { errors: Vec::new(), failed: &failed };
+    let mut builder = Builder::new(source, &failed);
+    {
+        let mut whitespace = ValidateWhitespace::new(&mut builder, source);
+        let mut guard = RecursionGuard::new(&mut whitespace, DEPTH_LIMIT);
+        toml_parser::parser::parse_document(&tokens, &mut guard, &mut sink);
+    }
+    // Every error is reported by the parser; should one ever be only marked, or the text end
+    // inside a value, the tree is incomplete and must not pass for a file's content.
+    if sink.errors.is_empty() {
+        let end = text.len()..text.len();
+        let unfinished = !builder.open.is_empty() || !matches!(builder.state, State::Line);
+        if let Some(span) = builder.marked.clone().or(unfinished.then_some(end)) {
+            sink.errors.push(SyntaxError { span: Some(span), message: "invalid TOML".to_string() });
+        }
+    }
+    let mut errors = sink.errors;
+    errors.append(&mut builder.rules);
+    errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
+    (builder.root, errors)
+}
+
+/// Collects errors, and tells the builder that the tree is no longer worth building.
+struct Sink<'a> {
+    errors: Vec<SyntaxError>,
+    failed: &'a Cell<bool>,
+}
+
+impl ErrorSink for Sink<'_> {
+    fn report_error(&mut self, error: ParseError) {
+        self.failed.set(true);
+        self.errors.push(syntax_error(&error));
+    }
+}
+
+/// The `toml` crate's wording: the description, then what was expected.
+fn syntax_error(error: &ParseError) -> SyntaxError {
+    let mut message = error.description().to_string();
+    if let Some(expected) = error.expected() {
+        message.push_str(", expected ");
+        if expected.is_empty() {
+            message.push_str("nothing");
+        }
+        for (i, expected) in expected.iter().enumerate() {
+            if i != 0 {
+                message.push_str(", ");
+            }
+            match expected {
+                toml_parser::Expected::Literal("\n") => message.push_str("newline"),
+                toml_parser::Expected::Literal("`") => message.push_str("'`'"),
+                toml_parser::Expected::Literal(s) if s.chars().all(|c| c.is_ascii_control()) => {
+                    message.push_str(&format!("`{}`", s.escape_debug()));
+                }
+                toml_parser::Expected::Literal(s) => message.push_str(&format!("`{s}`")),
+                toml_parser::Expected::Description(s) => message.push_str(s),
+                _ => message.push_str("etc"),
+            }
+        }
+    }
+    SyntaxError { span: error.unexpected().map(|s| s.start()..s.end()), message }
+}
+
+/// What the builder expects next.
+#[derive(Debug, PartialEq)]
+enum State {
+    /// A key or a header.
+    Line,
+    /// The keys of a header.
+    Header { array: bool, open: Span },
+    /// The parts of a dotted key, until `=`.
+    Key,
+    /// The value of a key, with the arrays and inline tables opened in it.
+    Value,
+}
+
+/// An array or inline table being read.
+enum Open<'i> {
+    Array {
+        start: usize,
+        items: Vec<Spanned<Value<'i>>>,
+    },
+    /// An inline table, and where the key of its value being read starts in [`Builder::keys`].
+    Inline {
+        start: usize,
+        table: Table<'i>,
+        keys_from: usize,
+        in_value: bool,
+    },
+}
+
+struct Builder<'i, 'f> {
+    source: Source<'i>,
+    root: Table<'i>,
+    /// The table that key/value lines go to, as positions from the root (each into a table, or
+    /// into the last element of an array of tables); `None` after a header that is in error.
+    current: Option<Vec<usize>>,
+    /// Where lines go after a header that is in error.
+    nowhere: Table<'i>,
+    state: State,
+    /// The parts of the key being read: a header's or a line's, then those of the inline tables
+    /// opened in its value (one buffer for all, so a key costs no allocation of its own).
+    keys: Vec<Key<'i>>,
+    open: Vec<Open<'i>>,
+    /// Set once the grammar is broken: the file will be rejected, and the tree is not built
+    /// further (events after such an error need not make sense).
+    failed: &'f Cell<bool>,
+    /// Where the parser marked an error, in case it said nothing about it.
+    marked: Option<Range<usize>>,
+    /// Breaches of the rules for tables and keys (a key written twice, a table defined twice):
+    /// the file is rejected, but the tree is still built so that every one of them is reported.
+    rules: Vec<SyntaxError>,
+}
+
+impl<'i, 'f> Builder<'i, 'f> {
+    fn new(source: Source<'i>, failed: &'f Cell<bool>) -> Self {
+        Self {
+            source,
+            root: Table::new(),
+            current: Some(Vec::new()),
+            nowhere: Table::new(),
+            state: State::Line,
+            keys: Vec::new(),
+            open: Vec::new(),
+            failed,
+            marked: None,
+            rules: Vec::new(),
+        }
+    }
+
+    fn raw(&self, span: Span, encoding: Option<Encoding>) -> toml_parser::Raw<'i> {
+        let text = &self.source.input()[span.start()..span.end()];
+        toml_parser::Raw::new_unchecked(text, encoding, span)
+    }
+
+    fn decode_key(&self, span: Span, encoding: Option<Encoding>, error: &mut dyn ErrorSink) -> Key<'i> {
+        let mut decoded = Cow::Borrowed("");
+        self.raw(span, encoding).decode_key(&mut decoded, error);
+        Spanned::new(span.start()..span.end(), decoded)
+    }
+
+    fn decode_scalar(&self, span: Span, encoding: Option<Encoding>, error: &mut dyn ErrorSink) -> Value<'i> {
+        let mut decoded = Cow::Borrowed("");
+        match self.raw(span, encoding).decode_scalar(&mut decoded, error) {
+            ScalarKind::String => Value::String(decoded),
+            ScalarKind::Boolean(b) => Value::Boolean(b),
+            ScalarKind::Float => Value::Float(Number { text: decoded, radix: 10 }),
+            ScalarKind::Integer(radix) => Value::Integer(Number { text: decoded, radix: radix.value() }),
+            ScalarKind::DateTime => {
+                if let Err(e) = decoded.parse::<toml_datetime::Datetime>() {
+                    error.report_error(ParseError::new(e.to_string()).with_unexpected(span));
+                }
+                Value::Datetime(self.raw(span, encoding).as_str())
+            }
+        }
+    }
+
+    /// A finished value: into the array or inline table it is in, or to its line's table.
+    fn deliver(&mut self, value: Spanned<Value<'i>>) {
+        match self.open.last_mut() {
+            Some(Open::Array { items, .. }) => items.push(value),
+            Some(Open::Inline { table, keys_from, in_value, .. }) => {
+                if !*in_value {
+                    return; // the parser has reported the missing key
+                }
+                *in_value = false;
+                let keys_from = *keys_from;
+                if let Some(key) = self.keys.pop() {
+                    insert_inline(table, &self.keys[keys_from..], key, value, &mut self.rules);
+                }
+                self.keys.truncate(keys_from);
+            }
+            None => {
+                if self.state == State::Value
+                    && let Some(key) = self.keys.pop()
+                {
+                    let table = match &self.current {
+                        Some(steps) => walk(&mut self.root, steps),
+                        None => Some(&mut self.nowhere),
+                    };
+                    if let Some(table) = table {
+                        insert_line(table, &self.keys, key, value, &mut self.rules);
+                    }
+                }
+                self.keys.clear();
+                self.state = State::Line;
+            }
+        }
+    }
+
+    /// `[a.b]` or `[[a.b]]` read: the table that the following lines fill.
+    fn header(&mut self, array: bool, span: Range<usize>) {
+        self.current = None;
+        self.nowhere = Table::new();
+        let Some(key) = self.keys.pop() else { return };
+        let mut steps = Vec::with_capacity(self.keys.len() + 1);
+        let Some(parent) = descend(&mut self.root, &self.keys, false, &mut self.rules, Some(&mut steps)) else {
+            return;
+        };
+        let existing = parent.position(&key.value);
+        let at = if array {
+            let element = Spanned::new(
+                span.clone(),
+                Value::Table(Table::with_origin(Origin { element: true, ..Origin::default() })),
+            );
+            match existing {
+                None => parent.push(key, Spanned::new(span, Value::Array(vec![element]))),
+                Some(i) if is_array_of_tables(&parent.entries[i].1.value) => {
+                    if let Value::Array(items) = &mut parent.entries[i].1.value {
+                        items.push(element);
+                    }
+                    i
+                }
+                Some(i) => {
+                    let old = parent.entries[i].1.span();
+                    self.rules.push(duplicate(&key, Some(old)));
+                    return;
+                }
+            }
+        } else {
+            // A table defined before only on the way to another one (`[a.b]` before `[a]`) is
+            // defined now, and moves to where its header is; anything else is a second definition.
+            let table = match existing {
+                None => Table::new(),
+                Some(i) => {
+                    let (old_key, old) = parent.remove(i);
+                    match old.value {
+                        Value::Table(t) if t.origin.implicit && !t.origin.dotted => t,
+                        old => {
+                            self.rules.push(duplicate(&key, Some(old_key.span())));
+                            match old {
+                                Value::Table(t) => t,
+                                _ => Table::new(),
+                            }
+                        }
+                    }
+                }
+            };
+            parent.push(key, Spanned::new(span, Value::Table(table)))
+        };
+        steps.push(at);
+        if let Some(table) = walk(&mut self.root, &steps) {
+            table.origin.implicit = false;
+            table.origin.dotted = false;
+            self.current = Some(steps);
+        }
+    }
+}
+
+/// The table at `steps` from `root` (see [`Builder::current`]).
+fn walk<'t, 'i>(mut table: &'t mut Table<'i>, steps: &[usize]) -> Option<&'t mut Table<'i>> {
+    for &at in steps {
+        table = table.child(at)?;
+    }
+    Some(table)
+}
+
+/// "duplicate key", at `key`, with where it was first written when known.
+fn duplicate(key: &Key<'_>, first: Option<Range<usize>>) -> SyntaxError {
+    let error = ParseError::new("duplicate key").with_unexpected(span_of(key));
+    syntax_error(&match first {
+        Some(first) => error.with_context(Span::new_unchecked(first.start, first.end)),
+        None => error,
+    })
+}
+
+/// `path.key = value` on a line of the document, into `table` (the root or a header's table).
+fn insert_line<'i>(
+    table: &mut Table<'i>,
+    path: &[Key<'i>],
+    key: Key<'i>,
+    value: Spanned<Value<'i>>,
+    rules: &mut Vec<SyntaxError>,
+) {
+    let dotted = !path.is_empty();
+    let Some(table) = descend(table, path, dotted, rules, None) else { return };
+    // Dotted keys may not add to a table that a header or an inline table defined.
+    if dotted && !table.origin.implicit {
+        rules.push(duplicate(&key, None));
+        return;
+    }
+    insert_new(table, key, value, rules);
+}
+
+/// `path.key = value` inside `{ … }`.
+fn insert_inline<'i>(
+    table: &mut Table<'i>,
+    path: &[Key<'i>],
+    key: Key<'i>,
+    value: Spanned<Value<'i>>,
+    rules: &mut Vec<SyntaxError>,
+) {
+    let Some(table) = descend_inline(table, path, rules) else { return };
+    if table.origin.dotted == path.is_empty() {
+        rules.push(duplicate(&key, None));
+        return;
+    }
+    insert_new(table, key, value, rules);
+}
+
+/// Adds `key` to `table`, or reports it as a duplicate.
+fn insert_new<'i>(table: &mut Table<'i>, key: Key<'i>, value: Spanned<Value<'i>>, rules: &mut Vec<SyntaxError>) {
+    match table.position(&key.value) {
+        None => {
+            table.push(key, value);
+        }
+        Some(i) => rules.push(duplicate(&key, Some(table.entries[i].0.span()))),
+    }
+}
+
+/// The table that `path` names below `table` (on a line of the document, or in a header from
+/// the root), creating the tables on the way; with `steps`, the positions taken are recorded.
+fn descend<'t, 'i>(
+    mut table: &'t mut Table<'i>,
+    path: &[Key<'i>],
+    dotted: bool,
+    rules: &mut Vec<SyntaxError>,
+    mut steps: Option<&mut Vec<usize>>,
+) -> Option<&'t mut Table<'i>> {
+    for key in path {
+        let at = match table.position(&key.value) {
+            None => {
+                let new = Table::with_origin(Origin { implicit: true, dotted, ..Origin::default() });
+                table.push(key.clone(), Spanned::new(key.span(), Value::Table(new)))
+            }
+            Some(at) => {
+                let old = &mut table.entries[at].1;
+                let old_span = old.span();
+                match &mut old.value {
+                    Value::Table(t) if t.origin.inline => {
+                        let message = "cannot extend value of type inline table with a dotted key";
+                        rules.push(syntax_error(&ParseError::new(message).with_unexpected(span_of(key))));
+                        return None;
+                    }
+                    Value::Table(t) if dotted && !t.origin.implicit => {
+                        rules.push(duplicate(key, None));
+                        return None;
+                    }
+                    Value::Table(t) => t.origin.dotted |= dotted,
+                    other if is_array_of_tables(other) => {}
+                    other => {
+                        rules.push(cannot_extend(other, key, old_span));
+                        return None;
+                    }
+                }
+                at
+            }
+        };
+        if let Some(steps) = steps.as_deref_mut() {
+            steps.push(at);
+        }
+        table = table.child(at)?;
+    }
+    Some(table)
+}
+
+/// [`descend`] inside an inline table: only its own tables can be reached.
+fn descend_inline<'t, 'i>(
+    mut table: &'t mut Table<'i>,
+    path: &[Key<'i>],
+    rules: &mut Vec<SyntaxError>,
+) -> Option<&'t mut Table<'i>> {
+    for key in path {
+        let at = match table.position(&key.value) {
+            None => {
+                let new = Table::with_origin(Origin { implicit: true, dotted: true, inline: true, element: false });
+                table.push(key.clone(), Spanned::new(key.span(), Value::Table(new)))
+            }
+            Some(at) => {
+                let old = &table.entries[at].1;
+                match &old.value {
+                    Value::Table(t) if !t.origin.implicit => {
+                        rules.push(duplicate(key, None));
+                        return None;
+                    }
+                    Value::Table(_) => at,
+                    other => {
+                        rules.push(cannot_extend(other, key, old.span()));
+                        return None;
+                    }
+                }
+            }
+        };
+        let Some(Value::Table(next)) = table.entries.get_mut(at).map(|e| &mut e.1.value) else { return None };
+        table = next;
+    }
+    Some(table)
+}
+
+fn cannot_extend(value: &Value<'_>, key: &Key<'_>, old: Range<usize>) -> SyntaxError {
+    let message = format!("cannot extend value of type {} with a dotted key", kind(value));
+    syntax_error(
+        &ParseError::new(message).with_unexpected(span_of(key)).with_context(Span::new_unchecked(old.start, old.end)),
+    )
+}
+
+fn span_of<T>(key: &Spanned<T>) -> Span {
+    Span::new_unchecked(key.span.start, key.span.end)
+}
+
+impl EventReceiver for Builder<'_, '_> {
+    fn std_table_open(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        self.keys.clear();
+        self.state = State::Header { array: false, open: span };
+    }
+
+    fn array_table_open(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        self.keys.clear();
+        self.state = State::Header { array: true, open: span };
+    }
+
+    fn std_table_close(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        self.close_header(span);
+    }
+
+    fn array_table_close(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        self.close_header(span);
+    }
+
+    fn inline_table_open(&mut self, span: Span, _error: &mut dyn ErrorSink) -> bool {
+        let table = Table::with_origin(Origin { inline: true, ..Origin::default() });
+        self.open.push(Open::Inline { start: span.start(), table, keys_from: self.keys.len(), in_value: false });
+        true
+    }
+
+    fn inline_table_close(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        if let Some(Open::Inline { start, table, keys_from, .. }) = self.open.pop() {
+            self.keys.truncate(keys_from);
+            if !self.failed.get() {
+                self.deliver(Spanned::new(start..span.end(), Value::Table(table)));
+            }
+        }
+    }
+
+    fn array_open(&mut self, span: Span, _error: &mut dyn ErrorSink) -> bool {
+        self.open.push(Open::Array { start: span.start(), items: Vec::new() });
+        true
+    }
+
+    fn array_close(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        if let Some(Open::Array { start, items }) = self.open.pop()
+            && !self.failed.get()
+        {
+            self.deliver(Spanned::new(start..span.end(), Value::Array(items)));
+        }
+    }
+
+    fn simple_key(&mut self, span: Span, encoding: Option<Encoding>, error: &mut dyn ErrorSink) {
+        let key = self.decode_key(span, encoding, error);
+        if self.failed.get() {
+            return;
+        }
+        let from = match (&self.state, self.open.last()) {
+            (State::Header { .. } | State::Key, _) => 0,
+            (State::Line, _) => {
+                self.state = State::Key;
+                self.keys.clear();
+                0
+            }
+            (State::Value, Some(Open::Inline { keys_from, in_value: false, .. })) => *keys_from,
+            (State::Value, _) => return,
+        };
+        self.keys.push(key);
+        if self.keys.len() - from > DEPTH_LIMIT as usize {
+            error.report_error(ParseError::new("recursion limit").with_unexpected(span));
+        }
+    }
+
+    fn key_val_sep(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
+        match (&self.state, self.open.last_mut()) {
+            (State::Key, _) => self.state = State::Value,
+            (State::Value, Some(Open::Inline { in_value, .. })) => *in_value = true,
+            _ => {}
+        }
+    }
+
+    fn scalar(&mut self, span: Span, encoding: Option<Encoding>, error: &mut dyn ErrorSink) {
+        // Decoded even after an error, so that every bad string is reported at once.
+        let value = self.decode_scalar(span, encoding, error);
+        if !self.failed.get() {
+            self.deliver(Spanned::new(span.start()..span.end(), value));
+        }
+    }
+
+    fn error(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        self.marked.get_or_insert(span.start()..span.end());
+    }
+}
+
+impl Builder<'_, '_> {
+    fn close_header(&mut self, close: Span) {
+        if let State::Header { array, open } = std::mem::replace(&mut self.state, State::Line)
+            && !self.failed.get()
+        {
+            self.header(array, open.start()..close.end());
+        }
+        self.keys.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use toml::de::{DeTable, DeValue};
+
+    /// Where `ours` differs from the `toml` crate's tree of the same text, if anywhere.
+    fn compare(ours: &Table<'_>, theirs: &DeTable<'_>, at: &str) -> Result<(), String> {
+        if ours.len() != theirs.len() {
+            return Err(format!("{at}: {} keys against {}", ours.len(), theirs.len()));
+        }
+        for ((k, v), (tk, tv)) in ours.iter().zip(theirs.iter()) {
+            if k.get_ref() != tk.get_ref() || k.span() != tk.span() {
+                return Err(format!("{at}: key {k:?} against {tk:?}"));
+            }
+            compare_value(v, tv, &format!("{at}.{}", k.get_ref()))?;
+        }
+        Ok(())
+    }
+
+    fn compare_value(ours: &Spanned<Value<'_>>, theirs: &toml::Spanned<DeValue<'_>>, at: &str) -> Result<(), String> {
+        if ours.span() != theirs.span() {
+            return Err(format!("{at}: span {:?} against {:?}", ours.span(), theirs.span()));
+        }
+        let same = match (ours.get_ref(), theirs.get_ref()) {
+            (Value::String(a), DeValue::String(b)) => a == b,
+            (Value::Integer(a), DeValue::Integer(b)) => a.as_str() == b.as_str() && a.radix() == b.radix(),
+            (Value::Float(a), DeValue::Float(b)) => a.as_str() == b.as_str(),
+            (Value::Boolean(a), DeValue::Boolean(b)) => a == b,
+            (Value::Datetime(a), DeValue::Datetime(b)) => a.parse::<toml_datetime::Datetime>().ok().as_ref() == Some(b),
+            (Value::Array(a), DeValue::Array(b)) => {
+                if a.len() != b.len() {
+                    return Err(format!("{at}: {} items against {}", a.len(), b.len()));
+                }
+                for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                    compare_value(x, y, &format!("{at}[{i}]"))?;
+                }
+                true
+            }
+            (Value::Table(a), DeValue::Table(b)) => return compare(a, b, at),
+            _ => false,
+        };
+        if same { Ok(()) } else { Err(format!("{at}: {:?} against {:?}", ours.get_ref(), theirs.get_ref())) }
+    }
+
+    /// Errors of the `toml` crate's rules for tables and keys, rather than of the grammar.
+    fn is_table_rule(message: &str) -> bool {
+        message == "duplicate key" || message.starts_with("cannot extend value of type")
+    }
+
+    /// Parses `text` both ways: the same tree when it is good; when it is not, errors here too,
+    /// each of which the `toml` crate also reports (all of them when they are about tables).
+    fn check_against_toml(text: &str) -> Result<(), String> {
+        let (ours, errors) = parse(text);
+        let (theirs, their_errors) = DeTable::parse_recoverable(text);
+        let theirs_set: Vec<(Option<Range<usize>>, String)> =
+            their_errors.iter().map(|e| (e.span(), e.message().trim().to_string())).collect();
+        let ours_set: Vec<(Option<Range<usize>>, String)> =
+            errors.iter().map(|e| (e.span.clone(), e.message.clone())).collect();
+        if errors.is_empty() != their_errors.is_empty() {
+            return Err(format!("errors here: {ours_set:?}\nerrors in toml: {theirs_set:?}\n--\n{text}"));
+        }
+        if errors.is_empty() {
+            return compare(&ours, theirs.get_ref(), "").map_err(|e| format!("{e}\n--\n{text}"));
+        }
+        if let Some(extra) = ours_set.iter().find(|e| !theirs_set.contains(e)) {
+            return Err(format!("{extra:?} is not among toml's {theirs_set:?}\n--\n{text}"));
+        }
+        if theirs_set.iter().all(|(_, m)| is_table_rule(m))
+            && let Some(missing) = theirs_set.iter().find(|e| !ours_set.contains(e))
+        {
+            return Err(format!("{missing:?} is missing from {ours_set:?}\n--\n{text}"));
+        }
+        Ok(())
+    }
+
+    /// What TOML allows and forbids about tables, keys and values, a document each.
+    const DOCUMENTS: &[&str] = &[
+        "",
+        "a = 1\nb = 'x'\nc = \"y\\tz\"\nd = true\ne = 1.5\nf = 0x1F\ng = 1_000\nh = -0o17\ni = 0b101\nj = inf\nk = -nan\n",
+        "a = 1979-05-27T07:32:00Z\nb = 1979-05-27\nc = 07:32:00\nd = 1979-05-27 07:32:00.999\n",
+        "a = 1979-13-45\n",
+        "a = \"\"\"\nmulti\\\n   line\"\"\"\nb = '''\nraw\\n'''\n",
+        "\"quoted key\" = 1\n'literal.key' = 2\n\"\\u00e9\" = 3\n\"\" = 4\n",
+        "a.b.c = 1\na.b.d = 2\na.e = 3\n",
+        "a.b = 1\na.b = 2\n",
+        "a = 1\na.b = 2\n",
+        "a = [1]\na.b = 2\n",
+        "a = {x = 1}\na.b = 2\n",
+        "[a]\nx = 1\n[a]\ny = 2\n",
+        "[a.b]\nx = 1\n[a]\ny = 2\n",
+        "[a.b.c]\nz = 9\n[a]\nb.c.t = 1\n",
+        "[a.b.c]\nz = 9\n[a]\nb.x = 1\n",
+        "[a.b.c.d]\nz = 9\n[a]\nb.c.d.k.t = 1\n",
+        "[fruit]\napple.color = 'red'\n[fruit.apple]\nx = 1\n",
+        "[fruit]\napple.color = 'red'\n[fruit.apple.texture]\nsmooth = true\n",
+        "[product]\ntype.name = 'Nail'\ntype = { edible = false }\n",
+        "a = {b = 1}\n[a]\nc = 2\n",
+        "a = {b = 1}\n[a.c]\nd = 2\n",
+        "a = 1\n[a]\n",
+        "a = 1\n[a.b]\n",
+        "[[a]]\nx = 1\n[[a]]\nx = 2\n[a.b]\ny = 3\n[[a.c]]\nz = 4\n",
+        "[[a]]\n[a]\n",
+        "[a]\n[[a]]\n",
+        "a = []\n[[a]]\n",
+        "a = [1, 2]\n[[a]]\n",
+        "[[a.b]]\n[a]\nb = 1\n",
+        "[[a]]\nb.c = 1\n[[a]]\nb.c = 2\n",
+        "[a.b]\n[a.b.c]\n[a]\n[a.b.d]\n",
+        "[x.y.z.w]\n[x]\n[x.y]\n[x.y.z]\n",
+        "t = {a.b = 1, a.c = 2, d = {e = 3}}\n",
+        "t = {a.b = 1, a = 2}\n",
+        "t = {a = {x = 1}, a.b = 2}\n",
+        "t = {a = 1, a = 2}\n",
+        "t = {a = 1, a.b = 2}\n",
+        "t = {a = [1], a.b = 2}\n",
+        "t = {}\nt.x = 1\n",
+        "t = {\n  a = 1,\n  b = 2,\n}\n",
+        "arr = [ {a = 1}, {a.b = 2}, [3, [4]], 'x', ]\n",
+        "arr = [\n  1, # one\n  2,\n]\n",
+        "[a]\nb = 1 # comment\n# another\n[c] # c\n",
+        "[ a . b ]\n[ 'c' . \"d\" ]\n",
+        "[[ a ]]\n[[ a . b ]]\n",
+        "a = 1\n\n\n[b]\n\n",
+        "[services.web]\nimage = \"x\"\n[services.web]\nimage = \"y\"\n",
+        "[services.web]\nimage = \"x\"\nimage = \"y\"\n",
+        "[services.web.health]\ncmd = ['x']\n[services.db]\nexec = ['/y']\n[services.web]\nimage = 'z'\n",
+        // The grammar's errors.
+        "a = \n",
+        "= 1\n",
+        "a = 1 b = 2\n",
+        "a = [1, 2\n",
+        "a = {b = 1\n",
+        "[a\n",
+        "[[a]\n",
+        "a = \"unterminated\n",
+        "a = \"bad \\q escape\"\nb = \"and \\x another\"\n",
+        "a = 01\n",
+        "a = 1__0\n",
+        "a.b. = 1\n",
+        "[]\n",
+        "a = 'x' 'y'\n",
+        "a = \"x\"\u{7}\n",
+        "a = 1\r\nb = 2\r\n",
+        "a = 1\rb = 2\n",
+        "a = [1, {b = }]\n",
+        "[a]]\n",
+    ];
+
+    #[test]
+    fn every_kind_of_document_reads_as_the_toml_crate_reads_it() {
+        for text in DOCUMENTS {
+            if let Err(e) = check_against_toml(text) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_repositorys_own_toml_files_read_as_the_toml_crate_reads_them() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("examples"), root.join("tests"), root.join("docs"), root.join("packaging")];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for path in entries.map(|e| e.expect("entry").path()) {
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "toml") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() >= 5, "found only {files:?}");
+        for path in files {
+            let Ok(text) = std::fs::read_to_string(&path) else { continue }; // a test of bad bytes
+            if let Err(e) = check_against_toml(&text) {
+                panic!("{}: {e}", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_table_is_indexed_and_keeps_its_order() {
+        let text: String = (0..100).map(|i| format!("[services.s{i}]\nexec = [\"/bin/true\"]\n")).collect();
+        let (root, errors) = parse(&text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let Some(Value::Table(services)) = root.get("services").map(Spanned::get_ref) else { panic!("no services") };
+        assert!(services.index.is_some());
+        assert_eq!(services.keys().nth(57).map(|k| k.get_ref().as_ref()), Some("s57"));
+        assert!(services.get("s99").is_some() && services.get("s100").is_none());
+        // The index is what finds the duplicate.
+        let (_, errors) = parse(&format!("{text}[services.s42]\n"));
+        assert_eq!(errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["duplicate key"]);
+        let redefined = format!("{text}[services.s42]\n[services.s3.health]\n[services.s3]\n");
+        if let Err(e) = check_against_toml(&redefined) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_an_error_not_a_deep_recursion() {
+        let deep = format!("a = {}1{}\n", "[".repeat(500), "]".repeat(500));
+        assert!(!parse(&deep).1.is_empty());
+        let inline = format!("a = {}1{}\n", "{b = ".repeat(500), "}".repeat(500));
+        assert!(!parse(&inline).1.is_empty());
+        let dotted = format!("{} = 1\n", vec!["k"; 500].join("."));
+        assert!(!parse(&dotted).1.is_empty());
+        let header = format!("[{}]\n", vec!["k"; 500].join("."));
+        assert!(!parse(&header).1.is_empty());
+    }
+
+    /// Documents made of the lines that decide what a table is, on a few names, so that they
+    /// meet each other in every order.
+    fn document() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["a", "b", "c"]);
+        let path = prop::collection::vec(name, 1..4).prop_map(|p| p.join("."));
+        let value = prop::sample::select(vec![
+            "1",
+            "'s'",
+            "true",
+            "1.5",
+            "[1, 2]",
+            "[]",
+            "{}",
+            "{x = 1}",
+            "{a.b = 1, a.c = 2}",
+            "[{a = 1}, {b.c = 2}]",
+            "1979-05-27",
+        ]);
+        let line = prop_oneof![
+            path.clone().prop_map(|p| format!("[{p}]")),
+            path.clone().prop_map(|p| format!("[[{p}]]")),
+            (path, value).prop_map(|(p, v)| format!("{p} = {v}")),
+        ];
+        prop::collection::vec(line, 0..10).prop_map(|lines| lines.join("\n"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn generated_documents_read_as_the_toml_crate_reads_them(text in document()) {
+            check_against_toml(&text).map_err(TestCaseError::fail)?;
+        }
+    }
+}
