@@ -434,4 +434,43 @@ fn main() {
     }
     println!("\ntargets (docs/benchmarks.md): kapell ≥ 10× faster than Quadlet and ≤ 1.5× the C floor in every row;");
     println!("peak RSS ≤ Quadlet's. Load average is the machine's (1, 5, 15 min), shared with other work.");
+    parse_table(runs);
+}
+
+/// The part of the generator's work that its TOML reading is: the same stack texts parsed into
+/// the spanned tree the schema reads (src/config/document.rs), and into the `toml` crate's, in
+/// this process, on one thread, in turn; a file of one stack is parsed whole here (the generator
+/// cuts a large one into pieces first).
+fn parse_table(runs: usize) {
+    println!("\nparsing the stack files alone, one thread, {runs} rounds in turn:\n");
+    println!("{:<30} {:>18} {:>18} {:>8}", "input", "toml crate ms", "kapell ms", "ratio");
+    println!("{:<30} {:>18} {:>18}", "", "median (min)", "median (min)");
+    for (services, per_stack, label) in
+        [(1_000, 10, "1,000 services, stacks of 10"), (1_000, 1_000, "1,000 services in one stack")]
+    {
+        let texts: Vec<String> = (0..services / per_stack).map(|i| stack_text(i, per_stack)).collect();
+        let (mut toml_crate, mut kapell) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let start = Instant::now();
+            for text in &texts {
+                let (tree, errors) = toml::de::DeTable::parse_recoverable(text);
+                assert!(errors.is_empty() && !tree.get_ref().is_empty());
+            }
+            toml_crate.push(start.elapsed());
+            let start = Instant::now();
+            for text in &texts {
+                let (tree, errors) = kapell::config::document::parse(text);
+                assert!(errors.is_empty() && !tree.is_empty());
+            }
+            kapell.push(start.elapsed());
+        }
+        let (t, t_min) = median_min(toml_crate);
+        let (k, k_min) = median_min(kapell);
+        println!(
+            "{label:<30} {:>18} {:>18} {:>7.1}×",
+            format!("{t:.2} ({t_min:.2})"),
+            format!("{k:.2} ({k_min:.2})"),
+            t / k
+        );
+    }
 }

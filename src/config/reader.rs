@@ -231,8 +231,3 @@ impl Ctx {
         Some(out)
     }
 }
-
-/// Looks a key up in a table.
-pub fn get<'a, 'i>(table: &'a Table<'i>, key: &str) -> Option<&'a Spanned<Value<'i>>> {
-    table.get(key)
-}

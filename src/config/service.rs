@@ -1,7 +1,7 @@
 //! One `[services.<name>]` table: the keys every service has, then the container or native half.
 
 use super::document::{Spanned, Table, Value};
-use super::reader::{At, Ctx, get};
+use super::reader::{At, Ctx};
 use super::syntax;
 use crate::model::*;
 use crate::quantity::{Duration, Size};
@@ -90,7 +90,7 @@ pub fn read_service(
     ctx.reject_unknown_keys_with(table, &SERVICE_KEYS, &context, COMPOSE_HABITS);
     let errors_before = ctx.error_count();
 
-    let kind = match (get(table, "image"), get(table, "exec")) {
+    let kind = match (table.get("image"), table.get("exec")) {
         (Some(image), None) => {
             reject_keys_of_other_kind(ctx, table, NATIVE_KEYS, "native services (with `exec`)");
             read_container(ctx, table, image).map(|c| Kind::Container(Box::new(c)))
@@ -118,15 +118,15 @@ pub fn read_service(
         }
     };
 
-    let requires = get(table, "requires").map(|v| read_deps(ctx, v, "requires")).unwrap_or_default();
-    let wants = get(table, "wants").map(|v| read_deps(ctx, v, "wants")).unwrap_or_default();
+    let requires = table.get("requires").map(|v| read_deps(ctx, v, "requires")).unwrap_or_default();
+    let wants = table.get("wants").map(|v| read_deps(ctx, v, "wants")).unwrap_or_default();
     for dep in &wants {
         if requires.iter().any(|r| r.target == dep.target) {
             ctx.error(dep.span.clone(), "this dependency is listed in both `requires` and `wants`; keep one");
         }
     }
 
-    let replicas = get(table, "replicas").and_then(|v| ctx.integer(v, "replicas")).and_then(|n| {
+    let replicas = table.get("replicas").and_then(|v| ctx.integer(v, "replicas")).and_then(|n| {
         if (1..=1000).contains(&n.value) {
             u32::try_from(n.value).ok()
         } else {
@@ -134,7 +134,7 @@ pub fn read_service(
             None
         }
     });
-    let restart = get(table, "restart").and_then(|v| ctx.string(v, "restart")).map_or(Some(Restart::OnFailure), |r| {
+    let restart = table.get("restart").and_then(|v| ctx.string(v, "restart")).map_or(Some(Restart::OnFailure), |r| {
         match r.value.as_str() {
             "no" => Some(Restart::No),
             "on-failure" => Some(Restart::OnFailure),
@@ -155,29 +155,29 @@ pub fn read_service(
     });
     let restart_delay = duration(ctx, table, "restart_delay");
     let stop_timeout = duration(ctx, table, "stop_timeout");
-    let user = get(table, "user").and_then(|v| ctx.string(v, "user")).and_then(|u| checked(ctx, u, syntax::check_user));
+    let user = table.get("user").and_then(|v| ctx.string(v, "user")).and_then(|u| checked(ctx, u, syntax::check_user));
 
     // A container's environment and env files go to Docker through the supervisor; a native
     // service's to systemd, which takes less.
-    let container = get(table, "image").is_some();
+    let container = table.get("image").is_some();
     let (env_name_check, env_file_check): (FormatCheck, FormatCheck) = if container {
         (syntax::check_container_env_name, syntax::check_path)
     } else {
         (syntax::check_env_name, syntax::check_systemd_path)
     };
-    let env = get(table, "env").and_then(|v| ctx.string_map(v, "env")).unwrap_or_default();
+    let env = table.get("env").and_then(|v| ctx.string_map(v, "env")).unwrap_or_default();
     let env =
         env.into_iter().filter_map(|(k, v)| checked(ctx, k, env_name_check).map(|k| (k.value, v.value))).collect();
     let env_files = paths(ctx, table, "env_files", env_file_check);
     let memory_max =
-        get(table, "memory_max").and_then(|v| ctx.string(v, "memory_max")).and_then(|s| match Size::parse(&s.value) {
+        table.get("memory_max").and_then(|v| ctx.string(v, "memory_max")).and_then(|s| match Size::parse(&s.value) {
             Ok(size) => Some(size),
             Err(e) => {
                 ctx.error(s.span, e);
                 None
             }
         });
-    let cpus = get(table, "cpus").and_then(|v| ctx.number(v, "cpus")).and_then(|c| {
+    let cpus = table.get("cpus").and_then(|v| ctx.number(v, "cpus")).and_then(|c| {
         if c.value > 0.0 && c.value <= 1024.0 {
             Some(c.value)
         } else {
@@ -185,7 +185,7 @@ pub fn read_service(
             None
         }
     });
-    let pids_max = get(table, "pids_max").and_then(|v| ctx.integer(v, "pids_max")).and_then(|n| {
+    let pids_max = table.get("pids_max").and_then(|v| ctx.integer(v, "pids_max")).and_then(|n| {
         if n.value >= 1 {
             u64::try_from(n.value).ok()
         } else {
@@ -194,15 +194,15 @@ pub fn read_service(
         }
     });
     let service_secrets = read_secret_refs(ctx, table, secrets, &name.value);
-    let systemd = get(table, "systemd").map(|v| read_pass_through(ctx, v, &context)).unwrap_or_default();
-    let placement = get(table, "placement").map(|v| read_placement(ctx, v, &context)).unwrap_or_default();
+    let systemd = table.get("systemd").map(|v| read_pass_through(ctx, v, &context)).unwrap_or_default();
+    let placement = table.get("placement").map(|v| read_placement(ctx, v, &context)).unwrap_or_default();
 
     let (health, on_unhealthy) = read_health_keys(ctx, table, kind.as_ref());
 
     if let (Some(Kind::Native(native)), Some(Restart::Always)) = (&kind, restart)
         && native.service_type == ServiceType::Oneshot
     {
-        let span = get(table, "restart").map(|v| ctx.span(v)).unwrap_or(name.span.clone());
+        let span = table.get("restart").map(|v| ctx.span(v)).unwrap_or(name.span.clone());
         ctx.error(span, "a oneshot service cannot have `restart = \"always\"`; use \"on-failure\" or \"no\"");
     }
 
@@ -254,7 +254,7 @@ fn checked(ctx: &mut Ctx, value: At<String>, check: impl Fn(&str) -> Result<(), 
 }
 
 pub(super) fn duration(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<Duration> {
-    let s = get(table, key).and_then(|v| ctx.string(v, key))?;
+    let s = table.get(key).and_then(|v| ctx.string(v, key))?;
     match Duration::parse(&s.value) {
         Ok(d) => Some(d),
         Err(e) => {
@@ -265,7 +265,7 @@ pub(super) fn duration(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<Du
 }
 
 fn paths(ctx: &mut Ctx, table: &Table<'_>, key: &str, check: FormatCheck) -> Vec<String> {
-    let values = get(table, key).and_then(|v| ctx.strings(v, key)).unwrap_or_default();
+    let values = table.get(key).and_then(|v| ctx.strings(v, key)).unwrap_or_default();
     values.into_iter().filter_map(|p| checked(ctx, p, check)).map(|p| p.value).collect()
 }
 
@@ -295,7 +295,7 @@ fn read_deps(ctx: &mut Ctx, value: &Spanned<Value<'_>>, key: &str) -> Vec<Depend
 
 fn read_secret_refs(ctx: &mut Ctx, table: &Table<'_>, secrets: &[String], service: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for entry in get(table, "secrets").and_then(|v| ctx.strings(v, "secrets")).unwrap_or_default() {
+    for entry in table.get("secrets").and_then(|v| ctx.strings(v, "secrets")).unwrap_or_default() {
         if names.contains(&entry.value) {
             ctx.error(entry.span, format!("secret `{}` is listed twice", entry.value));
         } else if !secrets.contains(&entry.value) {
@@ -372,14 +372,14 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<Value<'_>>, context: &str) -> P
     let Some(table) = ctx.table(value, &context) else { return Placement::default() };
     let errors_before = ctx.error_count();
     ctx.reject_unknown_keys(table, &["hosts", "labels", "global"], &context);
-    let hosts = get(table, "hosts").and_then(|v| ctx.strings(v, "hosts")).unwrap_or_default();
+    let hosts = table.get("hosts").and_then(|v| ctx.strings(v, "hosts")).unwrap_or_default();
     let hosts =
         hosts.into_iter().filter_map(|h| checked(ctx, h, syntax::check_host_name)).map(|h| h.value).collect::<Vec<_>>();
-    let labels = get(table, "labels").and_then(|v| ctx.string_map(v, "labels")).unwrap_or_default();
+    let labels = table.get("labels").and_then(|v| ctx.string_map(v, "labels")).unwrap_or_default();
     let labels = labels.into_iter().map(|(k, v)| (k.value, v.value)).collect::<Vec<_>>();
-    let global = get(table, "global").and_then(|v| ctx.boolean(v, "global")).unwrap_or(false);
+    let global = table.get("global").and_then(|v| ctx.boolean(v, "global")).unwrap_or(false);
     if global && (!hosts.is_empty() || !labels.is_empty()) {
-        let span = get(table, "global").map(|v| ctx.span(v)).unwrap_or(0..0);
+        let span = table.get("global").map(|v| ctx.span(v)).unwrap_or(0..0);
         ctx.error(
             span,
             "`global = true` places the service on every host; it cannot be combined with `hosts` or `labels`",
@@ -402,7 +402,7 @@ fn read_native(ctx: &mut Ctx, table: &Table<'_>, exec: &Spanned<Value<'_>>) -> O
     if !argv[0].value.starts_with('/') {
         ctx.error(argv[0].span.clone(), format!("`exec[0]` must be an absolute path, not {:?}", argv[0].value));
     }
-    let service_type = match get(table, "type").and_then(|v| ctx.string(v, "type")) {
+    let service_type = match table.get("type").and_then(|v| ctx.string(v, "type")) {
         None => ServiceType::Simple,
         Some(t) => match t.value.as_str() {
             "simple" => ServiceType::Simple,
@@ -414,7 +414,8 @@ fn read_native(ctx: &mut Ctx, table: &Table<'_>, exec: &Spanned<Value<'_>>) -> O
             }
         },
     };
-    let working_dir = get(table, "working_dir")
+    let working_dir = table
+        .get("working_dir")
         .and_then(|v| ctx.string(v, "working_dir"))
         .and_then(|p| checked(ctx, p, syntax::check_systemd_path));
     Some(Native {
@@ -426,16 +427,17 @@ fn read_native(ctx: &mut Ctx, table: &Table<'_>, exec: &Spanned<Value<'_>>) -> O
 
 fn read_container(ctx: &mut Ctx, table: &Table<'_>, image: &Spanned<Value<'_>>) -> Option<Container> {
     let image = ctx.string(image, "image").and_then(|i| checked(ctx, i, syntax::check_image));
-    let command = get(table, "command").and_then(|v| argv_not_string(ctx, v, "command"));
-    let entrypoint = get(table, "entrypoint").and_then(|v| argv_not_string(ctx, v, "entrypoint"));
-    let volumes = get(table, "volumes").and_then(|v| ctx.strings(v, "volumes")).unwrap_or_default();
+    let command = table.get("command").and_then(|v| argv_not_string(ctx, v, "command"));
+    let entrypoint = table.get("entrypoint").and_then(|v| argv_not_string(ctx, v, "entrypoint"));
+    let volumes = table.get("volumes").and_then(|v| ctx.strings(v, "volumes")).unwrap_or_default();
     let volumes = volumes.into_iter().filter_map(|v| checked(ctx, v, syntax::check_volume)).map(|v| v.value).collect();
-    let ports = get(table, "ports").and_then(|v| ctx.strings(v, "ports")).unwrap_or_default();
+    let ports = table.get("ports").and_then(|v| ctx.strings(v, "ports")).unwrap_or_default();
     let ports = ports.into_iter().filter_map(|p| checked(ctx, p, syntax::check_port)).map(|p| p.value).collect();
-    let network = get(table, "network")
+    let network = table
+        .get("network")
         .and_then(|v| ctx.string(v, "network"))
         .and_then(|n| checked(ctx, n, syntax::check_network));
-    let pull = match get(table, "pull").and_then(|v| ctx.string(v, "pull")) {
+    let pull = match table.get("pull").and_then(|v| ctx.string(v, "pull")) {
         None => Pull::Missing,
         Some(p) => Pull::parse(&p.value).unwrap_or_else(|| {
             ctx.error(p.span, format!("`pull` must be \"missing\", \"always\" or \"never\", not {:?}", p.value));
@@ -473,11 +475,11 @@ fn argv_not_string(ctx: &mut Ctx, value: &Spanned<Value<'_>>, key: &str) -> Opti
 /// `health` and `on_unhealthy`, checked against the kind of service they belong to (`None` when
 /// the kind itself had errors).
 fn read_health_keys(ctx: &mut Ctx, table: &Table<'_>, kind: Option<&Kind>) -> (Option<Health>, OnUnhealthy) {
-    let health = get(table, "health").and_then(|v| read_health(ctx, v, kind));
-    let on_unhealthy = match get(table, "on_unhealthy").and_then(|v| ctx.string(v, "on_unhealthy")) {
+    let health = table.get("health").and_then(|v| read_health(ctx, v, kind));
+    let on_unhealthy = match table.get("on_unhealthy").and_then(|v| ctx.string(v, "on_unhealthy")) {
         None => OnUnhealthy::Restart,
         Some(o) => {
-            if get(table, "health").is_none() {
+            if table.get("health").is_none() {
                 ctx.error(o.span.clone(), "`on_unhealthy` needs a `health` check");
             }
             match o.value.as_str() {
@@ -504,7 +506,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -
         "`health`",
     );
     let errors_before = ctx.error_count();
-    let given: Vec<&str> = CHECK_KEYS.into_iter().filter(|k| get(table, k).is_some()).collect();
+    let given: Vec<&str> = CHECK_KEYS.into_iter().filter(|k| table.get(k).is_some()).collect();
     match given.as_slice() {
         [] => ctx.error(
             ctx.span(value),
@@ -524,7 +526,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -
             }
         }
     }
-    if get(table, "http").is_none() {
+    if table.get("http").is_none() {
         for key in ["path", "expect"] {
             if let Some(span) = ctx.key_span(table, key) {
                 ctx.error(span, format!("`{key}` is only for `http` checks"));
@@ -532,7 +534,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -
         }
     }
     let port = |ctx: &mut Ctx, key: &str| -> Option<u16> {
-        let n = get(table, key).and_then(|v| ctx.integer(v, &format!("health.{key}")))?;
+        let n = table.get(key).and_then(|v| ctx.integer(v, &format!("health.{key}")))?;
         match u16::try_from(n.value).ok().filter(|p| *p > 0) {
             Some(p) => Some(p),
             None => {
@@ -544,11 +546,11 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -
     let check = match given.first().copied() {
         Some("http") => {
             let port = port(ctx, "http");
-            let path = match get(table, "path").and_then(|v| ctx.string(v, "path")) {
+            let path = match table.get("path").and_then(|v| ctx.string(v, "path")) {
                 None => Some("/".to_string()),
                 Some(p) => checked(ctx, p, syntax::check_http_path).map(|p| p.value),
             };
-            let expect = match get(table, "expect").and_then(|v| ctx.string(v, "expect")) {
+            let expect = match table.get("expect").and_then(|v| ctx.string(v, "expect")) {
                 None => Some(StatusRange::DEFAULT),
                 Some(e) => match StatusRange::parse(&e.value) {
                     Ok(range) => Some(range),
@@ -562,7 +564,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -
         }
         Some("tcp") => port(ctx, "tcp").map(|port| Check::Tcp { port }),
         Some(_) => {
-            let cmd = get(table, "cmd").and_then(|v| ctx.argv(v, "health.cmd"));
+            let cmd = table.get("cmd").and_then(|v| ctx.argv(v, "health.cmd"));
             if let (Some(cmd), Some(Kind::Native(_))) = (&cmd, kind)
                 && !cmd[0].value.starts_with('/')
             {
@@ -601,7 +603,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -
         }
         _ => {}
     }
-    let retries = get(table, "retries").and_then(|v| ctx.integer(v, "retries")).and_then(|n| {
+    let retries = table.get("retries").and_then(|v| ctx.integer(v, "retries")).and_then(|n| {
         u32::try_from(n.value).ok().filter(|r| *r >= 1).or_else(|| {
             ctx.error(n.span, "`retries` must be at least 1");
             None
@@ -612,7 +614,7 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -
     let start_period = duration(ctx, table, "start_period");
     for (key, d) in [("interval", interval), ("timeout", timeout)] {
         if d == Some(Duration(0)) {
-            let span = get(table, key).map(|v| ctx.span(v)).unwrap_or(ctx.span(value));
+            let span = table.get(key).map(|v| ctx.span(v)).unwrap_or(ctx.span(value));
             ctx.error(span, format!("`{key}` must be longer than 0"));
         }
     }

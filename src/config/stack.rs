@@ -3,7 +3,7 @@
 
 use super::document::{self, Spanned, Table, Value};
 use super::pieces;
-use super::reader::{At, Ctx, Shift, get};
+use super::reader::{At, Ctx, Shift};
 use super::service::read_service;
 use super::syntax;
 use crate::diagnostics::{Diagnostic, Source};
@@ -68,7 +68,7 @@ fn parse_whole(path: &Path, source: &Arc<Source>) -> Checked {
         return Err(ctx.diags);
     }
     let root = &root;
-    read_stack(path, ctx, root, |ctx, declared_secrets| match get(root, "services") {
+    read_stack(path, ctx, root, |ctx, declared_secrets| match root.get("services") {
         None => Some(Services::Missing),
         Some(value) => Some(match ctx.table(value, "services") {
             None => Services::NotATable,
@@ -98,7 +98,7 @@ fn parse_in_pieces(path: &Path, source: &Arc<Source>, cut: &pieces::Cut<'_>) -> 
     // The stack's own keys: the text before the services joined with the text after them.
     let own_text = format!("{}{}", &text[cut.head.clone()], &text[cut.tail.clone()]);
     let (root, errors) = document::parse(&own_text);
-    if !errors.is_empty() || get(&root, "services").is_some() {
+    if !errors.is_empty() || root.get("services").is_some() {
         return None;
     }
     let shift = Shift { at: cut.head.end, by: cut.tail.start - cut.head.end };
@@ -108,7 +108,7 @@ fn parse_in_pieces(path: &Path, source: &Arc<Source>, cut: &pieces::Cut<'_>) -> 
         let read = crate::parallel::map(&cut.pieces, |piece| {
             let (tree, errors) = document::parse(&text[piece.range.clone()]);
             let tree = &tree;
-            let table = match (tree.len(), get(tree, "services").map(|v| v.get_ref())) {
+            let table = match (tree.len(), tree.get("services").map(|v| v.get_ref())) {
                 (1, Some(Value::Table(table))) if errors.is_empty() => table,
                 _ => return None,
             };
@@ -169,7 +169,7 @@ fn read_stack(
     }
     ctx.reject_unknown_keys(root, STACK_KEYS, "the stack");
 
-    let description = get(root, "description").and_then(|v| ctx.string(v, "description")).and_then(|d| {
+    let description = root.get("description").and_then(|v| ctx.string(v, "description")).and_then(|d| {
         if d.value.chars().any(char::is_control) {
             ctx.error(d.span, "`description` must be a single line without control characters");
             None
@@ -177,13 +177,15 @@ fn read_stack(
             Some(d.value)
         }
     });
-    let enable = get(root, "enable").and_then(|v| ctx.boolean(v, "enable")).unwrap_or(true);
+    let enable = root.get("enable").and_then(|v| ctx.boolean(v, "enable")).unwrap_or(true);
     // Services may only name declared secrets; a declared but broken one is reported once, where it is declared.
-    let declared_secrets: Vec<String> = get(root, "secrets")
+    let declared_secrets: Vec<String> = root
+        .get("secrets")
         .and_then(|v| v.get_ref().as_table())
         .map(|t| t.keys().map(|k| k.get_ref().to_string()).collect())
         .unwrap_or_default();
-    let secrets = get(root, "secrets")
+    let secrets = root
+        .get("secrets")
         .and_then(|v| ctx.table(v, "secrets"))
         .map(|t| read_secrets(&mut ctx, t))
         .unwrap_or_default();
@@ -251,8 +253,8 @@ fn read_secrets(ctx: &mut Ctx, table: &Table<'_>) -> Vec<Secret> {
         let context = format!("[secrets.{name}]");
         let Some(fields) = ctx.table(value, &context) else { continue };
         ctx.reject_unknown_keys(fields, &["file", "encrypted"], &context);
-        let file = get(fields, "file").and_then(|v| ctx.string(v, "file"));
-        let encrypted = get(fields, "encrypted").and_then(|v| ctx.string(v, "encrypted"));
+        let file = fields.get("file").and_then(|v| ctx.string(v, "file"));
+        let encrypted = fields.get("encrypted").and_then(|v| ctx.string(v, "encrypted"));
         let source = match (file, encrypted) {
             (Some(file), None) => match syntax::check_systemd_path(&file.value) {
                 Ok(()) => Some(SecretSource::File(file.value)),

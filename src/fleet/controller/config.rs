@@ -3,7 +3,7 @@
 //! unknown keys are errors with a hint, and all problems of the file are reported at once.
 
 use crate::config::document::{Spanned, Table, Value};
-use crate::config::reader::{At, Ctx, get};
+use crate::config::reader::{At, Ctx};
 use crate::config::syntax;
 use crate::diagnostics::{Diagnostic, Source};
 use crate::quantity::Duration;
@@ -117,12 +117,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
     }
     let root = &root;
     ctx.reject_unknown_keys(root, ROOT_KEYS, "fleet.toml");
-    let defaults = match get(root, "defaults").and_then(|v| ctx.table(v, "defaults")) {
+    let defaults = match root.get("defaults").and_then(|v| ctx.table(v, "defaults")) {
         Some(table) => read_defaults(&mut ctx, table),
         None => read_defaults(&mut ctx, &Table::new()),
     };
     let mut hosts = BTreeMap::new();
-    match get(root, "hosts").map(|v| (v, ctx.table(v, "hosts"))) {
+    match root.get("hosts").map(|v| (v, ctx.table(v, "hosts"))) {
         Some((value, Some(table))) => {
             for (key, value) in table.iter() {
                 let name = At { value: key.get_ref().to_string(), span: key.span() };
@@ -137,7 +137,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
         Some((_, None)) => {}
         None => ctx.error(0..0, "the fleet has no hosts: add a [hosts.<name>] table with an `address`"),
     }
-    let rollout = match get(root, "rollout").and_then(|v| ctx.table(v, "rollout")) {
+    let rollout = match root.get("rollout").and_then(|v| ctx.table(v, "rollout")) {
         Some(table) => read_rollout(&mut ctx, table),
         None => Rollout::default(),
     };
@@ -146,7 +146,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
 
 fn read_defaults(ctx: &mut Ctx, table: &Table<'_>) -> Defaults {
     ctx.reject_unknown_keys(table, DEFAULTS_KEYS, "[defaults]");
-    let ssh_user = get(table, "ssh_user").and_then(|v| ctx.string(v, "ssh_user")).and_then(|u| {
+    let ssh_user = table.get("ssh_user").and_then(|v| ctx.string(v, "ssh_user")).and_then(|u| {
         // ssh takes it as `-l USER`: a leading dash would be an option.
         let ok = token(&u.value, USER_CHARS);
         if !ok {
@@ -176,7 +176,7 @@ fn read_host(ctx: &mut Ctx, name: At<String>, value: &Spanned<Value<'_>>) -> Opt
     let context = format!("[hosts.{}]", name.value);
     let table = ctx.table(value, &context)?;
     ctx.reject_unknown_keys(table, HOST_KEYS, &context);
-    let address = match get(table, "address").and_then(|v| ctx.string(v, "address")) {
+    let address = match table.get("address").and_then(|v| ctx.string(v, "address")) {
         // ssh takes the destination as an argument after `--`, and ssh_config's ProxyCommand
         // and LocalCommand expand it (`%h`) into a shell command: only what a host name, an IP
         // address or an ssh alias can be, so no quote, `$`, `;` or blank can reach a shell.
@@ -191,13 +191,13 @@ fn read_host(ctx: &mut Ctx, name: At<String>, value: &Spanned<Value<'_>>) -> Opt
             return None;
         }
         Some(a) => a.value,
-        None if get(table, "address").is_none() => {
+        None if table.get("address").is_none() => {
             ctx.error(name.span.clone(), format!("{context} has no `address` (what ssh connects to)"));
             return None;
         }
         None => return None,
     };
-    let ip = match get(table, "ip").and_then(|v| ctx.string(v, "ip")) {
+    let ip = match table.get("ip").and_then(|v| ctx.string(v, "ip")) {
         Some(ip) => match ip.value.parse::<std::net::IpAddr>() {
             Ok(parsed) => Some(parsed),
             Err(_) => {
@@ -208,7 +208,7 @@ fn read_host(ctx: &mut Ctx, name: At<String>, value: &Spanned<Value<'_>>) -> Opt
         None => address.parse().ok(),
     };
     let mut labels = BTreeMap::new();
-    for (k, v) in get(table, "labels").and_then(|v| ctx.string_map(v, "labels")).unwrap_or_default() {
+    for (k, v) in table.get("labels").and_then(|v| ctx.string_map(v, "labels")).unwrap_or_default() {
         for (what, text) in [("label name", &k), ("label value", &v)] {
             if !token(&text.value, LABEL_CHARS) {
                 ctx.error(
@@ -245,14 +245,14 @@ fn read_rollout(ctx: &mut Ctx, table: &Table<'_>) -> Rollout {
         max_parallel: positive(ctx, table, "max_parallel").unwrap_or(default.max_parallel),
         min_healthy_time: duration(ctx, table, "min_healthy_time").unwrap_or(default.min_healthy_time),
         healthy_deadline: duration(ctx, table, "healthy_deadline").unwrap_or(default.healthy_deadline),
-        auto_revert: get(table, "auto_revert").and_then(|v| ctx.boolean(v, "auto_revert")).unwrap_or(true),
+        auto_revert: table.get("auto_revert").and_then(|v| ctx.boolean(v, "auto_revert")).unwrap_or(true),
         canary: count(ctx, table, "canary").unwrap_or(default.canary),
-        auto_promote: get(table, "auto_promote").and_then(|v| ctx.boolean(v, "auto_promote")).unwrap_or(false),
+        auto_promote: table.get("auto_promote").and_then(|v| ctx.boolean(v, "auto_promote")).unwrap_or(false),
     }
 }
 
 fn absolute_path(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<PathBuf> {
-    let value = get(table, key).and_then(|v| ctx.string(v, key))?;
+    let value = table.get(key).and_then(|v| ctx.string(v, key))?;
     if !value.value.starts_with('/') {
         ctx.error(value.span, format!("`{key}` must be an absolute path, not {:?}", value.value));
         return None;
@@ -275,7 +275,7 @@ fn absolute_path(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<PathBuf>
 }
 
 fn positive(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<usize> {
-    let n = get(table, key).and_then(|v| ctx.integer(v, key))?;
+    let n = table.get(key).and_then(|v| ctx.integer(v, key))?;
     match usize::try_from(n.value) {
         Ok(v) if (1..=4096).contains(&v) => Some(v),
         _ => {
@@ -287,7 +287,7 @@ fn positive(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<usize> {
 
 /// A count that may be zero (`canary = 0`: no canaries).
 fn count(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<usize> {
-    let n = get(table, key).and_then(|v| ctx.integer(v, key))?;
+    let n = table.get(key).and_then(|v| ctx.integer(v, key))?;
     match usize::try_from(n.value) {
         Ok(v) if v <= 4096 => Some(v),
         _ => {
@@ -298,7 +298,7 @@ fn count(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<usize> {
 }
 
 fn duration(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<Duration> {
-    let text = get(table, key).and_then(|v| ctx.string(v, key))?;
+    let text = table.get(key).and_then(|v| ctx.string(v, key))?;
     match Duration::parse(&text.value) {
         Ok(d) if d.as_micros() > 0 => Some(d),
         Ok(_) => {
