@@ -194,7 +194,8 @@ fn select(
 fn no_generator() -> String {
     format!(
         "{GENERATOR_NAME} is not installed (looked in {}), so systemd would never see kapell's units; install \
-         kapell's package, or `ln -s /usr/bin/kapell /usr/lib/systemd/system-generators/{GENERATOR_NAME}`",
+         kapell's package, or copy the {GENERATOR_NAME} executable built with kapell into \
+         /usr/local/lib/systemd/system-generators",
         GENERATOR_SEARCH_PATH.join(", ")
     )
 }
