@@ -146,16 +146,7 @@ impl Ctx {
     }
 
     pub fn integer(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<At<i64>> {
-        let parsed = value.get_ref().as_integer().and_then(|i| {
-            let digits = i.as_str().replace('_', "");
-            let (sign, digits) = match digits.strip_prefix('-') {
-                Some(rest) => (-1, rest.to_string()),
-                None => (1, digits.trim_start_matches('+').to_string()),
-            };
-            let digits = digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b");
-            i64::from_str_radix(digits, i.radix()).ok().map(|n| sign * n)
-        });
-        match parsed {
+        match value.get_ref().as_integer().and_then(|i| i.value()) {
             Some(n) => Some(At { value: n, span: self.span(value) }),
             None => {
                 self.type_error(value, key, "an integer");
@@ -167,7 +158,7 @@ impl Ctx {
     /// A number, integer or float (for `cpus = 2` as well as `cpus = 1.5`).
     pub fn number(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<At<f64>> {
         let parsed = match value.get_ref() {
-            Value::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            Value::Float(f) => f.value(),
             Value::Integer(_) => return self.integer(value, key).map(|n| At { value: n.value as f64, span: n.span }),
             _ => None,
         };

@@ -340,7 +340,14 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<Value<'_>>, context: &str) -
             for item in items {
                 let text = match item.get_ref() {
                     Value::String(s) => s.to_string(),
-                    Value::Integer(i) => i.as_str().to_string(),
+                    // In decimal: systemd reads `0x10` as a string, not as 16.
+                    Value::Integer(i) => match i.value() {
+                        Some(n) => n.to_string(),
+                        None => {
+                            ctx.error(ctx.span(item), format!("`{name}` is too large"));
+                            continue;
+                        }
+                    },
                     Value::Float(f) => f.as_str().to_string(),
                     Value::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
                     _ => {

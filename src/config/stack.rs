@@ -343,6 +343,17 @@ fn check_references(ctx: &mut Ctx, stack: &Stack, declared: &[String]) {
 mod tests {
     use super::*;
 
+    /// Numbers passed through to systemd are written in decimal, whatever radix the file used.
+    #[test]
+    fn passed_through_integers_keep_their_value_in_any_radix() {
+        let text = "[services.web]\nexec = [\"/bin/true\"]\n[services.web.systemd.Service]\nLimitNOFILE = 0x10\nNice = -5\nCPUWeight = 0o17\nIOWeight = 1_000\n";
+        let parsed = parse_stack(Path::new("/etc/kapell/shop.toml"), text);
+        let stack = parsed.stack.unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
+        let values: Vec<(&str, &str)> =
+            stack.services()[0].systemd.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect();
+        assert_eq!(values, [("LimitNOFILE", "16"), ("Nice", "-5"), ("CPUWeight", "15"), ("IOWeight", "1000")]);
+    }
+
     /// A stack large enough to be cut, with `extra` after service `s<at>`'s table.
     fn big_stack(at: usize, extra: &str, tail: &str) -> String {
         let mut text = String::from("description = \"big\"\n[secrets.token]\nfile = \"/etc/kapell/token\"\n");
