@@ -555,6 +555,8 @@ fn insert_inline<'i>(
     rules: &mut Vec<SyntaxError>,
 ) {
     let Some(table) = descend_inline(table, path, rules) else { return };
+    // Cannot happen as `descend_inline` is written (every table it returns for a dotted key was
+    // made by one, and the inline table itself was not); the `toml` crate checks it too.
     if table.origin.dotted == path.is_empty() {
         rules.push(duplicate(&key, None));
         return;
