@@ -50,10 +50,6 @@ impl<T> Spanned<T> {
     pub fn span(&self) -> Range<usize> {
         self.span.clone()
     }
-
-    pub fn into_inner(self) -> T {
-        self.value
-    }
 }
 
 /// A key as written, decoded (`"a\tb"` is the key with a tab).
