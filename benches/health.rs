@@ -22,7 +22,7 @@ use kapell::health::state::{self, Owner, State};
 use kapell::model::{Check, Health, OnUnhealthy, StatusRange};
 use kapell::quantity::Duration as Interval;
 use kapell::render::health::HealthSpec;
-use kapell::unitfile::UnitFile;
+use kapell::unitfile::UnitText;
 use nix::sys::resource::{UsageWho, getrusage};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,11 +97,11 @@ fn host(served: Arc<AtomicU64>) {
             on_unhealthy: OnUnhealthy::Restart,
             user: None,
         };
-        let mut unit = UnitFile::default();
-        unit.section("Unit").add(kapell::unitset::markers::STACK_KEY, "bench");
+        let mut unit = UnitText::new::<&str>(&[]);
+        unit.section("Unit").line(kapell::unitset::markers::STACK_KEY, "bench");
         spec.write(unit.section(kapell::unitset::markers::HEALTH_SECTION));
         let name = format!("bench-s{i}.service");
-        std::fs::write(units.join(&name), unit.serialize()).expect("unit");
+        std::fs::write(units.join(&name), unit.finish()).expect("unit");
         let state = State {
             unit: name,
             service: format!("bench.s{i}"),

@@ -6,7 +6,7 @@
 //! domain by hand.
 
 use crate::systemd::Systemd;
-use crate::unitfile::{UnitFile, Value};
+use crate::unitfile::UnitText;
 use anyhow::{Context, Result};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -29,16 +29,12 @@ pub fn present() -> bool {
 
 /// The drop-in's text.
 pub fn drop_in_text(server: IpAddr) -> String {
-    let mut file = UnitFile {
-        header: vec![
-            "Written by `kapell dns` (kapell-dns.service), removed when it stops.".into(),
-            "Names under .kapell go to kapell's responder; every other name is resolved as before.".into(),
-        ]
-        .into(),
-        ..UnitFile::default()
-    };
-    file.section("Resolve").add("DNS", Value::word(&server.to_string())).add("Domains", Value::trusted("~kapell"));
-    file.serialize()
+    let mut file = UnitText::new(&[
+        "Written by `kapell dns` (kapell-dns.service), removed when it stops.",
+        "Names under .kapell go to kapell's responder; every other name is resolved as before.",
+    ]);
+    file.section("Resolve").word("DNS", &server.to_string()).line("Domains", "~kapell");
+    file.finish()
 }
 
 /// Routes `~kapell` to `server`: writes the drop-in (when it differs) and restarts resolved.

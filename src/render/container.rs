@@ -10,7 +10,7 @@ use crate::model::{Container, DepTarget, Kind, Pull, Service, Stack};
 use crate::quantity::{Duration, Size};
 use crate::render::health::HealthSpec;
 use crate::unitfile::escape;
-use crate::unitfile::{Section, UnitFile, Value};
+use crate::unitfile::{UnitFile, UnitText};
 
 use crate::unitset::markers::CONTAINER_SECTION as SECTION;
 use std::borrow::Cow;
@@ -150,44 +150,57 @@ impl<'a> ContainerSpec<'a> {
         crate::names::container_name(&self.stack, &self.service, instance)
     }
 
-    /// Writes the section. Each key documents the container setting it carries.
-    pub fn write(&self, section: &mut Section) {
+    /// Writes the section's entries (the caller began it). Each key documents the container
+    /// setting it carries.
+    pub fn write(&self, section: &mut UnitText) {
         let c = &self.container;
-        section.add("Stack", Value::word(&self.stack));
-        section.add("Service", Value::word(&self.service));
-        section.add("Image", Value::word(&c.image));
-        section.add("Pull", c.pull.as_str());
-        section.add_opt("Entrypoint", c.entrypoint.as_deref().map(Value::words));
-        section.add_opt("Command", c.command.as_deref().map(Value::words));
-        section.add_opt("User", self.user.as_deref().map(Value::word));
+        section.word("Stack", &self.stack);
+        section.word("Service", &self.service);
+        section.word("Image", &c.image);
+        section.line("Pull", c.pull.as_str());
+        if let Some(entrypoint) = &c.entrypoint {
+            section.words("Entrypoint", entrypoint);
+        }
+        if let Some(command) = &c.command {
+            section.words("Command", command);
+        }
+        if let Some(user) = &self.user {
+            section.word("User", user);
+        }
         for (k, v) in self.env.iter() {
-            section.add("Environment", Value::word(&[k.as_str(), "=", v].concat()));
+            section.word("Environment", &[k.as_str(), "=", v].concat());
         }
         for f in self.env_files.iter() {
-            section.add("EnvironmentFile", Value::word(f));
+            section.word("EnvironmentFile", f);
         }
         for v in &c.volumes {
-            section.add("Volume", Value::word(v));
+            section.word("Volume", v);
         }
         for p in &c.ports {
-            section.add("Port", Value::word(p));
+            section.word("Port", p);
         }
-        section.add("Network", Value::word(&self.network.name));
+        section.word("Network", &self.network.name);
         for a in &self.network.aliases {
             // Service and stack names are validated (`[a-z0-9-]`); `%i` is written as the
             // specifier it stands for, so `systemctl cat` reads `NetworkAlias=web-%i`.
-            section.add("NetworkAlias", Value::trusted(a.clone()));
+            section.line("NetworkAlias", a);
         }
         for j in &self.network.joins {
-            section.add("JoinNetwork", Value::word(j));
+            section.word("JoinNetwork", j);
         }
-        section.add_opt("MemoryMax", self.memory_max.map(|s| s.to_string()));
-        section.add_opt("CPUs", self.cpus.map(|c| c.to_string()));
-        section.add_opt("PidsMax", self.pids_max.map(|p| p.to_string()));
+        if let Some(memory) = self.memory_max {
+            section.display("MemoryMax", memory);
+        }
+        if let Some(cpus) = self.cpus {
+            section.display("CPUs", cpus);
+        }
+        if let Some(pids) = self.pids_max {
+            section.display("PidsMax", pids);
+        }
         for s in self.secrets.iter() {
-            section.add("Secret", Value::word(s));
+            section.word("Secret", s);
         }
-        section.add("StopTimeout", self.stop_timeout.to_string());
+        section.display("StopTimeout", self.stop_timeout);
     }
 
     /// Reads the section back from a unit file.
@@ -294,9 +307,9 @@ mod tests {
             network,
             health: None,
         };
-        let mut unit = UnitFile::default();
+        let mut unit = UnitText::new::<&str>(&[]);
         spec.write(unit.section(SECTION));
-        let text = unit.serialize();
+        let text = unit.finish();
         assert!(text.contains("\nNetworkAlias=web-%i\n"), "{text}");
         assert_eq!(ContainerSpec::from_unit(&UnitFile::parse(&text)?)?, spec);
         Ok(())

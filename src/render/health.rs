@@ -9,7 +9,7 @@
 use crate::model::{Check, Health, OnUnhealthy, Service, StatusRange};
 use crate::quantity::Duration;
 use crate::unitfile::escape;
-use crate::unitfile::{Section, UnitFile, Value};
+use crate::unitfile::{UnitFile, UnitText};
 use crate::unitset::markers::HEALTH_SECTION;
 use std::net::IpAddr;
 
@@ -30,29 +30,31 @@ pub struct HealthSpec {
 }
 
 impl HealthSpec {
-    /// Writes the section. Durations and retries are written resolved (defaults filled in), so the
-    /// unit says exactly how the service is probed.
-    pub fn write(&self, section: &mut Section) {
+    /// Writes the section's entries (the caller began it). Durations and retries are written
+    /// resolved (defaults filled in), so the unit says exactly how the service is probed.
+    pub fn write(&self, section: &mut UnitText) {
         let h = &self.health;
         match &h.check {
             Check::Http { port, path, expect } => {
-                section.add("Http", port.to_string());
-                section.add("Path", Value::word(path));
-                section.add("Expect", expect.to_string());
+                section.display("Http", port);
+                section.word("Path", path);
+                section.display("Expect", expect);
             }
             Check::Tcp { port } => {
-                section.add("Tcp", port.to_string());
+                section.display("Tcp", port);
             }
             Check::Cmd(cmd) => {
-                section.add("Cmd", Value::words(cmd));
-                section.add_opt("User", self.user.as_deref().map(Value::word));
+                section.words("Cmd", cmd);
+                if let Some(user) = &self.user {
+                    section.word("User", user);
+                }
             }
         }
-        section.add("Interval", h.interval().to_string());
-        section.add("Timeout", h.timeout().to_string());
-        section.add("Retries", h.retries().to_string());
-        section.add("StartPeriod", h.start_period().to_string());
-        section.add("OnUnhealthy", self.on_unhealthy.as_str());
+        section.display("Interval", h.interval());
+        section.display("Timeout", h.timeout());
+        section.display("Retries", h.retries());
+        section.display("StartPeriod", h.start_period());
+        section.line("OnUnhealthy", self.on_unhealthy.as_str());
     }
 
     /// Reads the section back; `Ok(None)` when the unit has no health check.
@@ -134,9 +136,9 @@ mod tests {
                 on_unhealthy: OnUnhealthy::Ignore,
                 user: Some("app:app".into()),
             };
-            let mut unit = UnitFile::default();
+            let mut unit = UnitText::new::<&str>(&[]);
             spec.write(unit.section(HEALTH_SECTION));
-            let text = unit.serialize();
+            let text = unit.finish();
             let back = HealthSpec::from_unit(&UnitFile::parse(&text)?)?.ok_or("no section")?;
             let user_kept = matches!(spec.health.check, Check::Cmd(_));
             assert_eq!(back.health, spec.health, "{text}");

@@ -61,7 +61,8 @@ pub fn quote_all<S: AsRef<str>>(values: &[S]) -> String {
     out
 }
 
-fn quote_all_into<S: AsRef<str>>(out: &mut String, values: &[S]) {
+/// [`quote_all`], appended to `out`.
+pub fn quote_all_into<S: AsRef<str>>(out: &mut String, values: &[S]) {
     for (i, value) in values.iter().enumerate() {
         if i > 0 {
             out.push(' ');
@@ -74,11 +75,16 @@ fn quote_all_into<S: AsRef<str>>(out: &mut String, values: &[S]) {
 /// that off, and is added only when an argument holds a `$`, so simple lines stay plain.
 pub fn exec_line<S: AsRef<str>>(argv: &[S]) -> String {
     let mut out = String::with_capacity(argv.iter().map(|a| a.as_ref().len() + 1).sum::<usize>() + 1);
+    exec_line_into(&mut out, argv);
+    out
+}
+
+/// [`exec_line`], appended to `out`.
+pub fn exec_line_into<S: AsRef<str>>(out: &mut String, argv: &[S]) {
     if argv.iter().any(|a| a.as_ref().contains('$')) {
         out.push(':');
     }
-    quote_all_into(&mut out, argv);
-    out
+    quote_all_into(out, argv);
 }
 
 /// Free text for settings that take the rest of the line verbatim (specifiers still apply).

@@ -1,15 +1,130 @@
-//! The typed unit-file model and its one serializer (and parser, its inverse).
+//! Unit files: [`UnitText`], the one place unit text is written, and [`UnitFile`], the typed
+//! model that unit text is read back into (and written out again through [`UnitText`]).
 //!
-//! A [`UnitFile`] is a header comment plus ordered sections of `Key=value` entries. Values enter
-//! the model only through constructors that make them safe: [`Value::word`]/[`Value::words`] quote
-//! through [`escape`], [`Value::text`] sanitizes free text, and [`Value::trusted`] is for values
-//! kapell itself builds from validated parts (unit names, durations, numbers) and checks that they
-//! fit on one line. So no user value can add a line, a section or a specifier to a unit.
+//! A unit is a header comment plus sections of `Key=value` entries, in order. Values reach the
+//! text only in ways that make them safe: [`UnitText::word`]/[`UnitText::words`] (and
+//! [`Value::word`]/[`Value::words`] in the model) quote through [`escape`], [`UnitText::text`]
+//! sanitizes free text, and [`UnitText::line`] (and [`Value::trusted`]) is for values kapell
+//! itself builds from validated parts (unit names, durations, numbers) and checks that they fit
+//! on one line. So no user value can add a line, a section or a specifier to a unit.
 
 pub mod escape;
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::fmt::Write as _;
+
+/// Unit text, written entry by entry as it is built: the renderers write units with it, and
+/// [`UnitFile::serialize`] writes a model with it. Sections follow one another; entries go to the
+/// last one begun. Writing straight into the text spares a rendered unit its model: the
+/// generator renders thousands of units at every boot, each of some thirty entries, and each entry
+/// in the model was a vector slot and often a string of its own (docs/benchmarks.md).
+pub struct UnitText {
+    text: String,
+    /// Whether anything was written before the next section header, which then gets a blank line.
+    started: bool,
+}
+
+impl UnitText {
+    /// A unit starting with `header`, one comment line each (without the leading `# `).
+    pub fn new<S: AsRef<str>>(header: &[S]) -> Self {
+        Self::with_capacity(header, 1024)
+    }
+
+    /// [`UnitText::new`], with room for `capacity` bytes of text before it grows.
+    pub fn with_capacity<S: AsRef<str>>(header: &[S], capacity: usize) -> Self {
+        let mut text = String::with_capacity(capacity);
+        for line in header {
+            text.push_str("# ");
+            escape::text_into(&mut text, line.as_ref());
+            text.push('\n');
+        }
+        Self { text, started: !header.is_empty() }
+    }
+
+    /// Begins the section `[name]`: the entries written next are its own.
+    pub fn section(&mut self, name: &str) -> &mut Self {
+        if self.started {
+            self.text.push('\n');
+        }
+        self.started = true;
+        self.text.push('[');
+        self.text.push_str(name);
+        self.text.push_str("]\n");
+        self
+    }
+
+    /// `key=value` for a value kapell built from validated parts. Panics on a line break, as
+    /// [`Value::trusted`] does.
+    pub fn line(&mut self, key: &str, value: &str) -> &mut Self {
+        check_trusted(value);
+        self.entry(key, |text| text.push_str(value))
+    }
+
+    /// `key=value` for a number, duration or size kapell formats itself (checked as
+    /// [`UnitText::line`] is, once written).
+    pub fn display(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
+        let start = self.text.len() + key.len() + 1;
+        self.entry(key, |text| {
+            let _ = write!(text, "{value}");
+        });
+        check_trusted(&self.text[start..self.text.len() - 1]);
+        self
+    }
+
+    /// `key=value` for a value of the model, made safe when it was made.
+    pub fn value(&mut self, key: &str, value: &Value) -> &mut Self {
+        self.entry(key, |text| text.push_str(value.as_str()))
+    }
+
+    /// `key=` one user string as one quoted word ([`escape::quote`]).
+    pub fn word(&mut self, key: &str, value: &str) -> &mut Self {
+        self.entry(key, |text| escape::quote_into(text, value))
+    }
+
+    /// `key=` each element one quoted word: an argument vector or a list.
+    pub fn words<S: AsRef<str>>(&mut self, key: &str, values: &[S]) -> &mut Self {
+        self.entry(key, |text| escape::quote_all_into(text, values))
+    }
+
+    /// `key=` an `ExecStart=`-style command line ([`escape::exec_line`]) between kapell's own
+    /// `prefix` and `suffix` (`+`, ` --instance %i`; checked as [`UnitText::line`] checks).
+    pub fn exec<S: AsRef<str>>(&mut self, key: &str, prefix: &str, argv: &[S], suffix: &str) -> &mut Self {
+        check_trusted(prefix);
+        check_trusted(suffix);
+        self.entry(key, |text| {
+            text.push_str(prefix);
+            escape::exec_line_into(text, argv);
+            text.push_str(suffix);
+        })
+    }
+
+    /// `key=` free text, for settings that do not unquote (`Description=`).
+    pub fn text(&mut self, key: &str, value: &str) -> &mut Self {
+        self.entry(key, |text| escape::text_into(text, value))
+    }
+
+    fn entry(&mut self, key: &str, value: impl FnOnce(&mut String)) -> &mut Self {
+        self.text.push_str(key);
+        self.text.push('=');
+        value(&mut self.text);
+        self.text.push('\n');
+        self
+    }
+
+    /// The whole text.
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
+
+/// Panics unless `value` fits on one line of a unit: a kapell bug, never a user error, because
+/// validation rejects such input long before rendering.
+fn check_trusted(value: &str) {
+    // Bytes, not chars (the three are ASCII), folded without an early exit so the loop is
+    // vectorized: this runs for most entries of every unit.
+    let unsafe_byte = value.bytes().fold(false, |found, b| found | matches!(b, b'\n' | b'\r' | b'\0'));
+    assert!(!unsafe_byte && !value.ends_with('\\'), "unsafe unit value {value:?}");
+}
 
 /// A value as it will appear after `Key=`. Constant values (`notify`, `yes`) are borrowed, not
 /// copied: a generator run builds some twenty entries for each of thousands of units.
@@ -36,10 +151,7 @@ impl Value {
     /// never a user error, because validation rejects such input long before rendering.
     pub fn trusted(value: impl Into<Cow<'static, str>>) -> Self {
         let value = value.into();
-        // Bytes, not chars (the three are ASCII), folded without an early exit so the loop is
-        // vectorized: this runs for most entries of every unit.
-        let unsafe_byte = value.bytes().fold(false, |found, b| found | matches!(b, b'\n' | b'\r' | b'\0'));
-        assert!(!unsafe_byte && !value.ends_with('\\'), "unsafe unit value {value:?}");
+        check_trusted(&value);
         Self(value)
     }
 
@@ -71,14 +183,6 @@ impl Section {
     /// Appends `key=value`.
     pub fn add(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> &mut Self {
         self.entries.push((key.into(), value.into()));
-        self
-    }
-
-    /// Appends `key=value` when there is a value.
-    pub fn add_opt(&mut self, key: &'static str, value: Option<impl Into<Value>>) -> &mut Self {
-        if let Some(value) = value {
-            self.add(key, value);
-        }
         self
     }
 
@@ -117,12 +221,11 @@ impl Section {
     }
 }
 
-/// A whole unit file.
+/// A whole unit file, as read back from its text ([`UnitFile::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UnitFile {
-    /// Comment lines written before the first section (without the leading `# `); shared, as
-    /// every unit of a stack starts with the same ones.
-    pub header: Arc<[String]>,
+    /// Comment lines written before the first section (without the leading `# `).
+    pub header: Vec<String>,
     pub sections: Vec<Section>,
 }
 
@@ -143,29 +246,16 @@ impl UnitFile {
         self.sections.iter().find(|s| s.name == name)
     }
 
-    /// The file's text: the only place unit text is produced.
+    /// The file's text, written by [`UnitText`].
     pub fn serialize(&self) -> String {
-        let mut out = String::with_capacity(self.text_len());
-        for line in self.header.iter() {
-            out.push_str("# ");
-            escape::text_into(&mut out, line);
-            out.push('\n');
-        }
-        for (i, section) in self.sections.iter().enumerate() {
-            if i > 0 || !self.header.is_empty() {
-                out.push('\n');
-            }
-            out.push('[');
-            out.push_str(&section.name);
-            out.push_str("]\n");
+        let mut out = UnitText::with_capacity(&self.header, self.text_len());
+        for section in &self.sections {
+            out.section(&section.name);
             for (key, value) in &section.entries {
-                out.push_str(key);
-                out.push('=');
-                out.push_str(value.as_str());
-                out.push('\n');
+                out.value(key, value);
             }
         }
-        out
+        out.finish()
     }
 
     /// The length of [`Self::serialize`]'s text when no header line needs escaping (escaping
@@ -218,7 +308,7 @@ impl UnitFile {
             };
             section.entries.push((key.trim().to_string().into(), Value(value.trim().to_string().into())));
         }
-        unit.header = header.into();
+        unit.header = header;
         Ok(unit)
     }
 }
@@ -229,7 +319,7 @@ mod tests {
 
     #[test]
     fn serialize_then_parse_is_identity() {
-        let mut unit = UnitFile { header: vec!["generated".into()].into(), ..Default::default() };
+        let mut unit = UnitFile { header: vec!["generated".into()], ..Default::default() };
         unit.section("Unit").add("Description", Value::text("a\nb"));
         unit.section("Service").add("ExecStart", Value::words(&["/bin/echo", "x y", "%"]));
         let text = unit.serialize();
@@ -253,5 +343,53 @@ mod tests {
     #[should_panic(expected = "unsafe unit value")]
     fn trusted_values_cannot_break_lines() {
         let _ = Value::trusted("a\n[Service]");
+    }
+
+    /// Every way of writing an entry, read back by the parser as what was written; sections
+    /// separated by one blank line, the header escaped as free text.
+    #[test]
+    fn unit_text_reads_back_as_written() {
+        let mut unit = UnitText::new(&["from /etc/kapell/100%.toml", "two\nlines"]);
+        unit.section("Unit").text("Description", "a\tb %i").line("PartOf", "s.target");
+        unit.section("Service")
+            .exec("ExecStart", "+", &["/bin/echo", "$HOME", "x y"], " --instance %i")
+            .word("Environment", "A=b c")
+            .words("X-Args", &["1", "", "\"q\""])
+            .display("TimeoutStopSec", crate::quantity::Duration(1_500_000))
+            .value("SourcePath", &Value::text("/p"));
+        let text = unit.finish();
+        assert_eq!(
+            text,
+            "# from /etc/kapell/100%%.toml\n# two lines\n\n[Unit]\nDescription=a b %%i\nPartOf=s.target\n\n\
+             [Service]\nExecStart=+:/bin/echo \"$HOME\" \"x y\" --instance %i\nEnvironment=\"A=b c\"\n\
+             X-Args=1 \"\" \"\\\"q\\\"\"\nTimeoutStopSec=1500ms\nSourcePath=/p\n"
+        );
+        let back = UnitFile::parse(&text).expect("parse");
+        let service = back.get_section("Service").expect("section");
+        assert_eq!(service.word("Environment"), Ok(Some("A=b c".to_string())));
+        assert_eq!(service.words("X-Args"), Ok(Some(vec!["1".to_string(), String::new(), "\"q\"".to_string()])));
+        assert_eq!(back.sections.len(), 2);
+        // Without a header, the first section starts the text.
+        let mut bare = UnitText::new::<&str>(&[]);
+        bare.section("Resolve").line("Domains", "~kapell");
+        assert_eq!(bare.finish(), "[Resolve]\nDomains=~kapell\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "unsafe unit value")]
+    fn unit_text_lines_cannot_break() {
+        UnitText::new::<&str>(&[]).section("Unit").line("Wants", "a.service\n[Service]");
+    }
+
+    #[test]
+    #[should_panic(expected = "unsafe unit value")]
+    fn unit_text_formatted_values_cannot_break() {
+        UnitText::new::<&str>(&[]).section("Unit").display("Wants", format_args!("a\\"));
+    }
+
+    #[test]
+    #[should_panic(expected = "unsafe unit value")]
+    fn unit_text_command_lines_cannot_break_around_the_words() {
+        UnitText::new::<&str>(&[]).section("Service").exec("ExecStart", "", &["/bin/true"], "\n[Install]");
     }
 }
