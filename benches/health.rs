@@ -97,9 +97,9 @@ fn host(served: Arc<AtomicU64>) {
             on_unhealthy: OnUnhealthy::Restart,
             user: None,
         };
-        let mut unit = UnitText::new::<&str>(&[]);
+        let mut unit = UnitText::default();
         unit.section("Unit").line(kapell::unitset::markers::STACK_KEY, "bench");
-        spec.write(unit.section(kapell::unitset::markers::HEALTH_SECTION));
+        spec.write(&mut unit.section(kapell::unitset::markers::HEALTH_SECTION));
         let name = format!("bench-s{i}.service");
         std::fs::write(units.join(&name), unit.finish()).expect("unit");
         let state = State {

@@ -9,8 +9,10 @@
 use crate::model::{Container, DepTarget, Kind, Pull, Service, Stack};
 use crate::quantity::{Duration, Size};
 use crate::render::health::HealthSpec;
+#[cfg(test)]
+use crate::unitfile::UnitText;
 use crate::unitfile::escape;
-use crate::unitfile::{UnitFile, UnitText};
+use crate::unitfile::{SectionText, UnitFile};
 
 use crate::unitset::markers::CONTAINER_SECTION as SECTION;
 use std::borrow::Cow;
@@ -152,7 +154,7 @@ impl<'a> ContainerSpec<'a> {
 
     /// Writes the section's entries (the caller began it). Each key documents the container
     /// setting it carries.
-    pub fn write(&self, section: &mut UnitText) {
+    pub fn write(&self, section: &mut SectionText) {
         let c = &self.container;
         section.word("Stack", &self.stack);
         section.word("Service", &self.service);
@@ -307,8 +309,8 @@ mod tests {
             network,
             health: None,
         };
-        let mut unit = UnitText::new::<&str>(&[]);
-        spec.write(unit.section(SECTION));
+        let mut unit = UnitText::default();
+        spec.write(&mut unit.section(SECTION));
         let text = unit.finish();
         assert!(text.contains("\nNetworkAlias=web-%i\n"), "{text}");
         assert_eq!(ContainerSpec::from_unit(&UnitFile::parse(&text)?)?, spec);

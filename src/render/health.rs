@@ -9,7 +9,7 @@
 use crate::model::{Check, Health, OnUnhealthy, Service, StatusRange};
 use crate::quantity::Duration;
 use crate::unitfile::escape;
-use crate::unitfile::{UnitFile, UnitText};
+use crate::unitfile::{SectionText, UnitFile};
 use crate::unitset::markers::HEALTH_SECTION;
 use std::net::IpAddr;
 
@@ -32,7 +32,7 @@ pub struct HealthSpec {
 impl HealthSpec {
     /// Writes the section's entries (the caller began it). Durations and retries are written
     /// resolved (defaults filled in), so the unit says exactly how the service is probed.
-    pub fn write(&self, section: &mut UnitText) {
+    pub fn write(&self, section: &mut SectionText) {
         let h = &self.health;
         match &h.check {
             Check::Http { port, path, expect } => {
@@ -136,8 +136,8 @@ mod tests {
                 on_unhealthy: OnUnhealthy::Ignore,
                 user: Some("app:app".into()),
             };
-            let mut unit = UnitText::new::<&str>(&[]);
-            spec.write(unit.section(HEALTH_SECTION));
+            let mut unit = crate::unitfile::UnitText::default();
+            spec.write(&mut unit.section(HEALTH_SECTION));
             let text = unit.finish();
             let back = HealthSpec::from_unit(&UnitFile::parse(&text)?)?.ok_or("no section")?;
             let user_kept = matches!(spec.health.check, Check::Cmd(_));

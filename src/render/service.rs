@@ -5,7 +5,7 @@ use super::health::health_spec;
 use super::{Host, RenderOptions, Shared, dependency_units};
 use crate::model::{Kind, Restart, SecretSource, Service, ServiceType, Stack};
 use crate::quantity::Duration;
-use crate::unitfile::UnitText;
+use crate::unitfile::{SectionText, UnitText};
 use crate::unitset::markers;
 
 /// Extra time systemd allows beyond the container's grace period, so the supervisor can remove
@@ -24,8 +24,8 @@ pub(super) fn service_unit(
     shared: &Shared,
 ) -> String {
     let mut unit = UnitText::new(&shared.header);
-    unit_section(unit.section("Unit"), stack, service, host, shared);
-    let s = unit.section("Service");
+    unit_section(&mut unit.section("Unit"), stack, service, host, shared);
+    let s = &mut unit.section("Service");
     match &service.kind {
         Kind::Container(_) => container_service(s, stack, service, options),
         Kind::Native(native) => {
@@ -76,11 +76,11 @@ pub(super) fn service_unit(
     }
     let container = ContainerSpec::from_service(stack, service);
     if let Some(spec) = &container {
-        spec.write(unit.section(markers::CONTAINER_SECTION));
+        spec.write(&mut unit.section(markers::CONTAINER_SECTION));
     }
     // A container's spec holds its check already; a native service's is made here.
     if let Some(health) = container.map_or_else(|| health_spec(service), |spec| spec.health) {
-        health.write(unit.section(markers::HEALTH_SECTION));
+        health.write(&mut unit.section(markers::HEALTH_SECTION));
     }
     unit.finish()
 }
@@ -89,20 +89,20 @@ pub(super) fn service_unit(
 /// `kapell probe --until-healthy` holds it in "activating" until then, bounded by the start
 /// timeout. `+`: it runs privileged, to publish the result under /run/kapell (a `cmd` check
 /// still runs as the service's user).
-fn readiness_probe(s: &mut UnitText, stack: &Stack, service: &Service, options: &RenderOptions) {
+fn readiness_probe(s: &mut SectionText, stack: &Stack, service: &Service, options: &RenderOptions) {
     let qualified = crate::names::qualified(&stack.name, &service.name);
     let argv = [options.kapell_path.as_str(), "probe", "--until-healthy", &qualified];
     let suffix = if service.replicas.is_some() { INSTANCE_ARGUMENT } else { "" };
     s.exec("ExecStartPost", "+", &argv, suffix);
 }
 
-fn unit_section(u: &mut UnitText, stack: &Stack, service: &Service, host: &Host, shared: &Shared) {
+fn unit_section(u: &mut SectionText, stack: &Stack, service: &Service, host: &Host, shared: &Shared) {
     let qualified = crate::names::qualified(&stack.name, &service.name);
     match &stack.description {
         Some(d) => u.text("Description", &[d, ": ", &service.name, " (", &qualified, ")"].concat()),
         None => u.text("Description", &qualified),
     };
-    u.value("SourcePath", &shared.source_path);
+    u.text("SourcePath", &shared.source_path);
     u.line("PartOf", &shared.target);
     // Requires=/Wants= plus After=: dependents start once the dependency is ready (a container
     // service reports READY=1 when running or healthy; a oneshot when it has succeeded).
@@ -126,7 +126,7 @@ fn unit_section(u: &mut UnitText, stack: &Stack, service: &Service, host: &Host,
     }
 }
 
-fn container_service(s: &mut UnitText, stack: &Stack, service: &Service, options: &RenderOptions) {
+fn container_service(s: &mut SectionText, stack: &Stack, service: &Service, options: &RenderOptions) {
     s.line("Type", "notify");
     s.line("NotifyAccess", "main");
     let qualified = crate::names::qualified(&stack.name, &service.name);
@@ -140,7 +140,7 @@ fn container_service(s: &mut UnitText, stack: &Stack, service: &Service, options
     restart_lines(s, service, Some(Duration(grace.as_micros() + SUPERVISOR_STOP_MARGIN.as_micros())));
 }
 
-fn restart_lines(s: &mut UnitText, service: &Service, stop_timeout: Option<Duration>) {
+fn restart_lines(s: &mut SectionText, service: &Service, stop_timeout: Option<Duration>) {
     s.line("Restart", service.restart.as_str());
     if service.restart != Restart::No
         && let Some(delay) = service.restart_delay
@@ -153,7 +153,7 @@ fn restart_lines(s: &mut UnitText, service: &Service, stop_timeout: Option<Durat
 }
 
 /// Secrets become systemd credentials; the values never appear in the unit.
-fn credential_lines(s: &mut UnitText, stack: &Stack, service: &Service) {
+fn credential_lines(s: &mut SectionText, stack: &Stack, service: &Service) {
     for name in &service.secrets {
         let Some(secret) = stack.secret(name) else { continue };
         match &secret.source {

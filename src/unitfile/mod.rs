@@ -1,79 +1,77 @@
-//! Unit files: [`UnitText`], the one place unit text is written, and [`UnitFile`], the typed
-//! model that unit text is read back into (and written out again through [`UnitText`]).
+//! Unit files: [`UnitText`], the one place unit text is written, and [`UnitFile`], the model
+//! that unit text is read back into (`kapell run`, the probers, `kapell status`).
 //!
 //! A unit is a header comment plus sections of `Key=value` entries, in order. Values reach the
-//! text only in ways that make them safe: [`UnitText::word`]/[`UnitText::words`] (and
-//! [`Value::word`]/[`Value::words`] in the model) quote through [`escape`], [`UnitText::text`]
-//! sanitizes free text, and [`UnitText::line`] (and [`Value::trusted`]) is for values kapell
-//! itself builds from validated parts (unit names, durations, numbers) and checks that they fit
-//! on one line. So no user value can add a line, a section or a specifier to a unit.
+//! text only in ways that make them safe: [`SectionText::word`]/[`SectionText::words`] quote
+//! through [`escape`], [`SectionText::text`] sanitizes free text, and [`SectionText::line`] is for
+//! values kapell itself builds from validated parts (unit names, durations, numbers) and checks
+//! that they fit on one line. So no user value can add a line, a section or a specifier to a unit.
 
 pub mod escape;
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// Unit text, written entry by entry as it is built: the renderers write units with it, and
-/// [`UnitFile::serialize`] writes a model with it. Sections follow one another; entries go to the
-/// last one begun. Writing straight into the text spares a rendered unit its model: the
-/// generator renders thousands of units at every boot, each of some thirty entries, and each entry
-/// in the model was a vector slot and often a string of its own (docs/benchmarks.md).
+/// Unit text, written entry by entry as it is built: a header, then sections one after another,
+/// each begun once and written whole ([`UnitText::section`]).
+///
+/// Writing straight into the text spares a rendered unit a model of its own: the generator
+/// renders thousands of units at every boot, each of some thirty entries, and each entry in a
+/// model was a vector slot and often a string of its own (docs/decisions.md).
+#[derive(Default)]
 pub struct UnitText {
     text: String,
-    /// Whether anything was written before the next section header, which then gets a blank line.
-    started: bool,
 }
 
 impl UnitText {
     /// A unit starting with `header`, one comment line each (without the leading `# `).
     pub fn new<S: AsRef<str>>(header: &[S]) -> Self {
-        Self::with_capacity(header, 1024)
-    }
-
-    /// [`UnitText::new`], with room for `capacity` bytes of text before it grows.
-    pub fn with_capacity<S: AsRef<str>>(header: &[S], capacity: usize) -> Self {
-        let mut text = String::with_capacity(capacity);
+        let mut text = String::with_capacity(1024);
         for line in header {
             text.push_str("# ");
             escape::text_into(&mut text, line.as_ref());
             text.push('\n');
         }
-        Self { text, started: !header.is_empty() }
+        Self { text }
     }
 
-    /// Begins the section `[name]`: the entries written next are its own.
-    pub fn section(&mut self, name: &str) -> &mut Self {
-        if self.started {
+    /// Begins the section `[name]`; its entries are written through what this returns. A unit
+    /// begins each section once (a reader of the unit sees only the first of two of one name).
+    pub fn section(&mut self, name: &str) -> SectionText<'_> {
+        let header = ["[", name, "]\n"].concat();
+        debug_assert!(
+            !self.text.starts_with(&header) && !self.text.contains(&["\n", &header].concat()),
+            "section [{name}] begun twice"
+        );
+        if !self.text.is_empty() {
             self.text.push('\n');
         }
-        self.started = true;
-        self.text.push('[');
-        self.text.push_str(name);
-        self.text.push_str("]\n");
-        self
+        self.text.push_str(&header);
+        SectionText { text: &mut self.text }
     }
 
-    /// `key=value` for a value kapell built from validated parts. Panics on a line break, as
-    /// [`Value::trusted`] does.
+    /// The whole text.
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
+
+/// The entries of the section a [`UnitText`] began last: one `key=value` line each. Keys are
+/// kapell's own, or validated setting names passed through from a stack file.
+pub struct SectionText<'a> {
+    text: &'a mut String,
+}
+
+impl SectionText<'_> {
+    /// `key=value` for a value kapell built from validated parts. Panics unless the value fits on
+    /// one line ([`check_trusted`]).
     pub fn line(&mut self, key: &str, value: &str) -> &mut Self {
-        check_trusted(value);
-        self.entry(key, |text| text.push_str(value))
+        self.checked(key, |text| text.push_str(value))
     }
 
-    /// `key=value` for a number, duration or size kapell formats itself (checked as
-    /// [`UnitText::line`] is, once written).
+    /// `key=value` for a number, duration or size kapell formats itself, checked as
+    /// [`SectionText::line`] checks.
     pub fn display(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
-        let start = self.text.len() + key.len() + 1;
-        self.entry(key, |text| {
-            let _ = write!(text, "{value}");
-        });
-        check_trusted(&self.text[start..self.text.len() - 1]);
-        self
-    }
-
-    /// `key=value` for a value of the model, made safe when it was made.
-    pub fn value(&mut self, key: &str, value: &Value) -> &mut Self {
-        self.entry(key, |text| text.push_str(value.as_str()))
+        self.checked(key, |text| write!(text, "{value}").expect("formatting into a string"))
     }
 
     /// `key=` one user string as one quoted word ([`escape::quote`]).
@@ -87,11 +85,10 @@ impl UnitText {
     }
 
     /// `key=` an `ExecStart=`-style command line ([`escape::exec_line`]) between kapell's own
-    /// `prefix` and `suffix` (`+`, ` --instance %i`; checked as [`UnitText::line`] checks).
+    /// `prefix` and `suffix` (`+`, ` --instance %i`); the whole line is checked as
+    /// [`SectionText::line`] checks.
     pub fn exec<S: AsRef<str>>(&mut self, key: &str, prefix: &str, argv: &[S], suffix: &str) -> &mut Self {
-        check_trusted(prefix);
-        check_trusted(suffix);
-        self.entry(key, |text| {
+        self.checked(key, |text| {
             text.push_str(prefix);
             escape::exec_line_into(text, argv);
             text.push_str(suffix);
@@ -103,21 +100,25 @@ impl UnitText {
         self.entry(key, |text| escape::text_into(text, value))
     }
 
-    fn entry(&mut self, key: &str, value: impl FnOnce(&mut String)) -> &mut Self {
-        self.text.push_str(key);
-        self.text.push('=');
-        value(&mut self.text);
-        self.text.push('\n');
+    /// [`SectionText::entry`], with the value written checked by [`check_trusted`].
+    fn checked(&mut self, key: &str, value: impl FnOnce(&mut String)) -> &mut Self {
+        let start = self.text.len() + key.len() + 1;
+        self.entry(key, value);
+        check_trusted(&self.text[start..self.text.len() - 1]);
         self
     }
 
-    /// The whole text.
-    pub fn finish(self) -> String {
-        self.text
+    fn entry(&mut self, key: &str, value: impl FnOnce(&mut String)) -> &mut Self {
+        self.text.push_str(key);
+        self.text.push('=');
+        value(self.text);
+        self.text.push('\n');
+        self
     }
 }
 
-/// Panics unless `value` fits on one line of a unit: a kapell bug, never a user error, because
+/// Panics unless `value` fits on one line of a unit (no line break, no NUL, no trailing
+/// backslash that would continue the line): a kapell bug, never a user error, because
 /// validation rejects such input long before rendering.
 fn check_trusted(value: &str) {
     // Bytes, not chars (the three are ASCII), folded without an early exit so the loop is
@@ -126,66 +127,14 @@ fn check_trusted(value: &str) {
     assert!(!unsafe_byte && !value.ends_with('\\'), "unsafe unit value {value:?}");
 }
 
-/// A value as it will appear after `Key=`. Constant values (`notify`, `yes`) are borrowed, not
-/// copied: a generator run builds some twenty entries for each of thousands of units.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Value(Cow<'static, str>);
-
-impl Value {
-    /// One user string as one quoted word.
-    pub fn word(value: &str) -> Self {
-        Self(escape::quote(value).into())
-    }
-
-    /// An argument vector or list: each element one quoted word.
-    pub fn words<S: AsRef<str>>(values: &[S]) -> Self {
-        Self(escape::quote_all(values).into())
-    }
-
-    /// Free text for settings that do not unquote (`Description=`).
-    pub fn text(value: &str) -> Self {
-        Self(escape::text(value).into())
-    }
-
-    /// A value kapell built from validated parts. Panics on a line break: that is a kapell bug,
-    /// never a user error, because validation rejects such input long before rendering.
-    pub fn trusted(value: impl Into<Cow<'static, str>>) -> Self {
-        let value = value.into();
-        check_trusted(&value);
-        Self(value)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&'static str> for Value {
-    fn from(value: &'static str) -> Self {
-        Self::trusted(value)
-    }
-}
-
-impl From<String> for Value {
-    fn from(value: String) -> Self {
-        Self::trusted(value)
-    }
-}
-
-/// `[Name]` and its entries, in order. Names and keys kapell writes are constants, borrowed.
+/// `[Name]` and its entries as read back, in order, values as written (still quoted).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Section {
-    pub name: Cow<'static, str>,
-    pub entries: Vec<(Cow<'static, str>, Value)>,
+    pub name: String,
+    pub entries: Vec<(String, String)>,
 }
 
 impl Section {
-    /// Appends `key=value`.
-    pub fn add(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> &mut Self {
-        self.entries.push((key.into(), value.into()));
-        self
-    }
-
     /// The raw values of every entry named `key`.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.entries.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
@@ -197,12 +146,12 @@ impl Section {
     }
 
     /// The words of the last `key=` (unquoted by the one escaper), if it is set: what kapell
-    /// wrote with [`Value::words`].
+    /// wrote with [`SectionText::words`].
     pub fn words(&self, key: &str) -> Result<Option<Vec<String>>, String> {
         self.get(key).map(|v| escape::unquote(v).map_err(|e| format!("{key}=: {e}"))).transpose()
     }
 
-    /// The one word of the last `key=`, if it is set: what kapell wrote with [`Value::word`].
+    /// The one word of the last `key=`, if it is set: what kapell wrote with [`SectionText::word`].
     pub fn word(&self, key: &str) -> Result<Option<String>, String> {
         match self.words(key)? {
             None => Ok(None),
@@ -230,44 +179,9 @@ pub struct UnitFile {
 }
 
 impl UnitFile {
-    /// The section named `name`, created at the end if missing.
-    pub fn section(&mut self, name: &'static str) -> &mut Section {
-        let index = match self.sections.iter().position(|s| s.name == name) {
-            Some(index) => index,
-            None => {
-                self.sections.push(Section { name: Cow::Borrowed(name), entries: Vec::new() });
-                self.sections.len() - 1
-            }
-        };
-        &mut self.sections[index]
-    }
-
+    /// The first section named `name`.
     pub fn get_section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
-    }
-
-    /// The file's text, written by [`UnitText`].
-    pub fn serialize(&self) -> String {
-        let mut out = UnitText::with_capacity(&self.header, self.text_len());
-        for section in &self.sections {
-            out.section(&section.name);
-            for (key, value) in &section.entries {
-                out.value(key, value);
-            }
-        }
-        out.finish()
-    }
-
-    /// The length of [`Self::serialize`]'s text when no header line needs escaping (escaping
-    /// only shortens a line), so the text is built in one allocation.
-    fn text_len(&self) -> usize {
-        let header: usize = self.header.iter().map(|l| l.len() + 3).sum();
-        let sections: usize = self
-            .sections
-            .iter()
-            .map(|s| s.name.len() + 4 + s.entries.iter().map(|(k, v)| k.len() + v.as_str().len() + 2).sum::<usize>())
-            .sum();
-        header + sections
     }
 
     /// Reads unit-file text back into the model, following systemd's syntax (comments, sections,
@@ -297,7 +211,7 @@ impl UnitFile {
                 continue;
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                unit.sections.push(Section { name: name.to_string().into(), entries: Vec::new() });
+                unit.sections.push(Section { name: name.to_string(), entries: Vec::new() });
                 continue;
             }
             let Some((key, value)) = line.split_once('=') else {
@@ -306,7 +220,7 @@ impl UnitFile {
             let Some(section) = unit.sections.last_mut() else {
                 return Err(format!("line {}: assignment outside of a section", n + 1));
             };
-            section.entries.push((key.trim().to_string().into(), Value(value.trim().to_string().into())));
+            section.entries.push((key.trim().to_string(), value.trim().to_string()));
         }
         unit.header = header;
         Ok(unit)
@@ -316,34 +230,6 @@ impl UnitFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serialize_then_parse_is_identity() {
-        let mut unit = UnitFile { header: vec!["generated".into()], ..Default::default() };
-        unit.section("Unit").add("Description", Value::text("a\nb"));
-        unit.section("Service").add("ExecStart", Value::words(&["/bin/echo", "x y", "%"]));
-        let text = unit.serialize();
-        assert_eq!(text, "# generated\n\n[Unit]\nDescription=a b\n\n[Service]\nExecStart=/bin/echo \"x y\" \"%%\"\n");
-        assert_eq!(UnitFile::parse(&text).expect("parse"), unit);
-    }
-
-    #[test]
-    fn sections_read_back_the_words_written() {
-        let mut section = Section::default();
-        section.add("Image", Value::word("a b")).add("Cmd", Value::words(&["x", "%"]));
-        section.add("Port", Value::word("80")).add("Port", Value::word("443"));
-        assert_eq!(section.word("Image"), Ok(Some("a b".to_string())));
-        assert_eq!(section.words("Cmd"), Ok(Some(vec!["x".to_string(), "%".to_string()])));
-        assert_eq!(section.word("Cmd"), Err("Cmd= must be one word".to_string()));
-        assert_eq!(section.all_words("Port"), Ok(vec!["80".to_string(), "443".to_string()]));
-        assert_eq!(section.word("Missing"), Ok(None));
-    }
-
-    #[test]
-    #[should_panic(expected = "unsafe unit value")]
-    fn trusted_values_cannot_break_lines() {
-        let _ = Value::trusted("a\n[Service]");
-    }
 
     /// Every way of writing an entry, read back by the parser as what was written; sections
     /// separated by one blank line, the header escaped as free text.
@@ -356,40 +242,67 @@ mod tests {
             .word("Environment", "A=b c")
             .words("X-Args", &["1", "", "\"q\""])
             .display("TimeoutStopSec", crate::quantity::Duration(1_500_000))
-            .value("SourcePath", &Value::text("/p"));
+            .word("Port", "80")
+            .word("Port", "443");
         let text = unit.finish();
         assert_eq!(
             text,
             "# from /etc/kapell/100%%.toml\n# two lines\n\n[Unit]\nDescription=a b %%i\nPartOf=s.target\n\n\
              [Service]\nExecStart=+:/bin/echo \"$HOME\" \"x y\" --instance %i\nEnvironment=\"A=b c\"\n\
-             X-Args=1 \"\" \"\\\"q\\\"\"\nTimeoutStopSec=1500ms\nSourcePath=/p\n"
+             X-Args=1 \"\" \"\\\"q\\\"\"\nTimeoutStopSec=1500ms\nPort=80\nPort=443\n"
         );
         let back = UnitFile::parse(&text).expect("parse");
+        assert_eq!(back.header, ["from /etc/kapell/100%%.toml", "two lines"]);
+        assert_eq!(back.sections.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["Unit", "Service"]);
         let service = back.get_section("Service").expect("section");
         assert_eq!(service.word("Environment"), Ok(Some("A=b c".to_string())));
         assert_eq!(service.words("X-Args"), Ok(Some(vec!["1".to_string(), String::new(), "\"q\"".to_string()])));
-        assert_eq!(back.sections.len(), 2);
+        assert_eq!(service.word("X-Args"), Err("X-Args= must be one word".to_string()));
+        assert_eq!(service.all_words("Port"), Ok(vec!["80".to_string(), "443".to_string()]));
+        assert_eq!(service.get("Port"), Some("443"), "the last of a single-valued key");
+        assert_eq!(service.word("Missing"), Ok(None));
         // Without a header, the first section starts the text.
-        let mut bare = UnitText::new::<&str>(&[]);
+        let mut bare = UnitText::default();
         bare.section("Resolve").line("Domains", "~kapell");
         assert_eq!(bare.finish(), "[Resolve]\nDomains=~kapell\n");
     }
 
     #[test]
+    fn parse_follows_systemd_syntax() -> Result<(), String> {
+        let unit = UnitFile::parse("# c\n; d\n[Unit]\n  Description = a\\\n  b\n# not a header\n[Service]\nX=1=2\n")?;
+        assert_eq!(unit.header, ["c", "d"]);
+        assert_eq!(unit.get_section("Unit").and_then(|s| s.get("Description")), Some("a b"));
+        assert_eq!(unit.get_section("Service").and_then(|s| s.get("X")), Some("1=2"));
+        assert!(UnitFile::parse("X=1\n").is_err(), "an assignment outside of a section");
+        assert!(UnitFile::parse("[Unit]\nno equals sign\n").is_err());
+        Ok(())
+    }
+
+    #[test]
     #[should_panic(expected = "unsafe unit value")]
     fn unit_text_lines_cannot_break() {
-        UnitText::new::<&str>(&[]).section("Unit").line("Wants", "a.service\n[Service]");
+        UnitText::default().section("Unit").line("Wants", "a.service\n[Service]");
     }
 
     #[test]
     #[should_panic(expected = "unsafe unit value")]
     fn unit_text_formatted_values_cannot_break() {
-        UnitText::new::<&str>(&[]).section("Unit").display("Wants", format_args!("a\\"));
+        UnitText::default().section("Unit").display("Wants", format_args!("a\\"));
     }
 
     #[test]
     #[should_panic(expected = "unsafe unit value")]
     fn unit_text_command_lines_cannot_break_around_the_words() {
-        UnitText::new::<&str>(&[]).section("Service").exec("ExecStart", "", &["/bin/true"], "\n[Install]");
+        UnitText::default().section("Service").exec("ExecStart", "", &["/bin/true"], "\n[Install]");
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "begun twice")]
+    fn a_section_is_begun_once() {
+        let mut unit = UnitText::default();
+        unit.section("Service").line("Type", "notify");
+        unit.section("X-Kapell-Health").line("Tcp", "80");
+        unit.section("Service");
     }
 }
