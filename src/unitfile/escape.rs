@@ -89,10 +89,9 @@ pub fn exec_line_into<S: AsRef<str>>(out: &mut String, argv: &[S]) {
 
 /// Free text for settings that take the rest of the line verbatim (specifiers still apply).
 pub fn text(value: &str) -> String {
-    match plain_text(value) {
-        Some(plain) => plain.to_string(),
-        None => sanitize(value),
-    }
+    let mut out = String::with_capacity(value.len());
+    text_into(&mut out, value);
+    out
 }
 
 /// [`text`], appended to `out`.
