@@ -303,7 +303,10 @@ fn webapp(rig: &Rig, port: u16) -> Result<()> {
         ensure!(starts == expected_starts, "expected {expected_starts} db start(s) in web's page:\n{answer}");
         Ok(())
     };
-    page(1)?;
+    // web has no health check: its unit is active once its container runs, which can be before
+    // httpd listens (docker's proxy then resets the connection), so its first page is waited for
+    // as the one after db's restart is.
+    eventually("web's page", Duration::from_secs(10), || Ok(page(1).is_ok())).or_else(|e| page(1).context(e))?;
     rig.systemctl(&["start", "watch-watcher.service"])?;
     let watcher_id = rig.inspect("kapell-watch-watcher", "{{.Id}}")?;
     let from_watcher = || rig.sh_ok("kapell-watch-watcher", "timeout 5 wget -q -O- http://db.webapp:5432/journal");
