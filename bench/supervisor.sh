@@ -16,8 +16,10 @@
 # Start: from the exec of the unit's command(s) to the container's process running (Docker's
 # State.StartedAt), median of RUNS (the variants take turns); "to created" is the part until Docker
 # has created the container (mostly the client's own work: exec, parsing, connecting), the rest
-# is attach + start, mostly Docker's (runc). Memory: VmRSS and private memory (Private_Clean +
-# Private_Dirty, what one more service costs) of the process while the container runs, median
+# is attach + start, mostly Docker's (runc). Memory: VmRSS (which counts every page of the executable
+# and its libraries it has mapped, shared with every other process that maps them), PSS (each shared
+# page divided among the processes that map it) and private memory (Private_Clean + Private_Dirty,
+# what one more service costs) of the process while the container runs, median
 # over REPLICAS supervisors running at once. Needs root, docker.io and busybox-static; builds
 # kapell in release mode. Everything it starts is stopped by PID and removed on exit.
 set -euo pipefail
@@ -110,11 +112,12 @@ wait_ready() { for _ in $(seq 2000); do grep -q '^ready' "$1" 2>/dev/null && ret
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 private_kib() { awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s}' "/proc/$1/smaps_rollup"; }
+pss_kib() { awk '$1 == "Pss:" {print $2}' "/proc/$1/smaps_rollup"; }
 
-# One start of container NAME by COMMAND… in the background; prints "total_ms before_create_ms rss_kib private_kib".
+# One start of container NAME by COMMAND… in the background; prints "total_ms before_create_ms rss_kib private_kib pss_kib".
 measure() {
     local name=$1; shift
-    local out=$WORK/out.$RANDOM t0 pid created started rss private
+    local out=$WORK/out.$RANDOM t0 pid created started rss private pss
     t0=$(now_ns)
     "$@" >"$out" 2>&1 &
     pid=$!
@@ -124,13 +127,14 @@ measure() {
     # (The hand-written variant's shell has exec'd the CLI by now.)
     rss=$(kib "$pid" VmRSS)
     private=$(private_kib "$pid")
+    pss=$(pss_kib "$pid")
     # systemctl stop: SIGTERM. The supervisor stops and removes its container; the CLI only
     # forwards the signal (sleep as PID 1 ignores it), so its container is removed as ExecStop would.
     kill -TERM "$pid" 2>/dev/null || true
     case $name in kapell-*) ;; *) docker rm -f "$name" >/dev/null 2>&1 || true ;; esac
     wait "$pid" 2>/dev/null || true
     rm -f "$out"
-    echo "$(( (started - t0) / 1000000 )) $(( (created - t0) / 1000000 )) $rss $private"
+    echo "$(( (started - t0) / 1000000 )) $(( (created - t0) / 1000000 )) $rss $private $pss"
 }
 
 # The variants take turns within each round, so load from elsewhere on the machine hits all alike.
@@ -152,24 +156,25 @@ for _ in $(seq "$RUNS"); do
 done
 # column N of variant V's results, median
 stat_of() { awk -v v="$1" -v n="$2" '$1 == v {print $n}' "$WORK/starts" | median; }
-declare -A total before after rss private
+declare -A total before after rss private pss
 for v in "${VARIANTS[@]}"; do
     total[$v]=$(stat_of "$v" 2)
     before[$v]=$(stat_of "$v" 3)
     after[$v]=$(awk -v v="$v" '$1 == v {print $2 - $3}' "$WORK/starts" | median)
     rss[$v]=$(stat_of "$v" 4)
     private[$v]=$(stat_of "$v" 5)
+    pss[$v]=$(stat_of "$v" 6)
 done
 
 echo "measuring $REPLICAS services running at once…" >&2
-many_rss=() many_private=()
+many_rss=() many_private=() many_pss=()
 for i in $(seq "$REPLICAS"); do
     "$KAPELL" run bench.many --instance "$i" --unit-file "$WORK/units/bench-many@.service" >"$WORK/many.$i" 2>&1 &
     SUPERVISOR_PIDS+=($!)
 done
 for i in $(seq "$REPLICAS"); do wait_ready "$WORK/many.$i"; done
 sleep 2 # steady state: output streaming, health and wait requests parked
-for pid in "${SUPERVISOR_PIDS[@]}"; do many_rss+=("$(kib "$pid" VmRSS)"); many_private+=("$(private_kib "$pid")"); done
+for pid in "${SUPERVISOR_PIDS[@]}"; do many_rss+=("$(kib "$pid" VmRSS)"); many_private+=("$(private_kib "$pid")"); many_pss+=("$(pss_kib "$pid")"); done
 for pid in "${SUPERVISOR_PIDS[@]}"; do kill -TERM "$pid"; done
 for pid in "${SUPERVISOR_PIDS[@]}"; do wait "$pid" || true; done
 SUPERVISOR_PIDS=()
@@ -180,8 +185,8 @@ for i in $(seq "$REPLICAS"); do
 done
 for i in $(seq "$REPLICAS"); do wait_ready "$WORK/cli.$i"; done
 sleep 2
-cli_many_rss=() cli_many_private=()
-for pid in "${SUPERVISOR_PIDS[@]}"; do cli_many_rss+=("$(kib "$pid" VmRSS)"); cli_many_private+=("$(private_kib "$pid")"); done
+cli_many_rss=() cli_many_private=() cli_many_pss=()
+for pid in "${SUPERVISOR_PIDS[@]}"; do cli_many_rss+=("$(kib "$pid" VmRSS)"); cli_many_private+=("$(private_kib "$pid")"); cli_many_pss+=("$(pss_kib "$pid")"); done
 for i in $(seq "$REPLICAS"); do docker rm -f "cli-many-$i" >/dev/null 2>&1 || true; done
 for pid in "${SUPERVISOR_PIDS[@]}"; do wait "$pid" || true; done
 SUPERVISOR_PIDS=()
@@ -204,10 +209,10 @@ printf '  %-22s %9s ms   (network step: stack network vs none)\n' "kapell net �
 printf '  %-22s %9s ms   (first start, which creates the network; one sample)\n' "kapell, cold network" "$(awk '$1 == "kapell-net" {print $2}' "$WORK/warmup")"
 echo
 echo "memory of the process in the unit while its container runs (median)"
-printf '  %-34s %12s %14s\n' "" "VmRSS" "private"
-printf '  %-34s %12s %14s\n' "kapell run (one service)" "$(mib "${rss[kapell]}")" "$(mib "${private[kapell]}")"
-printf '  %-34s %12s %14s\n' "kapell run ($REPLICAS services at once)" "$(mib "$(med "${many_rss[@]}")")" "$(mib "$(med "${many_private[@]}")")"
-printf '  %-34s %12s %14s\n' "docker run CLI (one service)" "$(mib "${rss[cli]}")" "$(mib "${private[cli]}")"
-printf '  %-34s %12s %14s\n' "docker run CLI ($REPLICAS services at once)" "$(mib "$(med "${cli_many_rss[@]}")")" "$(mib "$(med "${cli_many_private[@]}")")"
+printf '  %-34s %12s %12s %14s\n' "" "VmRSS" "PSS" "private"
+printf '  %-34s %12s %12s %14s\n' "kapell run (one service)" "$(mib "${rss[kapell]}")" "$(mib "${pss[kapell]}")" "$(mib "${private[kapell]}")"
+printf '  %-34s %12s %12s %14s\n' "kapell run ($REPLICAS services at once)" "$(mib "$(med "${many_rss[@]}")")" "$(mib "$(med "${many_pss[@]}")")" "$(mib "$(med "${many_private[@]}")")"
+printf '  %-34s %12s %12s %14s\n' "docker run CLI (one service)" "$(mib "${rss[cli]}")" "$(mib "${pss[cli]}")" "$(mib "${private[cli]}")"
+printf '  %-34s %12s %12s %14s\n' "docker run CLI ($REPLICAS services at once)" "$(mib "$(med "${cli_many_rss[@]}")")" "$(mib "$(med "${cli_many_pss[@]}")")" "$(mib "$(med "${cli_many_private[@]}")")"
 echo
 echo "Targets (docs/benchmarks.md): < 5 MiB RSS per running container service; < 50 ms added to a container's start"
