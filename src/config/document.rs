@@ -80,6 +80,15 @@ impl Integer<'_> {
     pub fn value(&self) -> Option<i64> {
         i64::from_str_radix(&self.digits, self.radix).ok()
     }
+
+    /// The digits as decoded: with the sign, without the radix prefix and the underscores.
+    pub fn digits(&self) -> &str {
+        &self.digits
+    }
+
+    pub fn radix(&self) -> u32 {
+        self.radix
+    }
 }
 
 /// A float as `toml_parser` decoded it (`1.5`, `-inf`, `nan`; no underscores).
@@ -370,6 +379,11 @@ struct Builder<'i, 'f> {
     /// Breaches of the rules for tables and keys (a key written twice, a table defined twice):
     /// the file is rejected, but the tree is still built so that every one of them is reported.
     rules: Vec<SyntaxError>,
+    /// The parts of the dotted key being read so far, and whether a `.` came after the last one.
+    /// Counted even once the tree is no longer built, so that a key of too many parts is reported
+    /// after other errors too, as the `toml` crate reports it.
+    key_parts: usize,
+    after_key_sep: bool,
 }
 
 impl<'i, 'f> Builder<'i, 'f> {
@@ -385,6 +399,8 @@ impl<'i, 'f> Builder<'i, 'f> {
             failed,
             marked: None,
             rules: Vec::new(),
+            key_parts: 0,
+            after_key_sep: false,
         }
     }
 
@@ -708,24 +724,27 @@ impl EventReceiver for Builder<'_, '_> {
     }
 
     fn simple_key(&mut self, span: Span, encoding: Option<Encoding>, error: &mut dyn ErrorSink) {
+        self.key_parts = if std::mem::take(&mut self.after_key_sep) { self.key_parts + 1 } else { 1 };
+        if self.key_parts == DEPTH_LIMIT as usize + 1 {
+            error.report_error(ParseError::new("recursion limit").with_unexpected(span));
+        }
         let key = self.decode_key(span, encoding, error);
         if self.failed.get() {
             return;
         }
-        let from = match (&self.state, self.nesting.last()) {
-            (State::Header { .. } | State::Key, _) => 0,
+        match (&self.state, self.nesting.last()) {
+            (State::Header { .. } | State::Key, _) | (State::Value, Some(Nested::Inline { in_value: false, .. })) => {}
             (State::Line, _) => {
                 self.state = State::Key;
                 self.keys.clear();
-                0
             }
-            (State::Value, Some(Nested::Inline { keys_from, in_value: false, .. })) => *keys_from,
             (State::Value, _) => return,
-        };
-        self.keys.push(key);
-        if self.keys.len() - from > DEPTH_LIMIT as usize {
-            error.report_error(ParseError::new("recursion limit").with_unexpected(span));
         }
+        self.keys.push(key);
+    }
+
+    fn key_sep(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
+        self.after_key_sep = true;
     }
 
     fn key_val_sep(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
@@ -774,88 +793,13 @@ impl Builder<'_, '_> {
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
+    use super::reference::check_against_toml;
     use super::*;
     use proptest::prelude::*;
-    use toml::de::{DeTable, DeValue};
-
-    /// Where `ours` differs from the `toml` crate's tree of the same text, if anywhere.
-    fn compare(ours: &Table<'_>, theirs: &DeTable<'_>, at: &str) -> Result<(), String> {
-        if ours.len() != theirs.len() {
-            return Err(format!("{at}: {} keys against {}", ours.len(), theirs.len()));
-        }
-        for ((k, v), (tk, tv)) in ours.iter().zip(theirs.iter()) {
-            if k.get_ref() != tk.get_ref() || k.span() != tk.span() {
-                return Err(format!("{at}: key {k:?} against {tk:?}"));
-            }
-            compare_value(v, tv, &format!("{at}.{}", k.get_ref()))?;
-        }
-        Ok(())
-    }
-
-    fn compare_value(ours: &Spanned<Value<'_>>, theirs: &toml::Spanned<DeValue<'_>>, at: &str) -> Result<(), String> {
-        if ours.span() != theirs.span() {
-            return Err(format!("{at}: span {:?} against {:?}", ours.span(), theirs.span()));
-        }
-        let same = match (ours.get_ref(), theirs.get_ref()) {
-            (Value::String(a), DeValue::String(b)) => a == b,
-            (Value::Integer(a), DeValue::Integer(b)) => a.digits == b.as_str() && a.radix == b.radix(),
-            (Value::Float(a), DeValue::Float(b)) => a.as_str() == b.as_str(),
-            (Value::Boolean(a), DeValue::Boolean(b)) => a == b,
-            (Value::Datetime(a), DeValue::Datetime(b)) => a.parse::<toml_datetime::Datetime>().ok().as_ref() == Some(b),
-            (Value::Array(a), DeValue::Array(b)) => {
-                if a.len() != b.len() {
-                    return Err(format!("{at}: {} items against {}", a.len(), b.len()));
-                }
-                for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                    compare_value(x, y, &format!("{at}[{i}]"))?;
-                }
-                true
-            }
-            (Value::Table(a), DeValue::Table(b)) => return compare(a, b, at),
-            _ => false,
-        };
-        if same { Ok(()) } else { Err(format!("{at}: {:?} against {:?}", ours.get_ref(), theirs.get_ref())) }
-    }
-
-    /// Errors of the `toml` crate's rules for tables and keys, rather than of the grammar.
-    fn is_table_rule(message: &str) -> bool {
-        message == "duplicate key" || message.starts_with("cannot extend value of type")
-    }
-
-    /// Parses `text` both ways: the same tree when it is good. When it is not: errors here too;
-    /// with only table rules broken, the same errors; with the grammar broken, every grammar error
-    /// the `toml` crate reports (the parser is the same; strings are decoded here even after an
-    /// error, so there may be more), and no breach of a table rule that it does not report.
-    fn check_against_toml(text: &str) -> Result<(), String> {
-        let (ours, errors) = parse(text);
-        let (theirs, their_errors) = DeTable::parse_recoverable(text);
-        let theirs_set: Vec<(Option<Range<usize>>, String)> =
-            their_errors.iter().map(|e| (e.span(), e.message().trim().to_string())).collect();
-        let ours_set: Vec<(Option<Range<usize>>, String)> =
-            errors.iter().map(|e| (e.span.clone(), e.message.clone())).collect();
-        let fail = |what: String| {
-            Err(format!("{what}\nerrors here: {ours_set:?}\nerrors in toml: {theirs_set:?}\n--\n{text}"))
-        };
-        if errors.is_empty() != their_errors.is_empty() {
-            return fail("one side found errors, the other none".into());
-        }
-        if errors.is_empty() {
-            return compare(&ours, theirs.get_ref(), "").map_err(|e| format!("{e}\n--\n{text}"));
-        }
-        let grammar_broken = theirs_set.iter().any(|(_, m)| !is_table_rule(m));
-        for theirs in &theirs_set {
-            if (!grammar_broken || !is_table_rule(&theirs.1)) && !ours_set.contains(theirs) {
-                return fail(format!("{theirs:?} is missing here"));
-            }
-        }
-        for ours in &ours_set {
-            if (!grammar_broken || is_table_rule(&ours.1)) && !theirs_set.contains(ours) {
-                return fail(format!("{ours:?} is not among toml's"));
-            }
-        }
-        Ok(())
-    }
 
     /// What TOML allows and forbids about tables, keys and values, a document each, and whether it
     /// is good TOML (so that a typo cannot turn a comparison of trees into one of errors).
@@ -1025,6 +969,26 @@ mod tests {
         let redefined = format!("{text}[services.s42]\n[services.s3.health]\n[services.s3]\n");
         if let Err(e) = check_against_toml(&redefined) {
             panic!("{e}");
+        }
+    }
+
+    /// Keys of more parts than the limit, also where their parts are already errors (found by the
+    /// `stack_toml` fuzz target: a key of 119 empty parts).
+    #[test]
+    fn a_key_of_too_many_parts_is_reported_as_the_toml_crate_reports_it() {
+        for text in [
+            format!("{} = 1\n", vec!["k"; 100].join(".")),
+            format!("de{}scription = 42\n", ".".repeat(118)),
+            format!("a = 1\nb..c = 2\n{} = 3\n", vec!["k"; 81].join(".")),
+            format!("[{}]\n", vec!["k"; 100].join(".")),
+            format!("[a..b]\n[{}]\n", vec!["k"; 90].join(".")),
+            format!("a = {{ {} = 1 }}\n", vec!["k"; 100].join(".")),
+            format!("{} = 1\n", vec!["k"; 80].join(".")),
+            format!("{} = 1\n", vec!["k"; 81].join(".")),
+        ] {
+            if let Err(e) = check_against_toml(&text) {
+                panic!("{e}");
+            }
         }
     }
 
