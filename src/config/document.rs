@@ -880,6 +880,9 @@ mod tests {
         ("a = [1, {b = }]\n", false),
         ("[a]]\n", false),
         ("a = {{}, {}}\nb = [[[1]]]\n", false),
+        // A key written twice in an inline table that is never closed: reported here, not by the
+        // `toml` crate, which drops the table (found by the `stack_toml` fuzz target).
+        ("a = { B = 1, B = \"x\\\", C = \"  p  \" }\n", false),
     ];
 
     #[test]

@@ -9,6 +9,11 @@ pub mod syntax;
 
 pub use stack::{Parsed, parse_stack, parse_stack_text};
 
+/// Stack files of at least this many bytes are parsed in pieces, in parallel (see
+/// `src/config/pieces.rs`); the `stack_toml` fuzz target pads small files past it to hold the
+/// pieces to the whole.
+pub use pieces::FROM_BYTES as PIECES_FROM_BYTES;
+
 use crate::diagnostics::{Diagnostic, Source};
 use std::path::{Path, PathBuf};
 
