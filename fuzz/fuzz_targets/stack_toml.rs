@@ -6,7 +6,9 @@
 //!   line and column are worked out from the text);
 //! - a stack they accept renders units that read back as unit files;
 //! - a file made large enough to be parsed in pieces (src/config/pieces.rs), by a comment after
-//!   its last line, says what the file says: the same diagnostics, the same units.
+//!   its last line, says what the file says: the same diagnostics, the same units;
+//! - read as a `fleet.toml` (the same TOML tree, another schema), it never panics either, and its
+//!   diagnostics print.
 //!
 //! Nothing may panic, overflow the stack or run away (libFuzzer's -timeout and -rss_limit_mb catch
 //! the last two).
@@ -37,6 +39,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Err(difference) = reference::check_against_toml(text) {
         panic!("{difference}");
+    }
+    if let Err(problems) = kapell::fleet::controller::config::parse(Path::new("/etc/kapell/fleet.toml"), text) {
+        for problem in &problems {
+            let _ = problem.to_string();
+        }
     }
     let (diagnostics, units) = read(text);
     for file in units.iter().flatten() {
