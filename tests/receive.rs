@@ -8,6 +8,7 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use kapell::fleet::protocol::{HostSet, Reply};
@@ -317,6 +318,97 @@ fn receive_refuses_hostile_requests_and_changes_nothing() -> Result<()> {
     let repair = format!(r#"{{"version":1,"request":"repair","hash":"{largest_hash}"}}"#);
     let (_, reply, _) = receive(&host, repair.as_bytes())?;
     ensure!(reply.error.is_none() && !reply.needs_whole_set, "the repair of the set the host runs: {reply:?}");
+
+    drop(host);
+    footprint.assert_gone()
+}
+
+/// `good_set` whose service takes `start_secs` to start (an `ExecStartPre=` that sleeps), running
+/// `sleep <arg>`.
+fn slow_set(start_secs: u32, arg: u32) -> HostSet {
+    let mut files = good_set().to_rendered();
+    for file in &mut files {
+        if let OutputFile::Unit { name, text } = file
+            && name == "good-sleep.service"
+        {
+            *text = kapell_unit(
+                "good",
+                &format!(
+                    "X-Kapell-Service=sleep\nPartOf=good.target\n[Service]\nExecStartPre=/bin/sleep {start_secs}\n\
+                     ExecStart=/bin/sleep {arg}\n"
+                ),
+            );
+        }
+    }
+    HostSet::from_rendered(&files)
+}
+
+fn install_within(set: &HostSet, secs: u64) -> String {
+    serde_json::json!({
+        "version": 1, "request": "install", "set": set, "known": [], "force": true, "confirm_within": secs,
+    })
+    .to_string()
+}
+
+/// The generation `current` points at.
+fn current_generation(host: &Host) -> Option<String> {
+    let link = std::fs::read_link(host.root().join("etc/kapell/received/current")).ok()?;
+    Some(link.to_string_lossy().into_owned())
+}
+
+/// A set is pending, with its revert timer armed, from before `current` moves: a `kapell
+/// receive` killed during a (slow) activation leaves a set that reverts on its own. And a slow
+/// activation does not eat the controller's window: it is armed again once the set is up.
+#[test]
+fn a_confirm_window_opens_before_the_set_runs_and_outlasts_a_slow_activation() -> Result<()> {
+    let mut host = Host::builder().name("recw").kapell(KAPELL).start()?;
+    host.wait_running()?;
+    let footprint = Footprint::new().host(&host);
+    let received = host.root().join("etc/kapell/received");
+    let (_, reply, _) = receive(&host, install_set(&good_set()).as_bytes())?;
+    ensure!(reply.error.is_none(), "{reply:?}");
+    let confirmed = current_generation(&host).context("no current generation")?;
+
+    // 1. A receive killed while the new set starts (its service takes 30 s).
+    let slow = slow_set(30, 7_000_001);
+    let mut child = host.command(&["kapell", "receive"])?.stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, install_within(&slow, 3).as_bytes())?;
+    support::eventually("the slow set current", Duration::from_secs(20), || {
+        Ok(current_generation(&host).is_some_and(|g| g != confirmed))
+    })?;
+    ensure!(received.join("pending.json").exists(), "the new set is current but not pending");
+    let timers = host.systemctl_ok(&["list-units", "--all", "--plain", "--no-legend", "kapell-revert-*.timer"])?;
+    ensure!(timers.contains("kapell-revert-"), "no revert timer while the set starts: {timers:?}");
+    // Killed by the PID its lock records, while the service is still starting.
+    let lock = host.exec_ok(&["cat", "/run/kapell/lock"])?;
+    let pid = lock.strip_prefix("PID ").and_then(|t| t.split_whitespace().next()).context("no PID in the lock")?;
+    support::eventually("the new set's service starting", Duration::from_secs(20), || {
+        Ok(host.show("good-sleep.service", "ActiveState")? == "activating")
+    })?;
+    host.exec_ok(&["kill", "-KILL", pid])?;
+    let _ = child.wait();
+    support::eventually("the set of the killed receive reverted on its own", Duration::from_secs(30), || {
+        Ok(current_generation(&host).as_deref() == Some(&confirmed)
+            && host.show("good-sleep.service", "ExecStart")?.contains("7000000")
+            && host.show("good-sleep.service", "ActiveState")? == "active")
+    })?;
+    let rejected = std::fs::read_to_string(received.join("rolled-back.json"))?;
+    ensure!(rejected.contains(&slow.hash), "the reverted set is not recorded as rolled back: {rejected}");
+
+    // 2. An activation (6 s) longer than the window (3 s): the window runs from the reply.
+    let slow = slow_set(6, 7_000_002);
+    let (_, reply, _) = receive(&host, install_within(&slow, 3).as_bytes())?;
+    ensure!(reply.error.is_none() && reply.pending.is_some(), "{reply:?}");
+    let confirm = format!(r#"{{"version":1,"request":"confirm","hash":"{}"}}"#, slow.hash);
+    let (_, reply, _) = receive(&host, confirm.as_bytes())?;
+    ensure!(reply.error.is_none() && reply.pending.is_none(), "the confirmation: {reply:?}");
+    std::thread::sleep(Duration::from_secs(5));
+    ensure!(
+        host.show("good-sleep.service", "ExecStart")?.contains("7000002"),
+        "a timer of the first arming reverted a confirmed set"
+    );
+    let timers = host.systemctl_ok(&["list-units", "--all", "--plain", "--no-legend", "kapell-revert-*"])?;
+    ensure!(!timers.contains(".timer"), "revert timers left after the confirmation: {timers}");
 
     drop(host);
     footprint.assert_gone()

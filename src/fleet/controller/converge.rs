@@ -363,7 +363,9 @@ fn repair_or_push(c: &Controller, host: &str, install: Install, health: Option<&
     let r = c.request(host, Body::Repair { hash, health: health.map(<[_]>::to_vec) }, false);
     // Unreachable, the set would not reach it either; repaired, or failed doing it, it is told.
     if !needs_whole_set(&r) {
-        return outcome_of(r);
+        let mut o = outcome_of(r);
+        confirm_pending(c, host, &mut o);
+        return o;
     }
     let mut o = push_and_confirm(c, host, install, health);
     o.took = start.elapsed();
@@ -374,17 +376,37 @@ fn repair_or_push(c: &Controller, host: &str, install: Install, health: Option<&
 fn push_and_confirm(c: &Controller, host: &str, install: Install, health: Option<&[InstanceHealth]>) -> HostOutcome {
     let start = Instant::now();
     let mut o = outcome_of(send_install(c, host, &install, health));
-    if o.outcome == Outcome::Converged
-        && let Some(reply) = &o.reply
-        && reply.pending.is_some()
-    {
-        let hash = reply.current.clone();
-        if let Err(why) = c.request(host, Body::Confirm { hash }, true).outcome.and_then(refusal) {
-            o.outcome = Outcome::Failed(format!("installed, but the confirmation over a new connection failed: {why}"));
-        }
-    }
+    confirm_pending(c, host, &mut o);
     o.took = start.elapsed();
     o
+}
+
+/// Confirms, over a new connection, the set `host` runs when its reply says that set is its
+/// desired one and still waits for confirmation: just installed, or installed by an earlier
+/// pass whose confirmation never arrived (the controller was killed between the two, the
+/// connection dropped after the peer had installed, the confirmation's connection failed once).
+/// Left unconfirmed, the host would revert a set the controller can reach it with, then hold it.
+/// A host that cannot be reached over a new connection now is not confirmed: it reverts.
+fn confirm_pending(c: &Controller, host: &str, o: &mut HostOutcome) {
+    let desired = &c.sets[host].hash;
+    let Some(reply) = &o.reply else { return };
+    let waiting = reply.pending.as_ref().is_some_and(|(hash, _)| hash == desired) && reply.current == *desired;
+    if !waiting || !matches!(o.outcome, Outcome::Converged | Outcome::UpToDate) {
+        return;
+    }
+    let hash = reply.current.clone();
+    match c.request(host, Body::Confirm { hash }, true).outcome.and_then(refusal) {
+        // The confirmation's reply says what the host holds now: no set pending.
+        Ok(confirmed) => {
+            if let Some(reply) = &mut o.reply {
+                reply.pending = confirmed.pending;
+                reply.confirmed = confirmed.confirmed;
+            }
+        }
+        Err(why) => {
+            o.outcome = Outcome::Failed(format!("installed, but the confirmation over a new connection failed: {why}"))
+        }
+    }
 }
 
 fn outcome_of(r: HostResult) -> HostOutcome {

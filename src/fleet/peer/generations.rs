@@ -134,6 +134,19 @@ impl Store {
     /// Writes `set` as a new generation and makes it current, atomically (see the module
     /// documentation). Returns the generation's name.
     pub fn install(&self, set: &HostSet) -> Result<String> {
+        let generation = self.stage(set)?;
+        self.make_current(&generation)?;
+        Ok(generation)
+    }
+
+    /// Makes `generation` the one the host runs: one rename of the `current` link.
+    pub fn make_current(&self, generation: &str) -> Result<()> {
+        self.set_link(CURRENT, generation)
+    }
+
+    /// Writes `set` as a new generation, fsynced and published under its final name, without
+    /// making it current. Returns the generation's name.
+    pub fn stage(&self, set: &HostSet) -> Result<String> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
         let stamp = crate::clock::now_usec();
         let generation = format!("{GENERATION_PREFIX}{stamp}-{}", set.short_hash());
@@ -152,7 +165,6 @@ impl Store {
             return Err(e);
         }
         sync_dir(&self.dir)?;
-        self.set_link(CURRENT, &generation)?;
         Ok(generation)
     }
 

@@ -18,6 +18,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+/// How early a revert timer may fire and still close its window (systemd's monotonic clock
+/// against the wall clock of the pending record).
+const WINDOW_SLACK_USEC: u64 = 1_000_000;
+
 /// One writer per host: `kapell receive`, `kapell apply` and the revert timer take turns.
 pub fn lock_host() -> Result<HostLock> {
     HostLock::acquire(RECEIVE_COMMAND, |holder| eprintln!("kapell receive: waiting for {holder}"))
@@ -86,21 +90,27 @@ pub fn install(
     let diff = unitset::diff(&old.to_rendered(), &set.to_rendered());
     (reply.added, reply.updated, reply.removed) = (diff.added, diff.changed, diff.removed);
     let previous = store.current_generation();
-    let generation = if old.hash != set.hash { Some(store.install(set)?) } else { None };
+    let window = confirm_within.map(Duration::from_secs);
+    // The window opens before `current` moves: from the instant the new set could be booted
+    // or run, it is pending and a timer of systemd's will revert it. A reboot during the
+    // activation boots the confirmed set; a `kapell receive` killed, or an activation that
+    // fails, half-way leaves a set that reverts on its own unless the controller confirms it.
+    let generation = if old.hash != set.hash {
+        let staged = store.stage(set)?;
+        if let Some(window) = window {
+            open_window(store, &staged, set, window)?;
+        }
+        store.make_current(&staged)?;
+        Some(staged)
+    } else {
+        None
+    };
     reply.changed = generation.is_some();
     activate::run_set(config_dir, set, reply)?;
-    match (generation, confirm_within) {
-        (Some(generation), Some(secs)) => {
-            let old_pending = store.pending();
-            let deadline_usec = crate::clock::now_usec() + secs * 1_000_000;
-            let pending =
-                Pending { generation: generation.clone(), hash: set.hash.clone(), boot_id: boot_id(), deadline_usec };
-            store.set_pending(Some(&pending))?;
-            revert_timer::schedule(&generation, Duration::from_secs(secs))?;
-            if let Some(old) = old_pending {
-                revert_timer::cancel(&old.generation)?;
-            }
-        }
+    match (generation, window) {
+        // Armed again from now: the controller's window starts with this reply, however long
+        // the activation took (an image pull, a slow start).
+        (Some(generation), Some(window)) => open_window(store, &generation, set, window)?,
         (Some(generation), None) => {
             store.set_link(CONFIRMED, &generation)?;
             settle_pending(store)?;
@@ -108,6 +118,21 @@ pub fn install(
         (None, _) => {}
     }
     store.prune(previous.as_deref())?;
+    Ok(())
+}
+
+/// Makes `generation` (holding `set`) pending until `window` from now, with its revert timer,
+/// and stops the timer of the window it replaces (an earlier arming, or another set's).
+fn open_window(store: &Store, generation: &str, set: &HostSet, window: Duration) -> Result<()> {
+    let replaced = store.pending();
+    let deadline_usec = crate::clock::now_usec() + u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+    let pending =
+        Pending { generation: generation.to_string(), hash: set.hash.clone(), boot_id: boot_id(), deadline_usec };
+    store.set_pending(Some(&pending))?;
+    revert_timer::schedule(&pending)?;
+    if let Some(replaced) = replaced.filter(|r| *r != pending) {
+        revert_timer::cancel(&replaced)?;
+    }
     Ok(())
 }
 
@@ -132,7 +157,7 @@ fn settle_pending(store: &Store) -> Result<()> {
     match store.pending() {
         Some(pending) => {
             store.set_pending(None)?;
-            revert_timer::cancel(&pending.generation)
+            revert_timer::cancel(&pending)
         }
         None => Ok(()),
     }
@@ -167,8 +192,11 @@ pub fn revert_unconfirmed(config_dir: &Path, generation: &str) -> Reply {
     let result = (|| {
         let _lock = lock_host()?;
         let store = Store::open();
-        let still_pending = store.pending().is_some_and(|p| p.generation == generation)
-            && store.current_generation().as_deref() == Some(generation);
+        // A timer of an earlier arming of the window (see `install`) whose cancel did not
+        // happen finds the window still open, and leaves it to the timer of the last arming.
+        let still_pending = store.pending().is_some_and(|p| {
+            p.generation == generation && crate::clock::now_usec() + WINDOW_SLACK_USEC >= p.deadline_usec
+        }) && store.current_generation().as_deref() == Some(generation);
         let Some(confirmed) = store.generation(CONFIRMED).filter(|_| still_pending) else {
             return Ok(()); // confirmed, or replaced by a later push: nothing to do
         };
