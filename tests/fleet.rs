@@ -34,6 +34,7 @@ fn main() {
             },
             Scenario { name: "killed_pushes_never_leave_a_mixed_set", test: killed_pushes },
             Scenario { name: "a_lost_confirmation_is_sent_by_the_next_apply", test: lost_confirmation },
+            Scenario { name: "without_auto_revert_a_failed_batch_stays_as_it_is", test: left_as_is },
             Scenario { name: "a_failing_version_is_rolled_back_and_never_reaches_another_host", test: failing_version },
             Scenario {
                 name: "a_native_version_failing_its_http_check_is_rolled_back_and_reaches_no_other_host",
@@ -636,6 +637,37 @@ fn lost_confirmation(rig: &mut Rig) -> Result<()> {
     ensure!(prop(db1, "data-db.service", "ExecStart")?.contains("7000502"), "db1 reverted a confirmed set");
     let noop = c.expect(&["fleet", "apply"], 0)?;
     ensure!(noop.stdout.matches("up to date").count() >= 3, "not every host is up to date:\n{noop}");
+    Ok(())
+}
+
+/// `auto_revert = false`: the host of the failed batch keeps the failed version past its
+/// confirm window (the controller confirms it), and nobody else gets it.
+fn left_as_is(rig: &mut Rig) -> Result<()> {
+    let c = Controller::new(&rig.ssh, &format!("{ROLLING}auto_revert = false\n"))?;
+    let fleet = std::fs::read_to_string(c.dir.path().join("fleet.toml"))?;
+    c.write("fleet.toml", &fleet.replace("[defaults]\n", "[defaults]\nconfirm_timeout = \"3s\"\n"))?;
+    stacks(&c, "7000000", None)?;
+    c.expect(&["fleet", "apply"], 0)?;
+    agent(&c, BROKEN)?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    let left: Vec<&Host> = rig
+        .hosts
+        .iter()
+        .filter(|h| {
+            failed.stdout.lines().any(|l| l.starts_with(h.name()) && l.contains("left as is (auto_revert = false)"))
+        })
+        .collect();
+    ensure!(left.len() == 1, "one host should be left as is:\n{failed}");
+    // Past the window (healthy_deadline 6 s + confirm_timeout 3 s after the push).
+    std::thread::sleep(Duration::from_secs(10));
+    let host = left[0];
+    ensure!(prop(host, "agent-node.service", "ExecStart")?.contains("broken version"), "{} reverted", host.name());
+    ensure!(!host.root().join("etc/kapell/received/pending.json").exists(), "{} still pending", host.name());
+    let others: Vec<&str> = PEERS.iter().map(|p| p.0).filter(|n| *n != host.name()).collect();
+    ensure!(agent_runs(rig, &others, "7000003")?, "the failed version reached another host:\n{failed}");
+    agent(&c, &sleep_argv(7000033))?;
+    let fixed = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000033")?, "{fixed}");
     Ok(())
 }
 

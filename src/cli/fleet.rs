@@ -256,15 +256,17 @@ fn plan(controller: &Controller, hosts: &[String], json: bool) -> Result<u8> {
                 let n = protocol::units_only;
                 let when = step.map(|s| format!("{s}: ")).unwrap_or_default();
                 println!("{head}: {when}{} to add, {} to change, {} to remove", n(&added), n(&changed), n(&removed));
+                // The paths to remove come from the peer's reply: shown printable, as its text is.
+                let shown = |path: &str| crate::printable::printable(path).into_owned();
                 for path in &added {
-                    println!("  add     {path}");
+                    println!("  add     {}", shown(path));
                 }
                 for path in &changed {
-                    println!("  change  {path}");
+                    println!("  change  {}", shown(path));
                     print_diff(current.files.get(path), desired.files.get(path));
                 }
                 for path in &removed {
-                    println!("  remove  {path}");
+                    println!("  remove  {}", shown(path));
                 }
             }
             Err(why) => {

@@ -31,6 +31,7 @@ use super::state::{Failure, Held, Rollout, State, Unreachable};
 use crate::clock::now_usec;
 use crate::discovery::pushed_health::InstanceHealth;
 use crate::fleet::protocol::{Body, HostSet, Reply};
+use crate::printable::printable;
 use crate::status::Health;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -415,7 +416,8 @@ fn outcome_of(r: HostResult) -> HostOutcome {
         Ok(reply) => {
             let outcome = match (&reply.error, reply.failures) {
                 _ if reply.held.is_some() => Outcome::HeldBack(reply.held.clone().unwrap_or_default()),
-                (Some(e), _) => Outcome::Failed(e.clone()),
+                // A peer's words: one printable line (the report may add lines of its own).
+                (Some(e), _) => Outcome::Failed(printable(e).into_owned()),
                 (None, n) if n > 0 => Outcome::Failed(failed_units(&reply)),
                 (None, _) if reply.changed => Outcome::Converged,
                 _ => Outcome::UpToDate,
@@ -437,22 +439,35 @@ fn refusal(reply: Reply) -> Result<Reply, String> {
 /// `N unit(s) failed` plus what the health probes of units not yet healthy answered (a native
 /// service whose check never passed fails its start) and each failing unit's last journal lines.
 fn failed_units(reply: &Reply) -> String {
+    // Every piece comes from the peer: each is one printable line, so it cannot add lines of
+    // its own to the report.
     let mut text = format!("{} unit(s) failed", reply.failures);
     for line in reply.actions.iter().filter(|a| a.starts_with("FAILED")) {
-        text.push_str(&format!("\n    {line}"));
+        text.push_str(&format!("\n    {}", printable(line)));
     }
     for u in reply.units.iter().filter(|u| u.health() != Some(Health::Healthy)) {
         if let Some(note) = gate::probe_note(u) {
-            text.push_str(&format!("\n    {}: {note}", u.unit));
+            text.push_str(&format!("\n    {}: {}", printable(&u.unit), printable(&note)));
         }
     }
     for (unit, lines) in &reply.journal {
-        text.push_str(&format!("\n    journal of {unit}:"));
+        text.push_str(&format!("\n    journal of {}:", printable(unit)));
         for line in lines {
-            text.push_str(&format!("\n      {line}"));
+            text.push_str(&format!("\n      {}", printable(line)));
         }
     }
     text
+}
+
+/// A host of a failed batch with `auto_revert = false`: what it runs stays, confirmed over a
+/// new connection (left pending, its own timer would revert it when the window closes). A set
+/// it went back to already, or one it cannot be reached to confirm, is said so.
+fn leave_as_is(c: &Controller, host: &str) -> (Option<Reply>, String) {
+    let hash = c.sets[host].hash.clone();
+    match c.request(host, Body::Confirm { hash }, true).outcome.and_then(refusal) {
+        Ok(reply) => (Some(reply), "left as is (auto_revert = false)".to_string()),
+        Err(why) => (None, format!("not reverted (auto_revert = false), but it could not be kept: {why}")),
+    }
 }
 
 /// Updates the host's state from what a pass learned.
@@ -621,14 +636,14 @@ fn rollout(
             Err((host, why, started)) => {
                 let reverted = policy.auto_revert;
                 for h in &batch.hosts {
-                    let mut reply = None;
-                    if reverted {
-                        reply = c.request(h, Body::Rollback, false).outcome.ok();
-                    }
+                    let (reply, what) = if reverted {
+                        (c.request(h, Body::Rollback, false).outcome.ok(), "rolled back".to_string())
+                    } else {
+                        leave_as_is(c, h)
+                    };
                     if let Some(r) = &reply {
                         state.host(h).saw(r);
                     }
-                    let what = if reverted { "rolled back" } else { "left as is (auto_revert = false)" };
                     let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
                     report(HostOutcome {
                         host: h.clone(),
@@ -699,8 +714,19 @@ fn run_batch(
         let (Outcome::Failed(why) | Outcome::HeldBack(why)) = &o.outcome else { unreachable!() };
         return Err((o.host.clone(), why.clone(), start));
     }
-    let baseline: BTreeMap<String, BTreeMap<String, u32>> =
-        pushed.iter().map(|o| (o.host.clone(), o.reply.as_ref().map(restarts).unwrap_or_default())).collect();
+    let baseline: BTreeMap<String, gate::Pushed> = pushed
+        .iter()
+        .map(|o| {
+            let reply = o.reply.as_ref();
+            let changed = reply.map(|r| r.added.iter().chain(&r.updated).filter(|p| !p.contains('/')).cloned());
+            let pushed = gate::Pushed {
+                hash: c.sets[&o.host].hash.clone(),
+                restarts: reply.map(restarts).unwrap_or_default(),
+                changed: changed.map(Iterator::collect).unwrap_or_default(),
+            };
+            (o.host.clone(), pushed)
+        })
+        .collect();
     let replies = watch(c, hosts, &baseline, policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std())
         .map_err(|(host, why)| (host, why, start))?;
     let mut outcomes = Vec::new();
@@ -738,7 +764,7 @@ fn restarts(reply: &Reply) -> BTreeMap<String, u32> {
 fn watch(
     c: &Controller,
     batch: &[String],
-    baseline: &BTreeMap<String, BTreeMap<String, u32>>,
+    baseline: &BTreeMap<String, gate::Pushed>,
     min_healthy: Duration,
     deadline: Duration,
 ) -> Result<BTreeMap<String, Reply>, (String, String)> {
@@ -751,7 +777,7 @@ fn watch(
         for r in results {
             let verdict = match &r.outcome {
                 Err(why) => Verdict::NotYet(format!("unreachable: {why}")),
-                Ok(reply) => gate::judge(reply, baseline.get(&r.host)),
+                Ok(reply) => gate::judge(reply, &baseline[&r.host]),
             };
             match verdict {
                 Verdict::Healthy => {

@@ -6,9 +6,9 @@
 //! the same results `kapell status` shows on the host, published under the runtime directory's
 //! `health/` by the container supervisor, `kapell probe --until-healthy` or the host's prober.
 
-use crate::fleet::protocol::{Reply, UnitState};
+use crate::fleet::protocol::{Reply, UnitState, short};
 use crate::status::Health;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a host's status reply says about the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,16 +21,41 @@ pub enum Verdict {
     Failed(String),
 }
 
-/// The verdict on `reply`'s service units; `baseline`: each unit's restart counter right after
-/// the push. The first unit that is not healthy decides, and the reason names it.
-pub fn judge(reply: &Reply, baseline: Option<&BTreeMap<String, u32>>) -> Verdict {
-    for u in reply.units.iter().filter(|u| !u.service.is_empty()) {
+/// What the controller knows of a batch host right after its push.
+#[derive(Debug, Clone, Default)]
+pub struct Pushed {
+    /// The set it was pushed.
+    pub hash: String,
+    /// Each unit's restart counter right after the push.
+    pub restarts: BTreeMap<String, u32>,
+    /// The units the push added or changed. Empty when not known (a resumed host that had its
+    /// set already): then every unit of the host counts.
+    pub changed: BTreeSet<String>,
+}
+
+/// The verdict on `reply`, a status of a host pushed `pushed`: the set it runs must be the one
+/// pushed (a host that went back on its own, after a reboot or an unconfirmed window, fails
+/// at once), and each service unit the push added or changed healthy. A unit the push did not
+/// touch (one that had failed before the rollout, say) is no part of it. The first unit that
+/// is not healthy decides, and the reason names it.
+pub fn judge(reply: &Reply, pushed: &Pushed) -> Verdict {
+    if reply.current != pushed.hash {
+        return Verdict::Failed(format!(
+            "runs set {}, not the set {} it was pushed: it went back on its own (a reboot, or a window that \
+             closed unconfirmed)",
+            short(&reply.current),
+            short(&pushed.hash)
+        ));
+    }
+    let judged =
+        |u: &&UnitState| !u.service.is_empty() && (pushed.changed.is_empty() || pushed.changed.contains(&u.unit));
+    for u in reply.units.iter().filter(judged) {
         let journal =
             reply.journal.get(&u.unit).map(|l| format!("; last lines: {}", l.join(" | "))).unwrap_or_default();
         if u.active == "failed" {
             return Verdict::Failed(format!("{} failed ({}){}{journal}", u.unit, u.sub, and_probe(u)));
         }
-        if let Some(before) = baseline.and_then(|b| b.get(&u.unit))
+        if let Some(before) = pushed.restarts.get(&u.unit)
             && u.restarts > *before
         {
             // Never healthy again in this batch (the counter does not go back), but judged at the
@@ -94,9 +119,34 @@ mod tests {
         }
     }
 
+    fn pushed(units: &[&str]) -> Pushed {
+        Pushed {
+            hash: "a1".into(),
+            restarts: units.iter().map(|u| (u.to_string(), 2)).collect(),
+            changed: units.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
     fn judged(u: UnitState) -> Verdict {
-        let baseline = BTreeMap::from([(u.unit.clone(), 2)]);
-        judge(&Reply { units: vec![u], ..Reply::default() }, Some(&baseline))
+        let pushed = pushed(&[&u.unit]);
+        judge(&Reply { current: "a1".into(), units: vec![u], ..Reply::default() }, &pushed)
+    }
+
+    #[test]
+    fn a_host_that_went_back_to_another_set_fails_at_once() {
+        let reply = Reply { current: "b2".into(), units: vec![unit("active", 2, None)], ..Reply::default() };
+        let v = judge(&reply, &pushed(&["s-web.service"]));
+        assert!(matches!(&v, Verdict::Failed(w) if w.contains("went back on its own")), "{v:?}");
+    }
+
+    #[test]
+    fn only_the_units_the_push_changed_are_judged() {
+        let other = UnitState { unit: "t-old.service".into(), service: "old".into(), ..unit("failed", 0, None) };
+        let reply = Reply { current: "a1".into(), units: vec![other, unit("active", 2, None)], ..Reply::default() };
+        assert_eq!(judge(&reply, &pushed(&["s-web.service"])), Verdict::Healthy);
+        // Not known what changed (a resumed host): every unit counts.
+        let all = Pushed { changed: BTreeSet::new(), ..pushed(&["s-web.service"]) };
+        assert!(matches!(judge(&reply, &all), Verdict::Failed(w) if w.contains("t-old.service failed")));
     }
 
     #[test]
