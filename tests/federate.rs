@@ -220,10 +220,12 @@ fn boot_controller(net: &Net, ssh: &Ssh) -> Result<Host> {
             repo.join("units/kapell-federation.service"),
             0o644,
         )
-        // Every request in the journal, with its kind (`HOST: repair request of N bytes, …`).
+        // Every request in the journal, with its kind (`HOST: repair request of N bytes, …`), and
+        // a watchdog shorter than any rollout's pass: a daemon that pings only between passes
+        // is killed in the middle of one.
         .install_file(
             "/etc/systemd/system/kapell-federation.service.d/debug.conf",
-            "[Service]\nEnvironment=KAPELL_LOG=debug\n",
+            "[Service]\nEnvironment=KAPELL_LOG=debug\nWatchdogSec=3s\n",
             0o644,
         )
         .boot()
@@ -355,6 +357,10 @@ fn good_version(rig: &mut Rig) -> Result<()> {
         Ok(web.iter().all(|p| prop(p, "shop-web.service", "ExecStart").is_ok_and(|e| e.contains("8000200"))))
     })?;
     eprintln!("rollout sampled {samples} times, always >= 1 of 2 web hosts serving");
+    // The pass of the rollout (two batches, each healthy for 2 s) outlasts WatchdogSec=3s.
+    ensure!(prop(&rig.ctl, "kapell-federation.service", "NRestarts")? == "0", "the daemon was restarted");
+    let journal = rig.journal(None)?;
+    ensure!(!journal.contains("Watchdog timeout"), "the watchdog killed the daemon:\n{journal}");
     Ok(())
 }
 

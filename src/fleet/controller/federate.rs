@@ -10,7 +10,8 @@
 //! what they have: nothing on a peer depends on the controller being there.
 //!
 //! systemd sees `READY=1` after the first pass, a `STATUS=` line after each (saying when a
-//! rollout failed or waits for promotion), and watchdog pings while it waits (`WatchdogSec=`).
+//! rollout failed or waits for promotion), and watchdog pings while it waits and while a pass
+//! runs (`WatchdogSec=`).
 //! Each pass is logged as what started it (the first, a periodic one, one after a change of
 //! the files, naming them, or after a reload), and every state change with a stable
 //! `MESSAGE_ID`.
@@ -64,7 +65,7 @@ pub fn run(config_dir: &Path, options: &Options) -> Result<()> {
             controller.as_ref().map_or(Duration::from_secs(30), |c| c.fleet.defaults.reconcile_interval.as_std());
         if let Some(c) = &controller {
             let started = Instant::now();
-            match pass(c, options) {
+            match keeping_systemd_patient(!ready, || pass(c, options)) {
                 Ok(summary) => {
                     notify(&[NotifyState::Status(&summary)]);
                     let took = started.elapsed().as_secs_f64();
@@ -206,6 +207,37 @@ fn next_wake(interval: Duration) -> Instant {
         .and_then(|s| s.hosts.values().filter_map(|h| h.unreachable.as_ref().map(|u| u.next_try_usec)).min())
         .map(|t| Duration::from_micros(t.saturating_sub(now)));
     Instant::now() + earliest_retry.map_or(interval, |r| r.min(interval))
+}
+
+/// How often systemd hears from a pass that runs (at most): the watchdog's half-period is
+/// shorter when `WatchdogSec=` is.
+const PASS_BEAT: Duration = Duration::from_secs(10);
+
+/// Runs `pass`, pinging the watchdog meanwhile (and, for the first pass, `starting`, extending
+/// the start timeout, since the daemon is ready after it): a pass may rightly last longer than
+/// `WatchdogSec=` or the start timeout (a rollout waits `min_healthy_time` per batch, up to
+/// `healthy_deadline`). Every step of a pass is bounded (ssh deadlines, the rollout's
+/// deadlines), so these pings hide no hang of the pass; between passes [`wait`] pings.
+fn keeping_systemd_patient<T>(starting: bool, pass: impl FnOnce() -> T) -> T {
+    let watchdog = sd_notify::watchdog_enabled();
+    let beat = watchdog.map_or(PASS_BEAT, |w| (w / 2).min(PASS_BEAT));
+    let extend_usec = u32::try_from((beat * 3).as_micros()).unwrap_or(u32::MAX);
+    let (done, beats) = channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = beats.recv_timeout(beat) {
+                if watchdog.is_some() {
+                    notify(&[NotifyState::Watchdog]);
+                }
+                if starting {
+                    notify(&[NotifyState::ExtendTimeoutUsec(extend_usec)]);
+                }
+            }
+        });
+        let result = pass();
+        drop(done);
+        result
+    })
 }
 
 /// Waits for `until` or an event, pinging the watchdog meanwhile; a burst of changes is one.
