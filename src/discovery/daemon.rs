@@ -185,7 +185,7 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
             match load_catalog(&options.config_dir, options.ip) {
                 Ok((new, from)) if new != catalog => {
                     log::info!("kapell dns: catalog of {} services from {from}", new.services.len());
-                    health = HealthMap::initial(&new);
+                    health = health.carried_over(&catalog, &new);
                     health.apply_pushed(&new, &pushed);
                     next_probe.clear();
                     (catalog, origin) = (new, from);
@@ -326,7 +326,10 @@ fn state_of(
             .map(|(host, ip)| Answer {
                 host: host.clone(),
                 ip: *ip,
-                source: health.get(i, host).map(|(_, s)| format!("{s:?}").to_ascii_lowercase()).unwrap_or_default(),
+                source: health
+                    .get(catalog, i, host)
+                    .map(|(_, s)| format!("{s:?}").to_ascii_lowercase())
+                    .unwrap_or_default(),
             })
             .collect();
         names.insert(name, answers);

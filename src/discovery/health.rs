@@ -60,8 +60,22 @@ pub enum Source {
     Controller,
 }
 
-/// Service index in the catalog and host name: one instance.
-pub type InstanceKey = (usize, String);
+/// One instance: its stack, service and host, by name. Not by the service's place in the
+/// catalog: a new catalog (a service added before it, say) keeps each instance's health
+/// ([`HealthMap::carried_over`]), and a probe that answers after a reload lands on the
+/// instance it probed, never on another service that took its place.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceKey {
+    pub stack: String,
+    pub service: String,
+    pub host: String,
+}
+
+/// The key of the instance of service `i` of `catalog` on `host`.
+pub fn key(catalog: &Catalog, i: usize, host: &str) -> InstanceKey {
+    let service = &catalog.services[i];
+    InstanceKey { stack: service.stack.clone(), service: service.service.clone(), host: host.to_string() }
+}
 
 /// The health of every instance of a catalog.
 #[derive(Debug, Default, Clone)]
@@ -81,7 +95,7 @@ impl HealthMap {
                     Source::Controller => (instance.healthy.unwrap_or(true), Source::Controller),
                     source => (false, source),
                 };
-                states.insert((i, instance.host.clone()), state);
+                states.insert(key(catalog, i, &instance.host), state);
             }
         }
         HealthMap { states }
@@ -97,10 +111,40 @@ impl HealthMap {
                     continue;
                 }
                 let word = pushed.get(&service.stack, &service.service, &instance.host);
-                changed |= self.set((i, instance.host.clone()), word.or(instance.healthy).unwrap_or(true));
+                changed |= self.set(key(catalog, i, &instance.host), word.or(instance.healthy).unwrap_or(true));
             }
         }
         changed
+    }
+
+    /// The map for `new`, a catalog that replaces `old` (whose health this map holds): each
+    /// instance that `old` had too, on the same address, with the same source of health and,
+    /// if probed, the same check and ports, keeps what was known of it; the others start as in
+    /// [`HealthMap::initial`]. So a reload hides no healthy instance that did not change.
+    pub fn carried_over(&self, old: &Catalog, new: &Catalog) -> HealthMap {
+        let mut map = HealthMap::initial(new);
+        for (i, service) in new.services.iter().enumerate() {
+            let Some(j) = old.services.iter().position(|o| o.stack == service.stack && o.service == service.service)
+            else {
+                continue;
+            };
+            let before = &old.services[j];
+            if before.check != service.check || before.ports != service.ports {
+                continue;
+            }
+            for instance in &service.instances {
+                let same_address = before.instances.iter().any(|o| o.host == instance.host && o.ip == instance.ip);
+                let key = key(new, i, &instance.host);
+                if let (true, Some(&(healthy, source)), Some(now)) =
+                    (same_address, self.states.get(&key), map.states.get_mut(&key))
+                    && source == now.1
+                    && source == source_of(old, j, &instance.host)
+                {
+                    now.0 = healthy;
+                }
+            }
+        }
+        map
     }
 
     pub fn set(&mut self, key: InstanceKey, healthy: bool) -> bool {
@@ -113,8 +157,9 @@ impl HealthMap {
         }
     }
 
-    pub fn get(&self, service: usize, host: &str) -> Option<(bool, Source)> {
-        self.states.get(&(service, host.to_string())).copied()
+    /// The health of the instance of service `i` of `catalog` on `host`, and its source.
+    pub fn get(&self, catalog: &Catalog, i: usize, host: &str) -> Option<(bool, Source)> {
+        self.states.get(&key(catalog, i, host)).copied()
     }
 }
 
@@ -136,7 +181,12 @@ pub fn probes(catalog: &Catalog) -> Vec<(InstanceKey, Check, SocketAddr, Duratio
         let (Some(port), Some(check)) = (service.probe_port(), service.check.as_ref()) else { continue };
         for instance in &service.instances {
             let address = SocketAddr::new(instance.ip, port);
-            out.push(((i, instance.host.clone()), check.clone(), address, Duration::from_millis(service.interval_ms)));
+            out.push((
+                key(catalog, i, &instance.host),
+                check.clone(),
+                address,
+                Duration::from_millis(service.interval_ms),
+            ));
         }
     }
     out
@@ -148,7 +198,7 @@ pub fn local_units(catalog: &Catalog) -> Vec<(String, InstanceKey)> {
     for (i, service) in catalog.services.iter().enumerate() {
         for instance in service.instances.iter().filter(|n| n.host == catalog.host) {
             if source_of(catalog, i, &instance.host) == Source::Systemd {
-                out.extend(instance.units.iter().map(|u| (u.clone(), (i, instance.host.clone()))));
+                out.extend(instance.units.iter().map(|u| (u.clone(), key(catalog, i, &instance.host))));
             }
         }
     }
@@ -160,7 +210,7 @@ pub fn healthy_ips(catalog: &Catalog, health: &HealthMap, i: usize) -> Vec<(Stri
     catalog.services[i]
         .instances
         .iter()
-        .filter(|n| health.get(i, &n.host).is_some_and(|(ok, _)| ok))
+        .filter(|n| health.get(catalog, i, &n.host).is_some_and(|(ok, _)| ok))
         .map(|n| (n.host.clone(), n.ip))
         .collect()
 }
@@ -197,13 +247,13 @@ mod tests {
     fn each_instance_has_the_best_source() {
         let c = catalog();
         let health = HealthMap::initial(&c);
-        assert_eq!(health.get(0, "h1"), Some((false, Source::Probe)), "unprobed: not answered yet");
-        assert_eq!(health.get(0, "h3"), Some((false, Source::Probe)));
-        assert_eq!(health.get(1, "h1"), Some((false, Source::Systemd)));
-        assert_eq!(health.get(1, "h3"), Some((false, Source::Controller)), "the controller saw it fail");
+        assert_eq!(health.get(&c, 0, "h1"), Some((false, Source::Probe)), "unprobed: not answered yet");
+        assert_eq!(health.get(&c, 0, "h3"), Some((false, Source::Probe)));
+        assert_eq!(health.get(&c, 1, "h1"), Some((false, Source::Systemd)));
+        assert_eq!(health.get(&c, 1, "h3"), Some((false, Source::Controller)), "the controller saw it fail");
         assert_eq!(probes(&c).len(), 2);
         assert_eq!(probes(&c)[1].2, "10.0.0.3:15432".parse().expect("addr"));
-        assert_eq!(local_units(&c), [("data-db.service".to_string(), (1, "h1".to_string()))]);
+        assert_eq!(local_units(&c), [("data-db.service".to_string(), key(&c, 1, "h1"))]);
     }
 
     #[test]
@@ -223,29 +273,59 @@ mod tests {
             .expect("write");
         let pushed = Watch::new(path.clone());
         assert!(health.apply_pushed(&c, &pushed));
-        assert_eq!(health.get(1, "h3"), Some((true, Source::Controller)));
-        assert_eq!(health.get(0, "h3"), Some((false, Source::Probe)), "probed: not the controller's to say");
-        health.set((0, "h3".into()), true);
+        assert_eq!(health.get(&c, 1, "h3"), Some((true, Source::Controller)));
+        assert_eq!(health.get(&c, 0, "h3"), Some((false, Source::Probe)), "probed: not the controller's to say");
+        health.set(key(&c, 0, "h3"), true);
         assert!(!health.apply_pushed(&c, &pushed), "no change");
-        assert_eq!(health.get(0, "h3"), Some((true, Source::Probe)));
-        assert_eq!(health.get(1, "h1"), Some((false, Source::Systemd)), "this host's own: systemd's");
+        assert_eq!(health.get(&c, 0, "h3"), Some((true, Source::Probe)));
+        assert_eq!(health.get(&c, 1, "h1"), Some((false, Source::Systemd)), "this host's own: systemd's");
         crate::discovery::pushed_health::write(&path, &[]).expect("write");
         let nothing = Watch::new(path);
         assert!(health.apply_pushed(&c, &nothing));
-        assert_eq!(health.get(1, "h3"), Some((false, Source::Controller)), "no word: the catalog's");
+        assert_eq!(health.get(&c, 1, "h3"), Some((false, Source::Controller)), "no word: the catalog's");
     }
 
     #[test]
     fn answers_follow_changes() {
         let c = catalog();
         let mut health = HealthMap::initial(&c);
-        assert!(health.set((0, "h3".into()), true));
-        assert!(!health.set((0, "h3".into()), true), "no change");
+        assert!(health.set(key(&c, 0, "h3"), true));
+        assert!(!health.set(key(&c, 0, "h3"), true), "no change");
         assert_eq!(healthy_ips(&c, &health, 0), [("h3".to_string(), "10.0.0.3".parse().expect("ip"))]);
-        assert!(health.set((0, "h1".into()), true));
+        assert!(health.set(key(&c, 0, "h1"), true));
         assert_eq!(healthy_ips(&c, &health, 0).len(), 2);
-        assert!(health.set((0, "h3".into()), false));
+        assert!(health.set(key(&c, 0, "h3"), false));
         assert_eq!(healthy_ips(&c, &health, 0).len(), 1);
+    }
+
+    #[test]
+    fn a_new_catalog_keeps_the_health_of_what_did_not_change_and_late_results_land_by_name() {
+        let old = catalog();
+        let mut health = HealthMap::initial(&old);
+        health.set(key(&old, 0, "h1"), true);
+        health.set(key(&old, 0, "h3"), true);
+        health.set(key(&old, 1, "h1"), true);
+        // A service added in front (every index moves), db's check unchanged, cache's port changed.
+        let mut new = old.clone();
+        let mut api = new.services[1].clone();
+        api.service = "api".into();
+        new.services.insert(0, api);
+        new.services[2].ports[0].host = 16379;
+        let carried = health.carried_over(&old, &new);
+        assert_eq!(carried.get(&new, 1, "h1"), Some((true, Source::Probe)), "db kept its probe results");
+        assert_eq!(carried.get(&new, 1, "h3"), Some((true, Source::Probe)));
+        assert_eq!(carried.get(&new, 0, "h1"), Some((false, Source::Systemd)), "api: nothing known yet");
+        assert_eq!(carried.get(&new, 2, "h1"), Some((false, Source::Systemd)), "cache changed: starts again");
+        assert_eq!(healthy_ips(&new, &carried, 1).len(), 2, "the reload hid no healthy db");
+        // A probe of db on h3 started under the old catalog answers now: it lands on db.
+        let mut carried = carried;
+        assert!(carried.set(key(&old, 0, "h3"), false));
+        assert_eq!(carried.get(&new, 1, "h3"), Some((false, Source::Probe)));
+        assert_eq!(carried.get(&new, 0, "h3"), Some((false, Source::Controller)), "api untouched");
+        // An instance that moved to another address starts again.
+        let mut moved = new.clone();
+        moved.services[1].instances[0].ip = "10.0.0.9".parse().expect("ip");
+        assert_eq!(carried.carried_over(&new, &moved).get(&moved, 1, "h1"), Some((false, Source::Probe)));
     }
 
     #[tokio::test(flavor = "current_thread")]

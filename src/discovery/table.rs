@@ -159,12 +159,12 @@ mod tests {
             matches!(&srv.srv[0].data, RData::SRV(s) if s.port == 15432 && s.target.to_ascii() == "h1.host.kapell.")
         );
         assert!(table.get("h3.host.kapell.").is_some());
-        health.set((0, "h3".into()), false);
+        health.set(super::super::health::key(&c, 0, "h3"), false);
         let table = Table::build(&c, &health);
         let db = table.get("db.data.kapell.").expect("db");
         assert_eq!((db.a.len(), db.aaaa.len()), (1, 0));
         assert_eq!(table.summary["db.data.kapell"], [("h1".to_string(), "10.0.0.1".parse().expect("ip"))]);
-        health.set((0, "h1".into()), false);
+        health.set(super::super::health::key(&c, 0, "h1"), false);
         let table = Table::build(&c, &health);
         assert!(table.get("db.data.kapell.").expect("still known").a.is_empty());
         assert!(table.get("web.data.kapell.").is_none());
