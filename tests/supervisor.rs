@@ -244,6 +244,35 @@ fn stop_removes_the_container_and_output_reaches_the_journal() -> Result<()> {
     Ok(())
 }
 
+const KILLABLE: &str = r#"
+enable = false
+
+[services.victim]
+image = "kapell-test/busybox:1"
+command = ["sh", "-c", "exec sleep 100000"]
+restart = "no"
+stop_timeout = "1s"
+"#;
+
+/// A supervisor killed with SIGKILL cannot stop its container, which lives in Docker's cgroup,
+/// out of the unit's reach: the unit's `ExecStopPost=` removes it.
+#[test]
+fn a_killed_supervisor_leaves_no_container_behind() -> Result<()> {
+    let rig = Rig::boot(&[("kill", KILLABLE)], |b| b)?;
+    let unit = "kill-victim.service";
+    rig.systemctl(&["start", unit])?;
+    ensure!(rig.containers("io.kapell.stack=kill")? == ["kapell-kill-victim"]);
+    rig.systemctl(&["kill", "--signal=KILL", unit])?;
+    eventually("the unit stopped", Duration::from_secs(20), || Ok(rig.prop(unit, "ActiveState")? != "active"))?;
+    eventually("the container removed", Duration::from_secs(20), || {
+        Ok(rig.containers("io.kapell.stack=kill")?.is_empty())
+    })?;
+    eventually("the clean-up in the unit's journal", Duration::from_secs(10), || {
+        Ok(rig.host.journal(unit)?.contains("which its supervisor left behind"))
+    })?;
+    Ok(())
+}
+
 const SECRET_VALUE: &str = "kt-s3cr3t-7f1c9a";
 
 const VAULT: &str = r#"

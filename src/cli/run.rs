@@ -26,10 +26,18 @@ pub struct Args {
     /// unit search path.
     #[arg(long, value_name = "PATH")]
     pub unit_file: Option<PathBuf>,
+
+    /// Remove the container and its staged secrets if a supervisor left them (the unit's
+    /// ExecStopPost=: a supervisor killed with SIGKILL, or by the OOM killer, could not).
+    #[arg(long)]
+    pub clean_up: bool,
 }
 
 pub fn run(args: Args) -> Result<u8> {
     let target = ServiceRef::new(&args.service, args.instance.as_deref()).map_err(anyhow::Error::msg)?;
+    if args.clean_up {
+        return Ok(supervisor::clean_up(&target, args.unit_file.as_deref()));
+    }
     Ok(supervisor::run(&target, args.unit_file.as_deref()))
 }
 

@@ -132,6 +132,10 @@ fn container_service(s: &mut SectionText, stack: &Stack, service: &Service, opti
     let qualified = crate::names::qualified(&stack.name, &service.name);
     let suffix = if service.replicas.is_some() { INSTANCE_ARGUMENT } else { "" };
     s.exec("ExecStart", "", &[options.kapell_path.as_str(), "run", &qualified], suffix);
+    // After the supervisor, however it ended: a killed one leaves its container running (in
+    // Docker's cgroup, out of the unit's reach). `-`: a failed clean-up is logged, and does not
+    // make a stop a failure.
+    s.exec("ExecStopPost", "-", &[options.kapell_path.as_str(), "run", &qualified, "--clean-up"], suffix);
     // The journal then names the service, not "kapell", on the container's output lines.
     s.line("SyslogIdentifier", &[&stack.name, "-", &service.name].concat());
     // The supervisor gets SIGTERM and stops the container; anything left is killed after that.

@@ -90,6 +90,63 @@ pub fn run(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
     }
 }
 
+/// After the supervisor (the unit's `ExecStopPost=`): removes the container of `target` and its
+/// staged secrets if they are still there. A supervisor that ends on its own has removed both;
+/// one killed by SIGKILL, the OOM killer or a crash has not, and the container (in Docker's
+/// cgroup, not the unit's) would otherwise keep running, ports and all, after its unit stopped.
+pub fn clean_up(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
+    let unit = target.unit_name();
+    crate::logging::init(&[("KAPELL_UNIT", unit.as_str())]);
+    let failed = |e: anyhow::Error| {
+        log::error!(message_id = id::SUPERVISOR_FAILED; "{unit}: clean-up: {e:#}");
+        std::thread::sleep(JOURNAL_SETTLE);
+        EXIT_FAILED
+    };
+    // A unit file it cannot read, or a Docker it cannot reach: the supervisor said so already
+    // (the unit's one error line), and a Docker that is down runs no container of ours.
+    let name = match container_name(target, unit_file) {
+        Ok(name) => name,
+        Err(e) => {
+            log::info!("{unit}: clean-up: nothing to check: {e:#}");
+            return 0;
+        }
+    };
+    if let Err(e) = secrets::remove_staged(&name) {
+        return failed(anyhow::Error::msg(e));
+    }
+    let removed = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|runtime| {
+        runtime.block_on(async {
+            match Engine::connect(Duration::from_secs(30)).await {
+                Ok(docker) => docker.remove(&name).await.map(Some),
+                Err(e) => {
+                    log::info!("{unit}: clean-up: no container checked: {e:#}");
+                    Ok(None)
+                }
+            }
+        })
+    });
+    match removed.map_err(anyhow::Error::from).and_then(|r| r) {
+        Ok(Some(true)) => {
+            log::warn!("{unit}: removed container {name}, which its supervisor left behind (killed?)");
+            // So that journald still finds this process in the unit's cgroup (see [`run`]).
+            std::thread::sleep(JOURNAL_SETTLE);
+            0
+        }
+        Ok(_) => 0,
+        Err(e) => failed(e),
+    }
+}
+
+/// The container name of `target`, from its unit file.
+fn container_name(target: &ServiceRef, unit_file: Option<&Path>) -> Result<String> {
+    let path = match unit_file {
+        Some(p) => p.to_path_buf(),
+        None => crate::unitset::lookup::find(target).map_err(anyhow::Error::msg)?,
+    };
+    let spec = load_spec(&path, target).with_context(|| format!("cannot use the unit file {}", path.display()))?;
+    Ok(spec.container_name(target.instance.as_deref()))
+}
+
 /// The addresses of kapell's running containers: unit name → `(network, address)` pairs, for
 /// `kapell status`.
 pub async fn container_addresses() -> Result<HashMap<String, Vec<(String, String)>>> {

@@ -41,6 +41,18 @@ impl Drop for Staged {
     }
 }
 
+/// Removes what a supervisor that could not clean up (killed) left staged for `container`.
+pub fn remove_staged(container: &str) -> Result<(), String> {
+    let base = std::env::var_os("KAPELL_SECRETS_DIR").map_or_else(|| PathBuf::from(DEFAULT_STAGING_DIR), PathBuf::from);
+    let dir = base.join(container);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot remove the staged secrets in {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Stages `names` for `container` from `$CREDENTIALS_DIRECTORY`; nothing to do without secrets.
 pub fn stage(names: &[String], container: &str, user: Option<&str>) -> Result<Staged, String> {
     if names.is_empty() {
