@@ -166,6 +166,7 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     keys::set_aside_unknown_keys(&mut tree, &home, &mut notes)?;
     sizes::widen(&mut tree);
     check_port_ranges(&tree)?;
+    check_durations(&tree)?;
     let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| hint(locate(&tree, e)))?;
 
     let project = compose_project_name(compose.name.as_ref().map(|n| n.as_ref()), &lookup, &project_dir);
@@ -196,8 +197,6 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     Ok(Imported { stack, services: draft.services.len(), toml, notes })
 }
 
-/// The unset variables used at `place` or below it (or above it: `services.web` for a use at
-/// `services.web.volumes[]`).
 /// Refuses a port range that runs backwards (`30-0`) before the Compose parser sees it: the
 /// parser computes such a range's size by subtraction and overflows (found by fuzzing; the input
 /// is kept in fuzz/regressions/).
@@ -229,6 +228,48 @@ fn check_port_ranges(tree: &serde_yaml::Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The keys of a service that compose_spec reads as durations (`1m30s`), as paths below it.
+const DURATION_KEYS: &[&[&str]] = &[
+    &["healthcheck", "interval"],
+    &["healthcheck", "timeout"],
+    &["healthcheck", "start_period"],
+    &["healthcheck", "start_interval"],
+    &["deploy", "restart_policy", "delay"],
+    &["deploy", "restart_policy", "window"],
+    &["deploy", "update_config", "delay"],
+    &["deploy", "update_config", "monitor"],
+    &["deploy", "rollback_config", "delay"],
+    &["deploy", "rollback_config", "monitor"],
+];
+
+/// A duration with a number too large for 64 bits is an error here: compose_spec reads each
+/// number of a duration into a `u64` and panics on one that does not fit (found by fuzzing:
+/// `interval: 1333…3m30s`).
+fn check_durations(tree: &serde_yaml::Value) -> Result<(), String> {
+    let Some(services) = tree.get("services").and_then(serde_yaml::Value::as_mapping) else { return Ok(()) };
+    for (name, service) in services {
+        for path in DURATION_KEYS {
+            let mut value = Some(service);
+            for key in *path {
+                value = value.and_then(|v| v.get(*key));
+            }
+            let Some(text) = value.and_then(serde_yaml::Value::as_str) else { continue };
+            let too_large =
+                text.split(|c: char| !c.is_ascii_digit()).any(|n| !n.is_empty() && n.parse::<u64>().is_err());
+            if too_large {
+                return Err(format!(
+                    "services.{}.{}: the duration {text:?} has a number too large",
+                    name.as_str().unwrap_or("?"),
+                    path.join(".")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The unset variables used at `place` or below it (or above it: `services.web` for a use at
+/// `services.web.volumes[]`).
 fn unset_at(place: &str, unset: &interpolate::UnsetUses) -> interpolate::UnsetUses {
     let related =
         |a: &str, b: &str| a.strip_prefix(b).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
