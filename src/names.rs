@@ -30,6 +30,22 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// Stack names kapell keeps for itself: discovery names every host `<host>.host.kapell`, which a
+/// stack named `host` would share with its services (`<service>.host.kapell`).
+pub const RESERVED_STACK_NAMES: &[&str] = &["host"];
+
+/// Checks a stack name: [`check_name`], and not one of [`RESERVED_STACK_NAMES`].
+pub fn check_stack_name(name: &str) -> Result<(), String> {
+    check_name("stack", name)?;
+    if RESERVED_STACK_NAMES.contains(&name) {
+        return Err(format!(
+            "the stack name {name:?} is reserved: discovery names every host <host>.host.kapell, which the \
+             services of such a stack would share"
+        ));
+    }
+    Ok(())
+}
+
 /// A validated stack or service name as the model holds it. It reads as a `&str` everywhere; its
 /// equality comparisons are counted in the crate's tests ([`crate::lookups`]), so a linear scan
 /// by name inside a loop over services shows up as quadratic work. (Hash-map probes through
@@ -400,6 +416,9 @@ mod tests {
             assert!(!is_name(bad), "{bad}");
             assert!(check_name("stack", bad).is_err(), "{bad}");
         }
+        assert!(check_stack_name("hosts").is_ok());
+        assert!(check_stack_name("host").is_err_and(|e| e.contains("reserved")));
+        assert!(check_name("service", "host").is_ok(), "only a stack name is reserved");
     }
 
     #[test]

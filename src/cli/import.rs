@@ -124,7 +124,7 @@ fn compose(args: ComposeArgs) -> Result<u8> {
         }
     }
     if let Some(s) = &stack
-        && let Err(e) = crate::names::check_name("stack", s)
+        && let Err(e) = crate::names::check_stack_name(s)
     {
         return usage(e);
     }

@@ -276,7 +276,7 @@ fn read_deps(ctx: &mut Ctx, value: &Spanned<Value<'_>>, key: &str) -> Vec<Depend
         let target = if syntax::looks_like_unit(&entry.value) {
             syntax::check_unit_name(&entry.value).map(|()| DepTarget::Unit(entry.value.clone()))
         } else if let Some((stack, service)) = entry.value.split_once('.') {
-            crate::names::check_name("stack", stack)
+            crate::names::check_stack_name(stack)
                 .and_then(|()| crate::names::check_name("service", service))
                 .map(|()| DepTarget::Remote { stack: stack.into(), service: service.into() })
         } else {

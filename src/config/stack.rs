@@ -164,7 +164,7 @@ fn read_stack(
     read_services: impl FnOnce(&mut Ctx, &[String]) -> Option<Services>,
 ) -> Option<Checked> {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    if let Err(e) = crate::names::check_name("stack", &stem) {
+    if let Err(e) = crate::names::check_stack_name(&stem) {
         ctx.error(0..0, format!("{e} (the stack name is the file name without .toml)"));
     }
     ctx.reject_unknown_keys(root, STACK_KEYS, "the stack");

@@ -43,6 +43,9 @@ pub fn kapell_name(name: &str) -> Option<String> {
 /// The stack name for a Compose project name, and whether it had to change.
 pub fn stack_name_from(project: &str) -> Result<(String, bool), String> {
     match kapell_name(project) {
+        Some(name) if crate::names::check_stack_name(&name).is_err() => Err(format!(
+            "the Compose project name {project:?} would be the stack `{name}`, a reserved name; give another with --stack"
+        )),
         Some(name) => {
             let changed = name != project;
             Ok((name, changed))
