@@ -45,6 +45,11 @@ fn free_port() -> u16 {
 
 /// Starts `kapell dns` with `catalog` as the received generation's catalog.
 fn responder(catalog: &str) -> Responder {
+    responder_with(catalog, None)
+}
+
+/// [`responder`]; with `docker`, it asks the Docker socket at that path for kapell's networks.
+fn responder_with(catalog: &str, docker: Option<&std::path::Path>) -> Responder {
     let received = tempfile::tempdir().expect("tempdir");
     let generation = received.path().join("g1-test");
     std::fs::create_dir(&generation).expect("mkdir");
@@ -53,16 +58,19 @@ fn responder(catalog: &str) -> Responder {
     let runtime = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let empty = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(KAPELL)
+    let mut command = Command::new(KAPELL);
+    command
         .env("KAPELL_RECEIVED_DIR", received.path())
         .env("KAPELL_RUNTIME_DIR", runtime.path())
         .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
         .args(["--config-dir"])
         .arg(empty.path())
-        .args(["dns", "--listen", "127.0.0.1", "--port", &port.to_string(), "--no-resolved", "--no-containers"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start kapell dns");
+        .args(["dns", "--listen", "127.0.0.1", "--port", &port.to_string(), "--no-resolved"]);
+    match docker {
+        Some(socket) => command.env("DOCKER_HOST", format!("unix://{}", socket.display())),
+        None => command.arg("--no-containers"),
+    };
+    let child = command.stdin(Stdio::null()).spawn().expect("start kapell dns");
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let responder = Responder { child, address, runtime, _received: received };
     let state = responder.runtime.path().join("dns.json");
@@ -176,6 +184,39 @@ fn names_follow_the_health_of_each_instance() {
         serde_json::json!([{ "host": "h2", "ip": "127.0.0.2", "source": "controller" }])
     );
     assert_eq!(state["listening"], serde_json::json!(["127.0.0.1"]));
+}
+
+/// A Docker that accepts connections and never answers (a hung dockerd) holds up neither the
+/// probes nor the answers: an instance that stops still leaves within two probe intervals.
+#[test]
+fn a_hung_docker_holds_up_no_answer() {
+    let first = TcpListener::bind("127.0.0.2:0").expect("bind");
+    let port = first.local_addr().expect("addr").port();
+    let second = TcpListener::bind(("127.0.0.3", port)).expect("bind");
+    let sockets = tempfile::tempdir().expect("tempdir");
+    let docker = sockets.path().join("docker.sock");
+    // No Docker at first: the responder starts at once.
+    let dns = responder_with(&catalog(port), Some(&docker));
+    let db = "db.data.kapell.";
+    wait("both instances of db", 2 * INTERVAL + Duration::from_secs(3), || {
+        ask(dns.address, db, RecordType::A).1 == ["127.0.0.2", "127.0.0.3"]
+    });
+    // Now a Docker that takes every connection and answers none (each ask waits its timeout).
+    let hung = std::os::unix::net::UnixListener::bind(&docker).expect("bind the docker socket");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hung.incoming() {
+            held.push(stream);
+        }
+    });
+    // Past the next look at Docker's networks (every 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    drop(second);
+    let stopped = Instant::now();
+    wait("h3's db to leave while Docker hangs", 2 * INTERVAL + Duration::from_millis(300), || {
+        ask(dns.address, db, RecordType::A).1 == ["127.0.0.2"]
+    });
+    eprintln!("with a hung Docker, an instance left the answers {:?} after it stopped", stopped.elapsed());
 }
 
 #[test]

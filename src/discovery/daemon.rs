@@ -167,6 +167,9 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     let (results_tx, mut results) = tokio::sync::mpsc::unbounded_channel::<(health::InstanceKey, bool)>();
     let mut next_probe: HashMap<health::InstanceKey, Instant> = HashMap::new();
     let mut last_refresh: Option<Instant> = None;
+    // Docker's networks are asked in a task of their own: a Docker that accepts the connection
+    // and then hangs (up to the request's timeout) holds up neither probes nor answers.
+    let mut asking_docker: Option<tokio::task::JoinHandle<(Access, Vec<IpAddr>)>> = None;
     let mut changed = true;
     let mut ticker = tokio::time::interval(TICK);
     let mut ready = false;
@@ -194,7 +197,15 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                 Ok(_) => {}
                 Err(e) => log::warn!("kapell dns: keeping the catalog it has: {e:#}"),
             }
-            let (access, gateways) = networks(options.containers).await;
+            if asking_docker.is_none() {
+                asking_docker = Some(tokio::spawn(networks(options.containers)));
+            }
+        }
+        // Before READY=1, the first answer is waited for: the responder starts with its
+        // listeners, who may ask and where to forward in place.
+        if let Some(task) = asking_docker.take_if(|t| !ready || t.is_finished())
+            && let Ok((access, gateways)) = task.await
+        {
             for gateway in &gateways {
                 if let Err(e) = listeners.bind(*gateway).await {
                     log::warn!("kapell dns: {e:#}");
