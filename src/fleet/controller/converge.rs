@@ -806,3 +806,26 @@ fn watch(
         std::thread::sleep(HEALTH_POLL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer's error, actions and journal lines are its own words: each becomes one printable
+    /// line of the report, so none can send escapes to the terminal or add lines of its own.
+    #[test]
+    fn a_peers_words_are_one_printable_line_each() {
+        let reply = Reply {
+            failures: 1,
+            actions: vec!["FAILED a.service\n  forged: all good\u{1b}[2J".into()],
+            journal: BTreeMap::from([("a.service".into(), vec!["x\u{1b}]0;owned\u{7}".into()])]),
+            ..Reply::default()
+        };
+        let text = failed_units(&reply);
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
+        assert_eq!(text.lines().count(), 4, "one line per piece: {text}");
+        let error = Reply { error: Some("refused\n  forged line".into()), ..Reply::default() };
+        let outcome = outcome_of(HostResult { host: "h".into(), outcome: Ok(error), took: Duration::ZERO });
+        assert_eq!(outcome.outcome, Outcome::Failed("refused\\n  forged line".into()));
+    }
+}
