@@ -124,11 +124,10 @@ impl HealthMap {
     pub fn carried_over(&self, old: &Catalog, new: &Catalog) -> HealthMap {
         let mut map = HealthMap::initial(new);
         for (i, service) in new.services.iter().enumerate() {
-            let Some(j) = old.services.iter().position(|o| o.stack == service.stack && o.service == service.service)
+            let Some(before) = old.services.iter().find(|o| o.stack == service.stack && o.service == service.service)
             else {
                 continue;
             };
-            let before = &old.services[j];
             if before.check != service.check || before.ports != service.ports {
                 continue;
             }
@@ -138,7 +137,6 @@ impl HealthMap {
                 if let (true, Some(&(healthy, source)), Some(now)) =
                     (same_address, self.states.get(&key), map.states.get_mut(&key))
                     && source == now.1
-                    && source == source_of(old, j, &instance.host)
                 {
                     now.0 = healthy;
                 }

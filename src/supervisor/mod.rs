@@ -104,8 +104,8 @@ pub fn clean_up(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
     };
     // A unit file it cannot read, or a Docker it cannot reach: the supervisor said so already
     // (the unit's one error line), and a Docker that is down runs no container of ours.
-    let name = match container_name(target, unit_file) {
-        Ok(name) => name,
+    let name = match spec_of(target, unit_file) {
+        Ok(spec) => spec.container_name(target.instance.as_deref()),
         Err(e) => {
             log::info!("{unit}: clean-up: nothing to check: {e:#}");
             return 0;
@@ -135,16 +135,6 @@ pub fn clean_up(target: &ServiceRef, unit_file: Option<&Path>) -> u8 {
         Ok(_) => 0,
         Err(e) => failed(e),
     }
-}
-
-/// The container name of `target`, from its unit file.
-fn container_name(target: &ServiceRef, unit_file: Option<&Path>) -> Result<String> {
-    let path = match unit_file {
-        Some(p) => p.to_path_buf(),
-        None => crate::unitset::lookup::find(target).map_err(anyhow::Error::msg)?,
-    };
-    let spec = load_spec(&path, target).with_context(|| format!("cannot use the unit file {}", path.display()))?;
-    Ok(spec.container_name(target.instance.as_deref()))
 }
 
 /// The addresses of kapell's running containers: unit name → `(network, address)` pairs, for
@@ -210,12 +200,7 @@ struct Ctx {
 async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> {
     // From here on SIGTERM is ours to handle: it arrives as an event, never kills mid-step.
     let mut shutdown = Shutdown::new()?;
-    let path = match unit_file {
-        Some(p) => p.to_path_buf(),
-        None => crate::unitset::lookup::find(target).map_err(anyhow::Error::msg)?,
-    };
-    let spec = load_spec(&path, target).with_context(|| format!("cannot use the unit file {}", path.display()))?;
-    let ctx = Ctx { unit: target.unit_name(), spec };
+    let ctx = Ctx { unit: target.unit_name(), spec: spec_of(target, unit_file)? };
     let spec = &ctx.spec;
     let name = spec.container_name(target.instance.as_deref());
     let mut file_env = Vec::new();
@@ -275,6 +260,15 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     }
     drop(staged);
     result
+}
+
+/// The container settings of `target`: from `unit_file`, or its unit found in systemd's search path.
+fn spec_of(target: &ServiceRef, unit_file: Option<&Path>) -> Result<ContainerSpec<'static>> {
+    let path = match unit_file {
+        Some(p) => p.to_path_buf(),
+        None => crate::unitset::lookup::find(target).map_err(anyhow::Error::msg)?,
+    };
+    load_spec(&path, target).with_context(|| format!("cannot use the unit file {}", path.display()))
 }
 
 fn load_spec(path: &Path, target: &ServiceRef) -> Result<ContainerSpec<'static>> {

@@ -41,10 +41,14 @@ impl Drop for Staged {
     }
 }
 
+/// [`DEFAULT_STAGING_DIR`], or `KAPELL_SECRETS_DIR`.
+fn staging_dir() -> PathBuf {
+    std::env::var_os("KAPELL_SECRETS_DIR").map_or_else(|| PathBuf::from(DEFAULT_STAGING_DIR), PathBuf::from)
+}
+
 /// Removes what a supervisor that could not clean up (killed) left staged for `container`.
 pub fn remove_staged(container: &str) -> Result<(), String> {
-    let base = std::env::var_os("KAPELL_SECRETS_DIR").map_or_else(|| PathBuf::from(DEFAULT_STAGING_DIR), PathBuf::from);
-    let dir = base.join(container);
+    let dir = staging_dir().join(container);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(format!("cannot remove the staged secrets in {}: {e}", dir.display()))
@@ -61,7 +65,7 @@ pub fn stage(names: &[String], container: &str, user: Option<&str>) -> Result<St
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).ok_or_else(|| {
         format!("secret `{}`: $CREDENTIALS_DIRECTORY is not set (the unit must load it with LoadCredential=)", names[0])
     })?;
-    let base = std::env::var_os("KAPELL_SECRETS_DIR").map_or_else(|| PathBuf::from(DEFAULT_STAGING_DIR), PathBuf::from);
+    let base = staging_dir();
     create_private_dir_all(&base)?;
     check_memory_fs(&base)?;
     stage_in(&base, &credentials, names, container, numeric_owner(user))

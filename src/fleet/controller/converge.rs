@@ -395,8 +395,7 @@ fn confirm_pending(c: &Controller, host: &str, o: &mut HostOutcome) {
     if !waiting || !matches!(o.outcome, Outcome::Converged | Outcome::UpToDate) {
         return;
     }
-    let hash = reply.current.clone();
-    match c.request(host, Body::Confirm { hash }, true).outcome.and_then(refusal) {
+    match confirm(c, host, reply.current.clone()) {
         // The confirmation's reply says what the host holds now: no set pending.
         Ok(confirmed) => {
             if let Some(reply) = &mut o.reply {
@@ -426,6 +425,12 @@ fn outcome_of(r: HostResult) -> HostOutcome {
         }
     };
     HostOutcome { host: r.host, outcome, reply, took: r.took }
+}
+
+/// Confirms set `hash` on `host` over a new connection (proof that the host can still be
+/// reached); the peer's refusal is a failure too.
+fn confirm(c: &Controller, host: &str, hash: String) -> Result<Reply, String> {
+    c.request(host, Body::Confirm { hash }, true).outcome.and_then(refusal)
 }
 
 /// A reply that carries an error is a failure too.
@@ -463,8 +468,7 @@ fn failed_units(reply: &Reply) -> String {
 /// new connection (left pending, its own timer would revert it when the window closes). A set
 /// it went back to already, or one it cannot be reached to confirm, is said so.
 fn leave_as_is(c: &Controller, host: &str) -> (Option<Reply>, String) {
-    let hash = c.sets[host].hash.clone();
-    match c.request(host, Body::Confirm { hash }, true).outcome.and_then(refusal) {
+    match confirm(c, host, c.sets[host].hash.clone()) {
         Ok(reply) => (Some(reply), "left as is (auto_revert = false)".to_string()),
         Err(why) => (None, format!("not reverted (auto_revert = false), but it could not be kept: {why}")),
     }
@@ -732,7 +736,7 @@ fn run_batch(
     let mut outcomes = Vec::new();
     for h in hosts {
         let hash = c.sets[h].hash.clone();
-        let confirmed = c.request(h, Body::Confirm { hash: hash.clone() }, true).outcome.and_then(refusal);
+        let confirmed = confirm(c, h, hash.clone());
         let outcome = match confirmed {
             Ok(_) => Outcome::Converged,
             Err(why) => Outcome::Failed(format!("healthy, but the confirmation failed: {why}")),
