@@ -136,15 +136,86 @@ fn names_resolve_on_the_host_and_in_containers_and_follow_the_service() -> Resul
 
     // Stopping the responder takes the route away again; other names are untouched.
     host.systemctl_ok(&["stop", "kapell-dns.service"])?;
-    let drop_in = host.exec(&["test", "-e", "/run/systemd/resolved.conf.d/kapell.conf"])?;
-    ensure!(!drop_in.status.success(), "the resolved drop-in outlived the responder");
+    let link = host.exec(&["ip", "link", "show", "kapell-dns"])?;
+    ensure!(!link.status.success(), "the link kapell-dns outlived the responder");
     eventually("db.shop.kapell gone with the responder", Duration::from_secs(10), || {
         Ok(getent(&host, "db.shop.kapell")?.is_none())
     })?;
-    // (resolved restarted without the drop-in: its link servers are back a moment later)
     eventually("outside.test after", Duration::from_secs(10), || {
         Ok(getent(&host, "outside.test")? == Some(OUTSIDE.to_string()))
     })?;
     drop(dockerd);
+    Ok(())
+}
+
+const APP: &str = r#"[services.web]
+exec = ["/bin/sleep", "infinity"]
+"#;
+
+/// An operator's own global `DNS=` (in a resolved.conf drop-in that sorts before any other) is
+/// left as it is: `.kapell` names go to the responder alone, through kapell's link, and every
+/// other name to the operator's server alone, also after resolved restarts.
+#[test]
+fn names_resolve_beside_an_operators_global_dns_server() -> Result<()> {
+    let net = Net::new()?;
+    let _upstream = start_upstream(net.gateway())?;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let host = Host::builder()
+        .name("h1")
+        .flavor(Flavor::Resolved)
+        .net(&net, 2)
+        .kapell(env!("CARGO_BIN_EXE_kapell"))
+        .install_file("/etc/systemd/system/kapell-dns.service", repo.join("units/kapell-dns.service"), 0o644)
+        .install_file("/etc/kapell/app.toml", APP, 0o644)
+        .install_file(
+            "/etc/systemd/resolved.conf.d/00-operator.conf",
+            format!("[Resolve]\nDNS={}\n", net.gateway()),
+            0o644,
+        )
+        .boot()?;
+    let ip = net.address(2).to_string();
+    host.systemctl_ok(&["start", "app.target"])?;
+    eventually("outside.test before", Duration::from_secs(20), || {
+        Ok(getent(&host, "outside.test")? == Some(OUTSIDE.to_string()))
+    })?;
+    host.systemctl_ok(&["start", "kapell-dns.service"])?;
+    eventually("web.app.kapell on the host", Duration::from_secs(20), || {
+        Ok(getent(&host, "web.app.kapell")? == Some(ip.clone()))
+    })?;
+    ensure!(getent(&host, "outside.test")? == Some(OUTSIDE.to_string()), "outside.test with kapell dns");
+    // What resolved was told: kapell's link alone carries the responder, for ~kapell only; no
+    // resolved.conf drop-in (whose DNS= would be a global server).
+    for (setting, expected) in [("dns", "127.0.0.153"), ("domain", "~kapell"), ("default-route", "no")] {
+        let said = host.exec_ok(&["resolvectl", setting, "kapell-dns"])?;
+        ensure!(said.trim().ends_with(&format!("(kapell-dns): {expected}")), "resolvectl {setting}: {said}");
+    }
+    let drop_ins = host.exec_ok(&["find", "/run/systemd", "/etc/systemd", "-path", "*/resolved.conf.d/*"])?;
+    ensure!(!drop_ins.contains("kapell"), "a resolved drop-in of kapell's: {drop_ins}");
+    // resolved keeps the link's settings across its own restart.
+    host.systemctl_ok(&["restart", "systemd-resolved.service"])?;
+    eventually("web.app.kapell after resolved restarts", Duration::from_secs(10), || {
+        Ok(getent(&host, "web.app.kapell")? == Some(ip.clone()))
+    })?;
+
+    // The responder stops: the link and its route go, the operator's servers stay.
+    host.systemctl_ok(&["stop", "kapell-dns.service"])?;
+    ensure!(!host.exec(&["ip", "link", "show", "kapell-dns"])?.status.success(), "kapell-dns outlived the responder");
+    eventually("web.app.kapell gone with the responder", Duration::from_secs(10), || {
+        Ok(getent(&host, "web.app.kapell")?.is_none())
+    })?;
+    ensure!(getent(&host, "outside.test")? == Some(OUTSIDE.to_string()), "outside.test after");
+
+    // A link it cannot make (another link has its pair's name): no half a route, a warning,
+    // and `kapell status` says so; the other link is not touched.
+    host.exec_ok(&["ip", "link", "add", "kapell-dns-peer", "type", "veth", "peer", "name", "someone-else"])?;
+    host.systemctl_ok(&["start", "kapell-dns.service"])?;
+    ensure!(host.show("kapell-dns.service", "ActiveState")? == "active", "the responder did not start");
+    ensure!(!host.exec(&["ip", "link", "show", "kapell-dns"])?.status.success(), "half a route: kapell-dns is there");
+    ensure!(host.exec(&["ip", "link", "show", "someone-else"])?.status.success(), "the other link went");
+    let journal = host.exec_ok(&["journalctl", "-u", "kapell-dns.service", "--no-pager"])?;
+    ensure!(journal.contains("cannot route .kapell through systemd-resolved"), "no warning:\n{journal}");
+    let status = host.exec(&["kapell", "status"])?;
+    let said = String::from_utf8_lossy(&status.stderr);
+    ensure!(said.contains("could not route .kapell through this host's systemd-resolved"), "kapell status: {said}");
     Ok(())
 }

@@ -114,7 +114,7 @@ complete -c kapell -n "__fish_kapell_using_subcommand dns" -l listen -d 'The add
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -l port -d 'The DNS port on every address' -r
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -l ip -d 'This host\'s address in answers when the catalog comes from the local stacks (default: the source address of its default route)' -r
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
-complete -c kapell -n "__fish_kapell_using_subcommand dns" -l no-resolved -d 'Do not route `.kapell` through systemd-resolved'
+complete -c kapell -n "__fish_kapell_using_subcommand dns" -l no-resolved -d 'Do not route `.kapell` through systemd-resolved (no `kapell-dns` link)'
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -l no-containers -d 'Do not listen on kapell\'s Docker networks'
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -s V -l version -d 'Print version'

@@ -14,10 +14,11 @@ use std::sync::Arc;
 /// published port), from the catalog of the set this host received from its fleet, or, on a
 /// host without a fleet, from the local stacks (the names then resolve to this host). Instances
 /// leave the answers when their check fails or their unit stops, and come back when healthy.
-/// Listens on --listen for this host's processes (and routes the `~kapell` domain there through
-/// systemd-resolved when it runs) and on the gateway of each of kapell's Docker networks for
-/// containers; every other name is forwarded to the host's own DNS servers, and clients outside
-/// this host and its container networks are refused.
+/// Listens on --listen for this host's processes (and, when systemd-resolved runs, routes the
+/// `~kapell` domain there through a link of its own, `kapell-dns`, deleted when it stops; the
+/// host's other DNS settings are left as they are) and on the gateway of each of kapell's Docker
+/// networks for containers; every other name is forwarded to the host's own DNS servers, and
+/// clients outside this host and its container networks are refused.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The address this host's processes ask.
@@ -30,7 +31,7 @@ pub struct Args {
     /// (default: the source address of its default route).
     #[arg(long)]
     pub ip: Option<IpAddr>,
-    /// Do not route `.kapell` through systemd-resolved.
+    /// Do not route `.kapell` through systemd-resolved (no `kapell-dns` link).
     #[arg(long)]
     pub no_resolved: bool,
     /// Do not listen on kapell's Docker networks.

@@ -167,6 +167,11 @@ fn print_names(dns: &crate::dns_state::DnsState, selection: Option<&BTreeSet<Str
 /// What to do on a host whose processes cannot resolve the names.
 pub(super) fn no_resolved_hint(dns: &crate::dns_state::DnsState) -> String {
     let server = dns.listening.iter().find(|ip| ip.is_loopback()).map_or("127.0.0.153".into(), ToString::to_string);
+    if crate::discovery::resolved::present() {
+        return "note: kapell dns could not route .kapell through this host's systemd-resolved (`journalctl -u \
+             kapell-dns` says why), so its own processes cannot resolve the names; its containers can"
+            .to_string();
+    }
     format!(
         "note: this host runs no systemd-resolved, so its own processes cannot resolve .kapell names (its containers \
          can): forward the domain `kapell` to {server} in its resolver (dnsmasq: `server=/kapell/{server}`; unbound: \

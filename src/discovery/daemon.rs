@@ -151,19 +151,23 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     let mut health = HealthMap::initial(&catalog);
     health.apply_pushed(&catalog, &pushed);
     let resolved = match (&systemd, options.no_resolved) {
-        (Some(systemd), false) => Some(resolved::route(systemd, options.listen).await.unwrap_or_else(|e| {
-            log::warn!("kapell dns: cannot route .kapell through systemd-resolved: {e:#}");
-            false
-        })),
+        (Some(systemd), false) => Some(match resolved::route(systemd, options.listen).await {
+            Ok(true) => true,
+            Ok(false) => {
+                log::warn!(
+                    "kapell dns: this host has no systemd-resolved: its own processes cannot resolve .kapell names \
+                     unless its resolver forwards the domain to {}",
+                    options.listen
+                );
+                false
+            }
+            Err(e) => {
+                log::warn!("kapell dns: cannot route .kapell through systemd-resolved: {e:#}");
+                false
+            }
+        }),
         _ => None,
     };
-    if resolved == Some(false) {
-        log::warn!(
-            "kapell dns: this host has no systemd-resolved: its own processes cannot resolve .kapell names unless \
-             its resolver forwards the domain to {}",
-            options.listen
-        );
-    }
     let (results_tx, mut results) = tokio::sync::mpsc::unbounded_channel::<(health::InstanceKey, bool)>();
     let mut next_probe: HashMap<health::InstanceKey, Instant> = HashMap::new();
     let mut last_refresh: Option<Instant> = None;
@@ -256,8 +260,8 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     dns_state::remove();
-    if let (Some(systemd), Some(true)) = (&systemd, resolved) {
-        resolved::unroute(systemd).await?;
+    if resolved == Some(true) {
+        resolved::unroute().await?;
     }
     listeners.keep_only(&[]).await;
     Ok(())

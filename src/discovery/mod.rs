@@ -5,13 +5,15 @@
 //! [`health`] decides which instances count ([`pushed_health`]: the controller's word on those
 //! no responder can probe); [`table`] turns both into ready records;
 //! [`server`] is the DNS handler on hickory-server ([`access`] says who may ask, [`upstream`]
-//! where other names go); [`resolved`] routes the domain for the host's own processes;
+//! where other names go); [`resolved`] routes the domain for the host's own processes (through [`link`], a link of
+//! kapell's own);
 //! [`daemon`] is `kapell dns`, which keeps all of it current.
 
 pub mod access;
 pub mod catalog;
 pub mod daemon;
 pub mod health;
+pub mod link;
 pub mod pushed_health;
 pub mod resolved;
 pub mod server;

@@ -1,91 +1,100 @@
-//! The systemd way to make every native process resolve `.kapell`: a resolved.conf drop-in under
-//! `/run` (gone at reboot, removed when the responder stops) that makes the responder the server
-//! of the routing-only domain `~kapell`, then a restart of systemd-resolved through the service
-//! manager, since resolved reads its configuration files only when it starts.
-//! On a host without resolved nothing is written, and `kapell status` says how to forward the
-//! domain by hand.
+//! The systemd way to make every native process resolve `.kapell`: resolved's per-link DNS
+//! settings, made through its D-Bus API on a link of kapell's own ([`super::link`]): the
+//! responder is that link's only server, for the routing-only domain `~kapell`, and never a
+//! default route. Every other name is resolved exactly as before, by the servers the operator
+//! configured, and the operator's own global `DNS=` servers never see a `.kapell` question.
+//!
+//! (A resolved.conf drop-in cannot say this: its `DNS=` adds a *global* server, which shares the
+//! global scope, and so both the `.kapell` names and every other name, with the operator's global
+//! servers, whichever resolved happens to be using.)
+//!
+//! resolved keeps the settings across its own restarts and drops them with the link, which the
+//! responder deletes when it stops. On a host without resolved nothing is done, and
+//! `kapell status` says how to forward the domain by hand.
 
-use crate::systemd::Systemd;
-use crate::unitfile::UnitText;
+use super::link;
+use crate::systemd::{ResolveManagerProxy, Systemd};
 use anyhow::{Context, Result};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
 pub const UNIT: &str = "systemd-resolved.service";
-const DROP_IN_DIR: &str = "/run/systemd/resolved.conf.d";
-const DROP_IN: &str = "kapell.conf";
 /// Where resolved writes its upstreams while it runs: its presence says resolved is running.
 const RESOLVED_RUNNING: &str = "/run/systemd/resolve";
-
-/// The drop-in's path (`KAPELL_RESOLVED_DIR` overrides the directory, for tests).
-pub fn drop_in() -> PathBuf {
-    std::env::var_os("KAPELL_RESOLVED_DIR").map_or_else(|| PathBuf::from(DROP_IN_DIR), PathBuf::from).join(DROP_IN)
-}
+/// How long resolved may take to notice a new link before it accepts settings for it.
+const LINK_NOTICED_WITHIN: Duration = Duration::from_secs(5);
 
 /// Whether systemd-resolved runs on this host.
 pub fn present() -> bool {
     Path::new(RESOLVED_RUNNING).is_dir()
 }
 
-/// The drop-in's text.
-pub fn drop_in_text(server: IpAddr) -> String {
-    let mut file = UnitText::new(&[
-        "Written by `kapell dns` (kapell-dns.service), removed when it stops.",
-        "Names under .kapell go to kapell's responder; every other name is resolved as before.",
-    ]);
-    file.section("Resolve").word("DNS", &server.to_string()).line("Domains", "~kapell");
-    file.finish()
-}
-
-/// Routes `~kapell` to `server`: writes the drop-in (when it differs) and restarts resolved.
-/// `Ok(false)`: this host has no resolved.
+/// Routes `~kapell` to `server` through [`link::NAME`]. `Ok(false)`: this host has no resolved.
 pub async fn route(systemd: &Systemd, server: IpAddr) -> Result<bool> {
     if !present() {
         return Ok(false);
     }
-    let path = drop_in();
-    let text = drop_in_text(server);
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    let resolve = systemd.resolve().await?;
+    let (index, peer) = link::create(server).await?;
+    if let Err(e) = set_up(&resolve, server, index, peer).await {
+        // Half a route is none: the link goes again, the warning says why.
+        let _ = link::delete().await;
+        return Err(e);
     }
-    restart(systemd).await?;
     Ok(true)
 }
 
-/// Takes the route away again (the responder stops).
-pub async fn unroute(systemd: &Systemd) -> Result<()> {
-    let path = drop_in();
-    match std::fs::remove_file(&path) {
-        Ok(()) => restart(systemd).await,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+async fn set_up(resolve: &ResolveManagerProxy<'_>, server: IpAddr, index: u32, peer: u32) -> Result<()> {
+    let (index, peer) = (as_ifindex(index)?, as_ifindex(peer)?);
+    let family = if server.is_ipv4() { nix::libc::AF_INET } else { nix::libc::AF_INET6 };
+    let octets = match server {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    // resolved learns of the link from netlink, a moment after it exists.
+    let deadline = tokio::time::Instant::now() + LINK_NOTICED_WITHIN;
+    loop {
+        match resolve.set_link_dns(index, &[(family, &octets)]).await {
+            Ok(()) => break,
+            Err(e) if no_such_link(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                return Err(crate::systemd::dbus_error(e))
+                    .with_context(|| format!("cannot give {} the DNS server {server}", link::NAME));
+            }
+        }
     }
+    configure(resolve, index, peer)
+        .await
+        .map_err(crate::systemd::dbus_error)
+        .with_context(|| format!("cannot set {}'s DNS settings", link::NAME))
 }
 
-async fn restart(systemd: &Systemd) -> Result<()> {
-    let mut watcher = systemd.watch_jobs().await?;
-    let job = systemd.restart(UNIT).await.with_context(|| format!("cannot restart {UNIT}"))?;
-    let mut outcome = None;
-    watcher.wait_all(systemd, std::slice::from_ref(&job), &[], |_, result| outcome = Some(result)).await?;
-    match outcome {
-        Some(result) if !result.is_success() => anyhow::bail!("{UNIT} did not restart: {result}"),
-        _ => Ok(()),
+/// `~kapell` only and never a default route; no LLMNR or mDNS on either end of the pair, and
+/// no DNSSEC for the responder's unsigned answers (an operator's `DNSSEC=yes` would refuse them).
+async fn configure(resolve: &ResolveManagerProxy<'_>, index: i32, peer: i32) -> zbus::Result<()> {
+    resolve.set_link_domains(index, &[("kapell", true)]).await?;
+    resolve.set_link_default_route(index, false).await?;
+    resolve.set_link_dnssec(index, "no").await?;
+    for i in [index, peer] {
+        resolve.set_link_llmnr(i, "no").await?;
+        resolve.set_link_multicast_dns(i, "no").await?;
     }
+    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Takes the route away again (the responder stops): the link goes, and resolved's settings
+/// for it with it.
+pub async fn unroute() -> Result<()> {
+    link::delete().await
+}
 
-    #[test]
-    fn the_drop_in_routes_the_domain_only() {
-        let text = drop_in_text("127.0.0.153".parse().expect("ip"));
-        assert!(text.contains("\n[Resolve]\nDNS=127.0.0.153\nDomains=~kapell\n"), "{text}");
-        assert!(text.starts_with("# Written by `kapell dns`"), "{text}");
-    }
+fn no_such_link(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.resolve1.NoSuchLink")
+}
+
+fn as_ifindex(index: u32) -> Result<i32> {
+    i32::try_from(index).context("an interface index beyond i32")
 }

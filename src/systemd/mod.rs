@@ -14,6 +14,7 @@
 
 mod jobs;
 mod proxy;
+mod resolve;
 
 use anyhow::{Context, Result, anyhow};
 use futures_util::StreamExt as _;
@@ -26,6 +27,7 @@ use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
 pub use jobs::JobWatcher;
 pub use proxy::{ManagerProxy, UnitListEntry};
+pub use resolve::ResolveManagerProxy;
 
 /// Job mode for every job kapell enqueues: like `systemctl`'s default, a new job replaces
 /// conflicting queued ones.
@@ -61,6 +63,16 @@ impl Systemd {
     /// The manager proxy, for calls this module does not wrap.
     pub fn manager(&self) -> &ManagerProxy<'static> {
         &self.manager
+    }
+
+    /// systemd-resolved's manager, on the same connection.
+    pub async fn resolve(&self) -> Result<ResolveManagerProxy<'static>> {
+        ResolveManagerProxy::builder(&self.connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(dbus_error)
+            .context("cannot reach systemd-resolved on the system bus")
     }
 
     /// Starts listening for finished jobs. Call it before enqueueing the jobs to wait for.
