@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use support::fleet::{PEERS, boot_peers, forget_fleet, pids, prop};
@@ -43,6 +43,7 @@ fn main() {
             Scenario { name: "canaries_wait_for_fleet_promote", test: canaries_wait_for_promote },
             Scenario { name: "canaries_are_promoted_automatically_once_healthy", test: canaries_auto_promote },
             Scenario { name: "a_failing_canary_touches_nobody_else", test: failing_canary },
+            Scenario { name: "a_host_a_rollout_cannot_reach_fails_nothing", test: unreachable_in_a_rollout },
         ],
         Rig::boot,
         Rig::reset,
@@ -976,5 +977,48 @@ fn failing_canary(rig: &mut Rig) -> Result<()> {
         ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} was touched after its canary failed");
     }
     ensure!(rollout_of(&c)?["failed"]["host"] == "db1");
+    Ok(())
+}
+
+/// A host that a rollout's push cannot reach fails nothing (an unreachable host never blocks or
+/// rolls back the others): web1 refuses new connections, and its master connection is cut while
+/// db1's batch runs. db1 keeps the new version, web2 (after web1) still gets it, web1 is
+/// reported unreachable and keeps its old one, and the rollout stays in progress with web1 in
+/// flight. Once web1 answers, the next apply brings it the version and completes the rollout,
+/// and nothing else moves.
+fn unreachable_in_a_rollout(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(ROLLING)?;
+    agent(&c, &sleep_argv(7000088))?;
+    let web1 = &rig.hosts[0];
+    // ssh.service stops only its listener (KillMode=process): the plan still gets through on the
+    // master connection.
+    web1.systemctl_ok(&["stop", "ssh.service"])?;
+    let start = Instant::now();
+    let apply = c.command(&["fleet", "apply"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let cut = support::eventually("db1 runs the new version", Duration::from_secs(30), || {
+        agent_runs(rig, &["db1"], "7000088")
+    })
+    .and_then(|()| web1.exec_ok(&["pkill", "-f", "sshd: root"]).map(drop));
+    let first = Run::from(apply.wait_with_output()?, start.elapsed());
+    web1.systemctl_ok(&["start", "ssh.service"])?;
+    cut?;
+    eprintln!("$ kapell fleet apply (web1 unreachable after the plan)\n{}", first.stdout);
+    ensure!(first.code == Some(3), "the apply should fail web1 alone:\n{first}");
+    ensure!(first.stdout.lines().any(|l| l.starts_with("web1 ") && l.contains("FAILED")), "{first}");
+    ensure!(first.stdout.contains("the rollout goes on without it"), "{first}");
+    ensure!(agent_runs(rig, &["db1", "web2"], "7000088")?, "db1 and web2 should run the new version:\n{first}");
+    ensure!(agent_runs(rig, &["web1"], "7000003")?, "web1 changed:\n{first}");
+    let rollout = rollout_of(&c)?;
+    let in_flight = rollout["in_flight"] == serde_json::json!(["web1"]);
+    ensure!(rollout["state"] == "in progress" && in_flight && rollout["failed"].is_null(), "{rollout:#}");
+
+    let before = all_pids(&rig.hosts)?;
+    let second = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000088")?, "{second}");
+    let after = all_pids(&rig.hosts)?;
+    for host in ["db1", "web2"] {
+        ensure!(after[host] == before[host], "{host} moved when web1 caught up:\n{second}");
+    }
+    ensure!(rollout_of(&c)?["state"] == "completed", "{second}");
     Ok(())
 }

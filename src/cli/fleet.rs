@@ -456,7 +456,7 @@ fn result_word(o: &HostOutcome) -> &'static str {
         Outcome::Failed(_) => "FAILED",
         Outcome::HeldBack(_) => "held back",
         Outcome::RolledBack(_) => "ROLLED BACK",
-        Outcome::Waiting(_) => "waiting for promotion",
+        Outcome::Waiting(_) => "waiting",
     }
 }
 

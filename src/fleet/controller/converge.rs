@@ -593,8 +593,28 @@ fn rollout(
     batches.extend(numbered.into_values().map(|hosts| Batch { hosts, canaries: false, resumed: false }));
     record.waiting = batches.iter().flat_map(|b| b.hosts.iter().cloned()).collect();
     record.outcome = None;
+    // Hosts a push could not reach, in this pass or an earlier one (and not resumed in this
+    // one): still in flight, so the rollout is not complete without them.
+    let mut set_aside: Vec<String> = record.in_flight.iter().filter(|h| !resumed.contains(h)).cloned().collect();
 
     for (i, batch) in batches.iter().enumerate() {
+        // Canaries must all be healthy before anyone follows them: one set aside holds the rest.
+        let unreached_canaries: Vec<&String> = set_aside.iter().filter(|h| record.canaries.contains(h)).collect();
+        if !batch.canaries && !record.promoted && !unreached_canaries.is_empty() {
+            let why = format!(
+                "waiting for canary {} (not reached since its push): the others follow once it is healthy",
+                unreached_canaries.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            for h in batches[i..].iter().flat_map(|b| &b.hosts) {
+                report(HostOutcome {
+                    host: h.clone(),
+                    outcome: Outcome::Waiting(why.clone()),
+                    reply: None,
+                    took: Duration::ZERO,
+                });
+            }
+            break;
+        }
         if !batch.canaries && !record.promoted {
             // The canaries are up (in this pass or an earlier one): promote them, or wait.
             let healthy = *record.canaries_healthy_usec.get_or_insert_with(now_usec);
@@ -620,22 +640,23 @@ fn rollout(
             }
         }
         record.waiting.retain(|h| !batch.hosts.contains(h));
-        record.in_flight = batch.hosts.clone();
+        record.in_flight = set_aside.iter().chain(&batch.hosts).cloned().collect();
         for h in &batch.hosts {
             state.pushing(h, &c.sets[h].hash);
         }
         state.rollout = Some(record.clone());
         let _ = state.save();
         match run_batch(c, state, batch, options.force || record.retry) {
-            Ok(outcomes) => {
+            Ok(Pass { outcomes, set_aside: unreached }) => {
                 for o in outcomes {
                     report(o);
                 }
-                record.done.extend(batch.hosts.iter().cloned());
-                if batch.canaries {
+                record.done.extend(batch.hosts.iter().filter(|h| !unreached.contains(h)).cloned());
+                if batch.canaries && unreached.is_empty() {
                     record.canaries_healthy_usec = Some(now_usec());
                 }
-                record.in_flight.clear();
+                set_aside.extend(unreached);
+                record.in_flight.clone_from(&set_aside);
             }
             Err((host, why, started)) => {
                 let reverted = policy.auto_revert;
@@ -681,14 +702,9 @@ fn rollout(
 
 /// Pushes `batch` (a resumed batch is already there), watches it until healthy for
 /// `min_healthy_time` and confirms it: each host's outcome (a confirmation that failed is that
-/// host's failure, not the rollout's). `Err` names the host that failed, why, and when the batch
+/// host's failure, not the rollout's; a host the push could not reach is set aside). `Err` names the host that failed, why, and when the batch
 /// started. `retry`: install even a set a host rolled back before.
-fn run_batch(
-    c: &Controller,
-    state: &mut State,
-    batch: &Batch,
-    retry: bool,
-) -> Result<Vec<HostOutcome>, (String, String, Instant)> {
+fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> Result<Pass, (String, String, Instant)> {
     let policy = &c.fleet.rollout;
     let window = policy.healthy_deadline.as_std() + c.fleet.defaults.confirm_timeout.as_std();
     let start = Instant::now();
@@ -714,10 +730,17 @@ fn run_batch(
         };
         outcome_of(send_install(c, h, &install, health.as_deref()))
     });
+    // A host the push could not reach (no reply at all) says nothing of the desired state: it
+    // is set aside, retried with backoff, and resumed by a later pass, which watches and
+    // confirms it like any resumed host (it may have got the set before the connection dropped).
+    let (unreached, pushed): (Vec<HostOutcome>, Vec<HostOutcome>) = pushed.into_iter().partition(|o| o.reply.is_none());
     if let Some(o) = pushed.iter().find(|o| matches!(o.outcome, Outcome::Failed(_) | Outcome::HeldBack(_))) {
         let (Outcome::Failed(why) | Outcome::HeldBack(why)) = &o.outcome else { unreachable!() };
         return Err((o.host.clone(), why.clone(), start));
     }
+    let set_aside: Vec<String> = unreached.iter().map(|o| o.host.clone()).collect();
+    let hosts: Vec<String> = hosts.iter().filter(|h| !set_aside.contains(h)).cloned().collect();
+    let hosts = &hosts;
     let baseline: BTreeMap<String, gate::Pushed> = pushed
         .iter()
         .map(|o| {
@@ -734,6 +757,20 @@ fn run_batch(
     let replies = watch(c, hosts, &baseline, policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std())
         .map_err(|(host, why)| (host, why, start))?;
     let mut outcomes = Vec::new();
+    for o in unreached {
+        let o = HostOutcome {
+            outcome: Outcome::Failed(format!(
+                "{}; the rollout goes on without it, and resumes it once it answers",
+                match &o.outcome {
+                    Outcome::Failed(why) => why.as_str(),
+                    _ => "not reached",
+                }
+            )),
+            ..o
+        };
+        record(state, &o, &c.sets[&o.host].hash);
+        outcomes.push(o);
+    }
     for h in hosts {
         let hash = c.sets[h].hash.clone();
         let confirmed = confirm(c, h, hash.clone());
@@ -754,7 +791,14 @@ fn run_batch(
         record(state, &o, &hash);
         outcomes.push(o);
     }
-    Ok(outcomes)
+    Ok(Pass { outcomes, set_aside })
+}
+
+/// What a batch that did not fail gives: each host's outcome, and the hosts it could not
+/// reach, set aside for a later pass.
+struct Pass {
+    outcomes: Vec<HostOutcome>,
+    set_aside: Vec<String>,
 }
 
 /// Each service unit's restart counter.
