@@ -383,9 +383,10 @@ pub const SYSTEM_UNIT_PATH: &[&str] = &[
 ];
 
 /// The directories of [`SYSTEM_UNIT_PATH`] whose units kapell must never shadow: all but the
-/// generator directories, which systemd rebuilds at every reload (kapell's own output is there).
+/// generator directory kapell writes to (its own output is there, rebuilt at every reload).
+/// `generator.early` and `generator.late` hold other generators' units, and count.
 pub fn foreign_unit_dirs() -> impl Iterator<Item = &'static str> {
-    SYSTEM_UNIT_PATH.iter().copied().filter(|d| !d.starts_with(GENERATOR_DIR))
+    SYSTEM_UNIT_PATH.iter().copied().filter(|d| *d != GENERATOR_DIR)
 }
 
 /// The host-wide prober of native services' health checks (see docs/health.md).
@@ -407,6 +408,15 @@ pub const CATALOG_HOST_FILE: &str = "catalog-host";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_kapells_own_generator_directory_is_not_foreign() {
+        let foreign: Vec<&str> = foreign_unit_dirs().collect();
+        assert!(!foreign.contains(&GENERATOR_DIR), "{foreign:?}");
+        for other in ["/run/systemd/generator.early", "/run/systemd/generator.late", "/usr/lib/systemd/system"] {
+            assert!(foreign.contains(&other), "{other} missing from {foreign:?}");
+        }
+    }
 
     #[test]
     fn names_and_the_length_limit() {
@@ -514,12 +524,5 @@ mod tests {
                 proptest::prop_assert!(typed);
             }
         }
-    }
-
-    #[test]
-    fn foreign_dirs_leave_out_the_generator_dirs() {
-        let dirs: Vec<&str> = foreign_unit_dirs().collect();
-        assert!(dirs.contains(&"/etc/systemd/system") && dirs.contains(&"/usr/lib/systemd/system"));
-        assert!(dirs.iter().all(|d| !d.contains("generator")));
     }
 }

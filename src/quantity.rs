@@ -18,6 +18,11 @@ const USEC_UNITS: &[(&[&str], u64)] = &[
     (&["y", "year", "years"], 31_557_600_000_000),
 ];
 
+/// The longest duration kapell takes. systemd reads spans up to about 584,000 years, but one
+/// near that limit overflows when kapell adds its margins (a container's stop timeout), and
+/// none that long means anything: such a number is a typo.
+pub const MAX: Duration = Duration(100 * 31_557_600_000_000);
+
 impl Duration {
     pub fn from_secs(s: u64) -> Self {
         Duration(s * 1_000_000)
@@ -39,8 +44,9 @@ impl Duration {
         if s.is_empty() {
             return Err(bad());
         }
+        let too_long = || format!("the duration {input:?} is longer than 100 years");
         if let Ok(secs) = s.parse::<u64>() {
-            return secs.checked_mul(1_000_000).map(Duration).ok_or_else(bad);
+            return secs.checked_mul(1_000_000).map(Duration).filter(|d| *d <= MAX).ok_or_else(too_long);
         }
         let mut total: f64 = 0.0;
         let mut rest = s;
@@ -60,8 +66,11 @@ impl Duration {
             };
             total += number * factor as f64;
         }
-        if !total.is_finite() || total >= u64::MAX as f64 {
+        if !total.is_finite() {
             return Err(bad());
+        }
+        if total > MAX.0 as f64 {
+            return Err(too_long());
         }
         Ok(Duration(total.round() as u64))
     }

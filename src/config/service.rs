@@ -178,10 +178,11 @@ pub fn read_service(
             }
         });
     let cpus = table.get("cpus").and_then(|v| ctx.number(v, "cpus")).and_then(|c| {
-        if c.value > 0.0 && c.value <= 1024.0 {
+        // CPUQuota= is whole percents: below 0.005 it would round to 0%, which systemd ignores.
+        if (0.01..=1024.0).contains(&c.value) {
             Some(c.value)
         } else {
-            ctx.error(c.span, "`cpus` must be a number above 0 (e.g. 0.5 or 2)");
+            ctx.error(c.span, "`cpus` must be a number from 0.01 to 1024 (e.g. 0.5 or 2)");
             None
         }
     });

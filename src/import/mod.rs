@@ -197,9 +197,9 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     Ok(Imported { stack, services: draft.services.len(), toml, notes })
 }
 
-/// Refuses a port range that runs backwards (`30-0`) before the Compose parser sees it: the
-/// parser computes such a range's size by subtraction and overflows (found by fuzzing; the input
-/// is kept in fuzz/regressions/).
+/// Refuses a port range that runs backwards (`30-0`) or starts at 0 before the Compose parser
+/// sees it: the parser computes a range's size in 16 bits by subtraction, and overflows on both
+/// (found by fuzzing and by review; the inputs are kept in fuzz/regressions/ and tests/import/).
 fn check_port_ranges(tree: &serde_yaml::Value) -> Result<(), String> {
     let Some(services) = tree.get("services").and_then(serde_yaml::Value::as_mapping) else { return Ok(()) };
     for (name, service) in services {
@@ -214,11 +214,16 @@ fn check_port_ranges(tree: &serde_yaml::Value) -> Result<(), String> {
             for text in texts {
                 for part in text.split([':', '/']) {
                     let Some((start, end)) = part.split_once('-') else { continue };
-                    if let (Ok(start), Ok(end)) = (start.parse::<u32>(), end.parse::<u32>())
-                        && start > end
-                    {
+                    let (Ok(start), Ok(end)) = (start.parse::<u32>(), end.parse::<u32>()) else { continue };
+                    if start > end {
                         return Err(format!(
                             "services.{name}.ports[{i}]: the port range {start}-{end} runs backwards (its start must not be above its end)"
+                        ));
+                    }
+                    // 0-65535 has 65,536 ports, one more than the parser's count can hold.
+                    if start == 0 {
+                        return Err(format!(
+                            "services.{name}.ports[{i}]: the port range {start}-{end} starts at port 0 (ports are 1-65535)"
                         ));
                     }
                 }
@@ -230,6 +235,7 @@ fn check_port_ranges(tree: &serde_yaml::Value) -> Result<(), String> {
 
 /// The keys of a service that compose_spec reads as durations (`1m30s`), as paths below it.
 const DURATION_KEYS: &[&[&str]] = &[
+    &["stop_grace_period"],
     &["healthcheck", "interval"],
     &["healthcheck", "timeout"],
     &["healthcheck", "start_period"],

@@ -141,7 +141,7 @@ fn container_service(s: &mut SectionText, stack: &Stack, service: &Service, opti
     // The supervisor gets SIGTERM and stops the container; anything left is killed after that.
     s.line("KillMode", "mixed");
     let grace = service.stop_timeout.unwrap_or(container::DEFAULT_STOP_TIMEOUT);
-    restart_lines(s, service, Some(Duration(grace.as_micros() + SUPERVISOR_STOP_MARGIN.as_micros())));
+    restart_lines(s, service, Some(Duration(grace.as_micros().saturating_add(SUPERVISOR_STOP_MARGIN.as_micros()))));
 }
 
 fn restart_lines(s: &mut SectionText, service: &Service, stop_timeout: Option<Duration>) {

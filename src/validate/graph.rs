@@ -33,6 +33,24 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
         (si == 0 || stacks[si - 1].name != *name) && stacks.get(si + 1).is_none_or(|next| next.name != *name)
     };
     let sole: Vec<bool> = (0..stacks.len()).map(sole).collect();
+    // A dependency may name one of kapell's own units by its unit name (`shop-db.service`,
+    // `shop-web@2.service`): that is an edge as well. The map is built only when such a
+    // dependency exists.
+    let by_unit_name = stacks
+        .iter()
+        .flat_map(|st| st.services())
+        .any(|s| s.requires.iter().chain(&s.wants).any(|d| matches!(d.target, DepTarget::Unit(_))));
+    let unit_nodes: HashMap<String, Node> = if by_unit_name {
+        let mut nodes = HashMap::new();
+        for (si, st) in stacks.iter().enumerate() {
+            for (vi, service) in st.services().iter().enumerate() {
+                nodes.insert(service.unit_file_name(&st.name), (si, vi));
+            }
+        }
+        nodes
+    } else {
+        HashMap::new()
+    };
     // Edges carry the span of the dependency entry that makes them.
     let edges = |(si, vi): Node| -> Vec<Edge> {
         let service = &stacks[si].services()[vi];
@@ -45,7 +63,14 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
                     DepTarget::Local(s) if sole[si] => (si, service_in(si, s)?),
                     DepTarget::Local(s) => node_of(&stacks[si].name, s)?,
                     DepTarget::Remote { stack, service } => node_of(stack, service)?,
-                    DepTarget::Unit(_) => return None,
+                    // One instance of a template wanting another is no cycle.
+                    DepTarget::Unit(unit) => {
+                        let to = *unit_nodes.get(template_of(unit).as_ref())?;
+                        if to == (si, vi) && unit.contains('@') {
+                            return None;
+                        }
+                        to
+                    }
                 };
                 Some((to, dep.span.clone()))
             })
@@ -148,6 +173,18 @@ fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, erro
         if let Some((_, span)) = out.get(next.saturating_sub(1)) {
             errors.push(Diagnostic::new(&stacks[node.0].source, span.clone(), text.clone()));
         }
+    }
+}
+
+/// The template a unit instance comes from (`a-web@2.service` → `a-web@.service`); any other
+/// unit name as it is.
+fn template_of(unit: &str) -> std::borrow::Cow<'_, str> {
+    match unit.split_once('@') {
+        Some((prefix, rest)) => match rest.rsplit_once('.') {
+            Some((_, suffix)) => format!("{prefix}@.{suffix}").into(),
+            None => unit.into(),
+        },
+        None => unit.into(),
     }
 }
 

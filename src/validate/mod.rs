@@ -13,6 +13,7 @@ pub use collisions::UnitSearchPath;
 use crate::config::Parsed;
 use crate::diagnostics::{self, Diagnostic, did_you_mean};
 use crate::model::{DepTarget, Service, Stack};
+use crate::names;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub fn check_host(parsed: Vec<Parsed>, search_path: &UnitSearchPath) -> Checked 
     graph::check_cycles(&stacks, &mut errors);
     let units = produced_units(&stacks);
     check_duplicate_units(&units, &mut errors);
+    check_replica_containers(&units, &mut errors);
     collisions::check_foreign_units(&units, search_path, &mut errors);
 
     // Which stack an error belongs to, by its source (one map, not a scan per error).
@@ -151,6 +153,44 @@ fn produced_units(stacks: &[Stack]) -> Vec<ProducedUnit<'_>> {
         }));
     }
     units
+}
+
+/// A replica's container (`kapell-<stack>-<service>-<n>`) must not be another service's:
+/// `web` with `replicas = 2` and a service `web-1` would each remove the other's container when
+/// they start or stop. Distinct unit names already give distinct plain containers, so only the
+/// replicas' names are looked up (none are formed when nothing is replicated).
+fn check_replica_containers(units: &[ProducedUnit<'_>], errors: &mut Vec<Diagnostic>) {
+    let containers = || units.iter().filter(|u| u.service.is_some_and(Service::is_container));
+    if !containers().any(|u| u.service.is_some_and(|s| s.replicas.is_some())) {
+        return;
+    }
+    // Each container name, with the service (and replica) it belongs to.
+    let mut owners: HashMap<String, (&ProducedUnit<'_>, &Service, Option<u32>)> = HashMap::new();
+    for unit in containers() {
+        let Some(service) = unit.service else { continue };
+        let replicas: Vec<Option<u32>> = match service.replicas {
+            None => vec![None],
+            Some(n) => (1..=n).map(Some).collect(),
+        };
+        for replica in replicas {
+            let number = replica.map(|r| r.to_string());
+            let name = names::container_name(&unit.stack.name, &service.name, number.as_deref());
+            let Some((first, first_service, first_replica)) = owners.insert(name.clone(), (unit, service, replica))
+            else {
+                continue;
+            };
+            let what = |u: &ProducedUnit<'_>, s: &Service, replica: Option<u32>| match replica {
+                Some(r) => format!("replica {r} of `{}.{}`", u.stack.name, s.name),
+                None => format!("`{}.{}`", u.stack.name, s.name),
+            };
+            let (this, other) = (what(unit, service, replica), what(first, first_service, first_replica));
+            let msg = |a: &str, b: &str| {
+                format!("the container `{name}` of {a} is also the container of {b}; rename a service")
+            };
+            errors.push(Diagnostic::new(&unit.stack.source, unit.span(), msg(&this, &other)));
+            errors.push(Diagnostic::new(&first.stack.source, first.span(), msg(&other, &this)));
+        }
+    }
 }
 
 /// Two stacks must not render the same unit (`a-b` + service `c` and `a` + service `b-c`).
