@@ -27,7 +27,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let config_dir = config::config_dir_from_env();
     let failed = generate(Path::new(normal_dir.as_str()), &config_dir, &host_units::received_dir(), &mut log)?;
     if failed > 0 {
-        bail!("{failed} stack(s) were not generated (see the messages above)");
+        bail!("{failed} stack(s) or unit(s) were not generated (see the messages above)");
     }
     Ok(())
 }
@@ -72,11 +72,15 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
         writer.install(&file).with_context(context)?;
         from_fleet.insert(file.into_path());
     }
+    let refused = writer.refused();
+    for why in &refused {
+        log.error(why);
+    }
     writer.finish(|path| is_local(path) || from_fleet.contains(path)).with_context(context)?;
     for name in &checked.failed {
         log.error(&format!("stack {name} skipped: it has errors"));
     }
-    let failed = checked.failed.len();
+    let failed = checked.failed.len() + refused.len();
     std::mem::forget(checked);
     std::mem::forget(local_set);
     std::mem::forget(local);

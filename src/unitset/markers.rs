@@ -40,12 +40,13 @@ pub fn is_kapell_link_or_unit(dir: &Path, rel: &str) -> bool {
     let path = dir.join(rel);
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_symlink() => {
-            // A wants link made by kapell points at a sibling unit of `dir` that kapell owns (or
-            // owned: a dangling link into `dir` left by a removed stack).
+            // A wants link made by kapell points at a sibling unit of `dir` that kapell owns. A
+            // dangling link says nothing of whose it is (another generator's link to a unit of
+            // its own, an operator's): it stays. [`super::write`] removes a stale link before
+            // the unit it points to, so kapell leaves none dangling.
             let Ok(target) = std::fs::read_link(&path) else { return false };
             let Some(name) = target.file_name() else { return false };
-            let unit = dir.join(name);
-            target.starts_with("..") && (!unit.exists() || is_kapell_unit(&unit))
+            target.starts_with("..") && is_kapell_unit(&dir.join(name))
         }
         Ok(m) if m.is_file() => is_kapell_unit(&path),
         _ => false,

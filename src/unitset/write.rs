@@ -2,7 +2,7 @@
 //! anything kapell does not own.
 
 use super::OutputFile;
-use super::markers::is_kapell_link_or_unit;
+use super::markers::{is_kapell_link_or_unit, is_kapell_text};
 use anyhow::{Context, Result};
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
@@ -48,8 +48,12 @@ pub fn write(dir: &Path, files: &[OutputFile], strategy: Strategy) -> Result<Vec
             changed.push(path);
         }
     }
+    let refused = writer.refused();
     let set: HashSet<&str> = files.iter().map(OutputFile::path).collect();
     changed.extend(writer.finish(|path| set.contains(path))?);
+    if !refused.is_empty() {
+        anyhow::bail!("{}", refused.join("\n"));
+    }
     Ok(changed)
 }
 
@@ -66,6 +70,8 @@ pub struct Writer<'a> {
     existing: HashSet<String>,
     /// Subdirectories (`*.wants/`) that exist now.
     subdirs: Mutex<HashSet<String>>,
+    /// Units of the set not written because a file that is not kapell's has their name.
+    refused: Mutex<Vec<String>>,
 }
 
 impl<'a> Writer<'a> {
@@ -77,7 +83,7 @@ impl<'a> Writer<'a> {
         let fd =
             openat(nix::fcntl::AT_FDCWD, dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
                 .with_context(|| format!("cannot open {}", dir.display()))?;
-        Ok(Self { dir, fd, strategy, existing, subdirs: Mutex::new(subdirs) })
+        Ok(Self { dir, fd, strategy, existing, subdirs: Mutex::new(subdirs), refused: Mutex::default() })
     }
 
     /// Installs one file of the set unless it is already there with the same content; returns
@@ -94,6 +100,12 @@ impl<'a> Writer<'a> {
         self.install_file(file)
     }
 
+    /// Why units of the set were not written: a file that is not kapell's (another generator's
+    /// unit, an operator's file) already had each one's name, and is left as it is.
+    pub fn refused(&self) -> Vec<String> {
+        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// Removes kapell's files that are not in the set (`in_set` tells, by path); returns their
     /// paths.
     pub fn finish(self, in_set: impl Fn(&str) -> bool) -> Result<Vec<String>> {
@@ -105,13 +117,15 @@ impl<'a> Writer<'a> {
     /// [`Writer::install`] once the file's subdirectory exists.
     fn install_file(&self, file: &OutputFile) -> Result<Option<String>> {
         let rel = file.path();
-        let exists = self.existing.contains(rel);
+        let mut exists = self.existing.contains(rel);
         if self.strategy == Strategy::GeneratorDir && !exists {
             match file {
                 OutputFile::Unit { text, .. } if text.len() <= IN_PLACE_MAX => {
                     if self.write_new(rel, text.as_bytes())? {
                         return Ok(Some(rel.to_string()));
                     }
+                    // Another generator, running beside this one, wrote it meanwhile.
+                    exists = true;
                 }
                 // symlink(2) is atomic by itself: the link is there whole or not at all.
                 OutputFile::Link { target, .. } => match symlinkat(target.as_str(), &self.fd, rel) {
@@ -119,7 +133,7 @@ impl<'a> Writer<'a> {
                     Err(nix::errno::Errno::EEXIST) => {}
                     Err(e) => return Err(e).with_context(|| format!("cannot create {}", self.path(rel).display())),
                 },
-                OutputFile::Unit { .. } => {}
+                OutputFile::Unit { .. } => exists = std::fs::symlink_metadata(self.path(rel)).is_ok(),
             }
         }
         let path = self.path(rel);
@@ -133,8 +147,21 @@ impl<'a> Writer<'a> {
         }
         match file {
             OutputFile::Unit { text, .. } => {
-                if exists && std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
-                    return Ok(None);
+                if exists {
+                    let old = std::fs::read(&path).unwrap_or_default();
+                    if old == text.as_bytes() {
+                        return Ok(None);
+                    }
+                    // Only kapell's own units are replaced (an empty file is a mask: not ours).
+                    if !is_kapell_text(&String::from_utf8_lossy(&old)) {
+                        let why = format!(
+                            "{} is not kapell's (no X-Kapell-Stack= in it: another generator's unit, or a file put \
+                             there by hand): it is left as it is, and kapell's unit of that name is not written",
+                            path.display()
+                        );
+                        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(why);
+                        return Ok(None);
+                    }
                 }
                 write_file(&tmp, text.as_bytes()).with_context(|| format!("cannot write {}", tmp.display()))?;
             }
@@ -229,7 +256,7 @@ fn remove_stale(dir: &Path, in_set: impl Fn(&str) -> bool) -> Result<Vec<String>
         }
         Ok(())
     };
-    visit("")?;
+    // Links first, while the units they point to are still there to say they are kapell's.
     let wants: Vec<String> = std::fs::read_dir(dir)
         .map(|e| {
             e.flatten()
@@ -241,6 +268,7 @@ fn remove_stale(dir: &Path, in_set: impl Fn(&str) -> bool) -> Result<Vec<String>
     for w in wants {
         visit(&w)?;
     }
+    visit("")?;
     Ok(removed)
 }
 
@@ -270,9 +298,36 @@ mod tests {
         Ok(())
     }
 
+    /// A unit of the set whose name a file that is not kapell's already has (another
+    /// generator's, running beside kapell's) is not written: that file stays, the refusal says
+    /// why, and the rest of the set is written.
+    #[test]
+    fn a_unit_that_is_not_kapells_is_never_replaced() -> Result<()> {
+        for strategy in [Strategy::GeneratorDir, Strategy::Replace] {
+            let dir = tempfile::tempdir()?;
+            let theirs = "[Service]\nExecStart=/bin/theirs\n";
+            std::fs::write(dir.path().join("kernel-command-line.service"), theirs)?;
+            let writer = Writer::open(dir.path(), strategy)?;
+            for name in ["kernel-command-line.service", "kernel.target"] {
+                writer.install(&unit(name))?;
+            }
+            let refused = writer.refused();
+            assert_eq!(refused.len(), 1, "{strategy:?}: {refused:?}");
+            assert!(refused[0].contains("kernel-command-line.service is not kapell's"), "{refused:?}");
+            assert_eq!(std::fs::read_to_string(dir.path().join("kernel-command-line.service"))?, theirs);
+            assert_eq!(std::fs::read_to_string(dir.path().join("kernel.target"))?, unit("kernel.target").content());
+        }
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("a.service"), "")?;
+        let error = write(dir.path(), &[unit("a.service")], Strategy::Replace).expect_err("a mask is not kapell's");
+        assert!(error.to_string().contains("a.service is not kapell's"), "{error:#}");
+        assert_eq!(std::fs::read(dir.path().join("a.service"))?, b"", "the mask stays");
+        Ok(())
+    }
+
     /// Files installed from several threads at once, into a directory holding an earlier set:
-    /// what changed is reported, the earlier set's leftovers go, and a file that is not
-    /// kapell's stays.
+    /// what changed is reported, the earlier set's leftovers go, and files and links that are
+    /// not kapell's stay (a dangling link too: it may be another generator's).
     #[test]
     fn a_writer_shared_by_threads_installs_the_set_and_removes_only_kapells_leftovers() -> Result<()> {
         let dir = tempfile::tempdir()?;
@@ -281,6 +336,11 @@ mod tests {
         std::fs::write(dir.path().join("old.target"), "[Unit]\nX-Kapell-Stack=old\n")?;
         std::os::unix::fs::symlink("../old.target", wants.join("old.target"))?;
         std::fs::write(dir.path().join("foreign.service"), "[Service]\nExecStart=/bin/true\n")?;
+        // Another generator's links: to its own unit here, and to one it did not write here.
+        std::os::unix::fs::symlink("../foreign.service", wants.join("foreign.service"))?;
+        let requires = dir.path().join("local-fs.target.requires");
+        std::fs::create_dir(&requires)?;
+        std::os::unix::fs::symlink("../systemd-remount-fs.service", requires.join("systemd-remount-fs.service"))?;
         let same = unit("same.service");
         std::fs::write(dir.path().join("same.service"), same.content())?;
 
@@ -302,13 +362,20 @@ mod tests {
         assert_eq!(changed.len(), files.len() - 1, "all but the unchanged unit: {changed:?}");
         let set: HashSet<&str> = files.iter().map(OutputFile::path).collect();
         let removed = writer.finish(|path| set.contains(path))?;
-        assert_eq!(removed, ["old.target", "multi-user.target.wants/old.target"]);
+        assert_eq!(removed, ["multi-user.target.wants/old.target", "old.target"], "the link first");
 
         let (names, _) = list(dir.path());
-        let mut names: Vec<String> = names.into_iter().filter(|n| !n.ends_with(".wants")).collect();
+        let mut names: Vec<String> = names.into_iter().filter(|n| !crate::names::is_link_dir(n)).collect();
         names.sort();
         let mut want: Vec<String> = files.iter().map(|f| f.path().to_string()).collect();
-        want.push("foreign.service".into());
+        want.extend(
+            [
+                "foreign.service",
+                "multi-user.target.wants/foreign.service",
+                "local-fs.target.requires/systemd-remount-fs.service",
+            ]
+            .map(String::from),
+        );
         want.sort();
         assert_eq!(names, want);
         assert_eq!(
