@@ -211,6 +211,12 @@ fn graph_draws_dependencies_as_dot_and_svg() {
     let missing = kapell(config.path(), &["graph", "nope"]);
     assert_eq!(missing.status.code(), Some(2), "an unknown stack is a bad request, as for status and logs");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no stack nope"));
+    // A name typed on the command line reaches the terminal as text, escapes and all.
+    for args in [&["graph", "a\x1b[2Jb"][..], &["logs", "a\x1b[2Jb.web"], &["status", "a\x1b[2Jb"]] {
+        let out = kapell(config.path(), args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!said.contains('\x1b') && said.contains("there is no stack a"), "{args:?}: {said:?}");
+    }
 }
 
 #[test]

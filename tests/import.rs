@@ -17,6 +17,7 @@
 mod bless;
 mod verify;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -168,6 +169,9 @@ fn out_writes_the_stack_file_and_refuses_to_overwrite_it() {
 
     // The same again is refused (2) and changes nothing; --force replaces it.
     std::fs::write(etc.path().join("shop-app.toml"), "edited by hand\n").expect("write");
+    // Kept private for the secrets in it: --force keeps it so.
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(etc.path().join("shop-app.toml"), private).expect("chmod");
     let again = import_in(&dir, &["--out", etc_arg]);
     assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists; remove it, choose another --out, or add --force"));
@@ -175,6 +179,8 @@ fn out_writes_the_stack_file_and_refuses_to_overwrite_it() {
     let forced = import_in(&dir, &["--out", etc_arg, "--force"]);
     assert_eq!(forced.status.code(), Some(0));
     assert_eq!(std::fs::read_to_string(etc.path().join("shop-app.toml")).expect("read"), written);
+    let mode = std::fs::metadata(etc.path().join("shop-app.toml")).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "--force made the stack {mode:o}");
 
     // A file: its stem names the stack; the written stack passes kapell check.
     let file = etc.path().join("shop.toml");

@@ -3,6 +3,7 @@
 use super::exit;
 use crate::diagnostics::did_you_mean;
 use crate::model::{DepTarget, Stack};
+use crate::printable::printable;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -44,7 +45,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
                 let hint = did_you_mean(name, checked.stacks.iter().map(|s| s.name.as_str()))
                     .map(|n| format!(" (did you mean {n}?)"))
                     .unwrap_or_default();
-                eprintln!("error: there is no stack {name} in {}{hint}", config_dir.display());
+                eprintln!("error: there is no stack {} in {}{hint}", printable(name), config_dir.display());
                 return Ok(exit::USAGE);
             }
         },

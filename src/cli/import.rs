@@ -3,7 +3,7 @@
 use super::exit;
 use crate::config;
 use crate::import::{self, Imported, Input};
-use crate::printable::printable;
+use crate::printable::{printable, printable_lines};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::io::Write as _;
@@ -70,7 +70,8 @@ pub struct ComposeArgs {
 const DEFAULT_FILES: &[&str] = &["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
 
 fn usage(message: String) -> Result<u8> {
-    eprintln!("error: {message}");
+    // Paths from the command line: escapes in them reach the terminal as text.
+    eprintln!("error: {}", printable_lines(&message));
     Ok(exit::USAGE)
 }
 
@@ -176,7 +177,7 @@ fn compose(args: ComposeArgs) -> Result<u8> {
     match out_file {
         None => {
             std::io::stdout().write_all(imported.toml.as_bytes()).context("cannot write to standard output")?;
-            eprintln!("imported {} as {summary}", file.display());
+            eprintln!("imported {} as {summary}", printable(&file.display().to_string()));
         }
         Some(out) => {
             let path = if out.is_dir() { out.join(format!("{}.toml", imported.stack)) } else { out };
@@ -184,7 +185,8 @@ fn compose(args: ComposeArgs) -> Result<u8> {
                 return usage(format!("{} exists; remove it, choose another --out, or add --force", path.display()));
             }
             write_atomically(&path, &imported.toml).with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("imported {} as {summary}: {}", file.display(), path.display());
+            let (file, path) = (file.display().to_string(), path.display().to_string());
+            eprintln!("imported {} as {summary}: {}", printable(&file), printable(&path));
         }
     }
     if lossy > 0 {
@@ -228,6 +230,10 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.kapell-import.{}", std::process::id()));
     std::fs::write(&tmp, text)?;
+    // A stack replaced with --force keeps its mode: one kept 0600 for the secrets in it stays so.
+    if let Ok(old) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, old.permissions())?;
+    }
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })

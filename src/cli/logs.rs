@@ -8,6 +8,7 @@
 use super::exit;
 use crate::apply;
 use crate::diagnostics::did_you_mean;
+use crate::printable::printable;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::os::unix::process::CommandExt as _;
@@ -45,7 +46,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         let hint = did_you_mean(stack_name, units.stacks.keys().map(String::as_str))
             .map(|n| format!(" (did you mean {n}?)"))
             .unwrap_or_default();
-        eprintln!("error: there is no stack {stack_name}{hint}");
+        eprintln!("error: there is no stack {}{hint}", printable(stack_name));
         return Ok(exit::USAGE);
     };
     let Some(service) = stack.service(service_name).filter(|s| !s.running.is_empty()) else {

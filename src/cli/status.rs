@@ -5,6 +5,7 @@ use crate::apply;
 use crate::blocking::block_on;
 use crate::diagnostics::did_you_mean;
 use crate::host_units;
+use crate::printable::printable;
 use crate::status::{self, Row};
 use crate::systemd::Systemd;
 use crate::unitset::UnitSet;
@@ -53,7 +54,7 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
             let hint = did_you_mean(name, units.stacks.keys().map(String::as_str))
                 .map(|n| format!(" (did you mean {n}?)"))
                 .unwrap_or_default();
-            eprintln!("error: there is no stack {name}{hint}");
+            eprintln!("error: there is no stack {}{hint}", printable(name));
             return Ok(exit::USAGE);
         }
     }

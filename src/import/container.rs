@@ -143,7 +143,8 @@ pub(super) fn map_environment(ctx: &Context<'_>, env: ListOrMap, svc: &mut Svc, 
         if !keep {
             continue;
         }
-        if let Err(e) = syntax::check_env_name(&key) {
+        // Every imported service is a container: Docker takes dotted names (`spring.profiles.active`).
+        if let Err(e) = syntax::check_container_env_name(&key) {
             lost(notes, format!("{place}.{key}"), format!("not carried over: {e}"));
             continue;
         }
@@ -332,6 +333,18 @@ pub(super) fn map_volumes(
                 }
             }
         };
+        // kapell's form is `source:target[:options]`: a ':' inside a path would change what is
+        // mounted where (`/data:ro` would be a read-only `/data`).
+        if source.contains(':') || target.contains(':') {
+            lost(
+                notes,
+                place,
+                format!(
+                    "{source}:{target}: not carried over: a ':' in a mount's path cannot be written in a volume entry"
+                ),
+            );
+            continue;
+        }
         let mut text = format!("{source}:{target}");
         if !options.is_empty() {
             text.push(':');

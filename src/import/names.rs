@@ -4,7 +4,8 @@
 use std::path::Path;
 
 /// The Compose project name, by Compose's precedence: `COMPOSE_PROJECT_NAME`, the top-level
-/// `name`, else the project directory's name lowercased with everything but `a-z0-9_-` removed.
+/// `name`, else the project directory's name lowercased with everything but `a-z0-9_-` removed,
+/// and leading `_` and `-` trimmed.
 /// Compose prefixes named volumes (`<project>_<volume>`) and built images with it.
 pub fn compose_project_name(name: Option<&str>, lookup: &dyn Fn(&str) -> Option<String>, dir: &Path) -> String {
     if let Some(n) = lookup("COMPOSE_PROJECT_NAME").filter(|n| !n.is_empty()) {
@@ -14,7 +15,11 @@ pub fn compose_project_name(name: Option<&str>, lookup: &dyn Fn(&str) -> Option<
         return n.to_string();
     }
     let base = dir.file_name().map(|b| b.to_string_lossy().to_lowercase()).unwrap_or_default();
-    base.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-').collect()
+    let kept: String =
+        base.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-').collect();
+    // As Compose's NormalizeProjectName: a project never starts with `_` or `-` (`_shop` is `shop`,
+    // and its volumes `shop_data`).
+    kept.trim_start_matches(['_', '-']).to_string()
 }
 
 /// `name` made a valid kapell name: lowercase, `_`, `.` and blanks become `-`, other characters
@@ -73,6 +78,7 @@ mod tests {
         let none = |_: &str| None;
         let env = |k: &str| (k == "COMPOSE_PROJECT_NAME").then(|| "fromenv".to_string());
         assert_eq!(compose_project_name(None, &none, Path::new("/srv/My Blog.v2")), "myblogv2");
+        assert_eq!(compose_project_name(None, &none, Path::new("/srv/_-shop")), "shop", "as Compose trims them");
         assert_eq!(compose_project_name(Some("named"), &none, Path::new("/srv/x")), "named");
         assert_eq!(compose_project_name(Some("named"), &env, Path::new("/srv/x")), "fromenv");
     }
