@@ -67,7 +67,11 @@ pub struct ComposeArgs {
 }
 
 /// Compose's own search order for a project's file.
-const DEFAULT_FILES: &[&str] = &["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+/// The files Compose looks for, and the override files it merges into the one it found, each in
+/// Compose's order of preference (compose-go's `DefaultFileNames`, `DefaultOverrideFileNames`).
+const DEFAULT_FILES: &[&str] = &["compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"];
+const DEFAULT_OVERRIDES: &[&str] =
+    &["compose.override.yml", "compose.override.yaml", "docker-compose.override.yml", "docker-compose.override.yaml"];
 
 fn usage(message: String) -> Result<u8> {
     // Paths from the command line: escapes in them reach the terminal as text.
@@ -88,12 +92,9 @@ fn compose(args: ComposeArgs) -> Result<u8> {
         Some(f) => f,
         None => match DEFAULT_FILES.iter().map(PathBuf::from).find(|f| f.is_file()) {
             Some(f) => {
-                let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let extension = f.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-                let name = format!("{stem}.override.{extension}");
-                if Path::new(&name).is_file() {
-                    overrides.push(name);
-                }
+                // The first override of Compose's list, whatever the main file is called
+                // (compose.yaml gets docker-compose.override.yml too).
+                overrides.extend(DEFAULT_OVERRIDES.iter().find(|o| Path::new(o).is_file()).map(|o| o.to_string()));
                 f
             }
             None => return usage(format!("no Compose file here ({}); name one", DEFAULT_FILES.join(", "))),

@@ -106,12 +106,19 @@ pub(super) fn map(ctx: &Context<'_>, compose: Compose, tree: &Value, notes: &mut
     let mut services = Vec::new();
     let mut compose = compose;
     let all = std::mem::take(&mut compose.services);
+    // The services with a healthcheck of their own (one `depends_on: service_healthy` can wait for).
+    let checked: std::collections::HashSet<String> = all
+        .iter()
+        .filter(|(_, s)| matches!(s.healthcheck, Some(Healthcheck::Command(_))))
+        .map(|(name, _)| name.to_string())
+        .collect();
     for (compose_name, service) in all {
         let compose_name = compose_name.to_string();
         let name = rename(&compose_name).unwrap_or_default();
         let raw = &tree["services"][compose_name.as_str()];
         let mut svc = Svc { name, compose_name: compose_name.clone(), ..Svc::default() };
-        map_service(ctx, &compose, &networks, &secrets, &rename, raw, service, &mut svc, notes)?;
+        let context = Project { compose: &compose, networks: &networks, secrets: &secrets, checked: &checked };
+        map_service(ctx, &context, &rename, raw, service, &mut svc, notes)?;
         services.push(svc);
     }
     if let Some(cycle) = dependency_cycle(&services) {
@@ -209,18 +216,25 @@ fn map_secrets(ctx: &Context<'_>, compose: &Compose, notes: &mut Vec<Note>) -> V
     out
 }
 
-#[expect(clippy::too_many_arguments, reason = "one service's mapping needs the whole project's context")]
+/// What one service's mapping needs of the whole project.
+struct Project<'a> {
+    compose: &'a Compose,
+    networks: &'a Networks,
+    secrets: &'a [(String, String)],
+    /// The Compose names of the services with a healthcheck of their own.
+    checked: &'a std::collections::HashSet<String>,
+}
+
 fn map_service(
     ctx: &Context<'_>,
-    compose: &Compose,
-    networks: &Networks,
-    secrets: &[(String, String)],
+    project: &Project<'_>,
     rename: &dyn Fn(&str) -> Option<String>,
     raw: &Value,
     service: Service,
     svc: &mut Svc,
     notes: &mut Vec<Note>,
 ) -> Result<(), String> {
+    let Project { compose, networks, secrets, checked } = *project;
     let compose_name = svc.compose_name.clone();
     let at = |key: &str| format!("services.{compose_name}.{key}");
     let build = service.extensions.iter().find(|(k, _)| k.as_str() == "x-kapell-build").map(|(_, v)| v.clone());
@@ -357,6 +371,16 @@ fn map_service(
         let Some(target) = rename(&dep) else {
             return Err(format!("{}: depends on `{dep}`, which is not a service of the project", at("depends_on")));
         };
+        if condition == Condition::ServiceHealthy && !checked.contains(&dep) {
+            lost(
+                notes,
+                format!("{}.{dep}", at("depends_on")),
+                format!(
+                    "service_healthy: `{dep}` has no healthcheck in the Compose file, so kapell starts `{}` once `{target}`'s container runs (Compose waits for the image's own HEALTHCHECK, or refuses); give `{target}` a `health` check",
+                    svc.name
+                ),
+            );
+        }
         if condition == Condition::ServiceCompletedSuccessfully {
             lost(
                 notes,
@@ -496,14 +520,20 @@ fn map_restart(
 ) {
     use compose_spec::service::deploy::RestartCondition;
     let policy = deploy.and_then(|d| d.restart_policy.as_ref());
-    (svc.restart, svc.restart_comment) = match (restart, policy.and_then(|p| p.condition)) {
-        (Some(Restart::No), _) => ("no", None),
-        (Some(Restart::Always), _) => ("always", None),
-        (Some(Restart::OnFailure), _) => ("on-failure", None),
-        (Some(Restart::UnlessStopped), _) => ("always", Some("Compose: unless-stopped")),
-        (None, Some(RestartCondition::None)) => ("no", None),
-        (None, Some(RestartCondition::OnFailure)) => ("on-failure", None),
-        (None, Some(RestartCondition::Any)) => ("always", None),
+    // docker compose applies `deploy.restart_policy`'s condition after `restart`: it wins.
+    let overridden = if restart.is_some() && policy.and_then(|p| p.condition).is_some() {
+        Some("Compose: deploy.restart_policy, which docker compose applies over `restart`")
+    } else {
+        None
+    };
+    (svc.restart, svc.restart_comment) = match (policy.and_then(|p| p.condition), restart) {
+        (Some(RestartCondition::None), _) => ("no", overridden),
+        (Some(RestartCondition::OnFailure), _) => ("on-failure", overridden),
+        (Some(RestartCondition::Any), _) => ("always", overridden),
+        (None, Some(Restart::No)) => ("no", None),
+        (None, Some(Restart::Always)) => ("always", None),
+        (None, Some(Restart::OnFailure)) => ("on-failure", None),
+        (None, Some(Restart::UnlessStopped)) => ("always", Some("Compose: unless-stopped")),
         (None, None) if policy.is_some() => ("always", Some("Compose: deploy.restart_policy")),
         (None, None) => ("no", Some("Compose's default: never restarted")),
     };
