@@ -201,6 +201,19 @@ pub(super) fn map_env_files(
                 continue;
             }
         }
+        // Read by the supervisor as the common subset of systemd's and Compose's formats: a
+        // file that uses more of Compose's would give the container other values.
+        if let Ok(content) = std::fs::read_to_string(&path)
+            && let Some(why) = crate::supervisor::env_file::beyond_the_common_subset(&content)
+        {
+            lost(
+                notes,
+                place,
+                format!(
+                    "{text}: {why}; kapell reads env files as the part of Compose's format that systemd shares (kapell.toml(5), env_files): rewrite that line"
+                ),
+            );
+        }
         svc.env_files.push(text);
     }
 }

@@ -55,6 +55,35 @@ fn unquote(value: &str) -> String {
     value.to_string()
 }
 
+/// Where `text` leaves the common subset, so that Compose's `env_file` reader (which strips
+/// `export`, cuts ` #` comments, expands `${VAR}` and `\n`, and takes dotted names) would give
+/// other values than this one: the first such line and what is there, never the value itself.
+pub fn beyond_the_common_subset(text: &str) -> Option<String> {
+    if let Err(e) = parse(text) {
+        return Some(e);
+    }
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let value = line.split_once('=').map_or("", |(_, v)| v.trim());
+        let single = value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'');
+        let double = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+        let what = if !single && !double && value.contains(" #") {
+            "a ` #` comment after the value (Compose cuts it off, kapell keeps it)"
+        } else if !single && value.contains('$') {
+            "a `$` (Compose expands variables, kapell keeps it as it is)"
+        } else if double && value.replace("\\\\", "").replace("\\\"", "").contains('\\') {
+            "a backslash escape (Compose expands `\\n` and others, kapell keeps them)"
+        } else {
+            continue;
+        };
+        return Some(format!("line {}: {what}", n + 1));
+    }
+    None
+}
+
 /// Reads and parses one environment file; errors name the file.
 pub fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -91,6 +120,22 @@ mod tests {
         assert_eq!(parse("A=1\nsecret-value\n"), Err("line 2: expected KEY=VALUE".into()));
         let err = parse("1A=hunter2").expect_err("bad key");
         assert!(err.starts_with("line 1:") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn what_compose_would_read_otherwise_is_named_by_line() {
+        let same = "# c\nA=1\nB=\"quoted \\\" \\\\ \"\nC='$literal # too'\nD=plain#hash\n";
+        assert_eq!(beyond_the_common_subset(same), None);
+        for (text, line, what) in [
+            ("A=1\nexport B=2\n", "line 2:", "variable name"),
+            ("spring.profiles.active=prod\n", "line 1:", "variable name"),
+            ("MODE=prod # the mode\n", "line 1:", "comment"),
+            ("URL=http://${HOST}:5432\n", "line 1:", "`$`"),
+            ("G=\"hello\\nworld\"\n", "line 1:", "backslash"),
+        ] {
+            let said = beyond_the_common_subset(text).unwrap_or_default();
+            assert!(said.starts_with(line) && said.contains(what), "{text:?}: {said}");
+        }
     }
 
     #[test]

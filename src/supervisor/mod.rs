@@ -22,7 +22,7 @@
 
 mod container_config;
 mod docker;
-mod env_file;
+pub mod env_file;
 mod network;
 mod notify;
 mod secrets;
