@@ -146,8 +146,14 @@ impl Ctx {
     }
 
     pub fn integer(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<At<i64>> {
-        match value.get_ref().as_integer().and_then(|i| i.value()) {
+        let integer = value.get_ref().as_integer();
+        match integer.and_then(|i| i.value()) {
             Some(n) => Some(At { value: n, span: self.span(value) }),
+            // An integer all the same, beyond 64 bits.
+            None if integer.is_some() => {
+                self.error(self.span(value), format!("`{key}` is too large a number"));
+                None
+            }
             None => {
                 self.type_error(value, key, "an integer");
                 None
