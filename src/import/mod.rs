@@ -11,6 +11,7 @@
 //! [`Note`] with what to do about it.
 
 mod container;
+mod docker_forms;
 mod draft;
 mod health;
 pub mod interpolate;
@@ -165,6 +166,7 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     let home = lookup("HOME").unwrap_or_else(|| "/root".into());
     keys::set_aside_unknown_keys(&mut tree, &home, &mut notes)?;
     sizes::widen(&mut tree);
+    docker_forms::rewrite(&mut tree, &mut notes);
     check_port_ranges(&tree)?;
     check_durations(&tree)?;
     let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| hint(locate(&tree, e)))?;

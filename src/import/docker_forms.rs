@@ -1,0 +1,61 @@
+//! Forms docker compose takes from Docker's CLI that compose_spec refuses, rewritten to ones it
+//! reads before it types the file, each with a note on what changed:
+//!
+//! - `restart: on-failure:3` (`docker run --restart`'s retry limit): `on-failure`; the limit is
+//!   not carried over (systemd's start limit applies instead).
+//! - the volume options `cached`, `delegated` and `consistent` (`src:dst:cached`): hints for
+//!   Docker Desktop's file sharing, with no effect on Linux; left out.
+
+use super::Note;
+use serde_yaml::Value;
+
+/// The volume options that only tune Docker Desktop's file sharing.
+const CONSISTENCY: &[&str] = &["cached", "delegated", "consistent"];
+
+pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) {
+    let Some(services) = tree.get_mut("services").and_then(Value::as_mapping_mut) else { return };
+    for (name, service) in services.iter_mut() {
+        let name = name.as_str().unwrap_or("?").to_string();
+        if let Some(restart) = service.get_mut("restart")
+            && let Some((policy, limit)) = restart.as_str().and_then(|r| r.split_once(':'))
+            && policy == "on-failure"
+        {
+            notes.push(Note {
+                lossy: true,
+                place: format!("services.{name}.restart"),
+                message: format!(
+                    "the retry limit {limit} of on-failure:{limit} is not carried over: systemd's start limit applies (StartLimitBurst= in [services.NAME.systemd] Unit)"
+                ),
+            });
+            *restart = Value::String("on-failure".into());
+        }
+        let Some(volumes) = service.get_mut("volumes").and_then(Value::as_sequence_mut) else { continue };
+        for volume in volumes.iter_mut() {
+            let Some(text) = volume.as_str() else { continue };
+            let mut parts: Vec<&str> = text.split(':').collect();
+            if parts.len() < 3 {
+                continue;
+            }
+            let options = parts.pop().unwrap_or_default();
+            let kept: Vec<&str> = options.split(',').filter(|o| !CONSISTENCY.contains(o)).collect();
+            if kept.len() == options.split(',').count() {
+                continue;
+            }
+            let dropped: Vec<&str> = options.split(',').filter(|o| CONSISTENCY.contains(o)).collect();
+            notes.push(Note {
+                lossy: false,
+                place: format!("services.{name}.volumes"),
+                message: format!(
+                    "{text}: `{}` only tunes Docker Desktop's file sharing and does nothing on Linux; left out",
+                    dropped.join(",")
+                ),
+            });
+            let mut rewritten = parts.join(":");
+            if !kept.is_empty() {
+                rewritten.push(':');
+                rewritten.push_str(&kept.join(","));
+            }
+            *volume = Value::String(rewritten);
+        }
+    }
+}
