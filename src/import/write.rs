@@ -239,13 +239,17 @@ fn service(services: &mut Table, tables: &mut Tables, prefix: String, s: &Svc) {
             None => set(&mut health, "cmd", array(&h.cmd), None),
         }
         for (k, v) in [("interval", &h.interval), ("timeout", &h.timeout), ("start_period", &h.start_period)] {
-            if let Some(v) = v {
-                set(&mut health, k, string(v), None);
+            match v {
+                Some(v) => set(&mut health, k, string(v), None),
+                // kapell's default (2s) would fail a check Compose gives 30s to answer.
+                None if k == "timeout" => set(&mut health, k, string("30s"), Some("Compose's default")),
+                None => {}
             }
         }
         if let Some(r) = h.retries {
             set(&mut health, "retries", integer(r), None);
         }
+        set(&mut t, "on_unhealthy", string("ignore"), Some("Compose does not restart an unhealthy container"));
         t.insert("health", Item::Table(health));
     }
     if !s.env.is_empty() {
