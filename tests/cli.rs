@@ -233,6 +233,9 @@ fn huge_and_odd_files_are_refused_with_a_clear_error() {
     write(config.path(), "big.toml", &big);
     // Deep nesting must not overflow the stack.
     write(config.path(), "deep.toml", &format!("x = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
+    // A value no unit line can hold (systemd refuses a unit with a line over 1 MiB).
+    let long_value = format!("[services.web]\nexec = [\"/bin/echo\", \"{}\"]\n", "y".repeat(1_100_000));
+    write(config.path(), "long.toml", &long_value);
     let out = kapell(config.path(), &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -241,6 +244,7 @@ fn huge_and_odd_files_are_refused_with_a_clear_error() {
         "{stderr}"
     );
     assert!(stderr.contains("deep.toml:1:85: cannot recurse further"), "{stderr}");
+    assert!(stderr.contains("long.toml:2:22: `exec` is longer than 256 KiB"), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ok: big (2000 services)"), "{stdout}");
 }

@@ -10,6 +10,11 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
+/// The longest value (or command line) kapell takes. systemd reads unit lines of at most 1 MiB
+/// and refuses the whole unit past that; escaping can make a value up to four times longer.
+const MAX_VALUE_BYTES: usize = 256 * 1024;
+const VALUE_LIMIT_WORDS: &str = "256 KiB (systemd reads unit lines of at most 1 MiB)";
+
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct At<T> {
@@ -127,6 +132,10 @@ impl Ctx {
                 self.error(self.span(value), format!("`{key}` must not contain a NUL character"));
                 None
             }
+            Value::String(s) if s.len() > MAX_VALUE_BYTES => {
+                self.error(self.span(value), format!("`{key}` is longer than {}", VALUE_LIMIT_WORDS));
+                None
+            }
             Value::String(s) => Some(At { value: s.to_string(), span: self.span(value) }),
             _ => {
                 self.type_error(value, key, "a string");
@@ -194,11 +203,15 @@ impl Ctx {
         ok.then_some(out)
     }
 
-    /// A non-empty array of strings (an argument vector).
+    /// A non-empty array of strings (an argument vector), one unit line in all.
     pub fn argv(&mut self, value: &Spanned<Value<'_>>, key: &str) -> Option<Vec<At<String>>> {
         let argv = self.strings(value, key)?;
         if argv.is_empty() {
             self.error(self.span(value), format!("`{key}` must not be empty"));
+            return None;
+        }
+        if argv.iter().map(|a| a.value.len() + 1).sum::<usize>() > MAX_VALUE_BYTES {
+            self.error(self.span(value), format!("`{key}` is longer than {} in all", VALUE_LIMIT_WORDS));
             return None;
         }
         Some(argv)
