@@ -5,6 +5,8 @@
 //!   not carried over (systemd's start limit applies instead).
 //! - the volume options `cached`, `delegated` and `consistent` (`src:dst:cached`): hints for
 //!   Docker Desktop's file sharing, with no effect on Linux; left out.
+//! - `mem_limit: 0` (Docker: no limit) and a healthcheck's `interval: 0s` or `timeout: 0s`
+//!   (Docker: its default): left out, which means the same here.
 
 use super::Note;
 use serde_yaml::Value;
@@ -28,6 +30,33 @@ pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) {
                 ),
             });
             *restart = Value::String("on-failure".into());
+        }
+        let zero = |v: &Value| match v {
+            Value::Number(n) => n.as_u64() == Some(0),
+            Value::String(t) => t.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0",
+            _ => false,
+        };
+        if let Some(map) = service.as_mapping_mut()
+            && map.get("mem_limit").is_some_and(zero)
+        {
+            map.remove("mem_limit");
+            notes.push(Note {
+                lossy: false,
+                place: format!("services.{name}.mem_limit"),
+                message: "0 means no limit to Docker; left out, as no memory_max means here".into(),
+            });
+        }
+        if let Some(check) = service.get_mut("healthcheck").and_then(Value::as_mapping_mut) {
+            for key in ["interval", "timeout"] {
+                if check.get(key).is_some_and(zero) {
+                    check.remove(key);
+                    notes.push(Note {
+                        lossy: false,
+                        place: format!("services.{name}.healthcheck.{key}"),
+                        message: "0 means Docker's default; left out, so kapell's default applies".into(),
+                    });
+                }
+            }
         }
         let Some(volumes) = service.get_mut("volumes").and_then(Value::as_sequence_mut) else { continue };
         for volume in volumes.iter_mut() {
