@@ -44,6 +44,7 @@ fn main() {
             Scenario { name: "canaries_are_promoted_automatically_once_healthy", test: canaries_auto_promote },
             Scenario { name: "a_failing_canary_touches_nobody_else", test: failing_canary },
             Scenario { name: "a_host_a_rollout_cannot_reach_fails_nothing", test: unreachable_in_a_rollout },
+            Scenario { name: "a_canary_the_push_cannot_reach_holds_the_others", test: unreachable_canary },
         ],
         Rig::boot,
         Rig::reset,
@@ -178,7 +179,14 @@ impl Controller {
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        // Close kapell's master connections (ControlPersist) to our hosts.
+        self.close_masters();
+    }
+}
+
+impl Controller {
+    /// Closes kapell's master connections (ControlPersist) to our hosts: the next request
+    /// authenticates again (and meets what `authorized_keys` says now).
+    fn close_masters(&self) {
         for (host, _, _) in PEERS {
             let _ = Command::new("ssh")
                 .arg("-F")
@@ -1019,6 +1027,45 @@ fn unreachable_in_a_rollout(rig: &mut Rig) -> Result<()> {
     for host in ["db1", "web2"] {
         ensure!(after[host] == before[host], "{host} moved when web1 caught up:\n{second}");
     }
+    ensure!(rollout_of(&c)?["state"] == "completed", "{second}");
+    Ok(())
+}
+
+/// A canary that the push cannot reach holds the others back: db1 (the canary, first by name)
+/// answers status requests but drops every install without a reply, as a connection cut
+/// mid-push would. db1 is set aside, web1 and web2 wait for it (untouched), the desired state
+/// does not fail; once db1 takes installs again, the next apply brings it, then the others.
+fn unreachable_canary(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(&canary(true, "1s"))?;
+    let before = all_pids(&rig.hosts)?;
+    agent(&c, &sleep_argv(7000099))?;
+    let db1 = &rig.hosts[2];
+    let gate = "#!/bin/sh\n# The request is the whole of stdin: an install gets no reply at all.\n\
+                request=$(cat)\ncase \"$request\" in *'\"request\":\"install\"'*) exit 255 ;; esac\n\
+                printf '%s' \"$request\" | exec kapell receive\n";
+    std::fs::write(db1.root().join("usr/local/bin/kapell-gate"), gate)?;
+    db1.exec_ok(&["chmod", "755", "/usr/local/bin/kapell-gate"])?;
+    let keys = db1.root().join("root/.ssh/authorized_keys");
+    std::fs::write(&keys, format!("command=\"/usr/local/bin/kapell-gate\" {}", rig.authorized_keys))?;
+    c.close_masters();
+    let first = c.kapell(&["fleet", "apply"]);
+    std::fs::write(&keys, &rig.authorized_keys)?;
+    c.close_masters();
+    let first = first?;
+    eprintln!("$ kapell fleet apply (the canary takes no install)\n{}", first.stdout);
+    ensure!(first.code == Some(3), "the apply should fail db1 alone:\n{first}");
+    ensure!(first.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("FAILED")), "{first}");
+    ensure!(first.stdout.contains("waiting for canary db1"), "{first}");
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} moved while its canary was away:\n{first}");
+    }
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000003")?, "a host changed:\n{first}");
+    let rollout = rollout_of(&c)?;
+    let in_flight = rollout["in_flight"] == serde_json::json!(["db1"]);
+    ensure!(rollout["state"] == "in progress" && in_flight && rollout["failed"].is_null(), "{rollout:#}");
+
+    let second = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000099")?, "{second}");
     ensure!(rollout_of(&c)?["state"] == "completed", "{second}");
     Ok(())
 }

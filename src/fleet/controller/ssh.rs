@@ -268,6 +268,9 @@ fn classify(address: &str, stderr: &str) -> Failure {
             "the host key of {address} is not in known_hosts: refusing to connect (verify the key and add it to \
              known_hosts first; kapell never accepts an unknown key)"
         ))
+    } else if said.is_empty() {
+        // The connection ended with no word from ssh or the peer (a session killed mid-request).
+        Failure::Unreachable(format!("cannot reach {address} over ssh: the connection ended without a reply"))
     } else {
         Failure::Unreachable(format!("cannot reach {address} over ssh: {said}"))
     }
