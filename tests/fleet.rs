@@ -45,6 +45,7 @@ fn main() {
             Scenario { name: "a_failing_canary_touches_nobody_else", test: failing_canary },
             Scenario { name: "a_host_a_rollout_cannot_reach_fails_nothing", test: unreachable_in_a_rollout },
             Scenario { name: "a_canary_the_push_cannot_reach_holds_the_others", test: unreachable_canary },
+            Scenario { name: "a_push_that_loses_its_host_fails_the_batch", test: lost_host },
         ],
         Rig::boot,
         Rig::reset,
@@ -1031,14 +1032,55 @@ fn unreachable_in_a_rollout(rig: &mut Rig) -> Result<()> {
     Ok(())
 }
 
-/// A canary that the push cannot reach holds the others back: db1 (the canary, first by name)
-/// answers status requests but drops every install without a reply, as a connection cut
-/// mid-push would. db1 is set aside, web1 and web2 wait for it (untouched), the desired state
-/// does not fail; once db1 takes installs again, the next apply brings it, then the others.
+/// A canary that has not been healthy holds the others back, whatever happened to it: the
+/// controller is killed while it watches db1 (the canary, first by name) after the push, and db1
+/// then refuses connections. The next apply cannot reach db1 and sets it aside; web1 and web2
+/// wait for it, untouched, and the desired state does not fail. Once db1 answers, the next apply
+/// watches and confirms it, then brings the others.
 fn unreachable_canary(rig: &mut Rig) -> Result<()> {
-    let c = rig.converged(&canary(true, "1s"))?;
+    let c = rig.converged(&canary(true, "5s"))?;
     let before = all_pids(&rig.hosts)?;
     agent(&c, &sleep_argv(7000099))?;
+    let db1 = &rig.hosts[2];
+    let mut apply = c.command(&["fleet", "apply"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let pushed = support::eventually("db1 runs the new version", Duration::from_secs(30), || {
+        agent_runs(rig, &["db1"], "7000099")
+    });
+    let _ = apply.kill();
+    let _ = apply.wait();
+    pushed?;
+    // ssh.service stops its listener; the master connection goes with its session.
+    db1.systemctl_ok(&["stop", "ssh.service"])?;
+    let _ = db1.exec(&["pkill", "-f", "sshd: root"]);
+    let first = c.kapell(&["fleet", "apply"]);
+    db1.systemctl_ok(&["start", "ssh.service"])?;
+    let first = first?;
+    eprintln!("$ kapell fleet apply (the canary cannot be reached)\n{}", first.stdout);
+    ensure!(first.code == Some(3), "the apply should fail db1 alone:\n{first}");
+    ensure!(first.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("FAILED")), "{first}");
+    ensure!(first.stdout.contains("the others wait for it"), "{first}");
+    ensure!(first.stdout.contains("waiting for canary db1"), "{first}");
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} moved while its canary was away:\n{first}");
+    }
+    let rollout = rollout_of(&c)?;
+    let in_flight = rollout["in_flight"] == serde_json::json!(["db1"]);
+    ensure!(rollout["state"] == "in progress" && in_flight && rollout["failed"].is_null(), "{rollout:#}");
+
+    let second = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000099")?, "{second}");
+    ensure!(rollout_of(&c)?["state"] == "completed", "{second}");
+    Ok(())
+}
+
+/// A push that reached its host and then got no reply may be what cut the host off: that fails
+/// the batch like any failure, and nobody else gets the set. db1 (first by name) takes the
+/// connection, reads the install and drops it without a word (its key runs a gate that does
+/// so); web1 and web2 are held back, untouched.
+fn lost_host(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(ROLLING)?;
+    let before = all_pids(&rig.hosts)?;
+    agent(&c, &sleep_argv(7000111))?;
     let db1 = &rig.hosts[2];
     let gate = "#!/bin/sh\n# The request is the whole of stdin: an install gets no reply at all.\n\
                 request=$(cat)\ncase \"$request\" in *'\"request\":\"install\"'*) exit 255 ;; esac\n\
@@ -1048,24 +1090,17 @@ fn unreachable_canary(rig: &mut Rig) -> Result<()> {
     let keys = db1.root().join("root/.ssh/authorized_keys");
     std::fs::write(&keys, format!("command=\"/usr/local/bin/kapell-gate\" {}", rig.authorized_keys))?;
     c.close_masters();
-    let first = c.kapell(&["fleet", "apply"]);
+    let failed = c.kapell(&["fleet", "apply"]);
     std::fs::write(&keys, &rig.authorized_keys)?;
     c.close_masters();
-    let first = first?;
-    eprintln!("$ kapell fleet apply (the canary takes no install)\n{}", first.stdout);
-    ensure!(first.code == Some(3), "the apply should fail db1 alone:\n{first}");
-    ensure!(first.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("FAILED")), "{first}");
-    ensure!(first.stdout.contains("waiting for canary db1"), "{first}");
+    let failed = failed?;
+    eprintln!("$ kapell fleet apply (db1 drops the install)\n{}", failed.stdout);
+    ensure!(failed.code == Some(5), "the apply should fail the batch:\n{failed}");
+    ensure!(failed.stdout.contains("the connection ended without a reply"), "{failed}");
     for (i, web) in [(0, "web1"), (1, "web2")] {
-        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} moved while its canary was away:\n{first}");
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} got the set:\n{failed}");
+        ensure!(failed.stdout.lines().any(|l| l.starts_with(web) && l.contains("held back")), "{failed}");
     }
-    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000003")?, "a host changed:\n{first}");
-    let rollout = rollout_of(&c)?;
-    let in_flight = rollout["in_flight"] == serde_json::json!(["db1"]);
-    ensure!(rollout["state"] == "in progress" && in_flight && rollout["failed"].is_null(), "{rollout:#}");
-
-    let second = c.expect(&["fleet", "apply"], 0)?;
-    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000099")?, "{second}");
-    ensure!(rollout_of(&c)?["state"] == "completed", "{second}");
+    ensure!(rollout_of(&c)?["failed"]["host"] == "db1", "{failed}");
     Ok(())
 }

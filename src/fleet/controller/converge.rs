@@ -594,17 +594,30 @@ fn rollout(
     record.waiting = batches.iter().flat_map(|b| b.hosts.iter().cloned()).collect();
     record.outcome = None;
     // Hosts a push could not reach, in this pass or an earlier one (and not resumed in this
-    // one): still in flight, so the rollout is not complete without them.
-    let mut set_aside: Vec<String> = record.in_flight.iter().filter(|h| !resumed.contains(h)).cloned().collect();
+    // one): still in flight, so the rollout is not complete without them. One whose desired set
+    // changed since (or that left the fleet) is no longer this push's: this pass plans it anew.
+    let mut set_aside: Vec<String> = record
+        .in_flight
+        .iter()
+        .filter(|h| !resumed.contains(h))
+        .filter(|h| c.sets.get(*h).is_some_and(|set| record.desired.get(*h) == Some(&set.hash)))
+        .cloned()
+        .collect();
 
     for (i, batch) in batches.iter().enumerate() {
-        // Canaries must all be healthy before anyone follows them: one set aside holds the rest.
-        let unreached_canaries: Vec<&String> = set_aside.iter().filter(|h| record.canaries.contains(h)).collect();
-        if !batch.canaries && !record.promoted && !unreached_canaries.is_empty() {
-            let why = format!(
-                "waiting for canary {} (not reached since its push): the others follow once it is healthy",
-                unreached_canaries.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
-            );
+        // Every canary must have been healthy before anyone follows them, whatever happened in
+        // between (one set aside, a run killed while they were watched).
+        let healthy_now =
+            |h: &String| state.hosts.get(h).is_some_and(|s| c.sets.get(h).is_some_and(|set| s.healthy == set.hash));
+        let pending: Vec<&str> = record
+            .canaries
+            .iter()
+            .filter(|h| c.sets.contains_key(*h) && !record.done.contains(h) && !healthy_now(h))
+            .map(String::as_str)
+            .collect();
+        if !batch.canaries && !record.promoted && !pending.is_empty() {
+            let why =
+                format!("waiting for canary {} (not healthy yet): the others follow once it is", pending.join(", "));
             for h in batches[i..].iter().flat_map(|b| &b.hosts) {
                 report(HostOutcome {
                     host: h.clone(),
@@ -715,11 +728,14 @@ fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> R
     let known = known_of(state, hosts);
     let has_catalog = with_catalog(c, state, hosts);
     let health = instance_health::word(c, state);
-    let pushed: Vec<HostOutcome> = c.each(hosts, &|_| {}, |h| {
+    // Each host's outcome, and whether its request never reached it.
+    let pushed: Vec<(HostOutcome, bool)> = c.each(hosts, &|_| {}, |h| {
         if batch.resumed {
-            let asked = outcome_of(c.request(h, Body::Status, false));
+            let asked = c.request(h, Body::Status, false);
+            let never_sent = asked.never_sent;
+            let asked = outcome_of(asked);
             if asked.reply.as_ref().is_none_or(|r| r.current == c.sets[h].hash) {
-                return asked;
+                return (asked, never_sent);
             }
         }
         let install = Install {
@@ -728,12 +744,20 @@ fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> R
             confirm_secs: window.as_secs().max(1),
             has_catalog: has_catalog.contains(h),
         };
-        outcome_of(send_install(c, h, &install, health.as_deref()))
+        let sent = send_install(c, h, &install, health.as_deref());
+        let never_sent = sent.never_sent;
+        (outcome_of(sent), never_sent)
     });
-    // A host the push could not reach (no reply at all) says nothing of the desired state: it
-    // is set aside, retried with backoff, and resumed by a later pass, which watches and
-    // confirms it like any resumed host (it may have got the set before the connection dropped).
-    let (unreached, pushed): (Vec<HostOutcome>, Vec<HostOutcome>) = pushed.into_iter().partition(|o| o.reply.is_none());
+    // A host ssh could not even connect to never got the set: that says nothing of the desired
+    // state, so it is set aside, retried with backoff, and resumed by a later pass. A push that
+    // connected and then got no reply is another matter: the set may be what cut the host off,
+    // and that fails the batch like any other failure.
+    let mut unreached: Vec<HostOutcome> = Vec::new();
+    let mut reached: Vec<HostOutcome> = Vec::new();
+    for (o, never_sent) in pushed {
+        if never_sent { unreached.push(o) } else { reached.push(o) }
+    }
+    let pushed = reached;
     if let Some(o) = pushed.iter().find(|o| matches!(o.outcome, Outcome::Failed(_) | Outcome::HeldBack(_))) {
         let (Outcome::Failed(why) | Outcome::HeldBack(why)) = &o.outcome else { unreachable!() };
         return Err((o.host.clone(), why.clone(), start));
@@ -760,11 +784,12 @@ fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> R
     for o in unreached {
         let o = HostOutcome {
             outcome: Outcome::Failed(format!(
-                "{}; the rollout goes on without it, and resumes it once it answers",
+                "{}; set aside ({}): a later pass resumes it once it answers",
                 match &o.outcome {
                     Outcome::Failed(why) => why.as_str(),
                     _ => "not reached",
-                }
+                },
+                if batch.canaries { "the others wait for it" } else { "the rollout goes on without it" }
             )),
             ..o
         };
@@ -873,7 +898,8 @@ mod tests {
         assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
         assert_eq!(text.lines().count(), 4, "one line per piece: {text}");
         let error = Reply { error: Some("refused\n  forged line".into()), ..Reply::default() };
-        let outcome = outcome_of(HostResult { host: "h".into(), outcome: Ok(error), took: Duration::ZERO });
+        let outcome =
+            outcome_of(HostResult { host: "h".into(), outcome: Ok(error), took: Duration::ZERO, never_sent: false });
         assert_eq!(outcome.outcome, Outcome::Failed("refused\\n  forged line".into()));
     }
 }

@@ -96,6 +96,8 @@ pub struct HostResult {
     pub host: String,
     pub took: Duration,
     pub outcome: Result<Reply, String>,
+    /// The request never reached the host (ssh could not connect or authenticate).
+    pub never_sent: bool,
 }
 
 impl Controller {
@@ -197,10 +199,19 @@ impl Controller {
         let address = &self.fleet.hosts[host].address;
         let kind = body.kind();
         let without_catalog = matches!(body, Body::Install { same_catalog: true, .. });
+        let mut never_sent = false;
         let outcome = (|| {
             let request = serde_json::to_vec(&Request { version: VERSION, body }).map_err(|e| e.to_string())?;
             let bytes = self.ssh.request(address, &request, deadline, fresh).map_err(|e| match e {
-                Failure::HostKey(s) | Failure::Unreachable(s) | Failure::Peer(s) => s,
+                Failure::NotConnected(s) => {
+                    never_sent = true;
+                    s
+                }
+                Failure::HostKey(s) => {
+                    never_sent = true;
+                    s
+                }
+                Failure::Unreachable(s) | Failure::Peer(s) => s,
             })?;
             log::debug!(
                 "{host}: {kind} request of {} bytes{}{}, reply of {} bytes in {:.0?}",
@@ -216,7 +227,7 @@ impl Controller {
             })?;
             Ok(reply)
         })();
-        HostResult { host: host.to_string(), took: start.elapsed(), outcome }
+        HostResult { host: host.to_string(), took: start.elapsed(), outcome, never_sent }
     }
 }
 

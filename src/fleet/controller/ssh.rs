@@ -65,7 +65,10 @@ struct Resolved {
 /// Why a request did not get a reply.
 #[derive(Debug)]
 pub enum Failure {
-    /// ssh could not connect or authenticate (exit 255), with ssh's own words and kapell's reading.
+    /// ssh could not connect or authenticate: nothing of the request reached the host.
+    NotConnected(String),
+    /// ssh failed after it connected, or said too little to tell (exit 255), with ssh's own
+    /// words and kapell's reading: the request may have reached the host.
     Unreachable(String),
     /// The host key is unknown or changed: never accepted.
     HostKey(String),
@@ -76,7 +79,9 @@ pub enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Unreachable(s) | Failure::HostKey(s) | Failure::Peer(s) => f.write_str(s),
+            Failure::NotConnected(s) | Failure::Unreachable(s) | Failure::HostKey(s) | Failure::Peer(s) => {
+                f.write_str(s)
+            }
         }
     }
 }
@@ -253,6 +258,17 @@ fn confirmation_kex(configured: &str, default: &str) -> Option<String> {
     Some(std::iter::once(fastest).chain(rest).copied().collect::<Vec<_>>().join(","))
 }
 
+/// What ssh says when it gave up before any session began: the connection, the key exchange or
+/// the authentication failed, so no request was sent. (A session that ended later says
+/// "Connection to … closed by remote host", a master that died "mux_client_…".)
+const BEFORE_ANY_SESSION: &[&str] = &[
+    "ssh: connect to host ",
+    "Could not resolve hostname",
+    "kex_exchange_identification:",
+    "Connection closed by ",
+    "Permission denied (",
+];
+
 /// ssh's failure in one sentence that says what to do.
 fn classify(address: &str, stderr: &str) -> Failure {
     let said = last_lines(stderr, 2);
@@ -268,6 +284,8 @@ fn classify(address: &str, stderr: &str) -> Failure {
             "the host key of {address} is not in known_hosts: refusing to connect (verify the key and add it to \
              known_hosts first; kapell never accepts an unknown key)"
         ))
+    } else if BEFORE_ANY_SESSION.iter().any(|p| stderr.contains(p)) {
+        Failure::NotConnected(format!("cannot reach {address} over ssh: {said}"))
     } else if said.is_empty() {
         // The connection ended with no word from ssh or the peer (a session killed mid-request).
         Failure::Unreachable(format!("cannot reach {address} over ssh: the connection ended without a reply"))
