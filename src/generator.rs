@@ -43,7 +43,7 @@ pub fn main(args: &[String]) -> Result<()> {
 /// Made for the generator process, which exits right after: the parsed stacks are not freed
 /// (tens of thousands of small allocations, for memory the kernel takes back at exit anyway).
 pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) -> Result<usize> {
-    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
+    let checked = crate::host::load(config_dir, &[], &UnitSearchPath::for_generator())
         .with_context(|| format!("cannot read {}", config_dir.display()))?;
     for d in &checked.diagnostics {
         if d.is_error() { log.error(&d.to_string()) } else { log.warning(&d.to_string()) }

@@ -36,7 +36,14 @@ pub async fn route(systemd: &Systemd, server: IpAddr) -> Result<bool> {
         return Ok(false);
     }
     let resolve = systemd.resolve().await?;
-    let (index, peer) = link::create(server).await?;
+    let (index, peer) = match link::create(server).await {
+        Ok(indexes) => indexes,
+        Err(e) => {
+            // A pair made before the step that failed (bringing it up, its address) goes too.
+            let _ = link::delete().await;
+            return Err(e);
+        }
+    };
     if let Err(e) = set_up(&resolve, server, index, peer).await {
         // Half a route is none: the link goes again, the warning says why.
         let _ = link::delete().await;

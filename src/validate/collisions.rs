@@ -25,6 +25,19 @@ impl UnitSearchPath {
         }
     }
 
+    /// [`Self::from_env`] as the generator sees it: without `generator.early` and
+    /// `generator.late`, which systemd empties before a reload and other generators fill while
+    /// kapell's runs beside them. A stack would be skipped or not by the luck of that race;
+    /// `kapell check` and `kapell apply`, which run after it, report such a clash every time.
+    pub fn for_generator() -> Self {
+        const RACING: [&str; 2] = ["/run/systemd/generator.early", "/run/systemd/generator.late"];
+        let mut path = Self::from_env();
+        if std::env::var_os("KAPELL_UNIT_PATH").is_none() {
+            path.dirs.retain(|d| !RACING.iter().any(|r| d.as_path() == std::path::Path::new(r)));
+        }
+        path
+    }
+
     pub fn new(dirs: Vec<PathBuf>) -> Self {
         Self { dirs, names: OnceCell::new() }
     }
@@ -68,6 +81,21 @@ pub fn check_foreign_units(units: &[ProducedUnit<'_>], search_path: &UnitSearchP
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The generator leaves out exactly the two directories it races with (unless a test gives
+    /// its own path).
+    #[test]
+    fn the_generator_leaves_out_the_directories_it_races_with() {
+        if std::env::var_os("KAPELL_UNIT_PATH").is_some() {
+            return;
+        }
+        let all = UnitSearchPath::from_env().dirs;
+        let generator = UnitSearchPath::for_generator().dirs;
+        assert_eq!(all.len(), generator.len() + 2, "{generator:?}");
+        for dir in ["/run/systemd/generator.early", "/run/systemd/generator.late"] {
+            assert!(all.contains(&PathBuf::from(dir)) && !generator.contains(&PathBuf::from(dir)), "{dir}");
+        }
+    }
 
     #[test]
     fn the_first_unit_kapell_does_not_own_is_found_in_search_order() -> std::io::Result<()> {

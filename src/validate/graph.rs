@@ -34,22 +34,12 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     };
     let sole: Vec<bool> = (0..stacks.len()).map(sole).collect();
     // A dependency may name one of kapell's own units by its unit name (`shop-db.service`,
-    // `shop-web@2.service`): that is an edge as well. The map is built only when such a
-    // dependency exists.
-    let by_unit_name = stacks
-        .iter()
-        .flat_map(|st| st.services())
-        .any(|s| s.requires.iter().chain(&s.wants).any(|d| matches!(d.target, DepTarget::Unit(_))));
-    let unit_nodes: HashMap<String, Node> = if by_unit_name {
-        let mut nodes = HashMap::new();
-        for (si, st) in stacks.iter().enumerate() {
-            for (vi, service) in st.services().iter().enumerate() {
-                nodes.insert(service.unit_file_name(&st.name), (si, vi));
-            }
-        }
-        nodes
-    } else {
-        HashMap::new()
+    // `shop-web@2.service`): that is an edge as well. The name is split at each '-' into a stack
+    // and a service looked up as above, so nothing is built per service for it.
+    let node_of_unit = |unit: &str| -> Option<Node> {
+        let base = unit.strip_suffix(".service")?;
+        let base = base.split_once('@').map_or(base, |(template, _)| template);
+        base.match_indices('-').find_map(|(i, _)| node_of(&base[..i], &base[i + 1..]))
     };
     // Edges carry the span of the dependency entry that makes them.
     let edges = |(si, vi): Node| -> Vec<Edge> {
@@ -65,7 +55,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
                     DepTarget::Remote { stack, service } => node_of(stack, service)?,
                     // One instance of a template wanting another is no cycle.
                     DepTarget::Unit(unit) => {
-                        let to = *unit_nodes.get(template_of(unit).as_ref())?;
+                        let to = node_of_unit(unit)?;
                         if to == (si, vi) && unit.contains('@') {
                             return None;
                         }
@@ -173,18 +163,6 @@ fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, erro
         if let Some((_, span)) = out.get(next.saturating_sub(1)) {
             errors.push(Diagnostic::new(&stacks[node.0].source, span.clone(), text.clone()));
         }
-    }
-}
-
-/// The template a unit instance comes from (`a-web@2.service` → `a-web@.service`); any other
-/// unit name as it is.
-fn template_of(unit: &str) -> std::borrow::Cow<'_, str> {
-    match unit.split_once('@') {
-        Some((prefix, rest)) => match rest.rsplit_once('.') {
-            Some((_, suffix)) => format!("{prefix}@.{suffix}").into(),
-            None => unit.into(),
-        },
-        None => unit.into(),
     }
 }
 

@@ -156,39 +156,36 @@ fn produced_units(stacks: &[Stack]) -> Vec<ProducedUnit<'_>> {
 }
 
 /// A replica's container (`kapell-<stack>-<service>-<n>`) must not be another service's:
-/// `web` with `replicas = 2` and a service `web-1` would each remove the other's container when
-/// they start or stop. Distinct unit names already give distinct plain containers, so only the
-/// replicas' names are looked up (none are formed when nothing is replicated).
+/// `web` with `replicas = 2` and a service `web-2` would each remove the other's container when
+/// they start or stop. Distinct unit names already give distinct plain containers, and two
+/// replicas' names cannot meet (a replica's suffix is a number, a service name starts with a
+/// letter), so a replica can only take the container of a plain service, whose unit is then
+/// named `<stack>-<service>-<n>.service`: that is what is looked up, in the plain container
+/// units' own names (nothing is formed when nothing is replicated).
 fn check_replica_containers(units: &[ProducedUnit<'_>], errors: &mut Vec<Diagnostic>) {
     let containers = || units.iter().filter(|u| u.service.is_some_and(Service::is_container));
     if !containers().any(|u| u.service.is_some_and(|s| s.replicas.is_some())) {
         return;
     }
-    // Each container name, with the service (and replica) it belongs to.
-    let mut owners: HashMap<String, (&ProducedUnit<'_>, &Service, Option<u32>)> = HashMap::new();
+    let plain: HashMap<&str, &ProducedUnit<'_>> = containers()
+        .filter(|u| u.service.is_some_and(|s| s.replicas.is_none()))
+        .map(|u| (u.name.as_str(), u))
+        .collect();
     for unit in containers() {
         let Some(service) = unit.service else { continue };
-        let replicas: Vec<Option<u32>> = match service.replicas {
-            None => vec![None],
-            Some(n) => (1..=n).map(Some).collect(),
-        };
-        for replica in replicas {
-            let number = replica.map(|r| r.to_string());
-            let name = names::container_name(&unit.stack.name, &service.name, number.as_deref());
-            let Some((first, first_service, first_replica)) = owners.insert(name.clone(), (unit, service, replica))
+        for replica in 1..=service.replicas.unwrap_or(0) {
+            let Some(other) = plain.get(format!("{}-{}-{replica}.service", unit.stack.name, service.name).as_str())
             else {
                 continue;
             };
-            let what = |u: &ProducedUnit<'_>, s: &Service, replica: Option<u32>| match replica {
-                Some(r) => format!("replica {r} of `{}.{}`", u.stack.name, s.name),
-                None => format!("`{}.{}`", u.stack.name, s.name),
-            };
-            let (this, other) = (what(unit, service, replica), what(first, first_service, first_replica));
+            let name = names::container_name(&unit.stack.name, &service.name, Some(&replica.to_string()));
+            let this = format!("replica {replica} of `{}.{}`", unit.stack.name, service.name);
+            let that = other.service.map_or(String::new(), |s| format!("`{}.{}`", other.stack.name, s.name));
             let msg = |a: &str, b: &str| {
                 format!("the container `{name}` of {a} is also the container of {b}; rename a service")
             };
-            errors.push(Diagnostic::new(&unit.stack.source, unit.span(), msg(&this, &other)));
-            errors.push(Diagnostic::new(&first.stack.source, first.span(), msg(&other, &this)));
+            errors.push(Diagnostic::new(&unit.stack.source, unit.span(), msg(&this, &that)));
+            errors.push(Diagnostic::new(&other.stack.source, other.span(), msg(&that, &this)));
         }
     }
 }
