@@ -605,49 +605,40 @@ fn rollout(
         .collect();
 
     for (i, batch) in batches.iter().enumerate() {
-        // Every canary must have been healthy before anyone follows them, whatever happened in
-        // between (one set aside, a run killed while they were watched).
-        let healthy_now =
-            |h: &String| state.hosts.get(h).is_some_and(|s| c.sets.get(h).is_some_and(|set| s.healthy == set.hash));
-        let pending: Vec<&str> = record
-            .canaries
-            .iter()
-            .filter(|h| c.sets.contains_key(*h) && !record.done.contains(h) && !healthy_now(h))
-            .map(String::as_str)
-            .collect();
-        if !batch.canaries && !record.promoted && !pending.is_empty() {
-            let why =
-                format!("waiting for canary {} (not healthy yet): the others follow once it is", pending.join(", "));
-            for h in batches[i..].iter().flat_map(|b| &b.hosts) {
-                report(HostOutcome {
-                    host: h.clone(),
-                    outcome: Outcome::Waiting(why.clone()),
-                    reply: None,
-                    took: Duration::ZERO,
-                });
-            }
-            break;
-        }
         if !batch.canaries && !record.promoted {
-            // The canaries are up (in this pass or an earlier one): promote them, or wait.
-            let healthy = *record.canaries_healthy_usec.get_or_insert_with(now_usec);
-            if policy.auto_promote || record.canaries.is_empty() {
-                record.promoted = true;
+            // Every canary must have been healthy before anyone follows them, whatever happened
+            // in between (one set aside, a run killed while they were watched); then they are
+            // promoted, or wait for `kapell fleet promote`.
+            let healthy_now =
+                |h: &String| state.hosts.get(h).is_some_and(|s| c.sets.get(h).is_some_and(|set| s.healthy == set.hash));
+            let pending: Vec<&str> = record
+                .canaries
+                .iter()
+                .filter(|h| c.sets.contains_key(*h) && !record.done.contains(h) && !healthy_now(h))
+                .map(String::as_str)
+                .collect();
+            let wait = if !pending.is_empty() {
+                Some(format!(
+                    "waiting for canary {} (not healthy yet): the others follow once it is",
+                    pending.join(", ")
+                ))
             } else {
-                let why = format!(
-                    "waiting for promotion: canaries {} healthy since {}s ago; `kapell fleet promote` sends the rest",
-                    record.canaries.join(", "),
-                    now_usec().saturating_sub(healthy) / 1_000_000
-                );
-                for b in &batches[i..] {
-                    for h in &b.hosts {
-                        report(HostOutcome {
-                            host: h.clone(),
-                            outcome: Outcome::Waiting(why.clone()),
-                            reply: None,
-                            took: Duration::ZERO,
-                        });
-                    }
+                let healthy = *record.canaries_healthy_usec.get_or_insert_with(now_usec);
+                if policy.auto_promote || record.canaries.is_empty() {
+                    record.promoted = true;
+                    None
+                } else {
+                    Some(format!(
+                        "waiting for promotion: canaries {} healthy since {}s ago; `kapell fleet promote` sends the rest",
+                        record.canaries.join(", "),
+                        now_usec().saturating_sub(healthy) / 1_000_000
+                    ))
+                }
+            };
+            if let Some(why) = wait {
+                for h in batches[i..].iter().flat_map(|b| &b.hosts) {
+                    let outcome = Outcome::Waiting(why.clone());
+                    report(HostOutcome { host: h.clone(), outcome, reply: None, took: Duration::ZERO });
                 }
                 break;
             }
