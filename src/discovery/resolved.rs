@@ -19,7 +19,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-pub const UNIT: &str = "systemd-resolved.service";
 /// Where resolved writes its upstreams while it runs: its presence says resolved is running.
 const RESOLVED_RUNNING: &str = "/run/systemd/resolve";
 /// How long resolved may take to notice a new link before it accepts settings for it.
@@ -36,20 +35,17 @@ pub async fn route(systemd: &Systemd, server: IpAddr) -> Result<bool> {
         return Ok(false);
     }
     let resolve = systemd.resolve().await?;
-    let (index, peer) = match link::create(server).await {
-        Ok(indexes) => indexes,
-        Err(e) => {
-            // A pair made before the step that failed (bringing it up, its address) goes too.
-            let _ = link::delete().await;
-            return Err(e);
-        }
-    };
-    if let Err(e) = set_up(&resolve, server, index, peer).await {
-        // Half a route is none: the link goes again, the warning says why.
-        let _ = link::delete().await;
-        return Err(e);
+    let routed = async {
+        let (index, peer) = link::create(server).await?;
+        set_up(&resolve, server, index, peer).await
     }
-    Ok(true)
+    .await;
+    if routed.is_err() {
+        // Half a route is none: a pair made before the step that failed goes again, and the
+        // warning says why.
+        let _ = link::delete().await;
+    }
+    routed.map(|()| true)
 }
 
 async fn set_up(resolve: &ResolveManagerProxy<'_>, server: IpAddr, index: u32, peer: u32) -> Result<()> {

@@ -203,11 +203,7 @@ impl Controller {
         let outcome = (|| {
             let request = serde_json::to_vec(&Request { version: VERSION, body }).map_err(|e| e.to_string())?;
             let bytes = self.ssh.request(address, &request, deadline, fresh).map_err(|e| match e {
-                Failure::NotConnected(s) => {
-                    never_sent = true;
-                    s
-                }
-                Failure::HostKey(s) => {
+                Failure::NotConnected(s) | Failure::HostKey(s) => {
                     never_sent = true;
                     s
                 }
