@@ -399,6 +399,9 @@ fn a_confirm_window_opens_before_the_set_runs_and_outlasts_a_slow_activation() -
     let slow = slow_set(6, 7_000_002);
     let (_, reply, _) = receive(&host, install_within(&slow, 3).as_bytes())?;
     ensure!(reply.error.is_none() && reply.pending.is_some(), "{reply:?}");
+    let generation = current_generation(&host).context("no current generation")?;
+    let timers = revert_timers_started(&host, &generation)?;
+    ensure!(timers.len() == 2, "a slow activation arms its window again once the set is up: {timers:?}");
     let confirm = format!(r#"{{"version":1,"request":"confirm","hash":"{}"}}"#, slow.hash);
     let (_, reply, _) = receive(&host, confirm.as_bytes())?;
     ensure!(reply.error.is_none() && reply.pending.is_none(), "the confirmation: {reply:?}");
@@ -410,6 +413,33 @@ fn a_confirm_window_opens_before_the_set_runs_and_outlasts_a_slow_activation() -
     let timers = host.systemctl_ok(&["list-units", "--all", "--plain", "--no-legend", "kapell-revert-*"])?;
     ensure!(!timers.contains(".timer"), "revert timers left after the confirmation: {timers}");
 
+    // 3. A quick activation (a tenth of the window or less) keeps the timer it has: arming again
+    // would cost systemd a transient timer and a stop on every push.
+    let quick = slow_set(0, 7_000_003);
+    let (_, reply, _) = receive(&host, install_within(&quick, 30).as_bytes())?;
+    ensure!(reply.error.is_none() && reply.pending.is_some(), "{reply:?}");
+    let generation = current_generation(&host).context("no current generation")?;
+    let timers = revert_timers_started(&host, &generation)?;
+    ensure!(timers.len() == 1, "a quick activation armed its window more than once: {timers:?}");
+    let armed = host.systemctl_ok(&["list-units", "--plain", "--no-legend", "kapell-revert-*.timer"])?;
+    ensure!(armed.contains(&timers[0]), "the window's one timer is not running: {armed}");
+
     drop(host);
     footprint.assert_gone()
+}
+
+/// The revert timers systemd started for `generation`, by name, from its journal.
+fn revert_timers_started(host: &Host, generation: &str) -> Result<Vec<String>> {
+    let prefix = format!("kapell-revert-{generation}-");
+    let journal = host.exec_ok(&["journalctl", "_PID=1", "JOB_TYPE=start", "-o", "json", "--no-pager"])?;
+    let mut names = Vec::new();
+    for line in journal.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line)?;
+        if let Some(unit) = entry["UNIT"].as_str().filter(|u| u.starts_with(&prefix) && u.ends_with(".timer"))
+            && !names.iter().any(|n| n == unit)
+        {
+            names.push(unit.to_string());
+        }
+    }
+    Ok(names)
 }

@@ -16,7 +16,7 @@ use crate::unitset;
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How early a revert timer may fire and still close its window (systemd's monotonic clock
 /// against the wall clock of the pending record).
@@ -106,11 +106,17 @@ pub fn install(
         None
     };
     reply.changed = generation.is_some();
+    let activation = Instant::now();
     activate::run_set(config_dir, set, reply)?;
     match (generation, window) {
-        // Armed again from now: the controller's window starts with this reply, however long
-        // the activation took (an image pull, a slow start).
-        (Some(generation), Some(window)) => open_window(store, &generation, set, window)?,
+        // Armed again from now when the activation took more than a tenth of the window (an
+        // image pull, a slow start): the controller keeps at least nine tenths of its window,
+        // however long the activation took. A quick one keeps the timer it has: arming again
+        // would cost systemd a second transient timer, and the stop of the first, on every push.
+        (Some(generation), Some(window)) if activation.elapsed() > window / 10 => {
+            open_window(store, &generation, set, window)?
+        }
+        (Some(_), Some(_)) => {}
         (Some(generation), None) => {
             store.set_link(CONFIRMED, &generation)?;
             settle_pending(store)?;
