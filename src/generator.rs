@@ -8,7 +8,8 @@ use crate::config;
 use crate::host_units;
 use crate::render::RenderOptions;
 use crate::unitset;
-use crate::unitset::Strategy;
+use crate::unitset::markers::stack_of_text;
+use crate::unitset::{OutputFile, Refusal, Strategy};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result, bail};
 use std::collections::HashSet;
@@ -57,7 +58,19 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
         &RenderOptions::default(),
         |file| writer.install(&file).map(|_| file.into_path()),
     );
-    let local = written.into_iter().collect::<Result<Vec<String>>>().with_context(context)?;
+    let mut local = written.into_iter().collect::<Result<Vec<String>>>().with_context(context)?;
+    let refused_local = writer.refusals();
+    if !refused_local.is_empty() {
+        let stacks = stacks_of(&refused_local);
+        let files = host_units::render_local(
+            config_dir,
+            &checked,
+            |s| stacks.contains(s.name.as_str()),
+            &RenderOptions::default(),
+        );
+        let gone = take_out(&writer, &files, &stacks, &refused_local, log).with_context(context)?;
+        local.retain(|path| !gone.contains(path));
+    }
     // Looked up only against a received set or units from an earlier run, so a boot (neither)
     // does not index every unit it just wrote.
     let local_set = std::cell::OnceCell::new();
@@ -68,13 +81,19 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
         log.error(message);
     }
     let mut from_fleet = HashSet::new();
-    for file in received {
-        writer.install(&file).with_context(context)?;
-        from_fleet.insert(file.into_path());
+    for file in &received {
+        writer.install(file).with_context(context)?;
+        from_fleet.insert(file.path().to_string());
     }
-    let refused = writer.refused();
-    for why in &refused {
-        log.error(why);
+    let refused = writer.refusals();
+    let refused_received = &refused[refused_local.len()..];
+    if !refused_received.is_empty() {
+        let gone =
+            take_out(&writer, &received, &stacks_of(refused_received), refused_received, log).with_context(context)?;
+        from_fleet.retain(|path| !gone.contains(path));
+    }
+    for refusal in &refused {
+        log.error(&refusal.why);
     }
     writer.finish(|path| is_local(path) || from_fleet.contains(path)).with_context(context)?;
     for name in &checked.failed {
@@ -85,6 +104,56 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     std::mem::forget(local_set);
     std::mem::forget(local);
     Ok(failed)
+}
+
+/// The stacks of the units that were not written.
+fn stacks_of(refused: &[Refusal]) -> HashSet<String> {
+    refused.iter().filter_map(|r| r.stack.clone()).collect()
+}
+
+/// A unit kapell did not write, because another generator's file has its name, leaves its stack
+/// wired to that file: the stack's target would want it, its services order after it. So the
+/// stack goes as a whole, as a stack with errors does: every file of `files` that belongs to
+/// `stacks` and was written in this run is removed, links first (none is left dangling). The
+/// other generator's files stay. Returns the paths taken out.
+fn take_out(
+    writer: &unitset::Writer,
+    files: &[OutputFile],
+    stacks: &HashSet<String>,
+    refused: &[Refusal],
+    log: &mut Log,
+) -> Result<HashSet<String>> {
+    // A link belongs to the stack of the unit it points to (`../<unit>`).
+    let stack_of_unit: std::collections::HashMap<&str, String> = files
+        .iter()
+        .filter_map(|f| match f {
+            OutputFile::Unit { name, text } => Some((name.as_str(), stack_of_text(text)?)),
+            OutputFile::Link { .. } => None,
+        })
+        .collect();
+    let in_stacks = |file: &&OutputFile| {
+        let unit = match file {
+            OutputFile::Unit { name, .. } => name.as_str(),
+            OutputFile::Link { target, .. } => target.rsplit('/').next().unwrap_or(target),
+        };
+        stack_of_unit.get(unit).is_some_and(|s| stacks.contains(s))
+    };
+    let theirs: HashSet<&str> = refused.iter().map(|r| r.path.as_str()).collect();
+    let (links, units): (Vec<&OutputFile>, Vec<&OutputFile>) =
+        files.iter().filter(in_stacks).partition(|f| matches!(f, OutputFile::Link { .. }));
+    let mut gone = HashSet::new();
+    for file in links.into_iter().chain(units) {
+        if !theirs.contains(file.path()) {
+            writer.remove(file.path())?;
+        }
+        gone.insert(file.path().to_string());
+    }
+    let mut names: Vec<&String> = stacks.iter().collect();
+    names.sort();
+    for name in names {
+        log.error(&format!("stack {name} skipped: one of its units is not kapell's (see above)"));
+    }
+    Ok(gone)
 }
 
 /// Generator logging, as systemd's own generators do it: `/dev/kmsg` (generators run before the
@@ -191,5 +260,68 @@ mod tests {
         assert!(web.contains("ExecStart=/bin/true") && !web.contains("/bin/false"), "the local unit wins:\n{web}");
         assert_eq!(std::fs::read_to_string(out.join("b.target"))?, "[Unit]\nDescription=from the fleet\n");
         Ok(())
+    }
+
+    /// A unit another generator wrote first (its file has no `X-Kapell-Stack=`) is left as it
+    /// is, and the stack it would belong to is not generated at all, local or received: no target
+    /// of kapell's wants the other generator's unit. Every other stack is written.
+    #[test]
+    fn a_stack_whose_unit_another_generator_wrote_is_left_out_whole() -> Result<()> {
+        let root = tempfile::tempdir()?;
+        let (config, fleet, out) = (root.path().join("config"), root.path().join("fleet"), root.path().join("out"));
+        for dir in [&config, &fleet, &out, &fleet.join("multi-user.target.wants")] {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(
+            config.join("a.toml"),
+            "[services.db]\nexec = [\"/bin/true\"]\n[services.web]\nexec = [\"/bin/true\"]\nrequires = [\"db\"]\n",
+        )?;
+        std::fs::write(config.join("b.toml"), "[services.web]\nexec = [\"/bin/true\"]\n")?;
+        // A received stack `f`, whose unit `f-x.service` another generator also wrote.
+        std::fs::write(fleet.join("f.target"), "[Unit]\nX-Kapell-Stack=f\nWants=f-x.service\n")?;
+        std::fs::write(fleet.join("f-x.service"), "[Unit]\nX-Kapell-Stack=f\n[Service]\nExecStart=/bin/true\n")?;
+        std::fs::write(fleet.join("g.target"), "[Unit]\nX-Kapell-Stack=g\n")?;
+        std::os::unix::fs::symlink("../f.target", fleet.join("multi-user.target.wants/f.target"))?;
+        std::os::unix::fs::symlink("../g.target", fleet.join("multi-user.target.wants/g.target"))?;
+        let theirs = "[Service]\nExecStart=/usr/bin/other\n";
+        std::fs::write(out.join("a-web.service"), theirs)?;
+        std::fs::write(out.join("f-x.service"), theirs)?;
+
+        assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 2, "two units not written");
+        let mut names = Vec::new();
+        for entry in walkdir(&out)? {
+            names.push(entry);
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "a-web.service",
+                "b-web.service",
+                "b.target",
+                "f-x.service",
+                "g.target",
+                "multi-user.target.wants",
+                "multi-user.target.wants/b.target",
+                "multi-user.target.wants/g.target",
+            ]
+        );
+        assert_eq!(std::fs::read_to_string(out.join("a-web.service"))?, theirs, "the other generator's unit stays");
+        assert_eq!(std::fs::read_to_string(out.join("f-x.service"))?, theirs, "the other generator's unit stays");
+        Ok(())
+    }
+
+    /// Every path under `dir`, relative to it.
+    fn walkdir(dir: &Path) -> Result<Vec<String>> {
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type()?.is_dir() {
+                paths.extend(walkdir(&entry.path())?.into_iter().map(|p| format!("{name}/{p}")));
+            }
+            paths.push(name);
+        }
+        Ok(paths)
     }
 }

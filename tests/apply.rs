@@ -366,6 +366,48 @@ fn generator_at_boot_orders_services_and_daemon_reload_picks_up_edits() -> Resul
     footprint.assert_gone()
 }
 
+/// Another generator that writes a unit with the name of one of kapell's (here a wrapper in
+/// /etc/systemd/system-generators, which takes the packaged generator's name, writes
+/// `clash-web.service` and then runs kapell's): kapell leaves that unit alone and generates
+/// nothing of its stack, at boot and at daemon-reload, so no target of kapell's starts the other
+/// generator's unit; the other stacks run.
+#[test]
+fn a_stack_whose_unit_another_generator_wrote_is_not_generated() -> Result<()> {
+    let other = "#!/bin/sh\n\
+                 printf '[Unit]\\nDescription=another generator\\n[Service]\\nExecStart=/bin/sleep 777\\n' \
+                 > \"$1/clash-web.service\"\n\
+                 exec /usr/lib/systemd/system-generators/kapell-generator \"$@\"\n";
+    let clash = "[services.db]\nexec = [\"/bin/sleep\", \"infinity\"]\n\n\
+                 [services.web]\nexec = [\"/bin/sleep\", \"infinity\"]\nrequires = [\"db\"]\n";
+    let host = Host::builder()
+        .kapell(KAPELL)
+        .install_file("/etc/kapell/clash.toml", clash, 0o644)
+        .install_file("/etc/kapell/todo.toml", "[services.web]\nexec = [\"/bin/sleep\", \"infinity\"]\n", 0o644)
+        .install_file("/etc/systemd/system-generators/kapell-generator", other, 0o755)
+        .boot()?;
+    let footprint = Footprint::new().host(&host);
+
+    for moment in ["boot", "daemon-reload"] {
+        if moment == "daemon-reload" {
+            host.systemctl_ok(&["daemon-reload"])?;
+        }
+        ensure_active(&host, &["todo.target", "todo-web.service"])?;
+        ensure!(host.show("clash-web.service", "Description")? == "another generator", "{moment}: not the other unit");
+        ensure!(
+            host.show("clash-web.service", "ActiveState")? == "inactive",
+            "{moment}: something started the other generator's unit"
+        );
+        for unit in ["clash.target", "clash-db.service"] {
+            ensure!(host.show(unit, "LoadState")? == "not-found", "{moment}: {unit} was generated beside the clash");
+        }
+        let files = host.exec_ok(&["ls", "-R", "/run/systemd/generator"])?;
+        ensure!(!files.contains("clash.target") && !files.contains("clash-db"), "{moment}: {files}");
+    }
+
+    drop(host);
+    footprint.assert_gone()
+}
+
 #[test]
 fn help_documents_the_commands() -> Result<()> {
     for command in ["apply", "status", "logs"] {

@@ -22,7 +22,7 @@ mod write;
 #[cfg(test)]
 pub(crate) use view::tests as view_tests;
 pub use view::{ServiceUnits, StackUnits, UnitSet};
-pub use write::{Strategy, Writer, write};
+pub use write::{Refusal, Strategy, Writer, write};
 
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! anything kapell does not own.
 
 use super::OutputFile;
-use super::markers::{is_kapell_link_or_unit, is_kapell_text};
+use super::markers::{is_kapell_link_or_unit, is_kapell_text, stack_of_text};
 use anyhow::{Context, Result};
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
@@ -71,7 +71,18 @@ pub struct Writer<'a> {
     /// Subdirectories (`*.wants/`) that exist now.
     subdirs: Mutex<HashSet<String>>,
     /// Units of the set not written because a file that is not kapell's has their name.
-    refused: Mutex<Vec<String>>,
+    refused: Mutex<Vec<Refusal>>,
+}
+
+/// A unit of the set that was not written: a file that is not kapell's has its name.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The unit's path in the directory (the other file's).
+    pub path: String,
+    /// The stack the unit not written belongs to (its `X-Kapell-Stack=`).
+    pub stack: Option<String>,
+    /// Why, as a sentence naming the file.
+    pub why: String,
 }
 
 impl<'a> Writer<'a> {
@@ -103,7 +114,21 @@ impl<'a> Writer<'a> {
     /// Why units of the set were not written: a file that is not kapell's (another generator's
     /// unit, an operator's file) already had each one's name, and is left as it is.
     pub fn refused(&self) -> Vec<String> {
+        self.refusals().into_iter().map(|r| r.why).collect()
+    }
+
+    /// [`Writer::refused`], with the path and the stack of each unit not written.
+    pub fn refusals(&self) -> Vec<Refusal> {
         self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Removes `rel`, a file of the set this writer wrote (a unit, or a link: remove links
+    /// first, so that none is left dangling); one already gone is no error.
+    pub fn remove(&self, rel: &str) -> Result<()> {
+        match unlinkat(&self.fd, rel, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", self.path(rel).display())),
+        }
     }
 
     /// Removes kapell's files that are not in the set (`in_set` tells, by path); returns their
@@ -161,7 +186,8 @@ impl<'a> Writer<'a> {
                              there by hand): it is left as it is, and kapell's unit of that name is not written",
                             path.display()
                         );
-                        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(why);
+                        let refusal = Refusal { path: rel.to_string(), stack: stack_of_text(text), why };
+                        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(refusal);
                         return Ok(None);
                     }
                 }
