@@ -46,10 +46,29 @@ pub(super) struct Svc {
     pub memory_max: Option<String>,
     pub cpus: Option<f64>,
     pub pids_max: Option<u64>,
+    /// The limits above that `deploy.resources.limits` set (by kapell key), so that a problem
+    /// with one is reported at the Compose key it came from.
+    pub limits_from_deploy: Vec<&'static str>,
     pub replicas: Option<u64>,
     pub requires: Vec<String>,
     pub wants: Vec<String>,
     pub secrets: Vec<String>,
+}
+
+impl Svc {
+    /// The Compose key that kapell's `key` of this service came from, where it depends on the
+    /// file (`memory_max` from `mem_limit` or from `deploy.resources.limits.memory`).
+    pub fn compose_key_of(&self, key: &str) -> Option<&'static str> {
+        if !self.limits_from_deploy.contains(&key) {
+            return None;
+        }
+        match key {
+            "memory_max" => Some("deploy.resources.limits.memory"),
+            "cpus" => Some("deploy.resources.limits.cpus"),
+            "pids_max" => Some("deploy.resources.limits.pids"),
+            _ => None,
+        }
+    }
 }
 
 pub(super) struct Health {

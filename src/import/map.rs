@@ -350,7 +350,7 @@ fn map_service(
     if let Some(c) = svc.cpus.filter(|c| *c > MAX_CPUS) {
         return Err(format!(
             "{}: {c} CPUs is more than kapell's `cpus` can hold (at most {MAX_CPUS}, a CPUQuota= of {}%)",
-            at("cpus"),
+            at(svc.compose_key_of("cpus").unwrap_or("cpus")),
             MAX_CPUS * 100.0
         ));
     }
@@ -598,5 +598,11 @@ fn map_deploy(
         if let Some(Limit::Value(p)) = pids {
             svc.pids_max = Some(u64::from(p));
         }
+        let set = [
+            ("memory_max", svc.memory_max.is_some()),
+            ("cpus", svc.cpus.is_some()),
+            ("pids_max", svc.pids_max.is_some()),
+        ];
+        svc.limits_from_deploy = set.into_iter().filter(|(_, set)| *set).map(|(key, _)| key).collect();
     }
 }

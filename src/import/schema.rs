@@ -65,11 +65,16 @@ fn place(toml: &str, draft: &Draft, span: &Range<usize>) -> String {
     let path = key_path(&root, span.start).unwrap_or_default();
     match path.as_slice() {
         [services, name, rest @ ..] if services == "services" => {
-            let compose = draft.services.iter().find(|s| s.name == *name).map_or(name.as_str(), |s| &s.compose_name);
+            let service = draft.services.iter().find(|s| s.name == *name);
+            let compose = service.map_or(name.as_str(), |s| &s.compose_name);
             let mut out = format!("services.{compose}");
             for (i, key) in rest.iter().enumerate() {
                 // Below `env` the keys are the variables' own names.
-                let key = if i > 0 && rest[0] == "env" { key.as_str() } else { compose_key(key) };
+                let key = match service.and_then(|s| s.compose_key_of(key)) {
+                    Some(from) if i == 0 => from,
+                    _ if i > 0 && rest[0] == "env" => key.as_str(),
+                    _ => compose_key(key),
+                };
                 out.push('.');
                 out.push_str(key);
             }
