@@ -23,8 +23,9 @@ pub enum What {
 
 /// Turn a Docker Compose project into a stack file, reporting everything it cannot carry over.
 ///
-/// Reads FILE (default: compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml in
-/// the current directory), with the project's .env file and the environment for ${VAR}
+/// Reads FILE (default: the first file COMPOSE_FILE names, from the environment or the .env file
+/// of the current directory; else compose.yaml, compose.yml, docker-compose.yaml or
+/// docker-compose.yml in the current directory), with the project's .env file and the environment for ${VAR}
 /// interpolation as Compose does, and writes a commented stack that passes `kapell check`. The
 /// stack is named after the Compose project (COMPOSE_PROJECT_NAME, the top-level `name`, or the
 /// directory), made a valid kapell name. Services keep their names where kapell allows them
@@ -73,6 +74,24 @@ const DEFAULT_FILES: &[&str] = &["compose.yaml", "compose.yml", "docker-compose.
 const DEFAULT_OVERRIDES: &[&str] =
     &["compose.override.yml", "compose.override.yaml", "docker-compose.override.yml", "docker-compose.override.yaml"];
 
+/// The files `COMPOSE_FILE` names, as Compose reads it: from the environment, else from `.env` in
+/// the current directory; separated by `COMPOSE_PATH_SEPARATOR` (`:` unless set). The first is the
+/// project's file, the others files Compose merges into it. `None` when it is unset or empty.
+fn compose_file_variable() -> Option<Vec<String>> {
+    let env = |name: &str| std::env::var(name).ok();
+    // A `.env` that cannot be read here is reported by the import itself, which reads it again.
+    let dotenv: Vec<(String, String)> = std::fs::read_to_string(".env")
+        .ok()
+        .and_then(|text| import::interpolate::parse_dotenv(&text, &env).ok())
+        .unwrap_or_default();
+    let lookup =
+        |name: &str| env(name).or_else(|| dotenv.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+    let value = lookup("COMPOSE_FILE").filter(|v| !v.is_empty())?;
+    let separator = lookup("COMPOSE_PATH_SEPARATOR").filter(|s| !s.is_empty()).unwrap_or_else(|| ":".into());
+    let files: Vec<String> = value.split(separator.as_str()).filter(|f| !f.is_empty()).map(String::from).collect();
+    (!files.is_empty()).then_some(files)
+}
+
 fn usage(message: String) -> Result<u8> {
     // Paths from the command line: escapes in them reach the terminal as text.
     eprintln!("error: {}", printable_lines(&message));
@@ -90,6 +109,12 @@ fn compose(args: ComposeArgs) -> Result<u8> {
     let mut overrides = Vec::new();
     let file = match args.file {
         Some(f) => f,
+        // COMPOSE_FILE names the project's files instead of the names Compose looks for.
+        None if let Some(mut files) = compose_file_variable() => {
+            let first = files.remove(0);
+            overrides = files;
+            PathBuf::from(first)
+        }
         None => match DEFAULT_FILES.iter().map(PathBuf::from).find(|f| f.is_file()) {
             Some(f) => {
                 // The first override of Compose's list, whatever the main file is called

@@ -121,7 +121,7 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
             lossy: true,
             place: name.clone(),
             message: format!(
-                "not merged: Compose merges it into the file; merge them first (`docker compose config > merged.yaml`) and import merged.yaml, or delete {name} if it is not needed"
+                "not merged: Compose merges it into the file; merge them first (`docker compose config > merged.yaml`) and import merged.yaml, or import without {name} if it is not needed"
             ),
         });
     }
