@@ -173,40 +173,62 @@ fn braced(
     }
 }
 
-/// Parses a project `.env` file. One `KEY=VALUE` per line (an `export ` prefix is allowed);
-/// blank lines and `#` comments are skipped. A value in single quotes is literal; one in double
-/// quotes has `\n`, `\t`, `\r`, `\\`, `\"` and `\$` unescaped and is interpolated; an unquoted
-/// value ends at ` #` (a comment), is trimmed and interpolated. Interpolation sees the variables
-/// defined above it in the file, then `outer` (the process environment).
+/// Parses a project `.env` file as Compose does. One `KEY=VALUE` per line (an `export ` prefix is
+/// allowed); blank lines and `#` comments are skipped; a name alone takes its value from `outer`
+/// (skipped when unset there). Names are letters, digits, `_`, `.`, `-`, `[` and `]` (only the
+/// first three can be interpolated). A value in single quotes is literal; one in double quotes
+/// has `\n`, `\t`, `\r`, `\\`, `\"` and `\$` unescaped and is interpolated; either may go on over
+/// the next lines up to its closing quote. An unquoted value ends at ` #` (a comment), is trimmed
+/// and interpolated. Interpolation sees the variables defined above it in the file, then `outer`
+/// (the process environment).
 pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String)>, String> {
     let mut vars: Vec<(String, String)> = Vec::new();
     // The latest value of each name (a file may set thousands): lookups stay constant-time.
     let mut latest: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (n, line) in text.lines().enumerate() {
+    let mut lines = text.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
         let at = |why: &str| format!(".env line {}: {why}", n + 1);
-        let line = line.trim();
+        let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let line = line.strip_prefix("export ").map_or(line, str::trim_start);
         let Some((key, raw)) = line.split_once('=') else {
-            return Err(at("expected KEY=VALUE"));
+            let name = line.trim_end();
+            if !is_dotenv_name(name) {
+                return Err(at("expected KEY=VALUE"));
+            }
+            if let Some(value) = outer(name) {
+                latest.insert(name.to_string(), vars.len());
+                vars.push((name.to_string(), value));
+            }
+            continue;
         };
         let key = key.trim();
-        if crate::config::syntax::check_env_name(key).is_err() {
+        if !is_dotenv_name(key) {
             return Err(at(&format!("{key:?} is not a variable name")));
         }
-        let raw = raw.trim_start();
+        let mut raw = std::borrow::Cow::Borrowed(raw.trim_start());
         let lookup =
             |name: &str| -> Option<String> { latest.get(name).map(|&i| vars[i].1.clone()).or_else(|| outer(name)) };
         let mut unset = Vec::new();
-        let value = if let Some(body) = raw.strip_prefix('\'') {
-            let end = body.find('\'').ok_or_else(|| at("the single quote is never closed"))?;
-            trailing_comment_only(&body[end + 1..]).map_err(|w| at(&w))?;
-            body[..end].to_string()
-        } else if let Some(body) = raw.strip_prefix('"') {
-            let (unescaped, after) = double_quoted(body).ok_or_else(|| at("the double quote is never closed"))?;
-            trailing_comment_only(after).map_err(|w| at(&w))?;
+        let value = if raw.starts_with('\'') {
+            let end = loop {
+                match raw[1..].find('\'') {
+                    Some(end) => break end + 1,
+                    None => more_of(&mut raw, &mut lines).ok_or_else(|| at("the single quote is never closed"))?,
+                }
+            };
+            trailing_comment_only(&raw[end + 1..]).map_err(|w| at(&w))?;
+            raw[1..end].to_string()
+        } else if raw.starts_with('"') {
+            let (unescaped, after) = loop {
+                match double_quoted(&raw[1..]) {
+                    Some((unescaped, after)) => break (unescaped, after.to_string()),
+                    None => more_of(&mut raw, &mut lines).ok_or_else(|| at("the double quote is never closed"))?,
+                }
+            };
+            trailing_comment_only(&after).map_err(|w| at(&w))?;
             interpolate(&unescaped, &lookup, &mut unset).map_err(|e| at(&e))?
         } else {
             let cut = raw.find(" #").or_else(|| raw.find("\t#")).unwrap_or(raw.len());
@@ -216,6 +238,22 @@ pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String
         vars.push((key.to_string(), value));
     }
     Ok(vars)
+}
+
+/// A name Compose accepts in a `.env` file (compose-go's dotenv): letters, digits, `_`, `.`, `-`,
+/// `[` and `]`.
+fn is_dotenv_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || "_.-[]".contains(c))
+}
+
+/// A quoted value not closed on its line goes on over the next: appends the next line, or `None`
+/// when the file ends first.
+fn more_of<'t>(raw: &mut std::borrow::Cow<'t, str>, lines: &mut impl Iterator<Item = (usize, &'t str)>) -> Option<()> {
+    let (_, next) = lines.next()?;
+    let value = raw.to_mut();
+    value.push('\n');
+    value.push_str(next);
+    Some(())
 }
 
 fn trailing_comment_only(after: &str) -> Result<(), String> {
@@ -496,11 +534,30 @@ mod tests {
         assert_eq!(get("F"), Some("8080"));
     }
 
+    /// What Compose's own `.env` reader takes beyond one `KEY=VALUE` a line: quoted values over
+    /// several lines, names with dots and dashes, a name alone (its value from the environment).
+    #[test]
+    fn dotenv_values_over_lines_and_compose_names() {
+        let text = "M=\"one\n  two ${PORT}\"  # c\nS='a\n\nb $X'\nspring.profiles.active=prod\nx-y[0]=1\nPORT\nNOPE\nAFTER=${M}\n";
+        let vars = parse_dotenv(text, &env).expect("parses");
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("M"), Some("one\n  two 8080"));
+        assert_eq!(get("S"), Some("a\n\nb $X"));
+        assert_eq!(get("spring.profiles.active"), Some("prod"));
+        assert_eq!(get("x-y[0]"), Some("1"));
+        assert_eq!(get("PORT"), Some("8080"), "a name alone takes the environment's value");
+        assert_eq!(get("NOPE"), None, "a name alone that the environment does not set is skipped");
+        assert_eq!(get("AFTER"), Some("one\n  two 8080"));
+    }
+
     #[test]
     fn dotenv_errors_name_the_line() {
         assert_eq!(parse_dotenv("A=1\nnot a pair\n", &env).expect_err("bad"), ".env line 2: expected KEY=VALUE");
         assert!(parse_dotenv("A='open\n", &env).expect_err("bad").starts_with(".env line 1: the single quote"));
-        assert!(parse_dotenv("1A=x\n", &env).is_err());
+        assert!(parse_dotenv("A$=x\n", &env).expect_err("bad").contains("\"A$\" is not a variable name"));
+        assert!(
+            parse_dotenv("A=\"open\nstill open\n", &env).expect_err("bad").starts_with(".env line 1: the double quote")
+        );
     }
 
     #[test]
