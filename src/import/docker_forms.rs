@@ -5,14 +5,28 @@
 //!   not carried over (systemd's start limit applies instead).
 //! - the volume options `cached`, `delegated` and `consistent` (`src:dst:cached`): hints for
 //!   Docker Desktop's file sharing, with no effect on Linux; left out.
+//! - the volume options `nocopy` and the bind propagations (`rshared`, `rslave`, …): not carried
+//!   over, as in their long form (`volume: {nocopy: true}`, `bind: {propagation: …}`).
 //! - `mem_limit: 0` (Docker: no limit) and a healthcheck's `interval: 0s` or `timeout: 0s`
 //!   (Docker: its default): left out, which means the same here.
 
 use super::Note;
 use serde_yaml::Value;
 
-/// The volume options that only tune Docker Desktop's file sharing.
-const CONSISTENCY: &[&str] = &["cached", "delegated", "consistent"];
+/// A short-form volume option that compose_spec refuses: whether leaving it out loses something,
+/// and why it is left out.
+fn left_out(option: &str) -> Option<(bool, &'static str)> {
+    match option {
+        "cached" | "delegated" | "consistent" => {
+            Some((false, "only tunes Docker Desktop's file sharing and does nothing on Linux; left out"))
+        }
+        "nocopy" => Some((true, "is not carried over: Docker copies the image's files into a new volume")),
+        "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+            Some((true, "(bind propagation) is not carried over"))
+        }
+        _ => None,
+    }
+}
 
 pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) {
     let Some(services) = tree.get_mut("services").and_then(Value::as_mapping_mut) else { return };
@@ -66,19 +80,19 @@ pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) {
                 continue;
             }
             let options = parts.pop().unwrap_or_default();
-            let kept: Vec<&str> = options.split(',').filter(|o| !CONSISTENCY.contains(o)).collect();
+            let kept: Vec<&str> = options.split(',').filter(|o| left_out(o).is_none()).collect();
             if kept.len() == options.split(',').count() {
                 continue;
             }
-            let dropped: Vec<&str> = options.split(',').filter(|o| CONSISTENCY.contains(o)).collect();
-            notes.push(Note {
-                lossy: false,
-                place: format!("services.{name}.volumes"),
-                message: format!(
-                    "{text}: `{}` only tunes Docker Desktop's file sharing and does nothing on Linux; left out",
-                    dropped.join(",")
-                ),
-            });
+            for option in options.split(',') {
+                if let Some((lossy, why)) = left_out(option) {
+                    notes.push(Note {
+                        lossy,
+                        place: format!("services.{name}.volumes"),
+                        message: format!("{text}: `{option}` {why}"),
+                    });
+                }
+            }
             let mut rewritten = parts.join(":");
             if !kept.is_empty() {
                 rewritten.push(':');
