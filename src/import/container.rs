@@ -301,8 +301,8 @@ pub(super) fn map_volumes(
     place: &str,
 ) {
     for (index, volume) in volumes.into_iter().enumerate() {
-        let short = match volume {
-            ShortOrLong::Short(s) => s,
+        let (short, long_options) = match volume {
+            ShortOrLong::Short(s) => (s, Vec::new()),
             ShortOrLong::Long(mount) => match long_volume(mount, notes, place) {
                 Some(s) => s,
                 None => continue,
@@ -310,6 +310,7 @@ pub(super) fn map_volumes(
         };
         let target = short.container_path.as_path().display().to_string();
         let mut options = Vec::new();
+        let set_aside = ctx.volume_options.get(&(svc.compose_name.clone(), index));
         let (source, comment) = match short.options {
             None => {
                 let name = format!("{}-{}-{}", ctx.stack, svc.name, index + 1);
@@ -358,6 +359,8 @@ pub(super) fn map_volumes(
             );
             continue;
         }
+        options.extend(set_aside.into_iter().flatten().map(String::as_str));
+        options.extend(long_options);
         let mut text = format!("{source}:{target}");
         if !options.is_empty() {
             text.push(':');
@@ -370,23 +373,19 @@ pub(super) fn map_volumes(
     }
 }
 
-/// A long-form mount as the short form kapell writes, reporting what the short form cannot say.
-fn long_volume(mount: Mount, notes: &mut Vec<Note>, place: &str) -> Option<ShortVolume> {
+/// A long-form mount as the short form kapell writes, with the options compose_spec's short form
+/// has no field for (`nocopy`, a bind propagation), reporting what the short form cannot say.
+fn long_volume(mount: Mount, notes: &mut Vec<Note>, place: &str) -> Option<(ShortVolume, Vec<&'static str>)> {
     let target = mount.common().target.as_path().display().to_string();
     if mount.common().consistency.is_some() {
         info(notes, place, format!("{target}: `consistency` has no effect on Linux; left out"));
     }
     match mount {
         Mount::Volume(v) => {
+            let mut extra = Vec::new();
             if let Some(opts) = &v.volume {
                 if opts.nocopy {
-                    lost(
-                        notes,
-                        place,
-                        format!(
-                            "{target}: `nocopy` is not carried over: Docker copies the image's files into a new volume"
-                        ),
-                    );
+                    extra.push("nocopy");
                 }
                 if opts.subpath.is_some() {
                     lost(notes, place, format!("{target}: `subpath` is not carried over: the whole volume is mounted"));
@@ -397,13 +396,19 @@ fn long_volume(mount: Mount, notes: &mut Vec<Note>, place: &str) -> Option<Short
                 read_only: v.common.read_only,
                 selinux: None,
             });
-            Some(ShortVolume { container_path: v.common.target, options })
+            Some((ShortVolume { container_path: v.common.target, options }, extra))
         }
         Mount::Bind(b) => {
             let mut selinux = None;
+            let mut extra = Vec::new();
             if let Some(opts) = &b.bind {
-                if opts.propagation.is_some() {
-                    lost(notes, place, format!("{target}: bind `propagation` is not carried over"));
+                match opts.propagation {
+                    // `docker run -v` has no word for it, and kapell's volumes are that form.
+                    Some(compose_spec::service::volumes::mount::BindPropagation::Unbindable) => {
+                        lost(notes, place, format!("{target}: bind `propagation: unbindable` is not carried over"));
+                    }
+                    Some(propagation) => extra.push(propagation.as_str()),
+                    None => {}
                 }
                 if opts.create_host_path {
                     info(
@@ -415,7 +420,7 @@ fn long_volume(mount: Mount, notes: &mut Vec<Note>, place: &str) -> Option<Short
                 selinux = opts.selinux;
             }
             let options = ShortOptions { source: Source::HostPath(b.source), read_only: b.common.read_only, selinux };
-            Some(ShortVolume { container_path: b.common.target, options: Some(options) })
+            Some((ShortVolume { container_path: b.common.target, options: Some(options) }, extra))
         }
         Mount::Tmpfs(_) => {
             lost(notes, place, format!("{target}: tmpfs mounts are not carried over; kapell has no tmpfs setting"));
@@ -503,7 +508,9 @@ mod tests {
     #[test]
     fn a_large_environment_is_mapped_in_one_pass() {
         let lookup = |_: &str| None;
-        let ctx = Context { project: "p", stack: "p", dir: Path::new("/srv/p"), lookup: &lookup };
+        let none = super::super::docker_forms::VolumeOptions::new();
+        let ctx =
+            Context { project: "p", stack: "p", dir: Path::new("/srv/p"), lookup: &lookup, volume_options: &none };
         let mut list: Vec<String> = (0..200_000).map(|i| format!("V{i}=x{i}")).collect();
         list.push("V0=last".into());
         let env: ListOrMap = serde_yaml::from_value(serde_yaml::Value::from(list)).expect("a list");

@@ -5,31 +5,42 @@
 //!   not carried over (systemd's start limit applies instead).
 //! - the volume options `cached`, `delegated` and `consistent` (`src:dst:cached`): hints for
 //!   Docker Desktop's file sharing, with no effect on Linux; left out.
-//! - the volume options `nocopy` and the bind propagations (`rshared`, `rslave`, …): not carried
-//!   over, as in their long form (`volume: {nocopy: true}`, `bind: {propagation: …}`).
+//! - the volume options `nocopy` and the bind propagations (`rshared`, `rslave`, …), which
+//!   kapell's `volumes` take too: set aside, and given back to the volume once compose_spec has
+//!   read it ([`VolumeOptions`]), as their long form is (`volume: {nocopy: true}`, `bind:
+//!   {propagation: …}`).
 //! - `mem_limit: 0` (Docker: no limit) and a healthcheck's `interval: 0s` or `timeout: 0s`
 //!   (Docker: its default): left out, which means the same here.
 
 use super::Note;
 use serde_yaml::Value;
+use std::collections::HashMap;
 
-/// A short-form volume option that compose_spec refuses: whether leaving it out loses something,
-/// and why it is left out.
-fn left_out(option: &str) -> Option<(bool, &'static str)> {
+/// Short-form volume options set aside for compose_spec, by Compose service name and the
+/// volume's position in its list.
+pub type VolumeOptions = HashMap<(String, usize), Vec<String>>;
+
+/// A short-form volume option that compose_spec refuses: left out (with why), or set aside to be
+/// given back after it.
+enum Refused {
+    LeftOut(&'static str),
+    SetAside,
+}
+
+fn refused(option: &str) -> Option<Refused> {
     match option {
         "cached" | "delegated" | "consistent" => {
-            Some((false, "only tunes Docker Desktop's file sharing and does nothing on Linux; left out"))
+            Some(Refused::LeftOut("only tunes Docker Desktop's file sharing and does nothing on Linux; left out"))
         }
-        "nocopy" => Some((true, "is not carried over: Docker copies the image's files into a new volume")),
-        "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
-            Some((true, "(bind propagation) is not carried over"))
-        }
+        "nocopy" | "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => Some(Refused::SetAside),
         _ => None,
     }
 }
 
-pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) {
-    let Some(services) = tree.get_mut("services").and_then(Value::as_mapping_mut) else { return };
+/// Rewrites `tree` in place; returns the volume options it set aside.
+pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) -> VolumeOptions {
+    let mut set_aside = VolumeOptions::new();
+    let Some(services) = tree.get_mut("services").and_then(Value::as_mapping_mut) else { return set_aside };
     for (name, service) in services.iter_mut() {
         let name = name.as_str().unwrap_or("?").to_string();
         if let Some(restart) = service.get_mut("restart")
@@ -73,24 +84,28 @@ pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) {
             }
         }
         let Some(volumes) = service.get_mut("volumes").and_then(Value::as_sequence_mut) else { continue };
-        for volume in volumes.iter_mut() {
+        for (index, volume) in volumes.iter_mut().enumerate() {
             let Some(text) = volume.as_str() else { continue };
             let mut parts: Vec<&str> = text.split(':').collect();
             if parts.len() < 3 {
                 continue;
             }
             let options = parts.pop().unwrap_or_default();
-            let kept: Vec<&str> = options.split(',').filter(|o| left_out(o).is_none()).collect();
+            let kept: Vec<&str> = options.split(',').filter(|o| refused(o).is_none()).collect();
             if kept.len() == options.split(',').count() {
                 continue;
             }
             for option in options.split(',') {
-                if let Some((lossy, why)) = left_out(option) {
-                    notes.push(Note {
-                        lossy,
+                match refused(option) {
+                    Some(Refused::LeftOut(why)) => notes.push(Note {
+                        lossy: false,
                         place: format!("services.{name}.volumes"),
                         message: format!("{text}: `{option}` {why}"),
-                    });
+                    }),
+                    Some(Refused::SetAside) => {
+                        set_aside.entry((name.clone(), index)).or_default().push(option.to_string());
+                    }
+                    None => {}
                 }
             }
             let mut rewritten = parts.join(":");
@@ -101,4 +116,5 @@ pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) {
             *volume = Value::String(rewritten);
         }
     }
+    set_aside
 }

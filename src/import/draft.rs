@@ -12,6 +12,8 @@ pub(super) struct Context<'a> {
     /// The project directory: relative paths are relative to it.
     pub dir: &'a Path,
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Short-form volume options compose_spec does not read, given back to each volume.
+    pub volume_options: &'a super::docker_forms::VolumeOptions,
 }
 
 /// The stack to write: kapell's keys with the comments a person needs.

@@ -166,7 +166,7 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
     let home = lookup("HOME").unwrap_or_else(|| "/root".into());
     keys::set_aside_unknown_keys(&mut tree, &home, &mut notes)?;
     sizes::widen(&mut tree);
-    docker_forms::rewrite(&mut tree, &mut notes);
+    let volume_options = docker_forms::rewrite(&mut tree, &mut notes);
     check_port_ranges(&tree)?;
     check_durations(&tree)?;
     let compose: compose_spec::Compose = serde_yaml::from_value(tree.clone()).map_err(|e| hint(locate(&tree, e)))?;
@@ -188,7 +188,13 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
             name
         }
     };
-    let ctx = draft::Context { project: &project, stack: &stack, dir: &project_dir, lookup: &lookup };
+    let ctx = draft::Context {
+        project: &project,
+        stack: &stack,
+        dir: &project_dir,
+        lookup: &lookup,
+        volume_options: &volume_options,
+    };
     let draft = map::map(&ctx, compose, &tree, &mut notes).map_err(hint)?;
     for note in notes.iter_mut().filter(|n| n.lossy) {
         note.message = with_unset_hint(std::mem::take(&mut note.message), &note.place, &unset);
