@@ -310,7 +310,7 @@ pub(super) fn map_volumes(
         };
         let target = short.container_path.as_path().display().to_string();
         let mut options = Vec::new();
-        let set_aside = ctx.volume_options.get(&(svc.compose_name.clone(), index));
+        let set_aside = ctx.volume_options.get(&(svc.compose_name.clone(), target.clone()));
         let (source, comment) = match short.options {
             None => {
                 let name = format!("{}-{}-{}", ctx.stack, svc.name, index + 1);

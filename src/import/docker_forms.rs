@@ -16,9 +16,10 @@ use super::Note;
 use serde_yaml::Value;
 use std::collections::HashMap;
 
-/// Short-form volume options set aside for compose_spec, by Compose service name and the
-/// volume's position in its list.
-pub type VolumeOptions = HashMap<(String, usize), Vec<String>>;
+/// Short-form volume options set aside for compose_spec, by Compose service name and the path the
+/// volume is mounted at in the container (one mount per path: compose_spec drops a repeated
+/// entry, so a position in the list would not do).
+pub type VolumeOptions = HashMap<(String, String), Vec<String>>;
 
 /// A short-form volume option that compose_spec refuses: left out (with why), or set aside to be
 /// given back after it.
@@ -84,7 +85,7 @@ pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) -> VolumeOptions {
             }
         }
         let Some(volumes) = service.get_mut("volumes").and_then(Value::as_sequence_mut) else { continue };
-        for (index, volume) in volumes.iter_mut().enumerate() {
+        for volume in volumes.iter_mut() {
             let Some(text) = volume.as_str() else { continue };
             let mut parts: Vec<&str> = text.split(':').collect();
             if parts.len() < 3 {
@@ -103,7 +104,8 @@ pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) -> VolumeOptions {
                         message: format!("{text}: `{option}` {why}"),
                     }),
                     Some(Refused::SetAside) => {
-                        set_aside.entry((name.clone(), index)).or_default().push(option.to_string());
+                        let target = parts.last().unwrap_or(&"").to_string();
+                        set_aside.entry((name.clone(), target)).or_default().push(option.to_string());
                     }
                     None => {}
                 }
