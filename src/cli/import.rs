@@ -23,8 +23,8 @@ pub enum What {
 
 /// Turn a Docker Compose project into a stack file, reporting everything it cannot carry over.
 ///
-/// Reads FILE (default: the first file COMPOSE_FILE names, from the environment or the .env file
-/// of the current directory; else compose.yaml, compose.yml, docker-compose.yaml or
+/// Reads FILE (default: the first file COMPOSE_FILE names, from the environment, the --env-file
+/// or the .env file of the current directory; else compose.yaml, compose.yml, docker-compose.yaml or
 /// docker-compose.yml in the current directory), with the project's .env file and the environment for ${VAR}
 /// interpolation as Compose does, and writes a commented stack that passes `kapell check`. The
 /// stack is named after the Compose project (COMPOSE_PROJECT_NAME, the top-level `name`, or the
@@ -74,13 +74,14 @@ const DEFAULT_FILES: &[&str] = &["compose.yaml", "compose.yml", "docker-compose.
 const DEFAULT_OVERRIDES: &[&str] =
     &["compose.override.yml", "compose.override.yaml", "docker-compose.override.yml", "docker-compose.override.yaml"];
 
-/// The files `COMPOSE_FILE` names, as Compose reads it: from the environment, else from `.env` in
-/// the current directory; separated by `COMPOSE_PATH_SEPARATOR` (`:` unless set). The first is the
-/// project's file, the others files Compose merges into it. `None` when it is unset or empty.
-fn compose_file_variable() -> Option<Vec<String>> {
+/// The files `COMPOSE_FILE` names, as Compose reads it: from the environment, else from
+/// `env_file` (`--env-file`, or `.env` in the current directory); separated by
+/// `COMPOSE_PATH_SEPARATOR` (`:` unless set). The first is the project's file, the others files
+/// Compose merges into it. `None` when it is unset or empty.
+fn compose_file_variable(env_file: &Path) -> Option<Vec<String>> {
     let env = |name: &str| std::env::var(name).ok();
     // A `.env` that cannot be read here is reported by the import itself, which reads it again.
-    let dotenv: Vec<(String, String)> = std::fs::read_to_string(".env")
+    let dotenv: Vec<(String, String)> = std::fs::read_to_string(env_file)
         .ok()
         .and_then(|text| import::interpolate::parse_dotenv(&text, &env).ok())
         .unwrap_or_default();
@@ -107,12 +108,16 @@ pub fn run(args: Args) -> Result<u8> {
 fn compose(args: ComposeArgs) -> Result<u8> {
     // Compose merges an override file only into the file it finds itself.
     let mut overrides = Vec::new();
+    // The file of variables Compose reads before it knows the project's file (for COMPOSE_FILE).
+    let first_env_file = args.env_file.clone().unwrap_or_else(|| PathBuf::from(".env"));
+    let mut named_by_env_file = false;
     let file = match args.file {
         Some(f) => f,
         // COMPOSE_FILE names the project's files instead of the names Compose looks for.
-        None if let Some(mut files) = compose_file_variable() => {
+        None if let Some(mut files) = compose_file_variable(&first_env_file) => {
             let first = files.remove(0);
             overrides = files;
+            named_by_env_file = std::env::var_os("COMPOSE_FILE").is_none();
             PathBuf::from(first)
         }
         None => match DEFAULT_FILES.iter().map(PathBuf::from).find(|f| f.is_file()) {
@@ -157,7 +162,13 @@ fn compose(args: ComposeArgs) -> Result<u8> {
     }
 
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let env_path = args.env_file.clone().or_else(|| Some(file.parent()?.join(".env")).filter(|p| p.is_file()));
+    // The file that named the project's file is the one its variables come from, wherever the
+    // project's file is (Compose reads the current directory's `.env` first).
+    let env_path = args
+        .env_file
+        .clone()
+        .or_else(|| named_by_env_file.then(|| first_env_file.clone()))
+        .or_else(|| Some(file.parent()?.join(".env")).filter(|p| p.is_file()));
     let dotenv = match &env_path {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?),
         None => None,

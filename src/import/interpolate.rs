@@ -173,14 +173,14 @@ fn braced(
     }
 }
 
-/// Parses a project `.env` file as Compose does. One `KEY=VALUE` per line (an `export ` prefix is
-/// allowed); blank lines and `#` comments are skipped; a name alone takes its value from `outer`
+/// Parses a project `.env` file as Compose does. One `KEY=VALUE` or `KEY: VALUE` per line (an
+/// `export ` prefix is allowed); blank lines and `#` comments are skipped; a name alone takes its value from `outer`
 /// (skipped when unset there). Names are letters, digits, `_`, `.`, `-`, `[` and `]` (only the
 /// first three can be interpolated). A value in single quotes is literal; one in double quotes
 /// has `\n`, `\t`, `\r`, `\\`, `\"` and `\$` unescaped and is interpolated; either may go on over
 /// the next lines up to its closing quote. An unquoted value ends at ` #` (a comment), is trimmed
-/// and interpolated. Interpolation sees the variables defined above it in the file, then `outer`
-/// (the process environment).
+/// and interpolated. Interpolation sees `outer` (the process environment), then the variables
+/// defined above it in the file.
 pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String)>, String> {
     let mut vars: Vec<(String, String)> = Vec::new();
     // The latest value of each name (a file may set thousands): lookups stay constant-time.
@@ -193,7 +193,8 @@ pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String
             continue;
         }
         let line = line.strip_prefix("export ").map_or(line, str::trim_start);
-        let Some((key, raw)) = line.split_once('=') else {
+        // `KEY=VALUE`, or `KEY: VALUE` (compose-go takes that too): the key ends at the first of them.
+        let Some((key, raw)) = line.find(['=', ':']).map(|at| (&line[..at], &line[at + 1..])) else {
             let name = line.trim_end();
             if !is_dotenv_name(name) {
                 return Err(at("expected KEY=VALUE"));
@@ -209,8 +210,9 @@ pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String
             return Err(at(&format!("{key:?} is not a variable name")));
         }
         let mut raw = std::borrow::Cow::Borrowed(raw.trim_start());
+        // The environment wins over the file, here as in the Compose file (compose-go's order).
         let lookup =
-            |name: &str| -> Option<String> { latest.get(name).map(|&i| vars[i].1.clone()).or_else(|| outer(name)) };
+            |name: &str| -> Option<String> { outer(name).or_else(|| latest.get(name).map(|&i| vars[i].1.clone())) };
         let mut unset = Vec::new();
         let value = if raw.starts_with('\'') {
             let end = loop {
@@ -231,7 +233,8 @@ pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String
             trailing_comment_only(&after).map_err(|w| at(&w))?;
             interpolate(&unescaped, &lookup, &mut unset).map_err(|e| at(&e))?
         } else {
-            let cut = raw.find(" #").or_else(|| raw.find("\t#")).unwrap_or(raw.len());
+            // Only ` #` starts a comment (compose-go): a tab before `#` keeps it in the value.
+            let cut = raw.find(" #").unwrap_or(raw.len());
             interpolate(raw[..cut].trim_end(), &lookup, &mut unset).map_err(|e| at(&e))?
         };
         latest.insert(key.to_string(), vars.len());
@@ -548,6 +551,13 @@ mod tests {
         assert_eq!(get("PORT"), Some("8080"), "a name alone takes the environment's value");
         assert_eq!(get("NOPE"), None, "a name alone that the environment does not set is skipped");
         assert_eq!(get("AFTER"), Some("one\n  two 8080"));
+        // The environment wins over the file; `KEY: VALUE`; only ` #` starts a comment.
+        let vars = parse_dotenv("PORT=9\nY=${PORT}\nA: b c\nC=y\t#tab\nU=http://x:1\n", &env).expect("parses");
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("Y"), Some("8080"));
+        assert_eq!(get("A"), Some("b c"));
+        assert_eq!(get("C"), Some("y\t#tab"));
+        assert_eq!(get("U"), Some("http://x:1"));
     }
 
     #[test]
