@@ -95,6 +95,9 @@ pub fn install(
     // or run, it is pending and a timer of systemd's will revert it. A reboot during the
     // activation boots the confirmed set; a `kapell receive` killed, or an activation that
     // fails, half-way leaves a set that reverts on its own unless the controller confirms it.
+    // The window's clock, started before its first arming below (staging counts too, so the
+    // window is armed again a little sooner rather than later).
+    let armed = Instant::now();
     let generation = if old.hash != set.hash {
         let staged = store.stage(set)?;
         if let Some(window) = window {
@@ -106,14 +109,13 @@ pub fn install(
         None
     };
     reply.changed = generation.is_some();
-    let activation = Instant::now();
     activate::run_set(config_dir, set, reply)?;
     match (generation, window) {
         // Armed again from now when the activation took more than a tenth of the window (an
         // image pull, a slow start): the controller keeps at least nine tenths of its window,
         // however long the activation took. A quick one keeps the timer it has: arming again
         // would cost systemd a second transient timer, and the stop of the first, on every push.
-        (Some(generation), Some(window)) if activation.elapsed() > window / 10 => {
+        (Some(generation), Some(window)) if armed.elapsed() > window / 10 => {
             open_window(store, &generation, set, window)?
         }
         (Some(_), Some(_)) => {}
