@@ -80,18 +80,19 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     for message in &left_out {
         log.error(message);
     }
-    let mut from_fleet = HashSet::new();
     for file in &received {
         writer.install(file).with_context(context)?;
-        from_fleet.insert(file.path().to_string());
     }
     let refused = writer.refusals();
     let refused_received = &refused[refused_local.len()..];
-    if !refused_received.is_empty() {
-        let gone =
-            take_out(&writer, &received, &stacks_of(refused_received), refused_received, log).with_context(context)?;
-        from_fleet.retain(|path| !gone.contains(path));
-    }
+    let gone = if refused_received.is_empty() {
+        HashSet::new()
+    } else {
+        take_out(&writer, &received, &stacks_of(refused_received), refused_received, log).with_context(context)?
+    };
+    // The paths move out of the files, written now: no copy per received unit.
+    let from_fleet: HashSet<String> =
+        received.into_iter().map(OutputFile::into_path).filter(|path| !gone.contains(path)).collect();
     for refusal in &refused {
         log.error(&refusal.why);
     }
