@@ -4,16 +4,17 @@
 use super::ProducedUnit;
 use crate::diagnostics::Diagnostic;
 use crate::unitset::markers::is_kapell_unit;
-use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-/// systemd's unit directories, listed once on first use into one index (a generator run does a
-/// handful of `readdir`s and one lookup per unit, not one `stat` or one lookup per directory).
+/// systemd's unit directories, listed once into one index (a generator run does a handful of
+/// `readdir`s and one lookup per unit, not one `stat` or one lookup per directory): on first
+/// use, or beforehand on another thread ([`UnitSearchPath::list`]) while the stacks are parsed.
 pub struct UnitSearchPath {
     dirs: Vec<PathBuf>,
     /// Every file name in `dirs`, with the directories that hold it, in search order.
-    names: OnceCell<HashMap<String, Vec<usize>>>,
+    names: OnceLock<HashMap<String, Vec<usize>>>,
 }
 
 impl UnitSearchPath {
@@ -39,7 +40,13 @@ impl UnitSearchPath {
     }
 
     pub fn new(dirs: Vec<PathBuf>) -> Self {
-        Self { dirs, names: OnceCell::new() }
+        Self { dirs, names: OnceLock::new() }
+    }
+
+    /// Lists the directories now, if no thread has yet. A lookup that comes while another
+    /// thread lists them waits for that listing rather than making its own.
+    pub fn list(&self) {
+        self.names.get_or_init(|| index(&self.dirs));
     }
 
     /// The path of an existing unit file named `name` that kapell does not own.
@@ -49,9 +56,18 @@ impl UnitSearchPath {
     }
 }
 
+/// A directory that is another one of the path under a second name (`/lib/systemd/system` is
+/// `/usr/lib/systemd/system` where `/lib` links to `usr/lib`, as on every merged-/usr system) is
+/// listed once, under the name that comes first: that is the path a clash is reported at.
 fn index(dirs: &[PathBuf]) -> HashMap<String, Vec<usize>> {
+    use std::os::unix::fs::MetadataExt as _;
     let mut names: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut listed = HashSet::new();
     for (i, dir) in dirs.iter().enumerate() {
+        let Ok(meta) = std::fs::metadata(dir) else { continue };
+        if !listed.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         for name in entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()) {
             names.entry(name).or_default().push(i);
@@ -112,6 +128,28 @@ mod tests {
         assert_eq!(path.foreign_unit("theirs.service"), Some(usr.join("theirs.service")));
         assert_eq!(path.foreign_unit("ours.service"), None);
         assert_eq!(path.foreign_unit("absent.service"), None);
+        Ok(())
+    }
+
+    /// A directory that is another one of the path under a second name (a merged /usr's
+    /// `/lib/systemd/system`) is listed once, and a clash is reported under the first name.
+    #[test]
+    fn a_directory_reached_twice_is_listed_once() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let (usr, lib, etc) = (root.path().join("usr"), root.path().join("lib"), root.path().join("etc"));
+        std::fs::create_dir(&usr)?;
+        std::fs::create_dir(&etc)?;
+        std::os::unix::fs::symlink("usr", &lib)?;
+        std::fs::write(usr.join("theirs.service"), "[Service]\n")?;
+        std::fs::write(etc.join("theirs.service"), "[Service]\n")?;
+        let path = UnitSearchPath::new(vec![usr.clone(), lib, etc.clone()]);
+        // Listed on another thread first, as the generator does while it parses.
+        std::thread::scope(|scope| {
+            scope.spawn(|| path.list());
+        });
+        assert_eq!(path.foreign_unit("theirs.service"), Some(usr.join("theirs.service")));
+        let listed = path.names.get().expect("listed before the lookup");
+        assert_eq!(listed["theirs.service"], [0, 2], "usr and etc, not usr's second name");
         Ok(())
     }
 }
