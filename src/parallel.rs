@@ -31,7 +31,6 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 /// workers run off the caller's core, and in the generator the caller keeps its core until the
 /// phase ends ([`Apart`]).
 pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Sync) -> Vec<R> {
-    let threads = threads();
     let run = |part: &[T]| {
         let mut out = Vec::with_capacity(part.len());
         for item in part {
@@ -39,7 +38,12 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
         }
         out
     };
-    if threads < 2 || items.len() < 16 || IN_PARALLEL.get() {
+    // Asked in this order: the core count costs system calls the first time (`threads`).
+    if items.len() < 16 || IN_PARALLEL.get() {
+        return run(items);
+    }
+    let threads = threads();
+    if threads < 2 {
         return run(items);
     }
     let batches = Batches::new(items.len(), threads);
