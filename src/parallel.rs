@@ -64,18 +64,23 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
     let mut apart = Apart::plan();
     let elsewhere = apart.as_ref().map(|a| a.workers);
     std::thread::scope(|scope| {
+        // A worker the system cannot start (a cgroup's pids limit, RLIMIT_NPROC) is done
+        // without: its batches go to the others, to the caller alone at worst. The generator runs
+        // at boot, where a crash would leave the host without its units.
         let workers: Vec<_> = (1..threads)
-            .map(|_| {
-                let worker = scope.spawn(|| {
-                    start_elsewhere(elsewhere.as_ref());
-                    take_batches()
-                });
+            .map_while(|_| {
+                let worker = std::thread::Builder::new()
+                    .spawn_scoped(scope, || {
+                        start_elsewhere(elsewhere.as_ref());
+                        take_batches()
+                    })
+                    .ok()?;
                 // A worker the kernel queued behind this thread (see `start_elsewhere`) runs now
                 // and moves itself, and this thread gets its core back, instead of the worker
                 // waiting for this thread's time slice to end, milliseconds in
                 // (docs/benchmarks.md). With nothing else queued here, the yield returns at once.
                 std::thread::yield_now();
-                worker
+                Some(worker)
             })
             .collect();
         if let Some(apart) = apart.as_mut() {
@@ -99,15 +104,23 @@ pub fn flat_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<R>) + Syn
 /// For a short job whose result is needed later and that can go beside the caller's work (the
 /// generator lists systemd's unit directories while it parses). The thread is left where the
 /// kernel puts it: moved off the caller's core as [`flat_map`]'s workers are, the generator was
-/// 0.3 ms slower at 1,000 services (docs/benchmarks.md). With one core, `side` runs first.
+/// 0.3 ms slower at 1,000 services (docs/benchmarks.md). With one core, `side` runs first; when
+/// no thread can be started (see [`flat_map`]), after `main`.
 pub fn beside<R>(side: impl FnOnce() + Send, main: impl FnOnce() -> R) -> R {
     if threads() < 2 {
         side();
         return main();
     }
+    // Whichever thread takes `side` runs it: the new one, or the caller if it did not start.
+    let side = std::sync::Mutex::new(Some(side));
+    let take = || side.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     std::thread::scope(|scope| {
-        scope.spawn(side);
-        main()
+        let started = std::thread::Builder::new().spawn_scoped(scope, || take().map(|f| f())).is_ok();
+        let out = main();
+        if !started && let Some(f) = take() {
+            f();
+        }
+        out
     })
 }
 

@@ -39,7 +39,7 @@ fn spawn(config: &Path, out: &Path, link: &Path) -> Child {
     Command::new(link)
         .env("KAPELL_CONFIG_DIR", config)
         .env("KAPELL_UNIT_PATH", &empty)
-        .env("KAPELL_FLEET_UNITS_DIR", &empty)
+        .env("KAPELL_RECEIVED_DIR", &empty)
         .arg("--no-kmsg")
         .arg(out)
         .arg(out.with_extension("early"))
