@@ -34,9 +34,9 @@ fn write_config(dir: &Path) {
     }
 }
 
-/// Runs the generator into a new `out`; with `limited`, as [`NOBODY_ELSE`] with no thread to
+/// Runs `generator` into a new `out`; with `limited`, as [`NOBODY_ELSE`] with no thread to
 /// spare. Returns its exit status and stderr.
-fn generate(config: &Path, out: &Path, limited: bool) -> (std::process::ExitStatus, String) {
+fn generate(generator: &Path, config: &Path, out: &Path, limited: bool) -> (std::process::ExitStatus, String) {
     std::fs::create_dir(out).expect("out dir");
     std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o777)).expect("chmod out");
     let none = out.with_extension("none");
@@ -96,13 +96,17 @@ fn a_generator_that_cannot_start_threads_writes_everything_on_its_own() {
     let config = dir.path().join("config");
     std::fs::create_dir(&config).expect("config dir");
     write_config(&config);
+    // A copy the other user id can reach, wherever the build directory is (`/root/…` is not).
+    let generator = dir.path().join("kapell-generator");
+    std::fs::copy(GENERATOR, &generator).expect("copy the generator");
+    std::fs::set_permissions(&generator, std::fs::Permissions::from_mode(0o755)).expect("chmod generator");
 
-    let (status, stderr) = generate(&config, &dir.path().join("threads"), false);
+    let (status, stderr) = generate(&generator, &config, &dir.path().join("threads"), false);
     assert!(status.success(), "with threads: {status}: {stderr}");
     let expected = tree(&dir.path().join("threads"));
     assert_eq!(expected.len(), 1 + 400 + 40 * (1 + 5) + 41, "every unit and link: {:?}", expected.keys());
 
-    let (status, stderr) = generate(&config, &dir.path().join("limited"), true);
+    let (status, stderr) = generate(&generator, &config, &dir.path().join("limited"), true);
     assert!(status.success(), "no thread to spare: {status}: {stderr}");
     let got = tree(&dir.path().join("limited"));
     assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "the same files");
