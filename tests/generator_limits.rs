@@ -42,15 +42,15 @@ fn generate(generator: &Path, config: &Path, out: &Path, limited: bool) -> (std:
     let none = out.with_extension("none");
     // The crate denies `unsafe_code` (no `pre_exec`): util-linux's `setpriv` and `prlimit` set
     // the user and the limit, then exec the generator.
-    let mut cmd =
-        if limited {
-            let mut cmd = Command::new("setpriv");
-            cmd.args(["--reuid", &NOBODY_ELSE.to_string(), "--regid", &NOBODY_ELSE.to_string(), "--clear-groups"])
-                .args(["--", "prlimit", "--nproc=1", "--", GENERATOR]);
-            cmd
-        } else {
-            Command::new(GENERATOR)
-        };
+    let mut cmd = if limited {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", &NOBODY_ELSE.to_string(), "--regid", &NOBODY_ELSE.to_string(), "--clear-groups"])
+            .args(["--", "prlimit", "--nproc=1", "--"])
+            .arg(generator);
+        cmd
+    } else {
+        Command::new(generator)
+    };
     cmd.env("KAPELL_CONFIG_DIR", config)
         .env("KAPELL_UNIT_PATH", &none)
         .env("KAPELL_RECEIVED_DIR", &none)
