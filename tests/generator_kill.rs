@@ -10,6 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "support/tree.rs"]
+mod tree;
+
 /// The generator as the packages install it.
 const GENERATOR: &str = env!("CARGO_BIN_EXE_kapell-generator");
 const KILLS: usize = 60;
@@ -49,30 +52,12 @@ fn spawn(config: &Path, out: &Path, link: &Path) -> Child {
         .expect("run generator")
 }
 
-/// Every entry under `dir`: path → file bytes, or `-> target` for a link. Temporary files of an
-/// interrupted rename (hidden names, which systemd does not load) are left out.
+/// Every entry under `dir` ([`tree::read`]) but the temporary files of an interrupted rename
+/// (hidden names, which systemd does not load).
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
-            let rel = path.strip_prefix(base).expect("prefix").display().to_string();
-            let meta = std::fs::symlink_metadata(&path).expect("metadata");
-            if name.starts_with('.') {
-                continue;
-            } else if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).expect("link");
-                out.insert(rel, format!("-> {}", target.display()).into_bytes());
-            } else if meta.is_dir() {
-                walk(base, &path, out);
-            } else {
-                out.insert(rel, std::fs::read(&path).expect("read"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+    let mut all = tree::read(dir);
+    all.retain(|rel, _| !rel.split('/').any(|name| name.starts_with('.')));
+    all
 }
 
 /// A small xorshift generator: the kill moments differ per run, and the seed is printed so a

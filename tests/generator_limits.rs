@@ -7,10 +7,12 @@
 //! process is the one task allowed: every `clone` of a thread fails with `EAGAIN`. Setting
 //! another user id needs root.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
+
+#[path = "support/tree.rs"]
+mod tree;
 
 const GENERATOR: &str = env!("CARGO_BIN_EXE_kapell-generator");
 
@@ -62,28 +64,6 @@ fn generate(generator: &Path, config: &Path, out: &Path, limited: bool) -> (std:
     (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
-/// Every entry under `dir`: path → file bytes, or `-> target` for a link.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let rel = path.strip_prefix(base).expect("prefix").display().to_string();
-            let meta = std::fs::symlink_metadata(&path).expect("metadata");
-            if meta.is_symlink() {
-                let target = std::fs::read_link(&path).expect("read_link");
-                out.insert(rel, format!("-> {}", target.display()).into_bytes());
-            } else if meta.is_dir() {
-                walk(base, &path, out);
-            } else {
-                out.insert(rel, std::fs::read(&path).expect("read"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 #[test]
 fn a_generator_that_cannot_start_threads_writes_everything_on_its_own() {
     assert!(
@@ -103,12 +83,12 @@ fn a_generator_that_cannot_start_threads_writes_everything_on_its_own() {
 
     let (status, stderr) = generate(&generator, &config, &dir.path().join("threads"), false);
     assert!(status.success(), "with threads: {status}: {stderr}");
-    let expected = tree(&dir.path().join("threads"));
+    let expected = tree::read(&dir.path().join("threads"));
     assert_eq!(expected.len(), 1 + 400 + 40 * (1 + 5) + 41, "every unit and link: {:?}", expected.keys());
 
     let (status, stderr) = generate(&generator, &config, &dir.path().join("limited"), true);
     assert!(status.success(), "no thread to spare: {status}: {stderr}");
-    let got = tree(&dir.path().join("limited"));
+    let got = tree::read(&dir.path().join("limited"));
     assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "the same files");
     for (path, bytes) in &expected {
         // The units name their stack file, which is the same; nothing else differs either.

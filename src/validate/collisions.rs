@@ -46,13 +46,17 @@ impl UnitSearchPath {
     /// Lists the directories now, if no thread has yet. A lookup that comes while another
     /// thread lists them waits for that listing rather than making its own.
     pub fn list(&self) {
-        self.names.get_or_init(|| index(&self.dirs));
+        self.names();
     }
 
     /// The path of an existing unit file named `name` that kapell does not own.
     pub fn foreign_unit(&self, name: &str) -> Option<PathBuf> {
-        let names = self.names.get_or_init(|| index(&self.dirs));
-        names.get(name)?.iter().map(|&i| self.dirs[i].join(name)).find(|path| !is_kapell_unit(path))
+        self.names().get(name)?.iter().map(|&i| self.dirs[i].join(name)).find(|path| !is_kapell_unit(path))
+    }
+
+    /// The index, listed by whichever thread asks first.
+    fn names(&self) -> &HashMap<String, Vec<usize>> {
+        self.names.get_or_init(|| index(&self.dirs))
     }
 }
 
