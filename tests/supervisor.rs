@@ -64,6 +64,19 @@ fn starting_the_proxy_brings_the_server_up_first() -> Result<()> {
     ensure!(server_at < proxy_at, "server container started {server_at}, proxy {proxy_at}");
     ensure!(rig.prop("seed-server.service", "StatusText")? == "running, health: healthy");
     ensure!(rig.prop("seed-proxy.service", "StatusText")? == "running");
+    // Docker runs the `cmd` check; `kapell status` shows the probe behind its state all the same.
+    let out = rig.host.exec_ok(&["kapell", "status", "--json", "seed"])?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).with_context(|| out.clone())?;
+    let server = rows.iter().find(|r| r["unit"] == "seed-server.service").with_context(|| out.clone())?;
+    let probe = &server["last_probe"];
+    ensure!(
+        server["health"] == "healthy"
+            && probe["result"]["exit_status"] == 0
+            && probe["passed"] == true
+            && probe["at_usec"].as_u64().is_some_and(|t| t > 0)
+            && probe["duration_usec"].is_u64(),
+        "{server}"
+    );
     eventually("the proxy's output in its journal", Duration::from_secs(10), || {
         Ok(rig.journal("seed-proxy.service")?.iter().any(|e| e.message == "proxy up"))
     })
@@ -177,6 +190,13 @@ fn a_container_that_turns_unhealthy_is_restarted() -> Result<()> {
     let entries = rig.journal(unit)?;
     let unhealthy = Entry::find(&entries, UNHEALTHY_RESTART, 0)
         .with_context(|| format!("no unhealthy restart in the journal:\n{}", Entry::lines(&entries)))?;
+    // The change is logged with the probe behind it, from Docker's health log.
+    ensure!(
+        entries.iter().any(|e| e.message.starts_with("sick-sick.service: container is unhealthy: health check ")
+            && e.message.ends_with("times in a row (last: exit status 1)")),
+        "no reason with the unhealthy state:\n{}",
+        Entry::lines(&entries)
+    );
     ensure!(
         entries.iter().any(|e| e.mono > unhealthy && e.identifier == "systemd" && e.message.contains("status=3")),
         "the supervisor should exit non-zero after stopping the unhealthy container:\n{}",

@@ -1,12 +1,15 @@
 //! The Docker Engine API calls the supervisor makes (bollard), each with an error that says what
 //! failed in words an operator knows from the docker CLI.
 
+use crate::health::probe::{Outcome, Probe};
 use crate::status::Health;
 use anyhow::{Context as _, Result, anyhow};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, CreateImageInfo, NetworkConnectRequest, NetworkCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, CreateImageInfo, HealthcheckResult, NetworkConnectRequest, NetworkCreateRequest,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -256,6 +259,20 @@ impl Engine {
         }
     }
 
+    /// What Docker's health log says of the container's check: the failures in a row and the
+    /// latest probe, `None` before Docker has run one.
+    pub async fn last_health_probe(&self, c: &Container) -> Result<Option<(u32, Probe)>> {
+        let inspected = self
+            .docker
+            .inspect_container(&c.id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(cause)
+            .with_context(|| format!("cannot inspect container {}", c.name))?;
+        let Some(health) = inspected.state.and_then(|s| s.health) else { return Ok(None) };
+        let failures = health.failing_streak.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+        Ok(health.log.unwrap_or_default().last().and_then(probe_of).map(|probe| (failures, probe)))
+    }
+
     /// The container's health changes from `since` (Unix time in seconds) on.
     pub fn health_events(&self, c: &Container, since: f64) -> impl Stream<Item = Result<Health>> + use<> {
         let filters = HashMap::from([
@@ -277,6 +294,29 @@ impl Engine {
             }
         })
     }
+}
+
+/// One entry of Docker's health log as a probe. Docker runs a `cmd` check itself and records how
+/// it ended: 0 passed, 1 failed, -1 did not run or ran out of time (the reason is its output).
+fn probe_of(entry: &HealthcheckResult) -> Option<Probe> {
+    let at_usec = epoch_usec(entry.start.as_deref()?)?;
+    let end_usec = entry.end.as_deref().and_then(epoch_usec).unwrap_or(at_usec);
+    let code = entry.exit_code?;
+    let outcome = match i32::try_from(code) {
+        Ok(status) if status >= 0 => Outcome::ExitStatus(status),
+        _ => {
+            let reason = entry.output.as_deref().and_then(|o| o.lines().map(str::trim).find(|l| !l.is_empty()));
+            Outcome::Error(crate::printable::printable(reason.unwrap_or("the check did not run")).into_owned())
+        }
+    };
+    Some(Probe { at_usec, duration_usec: end_usec.saturating_sub(at_usec), passed: code == 0, outcome })
+}
+
+/// µs since the epoch of an RFC 3339 time as Docker writes it (`2026-12-07T02:10:11.123456789Z`,
+/// or with the daemon's offset).
+fn epoch_usec(text: &str) -> Option<u64> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(time.unix_timestamp_nanos() / 1000).ok()
 }
 
 /// `image` with `:latest` added when it names neither a tag nor a digest, so a pull never fetches
@@ -322,5 +362,49 @@ mod tests {
         assert_eq!(with_tag("localhost:5000/app"), "localhost:5000/app:latest");
         assert_eq!(with_tag("localhost:5000/app:2"), "localhost:5000/app:2");
         assert_eq!(with_tag("app@sha256:abc"), "app@sha256:abc");
+    }
+
+    fn entry(start: &str, end: &str, code: i64, output: &str) -> HealthcheckResult {
+        HealthcheckResult {
+            start: Some(start.into()),
+            end: Some(end.into()),
+            exit_code: Some(code),
+            output: Some(output.into()),
+        }
+    }
+
+    /// Docker's health log entries become probes: when, how long, and how the check ended.
+    #[test]
+    fn docker_health_log_entries_are_probes() {
+        // 2026-12-07T02:10:11Z is 1,796,609,411 s after the epoch.
+        let failed =
+            probe_of(&entry("2026-12-07T02:10:11.5Z", "2026-12-07T02:10:11.523456789Z", 1, "nope\n")).expect("a probe");
+        assert_eq!(
+            failed,
+            Probe {
+                at_usec: 1_796_609_411_500_000,
+                duration_usec: 23_456,
+                passed: false,
+                outcome: Outcome::ExitStatus(1)
+            }
+        );
+        // The daemon's offset is honoured; exit status 0 passed.
+        let passed =
+            probe_of(&entry("2026-12-07T03:10:11+01:00", "2026-12-07T03:10:11.001+01:00", 0, "")).expect("a probe");
+        assert_eq!((passed.at_usec, passed.duration_usec, passed.passed), (1_796_609_411_000_000, 1_000, true));
+        assert_eq!(passed.outcome, Outcome::ExitStatus(0));
+        // -1: Docker could not run it or it ran out of time; its output says which, on one line.
+        let timed_out = probe_of(&entry(
+            "2026-12-07T02:10:11Z",
+            "2026-12-07T02:10:12Z",
+            -1,
+            "\nHealth check exceeded timeout (1s)\u{1b}[2J\n",
+        ))
+        .expect("a probe");
+        assert_eq!(timed_out.outcome, Outcome::Error("Health check exceeded timeout (1s)\\u{1b}[2J".into()));
+        assert!(!timed_out.passed);
+        // No start time, or one Docker would not write: no probe.
+        assert_eq!(probe_of(&HealthcheckResult { start: None, ..entry("", "", 0, "") }), None);
+        assert_eq!(probe_of(&entry("yesterday", "", 0, "")), None);
     }
 }

@@ -58,6 +58,8 @@ const PULL_EXTEND_BY: Duration = Duration::from_secs(30);
 const PULL_EXTEND_EVERY: Duration = Duration::from_secs(5);
 /// How long the container's last output may take to arrive after it stopped.
 const DRAIN_OUTPUT: Duration = Duration::from_secs(2);
+/// How long a change of health waits for Docker's health log before it is published without it.
+const HEALTH_LOG_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a failing supervisor stays after logging why, so that journald files the line
 /// under the unit (see [`run`]).
@@ -410,8 +412,20 @@ async fn supervise_container(
             }
             event = next(&mut events), if events.is_some() => match event {
                 Some(Ok(new)) => {
-                    published.write(new, 0, None);
-                    (Some(new), String::new())
+                    // Docker's event names the new state only; the probe behind it is in the
+                    // container's health log, for `kapell status` and a rollout's verdict.
+                    let last = last_health_probe(unit, docker, container).await;
+                    let why = match (&last, check) {
+                        (Some((failures, probe)), Some(h)) => format!(
+                            ": health check {} failed {failures} times in a row (last: {})",
+                            h.describe(None),
+                            probe.outcome
+                        ),
+                        _ => String::new(),
+                    };
+                    let (failures, probe) = last.map_or((0, None), |(f, p)| (f, Some(p)));
+                    published.write(new, failures, probe);
+                    (Some(new), why)
                 }
                 Some(Err(e)) => {
                     log::warn!("{unit}: {e:#}; the health state is no longer followed");
@@ -488,6 +502,22 @@ async fn supervise_container(
         }
     };
     Ok(code)
+}
+
+/// The failures in a row and the latest probe of a check Docker runs; `None` (and a line in the
+/// log) when Docker does not say within a moment: the state itself came with the event.
+async fn last_health_probe(unit: &str, docker: &Engine, container: &Container) -> Option<(u32, Probe)> {
+    match tokio::time::timeout(HEALTH_LOG_WAIT, docker.last_health_probe(container)).await {
+        Ok(Ok(last)) => last,
+        Ok(Err(e)) => {
+            log::warn!("{unit}: {e:#}");
+            None
+        }
+        Err(_) => {
+            log::warn!("{unit}: Docker did not show the container's health log within {HEALTH_LOG_WAIT:?}");
+            None
+        }
+    }
 }
 
 /// Probes of an `http`/`tcp` check from the host, at the container's address.
