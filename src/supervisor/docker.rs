@@ -8,7 +8,8 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, CreateImageInfo, HealthcheckResult, NetworkConnectRequest, NetworkCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, CreateImageInfo, HealthcheckResult, NetworkConnectRequest,
+    NetworkCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -167,13 +168,7 @@ impl Engine {
     /// The container's address on `network` (its Docker name), else on any of its networks; `None`
     /// when it has none (it stopped, or its network gives no address).
     pub async fn address(&self, c: &Container, network: &str) -> Result<Option<std::net::IpAddr>> {
-        let inspected = self
-            .docker
-            .inspect_container(&c.id, None::<bollard::query_parameters::InspectContainerOptions>)
-            .await
-            .map_err(cause)
-            .with_context(|| format!("cannot inspect container {}", c.name))?;
-        let networks = inspected.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        let networks = self.inspect(c).await?.network_settings.and_then(|n| n.networks).unwrap_or_default();
         let address = |endpoint: &bollard::models::EndpointSettings| {
             endpoint.ip_address.as_deref().and_then(|a| a.parse::<std::net::IpAddr>().ok())
         };
@@ -262,15 +257,17 @@ impl Engine {
     /// What Docker's health log says of the container's check: the failures in a row and the
     /// latest probe, `None` before Docker has run one.
     pub async fn last_health_probe(&self, c: &Container) -> Result<Option<(u32, Probe)>> {
-        let inspected = self
-            .docker
+        let Some(health) = self.inspect(c).await?.state.and_then(|s| s.health) else { return Ok(None) };
+        let failures = health.failing_streak.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+        Ok(health.log.unwrap_or_default().last().and_then(probe_of).map(|probe| (failures, probe)))
+    }
+
+    async fn inspect(&self, c: &Container) -> Result<ContainerInspectResponse> {
+        self.docker
             .inspect_container(&c.id, None::<bollard::query_parameters::InspectContainerOptions>)
             .await
             .map_err(cause)
-            .with_context(|| format!("cannot inspect container {}", c.name))?;
-        let Some(health) = inspected.state.and_then(|s| s.health) else { return Ok(None) };
-        let failures = health.failing_streak.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-        Ok(health.log.unwrap_or_default().last().and_then(probe_of).map(|probe| (failures, probe)))
+            .with_context(|| format!("cannot inspect container {}", c.name))
     }
 
     /// The container's health changes from `since` (Unix time in seconds) on.
