@@ -230,14 +230,24 @@ pub fn check_volume(spec: &str) -> Result<(), String> {
         return bad("the target must be an absolute path in the container");
     }
     if let Some(options) = parts.get(2) {
-        const KNOWN: &[&str] =
-            &["ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate"];
-        if let Some(o) = options.split(',').find(|o| !KNOWN.contains(o)) {
+        const KNOWN: &[&str] = &["ro", "rw", "z", "Z", "nocopy"];
+        if let Some(o) = options.split(',').find(|o| !KNOWN.contains(o) && !PROPAGATIONS.contains(o)) {
             return bad(&format!("unknown option {o:?}"));
+        }
+        // Docker refuses these when it creates the container, long after the file was checked.
+        let bind = source.starts_with('/');
+        if bind && options.split(',').any(|o| o == "nocopy") {
+            return bad("`nocopy` is for named volumes; Docker refuses it on a host path");
+        }
+        if let Some(o) = options.split(',').find(|o| !bind && PROPAGATIONS.contains(o)) {
+            return bad(&format!("`{o}` is a host path's mount propagation; Docker refuses it on a named volume"));
         }
     }
     Ok(())
 }
+
+/// The mount propagations of a bind mount (`docker run -v /src:/dst:rshared`).
+pub const PROPAGATIONS: &[&str] = &["shared", "rshared", "slave", "rslave", "private", "rprivate"];
 
 #[cfg(test)]
 mod tests {
@@ -278,12 +288,22 @@ mod tests {
 
     #[test]
     fn volumes() {
-        for ok in ["/srv/pg:/data", "pgdata:/backup:ro", "/a:/b:ro,z"] {
+        for ok in ["/srv/pg:/data", "pgdata:/backup:ro", "/a:/b:ro,z", "pgdata:/b:nocopy,ro", "/a:/b:ro,rshared"] {
             assert!(check_volume(ok).is_ok(), "{ok}");
         }
         for bad in ["/a", "rel/path:/b", "/a:rel", "/a:/b:bogus"] {
             assert!(check_volume(bad).is_err(), "{bad}");
         }
+        // What Docker refuses at create time (checked against dockerd 20.10: "field
+        // VolumeOptions/BindOptions must not be specified") is refused here, with the reason.
+        assert_eq!(
+            check_volume("/srv/a:/a:ro,nocopy").expect_err("bind"),
+            "invalid volume \"/srv/a:/a:ro,nocopy\": `nocopy` is for named volumes; Docker refuses it on a host path"
+        );
+        assert_eq!(
+            check_volume("data:/a:rslave").expect_err("volume"),
+            "invalid volume \"data:/a:rslave\": `rslave` is a host path's mount propagation; Docker refuses it on a named volume"
+        );
     }
 
     #[test]

@@ -359,7 +359,27 @@ pub(super) fn map_volumes(
             );
             continue;
         }
-        options.extend(set_aside.into_iter().flatten().map(String::as_str));
+        // A short-form option that Docker refuses on this kind of mount is left out.
+        let bind = source.starts_with('/');
+        for option in set_aside.into_iter().flatten().map(String::as_str) {
+            if bind && option == "nocopy" {
+                info(
+                    notes,
+                    place,
+                    format!("{target}: `nocopy` is for named volumes, and Docker refuses it on a host path; left out"),
+                );
+            } else if !bind && syntax::PROPAGATIONS.contains(&option) {
+                info(
+                    notes,
+                    place,
+                    format!(
+                        "{target}: `{option}` is a host path's mount propagation, and Docker refuses it on a named volume; left out"
+                    ),
+                );
+            } else {
+                options.push(option);
+            }
+        }
         options.extend(long_options);
         let mut text = format!("{source}:{target}");
         if !options.is_empty() {

@@ -8,7 +8,8 @@
 //! - the volume options `nocopy` and the bind propagations (`rshared`, `rslave`, …), which
 //!   kapell's `volumes` take too: set aside, and given back to the volume once compose_spec has
 //!   read it ([`VolumeOptions`]), as their long form is (`volume: {nocopy: true}`, `bind:
-//!   {propagation: …}`).
+//!   {propagation: …}`), unless Docker refuses it on that kind of mount (`nocopy` on a host
+//!   path, a propagation on a named volume): then it is left out with a note.
 //! - `mem_limit: 0` (Docker: no limit) and a healthcheck's `interval: 0s` or `timeout: 0s`
 //!   (Docker: its default): left out, which means the same here.
 
