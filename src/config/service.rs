@@ -25,6 +25,9 @@ const COMMON_KEYS: &[&str] = &[
     "health",
     "on_unhealthy",
 ];
+/// The smallest memory limit Docker sets on a container (6 MiB; it refuses less at create time).
+const DOCKER_MIN_MEMORY: Size = Size(6 << 20);
+
 const CONTAINER_KEYS: &[&str] = &["image", "command", "entrypoint", "volumes", "ports", "network", "pull"];
 const NATIVE_KEYS: &[&str] = &["exec", "type", "working_dir"];
 
@@ -171,6 +174,14 @@ pub fn read_service(
     let env_files = paths(ctx, table, "env_files", env_file_check);
     let memory_max =
         table.get("memory_max").and_then(|v| ctx.string(v, "memory_max")).and_then(|s| match Size::parse(&s.value) {
+            // Docker refuses a smaller limit when it creates the container; systemd takes any.
+            Ok(size) if container && size.bytes() < DOCKER_MIN_MEMORY.bytes() => {
+                ctx.error(
+                    s.span,
+                    format!("a container's `memory_max` must be at least {DOCKER_MIN_MEMORY} (Docker's minimum)"),
+                );
+                None
+            }
             Ok(size) => Some(size),
             Err(e) => {
                 ctx.error(s.span, e);
