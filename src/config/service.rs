@@ -631,10 +631,14 @@ fn read_health(ctx: &mut Ctx, value: &Spanned<Value<'_>>, kind: Option<&Kind>) -
     let interval = duration(ctx, table, "interval");
     let timeout = duration(ctx, table, "timeout");
     let start_period = duration(ctx, table, "start_period");
-    for (key, d) in [("interval", interval), ("timeout", timeout)] {
-        if d == Some(Duration(0)) {
-            let span = table.get(key).map(|v| ctx.span(v)).unwrap_or(ctx.span(value));
-            ctx.error(span, format!("`{key}` must be longer than 0"));
+    // Docker refuses a health check's interval, timeout or start period under 1ms when it creates
+    // the container (a start period of 0 is none); no prober of kapell's needs one either.
+    for (key, d) in [("interval", interval), ("timeout", timeout), ("start_period", start_period)] {
+        let span = || table.get(key).map(|v| ctx.span(v)).unwrap_or(ctx.span(value));
+        match d {
+            Some(Duration(0)) if key != "start_period" => ctx.error(span(), format!("`{key}` must be longer than 0")),
+            Some(Duration(us)) if us > 0 && us < 1_000 => ctx.error(span(), format!("`{key}` must be at least 1ms")),
+            _ => {}
         }
     }
     if ctx.error_count() > errors_before {
