@@ -451,11 +451,26 @@ fn read_container(ctx: &mut Ctx, table: &Table<'_>, image: &Spanned<Value<'_>>) 
     let volumes = table.get("volumes").and_then(|v| ctx.strings(v, "volumes")).unwrap_or_default();
     let volumes = volumes.into_iter().filter_map(|v| checked(ctx, v, syntax::check_volume)).map(|v| v.value).collect();
     let ports = table.get("ports").and_then(|v| ctx.strings(v, "ports")).unwrap_or_default();
-    let ports = ports.into_iter().filter_map(|p| checked(ctx, p, syntax::check_port)).map(|p| p.value).collect();
+    let ports: Vec<String> =
+        ports.into_iter().filter_map(|p| checked(ctx, p, syntax::check_port)).map(|p| p.value).collect();
     let network = table
         .get("network")
         .and_then(|v| ctx.string(v, "network"))
         .and_then(|n| checked(ctx, n, syntax::check_network));
+    // Docker takes `ports` with these networks and publishes nothing (it warns on `docker run`).
+    if let (Some(net), Some(ports_value)) = (&network, table.get("ports"))
+        && !ports.is_empty()
+    {
+        let why = match net.value.as_str() {
+            "host" => Some("the container listens on the host's own ports"),
+            "none" => Some("the container has no network to publish them on"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            let span = ctx.span(ports_value);
+            ctx.warn(span, format!("`ports` is ignored with `network = \"{}\"`: {why}", net.value));
+        }
+    }
     let pull = match table.get("pull").and_then(|v| ctx.string(v, "pull")) {
         None => Pull::Missing,
         Some(p) => Pull::parse(&p.value).unwrap_or_else(|| {

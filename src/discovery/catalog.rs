@@ -40,7 +40,8 @@ pub struct Catalog {
 pub struct CatalogService {
     pub stack: String,
     pub service: String,
-    /// A container service (its ports are published); else native (it listens on the host's).
+    /// A container on a network of its own, whose ports are published; `false`: it listens on
+    /// the host's own ports (a native service, or a container with `network = "host"`).
     pub container: bool,
     /// Ports published on every host it runs on, reachable from other hosts (bindings to a
     /// loopback address are left out).
@@ -165,19 +166,29 @@ pub fn build(host: &str, placements: &[Placement<'_>]) -> Catalog {
 }
 
 fn describe(stack: &Stack, service: &Service, instance: Instance) -> CatalogService {
+    // A container on the host's network listens on the host's ports, as a native service does:
+    // Docker publishes nothing for it (`kapell check` warns of its `ports`).
     let ports = match &service.kind {
-        Kind::Container(c) => published(&c.ports),
-        Kind::Native(_) => Vec::new(),
+        Kind::Container(c) if !on_host_ports(service) => published(&c.ports),
+        _ => Vec::new(),
     };
     let interval_ms = service.health.as_ref().map_or(DEFAULT_INTERVAL_MS, |h| h.interval().as_micros() / 1000);
     CatalogService {
         stack: stack.name.to_string(),
         service: service.name.to_string(),
-        container: service.is_container(),
+        container: !on_host_ports(service),
         ports,
         check: check_of(service),
         interval_ms: interval_ms.max(1),
         instances: vec![instance],
+    }
+}
+
+/// Whether the service listens on its host's own ports rather than on published ones.
+fn on_host_ports(service: &Service) -> bool {
+    match &service.kind {
+        Kind::Container(c) => c.network.as_deref() == Some("host"),
+        Kind::Native(_) => true,
     }
 }
 
@@ -356,6 +367,22 @@ mod tests {
         assert_eq!(s.probe_port(), Some(9999), "a native service listens on the host's port");
         s.check = None;
         assert_eq!(s.probe_port(), None);
+    }
+
+    /// A container on the host's network is probed and named at the host's own port: Docker
+    /// publishes none of its `ports`, so a mapping there would send the probe to a closed port.
+    #[test]
+    fn a_container_on_the_host_network_listens_on_the_hosts_ports() {
+        let text =
+            "[services.db]\nimage = \"x\"\nnetwork = \"host\"\nports = [\"15432:5432\"]\nhealth = { tcp = 5432 }\n";
+        // Read with its warning (the ignored `ports`), which the helper above does not allow.
+        let data = crate::config::parse_stack(&PathBuf::from("/etc/kapell/data.toml"), text).stack.expect("stack");
+        let h1: IpAddr = "10.0.0.1".parse().expect("ip");
+        let catalog = build("h1", &[Placement { host: "h1", ip: h1, stacks: std::slice::from_ref(&data) }]);
+        let db = &catalog.services[0];
+        assert!(!db.container && db.ports.is_empty(), "{db:?}");
+        assert_eq!(db.probe_port(), Some(5432));
+        assert_eq!(db.srv_ports(), [5432]);
     }
 
     #[test]

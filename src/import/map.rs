@@ -322,6 +322,14 @@ fn map_service(
     map_ports(service.ports, svc, notes, &at("ports"));
     map_volumes(ctx, compose, service.volumes, svc, notes, &at("volumes"));
     map_network(ctx, networks, service.network_config, svc, notes, &at("networks"));
+    // Docker publishes nothing on these networks (`docker run` says so and goes on).
+    if let Some((network @ ("host" | "none"), _)) = svc.network.as_ref().map(|(n, c)| (n.as_str(), c))
+        && !svc.ports.is_empty()
+    {
+        svc.ports.clear();
+        let why = if network == "host" { "the container listens on the host's own ports" } else { "it has no network" };
+        info(notes, at("ports"), format!("Docker publishes no port with network_mode: {network} ({why}); left out"));
+    }
 
     if let Some(user) = service.user {
         let user = user.to_string();
