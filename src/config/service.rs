@@ -163,6 +163,15 @@ pub fn read_service(
     // A container's environment and env files go to Docker through the supervisor; a native
     // service's to systemd, which takes less.
     let container = table.get("image").is_some();
+    // Docker stops a container at once with 0; systemd reads TimeoutStopSec=0 as no limit at all,
+    // so a native service that ignores SIGTERM would never be stopped.
+    if !container
+        && stop_timeout == Some(Duration(0))
+        && let Some(value) = table.get("stop_timeout")
+    {
+        let span = ctx.span(value);
+        ctx.error(span, "a native service's `stop_timeout` must be longer than 0 (systemd reads 0 as no limit)");
+    }
     let (env_name_check, env_file_check): (FormatCheck, FormatCheck) = if container {
         (syntax::check_container_env_name, syntax::check_path)
     } else {
