@@ -17,11 +17,21 @@ pub struct Binding {
 /// Container port (`80/tcp`) → its host bindings, ordered so the request is deterministic.
 pub type PortMap = BTreeMap<String, Vec<Binding>>;
 
-/// Adds the bindings of one `ports` entry to `map`.
-pub fn add(map: &mut PortMap, spec: &str) -> Result<(), String> {
+/// One `ports` entry, read: the host address (empty: any), the host ports (none: Docker picks a
+/// free one), the container ports and the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping<'a> {
+    pub ip: &'a str,
+    pub host: Option<(u16, u16)>,
+    pub container: (u16, u16),
+    pub protocol: &'a str,
+}
+
+/// Reads one `ports` entry.
+pub fn parse(spec: &str) -> Result<Mapping<'_>, String> {
     let bad = |why: &str| format!("invalid port mapping {spec:?}: {why}");
-    let (rest, proto) = spec.rsplit_once('/').unwrap_or((spec, "tcp"));
-    if !["tcp", "udp", "sctp"].contains(&proto) {
+    let (rest, protocol) = spec.rsplit_once('/').unwrap_or((spec, "tcp"));
+    if !["tcp", "udp", "sctp"].contains(&protocol) {
         return Err(bad("the protocol must be tcp, udp or sctp"));
     }
     let (ip, ports) = match rest.strip_prefix('[') {
@@ -40,26 +50,71 @@ pub fn add(map: &mut PortMap, spec: &str) -> Result<(), String> {
         return Err(bad("the address is not an IP address"));
     }
     let (host, container) = ports.split_once(':').unwrap_or(("", ports));
-    let (c_first, c_last) = range(container).ok_or_else(|| bad("ports are numbers from 1 to 65535"))?;
-    let mut bind = |port: u16, host_port: String| {
-        map.entry(format!("{port}/{proto}")).or_default().push(Binding { host_ip: ip.to_string(), host_port });
+    let container = range(container).ok_or_else(|| bad("ports are numbers from 1 to 65535"))?;
+    let host = match host {
+        "" => None,
+        host => Some(range(host).ok_or_else(|| bad("ports are numbers from 1 to 65535"))?),
     };
-    if host.is_empty() {
-        (c_first..=c_last).for_each(|p| bind(p, String::new()));
-        return Ok(());
-    }
-    let (h_first, h_last) = range(host).ok_or_else(|| bad("ports are numbers from 1 to 65535"))?;
-    if c_first == c_last {
-        // One container port, maybe a host range: Docker picks a free port of the range.
-        bind(c_first, host.to_string());
-    } else if h_last - h_first == c_last - c_first {
-        for (c, h) in (c_first..=c_last).zip(h_first..=h_last) {
-            bind(c, h.to_string());
-        }
-    } else {
+    // One container port may take a host range (Docker picks a free port of it); ranges on
+    // both sides pair up.
+    if let Some((h_first, h_last)) = host
+        && container.0 != container.1
+        && h_last - h_first != container.1 - container.0
+    {
         return Err(bad("the host and container ranges differ in length"));
     }
+    Ok(Mapping { ip, host, container, protocol })
+}
+
+impl std::fmt::Display for Mapping<'_> {
+    /// The entry as `kapell check` reads it back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ports = |f: &mut std::fmt::Formatter<'_>, (first, last): (u16, u16)| {
+            if first == last { write!(f, "{first}") } else { write!(f, "{first}-{last}") }
+        };
+        match self.ip {
+            "" => {}
+            ip if ip.contains(':') => write!(f, "[{ip}]:")?,
+            ip => write!(f, "{ip}:")?,
+        }
+        if let Some(host) = self.host {
+            ports(f, host)?;
+            f.write_str(":")?;
+        } else if !self.ip.is_empty() {
+            f.write_str(":")?;
+        }
+        ports(f, self.container)?;
+        if self.protocol != "tcp" {
+            write!(f, "/{}", self.protocol)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds the bindings of one `ports` entry to `map`.
+pub fn add(map: &mut PortMap, spec: &str) -> Result<(), String> {
+    let m = parse(spec)?;
+    let (c_first, c_last) = m.container;
+    let mut bind = |port: u16, host_port: String| {
+        map.entry(format!("{port}/{}", m.protocol)).or_default().push(Binding { host_ip: m.ip.to_string(), host_port });
+    };
+    match m.host {
+        None => (c_first..=c_last).for_each(|p| bind(p, String::new())),
+        Some((h_first, h_last)) if c_first == c_last => {
+            bind(c_first, if h_first == h_last { h_first.to_string() } else { format!("{h_first}-{h_last}") });
+        }
+        Some((h_first, h_last)) => (c_first..=c_last).zip(h_first..=h_last).for_each(|(c, h)| bind(c, h.to_string())),
+    }
     Ok(())
+}
+
+/// How many host ports each container port of `spec` can be published on: 1 for a fixed host
+/// port (or paired ranges), the size of a host range Docker picks a free port from; `None` when
+/// Docker may pick any free port, or `spec` does not parse.
+pub fn host_port_choices(spec: &str) -> Option<u32> {
+    let m = parse(spec).ok()?;
+    let (first, last) = m.host?;
+    Some(if m.container.0 == m.container.1 { u32::from(last - first) + 1 } else { 1 })
 }
 
 /// `N` or `N-M` with `0 < N <= M`.
@@ -101,6 +156,38 @@ mod tests {
             Ok(vec![("2000/tcp".into(), vec![b("", "1000")]), ("2001/tcp".into(), vec![b("", "1001")])])
         );
         assert_eq!(map(&["8000-8010:80"]), Ok(vec![("80/tcp".into(), vec![b("", "8000-8010")])]));
+        assert_eq!(
+            map(&["65534-65535:1-2"]),
+            Ok(vec![("1/tcp".into(), vec![b("", "65534")]), ("2/tcp".into(), vec![b("", "65535")])])
+        );
+    }
+
+    #[test]
+    fn host_ports_to_choose_from() {
+        assert_eq!(host_port_choices("8080:80"), Some(1));
+        assert_eq!(host_port_choices("127.0.0.1:8080:80/udp"), Some(1));
+        assert_eq!(host_port_choices("1000-1001:2000-2001"), Some(1), "paired: one host port each");
+        assert_eq!(host_port_choices("8000-8010:80"), Some(11));
+        assert_eq!(host_port_choices("80"), None);
+        assert_eq!(host_port_choices("127.0.0.1::80"), None);
+        assert_eq!(host_port_choices("nonsense"), None);
+    }
+
+    /// An entry reads back as what it was written as (the form of `kapell check`).
+    #[test]
+    fn mappings_are_written_as_read() {
+        for spec in [
+            "80",
+            "8080:80",
+            "127.0.0.1:8125:8125/udp",
+            "127.0.0.1::80",
+            "[::1]:80:81",
+            "[::]::80/sctp",
+            "1000-1001:2000-2001",
+            "8000-8010:80",
+        ] {
+            assert_eq!(parse(spec).expect(spec).to_string(), spec);
+        }
     }
 
     #[test]

@@ -137,6 +137,29 @@ pub fn read_service(
             None
         }
     });
+    // Every replica runs on the same host, so each needs host ports of its own.
+    if let (Some(Kind::Container(_)), Some(n @ 2..), Some(value)) = (&kind, replicas, table.get("ports"))
+        && let Value::Array(entries) = value.get_ref()
+    {
+        for entry in entries {
+            let Value::String(spec) = entry.get_ref() else { continue };
+            let Some(choices) = crate::ports::host_port_choices(spec).filter(|&k| k < n) else { continue };
+            let message = if choices == 1 {
+                format!(
+                    "{spec:?} publishes one fixed host port for each of the {n} replicas, and only one container \
+                     can bind it: leave the host port out, or give a host range of at least {n} ports \
+                     (START-END:PORT), from which Docker picks a free one for each"
+                )
+            } else {
+                format!(
+                    "{spec:?} gives the {n} replicas a host range of {choices} ports, and each replica binds one \
+                     of its own: give a range of at least {n}"
+                )
+            };
+            let span = ctx.span(entry);
+            ctx.error(span, message);
+        }
+    }
     let restart = table.get("restart").and_then(|v| ctx.string(v, "restart")).map_or(Some(Restart::OnFailure), |r| {
         match r.value.as_str() {
             "no" => Some(Restart::No),

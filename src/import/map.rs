@@ -343,6 +343,7 @@ fn map_service(
     map_restart(service.restart, service.deploy.as_ref(), svc, notes, &at("restart"));
     svc.stop_timeout = service.stop_grace_period.map(duration);
     map_deploy(service.deploy, service.scale, svc, notes, &at("deploy"));
+    spread_ports(svc, notes, &at("ports"));
     if let Some(m) = &service.mem_limit {
         svc.memory_max.get_or_insert_with(|| size(m));
     }
@@ -555,6 +556,36 @@ fn map_restart(
                 "max_attempts and window are not carried over: systemd's start limit applies (StartLimitBurst=/StartLimitIntervalSec= in [services.NAME.systemd] Unit)",
             );
         }
+    }
+}
+
+/// Replicas run on one host, so each binds host ports of its own (Compose's second replica fails
+/// on a fixed one): a host port, or a host range too small, becomes a range of one port per
+/// replica from the same start, from which Docker picks a free one for each; where that range
+/// would pass 65535, or the entry pairs ranges, Docker picks any free port.
+fn spread_ports(svc: &mut Svc, notes: &mut Vec<Note>, place: &str) {
+    let Some(replicas) = svc.replicas.filter(|&n| n > 1) else { return };
+    for spec in &mut svc.ports {
+        let Some(choices) = crate::ports::host_port_choices(spec) else { continue };
+        let Ok(mut mapping) = crate::ports::parse(spec) else { continue };
+        if u64::from(choices) >= replicas {
+            continue;
+        }
+        let first = mapping.host.map_or(0, |(first, _)| first);
+        let last = u16::try_from(replicas - 1).ok().and_then(|more| first.checked_add(more));
+        mapping.host = match last {
+            Some(last) if mapping.container.0 == mapping.container.1 => Some((first, last)),
+            _ => None,
+        };
+        let spread = mapping.to_string();
+        lost(
+            notes,
+            place,
+            format!(
+                "{spec}: each of the {replicas} replicas binds a host port of its own; published as {spread}, where Docker picks a free one for each"
+            ),
+        );
+        *spec = spread;
     }
 }
 
