@@ -144,20 +144,23 @@ pub fn read_service(
         for entry in entries {
             let Value::String(spec) = entry.get_ref() else { continue };
             let Some(choices) = crate::ports::host_port_choices(spec).filter(|&k| k < n) else { continue };
+            // A warning, not an error: the first replicas run, and an error would take the whole
+            // stack off its host at the next boot.
             let message = if choices == 1 {
                 format!(
                     "{spec:?} publishes one fixed host port for each of the {n} replicas, and only one container \
-                     can bind it: leave the host port out, or give a host range of at least {n} ports \
-                     (START-END:PORT), from which Docker picks a free one for each"
+                     can bind it, so the others fail to start: leave the host port out, or give a host range of \
+                     at least {n} ports (START-END:PORT), from which Docker picks a free one for each"
                 )
             } else {
                 format!(
                     "{spec:?} gives the {n} replicas a host range of {choices} ports, and each replica binds one \
-                     of its own: give a range of at least {n}"
+                     of its own, so {} of them cannot start: give a range of at least {n}",
+                    n - choices
                 )
             };
             let span = ctx.span(entry);
-            ctx.error(span, message);
+            ctx.warn(span, message);
         }
     }
     let restart = table.get("restart").and_then(|v| ctx.string(v, "restart")).map_or(Some(Restart::OnFailure), |r| {
@@ -187,13 +190,18 @@ pub fn read_service(
     // service's to systemd, which takes less.
     let container = table.get("image").is_some();
     // Docker stops a container at once with 0; systemd reads TimeoutStopSec=0 as no limit at all,
-    // so a native service that ignores SIGTERM would never be stopped.
+    // so a native service that ignores SIGTERM is never stopped. A warning, not an error: such a
+    // stack runs, and an error would take it off its host at the next boot.
     if !container
         && stop_timeout == Some(Duration(0))
         && let Some(value) = table.get("stop_timeout")
     {
         let span = ctx.span(value);
-        ctx.error(span, "a native service's `stop_timeout` must be longer than 0 (systemd reads 0 as no limit)");
+        ctx.warn(
+            span,
+            "systemd reads a native service's `stop_timeout = \"0\"` as no limit: a service that ignores SIGTERM \
+             is never stopped; give a duration to bound the stop",
+        );
     }
     let (env_name_check, env_file_check): (FormatCheck, FormatCheck) = if container {
         (syntax::check_container_env_name, syntax::check_path)
