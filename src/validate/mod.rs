@@ -3,10 +3,12 @@
 //! A host's stacks are checked together: `"<stack>.<service>"` dependencies must name a real
 //! service, the dependency graph has no cycles, no two stacks produce the same unit name, and no
 //! stack produces a unit name that belongs to someone else in systemd's search path. A stack with
-//! any problem is dropped whole: it renders nothing.
+//! any problem is dropped whole: it renders nothing. Two containers that publish one host port
+//! are a warning (`host_ports`).
 
 mod collisions;
 mod graph;
+mod host_ports;
 
 pub use collisions::UnitSearchPath;
 
@@ -60,6 +62,7 @@ pub fn check_host(parsed: Vec<Parsed>, search_path: &UnitSearchPath) -> Checked 
     check_duplicate_units(&units, &mut errors);
     check_replica_containers(&units, &mut errors);
     collisions::check_foreign_units(&units, search_path, &mut errors);
+    host_ports::check(&stacks, &mut errors);
 
     // Which stack an error belongs to, by its source (one map, not a scan per error).
     let by_source: HashMap<*const diagnostics::Source, &str> =

@@ -1,0 +1,78 @@
+//! Host ports two containers of one host both publish: only one of them can bind the port, so
+//! the other fails to start. Reported as a warning on both services, not an error: the first
+//! to start runs, and an error would take both stacks off the host at its next boot.
+//!
+//! Only fixed host ports count (`8080:80`, the ports of paired ranges): Docker picks a free
+//! port for `80` and from a host range (`8080-8082:80`) itself. Stacks with a fleet placement
+//! are left out: on a fleet controller they run on other hosts, each on its own ports.
+
+use crate::diagnostics::Diagnostic;
+use crate::model::{Kind, Service, Stack};
+use std::collections::HashMap;
+
+/// One fixed host port a container publishes.
+struct Bound<'a> {
+    stack: &'a Stack,
+    service: &'a Service,
+    ip: &'a str,
+    entry: &'a str,
+}
+
+/// Warns of every pair of services (of any stacks without a placement) that publish the same
+/// fixed host port and protocol on addresses that overlap.
+pub fn check(stacks: &[Stack], warnings: &mut Vec<Diagnostic>) {
+    let mut by_port: HashMap<(u16, &str), Vec<Bound<'_>>> = HashMap::new();
+    for stack in stacks.iter().filter(|s| !s.has_placement()) {
+        for service in stack.services() {
+            let Kind::Container(c) = &service.kind else { continue };
+            if matches!(c.network.as_deref(), Some("host" | "none")) {
+                continue; // Docker publishes nothing there (`kapell check` warns of the entries)
+            }
+            for entry in &c.ports {
+                let Ok(m) = crate::ports::parse(entry) else { continue };
+                let Some((first, last)) = m.host else { continue };
+                if first != last && m.container.0 == m.container.1 {
+                    continue; // a host range for one container port: Docker picks a free one
+                }
+                for port in first..=last {
+                    by_port.entry((port, m.protocol)).or_default().push(Bound { stack, service, ip: m.ip, entry });
+                }
+            }
+        }
+    }
+    let mut pairs: Vec<(&Bound<'_>, &Bound<'_>, u16, &str)> = Vec::new();
+    for ((port, protocol), bound) in &by_port {
+        for (i, a) in bound.iter().enumerate() {
+            for b in &bound[i + 1..] {
+                let same_service = std::ptr::eq(a.service, b.service);
+                if !same_service && overlap(a.ip, b.ip) {
+                    pairs.push((a, b, *port, protocol));
+                }
+            }
+        }
+    }
+    // One warning per pair of services and side, in file order, whatever the map's order.
+    pairs.sort_by_key(|(a, b, port, _)| {
+        (a.stack.name.clone(), a.service.span.start, b.stack.name.clone(), b.service.span.start, *port)
+    });
+    pairs.dedup_by(|x, y| std::ptr::eq(x.0.service, y.0.service) && std::ptr::eq(x.1.service, y.1.service));
+    for (a, b, port, protocol) in pairs {
+        let say = |this: &Bound<'_>, that: &Bound<'_>| {
+            let message = format!(
+                "host port {port}/{protocol} (`{}`) is also published by `{}.{}` (`{}`): only one of the two \
+                 containers can bind it, so the other fails to start",
+                this.entry, that.stack.name, that.service.name, that.entry
+            );
+            Diagnostic::warning(&this.stack.source, this.service.span.clone(), message)
+        };
+        warnings.push(say(a, b));
+        warnings.push(say(b, a));
+    }
+}
+
+/// Whether two host addresses a port is bound on can clash: the same one, or either one is every
+/// address (empty, `0.0.0.0`, `::`).
+fn overlap(a: &str, b: &str) -> bool {
+    let any = |ip: &str| matches!(ip, "" | "0.0.0.0" | "::");
+    a == b || any(a) || any(b)
+}
