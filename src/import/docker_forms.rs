@@ -10,6 +10,8 @@
 //!   read it ([`VolumeOptions`]), as their long form is (`volume: {nocopy: true}`, `bind:
 //!   {propagation: …}`), unless Docker refuses it on that kind of mount (`nocopy` on a host
 //!   path, a propagation on a named volume): then it is left out with a note.
+//! - a host range for one container port (`8080-8082:80`), which compose_spec's short form
+//!   refuses: written in the long form, which it reads (no note: nothing changes).
 //! - `mem_limit: 0` (Docker: no limit) and a healthcheck's `interval: 0s` or `timeout: 0s`
 //!   (Docker: its default): left out, which means the same here.
 
@@ -37,6 +39,25 @@ fn refused(option: &str) -> Option<Refused> {
         "nocopy" | "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => Some(Refused::SetAside),
         _ => None,
     }
+}
+
+/// A short-form port with a host range for one container port (`8080-8082:80`: Docker takes a
+/// free port of the range), in the long form: compose_spec's short form wants ranges of one
+/// length on both sides, its long form takes this one.
+fn host_range_port(text: &str) -> Option<Value> {
+    let mapping = crate::ports::parse(text).ok()?;
+    let (first, last) = mapping.host?;
+    if first == last || mapping.container.0 != mapping.container.1 {
+        return None;
+    }
+    let mut long = serde_yaml::Mapping::new();
+    long.insert("target".into(), mapping.container.0.into());
+    long.insert("published".into(), format!("{first}-{last}").into());
+    if !mapping.ip.is_empty() {
+        long.insert("host_ip".into(), mapping.ip.into());
+    }
+    long.insert("protocol".into(), mapping.protocol.into());
+    Some(Value::Mapping(long))
 }
 
 /// Rewrites `tree` in place; returns the volume options it set aside.
@@ -82,6 +103,13 @@ pub fn rewrite(tree: &mut Value, notes: &mut Vec<Note>) -> VolumeOptions {
                         place: format!("services.{name}.healthcheck.{key}"),
                         message: "0 means Docker's default; left out, so kapell's default applies".into(),
                     });
+                }
+            }
+        }
+        if let Some(ports) = service.get_mut("ports").and_then(Value::as_sequence_mut) {
+            for port in ports.iter_mut() {
+                if let Some(long) = port.as_str().and_then(host_range_port) {
+                    *port = long;
                 }
             }
         }
