@@ -112,9 +112,15 @@ pub fn add(map: &mut PortMap, spec: &str) -> Result<(), String> {
 /// port (or paired ranges), the size of a host range Docker picks a free port from; `None` when
 /// Docker may pick any free port, or `spec` does not parse.
 pub fn host_port_choices(spec: &str) -> Option<u32> {
-    let m = parse(spec).ok()?;
-    let (first, last) = m.host?;
-    Some(if m.container.0 == m.container.1 { u32::from(last - first) + 1 } else { 1 })
+    parse(spec).ok()?.host_port_choices()
+}
+
+impl Mapping<'_> {
+    /// [`host_port_choices`] of this entry.
+    pub fn host_port_choices(&self) -> Option<u32> {
+        let (first, last) = self.host?;
+        Some(if self.container.0 == self.container.1 { u32::from(last - first) + 1 } else { 1 })
+    }
 }
 
 /// `N` or `N-M` with `0 < N <= M`.

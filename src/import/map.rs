@@ -566,8 +566,8 @@ fn map_restart(
 fn spread_ports(svc: &mut Svc, notes: &mut Vec<Note>, place: &str) {
     let Some(replicas) = svc.replicas.filter(|&n| n > 1) else { return };
     for spec in &mut svc.ports {
-        let Some(choices) = crate::ports::host_port_choices(spec) else { continue };
         let Ok(mut mapping) = crate::ports::parse(spec) else { continue };
+        let Some(choices) = mapping.host_port_choices() else { continue };
         if u64::from(choices) >= replicas {
             continue;
         }

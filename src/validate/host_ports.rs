@@ -35,8 +35,8 @@ pub fn check(stacks: &[Stack], warnings: &mut Vec<Diagnostic>) {
             }
             for entry in &c.ports {
                 let Ok(m) = crate::ports::parse(entry) else { continue };
-                let Some((first, last)) = m.host else { continue };
-                if first != last && m.container.0 == m.container.1 {
+                let (Some((first, last)), Some(choices)) = (m.host, m.host_port_choices()) else { continue };
+                if choices > 1 {
                     // A host range for one container port: Docker picks a free one of it.
                     ranges.push(((first, last), m.protocol, Bound { stack, service, ip: m.ip, entry, range: true }));
                     continue;
