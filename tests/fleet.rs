@@ -46,6 +46,12 @@ fn main() {
             Scenario { name: "a_host_a_rollout_cannot_reach_fails_nothing", test: unreachable_in_a_rollout },
             Scenario { name: "a_canary_the_push_cannot_reach_holds_the_others", test: unreachable_canary },
             Scenario { name: "a_push_that_loses_its_host_fails_the_batch", test: lost_host },
+            Scenario {
+                name: "a_failing_replicated_version_is_judged_by_its_instances_and_rolled_back",
+                test: failing_replicas,
+            },
+            Scenario { name: "a_rollout_whose_hosts_are_all_canaries_completes", test: only_canaries },
+            Scenario { name: "a_host_whose_rollback_fails_is_held_and_never_confirmed", test: failed_rollback },
         ],
         Rig::boot,
         Rig::reset,
@@ -1102,5 +1108,107 @@ fn lost_host(rig: &mut Rig) -> Result<()> {
         ensure!(failed.stdout.lines().any(|l| l.starts_with(web) && l.contains("held back")), "{failed}");
     }
     ensure!(rollout_of(&c)?["failed"]["host"] == "db1", "{failed}");
+    Ok(())
+}
+
+/// `agent.node` with `replicas = 2`: its file is the template `agent-node@.service`; what runs,
+/// and what a host's reply names, are its instances.
+fn replicated_agent(c: &Controller, argv: &str) -> Result<()> {
+    c.write(
+        "agent.toml",
+        &format!(
+            "[services.node]\nexec = {argv}\nreplicas = 2\nrestart = \"always\"\nrestart_delay = \"500ms\"\n\
+             placement = {{ global = true }}\n"
+        ),
+    )
+}
+
+const INSTANCES: &[&str] = &["agent-node@1.service", "agent-node@2.service"];
+
+/// A replicated service's version that fails after its start is judged by its instances (the
+/// push changed their template): the first batch (db1) fails and goes back to the instances it ran; web1 and
+/// web2 keep theirs (their main PIDs never move), through a second apply and `--no-rollout`,
+/// which pushes without batches but not a desired state that failed.
+fn failing_replicas(rig: &mut Rig) -> Result<()> {
+    // Healthy for 3 s: longer than the version lives.
+    let c = rig.converged("max_parallel = 1\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"8s\"\n")?;
+    replicated_agent(&c, &sleep_argv(7000099))?;
+    let up = c.expect(&["fleet", "apply"], 0)?;
+    let before: Vec<BTreeMap<String, String>> =
+        rig.hosts.iter().map(|h| pids(h, INSTANCES)).collect::<Result<_>>().with_context(|| format!("{up}"))?;
+    // It starts, so the install succeeds; its instances exit a second later, again and again,
+    // which only the batch's health gate sees.
+    replicated_agent(&c, "[\"/bin/sh\", \"-c\", \"sleep 1; echo late failure; exit 3\"]")?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    eprintln!("$ kapell fleet apply (a replicated version that fails after its start)\n{}", failed.stdout);
+    ensure!(failed.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("ROLLED BACK")), "{failed}");
+    let rollout = rollout_of(&c)?;
+    let why = rollout["failed"]["reason"].as_str().unwrap_or_default();
+    ensure!(rollout["failed"]["host"] == "db1" && why.contains("agent-node@"), "{rollout:#}");
+    let again = c.expect(&["fleet", "apply"], 5)?;
+    let direct = c.expect(&["fleet", "apply", "--no-rollout"], 5)?;
+    ensure!(direct.stdout.lines().filter(|l| l.contains("held back")).count() >= 2, "{direct}");
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        let now = pids(&rig.hosts[i], INSTANCES)?;
+        ensure!(now == before[i], "{web}'s instances moved:\n{failed}\n{again}\n{direct}");
+    }
+    for unit in INSTANCES {
+        let exec = prop(&rig.hosts[2], unit, "ExecStart")?;
+        ensure!(exec.contains("7000099"), "db1's {unit} was not rolled back: {exec}\n{failed}");
+    }
+    Ok(())
+}
+
+/// `canary = 3` of the 3 hosts a change reaches: once the canaries are healthy nobody is left
+/// to promote them to, so the rollout is complete (not waiting for `kapell fleet promote`).
+fn only_canaries(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged("max_parallel = 1\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"8s\"\ncanary = 3\n")?;
+    agent(&c, &sleep_argv(7000122))?;
+    let run = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000122")?, "{run}");
+    let rollout = rollout_of(&c)?;
+    ensure!(rollout["state"] == "completed", "{rollout:#}\n{run}");
+    c.expect(&["fleet", "promote"], 2)?;
+    Ok(())
+}
+
+/// The target of one of `host`'s received-set links (`current`, `confirmed`).
+fn received_link(host: &Host, name: &str) -> Result<PathBuf> {
+    let path = host.root().join("etc/kapell/received").join(name);
+    std::fs::read_link(&path).with_context(|| format!("{}", path.display()))
+}
+
+/// A failed batch whose rollback does not reach its host (db1 answers every request but a
+/// rollback, which it drops): db1 is reported failed, not rolled back, and held. The next apply
+/// (db1 answering everything again) holds it back too and does not confirm the failed set it
+/// still runs, so its own timer takes it back.
+fn failed_rollback(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(ROLLING)?;
+    agent(&c, BROKEN)?;
+    let db1 = &rig.hosts[2];
+    let gate = "#!/bin/sh\n# The request is the whole of stdin: a rollback gets no reply at all.\n\
+                request=$(cat)\ncase \"$request\" in *'\"request\":\"rollback\"'*) exit 255 ;; esac\n\
+                printf '%s' \"$request\" | exec kapell receive\n";
+    std::fs::write(db1.root().join("usr/local/bin/kapell-gate"), gate)?;
+    db1.exec_ok(&["chmod", "755", "/usr/local/bin/kapell-gate"])?;
+    let keys = db1.root().join("root/.ssh/authorized_keys");
+    std::fs::write(&keys, format!("command=\"/usr/local/bin/kapell-gate\" {}", rig.authorized_keys))?;
+    c.close_masters();
+    let failed = c.kapell(&["fleet", "apply"]);
+    std::fs::write(&keys, &rig.authorized_keys)?;
+    c.close_masters();
+    let failed = failed?;
+    eprintln!("$ kapell fleet apply (db1 drops the rollback)\n{}", failed.stdout);
+    ensure!(failed.code == Some(5), "{failed}");
+    ensure!(failed.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("FAILED")), "{failed}");
+    ensure!(failed.stdout.contains("the rollback failed"), "{failed}");
+    ensure!(received_link(db1, "current")? != received_link(db1, "confirmed")?, "db1 should still wait");
+    let again = c.expect(&["fleet", "apply"], 5)?;
+    ensure!(again.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("held back")), "{again}");
+    ensure!(again.stdout.contains("its rollback failed"), "{again}");
+    ensure!(
+        received_link(db1, "current")? != received_link(db1, "confirmed")?,
+        "the next apply confirmed the failed set on db1:\n{again}"
+    );
     Ok(())
 }

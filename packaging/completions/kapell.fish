@@ -83,7 +83,7 @@ complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_sub
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from plan" -s V -l version -d 'Print version'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l on -d 'Only these hosts (names, or @key=value for every host with that label)' -r
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
-complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l no-rollout -d 'Push every host at once, without rolling batches'
+complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l no-rollout -d 'Push every host at once, without rolling batches (a desired state whose rollout failed stays held: --force pushes it)'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -l force -d 'Replace sets this controller did not push, and push sets that were rolled back (a failed desired state too)'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand fleet; and __fish_seen_subcommand_from apply" -s V -l version -d 'Print version'

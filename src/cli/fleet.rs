@@ -64,7 +64,8 @@ pub struct ApplyArgs {
     /// Only these hosts (names, or @key=value for every host with that label).
     #[arg(long = "on", value_name = "HOST|@LABEL")]
     pub on: Vec<String>,
-    /// Push every host at once, without rolling batches.
+    /// Push every host at once, without rolling batches (a desired state whose rollout failed
+    /// stays held: --force pushes it).
     #[arg(long)]
     pub no_rollout: bool,
     /// Replace sets this controller did not push, and push sets that were rolled back (a failed
@@ -121,6 +122,12 @@ pub struct StatusArgs {
 pub fn run(config_dir: &Path, command: Command) -> Result<u8> {
     // Only `KAPELL_LOG=debug` makes these commands log anything: each request, its size and time.
     crate::logging::init(&[("KAPELL_COMPONENT", "fleet")]);
+    // What changes the fleet holds the controller's lock from before it reads the configuration:
+    // it pushes what the files say once its turn comes, not what they said before a daemon's
+    // pass or another apply (of files edited since) ran while it waited.
+    let _lock = matches!(command, Command::Apply(_) | Command::Promote(_) | Command::Rollout(_))
+        .then(|| ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate")))
+        .transpose()?;
     let controller = match Controller::load(config_dir)? {
         Ok(controller) => controller,
         Err(diags) => {
@@ -158,7 +165,6 @@ pub fn run(config_dir: &Path, command: Command) -> Result<u8> {
 /// Marks the waiting rollout promoted, then applies.
 fn promote(controller: &Controller, hosts: &[String], stack: Option<&str>) -> Result<u8> {
     {
-        let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
         let mut state = State::load()?;
         let current = current_state(controller);
         let Some(r) = state
@@ -186,7 +192,6 @@ fn promote(controller: &Controller, hosts: &[String], stack: Option<&str>) -> Re
 /// Lifts the hold of the failed desired state, then applies.
 fn retry(controller: &Controller, hosts: &[String]) -> Result<u8> {
     {
-        let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
         let mut state = State::load()?;
         let current = current_state(controller);
         let Some(r) = state.rollout.as_mut().filter(|r| r.desired_state == current && r.failed.is_some()) else {
@@ -206,6 +211,15 @@ fn retry(controller: &Controller, hosts: &[String]) -> Result<u8> {
         r.promoted = false;
         r.canaries_healthy_usec = None;
         r.done.clear();
+        // Hosts held back with this desired state's set (one whose rollback failed) get it again too.
+        let desired = r.desired.clone();
+        for (host, hash) in &desired {
+            if let Some(h) =
+                state.hosts.get_mut(host).filter(|h| h.held.as_ref().is_some_and(|held| held.hash == *hash))
+            {
+                h.held = None;
+            }
+        }
         state.save()?;
     }
     apply(controller, hosts, &ApplyArgs { on: Vec::new(), no_rollout: false, force: false })
@@ -336,7 +350,6 @@ fn note_local_stacks(controller: &Controller) {
 }
 
 fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<u8> {
-    let _lock = ControllerLock::acquire(|| eprintln!("waiting for another kapell fleet apply or kapell federate"))?;
     let mut state = State::load()?;
     let options = converge::Options { no_rollout: args.no_rollout, force: args.force, retry_failed: args.force };
     // On a terminal, a live line counts the hosts done while each finished host is printed above
@@ -395,7 +408,8 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
             || state.rollout.as_ref().is_some_and(|r| r.in_flight.contains(&o.host) || r.done.contains(&o.host))
     });
     if let Some(r) = state.rollout.as_ref().filter(|_| touched_rollout) {
-        println!("rollout: {}", rollout_line(r));
+        // Its failure's reason quotes the peer (a unit, its journal): printable, as the details are.
+        println!("rollout: {}", crate::printable::printable_lines(&rollout_line(r)));
     }
     note_local_stacks(controller);
     let count = |f: &dyn Fn(&Outcome) -> bool| results.iter().filter(|o| f(&o.outcome)).count();

@@ -241,14 +241,28 @@ fn token(text: &str, extra: &str) -> bool {
 fn read_rollout(ctx: &mut Ctx, table: &Table<'_>) -> Rollout {
     ctx.reject_unknown_keys(table, ROLLOUT_KEYS, "[rollout]");
     let default = Rollout::default();
-    Rollout {
+    let rollout = Rollout {
         max_parallel: positive(ctx, table, "max_parallel").unwrap_or(default.max_parallel),
         min_healthy_time: duration(ctx, table, "min_healthy_time").unwrap_or(default.min_healthy_time),
         healthy_deadline: duration(ctx, table, "healthy_deadline").unwrap_or(default.healthy_deadline),
         auto_revert: table.get("auto_revert").and_then(|v| ctx.boolean(v, "auto_revert")).unwrap_or(true),
         canary: count(ctx, table, "canary").unwrap_or(default.canary),
         auto_promote: table.get("auto_promote").and_then(|v| ctx.boolean(v, "auto_promote")).unwrap_or(false),
+    };
+    // A batch must stay healthy for min_healthy_time before healthy_deadline: otherwise every
+    // batch fails, however healthy its hosts are.
+    if rollout.min_healthy_time.as_micros() >= rollout.healthy_deadline.as_micros() {
+        let span = ["min_healthy_time", "healthy_deadline"].iter().find_map(|k| table.get(k)).map(|v| ctx.span(v));
+        ctx.error(
+            span.unwrap_or(0..0),
+            format!(
+                "`min_healthy_time` ({}) must be shorter than `healthy_deadline` ({}): a batch has to be healthy \
+                 for min_healthy_time before its deadline",
+                rollout.min_healthy_time, rollout.healthy_deadline
+            ),
+        );
     }
+    rollout
 }
 
 fn absolute_path(ctx: &mut Ctx, table: &Table<'_>, key: &str) -> Option<PathBuf> {
@@ -356,6 +370,25 @@ auto_promote = false
         assert_eq!(fleet.defaults.parallel, 16);
         assert_eq!(fleet.rollout.healthy_deadline, Duration::from_secs(300));
         assert_eq!(fleet.defaults.ssh_user.as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn a_batch_must_be_able_to_be_healthy_before_its_deadline() {
+        let hosts = "[hosts.a]\naddress = \"a\"\n";
+        assert_eq!(
+            errors(&format!("{hosts}[rollout]\nmin_healthy_time = \"5m\"\nhealthy_deadline = \"1m\"\n")),
+            [
+                "/etc/kapell/fleet.toml:4:20: `min_healthy_time` (5min) must be shorter than `healthy_deadline` (1min): a \
+                 batch has to be healthy for min_healthy_time before its deadline"
+            ]
+        );
+        // The default min_healthy_time (10s) against a deadline given alone: located at the deadline.
+        let got = errors(&format!("{hosts}[rollout]\nhealthy_deadline = \"10s\"\n"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("/etc/kapell/fleet.toml:4:20: `min_healthy_time` (10s) must be shorter"), "{got:?}");
+        assert!(
+            errors(&format!("{hosts}[rollout]\nmin_healthy_time = \"1m\"\nhealthy_deadline = \"61s\"\n")).is_empty()
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub fn converge(
         match state.host(host).held.clone() {
             Some(h) if h.hash == desired(host) && !options.force => {
                 let why = format!(
-                    "set {} was rolled back here ({}); change the stacks, or --force",
+                    "set {} is held back here ({}); change the stacks, or --force",
                     crate::fleet::protocol::short(&h.hash),
                     h.reason
                 );
@@ -118,6 +118,17 @@ pub fn converge(
             _ => todo.push(host.clone()),
         }
     }
+
+    // `--no-rollout` pushes without batches, but not a desired state whose rollout failed: that
+    // stays held for the whole fleet until the stacks change, `fleet rollout retry` or --force,
+    // so its hosts go through the rollout, which holds them.
+    let no_rollout = options.no_rollout
+        && (options.retry_failed
+            || state
+                .rollout
+                .as_ref()
+                .and_then(|r| r.failed.as_ref().map(|_| &r.desired_state))
+                .is_none_or(|failed| *failed != rollout::desired_state(&c.sets, &rollout::shared_units(&c.sets))));
 
     // An interrupted rollout: its in-flight batch is checked first.
     let resumed: Vec<String> = state
@@ -138,7 +149,7 @@ pub fn converge(
         .iter()
         .filter(|h| {
             let host = state.host(h);
-            !options.no_rollout && host.current != desired(h) && !host.known.is_empty() && !resumed.contains(h)
+            !no_rollout && host.current != desired(h) && !host.known.is_empty() && !resumed.contains(h)
         })
         .cloned()
         .collect();
@@ -178,7 +189,7 @@ pub fn converge(
         .filter(|(_, units)| !units.is_empty())
         .collect();
     let (rolling, direct): (Vec<String>, Vec<String>) =
-        todo.iter().cloned().partition(|h| !options.no_rollout && (resumed.contains(h) || changes.contains_key(h)));
+        todo.iter().cloned().partition(|h| !no_rollout && (resumed.contains(h) || changes.contains_key(h)));
 
     // The direct wave: everything at once. A host whose last reply said it runs its desired set
     // is asked to repair that set by its hash.
@@ -414,7 +425,9 @@ fn outcome_of(r: HostResult) -> HostOutcome {
         Err(why) => (Outcome::Failed(why), None),
         Ok(reply) => {
             let outcome = match (&reply.error, reply.failures) {
-                _ if reply.held.is_some() => Outcome::HeldBack(reply.held.clone().unwrap_or_default()),
+                _ if reply.held.is_some() => {
+                    Outcome::HeldBack(printable(reply.held.as_deref().unwrap_or_default()).into_owned())
+                }
                 // A peer's words: one printable line (the report may add lines of its own).
                 (Some(e), _) => Outcome::Failed(printable(e).into_owned()),
                 (None, n) if n > 0 => Outcome::Failed(failed_units(&reply)),
@@ -433,10 +446,10 @@ fn confirm(c: &Controller, host: &str, hash: String) -> Result<Reply, String> {
     c.request(host, Body::Confirm { hash }, true).outcome.and_then(refusal)
 }
 
-/// A reply that carries an error is a failure too.
+/// A reply that carries an error is a failure too (the peer's words: one printable line).
 fn refusal(reply: Reply) -> Result<Reply, String> {
     match &reply.error {
-        Some(e) => Err(e.clone()),
+        Some(e) => Err(printable(e).into_owned()),
         None => Ok(reply),
     }
 }
@@ -471,6 +484,25 @@ fn leave_as_is(c: &Controller, host: &str) -> (Option<Reply>, String) {
     match confirm(c, host, c.sets[host].hash.clone()) {
         Ok(reply) => (Some(reply), "left as is (auto_revert = false)".to_string()),
         Err(why) => (None, format!("not reverted (auto_revert = false), but it could not be kept: {why}")),
+    }
+}
+
+/// Rolls `host` of a failed batch back to its confirmed set. A host the rollback does not
+/// reach, or that refuses it, may still run the failed set, unconfirmed: it is held, so that no
+/// later pass confirms that set (its own timer takes it back when the window closes), and it is
+/// a failure rather than "rolled back".
+fn roll_back(c: &Controller, state: &mut State, host: &str, why: String) -> (Option<Reply>, Outcome) {
+    match c.request(host, Body::Rollback, false).outcome.and_then(refusal) {
+        Ok(reply) => (Some(reply), Outcome::RolledBack(format!("rolled back: {why}"))),
+        Err(e) => {
+            let reason = format!("its rollback failed: {e}");
+            state.host(host).held = Some(Held { hash: c.sets[host].hash.clone(), reason });
+            let outcome = Outcome::Failed(format!(
+                "{why}; the rollback failed ({e}): held back, the host goes back to its confirmed set on its own \
+                 when its confirm window closes"
+            ));
+            (None, outcome)
+        }
     }
 }
 
@@ -665,21 +697,17 @@ fn rollout(
             Err((host, why, started)) => {
                 let reverted = policy.auto_revert;
                 for h in &batch.hosts {
-                    let (reply, what) = if reverted {
-                        (c.request(h, Body::Rollback, false).outcome.ok(), "rolled back".to_string())
+                    let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
+                    let (reply, outcome) = if reverted {
+                        roll_back(c, state, h, why)
                     } else {
-                        leave_as_is(c, h)
+                        let (reply, what) = leave_as_is(c, h);
+                        (reply, Outcome::RolledBack(format!("{what}: {why}")))
                     };
                     if let Some(r) = &reply {
                         state.host(h).saw(r);
                     }
-                    let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
-                    report(HostOutcome {
-                        host: h.clone(),
-                        outcome: Outcome::RolledBack(format!("{what}: {why}")),
-                        reply,
-                        took: started.elapsed(),
-                    });
+                    report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
                 }
                 let failure = Failure { host, reason: why, at_usec: now_usec() };
                 let held = rollout::held_reason(desired_state, &failure);
@@ -696,7 +724,10 @@ fn rollout(
             }
         }
     }
-    if record.waiting.is_empty() && record.in_flight.is_empty() && (record.promoted || record.canaries.is_empty()) {
+    // Nobody left to push: complete, also when every host it changed was a canary (nothing
+    // waits for a promotion then).
+    if record.waiting.is_empty() && record.in_flight.is_empty() {
+        record.promoted = true;
         record.outcome = Some("completed".to_string());
         record.retry = false;
     }
@@ -862,10 +893,16 @@ fn watch(
             return Ok(replies);
         }
         if start.elapsed() > deadline {
-            let first = batch.first().cloned().unwrap_or_default();
-            return Err(
-                last_problem.unwrap_or_else(|| (first, "not healthy for long enough before the deadline".to_string()))
-            );
+            // No problem now: the blame goes to a host that has not been healthy for long
+            // enough (healthy again only lately), not to one that was healthy throughout.
+            let late = batch
+                .iter()
+                .find(|h| healthy_since.get(*h).is_none_or(|t| t.elapsed() < min_healthy))
+                .or(batch.first())
+                .cloned()
+                .unwrap_or_default();
+            let why = || format!("not healthy for {min_healthy:?} without a break before the deadline");
+            return Err(last_problem.unwrap_or_else(|| (late, why())));
         }
         std::thread::sleep(HEALTH_POLL);
     }

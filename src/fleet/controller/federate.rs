@@ -63,9 +63,9 @@ pub fn run(config_dir: &Path, options: &Options) -> Result<()> {
     loop {
         let interval =
             controller.as_ref().map_or(Duration::from_secs(30), |c| c.fleet.defaults.reconcile_interval.as_std());
-        if let Some(c) = &controller {
+        if controller.is_some() {
             let started = Instant::now();
-            match keeping_systemd_patient(!ready, || pass(c, options)) {
+            match keeping_systemd_patient(!ready, || pass(config_dir, &mut controller, options)) {
                 Ok(summary) => {
                     notify(&[NotifyState::Status(&summary)]);
                     let took = started.elapsed().as_secs_f64();
@@ -121,9 +121,21 @@ fn load(config_dir: &Path) -> Option<Controller> {
     }
 }
 
-/// One pass over the hosts that are due; returns the `STATUS=` line.
-fn pass(c: &Controller, options: &Options) -> Result<String> {
-    let _lock = ControllerLock::acquire(|| log::info!("waiting for a kapell fleet apply to finish"))?;
+/// One pass over the hosts that are due, with `controller` (read again if the pass had to wait
+/// for the lock); returns the `STATUS=` line.
+fn pass(config_dir: &Path, controller: &mut Option<Controller>, options: &Options) -> Result<String> {
+    let mut waited = false;
+    let _lock = ControllerLock::acquire(|| {
+        waited = true;
+        log::info!("waiting for a kapell fleet apply to finish");
+    })?;
+    // A `fleet apply` ran while this pass waited, perhaps of files edited after this daemon read
+    // them (their change event still on its way): the pass pushes what the files say now, or it
+    // would undo that apply and replace its rollout's record.
+    if waited && let Some(reloaded) = load(config_dir) {
+        *controller = Some(reloaded);
+    }
+    let c = controller.as_ref().context("no valid configuration")?;
     let mut state = State::load()?;
     let now = now_usec();
     let all: Vec<String> = c.fleet.hosts.keys().cloned().collect();

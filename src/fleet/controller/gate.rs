@@ -7,6 +7,8 @@
 //! `health/` by the container supervisor, `kapell probe --until-healthy` or the host's prober.
 
 use crate::fleet::protocol::{Reply, UnitState, short};
+use crate::names;
+use crate::printable::printable;
 use crate::status::Health;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,13 +49,18 @@ pub fn judge(reply: &Reply, pushed: &Pushed) -> Verdict {
             short(&pushed.hash)
         ));
     }
-    let judged =
-        |u: &&UnitState| !u.service.is_empty() && (pushed.changed.is_empty() || pushed.changed.contains(&u.unit));
+    let judged = |u: &&UnitState| !u.service.is_empty() && (pushed.changed.is_empty() || touched(u, &pushed.changed));
     for u in reply.units.iter().filter(judged) {
-        let journal =
-            reply.journal.get(&u.unit).map(|l| format!("; last lines: {}", l.join(" | "))).unwrap_or_default();
+        // Every piece of the reason is the peer's own words: each one printable, so a journal
+        // line cannot add lines of its own to the report (or escapes to a terminal).
+        let journal = reply
+            .journal
+            .get(&u.unit)
+            .map(|l| format!("; last lines: {}", l.iter().map(|l| printable(l)).collect::<Vec<_>>().join(" | ")))
+            .unwrap_or_default();
+        let (unit, sub, active) = (printable(&u.unit), printable(&u.sub), printable(&u.active));
         if u.active == "failed" {
-            return Verdict::Failed(format!("{} failed ({}){}{journal}", u.unit, u.sub, and_probe(u)));
+            return Verdict::Failed(format!("{unit} failed ({sub}){}{journal}", and_probe(u)));
         }
         if let Some(before) = pushed.restarts.get(&u.unit)
             && u.restarts > *before
@@ -61,8 +68,7 @@ pub fn judge(reply: &Reply, pushed: &Pushed) -> Verdict {
             // Never healthy again in this batch (the counter does not go back), but judged at the
             // deadline like the rest, by then with the journal of a unit that keeps failing.
             return Verdict::NotYet(format!(
-                "{} restarted {} time(s) since the push{}{journal}",
-                u.unit,
+                "{unit} restarted {} time(s) since the push{}{journal}",
                 u.restarts - before,
                 and_probe(u)
             ));
@@ -70,22 +76,32 @@ pub fn judge(reply: &Reply, pushed: &Pushed) -> Verdict {
         if u.active != "active" {
             // A native service with a check stays "activating" until a probe passes: say what
             // the probe answers, so a version whose check never passes is recognisable.
-            return Verdict::NotYet(format!("{} is {} ({}){}{journal}", u.unit, u.active, u.sub, and_probe(u)));
+            return Verdict::NotYet(format!("{unit} is {active} ({sub}){}{journal}", and_probe(u)));
         }
         if let Some(Health::Starting | Health::Unhealthy) = u.health()
             && let Some(note) = probe_note(u)
         {
-            return Verdict::NotYet(format!("{}: {note}", u.unit));
+            return Verdict::NotYet(format!("{unit}: {note}"));
         }
     }
     Verdict::Healthy
 }
 
-/// `health check unhealthy (last probe: status 404)`; `None` without a check.
+/// Whether the push touched unit `u`: its file was added or changed, or, for an instance of a
+/// replicated service (`s-web@2.service`), its template's file (`s-web@.service`) or its stack's
+/// target, which says how many instances run (a replica added by the push is judged too).
+fn touched(u: &UnitState, changed: &BTreeSet<String>) -> bool {
+    changed.contains(&u.unit)
+        || names::template_of(&u.unit)
+            .is_some_and(|template| changed.contains(&template) || changed.contains(&names::target_unit(&u.stack)))
+}
+
+/// `health check unhealthy (last probe: status 404)`; `None` without a check. The peer's words,
+/// printable.
 pub fn probe_note(u: &UnitState) -> Option<String> {
-    let health = u.health.as_ref()?;
+    let health = printable(u.health.as_ref()?);
     Some(match &u.last_probe {
-        Some(p) => format!("health check {health} (last probe: {})", p.outcome),
+        Some(p) => format!("health check {health} (last probe: {})", printable(&p.outcome.to_string())),
         None => format!("health check {health} (not probed yet)"),
     })
 }
@@ -166,6 +182,40 @@ mod tests {
     fn a_failed_unit_fails_at_once_and_a_restarted_one_is_never_healthy() {
         assert!(matches!(judged(unit("failed", 2, None)), Verdict::Failed(w) if w.contains("s-web.service failed")));
         assert!(matches!(judged(unit("active", 3, Some("healthy"))), Verdict::NotYet(w) if w.contains("restarted 1")));
+    }
+
+    /// A replicated service's file is its template (`s-web@.service`); what runs, and what the
+    /// reply names, are its instances. They are judged when the push changed the template, or
+    /// the stack's target (how many instances run).
+    #[test]
+    fn the_instances_of_a_changed_template_are_judged() {
+        let instance = |n: u32, active: &str| UnitState { unit: format!("s-web@{n}.service"), ..unit(active, 2, None) };
+        let reply = Reply {
+            current: "a1".into(),
+            units: vec![instance(1, "active"), instance(2, "failed")],
+            ..Reply::default()
+        };
+        for changed in ["s-web@.service", "s.target"] {
+            let v = judge(&reply, &pushed(&[changed]));
+            assert!(matches!(&v, Verdict::Failed(w) if w.starts_with("s-web@2.service failed")), "{changed}: {v:?}");
+        }
+        // Another stack's target, or another service's template, is not this service's change.
+        for changed in ["t.target", "s-db@.service", "s-web.service"] {
+            assert_eq!(judge(&reply, &pushed(&[changed])), Verdict::Healthy, "{changed}");
+        }
+    }
+
+    /// The reason is the peer's words: a journal line (or a state) with a line break or an
+    /// escape sequence stays on the reason's one line, shown as escapes.
+    #[test]
+    fn a_peers_words_stay_on_one_printable_line() {
+        let u = UnitState { sub: "dead\u{1b}[2J".into(), ..unit("failed", 2, None) };
+        let mut reply = Reply { current: "a1".into(), units: vec![u], ..Reply::default() };
+        reply.journal.insert("s-web.service".into(), vec!["boom\nFAKE: all healthy\u{1b}[31m".into()]);
+        let Verdict::Failed(why) = judge(&reply, &pushed(&["s-web.service"])) else { panic!("failed") };
+        assert!(!why.chars().any(char::is_control), "{why:?}");
+        assert!(why.contains("boom\\nFAKE: all healthy\\u{1b}[31m"), "{why}");
+        assert!(why.contains("(dead\\u{1b}[2J)"), "{why}");
     }
 
     #[test]
