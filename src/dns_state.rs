@@ -47,14 +47,10 @@ pub fn read() -> Option<DnsState> {
     alive.then_some(state)
 }
 
+/// Writes the state, replaced whole (under the runtime directory: a reboot clears it anyway).
 pub fn write(state: &DnsState) -> std::io::Result<()> {
-    let path = path();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
-    std::fs::rename(&tmp, &path)
+    let text = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    crate::atomic_file::replace(&path(), &text, crate::atomic_file::Durability::Volatile)
 }
 
 pub fn remove() {

@@ -9,6 +9,7 @@
 //! systemd says about them; [`fleet`] pushes per-host sets from a controller to its peers.
 
 pub mod apply;
+pub mod atomic_file;
 pub mod blocking;
 pub mod cli;
 pub mod clock;

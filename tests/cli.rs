@@ -309,3 +309,29 @@ fn generate_writes_exactly_what_the_generator_writes_including_the_received_set(
     assert!(want.iter().any(|(n, _)| n == "shop-web.service"), "the generator emits the received set: {want:?}");
     assert_eq!(listing(by_generate.path()), want);
 }
+
+/// `kapell probe` runs a native service's check from this host; a container's check runs in its
+/// container, by its supervisor. Asked to probe a container service, it refuses, and its `cmd`
+/// (a program that would be this host's, run as the caller) never runs here.
+#[test]
+fn probe_refuses_a_container_service_and_runs_nothing() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let units = tempfile::tempdir().expect("tempdir");
+    let ran = config.path().join("ran");
+    let stack = format!(
+        "[services.db]\nimage = \"postgres:16\"\nhealth = {{ cmd = [\"/usr/bin/touch\", {:?}] }}\n",
+        ran.display().to_string()
+    );
+    std::fs::write(config.path().join("data.toml"), stack).expect("stack");
+    let out = kapell(config.path(), &["generate", "--out", &units.path().display().to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let probe = Command::new(KAPELL)
+        .env("KAPELL_UNIT_PATH", units.path())
+        .args(["probe", "data.db"])
+        .output()
+        .expect("run kapell probe");
+    let stderr = String::from_utf8_lossy(&probe.stderr);
+    assert!(!probe.status.success(), "{probe:?}");
+    assert!(stderr.contains("data.db is a container service: its supervisor probes it in its container"), "{stderr}");
+    assert!(!ran.exists(), "the container's check ran on the host");
+}

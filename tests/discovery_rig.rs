@@ -12,7 +12,7 @@ use anyhow::{Context, Result, ensure};
 use hickory_proto::op::ResponseCode;
 use std::net::IpAddr;
 use std::time::Duration;
-use support::dns::{OUTSIDE, ask_from, getent, nslookup, start_upstream};
+use support::dns::{MANY, OUTSIDE, ask_from, ask_tcp_from, getent, nslookup, start_upstream};
 use support::{Dockerd, Flavor, HOST_DOCKER_HOST, Host, Net, eventually};
 
 const IMAGE: &str = "kapell-test/busybox:1";
@@ -125,6 +125,12 @@ fn names_resolve_on_the_host_and_in_containers_and_follow_the_service() -> Resul
     ensure!(code == ResponseCode::Refused, "forwarding for another host: {code:?}");
     let (code, answers) = ask_from(host.leader_pid()?, gateway_ip, "db.shop.kapell.")?;
     ensure!(code == ResponseCode::NoError && answers.len() == 1, "from the host itself: {code:?} {answers:?}");
+    // Forwarded answers come back whole: one too large for UDP (the responder asks the upstream
+    // again over TCP), and a negative one with the upstream's SOA, by which resolvers cache it.
+    let many = ask_tcp_from(host.leader_pid()?, gateway_ip, "many.test.")?;
+    ensure!(many == (ResponseCode::NoError, MANY, 0), "a large forwarded answer: {many:?}");
+    let missing = ask_tcp_from(host.leader_pid()?, gateway_ip, "missing.test.")?;
+    ensure!(missing == (ResponseCode::NXDomain, 0, 1), "a negative forwarded answer: {missing:?}");
 
     // kapell status shows what each name answers.
     let status = host.exec_ok(&["kapell", "status", "shop"])?;

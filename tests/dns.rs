@@ -127,7 +127,10 @@ fn catalog(port: u16) -> String {
     {{ "stack": "data", "service": "cache", "container": true, "interval_ms": 10000,
        "instances": [
          {{ "host": "h2", "ip": "127.0.0.2", "units": ["data-cache.service"], "healthy": true }},
-         {{ "host": "h3", "ip": "127.0.0.3", "units": ["data-cache.service"], "healthy": false }} ] }}
+         {{ "host": "h3", "ip": "127.0.0.3", "units": ["data-cache.service"], "healthy": false }} ] }},
+    {{ "stack": "data", "service": "xn--mnchen-3ya", "container": true, "interval_ms": 10000,
+       "instances": [
+         {{ "host": "h2", "ip": "127.0.0.2", "units": ["data-xn--mnchen-3ya.service"], "healthy": true }} ] }}
   ]
 }}"#
     )
@@ -230,7 +233,14 @@ fn unknown_names_and_record_types() {
     assert_eq!(ask(dns.address, "CACHE.Data.Kapell.", RecordType::A).1, ["127.0.0.2"], "names are case-insensitive");
     assert_eq!(ask(dns.address, "cache.data.kapell.", RecordType::AAAA), (ResponseCode::NoError, vec![]));
     assert_eq!(ask(dns.address, "web.data.kapell.", RecordType::A).0, ResponseCode::NXDomain);
-    assert_eq!(ask(dns.address, "kapell.", RecordType::A).0, ResponseCode::NXDomain);
+    // A name with names below it exists, with no records of its own (RFC 8020: NXDOMAIN would
+    // say that nothing below it exists either).
+    for parent in ["kapell.", "data.kapell.", "_tcp.data.kapell.", "host.kapell."] {
+        assert_eq!(ask(dns.address, parent, RecordType::A), (ResponseCode::NoError, vec![]), "{parent}");
+    }
+    assert_eq!(ask(dns.address, "other.kapell.", RecordType::A).0, ResponseCode::NXDomain);
+    // A valid punycode label is a name like any other (not looked up in its Unicode form).
+    assert_eq!(ask(dns.address, "xn--mnchen-3ya.data.kapell.", RecordType::A).1, ["127.0.0.2"]);
     assert_eq!(ask(dns.address, "cache.data.kapell.", RecordType::TXT), (ResponseCode::NoError, vec![]));
 }
 

@@ -262,16 +262,7 @@ fn self_check(imported: &Imported) -> Result<Option<u8>> {
     Ok(Some(exit::USAGE))
 }
 
+/// A stack replaced with --force keeps its mode: one kept 0600 for the secrets in it stays so.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.kapell-import.{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    // A stack replaced with --force keeps its mode: one kept 0600 for the secrets in it stays so.
-    if let Ok(old) = std::fs::metadata(path) {
-        std::fs::set_permissions(&tmp, old.permissions())?;
-    }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::atomic_file::replace_keeping_mode(path, text.as_bytes(), crate::atomic_file::Durability::Durable)
 }

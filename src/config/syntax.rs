@@ -130,10 +130,11 @@ pub fn check_secret_name(name: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("invalid secret name {name:?}: use letters, digits, '_', '.' or '-'")) }
 }
 
-/// A host name in `placement.hosts` (the names of `fleet.toml`'s `[hosts.*]`).
+/// A host name in `placement.hosts` (the names of `fleet.toml`'s `[hosts.*]`). At most 63
+/// characters: discovery names the host `<name>.host.kapell`, and a DNS label is no longer.
 pub fn check_host_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let ok = name.len() <= 64
+    let ok = name.len() <= 63
         && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if ok { Ok(()) } else { Err(format!("invalid host name {name:?}")) }

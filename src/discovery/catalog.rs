@@ -51,6 +51,10 @@ pub struct CatalogService {
     #[serde(default)]
     pub check: Option<Check>,
     pub interval_ms: u64,
+    /// The check's own timeout (its `timeout`, or the default); absent from a catalog written
+    /// before it was carried (the responder then allows half the interval, at most 2 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     /// One per host, sorted by host name.
     pub instances: Vec<Instance>,
 }
@@ -125,10 +129,11 @@ impl CatalogService {
         self.ports.iter().find(|p| p.protocol == Protocol::Tcp && p.target == check.port()).map(|p| p.host)
     }
 
-    /// The TCP ports SRV records name: the published ones, else (native) the check's.
+    /// The TCP ports SRV records name: the published ones, else (native) the check's. A
+    /// container's check port is its own, not the host's: without a published port, none.
     pub fn srv_ports(&self) -> Vec<u16> {
         let published: Vec<u16> = self.ports.iter().filter(|p| p.protocol == Protocol::Tcp).map(|p| p.host).collect();
-        if published.is_empty() { self.check.iter().map(Check::port).collect() } else { published }
+        if published.is_empty() && !self.container { self.check.iter().map(Check::port).collect() } else { published }
     }
 }
 
@@ -173,13 +178,16 @@ fn describe(stack: &Stack, service: &Service, instance: Instance) -> CatalogServ
         _ => Vec::new(),
     };
     let interval_ms = service.health.as_ref().map_or(DEFAULT_INTERVAL_MS, |h| h.interval().as_micros() / 1000);
+    let check = check_of(service);
+    let timeout_ms = check.as_ref().and(service.health.as_ref()).map(|h| (h.timeout().as_micros() / 1000).max(1));
     CatalogService {
         stack: stack.name.to_string(),
         service: service.name.to_string(),
         container: !on_host_ports(service),
         ports,
-        check: check_of(service),
+        check,
         interval_ms: interval_ms.max(1),
+        timeout_ms,
         instances: vec![instance],
     }
 }
@@ -358,13 +366,18 @@ mod tests {
             ports: vec![PublishedPort { host: 15432, target: 5432, protocol: Protocol::Tcp }],
             check: Some(Check::Tcp { port: 5432 }),
             interval_ms: 1000,
+            timeout_ms: None,
             instances: vec![],
         };
         assert_eq!(s.probe_port(), Some(15432));
+        assert_eq!(s.srv_ports(), [15432]);
         s.check = Some(Check::Tcp { port: 9999 });
         assert_eq!(s.probe_port(), None, "a container port that is not published");
+        s.ports.clear();
+        assert_eq!(s.srv_ports(), [] as [u16; 0], "a container's own port is not the host's");
         s.container = false;
         assert_eq!(s.probe_port(), Some(9999), "a native service listens on the host's port");
+        assert_eq!(s.srv_ports(), [9999]);
         s.check = None;
         assert_eq!(s.probe_port(), None);
     }
@@ -381,6 +394,11 @@ mod tests {
         let catalog = build("h1", &[Placement { host: "h1", ip: h1, stacks: std::slice::from_ref(&data) }]);
         let db = &catalog.services[0];
         assert!(!db.container && db.ports.is_empty(), "{db:?}");
+        assert_eq!(
+            db.timeout_ms,
+            Some(crate::model::Health::DEFAULT_TIMEOUT.as_micros() / 1000),
+            "the check's default"
+        );
         assert_eq!(db.probe_port(), Some(5432));
         assert_eq!(db.srv_ports(), [5432]);
     }

@@ -230,15 +230,15 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
             changed |= health.apply_pushed(&catalog, &pushed);
         }
         let now = Instant::now();
-        for (key, check, address, interval) in health::probes(&catalog) {
-            if next_probe.get(&key).is_some_and(|due| *due > now) {
+        for planned in health::probes(&catalog) {
+            if next_probe.get(&planned.key).is_some_and(|due| *due > now) {
                 continue;
             }
-            next_probe.insert(key.clone(), now + interval);
+            next_probe.insert(planned.key.clone(), now + planned.interval);
             let (prober, tx) = (Arc::clone(&prober), results_tx.clone());
             tokio::spawn(async move {
-                let ok = prober.probe(&check, address, health::probe_timeout(interval)).await;
-                let _ = tx.send((key, ok));
+                let ok = prober.probe(&planned.check, planned.address, planned.timeout).await;
+                let _ = tx.send((planned.key, ok));
             });
         }
         if let Some(systemd) = &systemd {

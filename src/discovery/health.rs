@@ -10,7 +10,7 @@
 //! probe: DNS must follow health closely, while restarts (which wait for `retries` failures)
 //! are the supervisor's business.
 
-use super::catalog::{Catalog, Check};
+use super::catalog::{Catalog, CatalogService, Check};
 use super::pushed_health::Watch;
 use crate::health::probe::{Target, probe};
 use crate::model::{Check as ModelCheck, StatusRange};
@@ -46,9 +46,17 @@ impl Prober for HealthProber {
     }
 }
 
-/// How long one probe may take: the interval's half, at most 2 s (the checks' default timeout).
-pub fn probe_timeout(interval: Duration) -> Duration {
-    (interval / 2).min(Duration::from_secs(2)).max(Duration::from_millis(100))
+/// How long one probe of `service` may take: its check's own timeout, as the supervisor and
+/// the host's prober allow it (a catalog from before it carried one: the interval's half, at
+/// most 2 s), and never longer than the interval, so that one probe of an instance ends before
+/// the next one starts.
+pub fn probe_timeout(service: &CatalogService) -> Duration {
+    let interval = Duration::from_millis(service.interval_ms);
+    let timeout = match service.timeout_ms {
+        Some(ms) => Duration::from_millis(ms),
+        None => (interval / 2).min(Duration::from_secs(2)),
+    };
+    timeout.min(interval).max(Duration::from_millis(100))
 }
 
 /// Where an instance's health comes from (shown by `kapell status --json`).
@@ -173,18 +181,27 @@ pub fn source_of(catalog: &Catalog, i: usize, host: &str) -> Source {
 }
 
 /// The probes to run: one per instance with a probe port, with its address and interval.
-pub fn probes(catalog: &Catalog) -> Vec<(InstanceKey, Check, SocketAddr, Duration)> {
+/// One probe the responder runs, every `interval`, each allowed `timeout`.
+pub struct PlannedProbe {
+    pub key: InstanceKey,
+    pub check: Check,
+    pub address: SocketAddr,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+pub fn probes(catalog: &Catalog) -> Vec<PlannedProbe> {
     let mut out = Vec::new();
     for (i, service) in catalog.services.iter().enumerate() {
         let (Some(port), Some(check)) = (service.probe_port(), service.check.as_ref()) else { continue };
         for instance in &service.instances {
-            let address = SocketAddr::new(instance.ip, port);
-            out.push((
-                key(catalog, i, &instance.host),
-                check.clone(),
-                address,
-                Duration::from_millis(service.interval_ms),
-            ));
+            out.push(PlannedProbe {
+                key: key(catalog, i, &instance.host),
+                check: check.clone(),
+                address: SocketAddr::new(instance.ip, port),
+                interval: Duration::from_millis(service.interval_ms),
+                timeout: probe_timeout(service),
+            });
         }
     }
     out
@@ -232,6 +249,7 @@ mod tests {
             ports: vec![PublishedPort { host: 15432, target: 5432, protocol: Protocol::Tcp }],
             check,
             interval_ms: 1000,
+            timeout_ms: None,
             instances: vec![instance("h1", "10.0.0.1", None), instance("h3", "10.0.0.3", Some(false))],
         };
         Catalog {
@@ -250,8 +268,23 @@ mod tests {
         assert_eq!(health.get(&c, 1, "h1"), Some((false, Source::Systemd)));
         assert_eq!(health.get(&c, 1, "h3"), Some((false, Source::Controller)), "the controller saw it fail");
         assert_eq!(probes(&c).len(), 2);
-        assert_eq!(probes(&c)[1].2, "10.0.0.3:15432".parse().expect("addr"));
+        assert_eq!(probes(&c)[1].address, "10.0.0.3:15432".parse().expect("addr"));
         assert_eq!(local_units(&c), [("data-db.service".to_string(), key(&c, 1, "h1"))]);
+    }
+
+    /// A probe from another host is allowed what the check allows its own probes, within one
+    /// interval; a catalog without the check's timeout keeps the old allowance.
+    #[test]
+    fn a_probe_is_allowed_the_checks_own_timeout_within_its_interval() {
+        let mut s = catalog().services.remove(0);
+        s.interval_ms = 10_000;
+        assert_eq!(probe_timeout(&s), Duration::from_secs(2), "no timeout carried: half the interval, at most 2 s");
+        s.timeout_ms = Some(5_000);
+        assert_eq!(probe_timeout(&s), Duration::from_secs(5));
+        s.interval_ms = 1_000;
+        assert_eq!(probe_timeout(&s), Duration::from_secs(1), "never longer than the interval");
+        s.timeout_ms = Some(1);
+        assert_eq!(probe_timeout(&s), Duration::from_millis(100));
     }
 
     #[test]

@@ -42,8 +42,9 @@ pub fn read(path: &Path) -> Vec<InstanceHealth> {
 }
 
 /// Writes `instances` (sorted, so equal words are equal files) unless the file already says
-/// exactly that: temporary file + rename, so the responder never reads half a file. Whether the
-/// file changed.
+/// exactly that: replaced whole, so the responder never reads half a file, and durably, as the
+/// responder reads it after a reboot too (a file lost to a crash would make every instance the
+/// controller judged count as healthy). Whether the file changed.
 pub fn write(path: &Path, instances: &[InstanceHealth]) -> std::io::Result<bool> {
     let mut sorted = instances.to_vec();
     sorted.sort();
@@ -51,14 +52,7 @@ pub fn write(path: &Path, instances: &[InstanceHealth]) -> std::io::Result<bool>
     if std::fs::read(path).is_ok_and(|old| old == text) {
         return Ok(false);
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    crate::atomic_file::replace(path, &text, crate::atomic_file::Durability::Durable)?;
     Ok(true)
 }
 

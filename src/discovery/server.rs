@@ -7,6 +7,7 @@ use super::catalog::DOMAIN;
 use super::table::Table;
 use hickory_net::client::{Client, ClientHandle as _};
 use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::{Message, Metadata, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record};
@@ -60,8 +61,23 @@ impl Handler {
 
 /// How a query was dealt with.
 enum Verdict {
-    Answer { code: ResponseCode, answers: Vec<Record>, additionals: Vec<Record>, authoritative: bool },
+    Answer {
+        code: ResponseCode,
+        answers: Vec<Record>,
+        /// The authority section: a forwarded answer's (the SOA a resolver caches a negative
+        /// answer by, the servers of a referral).
+        authorities: Vec<Record>,
+        additionals: Vec<Record>,
+        authoritative: bool,
+    },
     Refuse,
+}
+
+impl Verdict {
+    /// An answer of ours with no records but its code.
+    fn empty(code: ResponseCode, authoritative: bool) -> Verdict {
+        Verdict::Answer { code, answers: vec![], authorities: vec![], additionals: vec![], authoritative }
+    }
 }
 
 #[async_trait::async_trait]
@@ -77,12 +93,15 @@ impl RequestHandler for Handler {
             Verdict::Refuse => {
                 response.send_response(builder.error_msg(&request.metadata, ResponseCode::Refused)).await
             }
-            Verdict::Answer { code, answers, additionals, authoritative } => {
+            Verdict::Answer { code, answers, authorities, additionals, authoritative } => {
                 let mut metadata = Metadata::response_from_request(&request.metadata);
                 metadata.response_code = code;
                 metadata.authoritative = authoritative;
                 metadata.recursion_available = true;
-                response.send_response(builder.build(metadata, answers.iter(), [], [], additionals.iter())).await
+                // Too large for the client's UDP size: hickory-server cuts it and sets TC, and
+                // the client asks again over TCP.
+                let message = builder.build(metadata, answers.iter(), authorities.iter(), [], additionals.iter());
+                response.send_response(message).await
             }
         };
         sent.unwrap_or_else(|e| {
@@ -100,16 +119,13 @@ impl Handler {
             return Verdict::Refuse;
         }
         let Ok(info) = request.request_info() else {
-            return Verdict::Answer {
-                code: ResponseCode::FormErr,
-                answers: vec![],
-                additionals: vec![],
-                authoritative: false,
-            };
+            return Verdict::empty(ResponseCode::FormErr, false);
         };
         let name = info.query.name();
         if self.domain.zone_of(name) {
-            return self.answer(&name.to_string().to_ascii_lowercase(), info.query.query_type());
+            // ASCII as it came: `Display` would turn a valid `xn--` label into Unicode, which no
+            // name of the table is.
+            return self.answer(&name.to_ascii().to_ascii_lowercase(), info.query.query_type());
         }
         self.forward(info.query.original().name().clone(), info.query.query_class(), info.query.query_type()).await
     }
@@ -123,45 +139,61 @@ impl Handler {
                 let answers = entry.answers(kind).to_vec();
                 let additionals =
                     if kind == hickory_proto::rr::RecordType::SRV { entry.additional.clone() } else { vec![] };
-                Verdict::Answer { code: ResponseCode::NoError, answers, additionals, authoritative: true }
+                Verdict::Answer {
+                    code: ResponseCode::NoError,
+                    answers,
+                    authorities: vec![],
+                    additionals,
+                    authoritative: true,
+                }
             }
-            None => Verdict::Answer {
-                code: ResponseCode::NXDomain,
-                answers: vec![],
-                additionals: vec![],
-                authoritative: true,
-            },
+            None => Verdict::empty(ResponseCode::NXDomain, true),
         }
     }
 
-    /// To the host's servers, first to answer wins; SERVFAIL when none does.
+    /// To the host's servers in turn, as the C library would ask them: the first answer wins,
+    /// unless it is SERVFAIL or REFUSED (that server cannot answer; the next may); SERVFAIL when
+    /// none answers. The answer goes back whole: its code, answers, authority and additional
+    /// records.
     async fn forward(
         &self,
         name: Name,
         class: hickory_proto::rr::DNSClass,
         kind: hickory_proto::rr::RecordType,
     ) -> Verdict {
+        let mut failed = None;
         for server in self.shared.upstreams().iter() {
             match query(SocketAddr::new(*server, 53), name.clone(), class, kind).await {
-                Ok(message) => {
-                    return Verdict::Answer {
-                        code: message.metadata.response_code,
-                        answers: message.answers,
-                        additionals: message
-                            .additionals
-                            .into_iter()
-                            .filter(|r| r.record_type() != hickory_proto::rr::RecordType::OPT)
-                            .collect(),
-                        authoritative: false,
-                    };
+                Ok(message)
+                    if matches!(message.metadata.response_code, ResponseCode::ServFail | ResponseCode::Refused) =>
+                {
+                    log::debug!("kapell dns: {server} answered {name} with {}", message.metadata.response_code);
+                    failed.get_or_insert(message);
                 }
+                Ok(message) => return forwarded(message),
                 Err(e) => log::debug!("kapell dns: {server} did not answer {name}: {e}"),
             }
         }
-        Verdict::Answer { code: ResponseCode::ServFail, answers: vec![], additionals: vec![], authoritative: false }
+        // No server could answer: what the first of them said, else SERVFAIL.
+        failed.map_or_else(|| Verdict::empty(ResponseCode::ServFail, false), forwarded)
     }
 }
 
+/// An upstream's answer as ours to send: its records (its own OPT aside: hickory-server adds
+/// ours).
+fn forwarded(message: Message) -> Verdict {
+    let not_opt = |r: &Record| r.record_type() != hickory_proto::rr::RecordType::OPT;
+    Verdict::Answer {
+        code: message.metadata.response_code,
+        answers: message.answers,
+        authorities: message.authorities,
+        additionals: message.additionals.into_iter().filter(not_opt).collect(),
+        authoritative: false,
+    }
+}
+
+/// One query to `server`: over UDP, and again over TCP when the UDP answer came truncated, so
+/// a large answer (many addresses, a long TXT) is forwarded whole rather than cut short.
 async fn query(
     server: SocketAddr,
     name: Name,
@@ -170,7 +202,32 @@ async fn query(
 ) -> Result<Message, String> {
     let stream =
         UdpClientStream::builder(server, TokioRuntimeProvider::default()).with_timeout(Some(FORWARD_TIMEOUT)).build();
-    let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    let answer = ask(client, background, name.clone(), class, kind).await?;
+    if !answer.metadata.truncation {
+        return Ok(answer);
+    }
+    let (connect, sender) = TcpClientStream::new(server, None, Some(FORWARD_TIMEOUT), TokioRuntimeProvider::default());
+    let stream = tokio::time::timeout(FORWARD_TIMEOUT, connect)
+        .await
+        .map_err(|_| "no TCP connection in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (client, background) = Client::<TokioRuntimeProvider>::with_timeout(stream, sender, FORWARD_TIMEOUT);
+    ask(client, background, name, class, kind).await
+}
+
+/// `client`'s one query, its background task running meanwhile.
+async fn ask<B>(
+    mut client: Client<TokioRuntimeProvider>,
+    background: B,
+    name: Name,
+    class: hickory_proto::rr::DNSClass,
+    kind: hickory_proto::rr::RecordType,
+) -> Result<Message, String>
+where
+    B: std::future::Future + Send + 'static,
+    B::Output: Send,
+{
     let task = tokio::spawn(background);
     let result = client.query(name, class, kind).await.map(|r| r.into_message()).map_err(|e| e.to_string());
     task.abort();

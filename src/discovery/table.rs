@@ -88,6 +88,16 @@ impl Table {
                 }
             }
         }
+        // A name with names below it exists (`kapell.`, `data.kapell.`, `_tcp.data.kapell.`):
+        // NOERROR with no records, not NXDOMAIN, which says that nothing below it exists either
+        // (RFC 8020) and lets a resolver that trusts it stop asking for every name below.
+        let mut parents: Vec<String> = vec![format!("{DOMAIN}.")];
+        for name in table.names.keys() {
+            parents.extend(ancestors(name).map(str::to_string));
+        }
+        for parent in parents {
+            table.names.entry(parent).or_default();
+        }
         table
     }
 
@@ -105,6 +115,14 @@ impl Table {
     }
 }
 
+/// The names above `name` up to `kapell.` itself: `db.data.kapell.` → `data.kapell.`, `kapell.`.
+fn ancestors(name: &str) -> impl Iterator<Item = &str> {
+    name.match_indices('.').map(move |(i, _)| &name[i + 1..]).filter(|parent| {
+        let under = parent.strip_suffix('.').and_then(|p| p.strip_suffix(DOMAIN));
+        under.is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    })
+}
+
 /// `<host>.host.kapell.`, the name of a host's address.
 pub fn host_name(host: &str) -> String {
     format!("{}.host.{DOMAIN}.", host.to_ascii_lowercase())
@@ -120,6 +138,16 @@ fn push_address(entry: &mut Entry, owner: &Name, ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_names_above_a_name_exist_up_to_the_apex() {
+        assert_eq!(
+            ancestors("_db._tcp.data.kapell.").collect::<Vec<_>>(),
+            ["_tcp.data.kapell.", "data.kapell.", "kapell."]
+        );
+        assert_eq!(ancestors("kapell.").count(), 0);
+        assert_eq!(ancestors("a.notkapell.").count(), 0);
+    }
     use crate::discovery::catalog::{CatalogService, Instance, Protocol, PublishedPort, VERSION};
 
     fn catalog() -> Catalog {
@@ -139,6 +167,7 @@ mod tests {
                 ports: vec![PublishedPort { host: 15432, target: 5432, protocol: Protocol::Tcp }],
                 check: None,
                 interval_ms: 1000,
+                timeout_ms: None,
                 instances: vec![instance("h1", "10.0.0.1"), instance("h3", "fd00::3")],
             }],
         }

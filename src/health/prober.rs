@@ -48,6 +48,9 @@ struct Watched {
     in_flight: bool,
     /// Its main process was killed for being unhealthy; the next run starts over.
     killed: bool,
+    /// Unhealthy, to be restarted, and the kill failed (systemd did not answer): tried again at
+    /// the next probe, which goes on meanwhile.
+    kill_failed: bool,
 }
 
 type Probing = Pin<Box<dyn Future<Output = (String, Probe)>>>;
@@ -150,6 +153,7 @@ fn load(file: &State) -> Result<Watched> {
         due: Instant::now() + spread(&file.unit, interval),
         in_flight: false,
         killed: false,
+        kill_failed: false,
     })
 }
 
@@ -216,35 +220,41 @@ async fn judge(
     w.state.failures = w.tracker.failures;
     w.state.last_probe = Some(probe);
     let check = w.state.check.clone();
+    let restart = w.spec.on_unhealthy == OnUnhealthy::Restart;
     match changed {
-        Some(Health::Unhealthy) => {
-            let restart = w.spec.on_unhealthy == OnUnhealthy::Restart;
-            log::warn!(
-                message_id = id::SERVICE_HEALTH, kapell_health = "unhealthy", object_systemd_unit = unit;
-                "{unit}: unhealthy: health check {check} failed {} times in a row (last: {outcome}){}",
-                w.tracker.failures,
-                if restart { "" } else { "; on_unhealthy = \"ignore\": only reported" }
-            );
-            if restart {
-                w.killed = true;
-                let killed = match connected(systemd).await {
-                    Ok(s) => s.kill_main(unit).await,
-                    Err(e) => Err(e),
-                };
-                match killed {
-                    Ok(()) => log::warn!(
-                        message_id = id::SERVICE_UNHEALTHY_RESTART, object_systemd_unit = unit;
-                        "{unit}: killed its main process (SIGKILL) so that systemd restarts the service"
-                    ),
-                    Err(e) => log::error!("{unit}: {e:#}"),
-                }
-            }
-        }
+        Some(Health::Unhealthy) => log::warn!(
+            message_id = id::SERVICE_HEALTH, kapell_health = "unhealthy", object_systemd_unit = unit;
+            "{unit}: unhealthy: health check {check} failed {} times in a row (last: {outcome}){}",
+            w.tracker.failures,
+            if restart { "" } else { "; on_unhealthy = \"ignore\": only reported" }
+        ),
         Some(Health::Healthy) => log::info!(
             message_id = id::SERVICE_HEALTH, kapell_health = "healthy", object_systemd_unit = unit;
             "{unit}: healthy again: health check {check} ({outcome})"
         ),
         _ => {}
+    }
+    let still_unhealthy = w.kill_failed && w.tracker.health == Health::Unhealthy;
+    w.kill_failed = false;
+    if restart && (changed == Some(Health::Unhealthy) || still_unhealthy) {
+        let killed = match connected(systemd).await {
+            Ok(s) => s.kill_main(unit).await,
+            Err(e) => Err(e),
+        };
+        match killed {
+            Ok(()) => {
+                // Not probed again: the next run of the unit starts over.
+                w.killed = true;
+                log::warn!(
+                    message_id = id::SERVICE_UNHEALTHY_RESTART, object_systemd_unit = unit;
+                    "{unit}: killed its main process (SIGKILL) so that systemd restarts the service"
+                );
+            }
+            Err(e) => {
+                w.kill_failed = true;
+                log::error!("{unit}: cannot kill its main process (tried again at the next probe): {e:#}");
+            }
+        }
     }
     // A new run may have written its own state meanwhile: never overwrite it.
     let on_disk = state::read(dir, unit).map(|s| s.invocation);

@@ -37,6 +37,13 @@ pub fn load_spec(target: &ServiceRef) -> Result<HealthSpec> {
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let unit = UnitFile::parse(&text).map_err(anyhow::Error::msg).with_context(|| path.display().to_string())?;
+    // A container's check runs in the container, by its supervisor: run here, its `cmd` would be
+    // a program of this host's, run as the caller, and its port this host's loopback.
+    anyhow::ensure!(
+        unit.get_section(crate::unitset::markers::CONTAINER_SECTION).is_none(),
+        "{target} is a container service: its supervisor probes it in its container (`kapell status` shows \
+         its health)"
+    );
     HealthSpec::from_unit(&unit)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("cannot read the health check of {}", path.display()))?

@@ -65,16 +65,10 @@ pub fn read(dir: &Path, unit: &str) -> Option<State> {
     serde_json::from_slice(&text).ok()
 }
 
-/// Writes the state atomically (temporary file + rename).
+/// Writes the state, replaced whole (under `/run`: a reboot clears it anyway).
 pub fn write(dir: &Path, state: &State) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let path = path_in(dir, &state.unit);
-    let tmp = dir.join(format!(".{}.{}.tmp", state.unit, std::process::id()));
     let text = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::atomic_file::replace(&path_in(dir, &state.unit), &text, crate::atomic_file::Durability::Volatile)
 }
 
 /// Removes the state of `unit` (it stopped).

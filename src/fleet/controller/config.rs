@@ -126,6 +126,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Fleet, Vec<Diagnostic>> {
         Some((value, Some(table))) => {
             for (key, value) in table.iter() {
                 let name = At { value: key.get_ref().to_string(), span: key.span() };
+                // DNS names are case-insensitive: `Web1` and `web1` would be one `<host>.host.kapell`.
+                let same = hosts.keys().find(|h: &&String| h.eq_ignore_ascii_case(&name.value)).cloned();
+                if let Some(same) = same {
+                    ctx.error(
+                        name.span.clone(),
+                        format!(
+                            "host {:?} differs from host {same:?} only in case: give each host a name of its own",
+                            name.value
+                        ),
+                    );
+                    continue;
+                }
                 if let Some(host) = read_host(&mut ctx, name, value) {
                     hosts.insert(host.name.clone(), host);
                 }
@@ -407,6 +419,25 @@ auto_promote = false
             assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
         }
         assert!(got.iter().any(|g| g.starts_with("/etc/kapell/fleet.toml:12:20: invalid duration")), "{got:#?}");
+    }
+
+    /// Discovery names each host `<name>.host.kapell`: a name must be one DNS label (63
+    /// characters at most) and its own, whatever the case.
+    #[test]
+    fn host_names_are_dns_labels_of_their_own() {
+        let long = "h".repeat(64);
+        let got = errors(&format!(
+            "[hosts.{long}]\naddress = \"a\"\n\n[hosts.Web1]\naddress = \"b\"\n\n[hosts.web1]\naddress = \"c\"\n"
+        ));
+        assert!(
+            got.iter().any(|g| g.starts_with(&format!("/etc/kapell/fleet.toml:1:8: invalid host name \"{long}\""))),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|g| g == "/etc/kapell/fleet.toml:7:8: host \"web1\" differs from host \"Web1\" only in case: give each host a name of its own"),
+            "{got:#?}"
+        );
+        assert!(errors(&format!("[hosts.{}]\naddress = \"a\"\n", "h".repeat(63))).is_empty());
     }
 
     #[test]

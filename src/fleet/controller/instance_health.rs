@@ -76,6 +76,7 @@ mod tests {
             ports: vec![],
             check,
             interval_ms: 1000,
+            timeout_ms: None,
             instances,
         };
         Catalog {

@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::path::PathBuf;
 
 /// How many pushed hashes are remembered per host (older ones are not "known" any more).
@@ -137,16 +136,10 @@ impl State {
 
     /// Writes the state atomically and durably.
     pub fn save(&self) -> Result<()> {
-        let dir = state_dir();
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let tmp = dir.join(format!(".state.json.{}", std::process::id()));
-        let mut file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let path = state_dir().join("state.json");
         let bytes = serde_json::to_vec_pretty(self).context("cannot encode the state")?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, dir.join("state.json")).with_context(|| format!("cannot rename {}", tmp.display()))?;
-        File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
+        crate::atomic_file::replace(&path, &bytes, crate::atomic_file::Durability::Durable)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     pub fn host(&mut self, name: &str) -> &mut HostState {

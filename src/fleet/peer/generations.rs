@@ -17,6 +17,7 @@
 //! the old generation or the new one, each complete; what a killed run left behind (a staging
 //! directory, a generation nobody points to) is removed by the next install.
 
+use crate::atomic_file::Durability;
 use crate::fleet::protocol::{self, HostSet, Reply};
 use crate::names::{CATALOG_FILE, CATALOG_HOST_FILE};
 use crate::received_sets::PENDING;
@@ -177,7 +178,9 @@ impl Store {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let wanted = [current.as_deref(), confirmed.as_deref(), keep].contains(&Some(name.as_str()));
-            let ours = name.starts_with(STAGING_PREFIX) || name.starts_with(GENERATION_PREFIX);
+            let ours = name.starts_with(STAGING_PREFIX)
+                || name.starts_with(GENERATION_PREFIX)
+                || crate::atomic_file::is_temporary(&name);
             if wanted || !ours {
                 continue;
             }
@@ -198,7 +201,7 @@ impl Store {
     /// record reads as none.
     pub fn save_outcome(&self, reply: &Reply) -> Result<()> {
         let text = serde_json::to_vec_pretty(reply).context("cannot encode the outcome")?;
-        replace(&self.dir, OUTCOME, &text, Durability::Report)
+        replace(&self.dir, OUTCOME, &text, Durability::Volatile)
     }
 
     /// The outcome of the last install, if one was recorded.
@@ -260,33 +263,15 @@ fn write_set(dir: &Path, files: &[OutputFile]) -> Result<()> {
     Ok(())
 }
 
-/// Whether a file [`replace`] writes must survive a crash.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// State a later run acts on: the file and the directory are fsynced.
-    State,
-    /// A report for the controller: atomic, never torn, but a crash may lose it.
-    Report,
-}
-
-/// Writes `name` in `dir` through a temporary file and rename(2), fsynced.
+/// Writes `name` in `dir`, replaced whole and fsynced: state a later run acts on.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    replace(dir, name, bytes, Durability::State)
+    replace(dir, name, bytes, Durability::Durable)
 }
 
-/// Writes `name` in `dir` through a temporary file and rename(2) (fsynced as `durability` says).
+/// Writes `name` in `dir`, replaced whole ([`crate::atomic_file`]).
 fn replace(dir: &Path, name: &str, bytes: &[u8], durability: Durability) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()));
-    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| if durability == Durability::State { f.sync_all() } else { Ok(()) })
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("cannot rename {}", tmp.display()))?;
-    match durability {
-        Durability::State => sync_dir(dir),
-        Durability::Report => Ok(()),
-    }
+    let path = dir.join(name);
+    crate::atomic_file::replace(&path, bytes, durability).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
