@@ -264,3 +264,25 @@ fn a_bad_catalog_is_refused_with_its_path() {
     assert!(stderr.contains(&format!("{}", Path::new("current").join("catalog.json").display())), "{stderr}");
     assert!(!runtime.path().join("dns.json").exists());
 }
+
+/// A push that brings a new catalog (a new generation, `current` swapped to it) is read within
+/// a refresh: the responder looks at what the catalog is read from every 2 s and reads it again
+/// when that changed.
+#[test]
+fn a_new_catalog_is_read_once_the_set_changes() {
+    let dns = responder(&catalog(1));
+    assert_eq!(ask(dns.address, "cache.data.kapell.", RecordType::A).1, ["127.0.0.2"]);
+    // The same catalog, h3's cache now seen healthy by the controller.
+    let next = catalog(1).replace(
+        r#""units": ["data-cache.service"], "healthy": false"#,
+        r#""units": ["data-cache.service"], "healthy": true"#,
+    );
+    let received = dns._received.path();
+    std::fs::create_dir(received.join("g2-test")).expect("mkdir");
+    std::fs::write(received.join("g2-test/catalog.json"), next).expect("write");
+    std::os::unix::fs::symlink("g2-test", received.join("current.new")).expect("link");
+    std::fs::rename(received.join("current.new"), received.join("current")).expect("swap");
+    wait("the new catalog's answer", Duration::from_secs(5), || {
+        ask(dns.address, "cache.data.kapell.", RecordType::A).1 == ["127.0.0.2", "127.0.0.3"]
+    });
+}
