@@ -51,6 +51,8 @@ fn main() {
                 test: failing_replicas,
             },
             Scenario { name: "a_rollout_whose_hosts_are_all_canaries_completes", test: only_canaries },
+            Scenario { name: "each_changed_service_has_its_own_canary", test: canaries_per_service },
+            Scenario { name: "a_batch_that_fails_takes_the_earlier_batches_back_too", test: later_batch_fails },
             Scenario { name: "a_host_whose_rollback_fails_is_held_and_never_confirmed", test: failed_rollback },
         ],
         Rig::boot,
@@ -1210,5 +1212,55 @@ fn failed_rollback(rig: &mut Rig) -> Result<()> {
         received_link(db1, "current")? != received_link(db1, "confirmed")?,
         "the next apply confirmed the failed set on db1:\n{again}"
     );
+    Ok(())
+}
+
+/// Two shared services changed at once (`shop.web` on web1 and web2, `agent.node` everywhere),
+/// `canary = 1`: each service has its canary (db1 for the agent, web1 for the web service), and
+/// web2 waits for the promotion, untouched.
+fn canaries_per_service(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(&canary(false, "1s"))?;
+    let before = all_pids(&rig.hosts)?;
+    stacks(&c, "7000133", None)?;
+    agent(&c, &sleep_argv(7000134))?;
+    let plan = c.expect(&["fleet", "plan"], 0)?;
+    for want in ["db1 (db1): canary", "web1 (web1): canary", "web2 (web2): after promotion, batch 1"] {
+        ensure!(plan.stdout.contains(want), "no {want:?} in the plan:\n{plan}");
+    }
+    let first = c.expect(&["fleet", "apply"], 6)?;
+    ensure!(agent_runs(rig, &["db1", "web1"], "7000134")?, "the canaries did not get the agent:\n{first}");
+    ensure!(prop(&rig.hosts[0], "shop-web.service", "ExecStart")?.contains("7000133"), "web1:\n{first}");
+    ensure!(pids(&rig.hosts[1], WEB_UNITS)? == before["web2"], "web2 changed before the promotion:\n{first}");
+    let rollout = rollout_of(&c)?;
+    ensure!(rollout["canaries"] == serde_json::json!(["db1", "web1"]), "{rollout:#}");
+    Ok(())
+}
+
+/// One host at a time, a version that runs on db1 (first by name) and fails on the web hosts:
+/// db1's batch is healthy and confirmed, web1's fails. The desired state has failed, so db1,
+/// which already runs it, goes back too (`auto_revert`), to what it ran before, which is its
+/// confirmed set again; web2 is held back. A second apply touches nobody.
+fn later_batch_fails(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(ROLLING)?;
+    agent(
+        &c,
+        "[\"/bin/sh\", \"-c\", \"case $(cat /proc/sys/kernel/hostname) in web*) echo not here; exit 3;; esac; \
+         exec sleep 7000144\"]",
+    )?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    eprintln!("$ kapell fleet apply (a version that fails on the second batch)\n{}", failed.stdout);
+    for (host, word) in [("db1 ", "ROLLED BACK"), ("web1 ", "ROLLED BACK"), ("web2 ", "held back")] {
+        ensure!(failed.stdout.lines().any(|l| l.starts_with(host) && l.contains(word)), "{host}{word}:\n{failed}");
+    }
+    ensure!(rollout_of(&c)?["failed"]["host"] == "web1", "{failed}");
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000003")?, "not every host runs the old version:\n{failed}");
+    let db1 = &rig.hosts[2];
+    ensure!(
+        received_link(db1, "current")? == received_link(db1, "confirmed")?,
+        "db1's old set is not its confirmed one"
+    );
+    let after = all_pids(&rig.hosts)?;
+    let again = c.expect(&["fleet", "apply"], 5)?;
+    ensure!(all_pids(&rig.hosts)? == after, "a second apply of the failed state touched a host:\n{again}");
     Ok(())
 }

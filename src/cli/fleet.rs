@@ -177,8 +177,9 @@ fn promote(controller: &Controller, hosts: &[String], stack: Option<&str>) -> Re
         };
         if let Some(stack) = stack.filter(|s| !r.stacks.iter().any(|t| t == s)) {
             eprintln!(
-                "error: the rollout waiting for promotion changes {}, not {stack}",
-                if r.stacks.is_empty() { "no stack".to_string() } else { r.stacks.join(", ") }
+                "error: the rollout waiting for promotion changes {}, not {}",
+                if r.stacks.is_empty() { "no stack".to_string() } else { r.stacks.join(", ") },
+                crate::printable::printable(stack)
             );
             return Ok(exit::USAGE);
         }
@@ -309,19 +310,21 @@ fn rollout_steps(
     results: &[crate::fleet::controller::HostResult],
 ) -> std::collections::BTreeMap<String, rollout::Step> {
     let shared = rollout::shared_units(&controller.sets);
-    let rolling: Vec<String> = results
+    let changes: std::collections::BTreeMap<String, Vec<String>> = results
         .iter()
         .filter_map(|r| {
             let reply = r.outcome.as_ref().ok()?;
             let current = reply.current_set();
             // A first push (nothing received yet) is not part of a rollout.
             let changes = rollout::shared_changes(&current, &controller.sets[&r.host], &shared);
-            (!reply.files.is_empty() && !changes.is_empty()).then(|| r.host.clone())
+            (!reply.files.is_empty() && !changes.is_empty()).then(|| (r.host.clone(), changes))
         })
         .collect();
+    let rolling: Vec<String> = changes.keys().cloned().collect();
     let state = State::load().unwrap_or_default();
     let desired_state = rollout::desired_state(&controller.sets, &shared);
-    rollout::schedule(&controller.fleet.rollout, &desired_state, &rolling, state.rollout.as_ref(), false).steps
+    rollout::schedule(&controller.fleet.rollout, &desired_state, &rolling, &changes, state.rollout.as_ref(), false)
+        .steps
 }
 
 /// The lines that change in a unit, as a unified diff with one line of context.

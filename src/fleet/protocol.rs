@@ -75,8 +75,13 @@ pub enum Body {
     },
     /// The controller saw the set with this hash active and healthy: keep it.
     Confirm { hash: String },
-    /// Go back to the last confirmed set.
-    Rollback,
+    /// Go back to the last confirmed set; with `hash`, from the set with that hash, confirmed or
+    /// not, to the set the host ran before it (a host of an earlier batch of a rollout that
+    /// failed later). A host that runs another set changes nothing.
+    Rollback {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
+    },
     /// Report the received set and the state of its units; change nothing.
     Status,
 }
@@ -91,7 +96,7 @@ impl Body {
             Body::Install { .. } => "install",
             Body::Repair { .. } => "repair",
             Body::Confirm { .. } => "confirm",
-            Body::Rollback => "rollback",
+            Body::Rollback { .. } => "rollback",
             Body::Status => "status",
         }
     }

@@ -228,7 +228,8 @@ pub fn converge(
     if !rolling.is_empty() {
         let desired_state = rollout::desired_state(&c.sets, &shared);
         let stacks = rollout::stacks_of(changes.values().flatten(), &c.sets);
-        rollout(c, state, &desired_state, stacks, &rolling, &resumed, options, &mut |o| report(o, &mut outcomes));
+        let rolled = Rolling { hosts: &rolling, changes: &changes, resumed: &resumed };
+        rollout(c, state, &desired_state, stacks, &rolled, options, &mut |o| report(o, &mut outcomes));
     }
 
     // Hosts the rollout holds back or keeps waiting, and hosts held back before, keep what they
@@ -492,7 +493,7 @@ fn leave_as_is(c: &Controller, host: &str) -> (Option<Reply>, String) {
 /// later pass confirms that set (its own timer takes it back when the window closes), and it is
 /// a failure rather than "rolled back".
 fn roll_back(c: &Controller, state: &mut State, host: &str, why: String) -> (Option<Reply>, Outcome) {
-    match c.request(host, Body::Rollback, false).outcome.and_then(refusal) {
+    match c.request(host, Body::Rollback { hash: None }, false).outcome.and_then(refusal) {
         Ok(reply) => (Some(reply), Outcome::RolledBack(format!("rolled back: {why}"))),
         Err(e) => {
             let reason = format!("its rollback failed: {e}");
@@ -502,6 +503,19 @@ fn roll_back(c: &Controller, state: &mut State, host: &str, why: String) -> (Opt
                  when its confirm window closes"
             ));
             (None, outcome)
+        }
+    }
+}
+
+/// Takes `host`, of an earlier batch of a rollout that failed, from the set it was pushed (and
+/// confirmed) back to the set it ran before. A host that cannot be taken back keeps the failed
+/// version, confirmed: a failure, said so.
+fn roll_back_from(c: &Controller, host: &str, why: String) -> (Option<Reply>, Outcome) {
+    let hash = Some(c.sets[host].hash.clone());
+    match c.request(host, Body::Rollback { hash }, false).outcome.and_then(refusal) {
+        Ok(reply) => (Some(reply), Outcome::RolledBack(format!("rolled back: {why}"))),
+        Err(e) => {
+            (None, Outcome::Failed(format!("{why}; it could not be rolled back ({e}): it keeps the failed version")))
         }
     }
 }
@@ -552,6 +566,16 @@ fn mark_unreachable(state: &mut State, host: &str, why: &str) {
     entry.next_try_usec = now + (exp.as_micros() as f64 * jitter) as u64;
 }
 
+/// The hosts a rollout changes.
+struct Rolling<'a> {
+    /// Every host whose change touches shared services.
+    hosts: &'a [String],
+    /// The shared units each host's change touches (a resumed host has no entry).
+    changes: &'a BTreeMap<String, Vec<String>>,
+    /// Those of `hosts` in flight when a previous run stopped.
+    resumed: &'a [String],
+}
+
 /// One batch of a rollout.
 struct Batch {
     hosts: Vec<String>,
@@ -564,21 +588,21 @@ struct Batch {
 /// those of `resumed` were in flight when a previous run stopped). Carries out
 /// [`rollout::schedule`]: held hosts are reported, the canaries go first, the others follow
 /// once promoted; the record in `state` says how far it got, before each step.
-#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are the pass's")]
 fn rollout(
     c: &Controller,
     state: &mut State,
     desired_state: &str,
     stacks: Vec<String>,
-    rolling: &[String],
-    resumed: &[String],
+    rolling: &Rolling<'_>,
     options: &Options,
     report: &mut dyn FnMut(HostOutcome),
 ) {
     let policy = &c.fleet.rollout;
-    let mut order: Vec<String> = rolling.to_vec();
+    let resumed = rolling.resumed;
+    let mut order: Vec<String> = rolling.hosts.to_vec();
     order.sort();
-    let schedule = rollout::schedule(policy, desired_state, &order, state.rollout.as_ref(), options.retry_failed);
+    let schedule =
+        rollout::schedule(policy, desired_state, &order, rolling.changes, state.rollout.as_ref(), options.retry_failed);
     let mut record = match state.rollout.take() {
         Some(r) if r.desired_state == desired_state => r,
         _ => Rollout {
@@ -706,6 +730,19 @@ fn rollout(
                     };
                     if let Some(r) = &reply {
                         state.host(h).saw(r);
+                    }
+                    report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
+                }
+                // The hosts of earlier batches (the canaries too) run it, confirmed: with
+                // `auto_revert` they go back to what they ran before it (without, they keep it).
+                let earlier: Vec<String> = record.done.iter().filter(|h| !batch.hosts.contains(h)).cloned().collect();
+                for h in earlier.iter().filter(|_| reverted) {
+                    let (reply, outcome) = roll_back_from(c, h, format!("{host} failed: {why}"));
+                    if let Some(r) = &reply {
+                        state.host(h).saw(r);
+                    }
+                    if matches!(outcome, Outcome::RolledBack(_)) {
+                        record.done.retain(|d| d != h);
                     }
                     report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
                 }

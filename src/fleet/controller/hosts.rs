@@ -193,7 +193,7 @@ impl Controller {
     pub fn request(&self, host: &str, body: Body, fresh: bool) -> HostResult {
         let start = Instant::now();
         let deadline = match body {
-            Body::Install { .. } | Body::Repair { .. } | Body::Rollback => INSTALL_DEADLINE,
+            Body::Install { .. } | Body::Repair { .. } | Body::Rollback { .. } => INSTALL_DEADLINE,
             Body::Status | Body::Confirm { .. } => STATUS_DEADLINE,
         };
         let address = &self.fleet.hosts[host].address;

@@ -109,13 +109,24 @@ pub struct Schedule {
 }
 
 /// What each of `rolling` (the hosts whose change touches shared services, in name order) does
-/// for the desired state `state`, given the controller's `record` of the last rollout. `force`
-/// pushes a failed desired state again.
-pub fn schedule(policy: &Policy, state: &str, rolling: &[String], record: Option<&Rollout>, force: bool) -> Schedule {
+/// for the desired state `state`, given the controller's `record` of the last rollout. `changes`
+/// names the shared units each host's change touches (hosts it does not name, resumed ones,
+/// count as changing one service, the same for all). `force` pushes a failed desired state again.
+///
+/// Per service, as `[rollout]` says: the canaries are the first `canary` hosts (by name) of each
+/// service the change touches, and a batch changes at most `max_parallel` hosts of each.
+pub fn schedule(
+    policy: &Policy,
+    state: &str,
+    rolling: &[String],
+    changes: &BTreeMap<String, Vec<String>>,
+    record: Option<&Rollout>,
+    force: bool,
+) -> Schedule {
     let record = record.filter(|r| r.desired_state == state);
     let canaries: Vec<String> = match record {
         Some(r) if !r.canaries.is_empty() || r.promoted => r.canaries.clone(),
-        _ => rolling.iter().take(policy.canary).cloned().collect(),
+        _ => canaries_of(policy.canary, rolling, changes),
     };
     if let Some(failed) = record.and_then(|r| r.failed.as_ref()).filter(|_| !force) {
         let why = held_reason(state, failed);
@@ -131,13 +142,69 @@ pub fn schedule(policy: &Policy, state: &str, rolling: &[String], record: Option
     }
     let rest: Vec<&String> = rolling.iter().filter(|h| !steps.contains_key(*h)).collect();
     let waits = !promoted && !policy.auto_promote;
-    for (i, batch) in rest.chunks(policy.max_parallel.max(1)).enumerate() {
+    for (i, batch) in batches(&rest, changes, policy.max_parallel.max(1)).into_iter().enumerate() {
         for host in batch {
             let step = if waits { Step::AfterPromotion(i + 1) } else { Step::Batch(i + 1) };
-            steps.insert((*host).clone(), step);
+            steps.insert(host.clone(), step);
         }
     }
     Schedule { steps, canaries, promoted }
+}
+
+/// The services (shared units) a host's change touches. Hosts `changes` does not name count as
+/// changing one service, the same for all of them (as every host did before changes were told
+/// apart).
+fn services_of<'a>(host: &str, changes: &'a BTreeMap<String, Vec<String>>) -> Vec<&'a str> {
+    match changes.get(host) {
+        Some(units) if !units.is_empty() => units.iter().map(String::as_str).collect(),
+        _ => vec![""],
+    }
+}
+
+/// For each service the change touches, its first `n` hosts in `rolling` (name order); in name
+/// order.
+fn canaries_of(n: usize, rolling: &[String], changes: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut canaries = Vec::new();
+    for host in rolling {
+        let services = services_of(host, changes);
+        // A canary of any of its services: it brings the new version of all of them.
+        if services.iter().any(|s| taken.get(s).copied().unwrap_or(0) < n) {
+            for s in services {
+                *taken.entry(s).or_default() += 1;
+            }
+            canaries.push(host.clone());
+        }
+    }
+    canaries
+}
+
+/// `hosts` (name order) in batches, each changing at most `max_parallel` hosts of any one
+/// service: a host joins the first batch where every service it touches has room.
+fn batches<'a>(
+    hosts: &[&'a String],
+    changes: &BTreeMap<String, Vec<String>>,
+    max_parallel: usize,
+) -> Vec<Vec<&'a String>> {
+    let mut batches: Vec<(Vec<&'a String>, BTreeMap<&str, usize>)> = Vec::new();
+    for host in hosts {
+        let services = services_of(host, changes);
+        let fits =
+            |count: &BTreeMap<&str, usize>| services.iter().all(|s| count.get(s).copied().unwrap_or(0) < max_parallel);
+        let i = match batches.iter().position(|(_, count)| fits(count)) {
+            Some(i) => i,
+            None => {
+                batches.push((Vec::new(), BTreeMap::new()));
+                batches.len() - 1
+            }
+        };
+        let (batch, count) = &mut batches[i];
+        batch.push(host);
+        for s in &services {
+            *count.entry(s).or_default() += 1;
+        }
+    }
+    batches.into_iter().map(|(batch, _)| batch).collect()
 }
 
 /// Why a host is held: the failed desired state, where it failed, and what to do.
@@ -193,20 +260,59 @@ mod tests {
 
     #[test]
     fn without_canaries_hosts_go_in_batches_of_max_parallel() {
-        let s = schedule(&policy(2, 0, false), "d", &hosts(&["a", "b", "c"]), None, false);
+        let s = schedule(&policy(2, 0, false), "d", &hosts(&["a", "b", "c"]), &BTreeMap::new(), None, false);
         assert_eq!(steps(&s), pairs(&[("a", "batch 1"), ("b", "batch 1"), ("c", "batch 2")]));
         assert!(s.promoted && s.canaries.is_empty());
     }
 
     #[test]
     fn canaries_go_first_and_the_rest_waits_for_promotion() {
-        let s = schedule(&policy(1, 1, false), "d", &hosts(&["a", "b", "c"]), None, false);
+        let s = schedule(&policy(1, 1, false), "d", &hosts(&["a", "b", "c"]), &BTreeMap::new(), None, false);
         assert_eq!(
             steps(&s),
             pairs(&[("a", "canary"), ("b", "after promotion, batch 1"), ("c", "after promotion, batch 2")])
         );
-        let auto = schedule(&policy(1, 1, true), "d", &hosts(&["a", "b", "c"]), None, false);
+        let auto = schedule(&policy(1, 1, true), "d", &hosts(&["a", "b", "c"]), &BTreeMap::new(), None, false);
         assert_eq!(steps(&auto), pairs(&[("a", "canary"), ("b", "batch 1"), ("c", "batch 2")]));
+    }
+
+    /// Two services changed at once, db on d1–d3 and web on w1–w3: each gets its own canary,
+    /// and a batch changes at most max_parallel hosts of each (d2 and w2 together).
+    #[test]
+    fn canaries_and_batches_are_per_service() {
+        let rolling = hosts(&["d1", "d2", "d3", "w1", "w2", "w3"]);
+        let mut changes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for h in &rolling {
+            let unit = if h.starts_with('d') { "data-db.service" } else { "shop-web.service" };
+            changes.insert(h.clone(), vec![unit.to_string()]);
+        }
+        let s = schedule(&policy(1, 1, true), "d", &rolling, &changes, None, false);
+        assert_eq!(s.canaries, hosts(&["d1", "w1"]));
+        assert_eq!(
+            steps(&s),
+            pairs(&[
+                ("d1", "canary"),
+                ("d2", "batch 1"),
+                ("d3", "batch 2"),
+                ("w1", "canary"),
+                ("w2", "batch 1"),
+                ("w3", "batch 2")
+            ])
+        );
+        // A host that changes both services needs room for both in its batch.
+        changes.insert("d3".into(), vec!["data-db.service".into(), "shop-web.service".into()]);
+        let s = schedule(&policy(1, 0, false), "d", &rolling, &changes, None, false);
+        assert_eq!(
+            steps(&s),
+            pairs(&[
+                ("d1", "batch 1"),
+                ("d2", "batch 2"),
+                ("d3", "batch 3"),
+                ("w1", "batch 1"),
+                ("w2", "batch 2"),
+                ("w3", "batch 4")
+            ])
+        );
     }
 
     #[test]
@@ -218,12 +324,12 @@ mod tests {
             canaries_healthy_usec: Some(1),
             ..Default::default()
         };
-        let waiting = schedule(&policy(1, 1, false), "d", &hosts(&["b", "c"]), Some(&record), false);
+        let waiting = schedule(&policy(1, 1, false), "d", &hosts(&["b", "c"]), &BTreeMap::new(), Some(&record), false);
         assert_eq!(waiting.canaries, hosts(&["a"]));
         assert_eq!(steps(&waiting), pairs(&[("b", "after promotion, batch 1"), ("c", "after promotion, batch 2")]));
         assert_eq!(phase(&record), "waiting for promotion");
         record.promoted = true;
-        let promoted = schedule(&policy(1, 1, false), "d", &hosts(&["b", "c"]), Some(&record), false);
+        let promoted = schedule(&policy(1, 1, false), "d", &hosts(&["b", "c"]), &BTreeMap::new(), Some(&record), false);
         assert_eq!(steps(&promoted), pairs(&[("b", "batch 1"), ("c", "batch 2")]));
     }
 
@@ -235,12 +341,12 @@ mod tests {
             ..Default::default()
         };
         let rolling = hosts(&["a", "b", "c"]);
-        let held = schedule(&policy(1, 0, false), "d", &rolling, Some(&record), false);
+        let held = schedule(&policy(1, 0, false), "d", &rolling, &BTreeMap::new(), Some(&record), false);
         assert!(held.steps.values().all(|s| matches!(s, Step::Held(why) if why.contains("failed on a"))));
         assert_eq!(phase(&record), "failed");
-        let changed = schedule(&policy(1, 0, false), "e", &rolling, Some(&record), false);
+        let changed = schedule(&policy(1, 0, false), "e", &rolling, &BTreeMap::new(), Some(&record), false);
         assert_eq!(changed.steps["a"], Step::Batch(1));
-        let forced = schedule(&policy(1, 0, false), "d", &rolling, Some(&record), true);
+        let forced = schedule(&policy(1, 0, false), "d", &rolling, &BTreeMap::new(), Some(&record), true);
         assert_eq!(forced.steps["c"], Step::Batch(3));
     }
 

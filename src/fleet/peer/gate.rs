@@ -128,7 +128,7 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
     lifecycle::settle_reboot(config_dir, &store, reply)?;
     let detail = match request.body {
         Body::Status => report::Detail::Files,
-        Body::Install { .. } | Body::Repair { .. } | Body::Rollback => report::Detail::States,
+        Body::Install { .. } | Body::Repair { .. } | Body::Rollback { .. } => report::Detail::States,
         Body::Confirm { .. } => report::Detail::Hashes,
     };
     match request.body {
@@ -162,10 +162,11 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
             install(config_dir, &store, current, request, reply)?;
         }
         Body::Confirm { hash } => lifecycle::confirm(&store, &hash)?,
-        Body::Rollback => {
+        Body::Rollback { hash: None } => {
             let generation = store.generation(CONFIRMED).context("this host has no confirmed set to go back to")?;
             lifecycle::revert(config_dir, &store, &generation, "rolled back at the controller's request", reply)?;
         }
+        Body::Rollback { hash: Some(hash) } => lifecycle::roll_back_from(config_dir, &store, &hash, reply)?,
     }
     report::describe(&store, reply, detail)
 }

@@ -169,15 +169,33 @@ impl Store {
         Ok(generation)
     }
 
-    /// Removes generations other than `current`, `confirmed` and `keep` (the previous one), and
-    /// whatever a killed install left behind.
+    /// The newest generation older than `generation` (by the time in their names), if one is
+    /// kept.
+    pub fn generation_before(&self, generation: &str) -> Option<String> {
+        let stamp = |name: &str| name.strip_prefix(GENERATION_PREFIX)?.split_once('-')?.0.parse::<u64>().ok();
+        let limit = stamp(generation)?;
+        std::fs::read_dir(&self.dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter_map(|name| Some((stamp(&name)?, name)))
+            .filter(|(s, _)| *s < limit)
+            .max()
+            .map(|(_, name)| name)
+    }
+
+    /// Removes generations other than `current`, `confirmed`, `keep` (the previous one) and the
+    /// one before `current` (what a rollout that fails later takes a host back to), and whatever
+    /// a killed install left behind.
     pub fn prune(&self, keep: Option<&str>) -> Result<()> {
         let current = self.current_generation();
         let confirmed = self.generation(CONFIRMED);
+        let before = current.as_deref().and_then(|c| self.generation_before(c));
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Ok(()) };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let wanted = [current.as_deref(), confirmed.as_deref(), keep].contains(&Some(name.as_str()));
+            let wanted =
+                [current.as_deref(), confirmed.as_deref(), keep, before.as_deref()].contains(&Some(name.as_str()));
             let ours = name.starts_with(STAGING_PREFIX)
                 || name.starts_with(GENERATION_PREFIX)
                 || crate::atomic_file::is_temporary(&name);
@@ -333,6 +351,30 @@ mod tests {
             .collect();
         left.sort();
         let mut want = vec![first, second, CURRENT.to_string()];
+        want.sort();
+        assert_eq!(left, want);
+    }
+
+    /// The generation before the current one stays through every prune (a rollout that fails
+    /// later takes the host back to it); a temporary file a killed write left goes.
+    #[test]
+    fn the_generation_before_the_current_one_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path().to_path_buf());
+        let first = store.install(&set("[Unit]\n")).expect("install");
+        let second = store.install(&set("[Unit]\nDescription=2\n")).expect("install");
+        let third = store.install(&set("[Unit]\nDescription=3\n")).expect("install");
+        assert_eq!(store.generation_before(&third).as_deref(), Some(second.as_str()));
+        assert_eq!(store.generation_before(&first), None);
+        std::fs::write(dir.path().join(".pending.json.tmp-1"), "{").expect("write");
+        store.prune(None).expect("prune");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into())
+            .collect();
+        left.sort();
+        let mut want = vec![second, third, CURRENT.to_string()];
         want.sort();
         assert_eq!(left, want);
     }

@@ -193,6 +193,22 @@ pub fn revert(config_dir: &Path, store: &Store, generation: &str, why: &str, rep
     result
 }
 
+/// Goes back from the set `hash`, confirmed or not, to the set this host ran before it, which
+/// becomes the confirmed one (a host of an earlier batch of a rollout that failed later: its
+/// confirmed set is the failed one). A host that runs another set changes nothing; one that
+/// kept no set from before `hash` says so.
+pub fn roll_back_from(config_dir: &Path, store: &Store, hash: &str, reply: &mut Reply) -> Result<()> {
+    let Some(current) = store.current_generation() else { return Ok(()) };
+    if store.current()?.hash != hash {
+        return Ok(());
+    }
+    let before = store
+        .generation_before(&current)
+        .with_context(|| format!("this host kept no set from before set {} to go back to", short(hash)))?;
+    revert(config_dir, store, &before, "rolled back at the controller's request (the rollout failed later)", reply)?;
+    store.set_link(CONFIRMED, &before)
+}
+
 /// The timer's side of a confirm window: reverts `generation` if it is still current and still
 /// unconfirmed. Run by `kapell receive --revert-unconfirmed GENERATION`.
 pub fn revert_unconfirmed(config_dir: &Path, generation: &str) -> Reply {

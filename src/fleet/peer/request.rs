@@ -83,7 +83,8 @@ mod tests {
             Body::Repair { hash: "ab".into(), health: Some(vec![]) },
             Body::Repair { hash: "ab".into(), health: None },
             Body::Confirm { hash: "ab".into() },
-            Body::Rollback,
+            Body::Rollback { hash: None },
+            Body::Rollback { hash: Some("ab".into()) },
             Body::Status,
         ] {
             let request = Request { version: VERSION, body };

@@ -208,7 +208,18 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 ])?;
                 Body::Confirm { hash: hash.ok_or_else(|| de::Error::missing_field("hash"))? }
             }
-            "rollback" | "status" => {
+            "rollback" => {
+                stray(&[
+                    ("set", set.is_some()),
+                    ("known", known.is_some()),
+                    ("force", force.is_some()),
+                    ("confirm_within", confirm_within.is_some()),
+                    ("health", health.is_some()),
+                    ("same_catalog", same_catalog.is_some()),
+                ])?;
+                Body::Rollback { hash }
+            }
+            "status" => {
                 stray(&[
                     ("set", set.is_some()),
                     ("known", known.is_some()),
@@ -218,7 +229,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     ("health", health.is_some()),
                     ("same_catalog", same_catalog.is_some()),
                 ])?;
-                if kind == "rollback" { Body::Rollback } else { Body::Status }
+                Body::Status
             }
             other => return Err(de::Error::unknown_variant(other, KINDS)),
         };
