@@ -176,7 +176,8 @@ pub(super) fn no_resolved_hint(dns: &crate::dns_state::DnsState) -> String {
     format!(
         "note: this host runs no systemd-resolved, so its own processes cannot resolve .kapell names (its containers \
          can): forward the domain `kapell` to {server} in its resolver (dnsmasq: `server=/kapell/{server}`; unbound: \
-         a forward-zone \"kapell.\" with forward-addr {server}), or install systemd-resolved and restart kapell-dns"
+         a forward-zone \"kapell.\" with forward-addr {server}, and domain-insecure: \"kapell.\" if it validates \
+         DNSSEC, as .kapell names are not signed), or install systemd-resolved and restart kapell-dns"
     )
 }
 

@@ -855,9 +855,12 @@ fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> R
         record(state, &o, &c.sets[&o.host].hash);
         outcomes.push(o);
     }
-    for h in hosts {
+    // Each over a new connection, side by side: a host that takes its connect timeout to answer
+    // does not eat into the others' confirm windows.
+    let confirmations = c.each(hosts, &|_| {}, |h| (h.to_string(), confirm(c, h, c.sets[h].hash.clone())));
+    for (h, confirmed) in confirmations {
+        let h = &h;
         let hash = c.sets[h].hash.clone();
-        let confirmed = confirm(c, h, hash.clone());
         let outcome = match confirmed {
             Ok(_) => Outcome::Converged,
             Err(why) => Outcome::Failed(format!("healthy, but the confirmation failed: {why}")),
