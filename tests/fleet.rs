@@ -53,6 +53,7 @@ fn main() {
             Scenario { name: "a_rollout_whose_hosts_are_all_canaries_completes", test: only_canaries },
             Scenario { name: "each_changed_service_has_its_own_canary", test: canaries_per_service },
             Scenario { name: "a_batch_that_fails_takes_the_earlier_batches_back_too", test: later_batch_fails },
+            Scenario { name: "a_host_that_joins_gets_no_failed_desired_state", test: joining_host },
             Scenario { name: "a_host_whose_rollback_fails_is_held_and_never_confirmed", test: failed_rollback },
         ],
         Rig::boot,
@@ -1262,5 +1263,36 @@ fn later_batch_fails(rig: &mut Rig) -> Result<()> {
     let after = all_pids(&rig.hosts)?;
     let again = c.expect(&["fleet", "apply"], 5)?;
     ensure!(all_pids(&rig.hosts)? == after, "a second apply of the failed state touched a host:\n{again}");
+    Ok(())
+}
+
+/// web2 joins the fleet (fleet.toml) after a desired state failed, to run the global agent (the
+/// shop stays on web1): the same stack files and the same shared services, so the same desired
+/// state, still failed. web2, which this controller never pushed to, is held back and gets no
+/// set at all, and nobody else is touched (db1 is not tried again).
+fn joining_host(rig: &mut Rig) -> Result<()> {
+    let c = Controller::new(&rig.ssh, ROLLING)?;
+    let fleet = std::fs::read_to_string(c.dir.path().join("fleet.toml"))?;
+    let without = fleet.replace("[hosts.web2]\naddress = \"web2\"\nlabels = { role = \"web\" }\n\n", "");
+    ensure!(without != fleet, "web2 is not in fleet.toml:\n{fleet}");
+    c.write("fleet.toml", &without)?;
+    stacks(&c, "7000000", None)?;
+    let shop = std::fs::read_to_string(c.dir.path().join("shop.toml"))?;
+    c.write("shop.toml", &shop.replace("{ labels = { role = \"web\" } }", "{ hosts = [\"web1\"] }"))?;
+    c.expect(&["fleet", "apply"], 0)?;
+    agent(&c, BROKEN)?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    ensure!(rollout_of(&c)?["failed"]["host"] == "db1", "{failed}");
+    let pids_of = |rig: &Rig| -> Result<Vec<BTreeMap<String, String>>> {
+        [0, 2].iter().map(|i| pids(&rig.hosts[*i], units_of(&rig.hosts[*i]))).collect()
+    };
+    let before = pids_of(rig)?;
+    c.write("fleet.toml", &fleet)?;
+    let joined = c.expect(&["fleet", "apply"], 5)?;
+    eprintln!("$ kapell fleet apply (web2 joins after the failure)\n{}", joined.stdout);
+    ensure!(joined.stdout.lines().any(|l| l.starts_with("web2 ") && l.contains("held back")), "{joined}");
+    ensure!(joined.stdout.contains("failed on db1"), "{joined}");
+    ensure!(received_link(&rig.hosts[1], "current").is_err(), "web2 got a set:\n{joined}");
+    ensure!(pids_of(rig)? == before, "a host was touched when web2 joined:\n{joined}");
     Ok(())
 }

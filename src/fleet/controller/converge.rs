@@ -119,16 +119,29 @@ pub fn converge(
         }
     }
 
-    // `--no-rollout` pushes without batches, but not a desired state whose rollout failed: that
-    // stays held for the whole fleet until the stacks change, `fleet rollout retry` or --force,
-    // so its hosts go through the rollout, which holds them.
-    let no_rollout = options.no_rollout
-        && (options.retry_failed
-            || state
-                .rollout
-                .as_ref()
-                .and_then(|r| r.failed.as_ref().map(|_| &r.desired_state))
-                .is_none_or(|failed| *failed != rollout::desired_state(&c.sets, &rollout::shared_units(&c.sets))));
+    // The desired state the stack files say, with where and why, if its rollout failed: it
+    // stays held for the whole fleet until the stacks change, `fleet rollout retry` or --force.
+    let failed: Option<(String, Failure)> = (!options.retry_failed)
+        .then_some(state.rollout.as_ref())
+        .flatten()
+        .and_then(|r| Some((r.desired_state.clone(), r.failed.clone()?)))
+        .filter(|(failed, _)| *failed == rollout::desired_state(&c.sets, &rollout::shared_units(&c.sets)));
+    // A host this controller never pushed to (one that joined the fleet, a lost record) is not
+    // asked what it runs, so no rollout would hold it: it is held here, if its set has any of
+    // the shared services.
+    if let Some((desired_state, failure)) = &failed {
+        let shared = rollout::shared_units(&c.sets);
+        let why = rollout::held_reason(desired_state, failure);
+        for host in todo.iter().filter(|h| state.hosts.get(*h).is_none_or(|s| s.known.is_empty())) {
+            if c.sets[host].units().any(|u| shared.contains(u)) {
+                report(held_back(host, why.clone()), &mut outcomes);
+            }
+        }
+        todo.retain(|h| !outcomes.contains_key(h));
+    }
+    // `--no-rollout` pushes without batches, but not a failed desired state: its hosts go through
+    // the rollout, which holds them.
+    let no_rollout = options.no_rollout && failed.is_none();
 
     // An interrupted rollout: its in-flight batch is checked first.
     let resumed: Vec<String> = state

@@ -45,17 +45,22 @@ pub fn shared_changes(current: &HostSet, desired: &HostSet, shared: &BTreeSet<St
     diff.changed.into_iter().chain(diff.removed).filter(|u| shared.contains(u) && !u.ends_with(".target")).collect()
 }
 
-/// The desired state of the shared services: a hash over every shared unit's name, each host
-/// that runs it and its content there (each field length-prefixed, as set hashes are).
+/// The desired state of the shared services: a hash over every shared unit's name and each
+/// content it has on the hosts that run it (each field length-prefixed, as set hashes are).
+/// What the stack files say, not where: a host that joins the fleet, or leaves it, running
+/// the same versions, does not make a new desired state (nor lift the hold of a failed one).
 pub fn desired_state(sets: &BTreeMap<String, HostSet>, shared: &BTreeSet<String>) -> String {
     let mut text = String::new();
     for unit in shared {
-        for (host, set) in sets {
-            if let Some(SetFile::Unit { sha256, .. }) = set.files.get(unit) {
-                for field in [unit.as_str(), host.as_str(), sha256.as_str()] {
-                    text.push_str(&format!("{}:{field}\n", field.len()));
-                }
-            }
+        let contents: BTreeSet<&str> = sets
+            .values()
+            .filter_map(|set| match set.files.get(unit) {
+                Some(SetFile::Unit { sha256, .. }) => Some(sha256.as_str()),
+                _ => None,
+            })
+            .collect();
+        for field in std::iter::once(unit.as_str()).chain(contents) {
+            text.push_str(&format!("{}:{field}\n", field.len()));
         }
     }
     sha256(text.as_bytes())
@@ -370,6 +375,10 @@ mod tests {
         assert_eq!(shared_units(&sets("1", "1")), BTreeSet::from(["agent-node.service".to_string()]));
         assert_eq!(state(&sets("1", "1")), state(&sets("1", "2")), "a service of one host is not part of it");
         assert_ne!(state(&sets("1", "1")), state(&sets("2", "1")));
+        // A third host running the same version: the same desired state.
+        let mut more = sets("1", "1");
+        more.insert("c".to_string(), more["a"].clone());
+        assert_eq!(state(&more), state(&sets("1", "1")), "where it runs is not part of it");
         assert_eq!(stacks_of(&["agent-node.service".to_string()], &sets("1", "1")), ["agent"]);
     }
 }
