@@ -1082,6 +1082,27 @@ fn unreachable_canary(rig: &mut Rig) -> Result<()> {
     Ok(())
 }
 
+/// `kapell fleet apply` while db1 takes every connection, reads each request and drops the
+/// requests of `kind` (`install`, `rollback`) without a word (its key runs a gate that does so),
+/// passing the others to `kapell receive`; db1's key is its own again afterwards.
+fn apply_while_db1_drops(rig: &Rig, c: &Controller, kind: &str) -> Result<Run> {
+    let db1 = &rig.hosts[2];
+    let gate = format!(
+        "#!/bin/sh\n# The request is the whole of stdin: a {kind} request gets no reply at all.\n\
+         request=$(cat)\ncase \"$request\" in *'\"request\":\"{kind}\"'*) exit 255 ;; esac\n\
+         printf '%s' \"$request\" | exec kapell receive\n"
+    );
+    std::fs::write(db1.root().join("usr/local/bin/kapell-gate"), gate)?;
+    db1.exec_ok(&["chmod", "755", "/usr/local/bin/kapell-gate"])?;
+    let keys = db1.root().join("root/.ssh/authorized_keys");
+    std::fs::write(&keys, format!("command=\"/usr/local/bin/kapell-gate\" {}", rig.authorized_keys))?;
+    c.close_masters();
+    let run = c.kapell(&["fleet", "apply"]);
+    std::fs::write(&keys, &rig.authorized_keys)?;
+    c.close_masters();
+    run
+}
+
 /// A push that reached its host and then got no reply may be what cut the host off: that fails
 /// the batch like any failure, and nobody else gets the set. db1 (first by name) takes the
 /// connection, reads the install and drops it without a word (its key runs a gate that does
@@ -1090,19 +1111,7 @@ fn lost_host(rig: &mut Rig) -> Result<()> {
     let c = rig.converged(ROLLING)?;
     let before = all_pids(&rig.hosts)?;
     agent(&c, &sleep_argv(7000111))?;
-    let db1 = &rig.hosts[2];
-    let gate = "#!/bin/sh\n# The request is the whole of stdin: an install gets no reply at all.\n\
-                request=$(cat)\ncase \"$request\" in *'\"request\":\"install\"'*) exit 255 ;; esac\n\
-                printf '%s' \"$request\" | exec kapell receive\n";
-    std::fs::write(db1.root().join("usr/local/bin/kapell-gate"), gate)?;
-    db1.exec_ok(&["chmod", "755", "/usr/local/bin/kapell-gate"])?;
-    let keys = db1.root().join("root/.ssh/authorized_keys");
-    std::fs::write(&keys, format!("command=\"/usr/local/bin/kapell-gate\" {}", rig.authorized_keys))?;
-    c.close_masters();
-    let failed = c.kapell(&["fleet", "apply"]);
-    std::fs::write(&keys, &rig.authorized_keys)?;
-    c.close_masters();
-    let failed = failed?;
+    let failed = apply_while_db1_drops(rig, &c, "install")?;
     eprintln!("$ kapell fleet apply (db1 drops the install)\n{}", failed.stdout);
     ensure!(failed.code == Some(5), "the apply should fail the batch:\n{failed}");
     ensure!(failed.stdout.contains("the connection ended without a reply"), "{failed}");
@@ -1188,20 +1197,9 @@ fn received_link(host: &Host, name: &str) -> Result<PathBuf> {
 fn failed_rollback(rig: &mut Rig) -> Result<()> {
     let c = rig.converged(ROLLING)?;
     agent(&c, BROKEN)?;
-    let db1 = &rig.hosts[2];
-    let gate = "#!/bin/sh\n# The request is the whole of stdin: a rollback gets no reply at all.\n\
-                request=$(cat)\ncase \"$request\" in *'\"request\":\"rollback\"'*) exit 255 ;; esac\n\
-                printf '%s' \"$request\" | exec kapell receive\n";
-    std::fs::write(db1.root().join("usr/local/bin/kapell-gate"), gate)?;
-    db1.exec_ok(&["chmod", "755", "/usr/local/bin/kapell-gate"])?;
-    let keys = db1.root().join("root/.ssh/authorized_keys");
-    std::fs::write(&keys, format!("command=\"/usr/local/bin/kapell-gate\" {}", rig.authorized_keys))?;
-    c.close_masters();
-    let failed = c.kapell(&["fleet", "apply"]);
-    std::fs::write(&keys, &rig.authorized_keys)?;
-    c.close_masters();
-    let failed = failed?;
+    let failed = apply_while_db1_drops(rig, &c, "rollback")?;
     eprintln!("$ kapell fleet apply (db1 drops the rollback)\n{}", failed.stdout);
+    let db1 = &rig.hosts[2];
     ensure!(failed.code == Some(5), "{failed}");
     ensure!(failed.stdout.lines().any(|l| l.starts_with("db1 ") && l.contains("FAILED")), "{failed}");
     ensure!(failed.stdout.contains("the rollback failed"), "{failed}");

@@ -309,6 +309,16 @@ mod tests {
         ])
     }
 
+    /// The names in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        sorted(std::fs::read_dir(dir).expect("ls").flatten().map(|e| e.file_name().to_string_lossy().into()).collect())
+    }
+
+    fn sorted(mut names: Vec<String>) -> Vec<String> {
+        names.sort();
+        names
+    }
+
     #[test]
     fn a_failed_install_leaves_no_staging_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -344,15 +354,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(generation.join(CATALOG_HOST_FILE)).expect("host"), "h1\n");
         assert_eq!(crate::discovery::catalog::Catalog::load(&generation).expect("load").expect("some").host, "h1");
         store.prune(Some(&first)).expect("prune");
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .expect("ls")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into())
-            .collect();
-        left.sort();
-        let mut want = vec![first, second, CURRENT.to_string()];
-        want.sort();
-        assert_eq!(left, want);
+        assert_eq!(names_in(dir.path()), sorted(vec![first, second, CURRENT.to_string()]));
     }
 
     /// The generation before the current one stays through every prune (a rollout that fails
@@ -368,14 +370,6 @@ mod tests {
         assert_eq!(store.generation_before(&first), None);
         std::fs::write(dir.path().join(".pending.json.tmp-1"), "{").expect("write");
         store.prune(None).expect("prune");
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .expect("ls")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into())
-            .collect();
-        left.sort();
-        let mut want = vec![second, third, CURRENT.to_string()];
-        want.sort();
-        assert_eq!(left, want);
+        assert_eq!(names_in(dir.path()), sorted(vec![second, third, CURRENT.to_string()]));
     }
 }

@@ -170,14 +170,24 @@ impl<'de> Visitor<'de> for RequestVisitor {
         }
         let version = version.ok_or_else(|| de::Error::missing_field("version"))?;
         let kind = kind.ok_or_else(|| de::Error::missing_field("request"))?;
-        // Fields the kind does not have are refused, not ignored.
-        let stray = |present: &[(&'static str, bool)]| match present.iter().find(|(_, p)| *p) {
+        // Fields the kind does not have are refused, not ignored: each kind names the fields it
+        // has, and the first other one present is the error.
+        let present = [
+            ("set", set.is_some()),
+            ("known", known.is_some()),
+            ("force", force.is_some()),
+            ("confirm_within", confirm_within.is_some()),
+            ("hash", hash.is_some()),
+            ("health", health.is_some()),
+            ("same_catalog", same_catalog.is_some()),
+        ];
+        let only = |fields: &[&str]| match present.iter().find(|(field, p)| *p && !fields.contains(field)) {
             Some((field, _)) => Err(de::Error::custom(format_args!("`{field}` is not a field of a `{kind}` request"))),
             None => Ok(()),
         };
         let body = match kind.as_str() {
             "install" => {
-                stray(&[("hash", hash.is_some())])?;
+                only(&["set", "known", "force", "confirm_within", "health", "same_catalog"])?;
                 Body::Install {
                     set: set.ok_or_else(|| de::Error::missing_field("set"))?,
                     known: known.unwrap_or_default(),
@@ -188,47 +198,19 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 }
             }
             "repair" => {
-                stray(&[
-                    ("set", set.is_some()),
-                    ("known", known.is_some()),
-                    ("force", force.is_some()),
-                    ("confirm_within", confirm_within.is_some()),
-                    ("same_catalog", same_catalog.is_some()),
-                ])?;
+                only(&["hash", "health"])?;
                 Body::Repair { hash: hash.ok_or_else(|| de::Error::missing_field("hash"))?, health: health.flatten() }
             }
             "confirm" => {
-                stray(&[
-                    ("set", set.is_some()),
-                    ("known", known.is_some()),
-                    ("force", force.is_some()),
-                    ("confirm_within", confirm_within.is_some()),
-                    ("health", health.is_some()),
-                    ("same_catalog", same_catalog.is_some()),
-                ])?;
+                only(&["hash"])?;
                 Body::Confirm { hash: hash.ok_or_else(|| de::Error::missing_field("hash"))? }
             }
             "rollback" => {
-                stray(&[
-                    ("set", set.is_some()),
-                    ("known", known.is_some()),
-                    ("force", force.is_some()),
-                    ("confirm_within", confirm_within.is_some()),
-                    ("health", health.is_some()),
-                    ("same_catalog", same_catalog.is_some()),
-                ])?;
+                only(&["hash"])?;
                 Body::Rollback { hash }
             }
             "status" => {
-                stray(&[
-                    ("set", set.is_some()),
-                    ("known", known.is_some()),
-                    ("force", force.is_some()),
-                    ("confirm_within", confirm_within.is_some()),
-                    ("hash", hash.is_some()),
-                    ("health", health.is_some()),
-                    ("same_catalog", same_catalog.is_some()),
-                ])?;
+                only(&[])?;
                 Body::Status
             }
             other => return Err(de::Error::unknown_variant(other, KINDS)),
