@@ -119,18 +119,18 @@ pub fn converge(
         }
     }
 
+    let shared = rollout::shared_units(&c.sets);
     // The desired state the stack files say, with where and why, if its rollout failed: it
     // stays held for the whole fleet until the stacks change, `fleet rollout retry` or --force.
     let failed: Option<(String, Failure)> = (!options.retry_failed)
         .then_some(state.rollout.as_ref())
         .flatten()
         .and_then(|r| Some((r.desired_state.clone(), r.failed.clone()?)))
-        .filter(|(failed, _)| *failed == rollout::desired_state(&c.sets, &rollout::shared_units(&c.sets)));
+        .filter(|(failed, _)| *failed == rollout::desired_state(&c.sets, &shared));
     // A host this controller never pushed to (one that joined the fleet, a lost record) is not
     // asked what it runs, so no rollout would hold it: it is held here, if its set has any of
     // the shared services.
     if let Some((desired_state, failure)) = &failed {
-        let shared = rollout::shared_units(&c.sets);
         let why = rollout::held_reason(desired_state, failure);
         for host in todo.iter().filter(|h| state.hosts.get(*h).is_none_or(|s| s.known.is_empty())) {
             if c.sets[host].units().any(|u| shared.contains(u)) {
@@ -192,7 +192,6 @@ pub fn converge(
     }
     todo.retain(|h| !outcomes.contains_key(h));
 
-    let shared = rollout::shared_units(&c.sets);
     // Held hosts were asked only to repair what they run: their difference from the desired
     // set is no part of a rollout.
     let changes: BTreeMap<String, Vec<String>> = current_files

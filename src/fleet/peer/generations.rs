@@ -172,16 +172,12 @@ impl Store {
     /// The newest generation older than `generation` (by the time in their names), if one is
     /// kept.
     pub fn generation_before(&self, generation: &str) -> Option<String> {
-        let stamp = |name: &str| name.strip_prefix(GENERATION_PREFIX)?.split_once('-')?.0.parse::<u64>().ok();
-        let limit = stamp(generation)?;
-        std::fs::read_dir(&self.dir)
+        let names: Vec<String> = std::fs::read_dir(&self.dir)
             .ok()?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter_map(|name| Some((stamp(&name)?, name)))
-            .filter(|(s, _)| *s < limit)
-            .max()
-            .map(|(_, name)| name)
+            .collect();
+        newest_before(&names, generation).map(str::to_string)
     }
 
     /// Removes generations other than `current`, `confirmed`, `keep` (the previous one) and the
@@ -190,12 +186,13 @@ impl Store {
     pub fn prune(&self, keep: Option<&str>) -> Result<()> {
         let current = self.current_generation();
         let confirmed = self.generation(CONFIRMED);
-        let before = current.as_deref().and_then(|c| self.generation_before(c));
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Ok(()) };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let wanted =
-                [current.as_deref(), confirmed.as_deref(), keep, before.as_deref()].contains(&Some(name.as_str()));
+        let entries: Vec<(String, std::fs::DirEntry)> =
+            entries.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e)).collect();
+        let names: Vec<String> = entries.iter().map(|(name, _)| name.clone()).collect();
+        let before = current.as_deref().and_then(|c| newest_before(&names, c));
+        for (name, entry) in entries {
+            let wanted = [current.as_deref(), confirmed.as_deref(), keep, before].contains(&Some(name.as_str()));
             let ours = name.starts_with(STAGING_PREFIX)
                 || name.starts_with(GENERATION_PREFIX)
                 || crate::atomic_file::is_temporary(&name);
@@ -279,6 +276,18 @@ fn write_set(dir: &Path, files: &[OutputFile]) -> Result<()> {
         sync_dir(d)?;
     }
     Ok(())
+}
+
+/// The newest generation of `names` older than `generation`, by the time in their names.
+fn newest_before<'a>(names: &'a [String], generation: &str) -> Option<&'a str> {
+    let stamp = |name: &str| name.strip_prefix(GENERATION_PREFIX)?.split_once('-')?.0.parse::<u64>().ok();
+    let limit = stamp(generation)?;
+    names
+        .iter()
+        .filter_map(|name| Some((stamp(name)?, name.as_str())))
+        .filter(|(s, _)| *s < limit)
+        .max()
+        .map(|(_, n)| n)
 }
 
 /// Writes `name` in `dir`, replaced whole and fsynced: state a later run acts on.
