@@ -149,7 +149,10 @@ fn apply_starts_restarts_only_what_changed_and_stops_what_was_removed() -> Resul
 
     // A stopped stack is started again by apply, with nothing reloaded.
     host.systemctl_ok(&["stop", "shop.target"])?;
-    ensure!(host.show("shop-db.service", "ActiveState")? == "inactive", "PartOf= should stop db");
+    // systemctl waits for the target's own job; the stop PartOf= brings db runs beside it.
+    eventually("PartOf= stopping db", Duration::from_secs(20), || {
+        Ok(host.show("shop-db.service", "ActiveState")? == "inactive")
+    })?;
     let restart = kapell_expect(&host, &["apply"], 0)?;
     ensure!(restart.units("started").contains(&"shop.target".to_string()), "{restart}");
     ensure!(!restart.stdout.contains("reloaded"), "no file changed, no reload expected:\n{restart}");

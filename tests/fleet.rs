@@ -308,7 +308,10 @@ const SSHD_POLICY: &str = "/etc/ssh/sshd_config.d/kapell-test.conf";
 /// The key exchange each of `host`'s sshd connections since `since` (seconds since the epoch)
 /// used, from its journal (sshd logs it at `LogLevel DEBUG`).
 fn sshd_key_exchanges(host: &Host, since: &str) -> Result<Vec<String>> {
-    let journal = host.exec_ok(&["journalctl", "-q", "-o", "cat", "-u", "ssh.service", "--since", since])?;
+    // By identifier, not `-u`: a connection's sshd may be gone before journald looks up its
+    // cgroup (OpenSSH 9.8 and later log as `sshd-session`).
+    let journal =
+        host.exec_ok(&["journalctl", "-q", "-o", "cat", "-t", "sshd", "-t", "sshd-session", "--since", since])?;
     // `debug1: kex: algorithm: curve25519-sha256 [preauth]`
     let kex = |l: &str| Some(l.split("kex: algorithm: ").nth(1)?.split_whitespace().next()?.to_string());
     Ok(journal.lines().filter_map(kex).collect())
@@ -352,10 +355,18 @@ fn one_change(rig: &mut Rig) -> Result<()> {
     // Both web hosts were changed and confirmed (exit 0 above); the master connections were
     // open before, so the new connections since are the confirmations (and `fleet plan`'s
     // none: it reuses the masters).
-    let (web1, web2) = (sshd_key_exchanges(&rig.hosts[0], &since)?, sshd_key_exchanges(&rig.hosts[1], &since)?);
-    ensure!(!web1.is_empty() && web1.iter().all(|k| k.starts_with("sntrup761x25519")), "web1: {web1:?}\n{change}");
+    // sshd's lines reach the journal on journald's time.
     let default = Command::new("ssh").args(["-G", "-F", "/dev/null", "kapell.invalid"]).output()?;
-    if String::from_utf8_lossy(&default.stdout).contains("kexalgorithms sntrup761x25519") {
+    let sntrup_first = String::from_utf8_lossy(&default.stdout).contains("kexalgorithms sntrup761x25519");
+    let (mut web1, mut web2) = (Vec::new(), Vec::new());
+    let seen =
+        support::eventually("the confirmations' key exchanges in sshd's journal", Duration::from_secs(10), || {
+            (web1, web2) = (sshd_key_exchanges(&rig.hosts[0], &since)?, sshd_key_exchanges(&rig.hosts[1], &since)?);
+            Ok(!web1.is_empty() && (!sntrup_first || !web2.is_empty()))
+        });
+    seen.with_context(|| format!("web1: {web1:?}, web2: {web2:?}\n{change}"))?;
+    ensure!(web1.iter().all(|k| k.starts_with("sntrup761x25519")), "web1: {web1:?}\n{change}");
+    if sntrup_first {
         ensure!(web2.iter().any(|k| k == "curve25519-sha256"), "web2: {web2:?}\n{change}");
     }
     Ok(())
@@ -1005,7 +1016,9 @@ fn failing_canary(rig: &mut Rig) -> Result<()> {
 /// flight. Once web1 answers, the next apply brings it the version and completes the rollout,
 /// and nothing else moves.
 fn unreachable_in_a_rollout(rig: &mut Rig) -> Result<()> {
-    let c = rig.converged(ROLLING)?;
+    // Healthy for longer than ROLLING asks: web1's master connection must be cut within db1's
+    // batch, which ends `min_healthy_time` after db1 runs the new version.
+    let c = rig.converged("max_parallel = 1\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"10s\"\n")?;
     agent(&c, &sleep_argv(7000088))?;
     let web1 = &rig.hosts[0];
     // ssh.service stops only its listener (KillMode=process): the plan still gets through on the

@@ -82,12 +82,20 @@ fn a_killed_generator_leaves_no_partial_unit() {
     let link = work.path().join("kapell-generator");
     std::os::unix::fs::symlink(GENERATOR, &link).expect("symlink");
 
-    // The whole set, and how long a whole run takes.
+    // The whole set, and how long a whole run takes: the quickest of three, since the first pays
+    // for cold caches, and kill times scaled to a slow run would mostly land after the last write.
     let reference = work.path().join("reference");
-    let start = Instant::now();
-    let status = spawn(&config, &reference, &link).wait().expect("wait");
-    let full_run = start.elapsed();
-    assert!(status.success(), "the reference run failed");
+    let mut full_run = Duration::MAX;
+    for run in 0..3 {
+        let out = if run == 0 { reference.clone() } else { work.path().join(format!("timing-{run}")) };
+        let start = Instant::now();
+        let status = spawn(&config, &out, &link).wait().expect("wait");
+        full_run = full_run.min(start.elapsed());
+        assert!(status.success(), "the reference run failed");
+        if run > 0 {
+            std::fs::remove_dir_all(&out).expect("cleanup");
+        }
+    }
     let whole = tree(&reference);
     assert!(whole.len() > 400, "expected the units of 401 services, found {}", whole.len());
     let big = whole.get("big-big.service").expect("the long unit");

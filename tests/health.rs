@@ -62,14 +62,27 @@ fn status_row(host: &Host, unit: &str) -> Result<serde_json::Value> {
     rows.into_iter().find(|r| r["unit"] == unit).with_context(|| format!("no row for {unit} in {out}"))
 }
 
-fn journal_has(host: &Host, unit: &str, needle: &str) -> Result<bool> {
-    Ok(host.journal_entries(unit)?.iter().any(|e| e.message.contains(needle)))
+/// Waits until a line of `unit` holding `needle` reaches the journal: by `-u` (the prober files its
+/// lines under the unit) or by kapell's own `KAPELL_UNIT=` field (`kapell probe` runs in the unit
+/// and may exit before journald has looked up its cgroup).
+fn logged(host: &Host, unit: &str, needle: &str) -> Result<()> {
+    eventually(&format!("{needle:?} in {unit}'s journal"), Duration::from_secs(10), || {
+        let by_unit = host.journal_entries(unit)?;
+        let by_field = host.journal_entries_with("KAPELL_UNIT", unit)?;
+        Ok(by_unit.iter().chain(&by_field).any(|e| e.message.contains(needle)))
+    })
+    .with_context(|| host.journal(unit).unwrap_or_default())
 }
 
 /// A dependent waits while the check answers 500 and starts right after the first 200.
 #[test]
 fn native_http_check_holds_the_dependent_until_200() -> Result<()> {
-    let host = boot(&web_stack(""))?;
+    // A start period longer than the test: the failed probes do not count, and the service stays
+    // "starting" however slowly the status below is read (with none, the third 500 makes it
+    // "unhealthy" within a second).
+    let stack = web_stack("").replace("retries = 3 }", "retries = 3, start_period = \"120s\" }");
+    ensure!(stack.contains("start_period"), "{stack}");
+    let host = boot(&stack)?;
     host.systemctl_ok(&["start", "--no-block", "h-app.service"])?;
     eventually("a probe answered 500", Duration::from_secs(20), || {
         let row = status_row(&host, "h-web.service")?;
@@ -89,16 +102,8 @@ fn native_http_check_holds_the_dependent_until_200() -> Result<()> {
     let web_ready = number(&host, "h-web.service", "ActiveEnterTimestampMonotonic")?;
     let app_started = number(&host, "h-app.service", "ExecMainStartTimestampMonotonic")?;
     ensure!(web_ready > 0 && app_started >= web_ready, "app started at {app_started} µs, web ready at {web_ready} µs");
-    ensure!(journal_has(
-        &host,
-        "h-web.service",
-        "not ready yet: health check http://127.0.0.1:8080/cgi-bin/health: status 500"
-    )?);
-    ensure!(journal_has(
-        &host,
-        "h-web.service",
-        "ready: health check http://127.0.0.1:8080/cgi-bin/health passed (status 200)"
-    )?);
+    logged(&host, "h-web.service", "not ready yet: health check http://127.0.0.1:8080/cgi-bin/health: status 500")?;
+    logged(&host, "h-web.service", "ready: health check http://127.0.0.1:8080/cgi-bin/health passed (status 200)")?;
 
     // The prober has taken over: healthy, nothing restarts while it keeps probing.
     eventually("healthy in kapell status", Duration::from_secs(10), || {
@@ -145,7 +150,7 @@ fn native_tcp_check_holds_the_dependent_until_the_port_opens() -> Result<()> {
     let db_ready = number(&host, "h-db.service", "ActiveEnterTimestampMonotonic")?;
     let app_started = number(&host, "h-app.service", "ExecMainStartTimestampMonotonic")?;
     ensure!(app_started >= db_ready, "app started at {app_started} µs, db ready at {db_ready} µs");
-    ensure!(journal_has(&host, "h-db.service", "ready: health check tcp 127.0.0.1:7000 passed (connected)")?);
+    logged(&host, "h-db.service", "ready: health check tcp 127.0.0.1:7000 passed (connected)")?;
     std::thread::sleep(WATCH);
     ensure!(status_row(&host, "h-db.service")?["health"] == "healthy");
     ensure!(prop(&host, "h-db.service", "NRestarts")? == "0");
@@ -165,16 +170,12 @@ fn an_unhealthy_native_service_is_restarted_by_systemd() -> Result<()> {
 
     host.exec_ok(&["rm", "/srv/web-ok"])?;
     eventually("a restart", Duration::from_secs(20), || Ok(number(&host, "h-web.service", "NRestarts")? >= 1))?;
-    ensure!(journal_has(
+    logged(
         &host,
         "h-web.service",
-        "unhealthy: health check http://127.0.0.1:8080/cgi-bin/health failed 3 times in a row (last: status 500)"
-    )?);
-    ensure!(journal_has(
-        &host,
-        "h-web.service",
-        "killed its main process (SIGKILL) so that systemd restarts the service"
-    )?);
+        "unhealthy: health check http://127.0.0.1:8080/cgi-bin/health failed 3 times in a row (last: status 500)",
+    )?;
+    logged(&host, "h-web.service", "killed its main process (SIGKILL) so that systemd restarts the service")?;
 
     // The new run waits for its own first 200, then runs on.
     host.exec_ok(&["touch", "/srv/web-ok"])?;
@@ -203,7 +204,7 @@ fn on_unhealthy_ignore_only_reports() -> Result<()> {
     eventually("unhealthy", Duration::from_secs(20), || {
         Ok(status_row(&host, "h-web.service")?["health"] == "unhealthy")
     })?;
-    ensure!(journal_has(&host, "h-web.service", "on_unhealthy = \"ignore\": only reported")?);
+    logged(&host, "h-web.service", "on_unhealthy = \"ignore\": only reported")?;
     std::thread::sleep(WATCH);
     ensure!(prop(&host, "h-web.service", "ActiveState")? == "active");
     ensure!(prop(&host, "h-web.service", "NRestarts")? == "0" && prop(&host, "h-web.service", "MainPID")? == pid);
@@ -214,7 +215,7 @@ fn on_unhealthy_ignore_only_reports() -> Result<()> {
     eventually("healthy again", Duration::from_secs(20), || {
         Ok(status_row(&host, "h-web.service")?["health"] == "healthy")
     })?;
-    ensure!(journal_has(&host, "h-web.service", "healthy again")?);
+    logged(&host, "h-web.service", "healthy again")?;
     ensure!(prop(&host, "h-web.service", "NRestarts")? == "0" && prop(&host, "h-web.service", "MainPID")? == pid);
     Ok(())
 }
@@ -284,13 +285,13 @@ fn container_http_check_from_the_host_gates_the_dependent_and_restarts() -> Resu
     eventually("a restart", Duration::from_secs(30), || {
         Ok(rig.prop("h-web.service", "NRestarts")?.parse::<u32>()? >= 1)
     })?;
-    ensure!(journal_has(
+    logged(
         &rig.host,
         "h-web.service",
         &format!(
             "container is unhealthy: health check http://{address}:80/cgi-bin/health failed 3 times in a row (last: status 500)"
-        )
-    )?);
+        ),
+    )?;
     std::fs::write(shared.join("web-ok"), "")?;
     rig.wait_active("h-web.service", Duration::from_secs(30))?;
     std::thread::sleep(WATCH);
@@ -338,7 +339,7 @@ stop_timeout = "1s"
 
     rig.systemctl(&["start", "--no-block", "h-app.service"])?;
     rig.wait_active("h-web.service", Duration::from_secs(30))?;
-    ensure!(journal_has(&rig.host, "h-web.service", "ready (health check passed)")?);
+    logged(&rig.host, "h-web.service", "ready (health check passed)")?;
     // `late` listens on 7000 but is checked on 7001: refused, and app waits.
     eventually("a refused probe of late", Duration::from_secs(20), || {
         let row = status_row(&rig.host, "h-late.service")?;

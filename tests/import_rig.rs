@@ -6,6 +6,7 @@
 mod support;
 
 use anyhow::{Context, Result, ensure};
+use std::time::Duration;
 use support::{Dockerd, Host};
 
 const IMAGE: &str = "kapell-demo/busybox:1";
@@ -75,7 +76,14 @@ fn an_imported_compose_project_is_applied_and_answers() -> Result<()> {
     let volumes = dockerd.docker_ok(&["volume", "ls", "-q"])?;
     ensure!(volumes.lines().any(|v| v == "shop_data"), "volumes: {volumes}");
 
-    let page = dockerd.docker_ok(&["exec", "kapell-shop-web", "wget", "-qO-", "http://127.0.0.1:8080/"])?;
+    // web has no health check: it runs before httpd listens.
+    let mut page = String::new();
+    let served = support::eventually("web's page", Duration::from_secs(10), || {
+        let out = dockerd.docker(&["exec", "kapell-shop-web", "wget", "-qO-", "http://127.0.0.1:8080/"])?;
+        page = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(out.status.success())
+    });
+    served.with_context(|| format!("web's page: {page:?}"))?;
     ensure!(page.contains("imported from Compose"), "unexpected page: {page}");
 
     // Compose's `db` resolves from `web`, as it did under docker compose.

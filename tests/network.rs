@@ -271,8 +271,14 @@ fn seed(rig: &Rig, port: u16) -> Result<()> {
 
     let query = "insert or replace into kv values ('greeting', 'hello from sqlite'); \
                  select v from kv where k = 'greeting';\n";
-    let answer = tcp(port, query)?;
-    ensure!(answer.trim() == "hello from sqlite", "unexpected answer through the proxy: {answer:?}");
+    // The proxy has no health check: its unit is active once its container runs, which can be
+    // before socat listens. The query is idempotent, so it is asked until answered.
+    let mut answer = Ok(String::new());
+    let answered = eventually("an answer through the proxy", Duration::from_secs(10), || {
+        answer = tcp(port, query);
+        Ok(answer.as_ref().is_ok_and(|a| a.trim() == "hello from sqlite"))
+    });
+    answered.with_context(|| format!("unexpected answer through the proxy: {answer:?}"))?;
 
     // The proxy found the server by name on the stack's network.
     let aliases = rig.inspect(

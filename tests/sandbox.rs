@@ -13,6 +13,7 @@ mod support;
 
 use anyhow::{Context, Result, ensure};
 use std::path::Path;
+use std::time::Duration;
 use support::{Dockerd, Host};
 
 const IMAGE: &str = "kapell-demo/busybox:1";
@@ -27,6 +28,14 @@ fn show(host: &Host, argv: &[&str]) -> Result<String> {
     print!("{text}");
     ensure!(output.status.success(), "`{}` failed ({})", argv.join(" "), output.status);
     Ok(text)
+}
+
+/// Waits, quietly, until `script` succeeds in `container`: a container without a health check runs
+/// before its server listens.
+fn until_listening(dockerd: &Dockerd, container: &str, script: &str) -> Result<()> {
+    support::eventually(&format!("{container} listening"), Duration::from_secs(10), || {
+        Ok(dockerd.docker(&["exec", container, "sh", "-c", script])?.status.success())
+    })
 }
 
 #[test]
@@ -59,6 +68,7 @@ fn sandbox_runs_the_web_app_stack() -> Result<()> {
     ensure!(status.contains("healthy"), "db's health is not shown:\n{status}");
 
     // The page, fetched from inside the web container (the sandbox host has a private network).
+    until_listening(&dockerd, "kapell-webapp-web", "wget -q -O /dev/null http://127.0.0.1:8080/")?;
     println!("\n$ docker exec kapell-webapp-web wget -qO- http://127.0.0.1:8080/");
     let page = dockerd.docker_ok(&["exec", "kapell-webapp-web", "wget", "-qO-", "http://127.0.0.1:8080/"])?;
     print!("{page}");
@@ -84,6 +94,7 @@ fn sandbox_runs_the_web_app_stack() -> Result<()> {
     let active =
         show(&host, &["systemctl", "is-active", "sqlite-docker-server.service", "sqlite-docker-proxy.service"])?;
     ensure!(active.lines().all(|l| l == "active"), "the seed stack is not up:\n{active}");
+    until_listening(&dockerd, "kapell-sqlite-docker-proxy", "socat -u /dev/null TCP:127.0.0.1:12346")?;
     let query = "create table if not exists kv (k text, v text); insert into kv values ('seed', 'linked by name'); select v from kv;";
     println!("\n$ docker exec kapell-sqlite-docker-proxy sh -c \"echo \\\"{query}\\\" | socat - TCP:127.0.0.1:12346\"");
     let script = format!("echo \"{query}\" | socat -t 2 - TCP:127.0.0.1:12346");

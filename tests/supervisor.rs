@@ -114,13 +114,16 @@ fn a_dependent_waits_until_the_health_check_passes() -> Result<()> {
     );
     ensure!(app_started >= slow_ready, "app started at {app_started} µs, slow ready at {slow_ready} µs");
 
-    // The same order in the journal: slow's readiness, then app's container start.
-    let slow = rig.journal("slow-slow.service")?;
-    let app = rig.journal("slow-app.service")?;
-    let ready = Entry::find(&slow, READY, 0)
-        .with_context(|| format!("no readiness in slow's journal:\n{}", Entry::lines(&slow)))?;
-    let started =
-        Entry::find(&app, STARTED, 0).with_context(|| format!("no start in app's journal:\n{}", Entry::lines(&app)))?;
+    // The same order in the journal: slow's readiness, then app's container start (both reach
+    // the journal on journald's time, possibly after `systemctl start` returned).
+    let (mut slow, mut app) = (Vec::new(), Vec::new());
+    let logged = eventually("slow's readiness and app's start in the journal", Duration::from_secs(10), || {
+        (slow, app) = (rig.journal("slow-slow.service")?, rig.journal("slow-app.service")?);
+        Ok(Entry::find(&slow, READY, 0).is_some() && Entry::find(&app, STARTED, 0).is_some())
+    });
+    logged.with_context(|| format!("slow:\n{}\napp:\n{}", Entry::lines(&slow), Entry::lines(&app)))?;
+    let ready = Entry::find(&slow, READY, 0).context("no readiness")?;
+    let started = Entry::find(&app, STARTED, 0).context("no start")?;
     ensure!(ready < started, "journal: slow ready at {ready} µs, app's container started at {started} µs");
     eprintln!(
         "timing: slow ready {waited:?} after its start; app started {} ms later",
@@ -166,7 +169,7 @@ fn a_container_that_exits_1_is_restarted_after_restart_delay() -> Result<()> {
     let again = Entry::find(&entries, STARTED, exited).with_context(|| Entry::lines(&entries))?;
     let gap = Duration::from_micros(again - exited);
     ensure!(gap >= Duration::from_secs(2), "restarted {gap:?} after the exit, before restart_delay (2s)");
-    ensure!(gap < Duration::from_secs(8), "restart took {gap:?}");
+    ensure!(gap < Duration::from_secs(15), "restart took {gap:?}");
     eprintln!("timing: exit to next container start {gap:?} (restart_delay 2s)");
     Ok(())
 }
@@ -176,7 +179,7 @@ enable = false
 
 [services.sick]
 image = "kapell-test/busybox:1"
-command = ["sh", "-c", "touch /tmp/ok; sleep 3; rm /tmp/ok; exec sleep 100000"]
+command = ["sh", "-c", "touch /tmp/ok; sleep 8; rm /tmp/ok; exec sleep 100000"]
 health = { cmd = ["test", "-e", "/tmp/ok"], interval = "300ms", retries = 2 }
 restart_delay = "500ms"
 stop_timeout = "1s"
@@ -257,9 +260,10 @@ fn stop_removes_the_container_and_output_reaches_the_journal() -> Result<()> {
         ensure!(state == "inactive" && result == "success", "{unit}: {state} ({result})\n{}", rig.host.journal(unit)?);
     }
     ensure!(rig.containers("io.kapell.stack=stop")?.is_empty(), "containers left behind");
-    ensure!(polite < Duration::from_secs(5), "a container that exits on SIGTERM took {polite:?} to stop");
+    // Under its 10 s grace period: it was not waited out.
+    ensure!(polite < Duration::from_secs(8), "a container that exits on SIGTERM took {polite:?} to stop");
     ensure!(stubborn >= Duration::from_secs(2), "the grace period was cut short: {stubborn:?}");
-    ensure!(stubborn < Duration::from_secs(7), "stop took {stubborn:?} with a 2s grace period");
+    ensure!(stubborn < Duration::from_secs(15), "stop took {stubborn:?} with a 2s grace period");
 
     // journald reads what the supervisor wrote on its own time, possibly after the unit stopped.
     let mut journal = Vec::new();
@@ -400,6 +404,11 @@ fn expect_one_line(rig: &Rig, unit: &str, cause: &str) -> Result<()> {
             rig.supervisor_journal(unit)?.into_iter().filter(|e| e.identifier == "kapell" && e.priority <= 4).collect();
         Ok(!ours.is_empty())
     })?;
+    // The unit failed after its clean-up ran, so whatever else kapell had to say was sent; a
+    // second later it has reached the journal too.
+    std::thread::sleep(Duration::from_secs(1));
+    let ours: Vec<Entry> =
+        rig.supervisor_journal(unit)?.into_iter().filter(|e| e.identifier == "kapell" && e.priority <= 4).collect();
     ensure!(ours.len() == 1, "expected one warning or error line from kapell:\n{}", Entry::lines(&ours));
     let line = &ours[0];
     ensure!(line.priority == 3, "not logged as an error: {line:?}");

@@ -108,9 +108,15 @@ impl ContainerRig {
         Ok(self.dockerd()?.docker_ok(&["inspect", "-f", format, name])?.trim().to_string())
     }
 
-    /// The unit's journal entries, oldest first.
+    /// The unit's journal entries, oldest first: those journald filed under the unit, and the
+    /// supervisor's (`KAPELL_UNIT=unit`), which journald files under no unit when the supervisor
+    /// exits before it has looked up its cgroup.
     pub fn journal(&self, unit: &str) -> Result<Vec<Entry>> {
-        self.host.journal_entries(unit)
+        let mut entries = self.host.journal_entries(unit)?;
+        entries.extend(self.supervisor_journal(unit)?);
+        entries.sort_by(|a, b| (a.mono, &a.message).cmp(&(b.mono, &b.message)));
+        entries.dedup_by(|a, b| a.mono == b.mono && a.message == b.message);
+        Ok(entries)
     }
 
     /// The lines kapell's supervisor of `unit` logged (they carry `KAPELL_UNIT=unit`).
