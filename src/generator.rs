@@ -76,7 +76,8 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     let local_set = std::cell::OnceCell::new();
     let is_local =
         |path: &str| local_set.get_or_init(|| local.iter().map(String::as_str).collect::<HashSet<_>>()).contains(path);
-    let (received, left_out) = host_units::received_share(fleet_dir, is_local);
+    let claims = host_units::StackClaims::of(config_dir, &checked);
+    let (received, left_out) = host_units::received_share(fleet_dir, is_local, &claims);
     for message in &left_out {
         log.error(message);
     }

@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 /// directory holds `fleet.toml`): there a stack with a placement is the fleet's, pushed to the
 /// hosts it is placed on, and not run by the controller's own generator.
 pub fn runs_here(config_dir: &Path) -> impl Fn(&crate::model::Stack) -> bool + Sync + use<> {
-    let controller = config_dir.join(crate::config::FLEET_FILE).exists();
+    let controller = is_controller(config_dir);
     move |stack| !controller || !stack.has_placement()
+}
+
+/// Whether `config_dir` is a fleet controller's: it holds `fleet.toml`.
+pub fn is_controller(config_dir: &Path) -> bool {
+    config_dir.join(crate::config::FLEET_FILE).exists()
 }
 
 /// Loads and checks every stack of a host: the files of `dir`, with `extra` files taking the

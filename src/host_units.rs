@@ -39,11 +39,12 @@ pub fn render_local_each<R: Send>(
 }
 
 /// Loads the stacks of `config_dir` and renders the local units, for a command that needs
-/// nothing else of them (`kapell receive`).
-pub fn load_local(config_dir: &Path) -> Result<Vec<OutputFile>> {
+/// nothing else of them (`kapell receive`); also the stack names they claim.
+pub fn load_local(config_dir: &Path) -> Result<(Vec<OutputFile>, StackClaims)> {
     let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read {}", config_dir.display()))?;
-    Ok(render_local(config_dir, &checked, |_| true, &RenderOptions::default()))
+    let files = render_local(config_dir, &checked, |_| true, &RenderOptions::default());
+    Ok((files, StackClaims::of(config_dir, &checked)))
 }
 
 /// The directory of the received set the generator emits: `current`, or `confirmed` after a
@@ -52,32 +53,126 @@ pub fn received_dir() -> PathBuf {
     crate::received_sets::emitted_dir(&crate::received_sets::received_dir())
 }
 
+/// The stack names this host's own configuration claims. A received unit of a stack with one of
+/// these names gives way, whatever its unit's name: a fleet stack is not mixed into a local stack
+/// of the same name, and a local stack file with an error still says what the operator means to
+/// run here, so the fleet's stack of that name does not take its place while it is being mended.
+#[derive(Debug, Default)]
+pub struct StackClaims {
+    /// The valid stacks this host runs.
+    pub running: BTreeSet<String>,
+    /// The stacks whose files have errors (and render nothing). Not on a fleet controller: there
+    /// a stack may be the fleet's, which the controller refuses to push while it has errors, so
+    /// the set it received keeps the last good version.
+    pub failed: BTreeSet<String>,
+}
+
+impl StackClaims {
+    /// The claims of the stacks of `config_dir`, as `checked` found them.
+    pub fn of(config_dir: &Path, checked: &Checked) -> StackClaims {
+        let here = crate::host::runs_here(config_dir);
+        let controller = crate::host::is_controller(config_dir);
+        StackClaims {
+            running: checked.stacks.iter().filter(|s| here(s)).map(|s| s.name.to_string()).collect(),
+            failed: if controller { BTreeSet::new() } else { checked.failed.clone() },
+        }
+    }
+
+    /// Why a received unit of `stack` gives way, if it does.
+    fn why(&self, stack: &str) -> Option<Shadow> {
+        if self.running.contains(stack) {
+            Some(Shadow::SameStack(stack.to_string()))
+        } else if self.failed.contains(stack) {
+            Some(Shadow::BrokenStack(stack.to_string()))
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a received unit does not run here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shadow {
+    /// A local stack produces a unit of the same name.
+    SameUnit,
+    /// It belongs to a stack of the same name as a local one.
+    SameStack(String),
+    /// It belongs to a stack of the same name as a local one that has errors.
+    BrokenStack(String),
+}
+
+impl std::fmt::Display for Shadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shadow::SameUnit => f.write_str("a local stack produces a unit of the same name"),
+            Shadow::SameStack(stack) => write!(f, "this host runs its own stack {stack}"),
+            Shadow::BrokenStack(stack) => {
+                write!(f, "this host's own stack {stack} has errors (mend it, or remove its file to run the fleet's)")
+            }
+        }
+    }
+}
+
 /// The part of a received set that runs here.
 #[derive(Debug, Default)]
 pub struct FleetShare {
     /// The received files no local file shadows.
     pub files: Vec<OutputFile>,
-    /// Received units left out because a local stack produces a unit of the same name.
-    pub shadowed: Vec<String>,
+    /// Received units left out, and why (in the set's order).
+    pub shadowed: Vec<(String, Shadow)>,
 }
 
-/// Splits `received` into what runs here and what `local` shadows.
-pub fn fleet_share(local: &[OutputFile], received: Vec<OutputFile>) -> FleetShare {
+impl FleetShare {
+    /// The names of the units left out.
+    pub fn shadowed_names(&self) -> Vec<String> {
+        self.shadowed.iter().map(|(name, _)| name.clone()).collect()
+    }
+}
+
+/// Splits `received` into what runs here and what `local` and `claims` shadow.
+pub fn fleet_share(local: &[OutputFile], claims: &StackClaims, received: Vec<OutputFile>) -> FleetShare {
     let local: HashSet<&str> = local.iter().map(OutputFile::path).collect();
-    fleet_share_by(|path| local.contains(path), received)
+    fleet_share_by(|path| local.contains(path), claims, received)
 }
 
 /// [`fleet_share`], with the local units given as a test of a path.
-pub fn fleet_share_by(is_local: impl Fn(&str) -> bool, received: Vec<OutputFile>) -> FleetShare {
+///
+/// A link goes with the units it joins: it is left out when a local link has its path (the same
+/// link from both sides is one link), or when the unit it points to or the unit whose `.wants/`
+/// (`.requires/`) directory holds it is left out.
+pub fn fleet_share_by(is_local: impl Fn(&str) -> bool, claims: &StackClaims, received: Vec<OutputFile>) -> FleetShare {
     let mut share = FleetShare::default();
+    let mut links = Vec::new();
     for file in received {
         match &file {
-            OutputFile::Unit { name, .. } if is_local(name) => share.shadowed.push(name.clone()),
-            // The same link from both sides is one link.
-            OutputFile::Link { path, .. } if is_local(path) => {}
-            _ => share.files.push(file),
+            OutputFile::Unit { name, text } => {
+                let why = if is_local(name) {
+                    Some(Shadow::SameUnit)
+                } else {
+                    crate::unitset::markers::stack_of_text(text).and_then(|stack| claims.why(&stack))
+                };
+                match why {
+                    Some(why) => share.shadowed.push((name.clone(), why)),
+                    None => share.files.push(file),
+                }
+            }
+            OutputFile::Link { .. } => links.push(file),
         }
     }
+    let left_out: HashSet<&str> = share.shadowed.iter().map(|(name, _)| name.as_str()).collect();
+    let joins_left_out = |path: &str, target: &str| {
+        let owner = path.split_once('/').map(|(dir, _)| dir.rsplit_once('.').map_or(dir, |(unit, _)| unit));
+        let pointee = Path::new(target).file_name().and_then(|n| n.to_str());
+        owner.is_some_and(|o| left_out.contains(o)) || pointee.is_some_and(|t| left_out.contains(t))
+    };
+    let kept: Vec<OutputFile> = links
+        .into_iter()
+        .filter(|link| match link {
+            OutputFile::Link { path, target } => !is_local(path) && !joins_left_out(path, target),
+            OutputFile::Unit { .. } => true,
+        })
+        .collect();
+    share.files.extend(kept);
     share
 }
 
@@ -88,39 +183,48 @@ pub fn current_received() -> Result<Vec<OutputFile>> {
 
 /// Everything this host runs: `local`, then the fleet's share of the set in `fleet_dir` (see
 /// [`received_share`]).
-pub fn with_received(mut local: Vec<OutputFile>, fleet_dir: &Path) -> (Vec<OutputFile>, Vec<String>) {
+pub fn with_received(
+    mut local: Vec<OutputFile>,
+    claims: &StackClaims,
+    fleet_dir: &Path,
+) -> (Vec<OutputFile>, Vec<String>) {
     let paths: HashSet<&str> = local.iter().map(OutputFile::path).collect();
-    let (share, messages) = received_share(fleet_dir, |path| paths.contains(path));
+    let (share, messages) = received_share(fleet_dir, |path| paths.contains(path), claims);
     local.extend(share);
     (local, messages)
 }
 
-/// The files of the received set in `fleet_dir` that run here: those no local file (`is_local`,
-/// by path) shadows. Also one message per thing left out (a received set that cannot be read, a
-/// fleet unit a local one shadows); neither stops the local units from being written.
-pub fn received_share(fleet_dir: &Path, is_local: impl Fn(&str) -> bool) -> (Vec<OutputFile>, Vec<String>) {
+/// The files of the received set in `fleet_dir` that run here: those neither a local file
+/// (`is_local`, by path) nor a local stack's name (`claims`) shadows. Also one message per thing
+/// left out (a received set that cannot be read, a fleet unit that gives way); neither stops the
+/// local units from being written.
+pub fn received_share(
+    fleet_dir: &Path,
+    is_local: impl Fn(&str) -> bool,
+    claims: &StackClaims,
+) -> (Vec<OutputFile>, Vec<String>) {
     let received = match unitset::read_files(fleet_dir) {
         Ok(files) => files,
         Err(e) => return (Vec::new(), vec![format!("fleet units ignored: {e:#}")]),
     };
-    let share = fleet_share_by(is_local, received);
-    let shadowed: BTreeSet<String> = share.shadowed.into_iter().collect();
-    let messages = shadowed
-        .into_iter()
-        .map(|name| format!("fleet unit {name} ignored: a local stack produces a unit of the same name"))
-        .collect();
+    let mut share = fleet_share_by(is_local, claims, received);
+    share.shadowed.sort_by(|a, b| a.0.cmp(&b.0));
+    share.shadowed.dedup_by(|a, b| a.0 == b.0);
+    let messages = share.shadowed.iter().map(|(name, why)| format!("fleet unit {name} ignored: {why}")).collect();
     (share.files, messages)
 }
 
-/// The names of the received set's units in `fleet_dir` that no local unit shadows: the units
-/// `kapell apply` leaves to the fleet. Only names are read, not contents.
-pub fn fleet_unit_names(fleet_dir: &Path, is_local: impl Fn(&str) -> bool) -> BTreeSet<String> {
-    std::fs::read_dir(fleet_dir)
+/// The names of the received set's units in `fleet_dir` that run here (see [`fleet_share_by`]):
+/// the units `kapell apply` leaves to the fleet. A set that cannot be read leaves nothing to it.
+pub fn fleet_unit_names(fleet_dir: &Path, is_local: impl Fn(&str) -> bool, claims: &StackClaims) -> BTreeSet<String> {
+    let received = unitset::read_files(fleet_dir).unwrap_or_default();
+    fleet_share_by(is_local, claims, received)
+        .files
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !is_local(n))
+        .filter_map(|file| match file {
+            OutputFile::Unit { name, .. } => Some(name),
+            OutputFile::Link { .. } => None,
+        })
         .collect()
 }
 
@@ -132,18 +236,81 @@ mod tests {
         OutputFile::unit(name, format!("[Unit]\nDescription={name}\n"))
     }
 
+    fn unit_of(stack: &str, name: &str) -> OutputFile {
+        OutputFile::unit(name, format!("[Unit]\nX-Kapell-Stack={stack}\n"))
+    }
+
+    fn link(path: &str, target: &str) -> OutputFile {
+        OutputFile::link(path, target)
+    }
+
+    fn paths(share: &FleetShare) -> Vec<&str> {
+        share.files.iter().map(OutputFile::path).collect()
+    }
+
     #[test]
     fn local_units_shadow_fleet_units_of_the_same_name() {
-        let local = vec![unit("web.target"), OutputFile::link("multi-user.target.wants/web.target", "../web.target")];
+        let local = vec![unit("web.target"), link("multi-user.target.wants/web.target", "../web.target")];
         let received = vec![
             unit("web.target"),
-            OutputFile::link("multi-user.target.wants/web.target", "../web.target"),
+            link("multi-user.target.wants/web.target", "../web.target"),
             unit("db.target"),
-            OutputFile::link("multi-user.target.wants/db.target", "../db.target"),
+            link("multi-user.target.wants/db.target", "../db.target"),
         ];
-        let share = fleet_share(&local, received);
-        let paths: Vec<&str> = share.files.iter().map(OutputFile::path).collect();
-        assert_eq!(paths, ["db.target", "multi-user.target.wants/db.target"]);
-        assert_eq!(share.shadowed, ["web.target"]);
+        let share = fleet_share(&local, &StackClaims::default(), received);
+        assert_eq!(paths(&share), ["db.target", "multi-user.target.wants/db.target"]);
+        assert_eq!(share.shadowed, [("web.target".to_string(), Shadow::SameUnit)]);
+    }
+
+    /// The fleet's stack `web` is not mixed into the host's own `web`: its unit the local stack
+    /// lacks (`web-extra`) gives way too, with the links that join it.
+    #[test]
+    fn a_received_stack_with_a_local_stacks_name_gives_way_whole() {
+        let local = vec![unit_of("web", "web.target"), unit_of("web", "web-app.service")];
+        let claims = StackClaims { running: ["web".to_string()].into(), ..StackClaims::default() };
+        let received = vec![
+            unit_of("web", "web.target"),
+            unit_of("web", "web-app.service"),
+            unit_of("web", "web-extra.service"),
+            link("web.target.wants/web-extra.service", "../web-extra.service"),
+            unit_of("db", "db.target"),
+            link("multi-user.target.wants/db.target", "../db.target"),
+        ];
+        let share = fleet_share(&local, &claims, received);
+        assert_eq!(paths(&share), ["db.target", "multi-user.target.wants/db.target"]);
+        let extra = share.shadowed.iter().find(|(name, _)| name == "web-extra.service").expect("web-extra");
+        assert_eq!(extra.1, Shadow::SameStack("web".into()));
+        assert_eq!(share.shadowed_names(), ["web.target", "web-app.service", "web-extra.service"]);
+    }
+
+    /// A local stack whose file has an error renders nothing, and still holds the fleet's stack of
+    /// its name out, links and all; other received stacks run.
+    #[test]
+    fn a_local_stack_with_errors_holds_the_fleets_stack_of_its_name_out() {
+        let claims = StackClaims { failed: ["web".to_string()].into(), ..StackClaims::default() };
+        let received = vec![
+            unit_of("web", "web.target"),
+            link("multi-user.target.wants/web.target", "../web.target"),
+            unit_of("web", "web-app.service"),
+            link("web.target.requires/web-app.service", "../web-app.service"),
+            unit_of("db", "db.target"),
+        ];
+        let share = fleet_share(&[], &claims, received);
+        assert_eq!(paths(&share), ["db.target"]);
+        assert!(share.shadowed.iter().all(|(_, why)| *why == Shadow::BrokenStack("web".into())), "{share:?}");
+        assert!(Shadow::BrokenStack("web".into()).to_string().contains("stack web has errors"));
+    }
+
+    /// On a fleet controller a stack with errors may be one of the fleet's: the set the controller
+    /// pushed to itself keeps its last good version.
+    #[test]
+    fn a_controllers_stacks_with_errors_claim_nothing() {
+        let config = tempfile::tempdir().expect("tempdir");
+        std::fs::write(config.path().join("web.toml"), "[services.app\n").expect("stack");
+        let checked = crate::host::load(config.path(), &[], &UnitSearchPath::new(Vec::new())).expect("load");
+        assert!(checked.failed.contains("web"));
+        assert_eq!(StackClaims::of(config.path(), &checked).failed, checked.failed);
+        std::fs::write(config.path().join(crate::config::FLEET_FILE), "").expect("fleet.toml");
+        assert!(StackClaims::of(config.path(), &checked).failed.is_empty());
     }
 }

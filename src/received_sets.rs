@@ -30,6 +30,26 @@ pub struct Pending {
     pub hash: String,
     pub boot_id: String,
     pub deadline_usec: u64,
+    /// The deadline on this boot's clock ([`crate::clock::boot_usec`]), which the revert timer
+    /// goes by: the wall clock may be stepped during the window. 0 in a record from before it
+    /// was kept.
+    #[serde(default)]
+    pub deadline_boot_usec: u64,
+}
+
+impl Pending {
+    /// What is left of the window, in µs (0 once it closed).
+    pub fn remaining_usec(&self) -> u64 {
+        match self.deadline_boot_usec {
+            0 => self.deadline_usec.saturating_sub(crate::clock::now_usec()),
+            deadline => deadline.saturating_sub(crate::clock::boot_usec()),
+        }
+    }
+
+    /// Has the window closed, give or take `slack_usec` (a timer may fire a little early)?
+    pub fn closed(&self, slack_usec: u64) -> bool {
+        self.remaining_usec() <= slack_usec
+    }
 }
 
 /// [`RECEIVED_DIR`], or `KAPELL_RECEIVED_DIR` (tests).

@@ -180,6 +180,16 @@ fn matrix() -> Vec<Hostile> {
         ),
         hostile("a packaged unit file", install(&[unit("ssh.service")]), "ssh.service would shadow /"),
         hostile(
+            "a unit the operator masked",
+            install(&[unit("vendor-masked.service")]),
+            "vendor-masked.service is masked by /etc/systemd/system/vendor-masked.service, which kapell does not own",
+        ),
+        hostile(
+            "a unit file behind a mask of the host's own unit",
+            install(&[unit("good-sleep.service")]),
+            "good-sleep.service would shadow /run/systemd/system/good-sleep.service",
+        ),
+        hostile(
             "request kind by index",
             r#"{"version":1,"request":3}"#,
             "invalid type: integer `3`, expected a string",
@@ -258,6 +268,17 @@ fn receive_refuses_hostile_requests_and_changes_nothing() -> Result<()> {
     // A transient instance of a template no file defines (what only systemd knows).
     host.exec_ok(&["systemd-run", "--unit=probe@1.service", "/bin/sleep", "7000000"])?;
 
+    // Masks: the operator's, of a unit kapell does not own; and one of the host's own unit (drift,
+    // which an install lifts) with a unit file that is not kapell's behind it.
+    let masks = [
+        "ln -s /dev/null /etc/systemd/system/vendor-masked.service",
+        "ln -s /dev/null /etc/systemd/system/good-sleep.service",
+        "mkdir -p /run/systemd/system && printf '[Service]\\nExecStart=/bin/true\\n' > /run/systemd/system/good-sleep.service",
+    ];
+    for mask in masks {
+        host.exec_ok(&["sh", "-c", mask])?;
+    }
+
     let before = listing(&received)?;
     ensure!(before.iter().any(|l| l.starts_with("last-install.json ")), "{before:#?}");
     let mut failures = Vec::new();
@@ -278,6 +299,14 @@ fn receive_refuses_hostile_requests_and_changes_nothing() -> Result<()> {
     }
     ensure!(failures.is_empty(), "{} of the hostile requests:\n{}", failures.len(), failures.join("\n"));
     ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the good set was touched");
+    for path in [
+        "/etc/systemd/system/vendor-masked.service",
+        "/etc/systemd/system/good-sleep.service",
+        "/run/systemd/system/good-sleep.service",
+    ] {
+        ensure!(host.exec(&["test", "-e", path])?.status.success(), "{path} was removed");
+        host.exec_ok(&["rm", "-f", path])?;
+    }
 
     // Requests that name what the host does not hold: refused, nothing changed, and the reply
     // asks for the whole set (the controller then sends it as an install).
@@ -400,7 +429,13 @@ fn a_confirm_window_opens_before_the_set_runs_and_outlasts_a_slow_activation() -
     let (_, reply, _) = receive(&host, install_within(&slow, 3).as_bytes())?;
     ensure!(reply.error.is_none() && reply.pending.is_some(), "{reply:?}");
     let generation = current_generation(&host).context("no current generation")?;
-    let timers = revert_timers_started(&host, &generation)?;
+    // Read as soon as both are there: the confirmation below must come within the 3 s window.
+    let mut timers = Vec::new();
+    support::eventually("the revert timers' start in the journal", Duration::from_secs(2), || {
+        timers = revert_timers_started(&host, &generation)?;
+        Ok(timers.len() >= 2)
+    })
+    .with_context(|| format!("{timers:?}"))?;
     ensure!(timers.len() == 2, "a slow activation arms its window again once the set is up: {timers:?}");
     let confirm = format!(r#"{{"version":1,"request":"confirm","hash":"{}"}}"#, slow.hash);
     let (_, reply, _) = receive(&host, confirm.as_bytes())?;
@@ -419,13 +454,24 @@ fn a_confirm_window_opens_before_the_set_runs_and_outlasts_a_slow_activation() -
     let (_, reply, _) = receive(&host, install_within(&quick, 30).as_bytes())?;
     ensure!(reply.error.is_none() && reply.pending.is_some(), "{reply:?}");
     let generation = current_generation(&host).context("no current generation")?;
-    let timers = revert_timers_started(&host, &generation)?;
+    let timers = revert_timers_settled(&host, &generation, 1)?;
     ensure!(timers.len() == 1, "a quick activation armed its window more than once: {timers:?}");
     let armed = host.systemctl_ok(&["list-units", "--plain", "--no-legend", "kapell-revert-*.timer"])?;
     ensure!(armed.contains(&timers[0]), "the window's one timer is not running: {armed}");
 
     drop(host);
     footprint.assert_gone()
+}
+
+/// The revert timers systemd started for `generation`, once at least `expected` are in the journal
+/// (systemd's lines reach it on journald's time), read again a second later, when a further one
+/// would have had time to show.
+fn revert_timers_settled(host: &Host, generation: &str, expected: usize) -> Result<Vec<String>> {
+    support::eventually("the revert timers' start in the journal", Duration::from_secs(10), || {
+        Ok(revert_timers_started(host, generation)?.len() >= expected)
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    revert_timers_started(host, generation)
 }
 
 /// The revert timers systemd started for `generation`, by name, from its journal.
@@ -442,4 +488,51 @@ fn revert_timers_started(host: &Host, generation: &str) -> Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+/// A local stack file with an error still claims its stack's name: while `/etc/kapell/good.toml`
+/// does not parse, the fleet's stack `good` does not take its place, neither at `kapell receive`
+/// nor at the generator's next run; the reply and the generator say why. Once the file is gone,
+/// the fleet's stack runs.
+#[test]
+fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Result<()> {
+    let mut host = Host::builder().name("recb").kapell(KAPELL).start()?;
+    host.wait_running()?;
+    let footprint = Footprint::new().host(&host);
+    let config = host.root().join("etc/kapell");
+    std::fs::create_dir_all(&config)?;
+    // Being edited: an unclosed table header.
+    std::fs::write(config.join("good.toml"), "[services.sleep\nexec = \"/bin/sleep 7000000\"\n")?;
+
+    let (out, reply, _) = receive(&host, install_set(&good_set()).as_bytes())?;
+    ensure!(reply.error.is_none() && out.status.code() == Some(0), "{reply:?}");
+    let mut conflicts = reply.conflicts.clone();
+    conflicts.sort();
+    ensure!(conflicts == ["good-sleep.service", "good.target"], "the reply's conflicts: {reply:?}");
+    for unit in ["good-sleep.service", "good.target"] {
+        let state = host.show(unit, "LoadState")?;
+        ensure!(state == "not-found", "{unit} is {state}: the fleet's stack took the broken local one's place");
+    }
+    // Nothing of the set runs, so the install had nothing to reload: the generator's part is
+    // seen at a reload of the host's own.
+    host.systemctl_ok(&["daemon-reload"])?;
+    let listed = host.exec_ok(&["ls", "/run/systemd/generator"])?;
+    let generator: Vec<&str> = listed.lines().filter(|n| n.starts_with("good")).collect();
+    ensure!(generator.is_empty(), "the generator wrote {generator:?}");
+    // The generator's words reach the console (nspawn gives the host no /dev/kmsg), which
+    // nspawn copies to its log on its own time.
+    let why = "kapell-generator: fleet unit good-sleep.service ignored: this host's own stack good has errors";
+    let said = support::eventually("the generator's reason on the console", Duration::from_secs(10), || {
+        Ok(std::fs::read_to_string(host.log_path())?.contains(why))
+    });
+    said.with_context(|| std::fs::read_to_string(host.log_path()).unwrap_or_default())?;
+
+    // Mended by removing the file: the fleet's stack runs at the next install.
+    std::fs::remove_file(config.join("good.toml"))?;
+    let (_, reply, _) = receive(&host, install_set(&good_set()).as_bytes())?;
+    ensure!(reply.error.is_none() && reply.conflicts.is_empty(), "{reply:?}");
+    ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the fleet's stack does not run");
+
+    drop(host);
+    footprint.assert_gone()
 }

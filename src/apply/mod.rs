@@ -28,7 +28,7 @@ pub mod plan;
 
 use crate::config::DEFAULT_CONFIG_DIR;
 use crate::diagnostics::did_you_mean;
-use crate::host_units;
+use crate::host_units::{self, StackClaims};
 use crate::names::{GENERATOR_DIR, GENERATOR_NAME, GENERATOR_SEARCH_PATH};
 use crate::render::RenderOptions;
 use crate::systemd::Systemd;
@@ -68,9 +68,9 @@ pub fn desired(config_dir: &Path, checked: &Checked) -> UnitSet {
 
 /// The local stacks' units systemd loaded at the last reload: kapell units of the generator
 /// directory, except those the fleet installed (which a local stack does not shadow).
-pub fn installed(desired: &UnitSet) -> Result<UnitSet> {
+pub fn installed(desired: &UnitSet, claims: &StackClaims) -> Result<UnitSet> {
     let local: BTreeSet<&str> = desired.stacks.values().flat_map(|s| s.files.keys()).map(String::as_str).collect();
-    let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n));
+    let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n), claims);
     UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)
 }
 
@@ -101,7 +101,8 @@ pub async fn apply(
         })?),
     };
     let desired = desired(config_dir, checked);
-    let current = installed(&desired)?;
+    let claims = StackClaims::of(config_dir, checked);
+    let current = installed(&desired, &claims)?;
     let selection = match select(&options.stacks, &current, &desired, config_dir) {
         Ok(selection) => selection,
         Err(refusal) => return Ok(Outcome::Refused(refusal)),
@@ -140,7 +141,7 @@ pub async fn apply(
     if plan.reload && generator.is_none() {
         bail!("{}; nothing was changed", no_generator());
     }
-    let failures = execute::execute(&systemd, &plan, || verify(&desired, generator.as_deref()), out).await?;
+    let failures = execute::execute(&systemd, &plan, || verify(&desired, &claims, generator.as_deref()), out).await?;
     Ok(Outcome::Applied { failures })
 }
 
@@ -215,8 +216,8 @@ fn print_plan(plan: &Plan, out: &mut dyn FnMut(String)) {
 }
 
 /// After the reload: the generator directory must hold exactly the rendered units.
-fn verify(desired: &UnitSet, generator: Option<&Path>) -> Result<()> {
-    let now = installed(desired)?;
+fn verify(desired: &UnitSet, claims: &StackClaims, generator: Option<&Path>) -> Result<()> {
+    let now = installed(desired, claims)?;
     let mut missing = Vec::new();
     let mut different = Vec::new();
     let mut stale = Vec::new();

@@ -398,8 +398,10 @@ fn apply(controller: &Controller, hosts: &[String], args: &ApplyArgs) -> Result<
             _ => {}
         }
         for unit in reply.map(|r| r.conflicts.as_slice()).unwrap_or_default() {
-            details
-                .push(format!("{}: {unit} not installed: a local stack of the host has a unit of that name", o.host));
+            details.push(format!(
+                "{}: {unit} not installed: a local stack of the host claims its name or its stack's",
+                o.host
+            ));
         }
     }
     table::print(&rows);

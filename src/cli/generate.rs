@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 ///
 /// Without PATH arguments, DIR gets exactly what the generator writes: every stack this host
 /// runs, and the unit set a fleet controller installed on it (/etc/kapell/received; a fleet unit
-/// that a local stack also produces is left out, and said so).
+/// that a local stack also produces, or of a stack named as a local one, is left out, and said
+/// so).
 ///
 /// Valid stacks are written even when others are invalid (as the generator does); the exit
 /// status is 1 if any stack was skipped. Rerunning replaces kapell's files in DIR and removes
@@ -46,7 +47,8 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     let local = host_units::render_local(config_dir, &checked, |s| wanted(&s.name), &options);
     // The whole host, as the generator writes it, includes the set a fleet controller installed.
     let files = if paths.is_empty() {
-        let (files, left_out) = host_units::with_received(local, &host_units::received_dir());
+        let claims = host_units::StackClaims::of(config_dir, &checked);
+        let (files, left_out) = host_units::with_received(local, &claims, &host_units::received_dir());
         for message in &left_out {
             eprintln!("warning: {message}");
         }

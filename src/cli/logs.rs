@@ -41,7 +41,8 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
     let checked = crate::host::load(config_dir, &[], &UnitSearchPath::from_env())
         .with_context(|| format!("cannot read the stacks in {}", config_dir.display()))?;
     let desired = apply::desired(config_dir, &checked);
-    let units = desired.merged(&apply::installed(&desired)?);
+    let claims = crate::host_units::StackClaims::of(config_dir, &checked);
+    let units = desired.merged(&apply::installed(&desired, &claims)?);
     let Some(stack) = units.stacks.get(stack_name) else {
         let hint = did_you_mean(stack_name, units.stacks.keys().map(String::as_str))
             .map(|n| format!(" (did you mean {n}?)"))

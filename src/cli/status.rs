@@ -43,10 +43,12 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         eprintln!("warning: some stacks have errors (`kapell check` lists them); they are shown as installed");
     }
     let desired = apply::desired(config_dir, &checked);
-    let local = desired.merged(&apply::installed(&desired)?);
+    let claims = host_units::StackClaims::of(config_dir, &checked);
+    let local = desired.merged(&apply::installed(&desired, &claims)?);
     // What a fleet controller installed here (`kapell receive`), minus what local stacks shadow.
     let is_local = |path: &str| local.stacks.values().any(|s| s.files.contains_key(path));
-    let fleet = UnitSet::from_rendered(&host_units::fleet_share_by(is_local, host_units::current_received()?).files);
+    let fleet =
+        UnitSet::from_rendered(&host_units::fleet_share_by(is_local, &claims, host_units::current_received()?).files);
     let units = local.merged(&fleet);
     let selection: Option<BTreeSet<String>> = (!args.stacks.is_empty()).then(|| args.stacks.iter().cloned().collect());
     for name in &args.stacks {

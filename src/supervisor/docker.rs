@@ -2,6 +2,7 @@
 //! failed in words an operator knows from the docker CLI.
 
 use crate::health::probe::{Outcome, Probe};
+use crate::printable::printable;
 use crate::status::Health;
 use anyhow::{Context as _, Result, anyhow};
 use bollard::Docker;
@@ -303,7 +304,7 @@ fn probe_of(entry: &HealthcheckResult) -> Option<Probe> {
         Ok(status) if status >= 0 => Outcome::ExitStatus(status),
         _ => {
             let reason = entry.output.as_deref().and_then(|o| o.lines().map(str::trim).find(|l| !l.is_empty()));
-            Outcome::Error(crate::printable::printable(reason.unwrap_or("the check did not run")).into_owned())
+            Outcome::Error(printable(reason.unwrap_or("the check did not run")).into_owned())
         }
     };
     Some(Probe { at_usec, duration_usec: end_usec.saturating_sub(at_usec), passed: code == 0, outcome })
@@ -323,11 +324,12 @@ pub fn with_tag(image: &str) -> String {
     if image.contains('@') || last.contains(':') { image.to_string() } else { format!("{image}:latest") }
 }
 
-/// Docker's own message for API errors (it already names the object); the error itself otherwise.
+/// Docker's own message for API errors (it already names the object), made printable (it may
+/// quote an image's or a file's name); the error itself otherwise.
 fn cause(e: DockerError) -> anyhow::Error {
     match e {
-        DockerError::DockerResponseServerError { message, .. } => anyhow!("{}", message.trim()),
-        DockerError::DockerStreamError { error } => anyhow!("{}", error.trim()),
+        DockerError::DockerResponseServerError { message, .. } => anyhow!("{}", printable(message.trim())),
+        DockerError::DockerStreamError { error } => anyhow!("{}", printable(error.trim())),
         DockerError::RequestTimeoutError => anyhow!("Docker did not answer in time"),
         e => transport_cause(&e),
     }

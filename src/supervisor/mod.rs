@@ -34,6 +34,7 @@ use crate::health::probe::{self, Probe};
 use crate::health::state;
 use crate::logging::id;
 use crate::model::{Check, OnUnhealthy, Pull};
+use crate::printable::printable;
 use crate::render::container::ContainerSpec;
 use crate::render::health::HealthSpec;
 use crate::status::{Health, SupervisorStatus as Status};
@@ -249,7 +250,7 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     };
     let container = created?;
     for warning in &container.warnings {
-        log::warn!("{}: Docker: {warning}", ctx.unit);
+        log::warn!("{}: Docker: {}", ctx.unit, printable(warning));
     }
 
     let result = match join(&docker, &container, &joins).await {
@@ -403,7 +404,7 @@ async fn supervise_container(
                 match chunk {
                     Some(Ok(chunk)) => forward(chunk),
                     Some(Err(e)) => {
-                        log::warn!("{unit}: lost the container's output: {e}");
+                        log::warn!("{unit}: lost the container's output: {}", printable(&e.to_string()));
                         output = None;
                     }
                     None => output = None,

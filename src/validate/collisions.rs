@@ -51,7 +51,13 @@ impl UnitSearchPath {
 
     /// The path of an existing unit file named `name` that kapell does not own.
     pub fn foreign_unit(&self, name: &str) -> Option<PathBuf> {
-        self.names().get(name)?.iter().map(|&i| self.dirs[i].join(name)).find(|path| !is_kapell_unit(path))
+        self.foreign_units(name).next()
+    }
+
+    /// Every existing unit file named `name` that kapell does not own, in search order.
+    pub fn foreign_units<'a>(&'a self, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+        let dirs = self.names().get(name).map(Vec::as_slice).unwrap_or_default();
+        dirs.iter().map(move |&i| self.dirs[i].join(name)).filter(|path| !is_kapell_unit(path))
     }
 
     /// The index, listed by whichever thread asks first.
@@ -127,9 +133,14 @@ mod tests {
         std::fs::write(usr.join("web.service"), "[Unit]\nDescription=the distribution's\n")?;
         std::fs::write(etc.join("ours.service"), "[Unit]\nX-Kapell-Stack=shop\n")?;
         std::fs::write(usr.join("theirs.service"), "[Service]\n")?;
+        std::os::unix::fs::symlink("/dev/null", etc.join("masked.service"))?;
+        std::fs::write(usr.join("masked.service"), "[Service]\n")?;
         let path = UnitSearchPath::new(vec![missing, etc.clone(), usr.clone()]);
         assert_eq!(path.foreign_unit("web.service"), Some(usr.join("web.service")), "kapell's own copy is passed over");
         assert_eq!(path.foreign_unit("theirs.service"), Some(usr.join("theirs.service")));
+        // A mask, and the file it hides: every file of the name, in search order.
+        let all: Vec<PathBuf> = path.foreign_units("masked.service").collect();
+        assert_eq!(all, [etc.join("masked.service"), usr.join("masked.service")]);
         assert_eq!(path.foreign_unit("ours.service"), None);
         assert_eq!(path.foreign_unit("absent.service"), None);
         Ok(())

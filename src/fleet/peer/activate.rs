@@ -16,10 +16,10 @@ use std::path::Path;
 
 /// Makes systemd run `set` (minus what local stacks shadow, listed in `reply.conflicts`).
 pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()> {
-    let local_files = host_units::load_local(config_dir)?;
-    let share = host_units::fleet_share(&local_files, set.to_rendered());
+    let (local_files, claims) = host_units::load_local(config_dir)?;
+    let share = host_units::fleet_share(&local_files, &claims, set.to_rendered());
     let local: BTreeSet<String> = local_files.iter().map(|f| f.path().to_string()).collect();
-    reply.conflicts = share.shadowed;
+    reply.conflicts = share.shadowed_names();
     let desired = UnitSet::from_rendered(&share.files);
     let mut notes = Vec::new();
     let mut responder_changed = false;

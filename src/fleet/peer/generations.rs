@@ -30,6 +30,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const REJECTED: &str = "rolled-back.json";
+/// In a generation's directory: the generation a rollback from it goes back to, the last
+/// confirmed one when it was staged. (Its name starts with a dot: not a unit of the set.)
+const PREVIOUS: &str = ".previous";
 const OUTCOME: &str = "last-install.json";
 const STAGING_PREFIX: &str = ".staging-";
 const GENERATION_PREFIX: &str = "g";
@@ -135,7 +138,7 @@ impl Store {
     /// Writes `set` as a new generation and makes it current, atomically (see the module
     /// documentation). Returns the generation's name.
     pub fn install(&self, set: &HostSet) -> Result<String> {
-        let generation = self.stage(set)?;
+        let generation = self.stage(set, self.generation(CONFIRMED).as_deref())?;
         self.make_current(&generation)?;
         Ok(generation)
     }
@@ -146,8 +149,9 @@ impl Store {
     }
 
     /// Writes `set` as a new generation, fsynced and published under its final name, without
-    /// making it current. Returns the generation's name.
-    pub fn stage(&self, set: &HostSet) -> Result<String> {
+    /// making it current; `previous` is recorded in it as what a rollback from it goes back to.
+    /// Returns the generation's name.
+    pub fn stage(&self, set: &HostSet, previous: Option<&str>) -> Result<String> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
         let stamp = crate::clock::now_usec();
         let generation = format!("{GENERATION_PREFIX}{stamp}-{}", set.short_hash());
@@ -155,8 +159,10 @@ impl Store {
         std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
         let final_dir = self.dir.join(&generation);
         // The catalog in the same directory as the units, before the rename that publishes both.
-        let published =
-            write_set(&staging, &set.to_rendered()).and_then(|()| write_catalog(&staging, set)).and_then(|()| {
+        let published = write_set(&staging, &set.to_rendered())
+            .and_then(|()| write_catalog(&staging, set))
+            .and_then(|()| write_previous(&staging, previous))
+            .and_then(|()| {
                 std::fs::rename(&staging, &final_dir)
                     .with_context(|| format!("cannot rename {} to {}", staging.display(), final_dir.display()))
             });
@@ -169,15 +175,25 @@ impl Store {
         Ok(generation)
     }
 
-    /// The newest generation older than `generation` (by the time in their names), if one is
-    /// kept.
+    /// The generation a rollback from `generation` goes back to, if it is kept: the one that
+    /// was confirmed when `generation` was staged (not the newest older one, which may be a set
+    /// this host reverted). A generation staged before this was recorded falls back to the
+    /// newest older one by the time in the names.
     pub fn generation_before(&self, generation: &str) -> Option<String> {
         let names: Vec<String> = std::fs::read_dir(&self.dir)
             .ok()?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        newest_before(&names, generation).map(str::to_string)
+        self.previous_of(&names, generation)
+    }
+
+    /// [`Self::generation_before`], among `names` (the directory's, listed once).
+    fn previous_of(&self, names: &[String], generation: &str) -> Option<String> {
+        match std::fs::read_to_string(self.dir.join(generation).join(PREVIOUS)) {
+            Ok(text) => Some(text.trim()).filter(|p| names.iter().any(|n| n == p)).map(str::to_string),
+            Err(_) => newest_before(names, generation).map(str::to_string),
+        }
     }
 
     /// Removes generations other than `current`, `confirmed`, `keep` (the previous one) and the
@@ -190,9 +206,10 @@ impl Store {
         let entries: Vec<(String, std::fs::DirEntry)> =
             entries.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e)).collect();
         let names: Vec<String> = entries.iter().map(|(name, _)| name.clone()).collect();
-        let before = current.as_deref().and_then(|c| newest_before(&names, c));
+        let before = current.as_deref().and_then(|c| self.previous_of(&names, c));
         for (name, entry) in entries {
-            let wanted = [current.as_deref(), confirmed.as_deref(), keep, before].contains(&Some(name.as_str()));
+            let wanted =
+                [current.as_deref(), confirmed.as_deref(), keep, before.as_deref()].contains(&Some(name.as_str()));
             let ours = name.starts_with(STAGING_PREFIX)
                 || name.starts_with(GENERATION_PREFIX)
                 || crate::atomic_file::is_temporary(&name);
@@ -239,6 +256,16 @@ fn write_catalog(dir: &Path, set: &HostSet) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     sync_dir(dir)
+}
+
+/// Records `previous` in the staging directory, fsynced (nothing when there is none).
+fn write_previous(dir: &Path, previous: Option<&str>) -> Result<()> {
+    let Some(previous) = previous else { return Ok(()) };
+    let path = dir.join(PREVIOUS);
+    let mut file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("{previous}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Reads a generation directory back into a set.
@@ -380,5 +407,25 @@ mod tests {
         std::fs::write(dir.path().join(".pending.json.tmp-1"), "{").expect("write");
         store.prune(None).expect("prune");
         assert_eq!(names_in(dir.path()), sorted(vec![second, third, CURRENT.to_string()]));
+    }
+
+    /// A rollback goes back to the set that was confirmed when the current one came, not to the
+    /// newest older generation: that one may be a set this host ran for a while and reverted.
+    #[test]
+    fn the_generation_before_is_the_one_confirmed_when_it_came() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path().to_path_buf());
+        let good = store.install(&set("[Unit]\n")).expect("install");
+        store.set_link(CONFIRMED, &good).expect("confirm");
+        let reverted = store.install(&set("[Unit]\nDescription=reverted\n")).expect("install");
+        store.make_current(&good).expect("revert");
+        let next = store.install(&set("[Unit]\nDescription=next\n")).expect("install");
+        store.set_link(CONFIRMED, &next).expect("confirm");
+        assert_eq!(store.generation_before(&next).as_deref(), Some(good.as_str()), "not {reverted}");
+        // It is what a prune keeps; the reverted set goes.
+        store.prune(None).expect("prune");
+        assert_eq!(names_in(dir.path()), sorted(vec![good, next, CONFIRMED.to_string(), CURRENT.to_string()]));
+        // The record is not a unit of the set.
+        assert_eq!(store.current().expect("read"), set("[Unit]\nDescription=next\n"));
     }
 }

@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// How early a revert timer may fire and still close its window (systemd's monotonic clock
-/// against the wall clock of the pending record).
+/// How early a revert timer may fire and still close its window (systemd's clock against the
+/// pending record's).
 const WINDOW_SLACK_USEC: u64 = 1_000_000;
 
 /// One writer per host: `kapell receive`, `kapell apply` and the revert timer take turns.
@@ -99,7 +99,9 @@ pub fn install(
     // window is armed again a little sooner rather than later).
     let armed = Instant::now();
     let generation = if old.hash != set.hash {
-        let staged = store.stage(set)?;
+        // What a rollback from it goes back to: the last set the controller confirmed here
+        // (set just above when none was), not a pending one this push replaces.
+        let staged = store.stage(set, store.generation(CONFIRMED).as_deref())?;
         if let Some(window) = window {
             open_window(store, &staged, set, window)?;
         }
@@ -133,11 +135,19 @@ pub fn install(
 /// and stops the timer of the window it replaces (an earlier arming, or another set's).
 fn open_window(store: &Store, generation: &str, set: &HostSet, window: Duration) -> Result<()> {
     let replaced = store.pending();
-    let deadline_usec = crate::clock::now_usec() + u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
-    let pending =
-        Pending { generation: generation.to_string(), hash: set.hash.clone(), boot_id: boot_id(), deadline_usec };
-    store.set_pending(Some(&pending))?;
+    let window_usec = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+    let pending = Pending {
+        generation: generation.to_string(),
+        hash: set.hash.clone(),
+        boot_id: boot_id(),
+        deadline_usec: crate::clock::now_usec().saturating_add(window_usec),
+        deadline_boot_usec: crate::clock::boot_usec().saturating_add(window_usec),
+    };
+    // The timer first: if it cannot be armed, the record (and the timer) of the window this one
+    // would replace stay as they were. A timer that fires before the record is written waits
+    // for the host lock, held here, and then finds it.
     revert_timer::schedule(&pending)?;
+    store.set_pending(Some(&pending))?;
     if let Some(replaced) = replaced.filter(|r| *r != pending) {
         revert_timer::cancel(&replaced)?;
     }
@@ -193,10 +203,10 @@ pub fn revert(config_dir: &Path, store: &Store, generation: &str, why: &str, rep
     result
 }
 
-/// Goes back from the set `hash`, confirmed or not, to the set this host ran before it, which
-/// becomes the confirmed one (a host of an earlier batch of a rollout that failed later: its
-/// confirmed set is the failed one). A host that runs another set changes nothing; one that
-/// kept no set from before `hash` says so.
+/// Goes back from the set `hash`, confirmed or not, to the set that was confirmed here when it
+/// came ([`Store::generation_before`]), which becomes the confirmed one again (a host of an
+/// earlier batch of a rollout that failed later: its confirmed set is the failed one). A host
+/// that runs another set changes nothing; one that kept no set from before `hash` says so.
 pub fn roll_back_from(config_dir: &Path, store: &Store, hash: &str, reply: &mut Reply) -> Result<()> {
     let Some(current) = store.current_generation() else { return Ok(()) };
     if store.current()?.hash != hash {
@@ -218,9 +228,8 @@ pub fn revert_unconfirmed(config_dir: &Path, generation: &str) -> Reply {
         let store = Store::open();
         // A timer of an earlier arming of the window (see `install`) whose cancel did not
         // happen finds the window still open, and leaves it to the timer of the last arming.
-        let still_pending = store.pending().is_some_and(|p| {
-            p.generation == generation && crate::clock::now_usec() + WINDOW_SLACK_USEC >= p.deadline_usec
-        }) && store.current_generation().as_deref() == Some(generation);
+        let still_pending = store.pending().is_some_and(|p| p.generation == generation && p.closed(WINDOW_SLACK_USEC))
+            && store.current_generation().as_deref() == Some(generation);
         let Some(confirmed) = store.generation(CONFIRMED).filter(|_| still_pending) else {
             return Ok(()); // confirmed, or replaced by a later push: nothing to do
         };

@@ -19,7 +19,7 @@ pub fn schedule(pending: &Pending) -> Result<()> {
     let generation = &pending.generation;
     let argv = [kapell.to_string_lossy().as_ref(), "receive", "--revert-unconfirmed", generation].map(String::from);
     let description = format!("kapell: revert generation {generation} unless the controller confirms it");
-    let within = Duration::from_micros(pending.deadline_usec.saturating_sub(crate::clock::now_usec()));
+    let within = Duration::from_micros(pending.remaining_usec());
     with_systemd(async |systemd| {
         systemd.start_transient_timer(&unit(pending), within, ACCURACY, &description, &argv).await
     })

@@ -28,12 +28,22 @@ pub fn check_files(set: &HostSet, own: &BTreeSet<&str>) -> Result<()> {
                 "{path} is not a kapell unit (it has no {}= line)",
                 markers::STACK_KEY
             );
-            // A mask of the set's own unit is drift, repaired by `drift::unmask`, not a
-            // foreign unit.
-            if let Some(foreign) = search_path.foreign_unit(path)
-                && std::fs::read_link(&foreign).map_or(true, |t| t != Path::new("/dev/null"))
-            {
-                anyhow::bail!("{path} would shadow {}, which kapell does not own", foreign.display());
+            // A mask of a unit of the set this host runs is drift, repaired by `drift::unmask`.
+            // Any other mask is the operator's, on a unit kapell does not own: lifting it would
+            // remove what kapell did not write. Every file of the name counts, not only the
+            // first: a mask in /etc may hide a packaged unit the set would shadow.
+            for foreign in search_path.foreign_units(path) {
+                let mask = std::fs::read_link(&foreign).is_ok_and(|t| t == Path::new("/dev/null"));
+                match (mask, own.contains(path.as_str())) {
+                    (true, true) => {}
+                    (true, false) => anyhow::bail!(
+                        "{path} is masked by {}, which kapell does not own; kapell does not unmask it",
+                        foreign.display()
+                    ),
+                    (false, _) => {
+                        anyhow::bail!("{path} would shadow {}, which kapell does not own", foreign.display())
+                    }
+                }
             }
         }
     }
