@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// What marks a temporary file of [`replace`] in its name (after a leading `.`).
@@ -43,10 +44,19 @@ fn write(path: &Path, bytes: &[u8], durability: Durability, keep_mode: bool) -> 
     std::fs::create_dir_all(dir)?;
     let tmp = temporary(dir, path);
     let written = (|| {
-        let mut file = File::create(&tmp)?;
+        // A new file of our own (O_EXCL: never through a symlink someone put at the name), with
+        // the old file's mode from the start when it is kept, so its text is never readable by
+        // more than the old file's.
+        let old_mode = keep_mode.then(|| std::fs::metadata(path).ok()).flatten().map(|m| m.permissions());
+        let _ = std::fs::remove_file(&tmp); // a killed writer's, of a reused PID
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(old_mode.as_ref().map_or(0o666, |p| p.mode() & 0o7777))
+            .open(&tmp)?;
         file.write_all(bytes)?;
-        if keep_mode && let Ok(old) = std::fs::metadata(path) {
-            file.set_permissions(old.permissions())?;
+        if let Some(mode) = old_mode {
+            file.set_permissions(mode)?; // exactly, whatever the umask took away
         }
         if durability == Durability::Durable {
             file.sync_all()?;
@@ -71,7 +81,6 @@ fn temporary(dir: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn a_file_is_replaced_whole_and_no_temporary_file_stays() {
@@ -114,5 +123,21 @@ mod tests {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["taken"]);
+    }
+
+    /// A symlink at the temporary file's name is replaced, never written through, and a kept
+    /// mode holds from the first byte.
+    #[test]
+    fn a_symlink_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (path, victim) = (dir.path().join("stack.toml"), dir.path().join("victim"));
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::write(&victim, "untouched").expect("write");
+        std::os::unix::fs::symlink(&victim, temporary(dir.path(), &path)).expect("plant");
+        replace_keeping_mode(&path, b"new", Durability::Durable).expect("write");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"untouched");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        assert_eq!(std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o600);
     }
 }

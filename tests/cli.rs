@@ -236,6 +236,10 @@ fn huge_and_odd_files_are_refused_with_a_clear_error() {
     // A value no unit line can hold (systemd refuses a unit with a line over 1 MiB).
     let long_value = format!("[services.web]\nexec = [\"/bin/echo\", \"{}\"]\n", "y".repeat(1_100_000));
     write(config.path(), "long.toml", &long_value);
+    // Short enough as text, too long once escaped: each U+0001 is `\u0001` in the unit.
+    let controls =
+        format!("[services.web]\nexec = [\"/bin/echo\"]\nenv = {{ A = \"{}\" }}\n", "\\u0001".repeat(200_000));
+    write(config.path(), "controls.toml", &controls);
     let out = kapell(config.path(), &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -245,6 +249,7 @@ fn huge_and_odd_files_are_refused_with_a_clear_error() {
     );
     assert!(stderr.contains("deep.toml:1:85: cannot recurse further"), "{stderr}");
     assert!(stderr.contains("long.toml:2:22: `exec` is longer than 256 KiB"), "{stderr}");
+    assert!(stderr.contains("controls.toml:3:13: `env.A` is too long once escaped for a unit file"), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ok: big (2000 services)"), "{stdout}");
 }

@@ -11,8 +11,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// The longest value (or command line) kapell takes. systemd reads unit lines of at most 1 MiB
-/// and refuses the whole unit past that; escaping can make a value up to four times longer.
-const MAX_VALUE_BYTES: usize = 256 * 1024;
+/// and refuses the whole unit past that.
+pub const MAX_VALUE_BYTES: usize = 256 * 1024;
+/// The longest a value may be once escaped for a unit file ([`crate::unitfile::escape::quoted_len`]:
+/// a control character takes six bytes there), leaving the rest of a 1 MiB line to its key.
+const MAX_QUOTED_BYTES: usize = 1024 * 1024 - 64 * 1024;
 const VALUE_LIMIT_WORDS: &str = "256 KiB (systemd reads unit lines of at most 1 MiB)";
 
 /// A value and where it was written.
@@ -136,6 +139,16 @@ impl Ctx {
                 self.error(self.span(value), format!("`{key}` is longer than {}", VALUE_LIMIT_WORDS));
                 None
             }
+            Value::String(s) if crate::unitfile::escape::quoted_len(s) > MAX_QUOTED_BYTES => {
+                self.error(
+                    self.span(value),
+                    format!(
+                        "`{key}` is too long once escaped for a unit file (its control characters take six bytes \
+                         each there; systemd reads unit lines of at most 1 MiB)"
+                    ),
+                );
+                None
+            }
             Value::String(s) => Some(At { value: s.to_string(), span: self.span(value) }),
             _ => {
                 self.type_error(value, key, "a string");
@@ -210,7 +223,8 @@ impl Ctx {
             self.error(self.span(value), format!("`{key}` must not be empty"));
             return None;
         }
-        if argv.iter().map(|a| a.value.len() + 1).sum::<usize>() > MAX_VALUE_BYTES {
+        let quoted: usize = argv.iter().map(|a| crate::unitfile::escape::quoted_len(&a.value) + 1).sum();
+        if argv.iter().map(|a| a.value.len() + 1).sum::<usize>() > MAX_VALUE_BYTES || quoted > MAX_QUOTED_BYTES {
             self.error(self.span(value), format!("`{key}` is longer than {} in all", VALUE_LIMIT_WORDS));
             return None;
         }

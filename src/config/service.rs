@@ -79,6 +79,11 @@ const OWNED_SETTINGS: &[&str] = &[
     "DefaultInstance",
 ];
 
+/// List settings kapell writes lines of (`ExecStartPost=` runs a native service's readiness
+/// probe, `ExecStopPost=` a container's clean-up, the dependencies order a stack): an empty
+/// assignment in the pass-through table would reset them too.
+const RESET_REFUSED: &[&str] = &["ExecStartPost", "ExecStopPost", "Requires", "Wants", "After"];
+
 pub fn read_service(
     ctx: &mut Ctx,
     name: &At<String>,
@@ -375,7 +380,8 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<Value<'_>>, context: &str) -
         let Some(settings) = ctx.table(settings, &format!("{context}.{section}")) else { continue };
         for (key, value) in settings.iter() {
             let name = key.get_ref().to_string();
-            let valid_key = name.starts_with(|c: char| c.is_ascii_alphabetic())
+            let valid_key = name.len() <= 256
+                && name.starts_with(|c: char| c.is_ascii_alphabetic())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid_key {
                 ctx.error(ctx.span(key), format!("invalid systemd setting name {name:?}"));
@@ -410,6 +416,20 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<Value<'_>>, context: &str) -
                         continue;
                     }
                 };
+                if text.is_empty() && RESET_REFUSED.contains(&name.as_str()) {
+                    ctx.error(
+                        ctx.span(item),
+                        format!(
+                            "an empty `{name}=` would also reset the `{name}=` lines kapell writes (readiness, \
+                             clean-up, dependencies); use the stack's keys for what kapell writes"
+                        ),
+                    );
+                    continue;
+                }
+                if text.len() > crate::config::reader::MAX_VALUE_BYTES {
+                    ctx.error(ctx.span(item), format!("the value of `{name}` is longer than 256 KiB"));
+                    continue;
+                }
                 if text.chars().any(char::is_control) || text.ends_with('\\') {
                     ctx.error(
                         ctx.span(item),
@@ -458,8 +478,8 @@ fn read_placement(ctx: &mut Ctx, value: &Spanned<Value<'_>>, context: &str) -> P
 
 fn read_native(ctx: &mut Ctx, table: &Table<'_>, exec: &Spanned<Value<'_>>) -> Option<Native> {
     let argv = ctx.argv(exec, "exec")?;
-    if !argv[0].value.starts_with('/') {
-        ctx.error(argv[0].span.clone(), format!("`exec[0]` must be an absolute path, not {:?}", argv[0].value));
+    if let Err(why) = syntax::check_executable(&argv[0].value) {
+        ctx.error(argv[0].span.clone(), why);
     }
     let service_type = match table.get("type").and_then(|v| ctx.string(v, "type")) {
         None => ServiceType::Simple,

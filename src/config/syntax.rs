@@ -69,9 +69,31 @@ pub fn check_systemd_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest environment variable name kapell takes.
+const MAX_ENV_NAME_BYTES: usize = 4096;
+
+/// `exec[0]` of a native service, as systemd takes an executable (`config_parse_exec`): an
+/// absolute, normalized path of a file, with no quote, backslash or control character in it.
+/// systemd refuses anything else and the unit does not load.
+pub fn check_executable(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("`exec[0]` must be an absolute path, not {path:?}"));
+    }
+    if let Some(c) = path.chars().find(|&c| matches!(c, '"' | '\'' | '\\' | '\x7f') || u32::from(c) < 0x20) {
+        return Err(format!("`exec[0]` has {c:?} in it, which systemd refuses in an executable's path: {path:?}"));
+    }
+    if path.ends_with('/') {
+        return Err(format!("`exec[0]` names a directory: {path:?}"));
+    }
+    check_systemd_path(path).map_err(|e| format!("`exec[0]`: {e}"))
+}
+
 /// An environment variable name for a native service: systemd's `Environment=` takes letters,
 /// digits and '_' (not first a digit) and ignores any other assignment with only a log line.
 pub fn check_env_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_ENV_NAME_BYTES {
+        return check_container_env_name(name);
+    }
     let mut chars = name.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -91,6 +113,13 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
 /// Docker takes any name without '=' (Java and Spring images read dotted names such as
 /// `spring.profiles.active`).
 pub fn check_container_env_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_ENV_NAME_BYTES {
+        return Err(format!(
+            "an environment variable name of {} bytes: kapell takes at most {MAX_ENV_NAME_BYTES} (it shares a unit \
+             file line with its value)",
+            name.len()
+        ));
+    }
     if name.is_empty() || name.contains('=') || name.chars().any(char::is_control) {
         return Err(format!(
             "invalid environment variable name {name:?}: a name must be non-empty, without '=' or control characters"

@@ -203,16 +203,22 @@ pub(super) fn map_env_files(
         }
         // Read by the supervisor as the common subset of systemd's and Compose's formats: a
         // file that uses more of Compose's would give the container other values.
-        if let Ok(content) = std::fs::read_to_string(&path)
-            && let Some(why) = crate::supervisor::env_file::beyond_the_common_subset(&content)
-        {
-            lost(
-                notes,
-                place,
-                format!(
-                    "{text}: {why}; kapell reads env files as the part of Compose's format that systemd shares (kapell.toml(5), env_files): rewrite that line"
-                ),
-            );
+        match crate::supervisor::env_file::read_text(&path) {
+            // Not there yet: it may be put in place on the host that runs the stack.
+            Err(_) if !path.exists() => {}
+            Ok(content) => {
+                if let Some(why) = crate::supervisor::env_file::beyond_the_common_subset(&content) {
+                    lost(
+                        notes,
+                        place,
+                        format!(
+                            "{text}: {why}; kapell reads env files as the part of Compose's format that systemd shares (kapell.toml(5), env_files): rewrite that line"
+                        ),
+                    );
+                }
+            }
+            // The supervisor refuses it too, when the container starts.
+            Err(why) => lost(notes, place, format!("{text}: {why}; the service will not start with it")),
         }
         svc.env_files.push(text);
     }

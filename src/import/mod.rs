@@ -13,6 +13,7 @@
 mod container;
 mod docker_forms;
 mod draft;
+mod expansion;
 mod health;
 pub mod interpolate;
 mod keys;
@@ -140,6 +141,7 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
             nesting::MAX_FLOW_NESTING
         )
     })?;
+    expansion::check(input.text)?;
     let mut tree: serde_yaml::Value =
         serde_yaml::from_str(input.text).map_err(|e| format!("the file is not valid YAML: {e}"))?;
     if !tree.is_mapping() {

@@ -6,6 +6,7 @@
 //! wholly inside double quotes has `\"` and `\\` unescaped, one inside single quotes is taken
 //! literally; any other value is taken verbatim. Values may be secrets, so errors never quote them.
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// Parses the text of an environment file into `(key, value)` pairs, in order.
@@ -84,15 +85,53 @@ pub fn beyond_the_common_subset(text: &str) -> Option<String> {
     None
 }
 
+/// The largest environment file read: a file of variables, not a device or a log.
+const MAX_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Reads and parses one environment file; errors name the file.
 pub fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    parse(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The text of an environment file: a regular file (not a FIFO that never ends, nor
+/// `/dev/zero`) of at most 8 MiB, in UTF-8; errors name the file.
+pub fn read_text(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    // Non-blocking, so opening a FIFO with no writer does not wait for one.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(format!("{} is larger than 8 MiB", path.display()));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device, a FIFO or a directory is refused at once, not read for ever.
+    #[test]
+    fn only_a_regular_file_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        for path in [Path::new("/dev/zero"), &fifo, dir.path()] {
+            assert!(read_text(path).expect_err("refused").contains("is not a regular file"), "{}", path.display());
+        }
+        let big = dir.path().join("big.env");
+        std::fs::write(&big, vec![b'#'; 8 * 1024 * 1024 + 1]).expect("write");
+        assert!(read_text(&big).expect_err("refused").contains("larger than 8 MiB"));
+    }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

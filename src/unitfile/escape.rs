@@ -20,6 +20,20 @@ pub fn quote(value: &str) -> String {
     out
 }
 
+/// How long [`quote`] makes `value`, without building it: at most six bytes per character (a
+/// control character as `\uNNNN`), so a value's length says little of its line's.
+pub fn quoted_len(value: &str) -> usize {
+    value
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '%' | '\n' | '\t' | '\r' => 2,
+            c if c.is_control() => 6,
+            c => c.len_utf8(),
+        })
+        .sum::<usize>()
+        + 2
+}
+
 /// [`quote`], appended to `out` (lists are built in one string, without a string per word).
 pub fn quote_into(out: &mut String, value: &str) {
     // A `matches!`, not a search in a string of the allowed signs: this runs for every
@@ -213,6 +227,15 @@ fn unescape_one(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<
 
 #[cfg(test)]
 mod tests {
+
+    /// The length [`quote`] gives, told without building it: the length checks rely on it.
+    #[test]
+    fn quoted_len_is_the_quoted_length() {
+        for value in ["a\u{1}b", "\"%\\\n\t\r", "snow ☃ and \u{7f}\u{85}", "", "x y"] {
+            assert_eq!(quoted_len(value), quote(value).len(), "{value:?}");
+        }
+        assert!(quoted_len("plain") >= quote("plain").len());
+    }
     use super::*;
 
     #[test]
