@@ -1,9 +1,18 @@
 //! Dependency cycles across all stacks of a host, printed in full (`todo: web -> api -> web`).
+//!
+//! A depth-first walk spells out the cycles it closes, the first [`MAX_SPELLED`] of them. Then
+//! the strongly connected components make sure every stack with a service on a cycle has an
+//! error, also one the walk's cycles did not pass through (a cycle closed through a service
+//! already walked, or one past the limit): a file made of a long chain whose every service
+//! also wants its first costs one line per stack, not text that grows with the square of it.
 
 use crate::diagnostics::Diagnostic;
 use crate::model::{DepTarget, Stack};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+
+/// How many cycles are spelled out in full.
+const MAX_SPELLED: usize = 32;
 
 /// A service as a graph node: (stack index, service index).
 type Node = (usize, usize);
@@ -70,6 +79,8 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     // Iterative DFS with colours; a grey target closes a cycle. Each cycle is reported once,
     // at the dependency entry that closes it, in every stack it passes through.
     let mut colour = Colours::new(stacks);
+    let (mut spelled, mut closed) = (0, false);
+    let mut erring: HashSet<usize> = HashSet::new();
     for (si, stack) in stacks.iter().enumerate() {
         for (vi, service) in stack.services().iter().enumerate() {
             let start = (si, vi);
@@ -94,10 +105,115 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
                         let out = edges(to);
                         path.push((to, out, 0));
                     }
-                    ON_PATH => report(stacks, &path, to, span, errors),
+                    ON_PATH if spelled < MAX_SPELLED => {
+                        spelled += 1;
+                        report(stacks, &path, to, span, errors, &mut erring);
+                    }
+                    ON_PATH => closed = true,
                     _ => {}
                 }
             }
+        }
+    }
+    // A walk that closed no cycle proves there is none (the usual case, which costs nothing more).
+    if spelled == 0 && !closed {
+        return;
+    }
+    let is_node =
+        |(si, vi): Node| sole[si] || node_of(&stacks[si].name, &stacks[si].services()[vi].name) == Some((si, vi));
+    for component in cyclic_components(stacks, &is_node, &edges) {
+        report_component(stacks, &component, &edges, errors, &mut erring);
+    }
+}
+
+/// The strongly connected components with a cycle in them (more than one service, or one that
+/// depends on itself), by Tarjan's algorithm, walked without recursion.
+fn cyclic_components(
+    stacks: &[Stack],
+    is_node: &dyn Fn(Node) -> bool,
+    edges: &dyn Fn(Node) -> Vec<Edge>,
+) -> Vec<Vec<Node>> {
+    const NONE: usize = usize::MAX;
+    let slots = Colours::new(stacks);
+    let slot = |(si, vi): Node| slots.offsets[si] + vi;
+    let total = slots.colours.len();
+    let (mut index, mut low, mut on_stack) = (vec![NONE; total], vec![0; total], vec![false; total]);
+    let (mut next_index, mut stack, mut found) = (0, Vec::<Node>::new(), Vec::new());
+    for (si, st) in stacks.iter().enumerate() {
+        for vi in 0..st.services().len() {
+            if index[slot((si, vi))] != NONE || !is_node((si, vi)) {
+                continue;
+            }
+            let mut walk: Vec<Step> = vec![((si, vi), edges((si, vi)), 0)];
+            let start = slot((si, vi));
+            (index[start], low[start], on_stack[start]) = (next_index, next_index, true);
+            next_index += 1;
+            stack.push((si, vi));
+            while let Some((node, out, next)) = walk.last_mut() {
+                let (node, n) = (*node, slot(*node));
+                if let Some((to, _)) = out.get(*next) {
+                    let (to, t) = (*to, slot(*to));
+                    *next += 1;
+                    if index[t] == NONE {
+                        (index[t], low[t], on_stack[t]) = (next_index, next_index, true);
+                        next_index += 1;
+                        stack.push(to);
+                        walk.push((to, edges(to), 0));
+                    } else if on_stack[t] {
+                        low[n] = low[n].min(index[t]);
+                    }
+                    continue;
+                }
+                let self_loop = out.iter().any(|(to, _)| *to == node);
+                walk.pop();
+                if let Some((parent, _, _)) = walk.last() {
+                    let p = slot(*parent);
+                    low[p] = low[p].min(low[n]);
+                }
+                if low[n] == index[n] {
+                    let mut component = Vec::new();
+                    while let Some(member) = stack.pop() {
+                        on_stack[slot(member)] = false;
+                        component.push(member);
+                        if member == node {
+                            break;
+                        }
+                    }
+                    if component.len() > 1 || self_loop {
+                        component.sort_unstable();
+                        found.push(component);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// One error for each stack of `component` that has none yet, at its first dependency entry that
+/// stays in the component, naming a few of the component's services.
+fn report_component(
+    stacks: &[Stack],
+    component: &[Node],
+    edges: &dyn Fn(Node) -> Vec<Edge>,
+    errors: &mut Vec<Diagnostic>,
+    erring: &mut HashSet<usize>,
+) {
+    const NAMED: usize = 4;
+    let members: HashSet<Node> = component.iter().copied().collect();
+    let name = |(s, v): Node| crate::names::qualified(&stacks[s].name, &stacks[s].services()[v].name);
+    let mut named: Vec<String> = component.iter().take(NAMED).map(|&n| name(n)).collect();
+    if component.len() > NAMED {
+        named.push(format!("… ({} services in all)", component.len()));
+    }
+    let text = format!("dependency cycle: these services depend on each other in a circle: {}", named.join(", "));
+    for &node in component {
+        if erring.contains(&node.0) {
+            continue;
+        }
+        if let Some((_, span)) = edges(node).into_iter().find(|(to, _)| members.contains(to)) {
+            errors.push(Diagnostic::new(&stacks[node.0].source, span, text.clone()));
+            erring.insert(node.0);
         }
     }
 }
@@ -133,18 +249,31 @@ impl Colours {
     }
 }
 
-fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, errors: &mut Vec<Diagnostic>) {
+fn report(
+    stacks: &[Stack],
+    path: &[Step],
+    to: Node,
+    closing: Range<usize>,
+    errors: &mut Vec<Diagnostic>,
+    erring: &mut HashSet<usize>,
+) {
     let start = path.iter().position(|(n, _, _)| *n == to).unwrap_or(0);
     let mut cycle: Vec<Node> = path[start..].iter().map(|(n, _, _)| *n).collect();
     cycle.push(to);
     let single_stack = cycle.iter().all(|(s, _)| *s == to.0);
-    let names: Vec<String> = cycle
-        .iter()
-        .map(|(s, v)| {
-            let service = &stacks[*s].services()[*v].name;
-            if single_stack { service.to_string() } else { crate::names::qualified(&stacks[*s].name, service) }
-        })
-        .collect();
+    // A long cycle is shown by its ends: its text stays a line, however long the chain.
+    const ENDS: usize = 12;
+    let name = |(s, v): &Node| {
+        let service = &stacks[*s].services()[*v].name;
+        if single_stack { service.to_string() } else { crate::names::qualified(&stacks[*s].name, service) }
+    };
+    let names: Vec<String> = if cycle.len() > 2 * ENDS + 1 {
+        let hidden = format!("… ({} more) …", cycle.len() - 2 * ENDS);
+        let (head, tail) = (&cycle[..ENDS], &cycle[cycle.len() - ENDS..]);
+        head.iter().map(name).chain(std::iter::once(hidden)).chain(tail.iter().map(name)).collect()
+    } else {
+        cycle.iter().map(name).collect()
+    };
     let text = if single_stack {
         format!("dependency cycle: {}: {}", stacks[to.0].name, names.join(" -> "))
     } else {
@@ -154,6 +283,7 @@ fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, erro
     // the error at the entry of theirs that continues it.
     let last = cycle[cycle.len() - 2];
     errors.push(Diagnostic::new(&stacks[last.0].source, closing, text.clone()));
+    erring.insert(last.0);
     let mut seen = vec![last.0];
     for (node, out, next) in &path[start..] {
         if seen.contains(&node.0) {
@@ -162,6 +292,7 @@ fn report(stacks: &[Stack], path: &[Step], to: Node, closing: Range<usize>, erro
         seen.push(node.0);
         if let Some((_, span)) = out.get(next.saturating_sub(1)) {
             errors.push(Diagnostic::new(&stacks[node.0].source, span.clone(), text.clone()));
+            erring.insert(node.0);
         }
     }
 }
@@ -195,5 +326,38 @@ mod tests {
         // A neighbour of another name changes nothing.
         let other = stack("/etc/kapell/b.toml", "[services.x]\nexec = [\"/bin/x\"]\n");
         assert_eq!(cycles(&[stack("/etc/kapell/a.toml", LOOP), other]), ["dependency cycle: a: x -> y -> x"]);
+    }
+
+    /// A cycle the walk closes through a service it had finished (d.x -> a.b, with a.b walked
+    /// before d.x) still fails every stack on it.
+    #[test]
+    fn every_stack_on_a_cycle_gets_an_error() {
+        let a = "[services.a]\nexec = [\"/bin/a\"]\nrequires = [\"b\"]\nwants = [\"d.x\"]\n\n\
+                 [services.b]\nexec = [\"/bin/b\"]\nrequires = [\"c\"]\n\n\
+                 [services.c]\nexec = [\"/bin/c\"]\nrequires = [\"a\"]\n";
+        let d = "[services.x]\nexec = [\"/bin/x\"]\nrequires = [\"a.b\"]\n";
+        let stacks = [stack("/etc/kapell/a.toml", a), stack("/etc/kapell/d.toml", d)];
+        let mut errors = Vec::new();
+        check_cycles(&stacks, &mut errors);
+        let files: HashSet<String> =
+            errors.iter().map(|e| e.to_string().split(':').next().unwrap_or("").to_string()).collect();
+        assert!(files.contains("/etc/kapell/a.toml") && files.contains("/etc/kapell/d.toml"), "{errors:#?}");
+    }
+
+    /// A chain whose every service also wants the first closes a cycle at every link: the first
+    /// few are spelled out, by their ends, and the errors stay a few lines.
+    #[test]
+    fn a_chain_of_cycles_costs_a_few_lines() {
+        let n = 3_000;
+        let mut text = String::new();
+        for i in 0..n {
+            let next = if i + 1 < n { format!("requires = [\"s{}\"]\n", i + 1) } else { String::new() };
+            text.push_str(&format!("[services.s{i}]\nexec = [\"/bin/x\"]\n{next}wants = [\"s0\"]\n\n"));
+        }
+        let errors = cycles(&[stack("/etc/kapell/chain.toml", &text)]);
+        assert!(errors.len() <= MAX_SPELLED, "{}", errors.len());
+        let size: usize = errors.iter().map(String::len).sum();
+        assert!(size < 64 * 1024, "{size} bytes of errors");
+        assert!(errors.iter().any(|e| e.contains("more) …")), "{:?}", errors.last());
     }
 }
