@@ -169,11 +169,21 @@ fn compose(args: ComposeArgs) -> Result<u8> {
         .clone()
         .or_else(|| named_by_env_file.then(|| first_env_file.clone()))
         .or_else(|| Some(file.parent()?.join(".env")).filter(|p| p.is_file()));
+    let env = |name: &str| std::env::var(name).ok();
     let dotenv = match &env_path {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            // Its errors are its own: `FILE:LINE: why`, not the Compose file's.
+            match import::interpolate::parse_dotenv(&text, &env) {
+                Ok(vars) => Some(vars),
+                Err(e) => {
+                    eprintln!("error: {}:{}", printable(&p.display().to_string()), printable(&e));
+                    return Ok(exit::INVALID);
+                }
+            }
+        }
         None => None,
     };
-    let env = |name: &str| std::env::var(name).ok();
     let input = Input {
         path: &file,
         text: &text,

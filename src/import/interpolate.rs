@@ -187,7 +187,7 @@ pub fn parse_dotenv(text: &str, outer: Lookup<'_>) -> Result<Vec<(String, String
     let mut latest: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut lines = text.lines().enumerate();
     while let Some((n, line)) = lines.next() {
-        let at = |why: &str| format!(".env line {}: {why}", n + 1);
+        let at = |why: &str| format!("{}: {why}", n + 1);
         let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -504,7 +504,7 @@ mod tests {
         assert!(e.ends_with("`${…}` nested more than 32 levels deep"), "{e}");
         assert!(e.len() < 200, "the error quotes only the start of the value: {e}");
         let e = parse_dotenv(&format!("UNUSED={}\n", nested(25_000)), &env).expect_err("too deep");
-        assert!(e.starts_with(".env line 1: invalid interpolation in \"${A:-${A:-"), "{e}");
+        assert!(e.starts_with("1: invalid interpolation in \"${A:-${A:-"), "{e}");
     }
 
     /// Each unset variable is reported once, however often it is used (and in linear time).
@@ -562,12 +562,10 @@ mod tests {
 
     #[test]
     fn dotenv_errors_name_the_line() {
-        assert_eq!(parse_dotenv("A=1\nnot a pair\n", &env).expect_err("bad"), ".env line 2: expected KEY=VALUE");
-        assert!(parse_dotenv("A='open\n", &env).expect_err("bad").starts_with(".env line 1: the single quote"));
+        assert_eq!(parse_dotenv("A=1\nnot a pair\n", &env).expect_err("bad"), "2: expected KEY=VALUE");
+        assert!(parse_dotenv("A='open\n", &env).expect_err("bad").starts_with("1: the single quote"));
         assert!(parse_dotenv("A$=x\n", &env).expect_err("bad").contains("\"A$\" is not a variable name"));
-        assert!(
-            parse_dotenv("A=\"open\nstill open\n", &env).expect_err("bad").starts_with(".env line 1: the double quote")
-        );
+        assert!(parse_dotenv("A=\"open\nstill open\n", &env).expect_err("bad").starts_with("1: the double quote"));
     }
 
     #[test]

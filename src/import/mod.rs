@@ -51,8 +51,9 @@ pub struct Input<'a> {
     /// The Compose file (absolute): relative paths in it are relative to its directory.
     pub path: &'a Path,
     pub text: &'a str,
-    /// The project's `.env` file, if there is one.
-    pub dotenv: Option<&'a str>,
+    /// The variables of the project's `.env` file, if there is one ([`interpolate::parse_dotenv`]:
+    /// its errors name that file, so the caller reads it).
+    pub dotenv: Option<&'a [(String, String)]>,
     /// The process environment (it takes precedence over `.env`).
     pub env: interpolate::Lookup<'a>,
     /// The stack name to use (already valid), or None for the Compose project name made valid.
@@ -127,12 +128,8 @@ pub fn import(input: &Input<'_>) -> Result<Imported, String> {
         });
     }
 
-    let mut dotenv_vars = Vec::new();
-    if let Some(text) = input.dotenv {
-        dotenv_vars = interpolate::parse_dotenv(text, input.env)?;
-    }
     // Later lines of `.env` win; a map keeps each lookup constant-time.
-    let dotenv: std::collections::HashMap<String, String> = dotenv_vars.into_iter().collect();
+    let dotenv: std::collections::HashMap<String, String> = input.dotenv.unwrap_or_default().iter().cloned().collect();
     let lookup = |name: &str| -> Option<String> { (input.env)(name).or_else(|| dotenv.get(name).cloned()) };
 
     nesting::check(input.text).map_err(|line| {
