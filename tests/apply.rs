@@ -158,6 +158,25 @@ fn apply_starts_restarts_only_what_changed_and_stops_what_was_removed() -> Resul
     ensure!(!restart.stdout.contains("reloaded"), "no file changed, no reload expected:\n{restart}");
     ensure_active(&host, &SHOP[..3])?;
 
+    // Someone else's reload between the edit and the apply (a package upgrade, a hand
+    // `daemon-reload`) brings the new units in while the old processes run on: api's changed
+    // command, worker added and then deleted again with its unit running without a file. The
+    // apply still restarts api and stops worker, from its record of what it started.
+    write_stack(&host, "shop", &shop("99999", Some("infinity")))?;
+    kapell_expect(&host, &["apply"], 0)?;
+    let running = main_pids(&host, &SHOP[1..])?;
+    write_stack(&host, "shop", &shop("88888", None))?;
+    host.systemctl_ok(&["daemon-reload"])?;
+    ensure!(host.show("shop-worker.service", "LoadState")? == "not-found", "worker's file is still there");
+    ensure!(host.show("shop-worker.service", "ActiveState")? == "active", "the reload stopped worker");
+    let late = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(late.units("restarted") == ["shop-api.service"], "api's change was lost to the reload:\n{late}");
+    ensure!(late.units("stopped") == ["shop-worker.service"], "worker runs on without a file:\n{late}");
+    ensure!(host.show("shop-worker.service", "ActiveState")? != "active", "worker still runs");
+    ensure!(main_pids(&host, &["shop-db.service"])?["shop-db.service"] == running["shop-db.service"], "{late}");
+    let settled = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(settled.stdout.contains("nothing to do"), "{settled}");
+
     // Delete the stack file: `kapell apply` stops the whole stack and its units disappear.
     remove_stack(&host, "shop")?;
     let gone = kapell_expect(&host, &["apply"], 0)?;

@@ -13,6 +13,10 @@
 //! `X-Kapell-Stack=` marker; units the fleet installed (`kapell receive`) are the fleet's and
 //! are left out.
 //!
+//! What runs is taken from [`applied`]'s record of the last apply where there is one: systemd
+//! reruns the generator at every reload, so the generator directory may already hold the new
+//! units while the old processes still run.
+//!
 //! **Deleted stacks.** `kapell apply` without arguments stops the units of a stack whose file was
 //! deleted from `/etc/kapell`: the reload removes their unit files, and a running unit without a
 //! file is one nobody can manage any more. `kapell apply NAME` does the same for one deleted
@@ -23,6 +27,7 @@
 //! reload would load without anybody acting on them (a service removed or changed); new
 //! services elsewhere are fine, a later apply starts what never ran.
 
+mod applied;
 pub mod execute;
 pub mod plan;
 
@@ -102,7 +107,8 @@ pub async fn apply(
     };
     let desired = desired(config_dir, checked);
     let claims = StackClaims::of(config_dir, checked);
-    let current = installed(&desired, &claims)?;
+    // What runs: what the last apply started, which a reload by anyone else does not change.
+    let current = applied::current(installed(&desired, &claims)?);
     let selection = match select(&options.stacks, &current, &desired, config_dir) {
         Ok(selection) => selection,
         Err(refusal) => return Ok(Outcome::Refused(refusal)),
@@ -142,6 +148,7 @@ pub async fn apply(
         bail!("{}; nothing was changed", no_generator());
     }
     let failures = execute::execute(&systemd, &plan, || verify(&desired, &claims, generator.as_deref()), out).await?;
+    applied::save(&current, &desired, selection.as_ref())?;
     Ok(Outcome::Applied { failures })
 }
 
