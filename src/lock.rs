@@ -9,6 +9,7 @@
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 
 /// kapell's runtime directory: `/run/kapell`, or `KAPELL_RUNTIME_DIR` (tests, unprivileged runs).
@@ -32,13 +33,21 @@ impl HostLock {
 
     /// [`HostLock::acquire`] with the lock file at `path`.
     pub fn acquire_at(path: &std::path::Path, what: &str, waiting: impl FnOnce(&str)) -> Result<HostLock> {
+        // Readable by its owner only: flock(2) needs no more than an open file, so a lock file
+        // anyone can open is a lock any user can hold, and every apply and receive would wait.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)
             .with_context(|| format!("cannot open the host lock {}", path.display()))?;
+        if file.metadata().is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            // One an earlier version made.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {}", path.display()))?;
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -89,5 +98,18 @@ mod tests {
         let told = rx.recv_timeout(Duration::from_secs(5)).expect("the second writer got the lock");
         assert_eq!(told, format!("PID {} (kapell apply)", std::process::id()));
         waiter.join().expect("join");
+    }
+
+    /// Only its owner can open the lock file, so only its owner can hold it; a lock file an
+    /// earlier version left open to all is closed.
+    #[test]
+    fn the_lock_file_is_its_owners_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lock");
+        drop(HostLock::acquire_at(&path, "kapell apply", |_| {}).expect("lock"));
+        assert_eq!(std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(HostLock::acquire_at(&path, "kapell apply", |_| {}).expect("lock"));
+        assert_eq!(std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o600);
     }
 }

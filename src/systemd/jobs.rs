@@ -69,8 +69,9 @@ impl JobWatcher {
     /// Waits for every job of `jobs`, calling `on_done` for each as it finishes (in the order
     /// they finish, so progress shows while slow units start). `pulled_in` are units whose jobs
     /// systemd adds itself (the services a target wants): their timeouts count when deciding how
-    /// long is too long. Fails, naming the units, when no job at all finished for longer than
-    /// the pending units' own timeouts allow.
+    /// long is too long, and their running jobs as progress. Fails, naming the units, when no job
+    /// finished and none ran for longer than the pending units' own timeouts allow (a running job
+    /// is under systemd's own timeout, which its unit may extend: an image pull).
     pub async fn wait_all(
         &mut self,
         systemd: &Systemd,
@@ -105,8 +106,10 @@ impl JobWatcher {
                 }
                 Ok(None) => bail!("the system bus connection closed while waiting for jobs"),
                 Err(_quiet) => {
-                    let gone = self.vanished(systemd, &pending).await?;
-                    if !gone.is_empty() {
+                    let (gone, running) = self.vanished(systemd, &pending, pulled_in).await?;
+                    // A job systemd runs is under its unit's own timeout, which the unit may
+                    // extend (the supervisor does while an image is pulled): systemd ends it.
+                    if !gone.is_empty() || running {
                         last_progress = Instant::now();
                     }
                     for (path, result) in gone {
@@ -146,21 +149,29 @@ impl JobWatcher {
         Ok(())
     }
 
-    /// The pending jobs systemd no longer has, each with the result its unit's state implies.
+    /// The pending jobs systemd no longer has, each with the result its unit's state implies;
+    /// and whether systemd is running a job of ours or of a unit in `pulled_in` (not only
+    /// waiting for one).
     async fn vanished(
         &self,
         systemd: &Systemd,
         pending: &HashMap<&OwnedObjectPath, &Job>,
-    ) -> Result<Vec<(OwnedObjectPath, JobResult)>> {
+        pulled_in: &[String],
+    ) -> Result<(Vec<(OwnedObjectPath, JobResult)>, bool)> {
         let listed = systemd.manager.list_jobs().await.map_err(dbus_error).context("cannot list systemd's jobs")?;
+        let running = listed.iter().any(|(_, unit, _, state, path, _)| {
+            state == "running" && (pending.contains_key(path) || pulled_in.iter().any(|p| p == unit))
+        });
         let queued: HashSet<OwnedObjectPath> = listed.into_iter().map(|(_, _, _, _, path, _)| path).collect();
         let gone: Vec<&Job> = pending.values().copied().filter(|j| !queued.contains(&j.path)).collect();
         if gone.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), running));
         }
         let names: Vec<String> = gone.iter().map(|j| j.unit.clone()).collect();
         let states = systemd.units(&names).await?;
-        Ok(gone.iter().zip(states).map(|(job, info)| (job.path.clone(), self.outcome(job.kind, &info))).collect())
+        let gone =
+            gone.iter().zip(states).map(|(job, info)| (job.path.clone(), self.outcome(job.kind, &info))).collect();
+        Ok((gone, running))
     }
 
     /// How a job of `kind` ended, judged from its unit's state once the job is gone (the signal

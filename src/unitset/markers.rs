@@ -15,17 +15,25 @@ pub const HEALTH_SECTION: &str = "X-Kapell-Health";
 /// Prefix of every kapell key; the `[services.*.systemd]` pass-through may not set them.
 pub const KEY_PREFIX: &str = "X-Kapell";
 
-/// Does a unit's text carry the owner marker (`X-Kapell-Stack=` at the start of a line, blanks
-/// allowed around `=` as systemd allows them)?
+/// Does a unit's text carry the owner marker (`X-Kapell-Stack=` at the start of a line of its
+/// `[Unit]` section, blanks allowed around `=` as systemd allows them)?
 pub fn is_kapell_text(text: &str) -> bool {
-    text.lines().any(|l| l.trim_start().strip_prefix(STACK_KEY).is_some_and(|rest| rest.trim_start().starts_with('=')))
+    stack_of_text(text).is_some()
 }
 
-/// The stack a unit's text names with `X-Kapell-Stack=`, if any.
+/// The stack a unit's text names with `X-Kapell-Stack=` in its `[Unit]` section, if any: where
+/// kapell writes it, and the only place every reader looks (a key of that name in another
+/// section, as another tool may write, makes no unit kapell's).
 pub fn stack_of_text(text: &str) -> Option<String> {
+    let mut in_unit = false;
     text.lines().find_map(|l| {
-        let value = l.trim_start().strip_prefix(STACK_KEY)?.trim_start().strip_prefix('=')?;
-        Some(value.trim().to_string())
+        let l = l.trim_start();
+        if l.starts_with('[') {
+            in_unit = l.trim_end() == "[Unit]";
+            return None;
+        }
+        let value = l.strip_prefix(STACK_KEY)?.trim_start().strip_prefix('=')?;
+        in_unit.then(|| value.trim().to_string())
     })
 }
 
@@ -59,6 +67,12 @@ mod tests {
 
     #[test]
     fn the_marker_is_a_whole_key() {
+        assert!(!is_kapell_text("[Service]\nX-Kapell-Stack=todo\n"), "only in [Unit]");
+        assert!(!is_kapell_text("X-Kapell-Stack=todo\n"), "before any section");
+        assert_eq!(
+            stack_of_text("[Unit]\nA=1\n[Service]\nX-Kapell-Stack=no\n[Unit]\nX-Kapell-Stack = todo \n"),
+            Some("todo".into())
+        );
         assert!(is_kapell_text("[Unit]\nX-Kapell-Stack=todo\n"));
         assert!(is_kapell_text("[Unit]\n  X-Kapell-Stack = todo\n"), "systemd allows blanks around `=`");
         assert!(!is_kapell_text("[Unit]\nX-Kapell-StackX=todo\n"));
