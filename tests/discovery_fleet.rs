@@ -29,7 +29,7 @@ fn data(db_hosts: &str) -> String {
     )
 }
 
-/// How long a change may take to reach a resolver: two probe intervals of db's check (SPEC §8),
+/// How long a change may take to reach a resolver: two probe intervals of db's check (docs/discovery.md),
 /// the answers' TTL (a resolver's cache), the responder's ticks, and room for a loaded machine.
 /// Only the order of events is judged here; dns.rs prints the time a change takes.
 const TWO_INTERVALS: Duration = Duration::from_secs(2 + 2 + 1 + 5);

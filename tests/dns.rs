@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const KAPELL: &str = env!("CARGO_BIN_EXE_kapell");
 /// The probe interval of the catalog's checks.
 const INTERVAL: Duration = Duration::from_millis(400);
-/// How long a change may take to reach the answers: two probe intervals (SPEC §8), plus the
+/// How long a change may take to reach the answers: two probe intervals (docs/discovery.md), plus the
 /// responder's tick (probes start, and answers are rebuilt, on ticks of 500 ms: two of them)
 /// and a second for a loaded machine. The time it took is printed, not judged.
 const LEAVE_WITHIN: Duration = Duration::from_millis(2 * 400 + 2 * 500 + 1000);

@@ -431,7 +431,7 @@ replicas = 3
 stop_timeout = "1s"
 "#;
 
-/// A replicated container service runs one container per instance, named and labelled per SPEC.
+/// A replicated container service runs one container per instance, named and labelled as kapell.toml(5) says.
 #[test]
 fn replicas_run_one_named_container_each() -> Result<()> {
     let rig = Rig::boot(&[("rep", REPLICAS)], |b| b)?;
