@@ -76,16 +76,19 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
             .collect()
     };
 
+    // A service shadowed by a later stack of the same name is no node of the graph.
+    let is_node =
+        |(si, vi): Node| sole[si] || node_of(&stacks[si].name, &stacks[si].services()[vi].name) == Some((si, vi));
+
     // Iterative DFS with colours; a grey target closes a cycle. Each cycle is reported once,
     // at the dependency entry that closes it, in every stack it passes through.
     let mut colour = Colours::new(stacks);
     let (mut spelled, mut closed) = (0, false);
     let mut erring: HashSet<usize> = HashSet::new();
     for (si, stack) in stacks.iter().enumerate() {
-        for (vi, service) in stack.services().iter().enumerate() {
+        for vi in 0..stack.services().len() {
             let start = (si, vi);
-            // A service shadowed by a later stack of the same name is no node of the graph.
-            if colour.get(start) != UNSEEN || (!sole[si] && node_of(&stack.name, &service.name) != Some(start)) {
+            if colour.get(start) != UNSEEN || !is_node(start) {
                 continue;
             }
             let mut path: Vec<Step> = vec![(start, edges(start), 0)];
@@ -119,8 +122,6 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     if spelled == 0 && !closed {
         return;
     }
-    let is_node =
-        |(si, vi): Node| sole[si] || node_of(&stacks[si].name, &stacks[si].services()[vi].name) == Some((si, vi));
     for component in cyclic_components(stacks, &is_node, &edges) {
         report_component(stacks, &component, &edges, errors, &mut erring);
     }
