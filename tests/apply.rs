@@ -430,6 +430,69 @@ fn a_stack_whose_unit_another_generator_wrote_is_not_generated() -> Result<()> {
     footprint.assert_gone()
 }
 
+/// `db` with `replicas` instances, and `web`, which requires `db` (`web_arg`: its `sleep`).
+fn farm(replicas: u32, web_arg: &str) -> String {
+    format!(
+        "[services.db]\nexec = [\"/bin/sleep\", \"infinity\"]\nreplicas = {replicas}\n\n\
+         [services.web]\nexec = [\"/bin/sleep\", \"{web_arg}\"]\nrequires = [\"db\"]\n"
+    )
+}
+
+fn db(i: u32) -> String {
+    format!("farm-db@{i}.service")
+}
+
+/// Scaling a service starts and stops its instances and nothing else: the service that requires
+/// it keeps its process. Its `Requires=` lists the instances, a change the reload alone applies;
+/// and a lowered count stops the extra instance after the reload, when no `Requires=` names it
+/// any more (stopped before, systemd would stop `web` with it).
+#[test]
+fn scaling_a_dependency_keeps_its_dependents_running() -> Result<()> {
+    let host = boot()?;
+    let footprint = Footprint::new().host(&host);
+    write_stack(&host, "farm", &farm(3, "infinity"))?;
+    kapell_expect(&host, &["apply"], 0)?;
+    let web = "farm-web.service".to_string();
+    let first = main_pids(&host, &[&web, &db(1), &db(2), &db(3)])?;
+
+    write_stack(&host, "farm", &farm(2, "infinity"))?;
+    let down = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(down.units("stopped") == [db(3)], "only db@3 should stop:\n{down}");
+    ensure!(down.units("restarted").is_empty() && down.units("started").is_empty(), "{down}");
+    ensure!(down.units("updated").contains(&web), "web's new dependencies should be loaded:\n{down}");
+    ensure!(host.show(&db(3), "ActiveState")? == "inactive", "db@3 still runs");
+    let kept = main_pids(&host, &[&web, &db(1), &db(2)])?;
+    ensure!(kept.iter().all(|(unit, pid)| first[unit] == *pid), "scaling down moved processes: {first:?} -> {kept:?}");
+    ensure!(!host.show(&web, "Requires")?.contains(&db(3)), "web still requires db@3");
+
+    write_stack(&host, "farm", &farm(4, "infinity"))?;
+    let up = kapell_expect(&host, &["apply"], 0)?;
+    let mut started = up.units("started");
+    started.sort();
+    ensure!(started == [db(3), db(4)], "db@3 and db@4 should start:\n{up}");
+    ensure!(up.units("restarted").is_empty() && up.units("stopped").is_empty(), "{up}");
+    ensure!(host.show(&web, "Requires")?.contains(&db(4)), "web does not require db@4");
+    // Later applies and a few seconds find nothing else to do, and move nothing.
+    let pids = main_pids(&host, &[&web, &db(1), &db(2), &db(3), &db(4)])?;
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(1));
+        let again = kapell_expect(&host, &["apply"], 0)?;
+        ensure!(again.stdout.contains("nothing to do"), "{again}");
+    }
+    ensure!(main_pids(&host, &[&web, &db(1), &db(2), &db(3), &db(4)])? == pids, "processes moved after scaling");
+    ensure!(pids[&web] == first[&web], "web was restarted by scaling db");
+
+    // A change of web's own command still restarts it, and only it.
+    write_stack(&host, "farm", &farm(4, "99999"))?;
+    let edit = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(edit.units("restarted") == [web.clone()], "{edit}");
+
+    remove_stack(&host, "farm")?;
+    kapell_expect(&host, &["apply"], 0)?;
+    drop(host);
+    footprint.assert_gone()
+}
+
 #[test]
 fn help_documents_the_commands() -> Result<()> {
     for command in ["apply", "status", "logs"] {

@@ -55,6 +55,7 @@ fn main() {
             Scenario { name: "a_batch_that_fails_takes_the_earlier_batches_back_too", test: later_batch_fails },
             Scenario { name: "a_host_that_joins_gets_no_failed_desired_state", test: joining_host },
             Scenario { name: "a_host_whose_rollback_fails_is_held_and_never_confirmed", test: failed_rollback },
+            Scenario { name: "scaling_a_dependency_restarts_none_of_its_dependents", test: scaled_dependency },
         ],
         Rig::boot,
         Rig::reset,
@@ -1181,6 +1182,42 @@ fn failing_replicas(rig: &mut Rig) -> Result<()> {
         let exec = prop(&rig.hosts[2], unit, "ExecStart")?;
         ensure!(exec.contains("7000099"), "db1's {unit} was not rolled back: {exec}\n{failed}");
     }
+    Ok(())
+}
+
+/// On web1: `db` with `replicas` instances, and `web`, which requires `db`.
+fn farm(c: &Controller, replicas: u32) -> Result<()> {
+    c.write(
+        "farm.toml",
+        &format!(
+            "[services.db]\nexec = [\"/bin/sleep\", \"7000201\"]\nreplicas = {replicas}\n\
+             placement = {{ hosts = [\"web1\"] }}\n\n\
+             [services.web]\nexec = [\"/bin/sleep\", \"7000202\"]\nrequires = [\"db\"]\n\
+             placement = {{ hosts = [\"web1\"] }}\n"
+        ),
+    )
+}
+
+/// A push that scales `db` down and up starts and stops its instances only: `web`, whose
+/// `Requires=` lists them, keeps its process (the peer plans as `kapell apply` does), through
+/// the pushes and a later no-op apply.
+fn scaled_dependency(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(QUICK)?;
+    farm(&c, 2)?;
+    c.expect(&["fleet", "apply"], 0)?;
+    let web1 = &rig.hosts[0];
+    let first = pids(web1, &["farm-web.service", "farm-db@1.service", "farm-db@2.service"])?;
+    farm(&c, 1)?;
+    let down = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(prop(web1, "farm-db@2.service", "ActiveState")? == "inactive", "db@2 still runs:\n{down}");
+    farm(&c, 3)?;
+    let up = c.expect(&["fleet", "apply"], 0)?;
+    let now = pids(web1, &["farm-web.service", "farm-db@1.service", "farm-db@2.service", "farm-db@3.service"])?;
+    for unit in ["farm-web.service", "farm-db@1.service"] {
+        ensure!(now[unit] == first[unit], "{unit} was restarted by scaling db:\n{down}\n{up}");
+    }
+    let again = c.expect(&["fleet", "apply"], 0)?;
+    ensure!(pids(web1, &["farm-web.service", "farm-db@3.service"])?.iter().all(|(u, p)| now[u] == *p), "{again}");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Carrying out a [`Plan`] over D-Bus: stop what goes away (while its unit files still exist),
 //! `daemon-reload` (systemd reruns the generator, which writes the new unit set), check that the
-//! generator wrote what was planned, then restart and start. Each unit's outcome is printed as
+//! generator wrote what was planned, stop the instances that lowered `replicas` dropped (their
+//! template stays), then restart and start. Each unit's outcome is printed as
 //! its job finishes.
 
 use super::plan::{Plan, Step, Verb};
@@ -28,7 +29,8 @@ pub async fn execute(
     out: &mut dyn FnMut(String),
 ) -> Result<usize> {
     let mut watcher = systemd.watch_jobs().await?;
-    let steps: HashMap<(&str, Verb), &Step> = plan.steps.iter().map(|s| ((s.unit.as_str(), s.verb), s)).collect();
+    let steps: HashMap<(&str, JobKind), &Step> =
+        plan.steps.iter().filter_map(|s| Some(((s.unit.as_str(), job_kind(s.verb)?), s))).collect();
     let mut failures = 0;
 
     let stops: Vec<&Step> = plan.steps(&[Verb::Stop]).collect();
@@ -44,6 +46,11 @@ pub async fn execute(
     }
     for step in plan.steps(&[Verb::Remove]) {
         out(line(step, "removed", "already stopped"));
+    }
+    let late_stops: Vec<&Step> = plan.steps(&[Verb::StopAfterReload]).collect();
+    for chunk in late_stops.chunks(MAX_PENDING_JOBS) {
+        let jobs = enqueue(systemd, chunk, &mut failures, out).await;
+        watcher.wait_all(systemd, &jobs, &[], |job, result| report(&steps, job, &result, &mut failures, out)).await?;
     }
 
     let started_stacks: HashSet<&str> =
@@ -105,21 +112,22 @@ fn is_target(unit: &str) -> bool {
     unit.ends_with(".target")
 }
 
+/// The job a step enqueues; `None` for steps that only report (removals, updates).
+fn job_kind(verb: Verb) -> Option<JobKind> {
+    match verb {
+        Verb::Stop | Verb::StopAfterReload => Some(JobKind::Stop),
+        Verb::Restart => Some(JobKind::Restart),
+        Verb::Start => Some(JobKind::Start),
+        Verb::Remove | Verb::Update => None,
+    }
+}
+
 /// Enqueues one job per step; a unit systemd refuses is reported and counted, the others go on.
 async fn enqueue(systemd: &Systemd, steps: &[&Step], failures: &mut usize, out: &mut dyn FnMut(String)) -> Vec<Job> {
-    let requests: Vec<(JobKind, &str)> = steps
-        .iter()
-        .map(|step| {
-            let kind = match step.verb {
-                Verb::Stop => JobKind::Stop,
-                Verb::Restart => JobKind::Restart,
-                _ => JobKind::Start,
-            };
-            (kind, step.unit.as_str())
-        })
-        .collect();
+    let steps: Vec<(&Step, JobKind)> = steps.iter().filter_map(|s| Some((*s, job_kind(s.verb)?))).collect();
+    let requests: Vec<(JobKind, &str)> = steps.iter().map(|(step, kind)| (*kind, step.unit.as_str())).collect();
     let mut jobs = Vec::new();
-    for (step, job) in steps.iter().zip(systemd.enqueue_all(&requests).await) {
+    for ((step, _), job) in steps.iter().zip(systemd.enqueue_all(&requests).await) {
         match job {
             Ok(job) => jobs.push(job),
             Err(e) => {
@@ -132,18 +140,13 @@ async fn enqueue(systemd: &Systemd, steps: &[&Step], failures: &mut usize, out: 
 }
 
 fn report(
-    steps: &HashMap<(&str, Verb), &Step>,
+    steps: &HashMap<(&str, JobKind), &Step>,
     job: &Job,
     result: &JobResult,
     failures: &mut usize,
     out: &mut dyn FnMut(String),
 ) {
-    let verb = match job.kind {
-        JobKind::Stop => Verb::Stop,
-        JobKind::Restart => Verb::Restart,
-        JobKind::Start => Verb::Start,
-    };
-    let Some(step) = steps.get(&(job.unit.as_str(), verb)) else { return };
+    let Some(step) = steps.get(&(job.unit.as_str(), job.kind)) else { return };
     if result.is_success() {
         out(line(step, step.verb.words().1, &step.why.to_string()));
     } else {

@@ -216,7 +216,7 @@ fn print_plan(plan: &Plan, out: &mut dyn FnMut(String)) {
     if plan.reload {
         out(format!("{:<9} {:<32} (the generator writes the new units)", "reload", "systemd"));
     }
-    for step in plan.steps(&[Verb::Restart, Verb::Start, Verb::Update]) {
+    for step in plan.steps(&[Verb::StopAfterReload, Verb::Restart, Verb::Start, Verb::Update]) {
         out(execute::line(step, step.verb.words().0, &step.why.to_string()));
     }
     out("dry run: nothing was changed".to_string());

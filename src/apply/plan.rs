@@ -5,9 +5,15 @@
 //! Rules, per stack:
 //! - a service (instance) that is no longer rendered is stopped, while its file still exists; a
 //!   deleted stack's target and services are all stopped;
+//! - an instance dropped by lowering `replicas` is stopped after the reload instead: its
+//!   template stays, and by then no dependent's `Requires=` names it, so stopping it does not
+//!   stop the services that require the service;
 //! - a service whose unit text changed is restarted if it runs (or failed); if it is stopped it
 //!   is started only when the stack is being started or it never ran; otherwise it just gets the
 //!   new definition (someone stopped it on purpose);
+//! - a service whose text changed only in its dependencies (`Requires=`, `Wants=`, `After=`,
+//!   `Before=`: a `requires` edited, or a dependency's `replicas`) is not restarted: systemd reads
+//!   dependencies when it queues a job, so the reload is all they need;
 //! - a new service is started;
 //! - a stack whose target is not active is started (the target and its stopped services):
 //!   `apply` brings stacks up whether or not `enable` puts them in the boot;
@@ -16,6 +22,7 @@
 //! - nothing else is touched: no unit outside the two unit sets is ever named.
 
 use crate::systemd::UnitInfo;
+use crate::unitfile::UnitFile;
 use crate::unitset::{StackUnits, UnitSet};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -27,6 +34,8 @@ pub enum Verb {
     Stop,
     /// Nothing runs; its file disappears at the reload.
     Remove,
+    /// Stop it after the reload: an instance whose template stays (`replicas` lowered).
+    StopAfterReload,
     /// Restart it after the reload.
     Restart,
     /// Start it after the reload.
@@ -41,6 +50,7 @@ impl Verb {
         match self {
             Verb::Stop => ("stop", "stopped"),
             Verb::Remove => ("remove", "removed"),
+            Verb::StopAfterReload => ("stop", "stopped"),
             Verb::Restart => ("restart", "restarted"),
             Verb::Start => ("start", "started"),
             Verb::Update => ("update", "updated"),
@@ -53,9 +63,13 @@ impl Verb {
 pub enum Why {
     StackRemoved,
     ServiceRemoved,
+    /// An instance beyond the service's new `replicas`.
+    ReplicaRemoved,
     NewStack,
     NewService,
     Changed,
+    /// Only its `Requires=`/`Wants=`/`After=`/`Before=` changed: loaded by the reload.
+    DependenciesChanged,
     /// Changed, but stopped by someone: it keeps the new definition for its next start.
     ChangedStopped,
     StackNotRunning,
@@ -70,9 +84,11 @@ impl fmt::Display for Why {
         f.write_str(match self {
             Why::StackRemoved => "stack file deleted",
             Why::ServiceRemoved => "service removed from the stack",
+            Why::ReplicaRemoved => "replicas lowered",
             Why::NewStack => "new stack",
             Why::NewService => "new service",
             Why::Changed => "unit changed",
+            Why::DependenciesChanged => "only its dependencies changed: the reload applies them, no restart",
             Why::ChangedStopped => "unit changed; it is stopped, so it is not started",
             Why::StackNotRunning => "stack not running",
             Why::NeverStarted => "never started",
@@ -92,8 +108,8 @@ pub struct Step {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// In execution order: stops and removals, then (after the reload) restarts, starts and
-    /// updates.
+    /// In execution order: stops and removals, then (after the reload) stops of dropped
+    /// instances, restarts, starts and updates.
     pub steps: Vec<Step>,
     /// A `daemon-reload` is needed: some selected stack's unit files changed.
     pub reload: bool,
@@ -195,17 +211,28 @@ pub fn plan(
         };
         plan.units += new.running().count();
         if let Some(cur) = cur {
-            for (_, unit) in cur.running().filter(|(_, u)| new.service_of(u).is_none()) {
-                step(stop(unit), unit, Why::ServiceRemoved);
+            for (service, unit) in cur.running().filter(|(_, u)| new.service_of(u).is_none()) {
+                if new.files.contains_key(&service.file) {
+                    // An instance of a template that stays: stopped once the reload has taken it
+                    // out of its dependents' `Requires=` (before, the stop would spread to them).
+                    let verb = if state(unit).is_down() { Verb::Remove } else { Verb::StopAfterReload };
+                    step(verb, unit, Why::ReplicaRemoved);
+                } else {
+                    step(stop(unit), unit, Why::ServiceRemoved);
+                }
             }
         }
         let target = new.target();
         let stack_down = !state(&target).is_up();
         for (service, unit) in new.running() {
             let s = state(unit);
-            match cur.and_then(|c| c.service_of(unit)) {
+            let old = cur.and_then(|c| c.service_of(unit));
+            // Changed beyond its dependencies: what runs is not what the file says any more.
+            let redefined =
+                old.is_some_and(|o| o.text != service.text && !only_dependencies_differ(&o.text, &service.text));
+            match old {
                 None => step(Verb::Start, unit, if cur.is_none() { Why::NewStack } else { Why::NewService }),
-                Some(old) if old.text != service.text => {
+                Some(_) if redefined => {
                     if !s.is_down() || s.active_state == "failed" {
                         step(Verb::Restart, unit, Why::Changed);
                     } else if stack_down || !s.ever_started() {
@@ -216,11 +243,17 @@ pub fn plan(
                 }
                 Some(_) if s.is_down() && stack_down => step(Verb::Start, unit, Why::StackNotRunning),
                 Some(_) if s.is_down() && !s.ever_started() => step(Verb::Start, unit, Why::NeverStarted),
-                Some(_) if s.active_state == "failed" => plan.notes.push(format!(
-                    "{unit} is failed and unchanged, so it is left alone (`systemctl restart {unit}` retries it; \
-                     `journalctl -u {unit}` says why)"
-                )),
-                Some(_) => {}
+                Some(old) => {
+                    if old.text != service.text {
+                        step(Verb::Update, unit, Why::DependenciesChanged);
+                    }
+                    if s.active_state == "failed" {
+                        plan.notes.push(format!(
+                            "{unit} is failed and its command unchanged, so it is left alone (`systemctl restart \
+                             {unit}` retries it; `journalctl -u {unit}` says why)"
+                        ));
+                    }
+                }
             }
         }
         match cur {
@@ -242,10 +275,32 @@ pub fn plan(
     Ok(plan)
 }
 
+/// Keys whose change systemd applies at a reload, without a restart: it reads dependencies and
+/// ordering when it queues a job, never from a running process.
+const DEPENDENCY_KEYS: &[&str] = &["Requires", "Wants", "After", "Before"];
+
+/// Whether two texts of a unit differ only in the dependencies of their `[Unit]` section. A
+/// text that does not parse is taken as changed.
+fn only_dependencies_differ(old: &str, new: &str) -> bool {
+    let without_dependencies = |text: &str| {
+        UnitFile::parse(text).ok().map(|mut unit| {
+            for section in unit.sections.iter_mut().filter(|s| s.name == "Unit") {
+                section.entries.retain(|(key, _)| !DEPENDENCY_KEYS.contains(&key.as_str()));
+            }
+            unit
+        })
+    };
+    match (without_dependencies(old), without_dependencies(new)) {
+        (Some(old), Some(new)) => old == new,
+        _ => false,
+    }
+}
+
 /// Why a change of an unselected stack cannot simply ride along with the reload: removed units
 /// would lose their files while running, changed units would keep running their old definition
 /// with nothing left to tell a later apply. New services are fine (a later apply starts what
-/// never ran), and so is a changed target.
+/// never ran), and so are a changed target and changed dependencies (the reload is all they
+/// need).
 fn lost_change(cur: Option<&StackUnits>, new: Option<&StackUnits>) -> Option<String> {
     let cur = cur?;
     let Some(new) = new else { return Some("its file was deleted; its units would keep running without files".into()) };
@@ -256,7 +311,11 @@ fn lost_change(cur: Option<&StackUnits>, new: Option<&StackUnits>) -> Option<Str
     let changed: Vec<&str> = new
         .services()
         .iter()
-        .filter(|s| cur.service(&s.name).is_some_and(|old| old.file == s.file && old.text != s.text))
+        .filter(|s| {
+            cur.service(&s.name).is_some_and(|old| {
+                old.file == s.file && old.text != s.text && !only_dependencies_differ(&old.text, &s.text)
+            })
+        })
         .map(|s| s.file.as_str())
         .collect();
     (!changed.is_empty()).then(|| format!("{} changed", changed.join(", ")))
@@ -363,6 +422,67 @@ mod tests {
         assert_eq!(plan.notes.len(), 1);
     }
 
+    /// Stack `r`: `db` with `n` replicas, and `web`, which requires them all (as rendered).
+    fn scaled(n: usize, web_exec: &str) -> UnitSet {
+        let instances: Vec<String> = (1..=n).map(|i| format!("r-db@{i}.service")).collect();
+        let instances = instances.join(" ");
+        let (name, text) = service("r", "r-web.service", "web", web_exec);
+        let web = text.replacen("[Unit]\n", &format!("[Unit]\nRequires={instances}\nAfter={instances}\n"), 1);
+        set(vec![
+            target("r", &format!("{instances} r-web.service")),
+            service("r", "r-db@.service", "db", "/bin/db"),
+            (name, web),
+        ])
+    }
+
+    fn running_scaled(n: usize) -> HashMap<String, UnitInfo> {
+        let mut units: Vec<String> = (1..=n).map(|i| format!("r-db@{i}.service")).collect();
+        units.extend(["r.target".to_string(), "r-web.service".to_string()]);
+        running(&units.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn scaling_down_stops_the_instance_after_the_reload_and_keeps_its_dependents() {
+        let plan = plan(&scaled(3, "/bin/web"), &scaled(2, "/bin/web"), &running_scaled(3), None).expect("plan");
+        assert!(plan.reload);
+        assert_eq!(lines(&plan), ["stop r-db@3.service", "update r-web.service", "update r.target"]);
+        assert_eq!(plan.steps[0].verb, Verb::StopAfterReload, "stopped before the reload, it would stop web");
+        assert_eq!(plan.steps[1].why, Why::DependenciesChanged);
+    }
+
+    #[test]
+    fn scaling_up_starts_the_new_instance_and_does_not_restart_dependents() {
+        let plan = plan(&scaled(2, "/bin/web"), &scaled(4, "/bin/web"), &running_scaled(2), None).expect("plan");
+        assert_eq!(
+            lines(&plan),
+            ["start r-db@3.service", "start r-db@4.service", "update r-web.service", "update r.target"]
+        );
+    }
+
+    #[test]
+    fn a_dependent_changed_beyond_its_dependencies_restarts() {
+        let plan = plan(&scaled(2, "/bin/web"), &scaled(3, "/bin/web2"), &running_scaled(2), None).expect("plan");
+        assert_eq!(lines(&plan), ["restart r-web.service", "start r-db@3.service", "update r.target"]);
+    }
+
+    #[test]
+    fn dependencies_are_compared_in_the_unit_section_only() {
+        let unit = |extra: &str| format!("[Unit]\nRequires=a.service\n\n[Service]\nExecStart=/bin/x\n{extra}");
+        assert!(only_dependencies_differ(&unit(""), &unit("").replace("a.service", "b.service")));
+        // `After=` in [Service] is no dependency (systemd would ignore it; the text still changed).
+        assert!(!only_dependencies_differ(&unit(""), &unit("After=b.service\n")));
+        assert!(!only_dependencies_differ(&unit(""), &unit("").replace("/bin/x", "/bin/y")));
+        assert!(!only_dependencies_differ(&unit(""), "not a unit"));
+    }
+
+    #[test]
+    fn a_stopped_instance_beyond_replicas_is_just_removed() {
+        let mut states = running_scaled(3);
+        states.get_mut("r-db@3.service").expect("db@3").active_state = "inactive".into();
+        let plan = plan(&scaled(3, "/bin/web"), &scaled(2, "/bin/web"), &states, None).expect("plan");
+        assert_eq!(lines(&plan), ["remove r-db@3.service", "update r-web.service", "update r.target"]);
+    }
+
     #[test]
     fn replicas_scale_by_instance() {
         let cur = set(vec![target("r", "r-w@1.service r-w@2.service"), service("r", "r-w@.service", "w", "/bin/w")]);
@@ -370,6 +490,11 @@ mod tests {
         let states = running(&["r.target", "r-w@1.service", "r-w@2.service"]);
         let plan = plan(&cur, &new, &states, None).expect("plan");
         assert_eq!(lines(&plan), ["stop r-w@2.service", "update r.target"]);
+        assert_eq!(plan.steps[0].verb, Verb::StopAfterReload);
+        // The service removed with its template is stopped before the reload, while its file exists.
+        let gone = set(vec![target("r", "")]);
+        let removed = super::plan(&cur, &gone, &states, None).expect("plan");
+        assert_eq!(removed.steps[0].verb, Verb::Stop);
     }
 
     #[test]

@@ -13,7 +13,10 @@ use std::path::Path;
 /// changes nothing. Otherwise stops the units of services (and stacks) that were removed, runs
 /// a daemon-reload (systemd reruns kapell-generator, which writes the new units), restarts
 /// exactly the services whose unit changed and that run, and starts new services and stacks
-/// that are not running. A second run with no change does nothing and says so.
+/// that are not running. A service whose dependencies alone changed (its requires or wants, or
+/// a dependency's replicas) keeps running: the reload applies them. Instances beyond a lowered
+/// replicas are stopped after the reload, so the services that require them keep running. A
+/// second run with no change does nothing and says so.
 ///
 /// Without STACK, applies every stack, and stops the units of stacks whose file was deleted.
 /// With STACK, the plan is limited to those stacks; it is refused if the reload would load
