@@ -493,6 +493,58 @@ fn scaling_a_dependency_keeps_its_dependents_running() -> Result<()> {
     footprint.assert_gone()
 }
 
+/// A unit that refuses to stop holds the apply back before the reload: reloaded away, its file
+/// would be gone while it runs on, and the next apply would no longer know of it. Once it is
+/// stopped, the next apply carries the rest out.
+#[test]
+fn a_unit_that_does_not_stop_holds_the_reload_back() -> Result<()> {
+    let host = boot()?;
+    let footprint = Footprint::new().host(&host);
+    let stack = |keep_arg: &str, stuck: bool| {
+        let mut text = format!("[services.keep]\nexec = [\"/bin/sleep\", \"{keep_arg}\"]\n");
+        if stuck {
+            text.push_str(
+                "\n[services.stuck]\nexec = [\"/bin/sleep\", \"infinity\"]\n\
+                 [services.stuck.systemd.Unit]\nRefuseManualStop = true\n",
+            );
+        }
+        text
+    };
+    write_stack(&host, "mule", &stack("infinity", true))?;
+    kapell_expect(&host, &["apply"], 0)?;
+    let keep = main_pids(&host, &["mule-keep.service"])?;
+
+    // `stuck` removed and `keep` changed: the stop is refused, and nothing else happens.
+    write_stack(&host, "mule", &stack("99999", false))?;
+    let held = kapell(&host, &["apply"])?;
+    ensure!(held.code != Some(0), "apply should fail:\n{held}");
+    ensure!(held.stdout.contains("FAILED") && held.stdout.contains("mule-stuck.service"), "{held}");
+    ensure!(held.stderr.contains("systemd was not reloaded"), "{held}");
+    ensure!(!held.stdout.contains("reloaded"), "{held}");
+    ensure!(host.show("mule-stuck.service", "LoadState")? == "loaded", "stuck lost its unit file");
+    ensure_active(&host, &["mule-stuck.service"])?;
+    ensure!(main_pids(&host, &["mule-keep.service"])? == keep, "keep was restarted:\n{held}");
+    let again = kapell(&host, &["apply"])?;
+    ensure!(
+        again.code != Some(0) && again.stdout.contains("mule-stuck.service"),
+        "the stop is not tried again:\n{again}"
+    );
+
+    // The operator stops it another way; the next apply does the rest.
+    host.systemctl_ok(&["kill", "mule-stuck.service"])?;
+    eventually("stuck to stop", Duration::from_secs(10), || {
+        Ok(host.show("mule-stuck.service", "ActiveState")? != "active")
+    })?;
+    let done = kapell_expect(&host, &["apply"], 0)?;
+    ensure!(done.units("restarted") == ["mule-keep.service"], "{done}");
+    ensure_gone(&host, "mule-stuck.service")?;
+
+    remove_stack(&host, "mule")?;
+    kapell_expect(&host, &["apply"], 0)?;
+    drop(host);
+    footprint.assert_gone()
+}
+
 #[test]
 fn help_documents_the_commands() -> Result<()> {
     for command in ["apply", "status", "logs"] {

@@ -1,7 +1,8 @@
 //! Carrying out a [`Plan`] over D-Bus: stop what goes away (while its unit files still exist),
 //! `daemon-reload` (systemd reruns the generator, which writes the new unit set), check that the
 //! generator wrote what was planned, stop the instances that lowered `replicas` dropped (their
-//! template stays), then restart and start. Each unit's outcome is printed as
+//! template stays), then restart and start. A unit that does not stop holds everything after it
+//! back: reloaded away, its file would be gone while it runs on. Each unit's outcome is printed as
 //! its job finishes.
 
 use super::plan::{Plan, Step, Verb};
@@ -37,6 +38,17 @@ pub async fn execute(
     for chunk in stops.chunks(MAX_PENDING_JOBS) {
         let jobs = enqueue(systemd, chunk, &mut failures, out).await;
         watcher.wait_all(systemd, &jobs, &[], |job, result| report(&steps, job, &result, &mut failures, out)).await?;
+    }
+    // A unit that did not stop keeps its file: the reload would take the file away and leave the
+    // unit running with nothing that knows of it any more (the new set has no place for it).
+    // So nothing goes further, and the next apply tries the stop again.
+    if failures > 0 && plan.reload {
+        anyhow::bail!(
+            "{failures} unit{} did not stop (above), so systemd was not reloaded: {} unit files stay until \
+             they are stopped; nothing was started or restarted",
+            if failures == 1 { "" } else { "s" },
+            if failures == 1 { "its" } else { "their" },
+        );
     }
 
     if plan.reload {

@@ -3,7 +3,8 @@
 //! kapell's units reach systemd only through its generator, so `apply` does not write unit
 //! files: it compares the unit set systemd runs now (the kapell units the generator wrote into
 //! [`GENERATOR_DIR`] at the last reload) with the set the stack files render to now, and then
-//! 1. stops the units that go away, while their files still exist;
+//! 1. stops the units that go away, while their files still exist (if one does not stop, it
+//!    stops there: nothing is reloaded, so the unit keeps its file for the next try);
 //! 2. `daemon-reload`s (systemd reruns the generator, which writes the new set), and checks that
 //!    the generator directory now holds exactly the planned units;
 //! 3. restarts the units whose text changed, starts new units and stacks that are not running.
