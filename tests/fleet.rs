@@ -41,6 +41,7 @@ fn main() {
                 test: failing_http_check,
             },
             Scenario { name: "canaries_wait_for_fleet_promote", test: canaries_wait_for_promote },
+            Scenario { name: "a_canary_pushed_alone_promotes_nothing", test: canary_alone },
             Scenario { name: "canaries_are_promoted_automatically_once_healthy", test: canaries_auto_promote },
             Scenario { name: "a_failing_canary_touches_nobody_else", test: failing_canary },
             Scenario { name: "a_host_a_rollout_cannot_reach_fails_nothing", test: unreachable_in_a_rollout },
@@ -972,6 +973,25 @@ fn canaries_wait_for_promote(rig: &mut Rig) -> Result<()> {
     eprintln!("$ kapell fleet promote agent\n{}", promoted.stdout);
     ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000044")?, "{promoted}");
     ensure!(rollout_of(&c)?["state"] == "completed", "{promoted}");
+    Ok(())
+}
+
+/// A pass limited to the canary (`--on db1`) completes the rollout of what it was given, but
+/// promotes nothing: the next apply of every host still holds web1 and web2 until `kapell fleet
+/// promote`.
+fn canary_alone(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged(&canary(false, "1s"))?;
+    let before = all_pids(&rig.hosts)?;
+    agent(&c, &sleep_argv(7000046))?;
+    let alone = Run::of(&mut c.command(&["fleet", "apply", "--on", "db1"]))?;
+    ensure!(agent_runs(rig, &["db1"], "7000046")?, "the canary did not get the new version:\n{alone}");
+    let rest = c.expect(&["fleet", "apply"], 6)?;
+    ensure!(rest.stdout.matches("waiting for promotion").count() >= 2, "{alone}\n{rest}");
+    for (i, web) in [(0, "web1"), (1, "web2")] {
+        ensure!(pids(&rig.hosts[i], WEB_UNITS)? == before[web], "{web} changed before the promotion:\n{rest}");
+    }
+    let promoted = c.expect(&["fleet", "promote"], 0)?;
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000046")?, "{promoted}");
     Ok(())
 }
 

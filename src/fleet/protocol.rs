@@ -257,9 +257,14 @@ impl HostSet {
     }
 }
 
-/// The first 12 hex digits of a hash.
+/// The first 12 hex digits of a hash (the first 12 characters of anything else).
 pub fn short(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
+    hash.char_indices().nth(12).map_or(hash, |(end, _)| &hash[..end])
+}
+
+/// A SHA-256 in lowercase hex, as [`sha256`] writes it.
+fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -337,6 +342,18 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The fields the controller compares, keeps in its state and shows as they are must be
+    /// hashes (or empty): a reply with anything else there is not understood, so that a peer's
+    /// text cannot add lines of its own to a report or grow the controller's state.
+    pub fn check(&self) -> Result<(), String> {
+        let hashes = [("current", &self.current), ("confirmed", &self.confirmed), ("catalog_hash", &self.catalog_hash)];
+        let pending = self.pending.as_ref().map(|(hash, _)| ("pending", hash));
+        if let Some((name, _)) = hashes.into_iter().chain(pending).find(|(_, h)| !h.is_empty() && !is_hash(h)) {
+            return Err(format!("its {name} is not a SHA-256 in hex"));
+        }
+        self.last_install.as_ref().map_or(Ok(()), |last| last.check())
+    }
+
     /// The set the host runs, as far as a `Status` reply tells it (files, catalog, hash).
     pub fn current_set(&self) -> HostSet {
         HostSet::hashed(self.files.clone(), self.catalog.clone(), &self.set_host, self.current.clone())
@@ -381,6 +398,25 @@ pub fn units_only(paths: &[String]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer's reply carries hashes where the controller compares, keeps and shows hashes:
+    /// anything else there (a line break forging a report line, megabytes) is not understood.
+    #[test]
+    fn a_reply_must_carry_hashes_where_it_has_hashes() {
+        let hash = sha256(b"set");
+        let good = Reply { current: hash.clone(), pending: Some((hash.clone(), 1)), ..Reply::default() };
+        assert_eq!(good.check(), Ok(()));
+        assert_eq!(Reply::default().check(), Ok(()));
+        let forged = Reply { current: format!("{hash}\nweb7  converged"), ..Reply::default() };
+        assert!(forged.check().is_err_and(|e| e.contains("current")));
+        let upper = Reply { confirmed: hash.to_uppercase(), ..Reply::default() };
+        assert!(upper.check().is_err());
+        let nested = Reply { last_install: Some(Box::new(Reply { current: "x".into(), ..Reply::default() })), ..good };
+        assert!(nested.check().is_err());
+        // `short` cuts at a character, whatever it is given.
+        assert_eq!(short("ééééééééééééé"), "éééééééééééé");
+        assert_eq!(short(&hash), &hash[..12]);
+    }
 
     fn set() -> HostSet {
         HostSet::from_rendered(&[

@@ -266,7 +266,9 @@ pub fn converge(
         match (r.outcome, &mut o.outcome) {
             (Ok(reply), Outcome::HeldBack(why) | Outcome::Waiting(why)) if reply.error.is_none() => {
                 if reply.changed {
-                    why.push_str(&format!("; the set it runs was repaired: {}", reply.actions.join("; ")));
+                    // The peer's lines, each one printable line of the report.
+                    let actions: Vec<_> = reply.actions.iter().map(|a| printable(a)).collect();
+                    why.push_str(&format!("; the set it runs was repaired: {}", actions.join("; ")));
                 }
                 state.host(&host).saw(&reply);
                 // Kept also for a no-op: it says which of the host's units are up.
@@ -522,10 +524,14 @@ fn roll_back(c: &Controller, state: &mut State, host: &str, why: String) -> (Opt
 /// Takes `host`, of an earlier batch of a rollout that failed, from the set it was pushed (and
 /// confirmed) back to the set it ran before. A host that cannot be taken back keeps the failed
 /// version, confirmed: a failure, said so.
-fn roll_back_from(c: &Controller, host: &str, why: String) -> (Option<Reply>, Outcome) {
-    let hash = Some(c.sets[host].hash.clone());
-    match c.request(host, Body::Rollback { hash }, false).outcome.and_then(refusal) {
-        Ok(reply) => (Some(reply), Outcome::RolledBack(format!("rolled back: {why}"))),
+fn roll_back_from(c: &Controller, host: &str, pushed: String, why: String) -> (Option<Reply>, Outcome) {
+    match c.request(host, Body::Rollback { hash: Some(pushed) }, false).outcome.and_then(refusal) {
+        Ok(reply) if reply.rolled_back.is_some() => (Some(reply), Outcome::RolledBack(format!("rolled back: {why}"))),
+        // The host runs another set since (a later push replaced it), which the peer leaves.
+        Ok(reply) => {
+            let runs = crate::fleet::protocol::short(&reply.current).to_string();
+            (Some(reply), Outcome::Failed(format!("{why}; not rolled back: it runs set {runs} now, not the rollout's")))
+        }
         Err(e) => {
             (None, Outcome::Failed(format!("{why}; it could not be rolled back ({e}): it keeps the failed version")))
         }
@@ -541,7 +547,11 @@ fn record(state: &mut State, o: &HostOutcome, desired: &str) {
     let host = state.host(&o.host);
     match (&o.outcome, &o.reply) {
         (Outcome::HeldBack(why), reply) => {
-            // A held host's reply still says what it runs: the next pass repairs that set.
+            // A held host's reply still says what it runs: the next pass repairs that set. It
+            // answered, so it is not in backoff any more.
+            if reply.is_some() {
+                host.unreachable = None;
+            }
             if let Some(reply) = reply.as_ref().filter(|r| r.error.is_none()) {
                 host.saw(reply);
             }
@@ -557,7 +567,10 @@ fn record(state: &mut State, o: &HostOutcome, desired: &str) {
             if let Some(why) = &reply.rolled_back
                 && reply.current != desired
             {
-                host.held = Some(Held { hash: desired.to_string(), reason: format!("rolled back by the peer: {why}") });
+                host.held = Some(Held {
+                    hash: desired.to_string(),
+                    reason: format!("rolled back by the peer: {}", printable(why)),
+                });
             }
         }
         _ => {}
@@ -732,6 +745,15 @@ fn rollout(
             }
             Err((host, why, started)) => {
                 let reverted = policy.auto_revert;
+                // The failure is on record before anything goes back: a controller killed during
+                // the rollbacks finds the desired state failed (and holds it everywhere), not a
+                // batch in flight that a later pass would resume or `--no-rollout` push.
+                let failure = Failure { host: host.clone(), reason: why.clone(), at_usec: now_usec() };
+                record.failed = Some(failure.clone());
+                record.retry = false;
+                record.outcome = Some(format!("stopped and {}", if reverted { "rolled back" } else { "not reverted" }));
+                state.rollout = Some(record.clone());
+                let _ = state.save();
                 for h in &batch.hosts {
                     let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
                     let (reply, outcome) = if reverted {
@@ -747,9 +769,18 @@ fn rollout(
                 }
                 // The hosts of earlier batches (the canaries too) run it, confirmed: with
                 // `auto_revert` they go back to what they ran before it (without, they keep it).
-                let earlier: Vec<String> = record.done.iter().filter(|h| !batch.hosts.contains(h)).cloned().collect();
+                // One that left the fleet since is no longer this controller's to roll back.
+                let earlier: Vec<String> = record
+                    .done
+                    .iter()
+                    .filter(|h| !batch.hosts.contains(h) && c.sets.contains_key(*h))
+                    .cloned()
+                    .collect();
                 for h in earlier.iter().filter(|_| reverted) {
-                    let (reply, outcome) = roll_back_from(c, h, format!("{host} failed: {why}"));
+                    // The set the rollout pushed it, not what it should run now (a later change
+                    // of a service of its own may have been pushed to it since).
+                    let pushed = record.desired.get(h).unwrap_or(&c.sets[h].hash).clone();
+                    let (reply, outcome) = roll_back_from(c, h, pushed, format!("{host} failed: {why}"));
                     if let Some(r) = &reply {
                         state.host(h).saw(r);
                     }
@@ -758,25 +789,22 @@ fn rollout(
                     }
                     report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
                 }
-                let failure = Failure { host, reason: why, at_usec: now_usec() };
                 let held = rollout::held_reason(desired_state, &failure);
                 for h in batches[i + 1..].iter().flat_map(|b| &b.hosts) {
                     report(held_back(h, held.clone()));
                 }
                 record.in_flight.clear();
-                record.retry = false;
-                record.outcome = Some(format!("stopped and {}", if reverted { "rolled back" } else { "not reverted" }));
-                record.failed = Some(failure);
                 state.rollout = Some(record);
                 let _ = state.save();
                 return;
             }
         }
     }
-    // Nobody left to push: complete, also when every host it changed was a canary (nothing
-    // waits for a promotion then).
+    // Nobody of this pass left to push: complete, also when every host it changed was a canary
+    // (nobody waits for a promotion then). Not promoted, though: this pass may have been limited
+    // (`--on`, hosts in backoff), and a host that needs this desired state later still waits for
+    // `kapell fleet promote` when `auto_promote` is off.
     if record.waiting.is_empty() && record.in_flight.is_empty() {
-        record.promoted = true;
         record.outcome = Some("completed".to_string());
         record.retry = false;
     }
@@ -963,6 +991,25 @@ fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host that answers is out of backoff, also when it is held back (a failed desired state,
+    /// a rollout waiting for promotion): its retry time would otherwise stay in the past, and
+    /// the daemon would wake for it at once, pass after pass.
+    #[test]
+    fn a_held_host_that_answers_is_reachable_again() {
+        let mut state = State::default();
+        mark_unreachable(&mut state, "web1", "connection refused");
+        let reply = Reply { current: "a".repeat(64), ..Reply::default() };
+        let o = HostOutcome {
+            host: "web1".into(),
+            outcome: Outcome::HeldBack("waiting for promotion".into()),
+            reply: Some(reply),
+            took: Duration::ZERO,
+        };
+        record(&mut state, &o, &"b".repeat(64));
+        assert!(state.hosts["web1"].unreachable.is_none());
+        assert_eq!(state.hosts["web1"].current, "a".repeat(64));
+    }
 
     /// A peer's error, actions and journal lines are its own words: each becomes one printable
     /// line of the report, so none can send escapes to the terminal or add lines of its own.

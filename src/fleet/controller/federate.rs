@@ -24,7 +24,7 @@ use crate::clock::now_usec;
 use crate::logging::id;
 use anyhow::{Context, Result};
 use sd_notify::NotifyState;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ pub fn run(config_dir: &Path, options: &Options) -> Result<()> {
             notify(&[NotifyState::Ready]);
         }
         // Wait for the next pass: the interval, the next retry of a host in backoff, or an event.
-        let next = next_wake(interval);
+        let next = next_wake(interval, controller.as_ref());
         match wait(&rx, next) {
             Event::Stop => {
                 notify(&[NotifyState::Stopping]);
@@ -211,14 +211,27 @@ fn log_outcome(o: &HostOutcome, state: &State, was_unreachable: bool) {
     }
 }
 
-/// When the next pass is due: the interval, or earlier if a host's retry comes first.
-fn next_wake(interval: Duration) -> Instant {
-    let now = now_usec();
-    let earliest_retry = State::load()
+/// When the next pass is due: the interval, or earlier if the retry of a host of the fleet comes
+/// first.
+fn next_wake(interval: Duration, controller: Option<&Controller>) -> Instant {
+    let wait = State::load()
         .ok()
-        .and_then(|s| s.hosts.values().filter_map(|h| h.unreachable.as_ref().map(|u| u.next_try_usec)).min())
-        .map(|t| Duration::from_micros(t.saturating_sub(now)));
-    Instant::now() + earliest_retry.map_or(interval, |r| r.min(interval))
+        .map_or(interval, |state| until_next_pass(&state, controller.map(|c| &c.fleet.hosts), interval, now_usec()));
+    Instant::now() + wait
+}
+
+/// The wait before the next pass: `interval`, or less if a host in backoff is due earlier. Only
+/// hosts of `fleet` count: the state keeps hosts that left fleet.toml (what this controller
+/// pushed them, should they come back), and one of those in backoff is never tried again, so
+/// its retry time stays in the past.
+fn until_next_pass<V>(state: &State, fleet: Option<&BTreeMap<String, V>>, interval: Duration, now: u64) -> Duration {
+    state
+        .hosts
+        .iter()
+        .filter(|(host, _)| fleet.is_none_or(|f| f.contains_key(*host)))
+        .filter_map(|(_, h)| h.unreachable.as_ref().map(|u| u.next_try_usec))
+        .min()
+        .map_or(interval, |t| Duration::from_micros(t.saturating_sub(now)).min(interval))
 }
 
 /// How often systemd hears from a pass that runs (at most): the watchdog's half-period is
@@ -352,4 +365,31 @@ fn watch_dir(dir: &Path, tx: Sender<Event>) -> Result<()> {
         })
         .context("cannot start the inotify thread")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::controller::state::{HostState, Unreachable};
+
+    fn in_backoff(next_try_usec: u64) -> HostState {
+        HostState { unreachable: Some(Unreachable { next_try_usec, ..Default::default() }), ..Default::default() }
+    }
+
+    /// A host that left fleet.toml while in backoff is never tried again: its retry time, long
+    /// past, must not wake the daemon at once forever.
+    #[test]
+    fn only_hosts_of_the_fleet_bring_the_next_pass_forward() {
+        let interval = Duration::from_secs(30);
+        let now = 1_000_000_000;
+        let mut state = State::default();
+        state.hosts.insert("gone".into(), in_backoff(now - 5_000_000));
+        state.hosts.insert("web1".into(), in_backoff(now + 4_000_000));
+        let fleet: BTreeMap<String, ()> = BTreeMap::from([("web1".to_string(), ())]);
+        assert_eq!(until_next_pass(&state, Some(&fleet), interval, now), Duration::from_secs(4));
+        let empty: BTreeMap<String, ()> = BTreeMap::new();
+        assert_eq!(until_next_pass(&state, Some(&empty), interval, now), interval);
+        // Without a configuration every host the state knows counts.
+        assert_eq!(until_next_pass::<()>(&state, None, interval, now), Duration::ZERO);
+    }
 }

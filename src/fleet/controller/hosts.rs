@@ -13,6 +13,7 @@ use crate::diagnostics::Diagnostic;
 use crate::discovery::catalog::Catalog;
 use crate::fleet::protocol::{self, Body, Files, HostSet, Reply, Request, SetHasher, VERSION};
 use crate::model::Stack;
+use crate::printable::printable;
 use crate::render::{self, RenderOptions};
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
@@ -218,9 +219,10 @@ impl Controller {
                 start.elapsed()
             );
             let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
-                let text = String::from_utf8_lossy(&bytes);
-                format!("the reply of {host} is not understood ({e}): {}", text.chars().take(200).collect::<String>())
+                let excerpt = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+                format!("the reply of {host} is not understood ({e}): {}", printable(&excerpt))
             })?;
+            reply.check().map_err(|e| format!("the reply of {host} is not understood: {e}"))?;
             Ok(reply)
         })();
         HostResult { host: host.to_string(), took: start.elapsed(), outcome, never_sent }
