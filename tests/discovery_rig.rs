@@ -160,7 +160,8 @@ exec = ["/bin/sleep", "infinity"]
 
 /// An operator's own global `DNS=` (in a resolved.conf drop-in that sorts before any other) is
 /// left as it is: `.kapell` names go to the responder alone, through kapell's link, and every
-/// other name to the operator's server alone, also after resolved restarts.
+/// other name to the operator's server alone, also after resolved restarts. The operator's
+/// DNS over TLS is not tried on the responder, which does not speak it.
 #[test]
 fn names_resolve_beside_an_operators_global_dns_server() -> Result<()> {
     let net = Net::new()?;
@@ -175,7 +176,7 @@ fn names_resolve_beside_an_operators_global_dns_server() -> Result<()> {
         .install_file("/etc/kapell/app.toml", APP, 0o644)
         .install_file(
             "/etc/systemd/resolved.conf.d/00-operator.conf",
-            format!("[Resolve]\nDNS={}\n", net.gateway()),
+            format!("[Resolve]\nDNS={}\nDNSOverTLS=opportunistic\n", net.gateway()),
             0o644,
         )
         .boot()?;
@@ -191,7 +192,14 @@ fn names_resolve_beside_an_operators_global_dns_server() -> Result<()> {
     ensure!(getent(&host, "outside.test")? == Some(OUTSIDE.to_string()), "outside.test with kapell dns");
     // What resolved was told: kapell's link alone carries the responder, for ~kapell only; no
     // resolved.conf drop-in (whose DNS= would be a global server).
-    for (setting, expected) in [("dns", "127.0.0.153"), ("domain", "~kapell"), ("default-route", "no")] {
+    let settings = [
+        ("dns", "127.0.0.153"),
+        ("domain", "~kapell"),
+        ("default-route", "no"),
+        ("dnsovertls", "no"),
+        ("dnssec", "no"),
+    ];
+    for (setting, expected) in settings {
         let said = host.exec_ok(&["resolvectl", setting, "kapell-dns"])?;
         ensure!(said.trim().ends_with(&format!("(kapell-dns): {expected}")), "resolvectl {setting}: {said}");
     }

@@ -289,3 +289,96 @@ fn a_new_catalog_is_read_once_the_set_changes() {
         ask(dns.address, "cache.data.kapell.", RecordType::A).1 == ["127.0.0.2", "127.0.0.3"]
     });
 }
+
+/// One query over UDP as a resolver sends it: with an OPT record of EDNS `version` and `payload`
+/// (none when `None`). Returns the answer as it came on the wire.
+fn ask_raw(server: SocketAddr, name: &str, edns: Option<(u8, u16)>) -> hickory_proto::op::Message {
+    use hickory_proto::op::{Edns, Message, Query};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_str(name).expect("name"), RecordType::A));
+    query.metadata.recursion_desired = true;
+    if let Some((version, payload)) = edns {
+        let mut opt = Edns::new();
+        opt.set_version(version);
+        opt.set_max_payload(payload);
+        query.set_edns(opt);
+    }
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    socket.send_to(&query.to_vec().expect("encode"), server).expect("send");
+    let mut buffer = vec![0; 65_535];
+    let (n, _) = socket.recv_from(&mut buffer).expect("an answer");
+    Message::from_vec(&buffer[..n]).expect("decode")
+}
+
+/// EDNS (RFC 6891): a client that says it takes large UDP answers gets them whole, up to 1,232
+/// bytes, with an OPT record of the responder's; one that says nothing gets 512 bytes and TC
+/// (then asks over TCP); one of a later EDNS version is told BADVERS.
+#[test]
+fn answers_follow_the_clients_edns() {
+    // Hosts h2..h61: h1 is this host, whose instances systemd would speak for.
+    let instances: Vec<String> = (2..=61)
+        .map(|i| {
+            format!(r#"{{ "host": "h{i}", "ip": "10.231.1.{i}", "units": ["web-app.service"], "healthy": true }}"#)
+        })
+        .collect();
+    let catalog = format!(
+        r#"{{ "version": 1, "host": "h1", "services": [
+             {{ "stack": "web", "service": "app", "container": true, "interval_ms": 10000,
+                "instances": [{}] }} ] }}"#,
+        instances.join(",")
+    );
+    let dns = responder(&catalog);
+    let large = ask_raw(dns.address, "app.web.kapell.", Some((0, 4096)));
+    assert_eq!(large.metadata.response_code, ResponseCode::NoError);
+    assert!(!large.metadata.truncation, "a 1 KB answer was cut for a client that takes 4 KB");
+    assert_eq!(large.answers.len(), 60);
+    let opt = large.edns.as_ref().expect("an OPT record in the answer to an EDNS query");
+    assert_eq!((opt.version(), opt.max_payload()), (0, 1232));
+
+    let plain = ask_raw(dns.address, "app.web.kapell.", None);
+    assert!(plain.metadata.truncation && plain.answers.len() < 60, "{} answers", plain.answers.len());
+    assert!(plain.edns.is_none(), "an OPT record in the answer to a query without one");
+
+    let later = ask_raw(dns.address, "app.web.kapell.", Some((1, 4096)));
+    // 16 is BADVERS in an answer with OPT (RFC 6891), BADSIG to a TSIG reader: the same code.
+    assert_eq!(u16::from(later.metadata.response_code), u16::from(ResponseCode::BADVERS));
+    assert!(later.answers.is_empty());
+}
+
+/// A catalog of many instances does not open a socket per instance at once (every probe is due
+/// on the first tick): probes wait their turn, so the responder stays within its descriptors
+/// and no instance fails for want of one. 300 instances whose check hangs (a server that
+/// accepts and never answers): at most 128 connections before the first probe times out.
+#[test]
+fn probes_of_a_large_catalog_take_turns() {
+    let server = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = server.local_addr().expect("addr").port();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let seen = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in server.incoming().flatten() {
+            seen.lock().expect("lock").push(Instant::now());
+            open.push(stream); // kept open, never answered
+        }
+    });
+    let instances: Vec<String> = (2..=301)
+        .map(|i| format!(r#"{{ "host": "h{i}", "ip": "127.0.0.1", "units": ["web-app.service"] }}"#))
+        .collect();
+    let catalog = format!(
+        r#"{{ "version": 1, "host": "h1", "services": [
+             {{ "stack": "web", "service": "app", "container": false,
+                "check": {{ "http": {{ "port": {port}, "path": "/", "expect": "200-399" }} }},
+                "interval_ms": 60000, "timeout_ms": 4000, "instances": [{}] }} ] }}"#,
+        instances.join(",")
+    );
+    let _dns = responder(&catalog);
+    wait("the first probes", Duration::from_secs(10), || !accepted.lock().expect("lock").is_empty());
+    std::thread::sleep(Duration::from_secs(2));
+    let times = accepted.lock().expect("lock").clone();
+    let first = times[0];
+    let early = times.iter().filter(|t| t.duration_since(first) < Duration::from_secs(3)).count();
+    assert!(early <= 128, "{early} probes connected at once");
+    assert!(early >= 64, "only {early} probes ran in the first seconds");
+}

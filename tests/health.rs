@@ -157,6 +157,33 @@ fn native_tcp_check_holds_the_dependent_until_the_port_opens() -> Result<()> {
     Ok(())
 }
 
+/// A native service's `cmd` check runs as its `user` with that user's supplementary groups, as
+/// systemd runs the service itself: a check that reads a file of one of them passes.
+#[test]
+fn a_cmd_check_runs_with_the_users_groups() -> Result<()> {
+    let stack = "enable = false\n\n\
+        [services.db]\n\
+        exec = [\"/bin/sleep\", \"infinity\"]\n\
+        user = \"probe\"\n\
+        health = { cmd = [\"/bin/cat\", \"/srv/flag\"], interval = \"300ms\" }\n";
+    let host = Host::builder()
+        .kapell(KAPELL)
+        .install_file("/etc/kapell/h.toml", stack, 0o644)
+        .install_file("/srv/flag", "ok\n", 0o640)
+        .boot()?;
+    host.exec_ok(&["groupadd", "--system", "vault"])?;
+    host.exec_ok(&["useradd", "--system", "--no-create-home", "--groups", "vault", "probe"])?;
+    host.exec_ok(&["chgrp", "vault", "/srv/flag"])?;
+    // The service itself can read it: systemd gives `User=` its groups.
+    host.exec_ok(&["systemd-run", "--wait", "--pipe", "--uid=probe", "/bin/cat", "/srv/flag"])?;
+    host.systemctl_ok(&["start", "h-db.service"])?;
+    eventually("db ready", Duration::from_secs(20), || Ok(prop(&host, "h-db.service", "ActiveState")? == "active"))
+        .with_context(|| host.journal("h-db.service").unwrap_or_default())?;
+    std::thread::sleep(WATCH);
+    ensure!(status_row(&host, "h-db.service")?["health"] == "healthy", "{}", host.journal("h-db.service")?);
+    Ok(())
+}
+
 /// After `retries` failed probes the prober has systemd restart the service: NRestarts counts
 /// it, the journal names the probe and how it failed; once healthy again nothing else moves.
 #[test]

@@ -35,6 +35,10 @@ pub const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 153))
 /// How often the catalog, networks and upstreams are looked at, and local units polled.
 const TICK: Duration = Duration::from_millis(500);
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// Probes in flight at once. The first tick, and every new catalog, finds every probe due: a
+/// fleet of a thousand instances would otherwise open a thousand sockets in one go, and past
+/// the descriptor limit the same instances would fail every time (and answers with them).
+const MAX_PROBES_AT_ONCE: usize = 128;
 
 pub struct Options {
     pub config_dir: PathBuf,
@@ -198,6 +202,7 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     };
     let (results_tx, mut results) = tokio::sync::mpsc::unbounded_channel::<(health::InstanceKey, bool)>();
     let mut next_probe: HashMap<health::InstanceKey, Instant> = HashMap::new();
+    let probing = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES_AT_ONCE));
     let mut last_refresh: Option<Instant> = None;
     // Docker's networks are asked in a task of their own: a Docker that accepts the connection
     // and then hangs (up to the request's timeout) holds up neither probes nor answers.
@@ -273,8 +278,9 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                 continue;
             }
             next_probe.insert(planned.key.clone(), now + planned.interval);
-            let (prober, tx) = (Arc::clone(&prober), results_tx.clone());
+            let (prober, tx, probing) = (Arc::clone(&prober), results_tx.clone(), Arc::clone(&probing));
             tokio::spawn(async move {
+                let Ok(_turn) = probing.acquire().await else { return };
                 let ok = prober.probe(&planned.check, planned.address, planned.timeout).await;
                 let _ = tx.send((planned.key, ok));
             });

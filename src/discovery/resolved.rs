@@ -75,12 +75,15 @@ async fn set_up(resolve: &ResolveManagerProxy<'_>, server: IpAddr, index: u32, p
         .with_context(|| format!("cannot set {}'s DNS settings", link::NAME))
 }
 
-/// `~kapell` only and never a default route; no LLMNR or mDNS on either end of the pair, and
-/// no DNSSEC for the responder's unsigned answers (an operator's `DNSSEC=yes` would refuse them).
+/// `~kapell` only and never a default route; no LLMNR or mDNS on either end of the pair, no
+/// DNSSEC for the responder's unsigned answers (an operator's `DNSSEC=yes` would refuse them),
+/// and no DNS over TLS, which the responder does not speak (an operator's `DNSOverTLS=yes` would
+/// fail every name, `opportunistic` try TLS first every time).
 async fn configure(resolve: &ResolveManagerProxy<'_>, index: i32, peer: i32) -> zbus::Result<()> {
     resolve.set_link_domains(index, &[("kapell", true)]).await?;
     resolve.set_link_default_route(index, false).await?;
     resolve.set_link_dnssec(index, "no").await?;
+    resolve.set_link_dns_over_tls(index, "no").await?;
     for i in [index, peer] {
         resolve.set_link_llmnr(i, "no").await?;
         resolve.set_link_multicast_dns(i, "no").await?;

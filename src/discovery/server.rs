@@ -9,7 +9,7 @@ use hickory_net::client::{Client, ClientHandle as _};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
-use hickory_proto::op::{Message, Metadata, ResponseCode};
+use hickory_proto::op::{Edns, Message, Metadata, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -87,8 +87,19 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
-        let verdict = self.decide(request).await;
-        let builder = MessageResponseBuilder::from_message_request(request);
+        let verdict = match request.edns.as_ref() {
+            Some(theirs) if theirs.version() > EDNS_VERSION => Verdict::empty(ResponseCode::BADVERS, false),
+            _ => self.decide(request).await,
+        };
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        let code = match &verdict {
+            Verdict::Refuse => ResponseCode::Refused,
+            Verdict::Answer { code, .. } => *code,
+        };
+        let edns = request.edns.as_ref().map(|theirs| response_edns(theirs, code));
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
         let sent = match verdict {
             Verdict::Refuse => {
                 response.send_response(builder.error_msg(&request.metadata, ResponseCode::Refused)).await
@@ -98,8 +109,8 @@ impl RequestHandler for Handler {
                 metadata.response_code = code;
                 metadata.authoritative = authoritative;
                 metadata.recursion_available = true;
-                // Too large for the client's UDP size: hickory-server cuts it and sets TC, and
-                // the client asks again over TCP.
+                // Too large for the UDP size the client gave (512 bytes without EDNS):
+                // hickory-server cuts it and sets TC, and the client asks again over TCP.
                 let message = builder.build(metadata, answers.iter(), authorities.iter(), [], additionals.iter());
                 response.send_response(message).await
             }
@@ -111,6 +122,24 @@ impl RequestHandler for Handler {
             ResponseInfo::from(hickory_proto::op::Header { metadata, counts: Default::default() })
         })
     }
+}
+
+/// The EDNS version this responder speaks (RFC 6891); a query of a later one is answered BADVERS.
+const EDNS_VERSION: u8 = 0;
+
+/// The largest UDP answer sent, whatever a client says it takes: the size RFC 9715 and the DNS
+/// flag day of 2020 recommend, below which no path fragments.
+const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The OPT record of an answer to a query that had one (RFC 6891): the UDP size this answer may
+/// take (the client's, within 512..=[`MAX_UDP_PAYLOAD`]), and the high bits of a response code
+/// past 15 (BADVERS, or a forwarded extended code).
+fn response_edns(theirs: &Edns, code: ResponseCode) -> Edns {
+    let mut ours = Edns::new();
+    ours.set_version(EDNS_VERSION);
+    ours.set_max_payload(theirs.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+    ours.set_rcode_high(code.high());
+    ours
 }
 
 impl Handler {
@@ -179,8 +208,8 @@ impl Handler {
     }
 }
 
-/// An upstream's answer as ours to send: its records (its own OPT aside: hickory-server adds
-/// ours).
+/// An upstream's answer as ours to send: its records (its own OPT aside: ours goes with the
+/// answer, see [`response_edns`]).
 fn forwarded(message: Message) -> Verdict {
     let not_opt = |r: &Record| r.record_type() != hickory_proto::rr::RecordType::OPT;
     Verdict::Answer {

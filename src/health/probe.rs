@@ -138,10 +138,24 @@ async fn command(cmd: &[String], user: Option<&str>) -> Result<Outcome, String> 
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
     if let Some(user) = user {
-        let (uid, gid) = credentials(user)?;
+        let Credentials { uid, gid, groups } = credentials(user)?;
         // Only when it changes anything: an unprivileged prober (a test, a user unit) cannot.
         if nix::unistd::geteuid().as_raw() != uid || nix::unistd::getegid().as_raw() != gid {
-            command.uid(uid).gid(gid);
+            // As systemd's `User=` does: the user's supplementary groups too (std's `uid()`
+            // would drop them all), set in the child before it becomes the user. Only system
+            // calls there, with what was looked up before the fork.
+            let (uid, gid) = (nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(gid));
+            // SAFETY: the closure makes async-signal-safe system calls only and allocates nothing.
+            // The one `unsafe` of kapell: std has no stable way to set supplementary groups.
+            #[allow(unsafe_code)]
+            unsafe {
+                command.pre_exec(move || {
+                    nix::unistd::setgroups(&groups)?;
+                    nix::unistd::setgid(gid)?;
+                    nix::unistd::setuid(uid)?;
+                    Ok(())
+                });
+            }
         }
     }
     let status = command.status().await.map_err(|e| format!("cannot run {}: {}", cmd[0], plain(&e)))?;
@@ -153,8 +167,17 @@ async fn command(cmd: &[String], user: Option<&str>) -> Result<Outcome, String> 
     }
 }
 
-/// `user` or `user:group` (names or numbers) as uid and gid; the group defaults to the user's.
-fn credentials(spec: &str) -> Result<(u32, u32), String> {
+/// Whom a command check runs as.
+struct Credentials {
+    uid: u32,
+    gid: u32,
+    /// The user's supplementary groups (with `gid`), as the system's group database says.
+    groups: Vec<nix::unistd::Gid>,
+}
+
+/// `user` or `user:group` (names or numbers) as uid, gid and supplementary groups; the group
+/// defaults to the user's.
+fn credentials(spec: &str) -> Result<Credentials, String> {
     use nix::unistd::{Group, User};
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -165,9 +188,9 @@ fn credentials(spec: &str) -> Result<(u32, u32), String> {
         Err(_) => User::from_name(user),
     };
     let found = found.map_err(|e| format!("cannot look up user {user}: {e}"))?;
-    let (uid, primary) = match (found, user.parse::<u32>()) {
-        (Some(u), _) => (u.uid.as_raw(), Some(u.gid.as_raw())),
-        (None, Ok(uid)) => (uid, None),
+    let (uid, primary, name) = match (found, user.parse::<u32>()) {
+        (Some(u), _) => (u.uid.as_raw(), Some(u.gid.as_raw()), Some(u.name)),
+        (None, Ok(uid)) => (uid, None, None),
         (None, Err(_)) => return Err(format!("there is no user {user}")),
     };
     let gid = match group {
@@ -181,7 +204,13 @@ fn credentials(spec: &str) -> Result<(u32, u32), String> {
                 .as_raw(),
         },
     };
-    Ok((uid, gid))
+    // A uid without a name in the user database has no groups but its own.
+    let groups = match name.and_then(|n| std::ffi::CString::new(n).ok()) {
+        Some(name) => nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+            .map_err(|e| format!("cannot look up the groups of {user}: {e}"))?,
+        None => vec![nix::unistd::Gid::from_raw(gid)],
+    };
+    Ok(Credentials { uid, gid, groups })
 }
 
 /// An I/O error as the sentence an operator knows (`connection refused`), without Rust's

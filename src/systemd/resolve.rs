@@ -1,7 +1,7 @@
 //! The parts of systemd-resolved's manager (`org.freedesktop.resolve1`, see
 //! org.freedesktop.resolve1(5)) that `kapell dns` calls: the per-link settings `resolvectl dns`,
-//! `resolvectl domain`, `resolvectl default-route`, `resolvectl llmnr`, `resolvectl mdns` and
-//! `resolvectl dnssec` make. resolved keeps them across its own restarts (under
+//! `resolvectl domain`, `resolvectl default-route`, `resolvectl llmnr`, `resolvectl mdns`,
+//! `resolvectl dnssec` and `resolvectl dnsovertls` make. resolved keeps them across its own restarts (under
 //! `/run/systemd/resolve/netif/`) and forgets them with the link.
 
 use zbus::proxy;
@@ -30,4 +30,7 @@ pub trait ResolveManager {
 
     #[zbus(name = "SetLinkDNSSEC")]
     fn set_link_dnssec(&self, ifindex: i32, mode: &str) -> zbus::Result<()>;
+
+    #[zbus(name = "SetLinkDNSOverTLS")]
+    fn set_link_dns_over_tls(&self, ifindex: i32, mode: &str) -> zbus::Result<()>;
 }
