@@ -184,6 +184,30 @@ fn a_cmd_check_runs_with_the_users_groups() -> Result<()> {
     Ok(())
 }
 
+/// A service stopped while its check fails is no longer counted against: its prober finds the
+/// run gone at the next failed probe and forgets it, instead of counting on to `retries` and
+/// trying to kill a main process that is not there (at every interval, forever).
+#[test]
+fn a_service_stopped_while_failing_its_check_is_left_alone() -> Result<()> {
+    let stack = web_stack("").replace("retries = 3", "retries = 8");
+    let host = boot(&stack)?;
+    host.exec_ok(&["touch", "/srv/web-ok"])?;
+    host.systemctl_ok(&["start", "h-web.service"])?;
+    eventually("healthy", Duration::from_secs(10), || Ok(status_row(&host, "h-web.service")?["health"] == "healthy"))?;
+    host.exec_ok(&["rm", "/srv/web-ok"])?;
+    eventually("a failed probe", Duration::from_secs(10), || {
+        Ok(status_row(&host, "h-web.service")?["last_probe"]["result"]["status"] == 500)
+    })?;
+    host.systemctl_ok(&["stop", "h-web.service"])?;
+    // Past 8 failures of 300 ms, and a few more intervals.
+    std::thread::sleep(Duration::from_secs(4));
+    let journal = host.exec_ok(&["journalctl", "-b", "-o", "cat"])?;
+    ensure!(!journal.contains("h-web.service: cannot kill"), "{journal}");
+    ensure!(!journal.contains("h-web.service: killed its main process"), "{journal}");
+    ensure!(!journal.contains("h-web.service: unhealthy"), "a stopped run was judged:\n{journal}");
+    Ok(())
+}
+
 /// After `retries` failed probes the prober has systemd restart the service: NRestarts counts
 /// it, the journal names the probe and how it failed; once healthy again nothing else moves.
 #[test]

@@ -198,8 +198,11 @@ async fn judge(
 ) {
     let Some(w) = watched.get_mut(unit) else { return };
     w.in_flight = false;
-    if !probe.passed && w.tracker.failures == 0 {
-        // The first failure in a row: is this run of the unit still there to be probed?
+    if !probe.passed {
+        // Is this run of the unit still there to be probed? Asked at every failure, not only the
+        // first of a row: a run that ended meanwhile (stopped, or restarted by systemd while its
+        // successor has not published its own state yet) must neither count further failures
+        // nor have its successor killed for them.
         let info = match connected(systemd).await {
             Ok(s) => s.unit(unit).await,
             Err(e) => Err(e),
