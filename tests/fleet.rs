@@ -55,6 +55,7 @@ fn main() {
             Scenario { name: "each_changed_service_has_its_own_canary", test: canaries_per_service },
             Scenario { name: "a_batch_that_fails_takes_the_earlier_batches_back_too", test: later_batch_fails },
             Scenario { name: "a_host_that_joins_gets_no_failed_desired_state", test: joining_host },
+            Scenario { name: "a_failed_desired_state_reaches_no_host_by_a_new_placement", test: placed_anew },
             Scenario { name: "a_host_whose_rollback_fails_is_held_and_never_confirmed", test: failed_rollback },
             Scenario { name: "scaling_a_dependency_restarts_none_of_its_dependents", test: scaled_dependency },
         ],
@@ -430,6 +431,14 @@ fn edited_by_hand(rig: &mut Rig) -> Result<()> {
         refused.stdout.contains("web2: this host runs set") && refused.stdout.contains("did not push"),
         "{refused}"
     );
+    ensure!(std::fs::read_to_string(&cache)?.contains("edited on web2 by hand"), "the edited set was overwritten");
+    // A change of shop.web rolls out to web1 and web2: web2 is held back on its own, before any
+    // push, and its edit is no failure of the fleet's desired state (web1 gets the change).
+    stacks(&c, "7000077", None)?;
+    let rolled = c.expect(&["fleet", "apply"], 5)?;
+    ensure!(rolled.stdout.lines().any(|l| l.starts_with("web2: held back") && l.contains("did not push")), "{rolled}");
+    ensure!(prop(&rig.hosts[0], "shop-web.service", "ExecStart")?.contains("7000077"), "{rolled}");
+    ensure!(rollout_of(&c)?["state"] != "failed", "one host's edit failed the desired state:\n{rolled}");
     ensure!(std::fs::read_to_string(&cache)?.contains("edited on web2 by hand"), "the edited set was overwritten");
     let forced = c.expect(&["fleet", "apply", "--force"], 0)?;
     ensure!(!std::fs::read_to_string(&cache)?.contains("by hand"), "--force did not replace the set:\n{forced}");
@@ -1338,6 +1347,37 @@ fn later_batch_fails(rig: &mut Rig) -> Result<()> {
 /// shop stays on web1): the same stack files and the same shared services, so the same desired
 /// state, still failed. web2, which this controller never pushed to, is held back and gets no
 /// set at all, and nobody else is touched (db1 is not tried again).
+/// `agent.node` running `argv` on `hosts` (a TOML list), restarted whenever it exits.
+fn agent_on(c: &Controller, argv: &str, hosts: &str) -> Result<()> {
+    c.write(
+        "agent.toml",
+        &format!(
+            "[services.node]\nexec = {argv}\nrestart = \"always\"\nrestart_delay = \"500ms\"\n\
+             placement = {{ hosts = {hosts} }}\n"
+        ),
+    )
+}
+
+/// A version that failed is held for the whole fleet: also from web2, a host this controller
+/// manages, when the placement of the failed service grows to it (the desired state is the
+/// same, and web2's change adds the service rather than changing what it runs).
+fn placed_anew(rig: &mut Rig) -> Result<()> {
+    let c = Controller::new(&rig.ssh, ROLLING)?;
+    stacks(&c, "7000000", Some("[\"db1\", \"web1\"]"))?;
+    c.expect(&["fleet", "apply"], 0)?;
+    agent_on(&c, BROKEN, "[\"db1\", \"web1\"]")?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    ensure!(rollout_of(&c)?["failed"]["host"] == "db1", "{failed}");
+    let web2 = pids(&rig.hosts[1], &["shop-web.service", "shop-cache.service"])?;
+    agent_on(&c, BROKEN, "[\"db1\", \"web1\", \"web2\"]")?;
+    let grown = c.expect(&["fleet", "apply"], 5)?;
+    eprintln!("$ kapell fleet apply (the failed service placed on web2 too)\n{}", grown.stdout);
+    ensure!(grown.stdout.lines().any(|l| l.starts_with("web2 ") && l.contains("held back")), "{grown}");
+    ensure!(prop(&rig.hosts[1], "agent-node.service", "LoadState")? == "not-found", "web2 got it:\n{grown}");
+    ensure!(pids(&rig.hosts[1], &["shop-web.service", "shop-cache.service"])? == web2, "web2 moved:\n{grown}");
+    Ok(())
+}
+
 fn joining_host(rig: &mut Rig) -> Result<()> {
     let c = Controller::new(&rig.ssh, ROLLING)?;
     let fleet = std::fs::read_to_string(c.dir.path().join("fleet.toml"))?;

@@ -191,6 +191,35 @@ pub fn converge(
         }
     }
     todo.retain(|h| !outcomes.contains_key(h));
+    // A host that runs a set this controller did not push (edited by hand, another controller's)
+    // refuses an install without --force. It is held here, on its own: in a rollout batch its
+    // refusal would fail the desired state for the whole fleet.
+    if !options.force {
+        for (host, cur) in current_files.iter().filter(|(h, _)| todo.contains(h)) {
+            let known = state.hosts.get(host).map(|s| s.known.as_slice()).unwrap_or_default();
+            if !cur.files.is_empty() && cur.hash != c.sets[host].hash && !known.contains(&cur.hash) {
+                let why = format!(
+                    "it runs set {}, which this controller did not push (edited by hand, or another controller's); \
+                     `kapell fleet apply --force` replaces it",
+                    crate::fleet::protocol::short(&cur.hash)
+                );
+                report(held_back(host, why), &mut outcomes);
+            }
+        }
+        todo.retain(|h| !outcomes.contains_key(h));
+    }
+    // Nor does a failed desired state reach a host this controller manages through a shared
+    // service placed there anew: that is no change of what the host runs, so no rollout would
+    // hold it.
+    if let Some((desired_state, failure)) = &failed {
+        let why = rollout::held_reason(desired_state, failure);
+        for (host, cur) in current_files.iter().filter(|(h, _)| todo.contains(h)) {
+            if !rollout::shared_additions(cur, &c.sets[host], &shared).is_empty() {
+                report(held_back(host, why.clone()), &mut outcomes);
+            }
+        }
+        todo.retain(|h| !outcomes.contains_key(h));
+    }
 
     // Held hosts were asked only to repair what they run: their difference from the desired
     // set is no part of a rollout.
@@ -211,7 +240,16 @@ pub fn converge(
         let hash = desired(h);
         state.pushing(h, &hash);
     }
-    let _ = state.save();
+    // What is pushed is on record first: a set pushed without it would be taken for another
+    // controller's by the next run (refused without --force), and a rollout's hold lost.
+    if let Err(e) = state.save() {
+        let why = format!("{e:#}; nothing was pushed");
+        for h in direct.iter().chain(&rolling) {
+            let outcome = Outcome::Failed(why.clone());
+            report(HostOutcome { host: h.clone(), outcome, reply: None, took: Duration::ZERO }, &mut outcomes);
+        }
+        return hosts.iter().filter_map(|h| outcomes.remove(h)).collect();
+    }
     let confirm_secs = c.fleet.defaults.confirm_timeout.as_std().as_secs().max(1);
     let known = known_of(state, &direct);
     // Every install carries the health of the instances no responder probes, as the replies of
@@ -730,7 +768,14 @@ fn rollout(
             state.pushing(h, &c.sets[h].hash);
         }
         state.rollout = Some(record.clone());
-        let _ = state.save();
+        if let Err(e) = state.save() {
+            // Not on record, a batch could be pushed twice or its failure forgotten: it stops.
+            for h in batches[i..].iter().flat_map(|b| &b.hosts) {
+                let outcome = Outcome::Failed(format!("{e:#}; the rollout stopped before this batch"));
+                report(HostOutcome { host: h.clone(), outcome, reply: None, took: Duration::ZERO });
+            }
+            return;
+        }
         match run_batch(c, state, batch, options.force || record.retry) {
             Ok(Pass { outcomes, set_aside: unreached }) => {
                 for o in outcomes {
@@ -868,11 +913,16 @@ fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> R
         .iter()
         .map(|o| {
             let reply = o.reply.as_ref();
-            let changed = reply.map(|r| r.added.iter().chain(&r.updated).filter(|p| !p.contains('/')).cloned());
+            // A reply that names no file at all is a status (a resumed host that had its set):
+            // what the push changed is not known. An install's reply names what it changed,
+            // nothing but removals included.
+            let changed = reply
+                .filter(|r| !(r.added.is_empty() && r.updated.is_empty() && r.removed.is_empty()))
+                .map(|r| r.added.iter().chain(&r.updated).filter(|p| !p.contains('/')).cloned().collect());
             let pushed = gate::Pushed {
                 hash: c.sets[&o.host].hash.clone(),
                 restarts: reply.map(restarts).unwrap_or_default(),
-                changed: changed.map(Iterator::collect).unwrap_or_default(),
+                changed,
             };
             (o.host.clone(), pushed)
         })

@@ -30,9 +30,9 @@ pub struct Pushed {
     pub hash: String,
     /// Each unit's restart counter right after the push.
     pub restarts: BTreeMap<String, u32>,
-    /// The units the push added or changed. Empty when not known (a resumed host that had its
-    /// set already): then every unit of the host counts.
-    pub changed: BTreeSet<String>,
+    /// The units the push added or changed (none for a push that only removed units). `None`
+    /// when not known (a resumed host that had its set already): then every unit counts.
+    pub changed: Option<BTreeSet<String>>,
 }
 
 /// The verdict on `reply`, a status of a host pushed `pushed`: the set it runs must be the one
@@ -49,7 +49,8 @@ pub fn judge(reply: &Reply, pushed: &Pushed) -> Verdict {
             short(&pushed.hash)
         ));
     }
-    let judged = |u: &&UnitState| !u.service.is_empty() && (pushed.changed.is_empty() || touched(u, &pushed.changed));
+    let judged =
+        |u: &&UnitState| !u.service.is_empty() && pushed.changed.as_ref().is_none_or(|changed| touched(u, changed));
     for u in reply.units.iter().filter(judged) {
         // Every piece of the reason is the peer's own words: each one printable, so a journal
         // line cannot add lines of its own to the report (or escapes to a terminal).
@@ -139,7 +140,7 @@ mod tests {
         Pushed {
             hash: "a1".into(),
             restarts: units.iter().map(|u| (u.to_string(), 2)).collect(),
-            changed: units.iter().map(|u| u.to_string()).collect(),
+            changed: Some(units.iter().map(|u| u.to_string()).collect()),
         }
     }
 
@@ -161,8 +162,11 @@ mod tests {
         let reply = Reply { current: "a1".into(), units: vec![other, unit("active", 2, None)], ..Reply::default() };
         assert_eq!(judge(&reply, &pushed(&["s-web.service"])), Verdict::Healthy);
         // Not known what changed (a resumed host): every unit counts.
-        let all = Pushed { changed: BTreeSet::new(), ..pushed(&["s-web.service"]) };
+        let all = Pushed { changed: None, ..pushed(&["s-web.service"]) };
         assert!(matches!(judge(&reply, &all), Verdict::Failed(w) if w.contains("t-old.service failed")));
+        // A push that only removed units judges none of those left.
+        let removal = Pushed { changed: Some(BTreeSet::new()), ..pushed(&["s-web.service"]) };
+        assert_eq!(judge(&reply, &removal), Verdict::Healthy);
     }
 
     #[test]

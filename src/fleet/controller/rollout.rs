@@ -45,6 +45,13 @@ pub fn shared_changes(current: &HostSet, desired: &HostSet, shared: &BTreeSet<St
     diff.changed.into_iter().chain(diff.removed).filter(|u| shared.contains(u) && !u.ends_with(".target")).collect()
 }
 
+/// The shared units that going from `current` to `desired` adds (a service placed on the host
+/// anew; targets aside).
+pub fn shared_additions(current: &HostSet, desired: &HostSet, shared: &BTreeSet<String>) -> Vec<String> {
+    let diff = crate::unitset::diff(&current.to_rendered(), &desired.to_rendered());
+    diff.added.into_iter().filter(|u| shared.contains(u) && !u.ends_with(".target")).collect()
+}
+
 /// The desired state of the shared services: a hash over every shared unit's name and each
 /// content it has on the hosts that run it (each field length-prefixed, as set hashes are).
 /// What the stack files say, not where: a host that joins the fleet, or leaves it, running

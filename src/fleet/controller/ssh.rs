@@ -195,19 +195,28 @@ impl Ssh {
             let _ = stdin.write_all(&body);
         });
         let pid = child.id();
+        // Our own child, by PID.
+        let kill = move || {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
+            let _ = tx.send(bounded_output(child, MAX_REPLY_BYTES, kill));
         });
         let output = match rx.recv_timeout(deadline) {
             Ok(output) => output.map_err(|e| Failure::Unreachable(format!("ssh failed: {e}")))?,
             Err(_) => {
-                // Our own child, by PID.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+                kill();
                 return Err(Failure::Unreachable(format!("no reply within {}s", deadline.as_secs())));
             }
         };
         let _ = writer.join();
+        if output.stdout.len() > MAX_REPLY_BYTES {
+            return Err(Failure::Peer(format!(
+                "the reply of `{RECEIVE_COMMAND}` on {address} is larger than {} MiB: not read",
+                MAX_REPLY_BYTES >> 20
+            )));
+        }
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         if output.status.code() == Some(255) {
             return Err(classify(address, &stderr));
@@ -222,6 +231,42 @@ impl Ssh {
         }
         Ok(output.stdout)
     }
+}
+
+/// The largest reply read from a peer: a status with a set of 100,000 files and a large fleet's
+/// catalog is tens of MiB. Past it the peer is not answering as kapell does, and reading on
+/// would let it take the controller's memory, `parallel` hosts at once.
+const MAX_REPLY_BYTES: usize = 256 << 20;
+
+/// What ssh says on standard error that is kept (the last lines are shown).
+const MAX_STDERR_BYTES: u64 = 64 << 10;
+
+/// `child`'s exit status and output, as `wait_with_output` gives them, but bounded: standard
+/// output up to one byte past `max` (then `kill` ends the child), standard error up to
+/// [`MAX_STDERR_BYTES`] (the rest is read and dropped, so ssh never blocks on it).
+fn bounded_output(
+    mut child: std::process::Child,
+    max: usize,
+    kill: impl FnOnce(),
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read as _;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errors = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let _ = (&mut stderr).take(MAX_STDERR_BYTES).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        kept
+    });
+    let mut reply = Vec::new();
+    (&mut stdout).take(max as u64 + 1).read_to_end(&mut reply)?;
+    if reply.len() > max {
+        kill();
+    }
+    drop(stdout);
+    let status = child.wait()?;
+    let stderr = errors.join().unwrap_or_default();
+    Ok(std::process::Output { status, stdout: reply, stderr })
 }
 
 /// `cmd -G -- address`: what ssh's configuration makes of `address`; empty if ssh fails.
@@ -302,6 +347,26 @@ fn last_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that never stops talking (`yes`) is cut off past the limit rather than read into
+    /// memory until the deadline; a normal reply is read whole, with its standard error.
+    #[test]
+    fn a_reply_is_read_up_to_its_limit() -> std::io::Result<()> {
+        let spawn = |script: &str| {
+            Command::new("sh").args(["-c", script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+        };
+        let endless = spawn("exec yes")?;
+        let pid = endless.id();
+        let kill = move || {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+        };
+        let out = bounded_output(endless, 4096, kill)?;
+        assert_eq!(out.stdout.len(), 4097);
+        assert!(!out.status.success());
+        let fine = bounded_output(spawn("printf '{}'; echo oops >&2")?, 4096, || {})?;
+        assert_eq!((fine.stdout.as_slice(), fine.stderr.as_slice()), (&b"{}"[..], &b"oops\n"[..]));
+        Ok(())
+    }
 
     const OPENSSH_9_2: &str = "sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,\
                                ecdh-sha2-nistp256,diffie-hellman-group14-sha256";
