@@ -249,7 +249,7 @@ pub fn plan(
                     }
                     if s.active_state == "failed" {
                         plan.notes.push(format!(
-                            "{unit} is failed and its command unchanged, so it is left alone (`systemctl restart \
+                            "{unit} is failed and its definition unchanged, so it is left alone (`systemctl restart \
                              {unit}` retries it; `journalctl -u {unit}` says why)"
                         ));
                     }
