@@ -58,6 +58,7 @@ fn main() {
             Scenario { name: "a_failed_desired_state_reaches_no_host_by_a_new_placement", test: placed_anew },
             Scenario { name: "a_host_whose_rollback_fails_is_held_and_never_confirmed", test: failed_rollback },
             Scenario { name: "scaling_a_dependency_restarts_none_of_its_dependents", test: scaled_dependency },
+            Scenario { name: "a_slow_host_of_a_batch_reverts_no_quick_one", test: slow_host_in_a_batch },
         ],
         Rig::boot,
         Rig::reset,
@@ -1402,5 +1403,68 @@ fn joining_host(rig: &mut Rig) -> Result<()> {
     ensure!(joined.stdout.contains("failed on db1"), "{joined}");
     ensure!(received_link(&rig.hosts[1], "current").is_err(), "web2 got a set:\n{joined}");
     ensure!(pids_of(rig)? == before, "a host was touched when web2 joined:\n{joined}");
+    Ok(())
+}
+
+/// One batch of all three hosts, where the new version takes 10 s to start on db1 (its
+/// `ExecStartPre=` waits while a file of db1's says so: an image pull, say) and starts at once
+/// on web1 and web2. Each push's confirm window (`healthy_deadline` 4 s + `confirm_timeout` 2 s)
+/// is shorter than db1's start: web1 and web2 are confirmed from their own pushes, not once
+/// db1's returns, so neither goes back on its own. The rollout completes, every host runs the
+/// new version as its confirmed set, and nothing moves in the windows after. Then a version that
+/// fails on db1 after its slow start takes web1 and web2, confirmed by then, back with it.
+fn slow_host_in_a_batch(rig: &mut Rig) -> Result<()> {
+    let slow = rig.hosts[2].root().join("etc/kapell-test-slow");
+    std::fs::write(&slow, "")?;
+    let result = slow_host_in_a_batch_with(rig);
+    std::fs::remove_file(&slow)?;
+    result
+}
+
+fn slow_host_in_a_batch_with(rig: &mut Rig) -> Result<()> {
+    let c = rig.converged("max_parallel = 3\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"4s\"\n")?;
+    let fleet = std::fs::read_to_string(c.dir.path().join("fleet.toml"))?;
+    c.write("fleet.toml", &fleet.replace("[defaults]\n", "[defaults]\nconfirm_timeout = \"2s\"\n"))?;
+    c.write(
+        "agent.toml",
+        "[services.node]\nexec = [\"/bin/sleep\", \"7000155\"]\nplacement = { global = true }\n\n\
+         [services.node.systemd]\n\
+         Service = { ExecStartPre = \"/bin/sh -c 'test ! -e /etc/kapell-test-slow || sleep 10'\" }\n",
+    )?;
+    let run = c.kapell(&["fleet", "apply"])?;
+    eprintln!("$ kapell fleet apply (db1 takes 10 s to start the new version)\n{}", run.stdout);
+    ensure!(run.code == Some(0), "the rollout failed:\n{run}");
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000155")?, "not every host runs the new version:\n{run}");
+    ensure!(rollout_of(&c)?["state"] == "completed", "{run}");
+    let after = all_pids(&rig.hosts)?;
+    // Past every window: a host left unconfirmed would go back now.
+    std::thread::sleep(Duration::from_secs(8));
+    for host in &rig.hosts {
+        let name = host.name();
+        ensure!(received_link(host, "current")? == received_link(host, "confirmed")?, "{name} is unconfirmed:\n{run}");
+    }
+    ensure!(all_pids(&rig.hosts)? == after, "a host moved after the rollout:\n{run}");
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000155")?, "a host went back:\n{run}");
+
+    // A version that fails on db1 once it has started, slowly: web1 and web2 were confirmed by
+    // then, and go back with db1, from the set they confirmed to the one before.
+    c.write(
+        "agent.toml",
+        "[services.node]\nexec = [\"/bin/sh\", \"-c\", \"test ! -e /etc/kapell-test-slow || exit 3; exec sleep 7000156\"]\n\
+         restart = \"always\"\nrestart_delay = \"500ms\"\nplacement = { global = true }\n\n\
+         [services.node.systemd]\n\
+         Service = { ExecStartPre = \"/bin/sh -c 'test ! -e /etc/kapell-test-slow || sleep 10'\" }\n",
+    )?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    eprintln!("$ kapell fleet apply (the new version fails on db1 after its slow start)\n{}", failed.stdout);
+    for host in ["db1 ", "web1 ", "web2 "] {
+        ensure!(failed.stdout.lines().any(|l| l.starts_with(host) && l.contains("ROLLED BACK")), "{host}:\n{failed}");
+    }
+    ensure!(rollout_of(&c)?["failed"]["host"] == "db1", "{failed}");
+    ensure!(agent_runs(rig, &["db1", "web1", "web2"], "7000155")?, "not every host went back:\n{failed}");
+    for host in &rig.hosts {
+        let name = host.name();
+        ensure!(received_link(host, "current")? == received_link(host, "confirmed")?, "{name}:\n{failed}");
+    }
     Ok(())
 }

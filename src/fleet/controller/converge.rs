@@ -23,7 +23,8 @@
 //! Progress is written to the [`State`] before each step, so a controller killed mid-rollout
 //! finds the batch it was waiting on and checks it again before going on.
 
-use super::gate::{self, Verdict};
+use super::batch::{self, Batch, Pass, Stopped};
+use super::gate;
 use super::hosts::{Controller, HostResult};
 use super::instance_health;
 use super::rollout;
@@ -36,8 +37,6 @@ use crate::status::Health;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// How often a batch's health is polled during a rollout.
-const HEALTH_POLL: Duration = Duration::from_millis(1000);
 /// Backoff of an unreachable host: from this, doubling, up to [`BACKOFF_MAX`], with jitter.
 const BACKOFF_MIN: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -365,23 +364,23 @@ fn held_back(host: &str, why: String) -> HostOutcome {
 }
 
 /// The hashes this controller pushed to each of `hosts` (what an install may replace).
-fn known_of(state: &mut State, hosts: &[String]) -> BTreeMap<String, Vec<String>> {
+pub(super) fn known_of(state: &mut State, hosts: &[String]) -> BTreeMap<String, Vec<String>> {
     hosts.iter().map(|h| (h.clone(), state.host(h).known.clone())).collect()
 }
 
 /// How a host's set is installed: the hashes it may replace, `--force`, the confirm window, and
 /// whether the host has the fleet's catalog already.
-struct Install {
-    known: Vec<String>,
-    force: bool,
-    confirm_secs: u64,
+pub(super) struct Install {
+    pub known: Vec<String>,
+    pub force: bool,
+    pub confirm_secs: u64,
     /// The host's last reply named the fleet's catalog by its hash: the install leaves it out.
-    has_catalog: bool,
+    pub has_catalog: bool,
 }
 
 /// The hosts among `hosts` whose last reply said their set has the fleet's catalog (its hash):
 /// an install to them leaves the catalog out ([`send_install`]).
-fn with_catalog(c: &Controller, state: &mut State, hosts: &[String]) -> BTreeSet<String> {
+pub(super) fn with_catalog(c: &Controller, state: &mut State, hosts: &[String]) -> BTreeSet<String> {
     let Some(catalog) = c.catalog_hash.as_deref() else { return BTreeSet::new() };
     hosts.iter().filter(|h| state.host(h).catalog == catalog).cloned().collect()
 }
@@ -390,7 +389,12 @@ fn with_catalog(c: &Controller, state: &mut State, hosts: &[String]) -> BTreeSet
 /// has it (`install.has_catalog`), and sent after all when the host refuses that install (its
 /// catalog changed since its last reply, or an older peer): the catalog grows with the fleet,
 /// most pushes leave it as it is, and the catalog is most of a large fleet's install.
-fn send_install(c: &Controller, host: &str, install: &Install, health: Option<&[InstanceHealth]>) -> HostResult {
+pub(super) fn send_install(
+    c: &Controller,
+    host: &str,
+    install: &Install,
+    health: Option<&[InstanceHealth]>,
+) -> HostResult {
     let body = |same_catalog: bool| {
         let set = &c.sets[host];
         Body::Install {
@@ -473,7 +477,7 @@ fn confirm_pending(c: &Controller, host: &str, o: &mut HostOutcome) {
     }
 }
 
-fn outcome_of(r: HostResult) -> HostOutcome {
+pub(super) fn outcome_of(r: HostResult) -> HostOutcome {
     let (outcome, reply) = match r.outcome {
         Err(why) => (Outcome::Failed(why), None),
         Ok(reply) => {
@@ -495,7 +499,7 @@ fn outcome_of(r: HostResult) -> HostOutcome {
 
 /// Confirms set `hash` on `host` over a new connection (proof that the host can still be
 /// reached); the peer's refusal is a failure too.
-fn confirm(c: &Controller, host: &str, hash: String) -> Result<Reply, String> {
+pub(super) fn confirm(c: &Controller, host: &str, hash: String) -> Result<Reply, String> {
     c.request(host, Body::Confirm { hash }, true).outcome.and_then(refusal)
 }
 
@@ -577,7 +581,7 @@ fn roll_back_from(c: &Controller, host: &str, pushed: String, why: String) -> (O
 }
 
 /// Updates the host's state from what a pass learned.
-fn record(state: &mut State, o: &HostOutcome, desired: &str) {
+pub(super) fn record(state: &mut State, o: &HostOutcome, desired: &str) {
     if let (Outcome::Failed(why), None) = (&o.outcome, &o.reply) {
         mark_unreachable(state, &o.host, why);
         return;
@@ -637,14 +641,6 @@ struct Rolling<'a> {
     changes: &'a BTreeMap<String, Vec<String>>,
     /// Those of `hosts` in flight when a previous run stopped.
     resumed: &'a [String],
-}
-
-/// One batch of a rollout.
-struct Batch {
-    hosts: Vec<String>,
-    canaries: bool,
-    /// In flight when a previous run stopped: watched, and pushed only where it did not arrive.
-    resumed: bool,
 }
 
 /// The rollout of `desired_state` to `rolling` (the hosts whose change touches shared services;
@@ -776,7 +772,7 @@ fn rollout(
             }
             return;
         }
-        match run_batch(c, state, batch, options.force || record.retry) {
+        match batch::run_batch(c, state, batch, options.force || record.retry) {
             Ok(Pass { outcomes, set_aside: unreached }) => {
                 for o in outcomes {
                     report(o);
@@ -788,7 +784,7 @@ fn rollout(
                 set_aside.extend(unreached);
                 record.in_flight.clone_from(&set_aside);
             }
-            Err((host, why, started)) => {
+            Err(Stopped { host, why, started, confirmed }) => {
                 let reverted = policy.auto_revert;
                 // The failure is on record before anything goes back: a controller killed during
                 // the rollbacks finds the desired state failed (and holds it everywhere), not a
@@ -801,7 +797,11 @@ fn rollout(
                 let _ = state.save();
                 for h in &batch.hosts {
                     let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
-                    let (reply, outcome) = if reverted {
+                    let (reply, outcome) = if reverted && confirmed.contains(h) {
+                        // Confirmed before another host of its batch failed: its confirmed set
+                        // is the failed one, so the rollback names the set it leaves.
+                        roll_back_from(c, h, c.sets[h].hash.clone(), why)
+                    } else if reverted {
                         roll_back(c, state, h, why)
                     } else {
                         let (reply, what) = leave_as_is(c, h);
@@ -855,187 +855,6 @@ fn rollout(
     }
     state.rollout = Some(record);
     let _ = state.save();
-}
-
-/// Pushes `batch` (a resumed batch is already there), watches it until healthy for
-/// `min_healthy_time` and confirms it: each host's outcome (a confirmation that failed is that
-/// host's failure, not the rollout's; a host the push could not reach is set aside). `Err` names the host that failed, why, and when the batch
-/// started. `retry`: install even a set a host rolled back before.
-fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> Result<Pass, (String, String, Instant)> {
-    let policy = &c.fleet.rollout;
-    let window = policy.healthy_deadline.as_std() + c.fleet.defaults.confirm_timeout.as_std();
-    let start = Instant::now();
-    let hosts = &batch.hosts;
-    // Push the batch and remember each unit's restarts.
-    // A resumed host that got the set is only asked; one that never did (the run stopped before
-    // its install finished) is pushed.
-    let known = known_of(state, hosts);
-    let has_catalog = with_catalog(c, state, hosts);
-    let health = instance_health::word(c, state);
-    // Each host's outcome, and whether its request never reached it.
-    let pushed: Vec<(HostOutcome, bool)> = c.each(hosts, &|_| {}, |h| {
-        if batch.resumed {
-            let asked = c.request(h, Body::Status, false);
-            let never_sent = asked.never_sent;
-            let asked = outcome_of(asked);
-            if asked.reply.as_ref().is_none_or(|r| r.current == c.sets[h].hash) {
-                return (asked, never_sent);
-            }
-        }
-        let install = Install {
-            known: known[h].clone(),
-            force: retry,
-            confirm_secs: window.as_secs().max(1),
-            has_catalog: has_catalog.contains(h),
-        };
-        let sent = send_install(c, h, &install, health.as_deref());
-        let never_sent = sent.never_sent;
-        (outcome_of(sent), never_sent)
-    });
-    // A host ssh could not even connect to never got the set: that says nothing of the desired
-    // state, so it is set aside, retried with backoff, and resumed by a later pass. A push that
-    // connected and then got no reply is another matter: the set may be what cut the host off,
-    // and that fails the batch like any other failure.
-    let mut unreached: Vec<HostOutcome> = Vec::new();
-    let mut reached: Vec<HostOutcome> = Vec::new();
-    for (o, never_sent) in pushed {
-        if never_sent { unreached.push(o) } else { reached.push(o) }
-    }
-    let pushed = reached;
-    if let Some(o) = pushed.iter().find(|o| matches!(o.outcome, Outcome::Failed(_) | Outcome::HeldBack(_))) {
-        let (Outcome::Failed(why) | Outcome::HeldBack(why)) = &o.outcome else { unreachable!() };
-        return Err((o.host.clone(), why.clone(), start));
-    }
-    let set_aside: Vec<String> = unreached.iter().map(|o| o.host.clone()).collect();
-    let hosts: Vec<String> = hosts.iter().filter(|h| !set_aside.contains(h)).cloned().collect();
-    let hosts = &hosts;
-    let baseline: BTreeMap<String, gate::Pushed> = pushed
-        .iter()
-        .map(|o| {
-            let reply = o.reply.as_ref();
-            // A reply that names no file at all is a status (a resumed host that had its set):
-            // what the push changed is not known. An install's reply names what it changed,
-            // nothing but removals included.
-            let changed = reply
-                .filter(|r| !(r.added.is_empty() && r.updated.is_empty() && r.removed.is_empty()))
-                .map(|r| r.added.iter().chain(&r.updated).filter(|p| !p.contains('/')).cloned().collect());
-            let pushed = gate::Pushed {
-                hash: c.sets[&o.host].hash.clone(),
-                restarts: reply.map(restarts).unwrap_or_default(),
-                changed,
-            };
-            (o.host.clone(), pushed)
-        })
-        .collect();
-    let replies = watch(c, hosts, &baseline, policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std())
-        .map_err(|(host, why)| (host, why, start))?;
-    let mut outcomes = Vec::new();
-    for o in unreached {
-        let o = HostOutcome {
-            outcome: Outcome::Failed(format!(
-                "{}; set aside ({}): a later pass resumes it once it answers",
-                match &o.outcome {
-                    Outcome::Failed(why) => why.as_str(),
-                    _ => "not reached",
-                },
-                if batch.canaries { "the others wait for it" } else { "the rollout goes on without it" }
-            )),
-            ..o
-        };
-        record(state, &o, &c.sets[&o.host].hash);
-        outcomes.push(o);
-    }
-    // Each over a new connection, side by side: a host that takes its connect timeout to answer
-    // does not eat into the others' confirm windows.
-    let confirmations = c.each(hosts, &|_| {}, |h| (h.to_string(), confirm(c, h, c.sets[h].hash.clone())));
-    for (h, confirmed) in confirmations {
-        let h = &h;
-        let hash = c.sets[h].hash.clone();
-        let outcome = match confirmed {
-            Ok(_) => Outcome::Converged,
-            Err(why) => Outcome::Failed(format!("healthy, but the confirmation failed: {why}")),
-        };
-        // The status seen last, with what the push itself changed.
-        let mut reply = replies.get(h).cloned();
-        if let (Some(reply), Some(install)) =
-            (&mut reply, pushed.iter().find(|o| o.host == *h).and_then(|o| o.reply.as_ref()))
-        {
-            (reply.added, reply.updated, reply.removed) =
-                (install.added.clone(), install.updated.clone(), install.removed.clone());
-            reply.actions.clone_from(&install.actions);
-        }
-        let o = HostOutcome { host: h.clone(), outcome, reply, took: start.elapsed() };
-        record(state, &o, &hash);
-        outcomes.push(o);
-    }
-    Ok(Pass { outcomes, set_aside })
-}
-
-/// What a batch that did not fail gives: each host's outcome, and the hosts it could not
-/// reach, set aside for a later pass.
-struct Pass {
-    outcomes: Vec<HostOutcome>,
-    set_aside: Vec<String>,
-}
-
-/// Each service unit's restart counter.
-fn restarts(reply: &Reply) -> BTreeMap<String, u32> {
-    reply.units.iter().filter(|u| !u.service.is_empty()).map(|u| (u.unit.clone(), u.restarts)).collect()
-}
-
-/// Waits until every host of `batch` has been healthy for `min_healthy` without a break (as
-/// [`gate::judge`] sees it), or fails at `deadline` (at once when a unit failed) naming the host,
-/// and the unit and why (with its last journal lines and last probe).
-fn watch(
-    c: &Controller,
-    batch: &[String],
-    baseline: &BTreeMap<String, gate::Pushed>,
-    min_healthy: Duration,
-    deadline: Duration,
-) -> Result<BTreeMap<String, Reply>, (String, String)> {
-    let start = Instant::now();
-    let mut healthy_since: BTreeMap<String, Instant> = BTreeMap::new();
-    loop {
-        let results = c.each(batch, &|_| {}, |h| c.request(h, Body::Status, false));
-        let mut replies = BTreeMap::new();
-        let mut last_problem = None;
-        for r in results {
-            let verdict = match &r.outcome {
-                Err(why) => Verdict::NotYet(format!("unreachable: {why}")),
-                Ok(reply) => gate::judge(reply, &baseline[&r.host]),
-            };
-            match verdict {
-                Verdict::Healthy => {
-                    healthy_since.entry(r.host.clone()).or_insert_with(Instant::now);
-                }
-                Verdict::NotYet(p) => {
-                    healthy_since.remove(&r.host);
-                    last_problem = Some((r.host.clone(), p));
-                }
-                Verdict::Failed(why) => return Err((r.host, why)),
-            }
-            if let Ok(reply) = r.outcome {
-                replies.insert(r.host, reply);
-            }
-        }
-        let all = batch.iter().all(|h| healthy_since.get(h).is_some_and(|t| t.elapsed() >= min_healthy));
-        if all {
-            return Ok(replies);
-        }
-        if start.elapsed() > deadline {
-            // No problem now: the blame goes to a host that has not been healthy for long
-            // enough (healthy again only lately), not to one that was healthy throughout.
-            let late = batch
-                .iter()
-                .find(|h| healthy_since.get(*h).is_none_or(|t| t.elapsed() < min_healthy))
-                .or(batch.first())
-                .cloned()
-                .unwrap_or_default();
-            let why = || format!("not healthy for {min_healthy:?} without a break before the deadline");
-            return Err(last_problem.unwrap_or_else(|| (late, why())));
-        }
-        std::thread::sleep(HEALTH_POLL);
-    }
 }
 
 #[cfg(test)]

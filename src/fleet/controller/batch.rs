@@ -1,0 +1,330 @@
+//! One batch of a rollout: its hosts pushed side by side, each watched from its own push until
+//! healthy for `min_healthy_time` (within `healthy_deadline` of that push) and confirmed then,
+//! over a new connection (see docs/fleet-protocol.md).
+//!
+//! A host is confirmed when it is ready, not when the batch's slowest host is: its confirm
+//! window opened at its own install, so a quick host waiting for another's image pull would
+//! otherwise go back on its own and fail the batch. The batch is done once every host it
+//! reached is confirmed and healthy for `min_healthy_time` at the same time. A unit that fails,
+//! or a host not healthy by its deadline, fails it, naming the host; the hosts confirmed by then
+//! are named too, since going back from a confirmed set takes another request
+//! ([`super::converge`] rolls the batch back).
+
+use super::converge::{
+    HostOutcome, Install, Outcome, confirm, known_of, outcome_of, record, send_install, with_catalog,
+};
+use super::gate::{self, Verdict};
+use super::hosts::Controller;
+use super::instance_health;
+use super::state::State;
+use crate::fleet::protocol::{Body, Reply};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a batch's health is polled during a rollout.
+const HEALTH_POLL: Duration = Duration::from_millis(1000);
+
+/// One batch of a rollout.
+pub(super) struct Batch {
+    pub hosts: Vec<String>,
+    pub canaries: bool,
+    /// In flight when a previous run stopped: watched, and pushed only where it did not arrive.
+    pub resumed: bool,
+}
+
+/// What a batch that did not fail gives: each host's outcome, and the hosts it could not
+/// reach, set aside for a later pass.
+pub(super) struct Pass {
+    pub outcomes: Vec<HostOutcome>,
+    pub set_aside: Vec<String>,
+}
+
+/// Why a batch failed: the host, the reason, when the batch started, and the hosts of the batch
+/// confirmed by then (their confirmed set is the failed one: a rollback names the set it leaves).
+pub(super) struct Stopped {
+    pub host: String,
+    pub why: String,
+    pub started: Instant,
+    pub confirmed: BTreeSet<String>,
+}
+
+/// A push's result as it comes in: the host's outcome, and whether the request never reached it.
+struct Arrival {
+    outcome: HostOutcome,
+    never_sent: bool,
+}
+
+/// The pushes' results, handed from the pushing threads to the watcher as each one returns.
+#[derive(Default)]
+struct Arrivals {
+    queue: Mutex<Vec<Arrival>>,
+    came: Condvar,
+}
+
+impl Arrivals {
+    fn push(&self, arrival: Arrival) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.push(arrival);
+        }
+        self.came.notify_one();
+    }
+
+    /// What came in, waiting until something does or `until`.
+    fn take(&self, until: Instant) -> Vec<Arrival> {
+        let Ok(mut queue) = self.queue.lock() else { return Vec::new() };
+        while queue.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.came.wait_timeout(queue, left) {
+                Ok((q, _)) => queue = q,
+                Err(_) => return Vec::new(),
+            }
+        }
+        std::mem::take(&mut *queue)
+    }
+}
+
+/// A host of the batch its push reached, as the watcher sees it.
+struct Watched {
+    /// What the push changed, for [`gate::judge`].
+    pushed: gate::Pushed,
+    /// The push's own reply: what it added, changed and removed.
+    install: Option<Reply>,
+    /// When its push returned: its deadline counts from here.
+    arrived: Instant,
+    healthy_since: Option<Instant>,
+    /// Why it is not healthy, as the last status said.
+    problem: Option<String>,
+    /// The status seen last.
+    last: Option<Reply>,
+    /// How long after the batch's start its confirmation came.
+    confirmed: Option<Duration>,
+}
+
+impl Watched {
+    fn new(c: &Controller, o: HostOutcome) -> Self {
+        let reply = o.reply.as_ref();
+        // A reply that names no file at all is a status (a resumed host that had its set): what
+        // the push changed is not known. An install's reply names what it changed, nothing but
+        // removals included.
+        let changed = reply
+            .filter(|r| !(r.added.is_empty() && r.updated.is_empty() && r.removed.is_empty()))
+            .map(|r| r.added.iter().chain(&r.updated).filter(|p| !p.contains('/')).cloned().collect());
+        let pushed = gate::Pushed {
+            hash: c.sets[&o.host].hash.clone(),
+            restarts: reply.map(restarts).unwrap_or_default(),
+            changed,
+        };
+        Watched {
+            pushed,
+            install: o.reply,
+            arrived: Instant::now(),
+            healthy_since: None,
+            problem: None,
+            last: None,
+            confirmed: None,
+        }
+    }
+
+    fn healthy_for(&self, min_healthy: Duration) -> bool {
+        self.healthy_since.is_some_and(|t| t.elapsed() >= min_healthy)
+    }
+
+    /// The outcome of a host of a batch that passed: the status seen last, with what the push
+    /// itself changed, and how long it took to be confirmed.
+    fn outcome(self, host: String, took: Duration) -> HostOutcome {
+        let took = self.confirmed.unwrap_or(took);
+        let mut reply = self.last;
+        if let (Some(reply), Some(install)) = (&mut reply, &self.install) {
+            (reply.added, reply.updated, reply.removed) =
+                (install.added.clone(), install.updated.clone(), install.removed.clone());
+            reply.actions.clone_from(&install.actions);
+        }
+        HostOutcome { host, outcome: Outcome::Converged, reply, took }
+    }
+}
+
+/// Pushes `batch` (a resumed batch is already there), watches and confirms each host from its
+/// own push: each host's outcome (a confirmation that failed is that host's failure, not the
+/// rollout's; a host the push could not reach is set aside). `retry`: install even a set a host
+/// rolled back before.
+pub(super) fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> Result<Pass, Stopped> {
+    let policy = &c.fleet.rollout;
+    let window = policy.healthy_deadline.as_std() + c.fleet.defaults.confirm_timeout.as_std();
+    let start = Instant::now();
+    let hosts = &batch.hosts;
+    let known = known_of(state, hosts);
+    let has_catalog = with_catalog(c, state, hosts);
+    let health = instance_health::word(c, state);
+    // A resumed host that got the set is only asked; one that never did (the run stopped before
+    // its install finished) is pushed.
+    let push = |h: &str| -> Arrival {
+        if batch.resumed {
+            let asked = c.request(h, Body::Status, false);
+            let never_sent = asked.never_sent;
+            let asked = outcome_of(asked);
+            if asked.reply.as_ref().is_none_or(|r| r.current == c.sets[h].hash) {
+                return Arrival { outcome: asked, never_sent };
+            }
+        }
+        let install = Install {
+            known: known[h].clone(),
+            force: retry,
+            confirm_secs: window.as_secs().max(1),
+            has_catalog: has_catalog.contains(h),
+        };
+        let sent = send_install(c, h, &install, health.as_deref());
+        let never_sent = sent.never_sent;
+        Arrival { outcome: outcome_of(sent), never_sent }
+    };
+    let arrivals = Arrivals::default();
+    let watched = std::thread::scope(|scope| {
+        scope.spawn(|| c.each(hosts, &|_| {}, |h| arrivals.push(push(h))));
+        // The scope ends once every push has returned, also when the watcher stops early: the
+        // rollback then reaches every host of the batch after its push.
+        watch(c, hosts.len(), &arrivals, start)
+    })?;
+
+    let mut outcomes = Vec::new();
+    for o in watched.unreached {
+        let o = HostOutcome {
+            outcome: Outcome::Failed(format!(
+                "{}; set aside ({}): a later pass resumes it once it answers",
+                match &o.outcome {
+                    Outcome::Failed(why) => why.as_str(),
+                    _ => "not reached",
+                },
+                if batch.canaries { "the others wait for it" } else { "the rollout goes on without it" }
+            )),
+            ..o
+        };
+        outcomes.push(o);
+    }
+    let set_aside = outcomes.iter().map(|o| o.host.clone()).collect();
+    outcomes.extend(watched.unconfirmed);
+    outcomes.extend(watched.hosts.into_iter().map(|(h, w)| w.outcome(h, start.elapsed())));
+    for o in &outcomes {
+        record(state, o, &c.sets[&o.host].hash);
+    }
+    Ok(Pass { outcomes, set_aside })
+}
+
+/// What the watcher of a batch that passed saw.
+struct Seen {
+    /// Healthy and confirmed.
+    hosts: BTreeMap<String, Watched>,
+    /// Healthy, but their confirmation failed: each one's own failure.
+    unconfirmed: Vec<HostOutcome>,
+    /// Never reached by their push.
+    unreached: Vec<HostOutcome>,
+}
+
+/// Watches the `expected` hosts of a batch as their pushes come in (see the module's comment).
+fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant) -> Result<Seen, Stopped> {
+    let policy = &c.fleet.rollout;
+    let (min_healthy, deadline) = (policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std());
+    let mut seen = Seen { hosts: BTreeMap::new(), unconfirmed: Vec::new(), unreached: Vec::new() };
+    let mut came = 0;
+    let mut next_poll = Instant::now();
+    let stop = |seen: &Seen, host: String, why: String| Stopped {
+        host,
+        why,
+        started,
+        confirmed: seen.hosts.iter().filter(|(_, w)| w.confirmed.is_some()).map(|(h, _)| h.clone()).collect(),
+    };
+    loop {
+        // Polled every HEALTH_POLL, and at once when a push returns (its host's first status).
+        let new = if came < expected {
+            arrivals.take(next_poll)
+        } else {
+            std::thread::sleep(next_poll.saturating_duration_since(Instant::now()));
+            Vec::new()
+        };
+        let fresh = !new.is_empty();
+        came += new.len();
+        for Arrival { outcome, never_sent } in new {
+            // A host ssh could not even connect to never got the set: that says nothing of the
+            // desired state, so it is set aside, retried with backoff, and resumed by a later
+            // pass. A push that connected and then got no reply is another matter: the set may
+            // be what cut the host off, and that fails the batch like any other failure.
+            if never_sent {
+                seen.unreached.push(outcome);
+                continue;
+            }
+            if let Outcome::Failed(why) | Outcome::HeldBack(why) = &outcome.outcome {
+                return Err(stop(&seen, outcome.host.clone(), why.clone()));
+            }
+            seen.hosts.insert(outcome.host.clone(), Watched::new(c, outcome));
+        }
+        if !fresh && Instant::now() < next_poll {
+            continue;
+        }
+        next_poll = Instant::now() + HEALTH_POLL;
+
+        let polled: Vec<String> = seen.hosts.keys().cloned().collect();
+        for r in c.each(&polled, &|_| {}, |h| c.request(h, Body::Status, false)) {
+            let w = seen.hosts.get_mut(&r.host).expect("a polled host is watched");
+            let verdict = match &r.outcome {
+                Err(why) => Verdict::NotYet(format!("unreachable: {why}")),
+                Ok(reply) => gate::judge(reply, &w.pushed),
+            };
+            match verdict {
+                Verdict::Healthy => {
+                    w.healthy_since.get_or_insert_with(Instant::now);
+                }
+                Verdict::NotYet(p) => {
+                    w.healthy_since = None;
+                    w.problem = Some(p);
+                }
+                Verdict::Failed(why) => return Err(stop(&seen, r.host, why)),
+            }
+            if let Ok(reply) = r.outcome {
+                w.last = Some(reply);
+            }
+        }
+
+        // Each host is confirmed once healthy for long enough, side by side: a host that takes
+        // its connect timeout to answer does not eat into the others' confirm windows.
+        let ready: Vec<String> = seen
+            .hosts
+            .iter()
+            .filter(|(_, w)| w.confirmed.is_none() && w.healthy_for(min_healthy))
+            .map(|(h, _)| h.clone())
+            .collect();
+        for (h, confirmed) in c.each(&ready, &|_| {}, |h| (h.to_string(), confirm(c, h, c.sets[h].hash.clone()))) {
+            match confirmed {
+                Ok(_) => {
+                    seen.hosts.get_mut(&h).expect("a confirmed host is watched").confirmed = Some(started.elapsed())
+                }
+                Err(why) => {
+                    let w = seen.hosts.remove(&h).expect("a confirmed host is watched");
+                    let mut o = w.outcome(h, started.elapsed());
+                    o.outcome = Outcome::Failed(format!("healthy, but the confirmation failed: {why}"));
+                    seen.unconfirmed.push(o);
+                }
+            }
+        }
+
+        if came == expected && seen.hosts.values().all(|w| w.confirmed.is_some() && w.healthy_for(min_healthy)) {
+            return Ok(seen);
+        }
+        // No problem now: the blame goes to a host that has not been healthy for long enough
+        // (healthy again only lately), with what its last status said.
+        let late = seen.hosts.iter().find(|(_, w)| w.arrived.elapsed() > deadline && !w.healthy_for(min_healthy));
+        if let Some((host, w)) = late {
+            let why = w
+                .problem
+                .clone()
+                .unwrap_or_else(|| format!("not healthy for {min_healthy:?} without a break before the deadline"));
+            return Err(stop(&seen, host.clone(), why));
+        }
+    }
+}
+
+/// Each service unit's restart counter.
+fn restarts(reply: &Reply) -> BTreeMap<String, u32> {
+    reply.units.iter().filter(|u| !u.service.is_empty()).map(|u| (u.unit.clone(), u.restarts)).collect()
+}
