@@ -35,6 +35,8 @@ pub const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 153))
 /// How often the catalog, networks and upstreams are looked at, and local units polled.
 const TICK: Duration = Duration::from_millis(500);
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How long one poll of the local units may wait for systemd.
+const UNIT_POLL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Probes in flight at once. The first tick, and every new catalog, finds every probe due: a
 /// fleet of a thousand instances would otherwise open a thousand sockets in one go, and past
 /// the descriptor limit the same instances would fail every time (and answers with them).
@@ -178,7 +180,17 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     listeners.bind(options.listen).await?;
     let systemd = Systemd::system().await.ok();
     let mut sources = Sources::of(&options.config_dir, options.ip);
-    let (mut catalog, mut origin) = load_catalog(&options.config_dir, options.ip)?;
+    let (mut catalog, mut origin) = match load_catalog(&options.config_dir, options.ip) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // Containers resolve every name through this responder: without it they would resolve
+            // none. So it serves without `.kapell` names, and reads the catalog again at every
+            // look, as it does when a catalog goes bad later.
+            log::error!("kapell dns: no .kapell names until this is fixed: {e:#}");
+            sources = Sources::default();
+            (Catalog::default(), format!("none: {e:#}"))
+        }
+    };
     let mut pushed = Watch::new(pushed_health::path());
     let mut health = HealthMap::initial(&catalog);
     health.apply_pushed(&catalog, &pushed);
@@ -200,7 +212,8 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
         }),
         _ => None,
     };
-    let (results_tx, mut results) = tokio::sync::mpsc::unbounded_channel::<(health::InstanceKey, bool)>();
+    let (results_tx, mut results) = tokio::sync::mpsc::unbounded_channel::<(health::InstanceKey, u64, bool)>();
+    let mut turns = ProbeTurns::default();
     let mut next_probe: HashMap<health::InstanceKey, Instant> = HashMap::new();
     let probing = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES_AT_ONCE));
     let mut last_refresh: Option<Instant> = None;
@@ -214,8 +227,10 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            Some((key, ok)) = results.recv() => {
-                changed |= health.set(key, ok);
+            Some((key, turn, ok)) = results.recv() => {
+                if turns.is_latest(&key, turn) {
+                    changed |= health.set(key, ok);
+                }
                 continue;
             }
             _ = ticker.tick() => {}
@@ -233,6 +248,7 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                         health = health.carried_over(&catalog, &new);
                         health.apply_pushed(&new, &pushed);
                         next_probe.clear();
+                        turns.new_catalog();
                         (catalog, origin) = (new, from);
                         changed = true;
                     }
@@ -253,6 +269,7 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
         if let Some(task) = asking_docker.take_if(|t| !ready || t.is_finished())
             && let Ok((access, gateways)) = task.await
         {
+            let listening = listeners.addresses();
             for gateway in &gateways {
                 if let Err(e) = listeners.bind(*gateway).await {
                     log::warn!("kapell dns: {e:#}");
@@ -261,6 +278,9 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
             let mut wanted = gateways.clone();
             wanted.push(options.listen);
             listeners.keep_only(&wanted).await;
+            // Published also when nothing else changed (a gateway bound only at a later look):
+            // a container's supervisor waits for its gateway in dns.json before it names it.
+            changed |= listeners.addresses() != listening;
             *shared.upstreams.write().map_err(|_| anyhow::anyhow!("poisoned"))? =
                 Arc::new(upstream::servers(&listeners.addresses()));
             let access = Arc::new(access);
@@ -279,10 +299,11 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
             }
             next_probe.insert(planned.key.clone(), now + planned.interval);
             let (prober, tx, probing) = (Arc::clone(&prober), results_tx.clone(), Arc::clone(&probing));
+            let turn = turns.next();
             tokio::spawn(async move {
-                let Ok(_turn) = probing.acquire().await else { return };
+                let Ok(_slot) = probing.acquire().await else { return };
                 let ok = prober.probe(&planned.check, planned.address, planned.timeout).await;
-                let _ = tx.send((planned.key, ok));
+                let _ = tx.send((planned.key, turn, ok));
             });
         }
         if let Some(systemd) = &systemd {
@@ -337,6 +358,40 @@ async fn networks(containers: bool) -> (Access, Vec<IpAddr>) {
     (access, gateways)
 }
 
+/// The order of the probes: each one numbered as it starts, so that a result that comes in
+/// after a later one's (a probe that waited for its slot, or hung up to its timeout while the
+/// next interval's probe answered) or that was started for a catalog replaced since (an
+/// instance moved to another address) does not overwrite what is known now.
+#[derive(Debug, Default)]
+struct ProbeTurns {
+    next: u64,
+    /// The first turn of the current catalog.
+    catalog_from: u64,
+    /// The latest turn whose result was taken, per instance.
+    taken: HashMap<health::InstanceKey, u64>,
+}
+
+impl ProbeTurns {
+    fn next(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn new_catalog(&mut self) {
+        self.catalog_from = self.next + 1;
+        self.taken.clear();
+    }
+
+    /// Whether the result of probe `turn` of `key` is newer than anything known of it.
+    fn is_latest(&mut self, key: &health::InstanceKey, turn: u64) -> bool {
+        if turn < self.catalog_from || self.taken.get(key).is_some_and(|t| *t > turn) {
+            return false;
+        }
+        self.taken.insert(key.clone(), turn);
+        true
+    }
+}
+
 /// Reads this host's units of the catalog; whether any instance changed.
 async fn poll_units(systemd: &Systemd, catalog: &Catalog, health: &mut HealthMap) -> bool {
     let units = health::local_units(catalog);
@@ -344,7 +399,19 @@ async fn poll_units(systemd: &Systemd, catalog: &Catalog, health: &mut HealthMap
         return false;
     }
     let names: Vec<String> = units.iter().map(|(u, _)| u.clone()).collect();
-    let Ok(infos) = systemd.units(&names).await else { return false };
+    // Bounded: a systemd that does not answer holds back the probes' results and the
+    // catalog's changes too, which the same loop publishes. The last known states stand.
+    let infos = match tokio::time::timeout(UNIT_POLL_TIMEOUT, systemd.liveness(&names)).await {
+        Ok(Ok(infos)) => infos,
+        Ok(Err(e)) => {
+            log::debug!("kapell dns: {e:#}");
+            return false;
+        }
+        Err(_) => {
+            log::warn!("kapell dns: systemd did not say how the local units are within {UNIT_POLL_TIMEOUT:?}");
+            return false;
+        }
+    };
     let probes = crate::health::state::dir();
     // An instance with replicas is healthy while any of its units is.
     let mut up: HashMap<health::InstanceKey, bool> = HashMap::new();
@@ -394,4 +461,31 @@ fn state_of(
         names.insert(name, answers);
     }
     DnsState { pid: std::process::id(), listening: listeners.addresses(), resolved, names, catalog: origin.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(service: &str) -> health::InstanceKey {
+        health::InstanceKey { stack: "data".into(), service: service.into(), host: "h1".into() }
+    }
+
+    /// A probe's result counts only if no later probe of the instance answered first, and only
+    /// for the catalog it was started for.
+    #[test]
+    fn a_late_probe_result_overwrites_nothing_newer() {
+        let mut turns = ProbeTurns::default();
+        let (first, second) = (turns.next(), turns.next());
+        assert!(turns.is_latest(&key("db"), second), "the later probe answers first");
+        assert!(!turns.is_latest(&key("db"), first), "the earlier one, later, is dropped");
+        assert!(turns.is_latest(&key("cache"), first), "another instance's result is its own");
+        let before_reload = turns.next();
+        turns.new_catalog();
+        assert!(!turns.is_latest(&key("web"), before_reload), "started for the catalog replaced since");
+        let after = turns.next();
+        assert!(turns.is_latest(&key("web"), after));
+        let next = turns.next();
+        assert!(turns.is_latest(&key("db"), next), "a new catalog starts every instance afresh");
+    }
 }

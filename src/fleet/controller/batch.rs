@@ -10,12 +10,12 @@
 //! are named too, since going back from a confirmed set takes another request
 //! ([`super::converge`] rolls the batch back).
 
-use super::converge::{
-    HostOutcome, Install, Outcome, confirm, known_of, outcome_of, record, send_install, with_catalog,
-};
 use super::gate::{self, Verdict};
 use super::hosts::Controller;
 use super::instance_health;
+use super::outcomes::{
+    HostOutcome, Install, Outcome, confirm, known_of, outcome_of, record, send_install, with_catalog,
+};
 use super::state::State;
 use crate::fleet::protocol::{Body, Reply};
 use std::collections::{BTreeMap, BTreeSet};

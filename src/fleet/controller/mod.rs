@@ -7,7 +7,8 @@
 //! transport. [`converge`] is one pass that brings hosts to their sets, shared by `kapell fleet
 //! apply` and the [`federate`] daemon. It carries out the decisions of [`rollout`] (canaries,
 //! batches, a failed desired state held back); [`batch`] pushes, watches and confirms each batch
-//! host by host, with [`gate`] judging health. [`instance_health`] is the health of the
+//! host by host, with [`gate`] judging health; both send each host its requests and keep their
+//! [`outcomes`]. [`instance_health`] is the health of the
 //! instances no responder probes that every install carries; [`state`] is what the controller
 //! remembers between runs.
 
@@ -19,6 +20,7 @@ pub mod federate;
 pub mod gate;
 pub mod hosts;
 pub mod instance_health;
+pub mod outcomes;
 pub mod placement;
 pub mod rollout;
 pub mod ssh;
