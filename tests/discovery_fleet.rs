@@ -303,7 +303,9 @@ placement = { hosts = ["h3"] }
     h3.exec_ok(&["touch", OK_FILE])?;
     rig.kapell(&["fleet", "apply", "--no-rollout"])?;
     let log = tempfile::NamedTempFile::new()?;
-    let mut daemon = Daemon(rig.command(&["federate"])?.stderr(log.reopen()?).stdout(Stdio::null()).spawn()?);
+    let mut daemon = Daemon(
+        rig.command(&["federate"])?.env("KAPELL_LOG", "debug").stderr(log.reopen()?).stdout(Stdio::null()).spawn()?,
+    );
 
     let worker_on = |host: &Host| -> Result<BTreeSet<String>> { addresses(host, WORKER) };
     let h3_only = BTreeSet::from([rig.ip(2)]);
@@ -350,6 +352,17 @@ placement = { hosts = ["h3"] }
     holds("the last word on h1 and h2", &|| Ok(worker_on(h1)?.is_empty() && worker_on(h2)?.is_empty()))?;
     let log = std::fs::read_to_string(log.path())?;
     ensure!(!log.contains(" converged: "), "the daemon changed a host:\n{log}");
+    // A word a host holds already (its replies name its hash) is not sent again: most passes'
+    // repairs go without it, each change of health went with it.
+    for host in ["h1", "h2", "h3"] {
+        let repairs = |with: bool| {
+            log.lines()
+                .filter(|l| l.contains(&format!("{host}: repair request of ")))
+                .filter(|l| l.contains(" without the health word") != with)
+                .count()
+        };
+        ensure!(repairs(false) >= 4 && repairs(true) >= 1, "{host}'s repairs, with and without the word:\n{log}");
+    }
     ensure!(log.matches("periodic pass").count() >= 5, "the daemon passed every {INTERVAL:?}:\n{log}");
     h1.systemctl_ok(&["restart", "kapell-dns.service"])?;
     for _ in 0..6 {

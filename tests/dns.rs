@@ -324,6 +324,9 @@ fn a_bad_catalog_at_the_start_leaves_out_the_names_until_it_is_fixed() {
     wait("the fixed catalog's answer", Duration::from_secs(5), || {
         ask(dns.address, "cache.data.kapell.", RecordType::A).1 == ["127.0.0.2"]
     });
+    let state = std::fs::read_to_string(dns.runtime.path().join("dns.json")).expect("dns.json");
+    let state: serde_json::Value = serde_json::from_str(&state).expect("json");
+    assert!(state["catalog"].as_str().is_some_and(|c| c.ends_with("catalog.json")), "{state:#}");
 }
 
 /// A push that brings a new catalog (a new generation, `current` swapped to it) is read within

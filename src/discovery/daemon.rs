@@ -180,9 +180,13 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     listeners.bind(options.listen).await?;
     let systemd = Systemd::system().await.ok();
     let mut sources = Sources::of(&options.config_dir, options.ip);
+    // What was said of the last catalog that could not be read: said again only when it changes
+    // (a bad catalog is read again at every look, every 2 s).
+    let mut catalog_error: Option<String> = None;
     let (mut catalog, mut origin) = match load_catalog(&options.config_dir, options.ip) {
         Ok(loaded) => loaded,
         Err(e) => {
+            catalog_error = Some(format!("{e:#}"));
             // Containers resolve every name through this responder: without it they would resolve
             // none. So it serves without `.kapell` names, and reads the catalog again at every
             // look, as it does when a catalog goes bad later.
@@ -242,7 +246,11 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
             let now = Sources::of(&options.config_dir, options.ip);
             if now != sources {
                 sources = now;
-                match load_catalog(&options.config_dir, options.ip) {
+                let loaded = load_catalog(&options.config_dir, options.ip);
+                if loaded.is_ok() {
+                    catalog_error = None;
+                }
+                match loaded {
                     Ok((new, from)) if new != catalog => {
                         log::info!("kapell dns: catalog of {} services from {from}", new.services.len());
                         health = health.carried_over(&catalog, &new);
@@ -252,11 +260,20 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                         (catalog, origin) = (new, from);
                         changed = true;
                     }
+                    // The same services, from elsewhere (or fixed back to what was there).
+                    Ok((_, from)) if from != origin => {
+                        origin = from;
+                        changed = true;
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         // Tried again at the next look, whether or not its sources change.
                         sources = Sources::default();
-                        log::warn!("kapell dns: keeping the catalog it has: {e:#}");
+                        let error = format!("{e:#}");
+                        if catalog_error.as_ref() != Some(&error) {
+                            log::warn!("kapell dns: keeping the catalog it has: {error}");
+                            catalog_error = Some(error);
+                        }
                     }
                 }
             }

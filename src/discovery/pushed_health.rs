@@ -46,14 +46,20 @@ pub fn read(path: &Path) -> Vec<InstanceHealth> {
 /// responder reads it after a reboot too (a file lost to a crash would make every instance the
 /// controller judged count as healthy). Whether the file changed.
 pub fn write(path: &Path, instances: &[InstanceHealth]) -> std::io::Result<bool> {
-    let mut sorted = instances.to_vec();
-    sorted.sort();
-    let text = serde_json::to_vec(&sorted).map_err(std::io::Error::other)?;
+    let text = text(instances).map_err(std::io::Error::other)?;
     if std::fs::read(path).is_ok_and(|old| old == text) {
         return Ok(false);
     }
     crate::atomic_file::replace(path, &text, crate::atomic_file::Durability::Durable)?;
     Ok(true)
+}
+
+/// The file's text for `instances`: sorted, so equal words are equal texts (a peer names the
+/// word it holds by the hash of its file's text).
+pub fn text(instances: &[InstanceHealth]) -> serde_json::Result<Vec<u8>> {
+    let mut sorted = instances.to_vec();
+    sorted.sort();
+    serde_json::to_vec(&sorted)
 }
 
 /// The file as the responder follows it: read again only when its inode (each write renames a

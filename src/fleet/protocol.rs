@@ -339,6 +339,11 @@ pub struct Reply {
     /// a confirmation's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub catalog_hash: String,
+    /// The SHA-256 of the fleet's health word the peer holds (its `health.json`; empty without
+    /// one): what lets the controller leave an unchanged word out of the next request. In every
+    /// reply but a confirmation's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health_hash: String,
 }
 
 impl Reply {
@@ -346,7 +351,12 @@ impl Reply {
     /// hashes (or empty): a reply with anything else there is not understood, so that a peer's
     /// text cannot add lines of its own to a report or grow the controller's state.
     pub fn check(&self) -> Result<(), String> {
-        let hashes = [("current", &self.current), ("confirmed", &self.confirmed), ("catalog_hash", &self.catalog_hash)];
+        let hashes = [
+            ("current", &self.current),
+            ("confirmed", &self.confirmed),
+            ("catalog_hash", &self.catalog_hash),
+            ("health_hash", &self.health_hash),
+        ];
         let pending = self.pending.as_ref().map(|(hash, _)| ("pending", hash));
         if let Some((name, _)) = hashes.into_iter().chain(pending).find(|(_, h)| !h.is_empty() && !is_hash(h)) {
             return Err(format!("its {name} is not a SHA-256 in hex"));

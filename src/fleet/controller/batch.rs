@@ -4,11 +4,12 @@
 //!
 //! A host is confirmed when it is ready, not when the batch's slowest host is: its confirm
 //! window opened at its own install, so a quick host waiting for another's image pull would
-//! otherwise go back on its own and fail the batch. The batch is done once every host it
-//! reached is confirmed and healthy for `min_healthy_time` at the same time. A unit that fails,
-//! or a host not healthy by its deadline, fails it, naming the host; the hosts confirmed by then
-//! are named too, since going back from a confirmed set takes another request
-//! ([`super::converge`] rolls the batch back).
+//! otherwise go back on its own and fail the batch. A confirmation that fails is tried again at
+//! each poll until the host's deadline. The batch is done once every host it reached is
+//! confirmed and healthy for `min_healthy_time` at the same time. A unit that fails, or a host
+//! not healthy by its deadline, fails it, naming the host; no host is pushed after that, and the
+//! hosts that run the pushed set are named, confirmed or not, since going back from a set that
+//! may be confirmed takes a rollback that names it ([`super::converge`] rolls the batch back).
 
 use super::gate::{self, Verdict};
 use super::hosts::Controller;
@@ -19,7 +20,9 @@ use super::outcomes::{
 use super::state::State;
 use crate::fleet::protocol::{Body, Reply};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Condvar, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often a batch's health is polled during a rollout.
@@ -33,26 +36,40 @@ pub(super) struct Batch {
     pub resumed: bool,
 }
 
-/// What a batch that did not fail gives: each host's outcome, and the hosts it could not
-/// reach, set aside for a later pass.
+/// What a batch that did not fail gives: each host's outcome, the hosts it could not reach (set
+/// aside for a later pass), and those whose confirmation failed (they go back on their own).
 pub(super) struct Pass {
     pub outcomes: Vec<HostOutcome>,
     pub set_aside: Vec<String>,
+    pub unconfirmed: Vec<String>,
 }
 
-/// Why a batch failed: the host, the reason, when the batch started, and the hosts of the batch
-/// confirmed by then (their confirmed set is the failed one: a rollback names the set it leaves).
+/// Why a batch failed: the host, the reason, when the batch started, which hosts run the set it
+/// pushed, and which it never pushed.
 pub(super) struct Stopped {
     pub host: String,
     pub why: String,
     pub started: Instant,
-    pub confirmed: BTreeSet<String>,
+    /// The hosts whose last reply said they run the pushed set, confirmed or not (a
+    /// confirmation may have taken effect with its reply lost, or in a run that was killed): a
+    /// rollback names the set they leave.
+    pub run_it: BTreeSet<String>,
+    /// The hosts the batch stopped before it pushed them: they keep what they run.
+    pub not_pushed: BTreeSet<String>,
 }
 
-/// A push's result as it comes in: the host's outcome, and whether the request never reached it.
+/// A push's result as it comes in: the host's outcome, whether the request never reached it,
+/// and whether it was not even tried (the batch had stopped).
 struct Arrival {
     outcome: HostOutcome,
     never_sent: bool,
+    skipped: bool,
+}
+
+impl Arrival {
+    fn runs(&self, hash: &str) -> bool {
+        self.outcome.reply.as_ref().is_some_and(|r| r.current == hash)
+    }
 }
 
 /// The pushes' results, handed from the pushing threads to the watcher as each one returns.
@@ -64,24 +81,19 @@ struct Arrivals {
 
 impl Arrivals {
     fn push(&self, arrival: Arrival) {
-        if let Ok(mut queue) = self.queue.lock() {
-            queue.push(arrival);
-        }
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(arrival);
         self.came.notify_one();
     }
 
     /// What came in, waiting until something does or `until`.
     fn take(&self, until: Instant) -> Vec<Arrival> {
-        let Ok(mut queue) = self.queue.lock() else { return Vec::new() };
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         while queue.is_empty() {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            match self.came.wait_timeout(queue, left) {
-                Ok((q, _)) => queue = q,
-                Err(_) => return Vec::new(),
-            }
+            queue = self.came.wait_timeout(queue, left).unwrap_or_else(PoisonError::into_inner).0;
         }
         std::mem::take(&mut *queue)
     }
@@ -102,6 +114,8 @@ struct Watched {
     last: Option<Reply>,
     /// How long after the batch's start its confirmation came.
     confirmed: Option<Duration>,
+    /// Why its last confirmation failed (tried again at each poll until its deadline).
+    unconfirmed: Option<String>,
 }
 
 impl Watched {
@@ -126,6 +140,7 @@ impl Watched {
             problem: None,
             last: None,
             confirmed: None,
+            unconfirmed: None,
         }
     }
 
@@ -133,17 +148,26 @@ impl Watched {
         self.healthy_since.is_some_and(|t| t.elapsed() >= min_healthy)
     }
 
+    /// Whether its last reply says it runs the pushed set.
+    fn runs_it(&self) -> bool {
+        self.last.as_ref().or(self.install.as_ref()).is_some_and(|r| r.current == self.pushed.hash)
+    }
+
     /// The outcome of a host of a batch that passed: the status seen last, with what the push
     /// itself changed, and how long it took to be confirmed.
     fn outcome(self, host: String, took: Duration) -> HostOutcome {
         let took = self.confirmed.unwrap_or(took);
+        let outcome = match &self.unconfirmed {
+            Some(why) => Outcome::Failed(format!("healthy, but the confirmation failed: {why}")),
+            None => Outcome::Converged,
+        };
         let mut reply = self.last;
         if let (Some(reply), Some(install)) = (&mut reply, &self.install) {
             (reply.added, reply.updated, reply.removed) =
                 (install.added.clone(), install.updated.clone(), install.removed.clone());
             reply.actions.clone_from(&install.actions);
         }
-        HostOutcome { host, outcome: Outcome::Converged, reply, took }
+        HostOutcome { host, outcome, reply, took }
     }
 }
 
@@ -153,21 +177,31 @@ impl Watched {
 /// rolled back before.
 pub(super) fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> Result<Pass, Stopped> {
     let policy = &c.fleet.rollout;
-    let window = policy.healthy_deadline.as_std() + c.fleet.defaults.confirm_timeout.as_std();
+    // The controller watches a host for up to `healthy_deadline` after its push returns, then
+    // confirms it within `confirm_timeout`. A peer whose activation was quick keeps the window
+    // it opened before the activation (at least nine tenths of it are left once its reply is
+    // sent: see the peer's `lifecycle::install`), so the window asked is a ninth longer.
+    let window = (policy.healthy_deadline.as_std() + c.fleet.defaults.confirm_timeout.as_std()) * 10 / 9;
     let start = Instant::now();
     let hosts = &batch.hosts;
     let known = known_of(state, hosts);
     let has_catalog = with_catalog(c, state, hosts);
-    let health = instance_health::word(c, state);
+    let health = instance_health::Word::of(c, state);
+    let stopped = AtomicBool::new(false);
     // A resumed host that got the set is only asked; one that never did (the run stopped before
     // its install finished) is pushed.
     let push = |h: &str| -> Arrival {
+        let host_outcome = |outcome| HostOutcome { host: h.to_string(), outcome, reply: None, took: Duration::ZERO };
+        if stopped.load(Ordering::SeqCst) {
+            let outcome = host_outcome(Outcome::Failed("not pushed: the batch stopped".into()));
+            return Arrival { outcome, never_sent: true, skipped: true };
+        }
         if batch.resumed {
             let asked = c.request(h, Body::Status, false);
             let never_sent = asked.never_sent;
             let asked = outcome_of(asked);
             if asked.reply.as_ref().is_none_or(|r| r.current == c.sets[h].hash) {
-                return Arrival { outcome: asked, never_sent };
+                return Arrival { outcome: asked, never_sent, skipped: false };
             }
         }
         let install = Install {
@@ -176,17 +210,47 @@ pub(super) fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry:
             confirm_secs: window.as_secs().max(1),
             has_catalog: has_catalog.contains(h),
         };
-        let sent = send_install(c, h, &install, health.as_deref());
+        let sent = send_install(c, h, &install, health.for_host(h));
         let never_sent = sent.never_sent;
-        Arrival { outcome: outcome_of(sent), never_sent }
+        Arrival { outcome: outcome_of(sent), never_sent, skipped: false }
     };
     let arrivals = Arrivals::default();
     let watched = std::thread::scope(|scope| {
-        scope.spawn(|| c.each(hosts, &|_| {}, |h| arrivals.push(push(h))));
-        // The scope ends once every push has returned, also when the watcher stops early: the
-        // rollback then reaches every host of the batch after its push.
-        watch(c, hosts.len(), &arrivals, start)
-    })?;
+        scope.spawn(|| {
+            c.each(hosts, &|_| {}, |h| {
+                // Every host arrives, or the watcher would wait for it forever.
+                let arrival = std::panic::catch_unwind(AssertUnwindSafe(|| push(h))).unwrap_or_else(|_| Arrival {
+                    outcome: HostOutcome {
+                        host: h.to_string(),
+                        outcome: Outcome::Failed("the push stopped on an internal error".into()),
+                        reply: None,
+                        took: Duration::ZERO,
+                    },
+                    never_sent: false,
+                    skipped: false,
+                });
+                arrivals.push(arrival);
+            })
+        });
+        let watched = watch(c, hosts.len(), &arrivals, start);
+        // No host is pushed once the batch failed; the scope waits for the pushes under way.
+        stopped.store(watched.is_err(), Ordering::SeqCst);
+        watched
+    });
+    let watched = match watched {
+        Ok(seen) => seen,
+        Err(mut stop) => {
+            // The pushes that were under way when the batch stopped.
+            for a in arrivals.take(Instant::now()) {
+                if a.skipped {
+                    stop.not_pushed.insert(a.outcome.host.clone());
+                } else if a.runs(&c.sets[&a.outcome.host].hash) {
+                    stop.run_it.insert(a.outcome.host.clone());
+                }
+            }
+            return Err(stop);
+        }
+    };
 
     let mut outcomes = Vec::new();
     for o in watched.unreached {
@@ -204,20 +268,18 @@ pub(super) fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry:
         outcomes.push(o);
     }
     let set_aside = outcomes.iter().map(|o| o.host.clone()).collect();
-    outcomes.extend(watched.unconfirmed);
+    let unconfirmed = watched.hosts.iter().filter(|(_, w)| w.unconfirmed.is_some()).map(|(h, _)| h.clone()).collect();
     outcomes.extend(watched.hosts.into_iter().map(|(h, w)| w.outcome(h, start.elapsed())));
     for o in &outcomes {
         record(state, o, &c.sets[&o.host].hash);
     }
-    Ok(Pass { outcomes, set_aside })
+    Ok(Pass { outcomes, set_aside, unconfirmed })
 }
 
 /// What the watcher of a batch that passed saw.
 struct Seen {
-    /// Healthy and confirmed.
+    /// Healthy, and confirmed unless `unconfirmed` says why not.
     hosts: BTreeMap<String, Watched>,
-    /// Healthy, but their confirmation failed: each one's own failure.
-    unconfirmed: Vec<HostOutcome>,
     /// Never reached by their push.
     unreached: Vec<HostOutcome>,
 }
@@ -226,14 +288,19 @@ struct Seen {
 fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant) -> Result<Seen, Stopped> {
     let policy = &c.fleet.rollout;
     let (min_healthy, deadline) = (policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std());
-    let mut seen = Seen { hosts: BTreeMap::new(), unconfirmed: Vec::new(), unreached: Vec::new() };
+    let mut seen = Seen { hosts: BTreeMap::new(), unreached: Vec::new() };
     let mut came = 0;
+    let mut last_arrival = Instant::now();
     let mut next_poll = Instant::now();
-    let stop = |seen: &Seen, host: String, why: String| Stopped {
+    // `failed`: the host whose push failed, if it runs the set all the same (its activation
+    // failed, say).
+    // (Hosts not pushed are known only once the pushes under way have returned: see run_batch.)
+    let stop = |seen: &Seen, failed: Option<String>, host: String, why: String| Stopped {
         host,
         why,
         started,
-        confirmed: seen.hosts.iter().filter(|(_, w)| w.confirmed.is_some()).map(|(h, _)| h.clone()).collect(),
+        run_it: seen.hosts.iter().filter(|(_, w)| w.runs_it()).map(|(h, _)| h.clone()).chain(failed).collect(),
+        not_pushed: BTreeSet::new(),
     };
     loop {
         // Polled every HEALTH_POLL, and at once when a push returns (its host's first status).
@@ -245,7 +312,9 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
         };
         let fresh = !new.is_empty();
         came += new.len();
-        for Arrival { outcome, never_sent } in new {
+        for arrival in new {
+            // (None is skipped: the watcher has not stopped.)
+            let Arrival { outcome, never_sent, .. } = arrival;
             // A host ssh could not even connect to never got the set: that says nothing of the
             // desired state, so it is set aside, retried with backoff, and resumed by a later
             // pass. A push that connected and then got no reply is another matter: the set may
@@ -255,8 +324,11 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
                 continue;
             }
             if let Outcome::Failed(why) | Outcome::HeldBack(why) = &outcome.outcome {
-                return Err(stop(&seen, outcome.host.clone(), why.clone()));
+                let runs = outcome.reply.as_ref().is_some_and(|r| r.current == c.sets[&outcome.host].hash);
+                let failed = runs.then(|| outcome.host.clone());
+                return Err(stop(&seen, failed, outcome.host.clone(), why.clone()));
             }
+            last_arrival = Instant::now();
             seen.hosts.insert(outcome.host.clone(), Watched::new(c, outcome));
         }
         if !fresh && Instant::now() < next_poll {
@@ -271,55 +343,60 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
                 Err(why) => Verdict::NotYet(format!("unreachable: {why}")),
                 Ok(reply) => gate::judge(reply, &w.pushed),
             };
+            if let Ok(reply) = r.outcome {
+                w.last = Some(reply);
+            }
             match verdict {
                 Verdict::Healthy => {
                     w.healthy_since.get_or_insert_with(Instant::now);
+                    w.problem = None;
                 }
                 Verdict::NotYet(p) => {
                     w.healthy_since = None;
                     w.problem = Some(p);
                 }
-                Verdict::Failed(why) => return Err(stop(&seen, r.host, why)),
-            }
-            if let Ok(reply) = r.outcome {
-                w.last = Some(reply);
+                Verdict::Failed(why) => return Err(stop(&seen, None, r.host, why)),
             }
         }
 
         // Each host is confirmed once healthy for long enough, side by side: a host that takes
-        // its connect timeout to answer does not eat into the others' confirm windows.
+        // its connect timeout to answer does not eat into the others' confirm windows. A
+        // confirmation that fails is tried again at each poll (the peer takes the same one
+        // twice) until the host's deadline.
         let ready: Vec<String> = seen
             .hosts
             .iter()
             .filter(|(_, w)| w.confirmed.is_none() && w.healthy_for(min_healthy))
+            .filter(|(_, w)| w.unconfirmed.is_none() || w.arrived.elapsed() <= deadline)
             .map(|(h, _)| h.clone())
             .collect();
         for (h, confirmed) in c.each(&ready, &|_| {}, |h| (h.to_string(), confirm(c, h, c.sets[h].hash.clone()))) {
+            let w = seen.hosts.get_mut(&h).expect("a confirmed host is watched");
             match confirmed {
-                Ok(_) => {
-                    seen.hosts.get_mut(&h).expect("a confirmed host is watched").confirmed = Some(started.elapsed())
-                }
-                Err(why) => {
-                    let w = seen.hosts.remove(&h).expect("a confirmed host is watched");
-                    let mut o = w.outcome(h, started.elapsed());
-                    o.outcome = Outcome::Failed(format!("healthy, but the confirmation failed: {why}"));
-                    seen.unconfirmed.push(o);
-                }
+                Ok(_) => (w.confirmed, w.unconfirmed) = (Some(started.elapsed()), None),
+                Err(why) => w.unconfirmed = Some(why),
             }
         }
 
-        if came == expected && seen.hosts.values().all(|w| w.confirmed.is_some() && w.healthy_for(min_healthy)) {
+        // Done: every host confirmed (or past trying) and healthy for long enough, all at once.
+        let settled =
+            |w: &Watched| w.confirmed.is_some() || (w.unconfirmed.is_some() && w.arrived.elapsed() > deadline);
+        if came == expected && seen.hosts.values().all(|w| settled(w) && w.healthy_for(min_healthy)) {
             return Ok(seen);
         }
-        // No problem now: the blame goes to a host that has not been healthy for long enough
-        // (healthy again only lately), with what its last status said.
-        let late = seen.hosts.iter().find(|(_, w)| w.arrived.elapsed() > deadline && !w.healthy_for(min_healthy));
+        // Not healthy for long enough (no problem now: healthy again only lately) past its
+        // deadline: from its own push, or, once confirmed, from the batch's last push (it only
+        // waits for the others then, and a blip in between is given the same time to pass).
+        let late = seen.hosts.iter().find(|(_, w)| {
+            let from = if w.confirmed.is_some() { last_arrival } else { w.arrived };
+            from.elapsed() > deadline && !w.healthy_for(min_healthy)
+        });
         if let Some((host, w)) = late {
             let why = w
                 .problem
                 .clone()
                 .unwrap_or_else(|| format!("not healthy for {min_healthy:?} without a break before the deadline"));
-            return Err(stop(&seen, host.clone(), why));
+            return Err(stop(&seen, None, host.clone(), why));
         }
     }
 }

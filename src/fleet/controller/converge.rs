@@ -222,7 +222,7 @@ pub fn converge(
     let known = known_of(state, &direct);
     // Every install carries the health of the instances no responder probes, as the replies of
     // the last contact with each host said (see docs/discovery.md).
-    let health = instance_health::word(c, state);
+    let health = instance_health::Word::of(c, state);
     let has_catalog = with_catalog(c, state, &direct);
     let results = c.each(&direct, &|o: &HostOutcome| progress(o), |host| {
         let install = Install {
@@ -232,9 +232,9 @@ pub fn converge(
             has_catalog: has_catalog.contains(host),
         };
         if runs_desired.contains(host) {
-            repair_or_push(c, host, install, health.as_deref())
+            repair_or_push(c, host, install, health.for_host(host))
         } else {
-            push_and_confirm(c, host, install, health.as_deref())
+            push_and_confirm(c, host, install, health.for_host(host))
         }
     });
     for o in results {
@@ -266,7 +266,7 @@ pub fn converge(
         .collect();
     let keep: Vec<String> = runs.keys().cloned().collect();
     let repairs =
-        c.each(&keep, &|_| {}, |host| (host.to_string(), keep_repaired(c, host, &runs[host], health.as_deref())));
+        c.each(&keep, &|_| {}, |host| (host.to_string(), keep_repaired(c, host, &runs[host], health.for_host(host))));
     for (host, r) in repairs {
         let Some(o) = outcomes.get_mut(&host) else { continue };
         match (r.outcome, &mut o.outcome) {
@@ -396,19 +396,34 @@ fn leave_as_is(c: &Controller, host: &str) -> (Option<Reply>, String) {
     }
 }
 
-/// Rolls `host` of a failed batch back to its confirmed set. A host the rollback does not
-/// reach, or that refuses it, may still run the failed set, unconfirmed: it is held, so that no
-/// later pass confirms that set (its own timer takes it back when the window closes), and it is
-/// a failure rather than "rolled back".
-fn roll_back(c: &Controller, state: &mut State, host: &str, why: String) -> (Option<Reply>, Outcome) {
-    match c.request(host, Body::Rollback { hash: None }, false).outcome.and_then(refusal) {
-        Ok(reply) => (Some(reply), Outcome::RolledBack(format!("rolled back: {why}"))),
+/// Rolls `host` of a failed batch back: from the pushed set (`from`, when its last reply said it
+/// runs it: confirmed or not, a rollback that names it takes it back), else to its confirmed
+/// set. A host the rollback does not reach, or that refuses it, may still run the failed set: it
+/// is held, so that no later pass confirms that set (unless it was confirmed already, its own
+/// timer takes it back when the window closes), and it is a failure rather than "rolled back".
+fn roll_back(
+    c: &Controller,
+    state: &mut State,
+    host: &str,
+    from: Option<String>,
+    why: String,
+) -> (Option<Reply>, Outcome) {
+    let named = from.is_some();
+    match c.request(host, Body::Rollback { hash: from }, false).outcome.and_then(refusal) {
+        Ok(reply) if !named || reply.rolled_back.is_some() => {
+            (Some(reply), Outcome::RolledBack(format!("rolled back: {why}")))
+        }
+        // The host runs another set since (it went back on its own), which the peer leaves.
+        Ok(reply) if reply.current != c.sets[host].hash => {
+            (Some(reply), Outcome::RolledBack(format!("went back on its own: {why}")))
+        }
+        Ok(reply) => (Some(reply), Outcome::Failed(format!("{why}; the rollback changed nothing"))),
         Err(e) => {
             let reason = format!("its rollback failed: {e}");
             state.host(host).held = Some(Held { hash: c.sets[host].hash.clone(), reason });
             let outcome = Outcome::Failed(format!(
-                "{why}; the rollback failed ({e}): held back, the host goes back to its confirmed set on its own \
-                 when its confirm window closes"
+                "{why}; the rollback failed ({e}): held back; unless it was confirmed already, the host goes back \
+                 to its confirmed set on its own when its confirm window closes"
             ));
             (None, outcome)
         }
@@ -572,18 +587,22 @@ fn rollout(
             return;
         }
         match batch::run_batch(c, state, batch, options.force || record.retry) {
-            Ok(Pass { outcomes, set_aside: unreached }) => {
+            Ok(Pass { outcomes, set_aside: unreached, unconfirmed }) => {
                 for o in outcomes {
                     report(o);
                 }
-                record.done.extend(batch.hosts.iter().filter(|h| !unreached.contains(h)).cloned());
-                if batch.canaries && unreached.is_empty() {
+                // A host whose confirmation failed goes back on its own: not done, so a canary
+                // of it holds the others back.
+                record
+                    .done
+                    .extend(batch.hosts.iter().filter(|h| !unreached.contains(h) && !unconfirmed.contains(h)).cloned());
+                if batch.canaries && unreached.is_empty() && unconfirmed.is_empty() {
                     record.canaries_healthy_usec = Some(now_usec());
                 }
                 set_aside.extend(unreached);
                 record.in_flight.clone_from(&set_aside);
             }
-            Err(Stopped { host, why, started, confirmed }) => {
+            Err(Stopped { host, why, started, run_it, not_pushed }) => {
                 let reverted = policy.auto_revert;
                 // The failure is on record before anything goes back: a controller killed during
                 // the rollbacks finds the desired state failed (and holds it everywhere), not a
@@ -594,14 +613,19 @@ fn rollout(
                 record.outcome = Some(format!("stopped and {}", if reverted { "rolled back" } else { "not reverted" }));
                 state.rollout = Some(record.clone());
                 let _ = state.save();
+                let held = rollout::held_reason(desired_state, &failure);
                 for h in &batch.hosts {
+                    if not_pushed.contains(h) {
+                        report(held_back(h, held.clone()));
+                        continue;
+                    }
                     let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
-                    let (reply, outcome) = if reverted && confirmed.contains(h) {
-                        // Confirmed before another host of its batch failed: its confirmed set
-                        // is the failed one, so the rollback names the set it leaves.
-                        roll_back_from(c, h, c.sets[h].hash.clone(), why)
-                    } else if reverted {
-                        roll_back(c, state, h, why)
+                    let (reply, outcome) = if reverted {
+                        // One that runs the failed set may be confirmed already (before another
+                        // host failed, or with the reply lost): the rollback names the set it
+                        // leaves, which takes it back whether or not it was confirmed.
+                        let from = run_it.contains(h).then(|| c.sets[h].hash.clone());
+                        roll_back(c, state, h, from, why)
                     } else {
                         let (reply, what) = leave_as_is(c, h);
                         (reply, Outcome::RolledBack(format!("{what}: {why}")))
@@ -633,7 +657,6 @@ fn rollout(
                     }
                     report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
                 }
-                let held = rollout::held_reason(desired_state, &failure);
                 for h in batches[i + 1..].iter().flat_map(|b| &b.hosts) {
                     report(held_back(h, held.clone()));
                 }

@@ -200,6 +200,9 @@ impl Controller {
         let address = &self.fleet.hosts[host].address;
         let kind = body.kind();
         let without_catalog = matches!(body, Body::Install { same_catalog: true, .. });
+        // The host holds the fleet's health word already (see `instance_health::Word`).
+        let without_health = self.catalog.is_some()
+            && matches!(body, Body::Install { health: None, .. } | Body::Repair { health: None, .. });
         let mut never_sent = false;
         let outcome = (|| {
             let request = serde_json::to_vec(&Request { version: VERSION, body }).map_err(|e| e.to_string())?;
@@ -211,9 +214,10 @@ impl Controller {
                 Failure::Unreachable(s) | Failure::Peer(s) => s,
             })?;
             log::debug!(
-                "{host}: {kind} request of {} bytes{}{}, reply of {} bytes in {:.0?}",
+                "{host}: {kind} request of {} bytes{}{}{}, reply of {} bytes in {:.0?}",
                 request.len(),
                 if without_catalog { " without the catalog" } else { "" },
+                if without_health { " without the health word" } else { "" },
                 if fresh { " over a new connection" } else { "" },
                 bytes.len(),
                 start.elapsed()

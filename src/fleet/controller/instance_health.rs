@@ -1,17 +1,17 @@
 //! The controller's word on the instances no responder can probe (see docs/discovery.md): those
 //! of services whose check is `cmd`, on a port other hosts cannot reach, or absent. Each reply
-//! tells the controller which units of the host's set are up; every install it sends carries
-//! what that makes of each such instance, so every host's responder follows their health
-//! between pushes. The word is not part of any set: it never changes a set's hash, so a change
+//! tells the controller which units of the host's set are up; every install and repair it sends
+//! carries what that makes of each such instance (unless the host holds that word already:
+//! [`Word`]), so every host's responder follows their health between pushes. The word is not part of any set: it never changes a set's hash, so a change
 //! of health never causes a push, a restart or a rollout.
 
 use super::hosts::Controller;
 use super::state::State;
 use crate::discovery::catalog::Catalog;
-use crate::discovery::pushed_health::InstanceHealth;
+use crate::discovery::pushed_health::{self, InstanceHealth};
 use crate::fleet::protocol::{Reply, UnitState};
 use crate::status::Health;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Whether a unit counts as up: active, and its check (if it has one) neither starting nor
 /// failing, as the host's own prober or supervisor last saw it.
@@ -26,6 +26,40 @@ pub fn units_of(reply: &Reply) -> Option<BTreeMap<String, bool>> {
         return None;
     }
     Some(reply.units.iter().filter(|u| !u.service.is_empty()).map(|u| (u.unit.clone(), is_up(u))).collect())
+}
+
+/// The word of one pass, and the hosts that hold it already (their last reply named its hash): a
+/// request to those leaves it out, as an install leaves out a catalog the host has. The word has
+/// an entry per unprobed instance of the whole fleet and goes to every host: sent whole at every
+/// pass, that is bytes in the square of the fleet's size.
+pub struct Word {
+    instances: Option<Vec<InstanceHealth>>,
+    held_by: BTreeSet<String>,
+}
+
+impl Word {
+    pub fn of(c: &Controller, state: &State) -> Word {
+        Word::held(word(c, state), state)
+    }
+
+    /// `instances`, and the hosts of `state` whose last reply named its hash.
+    fn held(instances: Option<Vec<InstanceHealth>>, state: &State) -> Word {
+        let held_by = match instances.as_deref().map(hash) {
+            Some(hash) => state.hosts.iter().filter(|(_, s)| s.health == hash).map(|(h, _)| h.clone()).collect(),
+            None => BTreeSet::new(),
+        };
+        Word { instances, held_by }
+    }
+
+    /// What a request to `host` carries: the word, unless the host holds it already.
+    pub fn for_host(&self, host: &str) -> Option<&[InstanceHealth]> {
+        self.instances.as_deref().filter(|_| !self.held_by.contains(host))
+    }
+}
+
+/// The SHA-256 of the file a peer writes for `instances`.
+fn hash(instances: &[InstanceHealth]) -> String {
+    pushed_health::text(instances).map(|t| crate::fleet::protocol::sha256(&t)).unwrap_or_default()
 }
 
 /// What every host is told: each unprobed instance of the fleet whose host reported its units,
@@ -61,6 +95,31 @@ fn of_catalog(catalog: &Catalog, state: &State) -> Vec<InstanceHealth> {
 mod tests {
     use super::*;
     use crate::discovery::catalog::{CatalogService, Check, Instance, VERSION};
+
+    /// The word goes to every host but those whose last reply named its hash, which is the
+    /// hash of the file the peer writes for it, whatever the order of its entries.
+    #[test]
+    fn a_host_that_holds_the_word_is_not_sent_it() {
+        let entry = |host: &str, healthy| InstanceHealth {
+            stack: "data".into(),
+            service: "worker".into(),
+            host: host.into(),
+            healthy,
+        };
+        let word = vec![entry("h2", false), entry("h1", true)];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = pushed_health::path_in(dir.path());
+        let reversed: Vec<_> = word.iter().rev().cloned().collect();
+        pushed_health::write(&file, &reversed).expect("write");
+        let mut state = State::default();
+        state.host("h1").health = crate::fleet::protocol::sha256(&std::fs::read(&file).expect("read"));
+        state.host("h2").health = hash(&word[..1]);
+        let sent = Word::held(Some(word.clone()), &state);
+        assert_eq!(sent.for_host("h1"), None, "h1 holds it");
+        assert_eq!(sent.for_host("h2"), Some(&word[..]), "h2 holds another word");
+        assert_eq!(sent.for_host("h3"), Some(&word[..]), "h3 never said");
+        assert_eq!(Word::held(None, &state).for_host("h2"), None, "no word without a catalog");
+    }
 
     fn catalog() -> Catalog {
         let instance = |host: &str, units: &[&str]| Instance {

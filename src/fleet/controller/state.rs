@@ -53,6 +53,10 @@ pub struct HostState {
     /// a peer that does not say): an install of a set with that very catalog leaves it out.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub catalog: String,
+    /// The SHA-256 of the health word the host held at the last contact (empty: none, or a peer
+    /// that does not say): a request leaves that very word out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health: String,
 }
 
 impl HostState {
@@ -60,6 +64,7 @@ impl HostState {
     pub fn saw(&mut self, reply: &crate::fleet::protocol::Reply) {
         self.current.clone_from(&reply.current);
         self.catalog.clone_from(&reply.catalog_hash);
+        self.health.clone_from(&reply.health_hash);
     }
 }
 

@@ -47,6 +47,8 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
         reply.names = crate::dns_state::read().map(|d| d.names).unwrap_or_default();
         reply.catalog_hash =
             current.catalog.as_deref().map(|c| crate::fleet::protocol::sha256(c.as_bytes())).unwrap_or_default();
+        reply.health_hash =
+            std::fs::read(store.health_path()).map(|t| crate::fleet::protocol::sha256(&t)).unwrap_or_default();
     }
     reply.current = current.hash.clone();
     if detail == Detail::Files {
