@@ -64,6 +64,8 @@ struct Arrival {
     outcome: HostOutcome,
     never_sent: bool,
     skipped: bool,
+    /// When the push returned (the host's deadline counts from here).
+    at: Instant,
 }
 
 impl Arrival {
@@ -119,7 +121,7 @@ struct Watched {
 }
 
 impl Watched {
-    fn new(c: &Controller, o: HostOutcome) -> Self {
+    fn new(c: &Controller, o: HostOutcome, arrived: Instant) -> Self {
         let reply = o.reply.as_ref();
         // A reply that names no file at all is a status (a resumed host that had its set): what
         // the push changed is not known. An install's reply names what it changed, nothing but
@@ -135,7 +137,7 @@ impl Watched {
         Watched {
             pushed,
             install: o.reply,
-            arrived: Instant::now(),
+            arrived,
             healthy_since: None,
             problem: None,
             last: None,
@@ -194,25 +196,25 @@ pub(super) fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry:
         let host_outcome = |outcome| HostOutcome { host: h.to_string(), outcome, reply: None, took: Duration::ZERO };
         if stopped.load(Ordering::SeqCst) {
             let outcome = host_outcome(Outcome::Failed("not pushed: the batch stopped".into()));
-            return Arrival { outcome, never_sent: true, skipped: true };
+            return Arrival { outcome, never_sent: true, skipped: true, at: Instant::now() };
         }
         if batch.resumed {
             let asked = c.request(h, Body::Status, false);
             let never_sent = asked.never_sent;
             let asked = outcome_of(asked);
             if asked.reply.as_ref().is_none_or(|r| r.current == c.sets[h].hash) {
-                return Arrival { outcome: asked, never_sent, skipped: false };
+                return Arrival { outcome: asked, never_sent, skipped: false, at: Instant::now() };
             }
         }
         let install = Install {
             known: known[h].clone(),
             force: retry,
-            confirm_secs: window.as_secs().max(1),
+            confirm_secs: window.as_millis().div_ceil(1000).max(1) as u64,
             has_catalog: has_catalog.contains(h),
         };
         let sent = send_install(c, h, &install, health.for_host(h));
         let never_sent = sent.never_sent;
-        Arrival { outcome: outcome_of(sent), never_sent, skipped: false }
+        Arrival { outcome: outcome_of(sent), never_sent, skipped: false, at: Instant::now() }
     };
     let arrivals = Arrivals::default();
     let watched = std::thread::scope(|scope| {
@@ -228,6 +230,7 @@ pub(super) fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry:
                     },
                     never_sent: false,
                     skipped: false,
+                    at: Instant::now(),
                 });
                 arrivals.push(arrival);
             })
@@ -312,9 +315,12 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
         };
         let fresh = !new.is_empty();
         came += new.len();
+        // Every arrival is taken in before a failed one stops the batch: the others' replies
+        // say whether they run the pushed set.
+        let mut failure: Option<(String, String, bool)> = None;
         for arrival in new {
             // (None is skipped: the watcher has not stopped.)
-            let Arrival { outcome, never_sent, .. } = arrival;
+            let Arrival { outcome, never_sent, at, .. } = arrival;
             // A host ssh could not even connect to never got the set: that says nothing of the
             // desired state, so it is set aside, retried with backoff, and resumed by a later
             // pass. A push that connected and then got no reply is another matter: the set may
@@ -325,18 +331,25 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
             }
             if let Outcome::Failed(why) | Outcome::HeldBack(why) = &outcome.outcome {
                 let runs = outcome.reply.as_ref().is_some_and(|r| r.current == c.sets[&outcome.host].hash);
-                let failed = runs.then(|| outcome.host.clone());
-                return Err(stop(&seen, failed, outcome.host.clone(), why.clone()));
+                failure.get_or_insert((outcome.host.clone(), why.clone(), runs));
+                continue;
             }
-            last_arrival = Instant::now();
-            seen.hosts.insert(outcome.host.clone(), Watched::new(c, outcome));
+            last_arrival = last_arrival.max(at);
+            seen.hosts.insert(outcome.host.clone(), Watched::new(c, outcome, at));
+        }
+        if let Some((host, why, runs)) = failure {
+            let failed = runs.then(|| host.clone());
+            return Err(stop(&seen, failed, host, why));
         }
         if !fresh && Instant::now() < next_poll {
             continue;
         }
         next_poll = Instant::now() + HEALTH_POLL;
 
-        let polled: Vec<String> = seen.hosts.keys().cloned().collect();
+        // A host whose confirmation failed until its deadline is its own failure, and no longer
+        // watched: it goes back on its own, which is no failure of the batch.
+        let given_up = |w: &Watched| w.unconfirmed.is_some() && w.arrived.elapsed() > deadline;
+        let polled: Vec<String> = seen.hosts.iter().filter(|(_, w)| !given_up(w)).map(|(h, _)| h.clone()).collect();
         for r in c.each(&polled, &|_| {}, |h| c.request(h, Body::Status, false)) {
             let w = seen.hosts.get_mut(&r.host).expect("a polled host is watched");
             let verdict = match &r.outcome {
@@ -366,8 +379,7 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
         let ready: Vec<String> = seen
             .hosts
             .iter()
-            .filter(|(_, w)| w.confirmed.is_none() && w.healthy_for(min_healthy))
-            .filter(|(_, w)| w.unconfirmed.is_none() || w.arrived.elapsed() <= deadline)
+            .filter(|(_, w)| w.confirmed.is_none() && w.healthy_for(min_healthy) && !given_up(w))
             .map(|(h, _)| h.clone())
             .collect();
         for (h, confirmed) in c.each(&ready, &|_| {}, |h| (h.to_string(), confirm(c, h, c.sets[h].hash.clone()))) {
@@ -378,16 +390,15 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
             }
         }
 
-        // Done: every host confirmed (or past trying) and healthy for long enough, all at once.
-        let settled =
-            |w: &Watched| w.confirmed.is_some() || (w.unconfirmed.is_some() && w.arrived.elapsed() > deadline);
-        if came == expected && seen.hosts.values().all(|w| settled(w) && w.healthy_for(min_healthy)) {
+        // Done: every host confirmed and healthy for long enough, all at once (or given up).
+        let settled = |w: &Watched| given_up(w) || (w.confirmed.is_some() && w.healthy_for(min_healthy));
+        if came == expected && seen.hosts.values().all(settled) {
             return Ok(seen);
         }
         // Not healthy for long enough (no problem now: healthy again only lately) past its
         // deadline: from its own push, or, once confirmed, from the batch's last push (it only
         // waits for the others then, and a blip in between is given the same time to pass).
-        let late = seen.hosts.iter().find(|(_, w)| {
+        let late = seen.hosts.iter().filter(|(_, w)| !given_up(w)).find(|(_, w)| {
             let from = if w.confirmed.is_some() { last_arrival } else { w.arrived };
             from.elapsed() > deadline && !w.healthy_for(min_healthy)
         });

@@ -287,7 +287,8 @@ pub fn converge(
                 }
                 mark_unreachable(state, &host, &e);
             }
-            _ => {}
+            // Refused: it may have taken the health word all the same, which its reply names.
+            (Ok(reply), _) => state.host(&host).health.clone_from(&reply.health_hash),
         }
     }
     // What the replies said of each host's units is what the next installs tell every host.
@@ -596,6 +597,7 @@ fn rollout(
                 record
                     .done
                     .extend(batch.hosts.iter().filter(|h| !unreached.contains(h) && !unconfirmed.contains(h)).cloned());
+                record.unconfirmed.extend(unconfirmed.iter().cloned());
                 if batch.canaries && unreached.is_empty() && unconfirmed.is_empty() {
                     record.canaries_healthy_usec = Some(now_usec());
                 }
@@ -654,6 +656,26 @@ fn rollout(
                     }
                     if matches!(outcome, Outcome::RolledBack(_)) {
                         record.done.retain(|d| d != h);
+                    }
+                    report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
+                }
+                // Those of earlier batches whose confirmation failed went back on their own,
+                // unless it took effect unseen: a rollback that names the set takes them back
+                // either way.
+                let unconfirmed: Vec<String> = record
+                    .unconfirmed
+                    .iter()
+                    .filter(|h| !batch.hosts.contains(h) && c.sets.contains_key(*h))
+                    .cloned()
+                    .collect();
+                for h in unconfirmed.iter().filter(|_| reverted) {
+                    let pushed = record.desired.get(h).unwrap_or(&c.sets[h].hash).clone();
+                    let (reply, outcome) = roll_back(c, state, h, Some(pushed), format!("{host} failed: {why}"));
+                    if let Some(r) = &reply {
+                        state.host(h).saw(r);
+                    }
+                    if matches!(outcome, Outcome::RolledBack(_)) {
+                        record.unconfirmed.retain(|u| u != h);
                     }
                     report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
                 }

@@ -44,7 +44,7 @@ impl Word {
 
     /// `instances`, and the hosts of `state` whose last reply named its hash.
     fn held(instances: Option<Vec<InstanceHealth>>, state: &State) -> Word {
-        let held_by = match instances.as_deref().map(hash) {
+        let held_by = match instances.as_deref().and_then(hash) {
             Some(hash) => state.hosts.iter().filter(|(_, s)| s.health == hash).map(|(h, _)| h.clone()).collect(),
             None => BTreeSet::new(),
         };
@@ -58,8 +58,8 @@ impl Word {
 }
 
 /// The SHA-256 of the file a peer writes for `instances`.
-fn hash(instances: &[InstanceHealth]) -> String {
-    pushed_health::text(instances).map(|t| crate::fleet::protocol::sha256(&t)).unwrap_or_default()
+fn hash(instances: &[InstanceHealth]) -> Option<String> {
+    pushed_health::text(instances).ok().map(|t| crate::fleet::protocol::sha256(&t))
 }
 
 /// What every host is told: each unprobed instance of the fleet whose host reported its units,
@@ -113,7 +113,7 @@ mod tests {
         pushed_health::write(&file, &reversed).expect("write");
         let mut state = State::default();
         state.host("h1").health = crate::fleet::protocol::sha256(&std::fs::read(&file).expect("read"));
-        state.host("h2").health = hash(&word[..1]);
+        state.host("h2").health = hash(&word[..1]).expect("a hash");
         let sent = Word::held(Some(word.clone()), &state);
         assert_eq!(sent.for_host("h1"), None, "h1 holds it");
         assert_eq!(sent.for_host("h2"), Some(&word[..]), "h2 holds another word");

@@ -208,6 +208,9 @@ pub(super) fn record(state: &mut State, o: &HostOutcome, desired: &str) {
 /// Counts a failed contact and schedules the next try: exponential backoff with jitter.
 pub(super) fn mark_unreachable(state: &mut State, host: &str, why: &str) {
     let now = now_usec();
+    // A request that got no reply may have written the health word before it failed: whatever
+    // the host held, the next request tells it again.
+    state.host(host).health.clear();
     let entry =
         state.host(host).unreachable.get_or_insert_with(|| Unreachable { since_usec: now, ..Default::default() });
     entry.failures += 1;

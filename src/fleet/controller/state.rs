@@ -112,6 +112,10 @@ pub struct Rollout {
     pub in_flight: Vec<String>,
     /// Hosts updated and confirmed healthy.
     pub done: Vec<String>,
+    /// Hosts updated and healthy whose confirmation failed: they go back on their own, unless the
+    /// confirmation took effect with its reply lost (so a failure later takes them back too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<String>,
     /// Hosts left, in order.
     pub waiting: Vec<String>,
     pub started_usec: u64,

@@ -215,8 +215,14 @@ pub fn roll_back_from(config_dir: &Path, store: &Store, hash: &str, reply: &mut 
     let before = store
         .generation_before(&current)
         .with_context(|| format!("this host kept no set from before set {} to go back to", short(hash)))?;
-    revert(config_dir, store, &before, "rolled back at the controller's request (the rollout failed later)", reply)?;
-    store.set_link(CONFIRMED, &before)
+    let reverted =
+        revert(config_dir, store, &before, "rolled back at the controller's request (the rollout failed later)", reply);
+    // Confirmed again once it is current, also when its activation failed: left on the failed
+    // set, `confirmed` would be where a later unconfirmed push goes back to.
+    if store.current_generation().as_deref() == Some(before.as_str()) {
+        store.set_link(CONFIRMED, &before)?;
+    }
+    reverted
 }
 
 /// The timer's side of a confirm window: reverts `generation` if it is still current and still

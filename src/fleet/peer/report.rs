@@ -47,8 +47,7 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
         reply.names = crate::dns_state::read().map(|d| d.names).unwrap_or_default();
         reply.catalog_hash =
             current.catalog.as_deref().map(|c| crate::fleet::protocol::sha256(c.as_bytes())).unwrap_or_default();
-        reply.health_hash =
-            std::fs::read(store.health_path()).map(|t| crate::fleet::protocol::sha256(&t)).unwrap_or_default();
+        reply.health_hash = health_hash(store);
     }
     reply.current = current.hash.clone();
     if detail == Detail::Files {
@@ -60,6 +59,11 @@ pub fn describe(store: &Store, reply: &mut Reply, detail: Detail) -> Result<()> 
     reply.confirmed = store.set_of(store.generation(CONFIRMED).as_deref())?.hash;
     reply.pending = store.pending().map(|p| (p.hash, p.deadline_usec));
     Ok(())
+}
+
+/// The SHA-256 of the health word this host holds (its file's bytes); empty without one.
+pub fn health_hash(store: &Store) -> String {
+    std::fs::read(store.health_path()).map(|t| crate::fleet::protocol::sha256(&t)).unwrap_or_default()
 }
 
 /// The state of every stack target and running unit of `set`, each target followed by its
