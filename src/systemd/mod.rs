@@ -38,6 +38,15 @@ const MODE: &str = "replace";
 /// hide the round trip.
 const MAX_IN_FLIGHT: usize = 32;
 
+/// What [`Systemd::listed_units`] reads of each unit beyond its states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// A fleet reply's: the last change, the run, a service's restarts and status text.
+    Brief,
+    /// `kapell dns`'s: the run and a service's status text, of active units only.
+    Liveness,
+}
+
 /// A connection to the system instance of systemd (a clone shares the connection).
 #[derive(Clone)]
 pub struct Systemd {
@@ -273,40 +282,7 @@ impl Systemd {
     /// `GetAll` is a 9 KB answer that costs PID 1 about 0.7 ms of CPU and the bus daemon 0.9 ms,
     /// for every unit of every reply (docs/benchmarks.md, fleet). The other fields stay empty.
     pub async fn brief_units(&self, names: &[String]) -> Result<Vec<UnitInfo>> {
-        let asked: Vec<&str> = names.iter().map(String::as_str).collect();
-        let rows = self.list_by_names(&asked).await?;
-        let brief = |((_, _, load_state, active_state, sub_state, _, path, ..), name): (UnitListEntry, String)| async move {
-            let context = || format!("cannot read the state of {name}");
-            let properties = self.properties(path).await.map_err(dbus_error).with_context(context)?;
-            let get = async |interface: zbus::names::InterfaceName<'static>, property: &str| {
-                properties.get(interface, property).await.map_err(dbus_error).with_context(context)
-            };
-            let mut info = UnitInfo {
-                load_state,
-                active_state,
-                sub_state,
-                state_change_usec: u64::try_from(get(proxy::UNIT_INTERFACE, "StateChangeTimestamp").await?)
-                    .unwrap_or(0),
-                invocation_id: Vec::<u8>::try_from(get(proxy::UNIT_INTERFACE, "InvocationID").await?)
-                    .map(|id| hex(&id))
-                    .unwrap_or_default(),
-                ..UnitInfo::default()
-            };
-            if name.ends_with(".service") {
-                info.restarts = u32::try_from(get(proxy::SERVICE_INTERFACE, "NRestarts").await?).unwrap_or(0);
-                info.status_text =
-                    String::try_from(get(proxy::SERVICE_INTERFACE, "StatusText").await?).unwrap_or_default();
-            }
-            info.name = name;
-            Ok::<_, anyhow::Error>(info)
-        };
-        let mut calls =
-            futures_util::stream::iter(rows.into_iter().zip(names.iter().cloned()).map(brief)).buffered(MAX_IN_FLIGHT);
-        let mut infos = Vec::with_capacity(names.len());
-        while let Some(info) = calls.next().await {
-            infos.push(info?);
-        }
-        Ok(infos)
+        self.listed_units(names, Reads::Brief).await
     }
 
     /// What `kapell dns` needs to say whether each of `names` answers, in the order of `names`:
@@ -317,29 +293,44 @@ impl Systemd {
     /// a second: one call plus at most two per running unit, where [`Systemd::unit`] costs three
     /// per unit, two of them `GetAll`s (a service's is a 9 KB answer). The other fields stay empty.
     pub async fn liveness(&self, names: &[String]) -> Result<Vec<UnitInfo>> {
+        self.listed_units(names, Reads::Liveness).await
+    }
+
+    /// The states of `names` in one `ListUnitsByNames`, then the small `Get`s `reads` says, a
+    /// bounded number in flight ([`Systemd::brief_units`], [`Systemd::liveness`]).
+    async fn listed_units(&self, names: &[String], reads: Reads) -> Result<Vec<UnitInfo>> {
         let asked: Vec<&str> = names.iter().map(String::as_str).collect();
         let rows = self.list_by_names(&asked).await?;
-        let live = |((_, _, load_state, active_state, sub_state, _, path, ..), name): (UnitListEntry, String)| async move {
+        let read = |((_, _, load_state, active_state, sub_state, _, path, ..), name): (UnitListEntry, String)| async move {
             let mut info = UnitInfo { load_state, active_state, sub_state, ..UnitInfo::default() };
-            if info.active_state == "active" {
-                let context = || format!("cannot read the state of {name}");
-                let properties = self.properties(path).await.map_err(dbus_error).with_context(context)?;
-                let get = async |interface: zbus::names::InterfaceName<'static>, property: &str| {
-                    properties.get(interface, property).await.map_err(dbus_error).with_context(context)
-                };
-                info.invocation_id = Vec::<u8>::try_from(get(proxy::UNIT_INTERFACE, "InvocationID").await?)
-                    .map(|id| hex(&id))
-                    .unwrap_or_default();
-                if name.ends_with(".service") {
-                    info.status_text =
-                        String::try_from(get(proxy::SERVICE_INTERFACE, "StatusText").await?).unwrap_or_default();
+            if reads == Reads::Liveness && info.active_state != "active" {
+                info.name = name;
+                return Ok(info);
+            }
+            let context = || format!("cannot read the state of {name}");
+            let properties = self.properties(path).await.map_err(dbus_error).with_context(context)?;
+            let get = async |interface: zbus::names::InterfaceName<'static>, property: &str| {
+                properties.get(interface, property).await.map_err(dbus_error).with_context(context)
+            };
+            if reads == Reads::Brief {
+                info.state_change_usec =
+                    u64::try_from(get(proxy::UNIT_INTERFACE, "StateChangeTimestamp").await?).unwrap_or(0);
+            }
+            info.invocation_id = Vec::<u8>::try_from(get(proxy::UNIT_INTERFACE, "InvocationID").await?)
+                .map(|id| hex(&id))
+                .unwrap_or_default();
+            if name.ends_with(".service") {
+                if reads == Reads::Brief {
+                    info.restarts = u32::try_from(get(proxy::SERVICE_INTERFACE, "NRestarts").await?).unwrap_or(0);
                 }
+                info.status_text =
+                    String::try_from(get(proxy::SERVICE_INTERFACE, "StatusText").await?).unwrap_or_default();
             }
             info.name = name;
             Ok::<_, anyhow::Error>(info)
         };
         let mut calls =
-            futures_util::stream::iter(rows.into_iter().zip(names.iter().cloned()).map(live)).buffered(MAX_IN_FLIGHT);
+            futures_util::stream::iter(rows.into_iter().zip(names.iter().cloned()).map(read)).buffered(MAX_IN_FLIGHT);
         let mut infos = Vec::with_capacity(names.len());
         while let Some(info) = calls.next().await {
             infos.push(info?);

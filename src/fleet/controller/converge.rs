@@ -637,44 +637,30 @@ fn rollout(
                     }
                     report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
                 }
-                // The hosts of earlier batches (the canaries too) run it, confirmed: with
-                // `auto_revert` they go back to what they ran before it (without, they keep it).
-                // One that left the fleet since is no longer this controller's to roll back.
-                let earlier: Vec<String> = record
-                    .done
-                    .iter()
-                    .filter(|h| !batch.hosts.contains(h) && c.sets.contains_key(*h))
-                    .cloned()
+                // The hosts of earlier batches (the canaries too) run it. With `auto_revert`, the
+                // confirmed ones go back to what they ran before it (without, they keep it), and
+                // so do those whose confirmation failed: they went back on their own, unless it
+                // took effect unseen, and a rollback that names the set takes them back either
+                // way. One that left the fleet since is no longer this controller's to roll back.
+                let earlier: Vec<(String, bool)> = (record.done.iter().map(|h| (h.clone(), true)))
+                    .chain(record.unconfirmed.iter().map(|h| (h.clone(), false)))
+                    .filter(|(h, _)| !batch.hosts.contains(h) && c.sets.contains_key(h))
                     .collect();
-                for h in earlier.iter().filter(|_| reverted) {
+                for (h, confirmed) in earlier.iter().filter(|_| reverted) {
                     // The set the rollout pushed it, not what it should run now (a later change
                     // of a service of its own may have been pushed to it since).
                     let pushed = record.desired.get(h).unwrap_or(&c.sets[h].hash).clone();
-                    let (reply, outcome) = roll_back_from(c, h, pushed, format!("{host} failed: {why}"));
+                    let why = format!("{host} failed: {why}");
+                    let (reply, outcome) = if *confirmed {
+                        roll_back_from(c, h, pushed, why)
+                    } else {
+                        roll_back(c, state, h, Some(pushed), why)
+                    };
                     if let Some(r) = &reply {
                         state.host(h).saw(r);
                     }
                     if matches!(outcome, Outcome::RolledBack(_)) {
                         record.done.retain(|d| d != h);
-                    }
-                    report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
-                }
-                // Those of earlier batches whose confirmation failed went back on their own,
-                // unless it took effect unseen: a rollback that names the set takes them back
-                // either way.
-                let unconfirmed: Vec<String> = record
-                    .unconfirmed
-                    .iter()
-                    .filter(|h| !batch.hosts.contains(h) && c.sets.contains_key(*h))
-                    .cloned()
-                    .collect();
-                for h in unconfirmed.iter().filter(|_| reverted) {
-                    let pushed = record.desired.get(h).unwrap_or(&c.sets[h].hash).clone();
-                    let (reply, outcome) = roll_back(c, state, h, Some(pushed), format!("{host} failed: {why}"));
-                    if let Some(r) = &reply {
-                        state.host(h).saw(r);
-                    }
-                    if matches!(outcome, Outcome::RolledBack(_)) {
                         record.unconfirmed.retain(|u| u != h);
                     }
                     report(HostOutcome { host: h.clone(), outcome, reply, took: started.elapsed() });
