@@ -658,6 +658,7 @@ impl<'a> Kapell<'a> {
             set,
             known: Vec::new(),
             force: true,
+            retry: false,
             confirm_within: None,
             health: None,
             same_catalog: false,

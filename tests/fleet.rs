@@ -59,6 +59,7 @@ fn main() {
             Scenario { name: "a_host_whose_rollback_fails_is_held_and_never_confirmed", test: failed_rollback },
             Scenario { name: "scaling_a_dependency_restarts_none_of_its_dependents", test: scaled_dependency },
             Scenario { name: "a_slow_host_of_a_batch_reverts_no_quick_one", test: slow_host_in_a_batch },
+            Scenario { name: "a_rollout_retry_overwrites_no_set_edited_by_hand", test: retry_over_a_hand_edit },
         ],
         Rig::boot,
         Rig::reset,
@@ -1466,5 +1467,54 @@ fn slow_host_in_a_batch_with(rig: &mut Rig) -> Result<()> {
         let name = host.name();
         ensure!(received_link(host, "current")? == received_link(host, "confirmed")?, "{name}:\n{failed}");
     }
+    Ok(())
+}
+
+/// A version that fails on db1 while a file of db1's says so is rolled back; the file goes, and
+/// `fleet rollout retry` pushes the version again, batch by batch. While it is under way (web1
+/// has it), web2's set is edited by hand: the retry may install the version db1 rolled back,
+/// and nothing more, so web2 refuses it and keeps the edit, as it would without the retry
+/// (only `--force` overwrites a set this controller did not push).
+fn retry_over_a_hand_edit(rig: &mut Rig) -> Result<()> {
+    let flag = rig.hosts[2].root().join("etc/kapell-test-fail");
+    std::fs::write(&flag, "")?;
+    let result = retry_over_a_hand_edit_with(rig, &flag);
+    let _ = std::fs::remove_file(&flag);
+    result
+}
+
+fn retry_over_a_hand_edit_with(rig: &mut Rig, flag: &Path) -> Result<()> {
+    let c = rig.converged("max_parallel = 1\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"8s\"\n")?;
+    agent(&c, "[\"/bin/sh\", \"-c\", \"test ! -e /etc/kapell-test-fail || exit 3; exec sleep 7000177\"]")?;
+    let failed = c.expect(&["fleet", "apply"], 5)?;
+    ensure!(rollout_of(&c)?["failed"]["host"] == "db1", "{failed}");
+    std::fs::remove_file(flag)?;
+
+    let mut retry = c.command(&["fleet", "rollout", "retry"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let cache = rig.hosts[1].root().join("etc/kapell/received/current/shop-cache.service");
+    let edited = (|| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !agent_runs(rig, &["web1"], "7000177")? {
+            ensure!(Instant::now() < deadline, "the retry never reached web1");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ensure!(!agent_runs(rig, &["web2"], "7000177")?, "web2 had the version before web1's batch passed");
+        let text = std::fs::read_to_string(&cache)?;
+        std::fs::write(&cache, format!("{text}# edited on web2 by hand\n"))?;
+        Ok(())
+    })();
+    if edited.is_err() {
+        let _ = retry.kill();
+    }
+    let out = retry.wait_with_output()?;
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    edited.with_context(|| report.clone())?;
+    eprintln!("$ kapell fleet rollout retry (web2 edited by hand meanwhile)\n{report}");
+    ensure!(
+        std::fs::read_to_string(&cache)?.contains("edited on web2 by hand"),
+        "web2's edit was overwritten:\n{report}"
+    );
+    ensure!(!agent_runs(rig, &["web2"], "7000177")?, "web2 got the version:\n{report}");
+    ensure!(report.contains("did not push"), "web2's refusal is not reported:\n{report}");
     Ok(())
 }

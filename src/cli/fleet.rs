@@ -96,8 +96,9 @@ pub enum RolloutCommand {
 ///
 /// A desired state whose rollout failed is held back on every host until the stack files
 /// change; this lifts the hold (hosts that reverted it get it again too) and rolls it out as
-/// `kapell fleet apply` does (same table, same exit status). Exit status 2 when no rollout of
-/// the current desired state failed.
+/// `kapell fleet apply` does (same table, same exit status). Unlike `--force`, it overwrites no
+/// set this controller did not push (edited by hand, another controller's). Exit status 2 when
+/// no rollout of the current desired state failed.
 #[derive(Debug, clap::Args)]
 pub struct RetryArgs {}
 

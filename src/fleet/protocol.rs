@@ -44,8 +44,14 @@ pub enum Body {
         /// list (edited by hand, another controller's) is not overwritten unless `force`.
         #[serde(default)]
         known: Vec<String>,
+        /// Overwrite whatever the host runs, and install the set even if the host rolled it back
+        /// before (`kapell fleet apply --force`).
         #[serde(default)]
         force: bool,
+        /// Install the set even if this host rolled it back before (`kapell fleet rollout
+        /// retry`); a set this controller did not push is still not overwritten.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retry: bool,
         /// Seconds the controller has to confirm the new set before the peer reverts it on its
         /// own; `None`: the set counts as confirmed at once.
         #[serde(default)]
@@ -509,6 +515,7 @@ mod tests {
                 set: set(),
                 known: vec![],
                 force: false,
+                retry: true,
                 confirm_within: Some(30),
                 health: Some(vec![InstanceHealth {
                     stack: "data".into(),

@@ -175,9 +175,15 @@ impl Watched {
 
 /// Pushes `batch` (a resumed batch is already there), watches and confirms each host from its
 /// own push: each host's outcome (a confirmation that failed is that host's failure, not the
-/// rollout's; a host the push could not reach is set aside). `retry`: install even a set a host
-/// rolled back before.
-pub(super) fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry: bool) -> Result<Pass, Stopped> {
+/// rollout's; a host the push could not reach is set aside). `force`: overwrite whatever a host
+/// runs (`--force`); `retry`: install even a set a host rolled back before (`rollout retry`).
+pub(super) fn run_batch(
+    c: &Controller,
+    state: &mut State,
+    batch: &Batch,
+    force: bool,
+    retry: bool,
+) -> Result<Pass, Stopped> {
     let policy = &c.fleet.rollout;
     // The controller watches a host for up to `healthy_deadline` after its push returns, then
     // confirms it within `confirm_timeout`. A peer whose activation was quick keeps the window
@@ -208,7 +214,8 @@ pub(super) fn run_batch(c: &Controller, state: &mut State, batch: &Batch, retry:
         }
         let install = Install {
             known: known[h].clone(),
-            force: retry,
+            force,
+            retry,
             confirm_secs: window.as_millis().div_ceil(1000).max(1) as u64,
             has_catalog: has_catalog.contains(h),
         };

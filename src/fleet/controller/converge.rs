@@ -228,6 +228,7 @@ pub fn converge(
         let install = Install {
             known: known[host].clone(),
             force: options.force,
+            retry: false,
             confirm_secs,
             has_catalog: has_catalog.contains(host),
         };
@@ -587,7 +588,7 @@ fn rollout(
             }
             return;
         }
-        match batch::run_batch(c, state, batch, options.force || record.retry) {
+        match batch::run_batch(c, state, batch, options.force, record.retry) {
             Ok(Pass { outcomes, set_aside: unreached, unconfirmed }) => {
                 for o in outcomes {
                     report(o);

@@ -54,11 +54,14 @@ pub(super) fn known_of(state: &mut State, hosts: &[String]) -> BTreeMap<String, 
     hosts.iter().map(|h| (h.clone(), state.host(h).known.clone())).collect()
 }
 
-/// How a host's set is installed: the hashes it may replace, `--force`, the confirm window, and
-/// whether the host has the fleet's catalog already.
+/// How a host's set is installed: the hashes it may replace, `--force`, `rollout retry`, the
+/// confirm window, and whether the host has the fleet's catalog already.
 pub(super) struct Install {
     pub known: Vec<String>,
     pub force: bool,
+    /// Install the set even where it was rolled back (a set this controller did not push is
+    /// still refused: only `force` overwrites that).
+    pub retry: bool,
     pub confirm_secs: u64,
     /// The host's last reply named the fleet's catalog by its hash: the install leaves it out.
     pub has_catalog: bool,
@@ -87,6 +90,7 @@ pub(super) fn send_install(
             set: if same_catalog { HostSet { catalog: None, ..set.clone() } } else { set.clone() },
             known: install.known.clone(),
             force: install.force,
+            retry: install.retry,
             confirm_within: Some(install.confirm_secs),
             health: health.map(<[_]>::to_vec),
             same_catalog,

@@ -67,6 +67,7 @@ struct Install {
     set: HostSet,
     known: Vec<String>,
     force: bool,
+    retry: bool,
     confirm_within: Option<u64>,
     health: Option<Vec<InstanceHealth>>,
     /// The set came without its catalog: it is the one of the set the host runs.
@@ -76,13 +77,13 @@ struct Install {
 /// Installs `request.set` over `old`, the set the host runs, with the controller's word on the
 /// health of instances no responder probes.
 fn install(config_dir: &Path, store: &Store, old: HostSet, request: Install, reply: &mut Reply) -> Result<()> {
-    let Install { mut set, known, force, confirm_within, health, same_catalog } = request;
+    let Install { mut set, known, force, retry, confirm_within, health, same_catalog } = request;
     if same_catalog {
         with_catalog_of(&mut set, &old)?;
     }
     let set = &set;
     // A refused or held install changed nothing: the record of the last real one stays.
-    let admitted = lifecycle::admit(store, old, set, &known, force, reply)?;
+    let admitted = lifecycle::admit(store, old, set, &known, lifecycle::Overrides { force, retry }, reply)?;
     // The controller's word on instances no responder probes travels with every install it
     // sends, and is kept apart from the set (see docs/discovery.md).
     if let Some(health) = health {
@@ -138,8 +139,8 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
         Body::Status => {
             reply.last_install = store.outcome().map(Box::new);
         }
-        Body::Install { set, known, force, confirm_within, health, same_catalog } => {
-            let request = Install { set, known, force, confirm_within, health, same_catalog };
+        Body::Install { set, known, force, retry, confirm_within, health, same_catalog } => {
+            let request = Install { set, known, force, retry, confirm_within, health, same_catalog };
             install(config_dir, &store, store.current()?, request, reply)?;
         }
         Body::Repair { hash, health } => {
@@ -158,6 +159,7 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
                 set: current.clone(),
                 known: Vec::new(),
                 force: false,
+                retry: false,
                 confirm_within: None,
                 health,
                 same_catalog: false,

@@ -33,6 +33,14 @@ pub struct Admitted {
     old: HostSet,
 }
 
+/// What an install may override: `force`, whatever the host runs and a set it rolled back;
+/// `retry`, only a set it rolled back.
+#[derive(Debug, Clone, Copy)]
+pub struct Overrides {
+    pub force: bool,
+    pub retry: bool,
+}
+
 /// Decides whether `set` may replace `old`, the set the host runs ([`Store::current`]),
 /// changing nothing: `Err` refuses it (bad names, hashes or units, a set this controller did not
 /// push running here), `Ok(None)` holds it (this host rolled that very set back before;
@@ -43,23 +51,41 @@ pub fn admit(
     old: HostSet,
     set: &HostSet,
     known: &[String],
-    force: bool,
+    overrides: Overrides,
     reply: &mut Reply,
 ) -> Result<Option<Admitted>> {
     set.verify().map_err(anyhow::Error::msg).context("the set was refused; nothing was changed")?;
     let own: BTreeSet<&str> = old.units().collect();
     set_check::check_files(set, &own).context("the set was refused; nothing was changed")?;
-    if let Some((_, why)) = store.rejected().into_iter().find(|(h, _)| *h == set.hash)
-        && !force
-        && old.hash != set.hash
-    {
-        reply.held = Some(format!(
-            "this host rolled set {} back ({why}); it is not installed again until it changes",
-            set.short_hash()
-        ));
+    let rejected = store.rejected().into_iter().find(|(h, _)| *h == set.hash).map(|(_, why)| why);
+    if let Some(held) = held_or_refused(&old, set, rejected.as_deref(), known, overrides)? {
+        reply.held = Some(held);
         return Ok(None);
     }
-    if !old.files.is_empty() && old.hash != set.hash && !known.contains(&old.hash) && !force {
+    Ok(Some(Admitted { old }))
+}
+
+/// Whether `set` may replace `old`: `Err` refuses it (`old` is a set this controller did not
+/// push, named by none of the `known` hashes), `Ok(Some(why))` holds it (this host rolled it
+/// back before, `rejected` says why), `Ok(None)` admits it.
+fn held_or_refused(
+    old: &HostSet,
+    set: &HostSet,
+    rejected: Option<&str>,
+    known: &[String],
+    overrides: Overrides,
+) -> Result<Option<String>> {
+    if let Some(why) = rejected
+        && !overrides.force
+        && !overrides.retry
+        && old.hash != set.hash
+    {
+        return Ok(Some(format!(
+            "this host rolled set {} back ({why}); it is not installed again until it changes",
+            set.short_hash()
+        )));
+    }
+    if !old.files.is_empty() && old.hash != set.hash && !known.contains(&old.hash) && !overrides.force {
         anyhow::bail!(
             "this host runs set {}, which this controller did not push (edited by hand in {}, or another \
              controller's); it was not overwritten (`kapell fleet apply --force` replaces it)",
@@ -67,7 +93,7 @@ pub fn admit(
             received_dir().display()
         );
     }
-    Ok(Some(Admitted { old }))
+    Ok(None)
 }
 
 /// Makes the admitted `set` current and makes systemd run it. With `confirm_within`, the set is
@@ -268,5 +294,57 @@ pub fn settle_reboot(config_dir: &Path, store: &Store, reply: &mut Reply) -> Res
             Ok(())
         }
         None => store.set_pending(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unitset::OutputFile;
+
+    fn set(description: &str) -> HostSet {
+        HostSet::from_rendered(&[
+            OutputFile::unit("a.target", "[Unit]\nX-Kapell-Stack=a\n"),
+            OutputFile::unit("a-x.service", format!("[Unit]\nDescription={description}\nX-Kapell-Stack=a\n")),
+            OutputFile::link("multi-user.target.wants/a.target", "../a.target"),
+        ])
+    }
+
+    /// What `held_or_refused` says of `set` over `running`: "refused", "held" or "admitted".
+    fn verdict(
+        running: &HostSet,
+        set: &HostSet,
+        rolled_back: bool,
+        known: &[String],
+        force: bool,
+        retry: bool,
+    ) -> &'static str {
+        let rejected = rolled_back.then_some("it failed here");
+        match held_or_refused(running, set, rejected, known, Overrides { force, retry }) {
+            Err(_) => "refused",
+            Ok(Some(_)) => "held",
+            Ok(None) => "admitted",
+        }
+    }
+
+    /// `retry` installs a set this host rolled back, and nothing more: a set this controller did
+    /// not push is overwritten only by `force`.
+    #[test]
+    fn a_retry_overrides_a_rollback_and_only_force_a_foreign_set() {
+        let running = set("running");
+        let (rolled_back, other) = (set("rolled back"), set("other"));
+        let ours = std::slice::from_ref(&running.hash);
+        assert_eq!(verdict(&running, &rolled_back, true, ours, false, false), "held");
+        assert_eq!(verdict(&running, &rolled_back, true, ours, false, true), "admitted");
+        assert_eq!(verdict(&running, &rolled_back, true, ours, true, false), "admitted");
+        assert_eq!(verdict(&running, &other, false, ours, false, false), "admitted");
+        // The set the host runs is not this controller's (edited by hand, another controller's).
+        for (set, rolled_back) in [(&rolled_back, true), (&other, false)] {
+            assert_eq!(verdict(&running, set, rolled_back, &[], false, true), "refused");
+            assert_eq!(verdict(&running, set, rolled_back, &[], true, false), "admitted");
+        }
+        assert_eq!(verdict(&running, &other, false, &[], false, false), "refused");
+        // The set the host runs already is no replacement.
+        assert_eq!(verdict(&running, &running, true, &[], false, false), "admitted");
     }
 }

@@ -62,6 +62,7 @@ mod tests {
                 set: set.clone(),
                 known: vec!["ab".into()],
                 force: true,
+                retry: true,
                 confirm_within: Some(30),
                 health: Some(vec![InstanceHealth {
                     stack: "data".into(),
@@ -75,11 +76,20 @@ mod tests {
                 set: set.clone(),
                 known: vec![],
                 force: false,
+                retry: false,
                 confirm_within: None,
                 health: None,
                 same_catalog: true,
             },
-            Body::Install { set, known: vec![], force: false, confirm_within: None, health: None, same_catalog: false },
+            Body::Install {
+                set,
+                known: vec![],
+                force: false,
+                retry: false,
+                confirm_within: None,
+                health: None,
+                same_catalog: false,
+            },
             Body::Repair { hash: "ab".into(), health: Some(vec![]) },
             Body::Repair { hash: "ab".into(), health: None },
             Body::Confirm { hash: "ab".into() },
@@ -130,6 +140,7 @@ mod tests {
             (format!(r#"{{"version":1,"request":"repair","hash":"ab","set":{set}}}"#), "`set` is not a field of a `repair`"),
             (r#"{"version":1,"request":"repair","hash":"ab","known":[]}"#.into(), "`known` is not a field of a `repair`"),
             (r#"{"version":1,"request":"repair","hash":"ab","force":true}"#.into(), "`force` is not a field of a `repair`"),
+            (r#"{"version":1,"request":"repair","hash":"ab","retry":true}"#.into(), "`retry` is not a field of a `repair`"),
             (
                 r#"{"version":1,"request":"repair","hash":"ab","confirm_within":3}"#.into(),
                 "`confirm_within` is not a field of a `repair`",
@@ -218,7 +229,7 @@ mod tests {
         #[test]
         fn arbitrary_objects_parse_or_are_refused(
             keys in proptest::collection::vec(
-                proptest::sample::select(vec!["version", "request", "set", "known", "force", "confirm_within", "hash", "health", "x"]),
+                proptest::sample::select(vec!["version", "request", "set", "known", "force", "retry", "confirm_within", "hash", "health", "x"]),
                 0..6,
             ),
             values in proptest::collection::vec(

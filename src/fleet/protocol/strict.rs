@@ -122,6 +122,7 @@ enum RequestKey {
     Set,
     Known,
     Force,
+    Retry,
     ConfirmWithin,
     Hash,
     Health,
@@ -146,7 +147,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
         let (mut version, mut kind, mut set, mut known, mut force, mut confirm_within, mut hash, mut health) =
             (None, None, None, None, None, None, None, None);
-        let mut same_catalog = None;
+        let (mut same_catalog, mut retry) = (None, None);
         while let Some(key) = map.next_key::<RequestKey>()? {
             match key {
                 RequestKey::Version => once!(version, "version", map.next_value_seed(VersionSeed)),
@@ -156,6 +157,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     once!(known, "known", map.next_value_seed(AtMost::<String>::new(MAX_KNOWN, "known hashes")))
                 }
                 RequestKey::Force => once!(force, "force", map.next_value::<bool>()),
+                RequestKey::Retry => once!(retry, "retry", map.next_value::<bool>()),
                 RequestKey::ConfirmWithin => once!(confirm_within, "confirm_within", map.next_value::<Option<u64>>()),
                 RequestKey::Hash => once!(hash, "hash", map.next_value::<String>()),
                 RequestKey::SameCatalog => once!(same_catalog, "same_catalog", map.next_value::<bool>()),
@@ -176,6 +178,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
             ("set", set.is_some()),
             ("known", known.is_some()),
             ("force", force.is_some()),
+            ("retry", retry.is_some()),
             ("confirm_within", confirm_within.is_some()),
             ("hash", hash.is_some()),
             ("health", health.is_some()),
@@ -187,11 +190,12 @@ impl<'de> Visitor<'de> for RequestVisitor {
         };
         let body = match kind.as_str() {
             "install" => {
-                only(&["set", "known", "force", "confirm_within", "health", "same_catalog"])?;
+                only(&["set", "known", "force", "retry", "confirm_within", "health", "same_catalog"])?;
                 Body::Install {
                     set: set.ok_or_else(|| de::Error::missing_field("set"))?,
                     known: known.unwrap_or_default(),
                     force: force.unwrap_or_default(),
+                    retry: retry.unwrap_or_default(),
                     confirm_within: confirm_within.flatten(),
                     health: health.flatten(),
                     same_catalog: same_catalog.unwrap_or_default(),
