@@ -384,6 +384,8 @@ pub struct PassThrough {
     pub section: String,
     pub key: String,
     pub value: String,
+    /// Where the value was written (one item of an array), for errors about it.
+    pub span: Range<usize>,
 }
 
 /// Where a service runs in a fleet (ignored on a single host).

@@ -439,7 +439,12 @@ fn read_pass_through(ctx: &mut Ctx, value: &Spanned<Value<'_>>, context: &str) -
                     );
                     continue;
                 }
-                out.push(PassThrough { section: section.clone(), key: name.clone(), value: text });
+                out.push(PassThrough {
+                    section: section.clone(),
+                    key: name.clone(),
+                    value: text,
+                    span: ctx.span(item),
+                });
             }
         }
     }

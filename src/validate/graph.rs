@@ -1,4 +1,8 @@
 //! Dependency cycles across all stacks of a host, printed in full (`todo: web -> api -> web`).
+//! An edge is a dependency (`requires`, `wants`: both order the service after it) or an ordering
+//! of kapell's own units in the `[services.*.systemd]` pass-through (`Unit.After=`, and
+//! `Unit.Before=`, an edge of the unit it names): systemd would break such a cycle at boot by
+//! dropping a job, or refuse the start.
 //!
 //! A depth-first walk spells out the cycles it closes, the first [`MAX_SPELLED`] of them. Then
 //! the strongly connected components make sure every stack with a service on a cycle has an
@@ -7,7 +11,7 @@
 //! also wants its first costs one line per stack, not text that grows with the square of it.
 
 use crate::diagnostics::Diagnostic;
-use crate::model::{DepTarget, Stack};
+use crate::model::{DepTarget, PassThrough, Stack};
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
@@ -17,8 +21,37 @@ const MAX_SPELLED: usize = 32;
 /// A service as a graph node: (stack index, service index).
 type Node = (usize, usize);
 
-/// A dependency edge and the span of the entry that makes it.
-type Edge = (Node, Range<usize>);
+/// A dependency edge: where it leads, and the entry that makes it (its span in the file of stack
+/// `file`, which is not the edge's own stack for a `Before=` of another stack's service).
+#[derive(Clone)]
+struct Edge {
+    to: Node,
+    span: Range<usize>,
+    file: usize,
+    /// `Some`: a pass-through ordering (`After`, `Before`) of service `.1` makes it.
+    ordering: Option<(&'static str, Node)>,
+}
+
+impl Edge {
+    /// Where the error about a cycle through `edges` goes in each file with an entry of it: its
+    /// first pass-through ordering there (the surprise of the cycle), else its first entry there.
+    fn blamed<'a>(edges: impl Iterator<Item = &'a Edge> + Clone) -> Vec<&'a Edge> {
+        let mut blamed: Vec<&Edge> = Vec::new();
+        for edge in edges.clone().filter(|e| e.ordering.is_some()).chain(edges) {
+            if !blamed.iter().any(|b| b.file == edge.file) {
+                blamed.push(edge);
+            }
+        }
+        blamed
+    }
+}
+
+/// What a cycle's text says of its first pass-through ordering, if it has one.
+fn through(stacks: &[Stack], edges: &[&Edge]) -> String {
+    let Some((key, (si, vi))) = edges.iter().find_map(|e| e.ordering) else { return String::new() };
+    let service = crate::names::qualified(&stacks[si].name, &stacks[si].services()[vi].name);
+    format!(" (through the `{key}=` of {service})")
+}
 
 /// One step of the depth-first walk: a node, its edges and the next edge to follow.
 type Step = (Node, Vec<Edge>, usize);
@@ -50,35 +83,64 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
         let base = base.split_once('@').map_or(base, |(template, _)| template);
         base.match_indices('-').find_map(|(i, _)| node_of(&base[..i], &base[i + 1..]))
     };
-    // Edges carry the span of the dependency entry that makes them.
-    let edges = |(si, vi): Node| -> Vec<Edge> {
-        let service = &stacks[si].services()[vi];
-        service
-            .requires
-            .iter()
-            .chain(&service.wants)
-            .filter_map(|dep| {
-                let to = match &dep.target {
-                    DepTarget::Local(s) if sole[si] => (si, service_in(si, s)?),
-                    DepTarget::Local(s) => node_of(&stacks[si].name, s)?,
-                    DepTarget::Remote { stack, service } => node_of(stack, service)?,
-                    // One instance of a template wanting another is no cycle.
-                    DepTarget::Unit(unit) => {
-                        let to = node_of_unit(unit)?;
-                        if to == (si, vi) && unit.contains('@') {
-                            return None;
-                        }
-                        to
-                    }
-                };
-                Some((to, dep.span.clone()))
-            })
-            .collect()
-    };
-
     // A service shadowed by a later stack of the same name is no node of the graph.
     let is_node =
         |(si, vi): Node| sole[si] || node_of(&stacks[si].name, &stacks[si].services()[vi].name) == Some((si, vi));
+    // The units of kapell's own that a pass-through ordering of `from` names (systemd ignores a
+    // unit ordered against itself).
+    let ordered = |p: &'_ PassThrough, from: Node| -> Vec<Node> {
+        p.value.split_whitespace().filter_map(node_of_unit).filter(|to| *to != from).collect()
+    };
+    // `Before=` orders the unit it names after this service: an edge of that unit's service,
+    // gathered once (most stacks have none).
+    let mut before: HashMap<Node, Vec<Edge>> = HashMap::new();
+    for (si, stack) in stacks.iter().enumerate() {
+        for (vi, service) in stack.services().iter().enumerate() {
+            for p in service.systemd.iter().filter(|p| p.section == "Unit" && p.key == "Before") {
+                if !is_node((si, vi)) {
+                    break;
+                }
+                for from in ordered(p, (si, vi)) {
+                    let ordering = Some(("Before", (si, vi)));
+                    before.entry(from).or_default().push(Edge {
+                        to: (si, vi),
+                        span: p.span.clone(),
+                        file: si,
+                        ordering,
+                    });
+                }
+            }
+        }
+    }
+    // Edges carry the span of the entry that makes them.
+    let edges = |(si, vi): Node| -> Vec<Edge> {
+        let service = &stacks[si].services()[vi];
+        let dependencies = service.requires.iter().chain(&service.wants).filter_map(|dep| {
+            let to = match &dep.target {
+                DepTarget::Local(s) if sole[si] => (si, service_in(si, s)?),
+                DepTarget::Local(s) => node_of(&stacks[si].name, s)?,
+                DepTarget::Remote { stack, service } => node_of(stack, service)?,
+                // One instance of a template wanting another is no cycle.
+                DepTarget::Unit(unit) => {
+                    let to = node_of_unit(unit)?;
+                    if to == (si, vi) && unit.contains('@') {
+                        return None;
+                    }
+                    to
+                }
+            };
+            Some(Edge { to, span: dep.span.clone(), file: si, ordering: None })
+        });
+        let after = service.systemd.iter().filter(|p| p.section == "Unit" && p.key == "After").flat_map(|p| {
+            let ordering = Some(("After", (si, vi)));
+            ordered(p, (si, vi)).into_iter().map(move |to| Edge { to, span: p.span.clone(), file: si, ordering })
+        });
+        let mut edges: Vec<Edge> = dependencies.chain(after).collect();
+        if let Some(more) = before.get(&(si, vi)) {
+            edges.extend(more.iter().cloned());
+        }
+        edges
+    };
 
     // Iterative DFS with colours; a grey target closes a cycle. Each cycle is reported once,
     // at the dependency entry that closes it, in every stack it passes through.
@@ -100,7 +162,8 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
                     path.pop();
                     continue;
                 }
-                let (to, span) = out[*next].clone();
+                let edge = out[*next].clone();
+                let to = edge.to;
                 *next += 1;
                 match colour.get(to) {
                     UNSEEN => {
@@ -110,7 +173,7 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
                     }
                     ON_PATH if spelled < MAX_SPELLED => {
                         spelled += 1;
-                        report(stacks, &path, to, span, errors, &mut erring);
+                        report(stacks, &path, &edge, errors, &mut erring);
                     }
                     ON_PATH => closed = true,
                     _ => {}
@@ -152,8 +215,8 @@ fn cyclic_components(
             stack.push((si, vi));
             while let Some((node, out, next)) = walk.last_mut() {
                 let (node, n) = (*node, slot(*node));
-                if let Some((to, _)) = out.get(*next) {
-                    let (to, t) = (*to, slot(*to));
+                if let Some(edge) = out.get(*next) {
+                    let (to, t) = (edge.to, slot(edge.to));
                     *next += 1;
                     if index[t] == NONE {
                         (index[t], low[t], on_stack[t]) = (next_index, next_index, true);
@@ -165,7 +228,7 @@ fn cyclic_components(
                     }
                     continue;
                 }
-                let self_loop = out.iter().any(|(to, _)| *to == node);
+                let self_loop = out.iter().any(|edge| edge.to == node);
                 walk.pop();
                 if let Some((parent, _, _)) = walk.last() {
                     let p = slot(*parent);
@@ -191,8 +254,8 @@ fn cyclic_components(
     found
 }
 
-/// One error for each stack of `component` that has none yet, at its first dependency entry that
-/// stays in the component, naming a few of the component's services.
+/// One error for each stack with an entry that stays in `component` and no error yet, at its first
+/// such entry, naming a few of the component's services.
 fn report_component(
     stacks: &[Stack],
     component: &[Node],
@@ -207,14 +270,17 @@ fn report_component(
     if component.len() > NAMED {
         named.push(format!("… ({} services in all)", component.len()));
     }
-    let text = format!("dependency cycle: these services depend on each other in a circle: {}", named.join(", "));
-    for &node in component {
-        if erring.contains(&node.0) {
-            continue;
-        }
-        if let Some((_, span)) = edges(node).into_iter().find(|(to, _)| members.contains(to)) {
-            errors.push(Diagnostic::new(&stacks[node.0].source, span, text.clone()));
-            erring.insert(node.0);
+    let inside: Vec<Edge> =
+        component.iter().flat_map(|&node| edges(node)).filter(|e| members.contains(&e.to)).collect();
+    let blamed = Edge::blamed(inside.iter());
+    let text = format!(
+        "dependency cycle: these services depend on each other in a circle: {}{}",
+        named.join(", "),
+        through(stacks, &blamed)
+    );
+    for edge in blamed {
+        if erring.insert(edge.file) {
+            errors.push(Diagnostic::new(&stacks[edge.file].source, edge.span.clone(), text.clone()));
         }
     }
 }
@@ -250,14 +316,8 @@ impl Colours {
     }
 }
 
-fn report(
-    stacks: &[Stack],
-    path: &[Step],
-    to: Node,
-    closing: Range<usize>,
-    errors: &mut Vec<Diagnostic>,
-    erring: &mut HashSet<usize>,
-) {
+fn report(stacks: &[Stack], path: &[Step], closing: &Edge, errors: &mut Vec<Diagnostic>, erring: &mut HashSet<usize>) {
+    let to = closing.to;
     let start = path.iter().position(|(n, _, _)| *n == to).unwrap_or(0);
     let mut cycle: Vec<Node> = path[start..].iter().map(|(n, _, _)| *n).collect();
     cycle.push(to);
@@ -275,26 +335,21 @@ fn report(
     } else {
         cycle.iter().map(name).collect()
     };
+    // The cycle's entries, the one that closes it first, then each node's edge to the next.
+    let mut entries: Vec<&Edge> =
+        path[start..].iter().filter_map(|(_, out, next)| out.get(next.saturating_sub(1))).collect();
+    entries.rotate_right(1);
+    let blamed = Edge::blamed(entries.iter().copied());
+    let through = through(stacks, &blamed);
     let text = if single_stack {
-        format!("dependency cycle: {}: {}", stacks[to.0].name, names.join(" -> "))
+        format!("dependency cycle: {}: {}{through}", stacks[to.0].name, names.join(" -> "))
     } else {
-        format!("dependency cycle across stacks: {}", names.join(" -> "))
+        format!("dependency cycle across stacks: {}{through}", names.join(" -> "))
     };
-    // The entry that closes the cycle is in the last node's stack; other stacks of the cycle get
-    // the error at the entry of theirs that continues it.
-    let last = cycle[cycle.len() - 2];
-    errors.push(Diagnostic::new(&stacks[last.0].source, closing, text.clone()));
-    erring.insert(last.0);
-    let mut seen = vec![last.0];
-    for (node, out, next) in &path[start..] {
-        if seen.contains(&node.0) {
-            continue;
-        }
-        seen.push(node.0);
-        if let Some((_, span)) = out.get(next.saturating_sub(1)) {
-            errors.push(Diagnostic::new(&stacks[node.0].source, span.clone(), text.clone()));
-            erring.insert(node.0);
-        }
+    // One error in each file with an entry of the cycle.
+    for edge in blamed {
+        errors.push(Diagnostic::new(&stacks[edge.file].source, edge.span.clone(), text.clone()));
+        erring.insert(edge.file);
     }
 }
 
@@ -343,6 +398,50 @@ mod tests {
         let files: HashSet<String> =
             errors.iter().map(|e| e.to_string().split(':').next().unwrap_or("").to_string()).collect();
         assert!(files.contains("/etc/kapell/a.toml") && files.contains("/etc/kapell/d.toml"), "{errors:#?}");
+    }
+
+    /// A pass-through `After=` or `Before=` of kapell's own units orders as a dependency does:
+    /// a cycle through it is an error at that line, in the file that wrote it.
+    #[test]
+    fn a_pass_through_ordering_closes_a_cycle() {
+        let after = "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { After = \"shop-web.service\" }\n\n\
+                     [services.web]\nexec = [\"/bin/web\"]\nrequires = [\"db\"]\n";
+        let stacks = [stack("/etc/kapell/shop.toml", after)];
+        let mut errors = Vec::new();
+        check_cycles(&stacks, &mut errors);
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(
+            shown,
+            ["/etc/kapell/shop.toml:5:18: dependency cycle: shop: db -> web -> db (through the `After=` of shop.db)"]
+        );
+
+        // Several units in one value, one of another stack: `shop.web` before `ops.gate` (its
+        // `Before=`), and `ops.gate` before `shop.web` (the `Before=` of ops.toml).
+        let shop = "[services.web]\nexec = [\"/bin/web\"]\n\n[services.web.systemd.Unit]\nBefore = [\"x.target\", \"other.service ops-gate.service\"]\n";
+        let ops =
+            "[services.gate]\nexec = [\"/bin/gate\"]\n\n[services.gate.systemd]\nUnit.Before = \"shop-web.service\"\n";
+        let stacks = [stack("/etc/kapell/ops.toml", ops), stack("/etc/kapell/shop.toml", shop)];
+        let mut errors = Vec::new();
+        check_cycles(&stacks, &mut errors);
+        let files: HashSet<String> =
+            errors.iter().map(|e| e.to_string().split(':').next().unwrap_or("").to_string()).collect();
+        assert!(files.contains("/etc/kapell/ops.toml") && files.contains("/etc/kapell/shop.toml"), "{errors:#?}");
+        let at = errors.iter().find(|e| e.to_string().starts_with("/etc/kapell/shop.toml:")).map(ToString::to_string);
+        assert!(at.as_deref().is_some_and(|e| e.starts_with("/etc/kapell/shop.toml:5:23: ")), "{at:?}");
+
+        // Orderings that close nothing: the other way round, against itself (systemd ignores
+        // that), an instance of its own template, a unit kapell does not own, `Requires=`.
+        for ok in [
+            "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { Before = \"shop-web.service\" }\n\n\
+             [services.web]\nexec = [\"/bin/web\"]\nrequires = [\"db\"]\n",
+            "[services.web]\nexec = [\"/bin/web\"]\n\n[services.web.systemd]\nUnit = { After = \"shop-web.service\" }\n",
+            "[services.web]\nexec = [\"/bin/web\"]\nreplicas = 2\n\n[services.web.systemd]\nUnit = { After = \"shop-web@1.service\" }\n",
+            "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { After = \"web.service\", Requires = \"shop-web.service\" }\n\n\
+             [services.web]\nexec = [\"/bin/web\"]\nrequires = [\"db\"]\n",
+        ] {
+            assert_eq!(cycles(&[stack("/etc/kapell/shop.toml", ok)]), Vec::<String>::new(), "{ok}");
+        }
     }
 
     /// A chain whose every service also wants the first closes a cycle at every link: the first
