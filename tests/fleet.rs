@@ -1474,7 +1474,8 @@ fn slow_host_in_a_batch_with(rig: &mut Rig) -> Result<()> {
 /// `fleet rollout retry` pushes the version again, batch by batch. While it is under way (web1
 /// has it), web2's set is edited by hand: the retry may install the version db1 rolled back,
 /// and nothing more, so web2 refuses it and keeps the edit, as it would without the retry
-/// (only `--force` overwrites a set this controller did not push).
+/// (only `--force` overwrites a set this controller did not push). Its refusal fails the batch,
+/// as any failure does, but sends web2 no rollback: the push changed nothing there.
 fn retry_over_a_hand_edit(rig: &mut Rig) -> Result<()> {
     let flag = rig.hosts[2].root().join("etc/kapell-test-fail");
     std::fs::write(&flag, "")?;
@@ -1516,5 +1517,12 @@ fn retry_over_a_hand_edit_with(rig: &mut Rig, flag: &Path) -> Result<()> {
     );
     ensure!(!agent_runs(rig, &["web2"], "7000177")?, "web2 got the version:\n{report}");
     ensure!(report.contains("did not push"), "web2's refusal is not reported:\n{report}");
+    // Its refusal changed nothing there, and nothing went back there: it failed, no more. The
+    // others went back, as for any failure of a batch.
+    ensure!(report.lines().any(|l| l.starts_with("web2 ") && l.contains("FAILED")), "{report}");
+    for host in ["db1 ", "web1 "] {
+        ensure!(report.lines().any(|l| l.starts_with(host) && l.contains("ROLLED BACK")), "{host}:\n{report}");
+    }
+    ensure!(agent_runs(rig, &["db1", "web1"], "7000003")?, "db1 and web1 did not go back:\n{report}");
     Ok(())
 }

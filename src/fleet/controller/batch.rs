@@ -56,6 +56,10 @@ pub(super) struct Stopped {
     pub run_it: BTreeSet<String>,
     /// The hosts the batch stopped before it pushed them: they keep what they run.
     pub not_pushed: BTreeSet<String>,
+    /// The hosts that answered their push with a refusal (a set this controller did not push
+    /// runs there, say), with why: the push changed nothing there, and what they run is none of
+    /// this rollout's business, so nothing sends them a rollback.
+    pub refused: BTreeMap<String, String>,
 }
 
 /// A push's result as it comes in: the host's outcome, whether the request never reached it,
@@ -71,6 +75,16 @@ struct Arrival {
 impl Arrival {
     fn runs(&self, hash: &str) -> bool {
         self.outcome.reply.as_ref().is_some_and(|r| r.current == hash)
+    }
+
+    /// Why the host refused the push, if it answered that it did not take the set (refused,
+    /// or held: its reply says the set never became current there, which an activation that
+    /// failed would have said).
+    fn refusal(&self) -> Option<String> {
+        match (&self.outcome.outcome, &self.outcome.reply) {
+            (Outcome::Failed(why) | Outcome::HeldBack(why), Some(reply)) if !reply.changed => Some(why.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -183,7 +197,7 @@ pub(super) fn run_batch(
     batch: &Batch,
     force: bool,
     retry: bool,
-) -> Result<Pass, Stopped> {
+) -> Result<Pass, Box<Stopped>> {
     let policy = &c.fleet.rollout;
     // The controller watches a host for up to `healthy_deadline` after its push returns, then
     // confirms it within `confirm_timeout`. A peer whose activation was quick keeps the window
@@ -256,6 +270,8 @@ pub(super) fn run_batch(
                     stop.not_pushed.insert(a.outcome.host.clone());
                 } else if a.runs(&c.sets[&a.outcome.host].hash) {
                     stop.run_it.insert(a.outcome.host.clone());
+                } else if let Some(why) = a.refusal() {
+                    stop.refused.insert(a.outcome.host.clone(), why);
                 }
             }
             return Err(stop);
@@ -292,25 +308,30 @@ struct Seen {
     hosts: BTreeMap<String, Watched>,
     /// Never reached by their push.
     unreached: Vec<HostOutcome>,
+    /// Refused their push, with why (see [`Stopped::refused`]).
+    refused: BTreeMap<String, String>,
 }
 
 /// Watches the `expected` hosts of a batch as their pushes come in (see the module's comment).
-fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant) -> Result<Seen, Stopped> {
+fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant) -> Result<Seen, Box<Stopped>> {
     let policy = &c.fleet.rollout;
     let (min_healthy, deadline) = (policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std());
-    let mut seen = Seen { hosts: BTreeMap::new(), unreached: Vec::new() };
+    let mut seen = Seen { hosts: BTreeMap::new(), unreached: Vec::new(), refused: BTreeMap::new() };
     let mut came = 0;
     let mut last_arrival = Instant::now();
     let mut next_poll = Instant::now();
     // `failed`: the host whose push failed, if it runs the set all the same (its activation
     // failed, say).
     // (Hosts not pushed are known only once the pushes under way have returned: see run_batch.)
-    let stop = |seen: &Seen, failed: Option<String>, host: String, why: String| Stopped {
-        host,
-        why,
-        started,
-        run_it: seen.hosts.iter().filter(|(_, w)| w.runs_it()).map(|(h, _)| h.clone()).chain(failed).collect(),
-        not_pushed: BTreeSet::new(),
+    let stop = |seen: &Seen, failed: Option<String>, host: String, why: String| {
+        Box::new(Stopped {
+            host,
+            why,
+            started,
+            run_it: seen.hosts.iter().filter(|(_, w)| w.runs_it()).map(|(h, _)| h.clone()).chain(failed).collect(),
+            not_pushed: BTreeSet::new(),
+            refused: seen.refused.clone(),
+        })
     };
     loop {
         // Polled every HEALTH_POLL, and at once when a push returns (its host's first status).
@@ -326,6 +347,9 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
         // say whether they run the pushed set.
         let mut failure: Option<(String, String, bool)> = None;
         for arrival in new {
+            if let Some(why) = arrival.refusal() {
+                seen.refused.insert(arrival.outcome.host.clone(), why);
+            }
             // (None is skipped: the watcher has not stopped.)
             let Arrival { outcome, never_sent, at, .. } = arrival;
             // A host ssh could not even connect to never got the set: that says nothing of the

@@ -605,7 +605,8 @@ fn rollout(
                 set_aside.extend(unreached);
                 record.in_flight.clone_from(&set_aside);
             }
-            Err(Stopped { host, why, started, run_it, not_pushed }) => {
+            Err(stopped) => {
+                let Stopped { host, why, started, run_it, not_pushed, refused } = *stopped;
                 let reverted = policy.auto_revert;
                 // The failure is on record before anything goes back: a controller killed during
                 // the rollbacks finds the desired state failed (and holds it everywhere), not a
@@ -620,6 +621,17 @@ fn rollout(
                 for h in &batch.hosts {
                     if not_pushed.contains(h) {
                         report(held_back(h, held.clone()));
+                        continue;
+                    }
+                    // One that refused the push runs what it ran: nothing goes back there.
+                    if let Some(own) = refused.get(h) {
+                        let why = if *h == host { why.clone() } else { format!("{own} (and {host} failed: {why})") };
+                        report(HostOutcome {
+                            host: h.clone(),
+                            outcome: Outcome::Failed(why),
+                            reply: None,
+                            took: started.elapsed(),
+                        });
                         continue;
                     }
                     let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };
