@@ -54,6 +54,16 @@ pub struct Options {
     pub dry_run: bool,
 }
 
+/// What an apply did, and whether the fleet's set must be run after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// Units of the set a fleet controller installed that run here were not loaded at the last
+    /// reload, or not as they are (a local stack that kept them out was removed): the fleet's
+    /// set must be run again once this apply has reloaded (see [`host_units::received_share_loaded`]).
+    pub fleet_set_waits: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Everything already matches.
@@ -92,11 +102,11 @@ pub async fn apply(
     checked: &Checked,
     options: &Options,
     out: &mut dyn FnMut(String),
-) -> Result<Outcome> {
+) -> Result<Report> {
     anyhow::ensure!(checked.is_ok(), "kapell apply needs every stack to be valid");
     let systemd = Systemd::system().await?;
     if let Some(refusal) = check_config_dir(&systemd, config_dir).await? {
-        return Ok(Outcome::Refused(refusal));
+        return Ok(Report { outcome: Outcome::Refused(refusal), fleet_set_waits: false });
     }
     // One writer per host: the plan is only true while nobody else (`kapell receive`, another
     // apply) changes units. A dry run changes nothing and needs no lock.
@@ -108,17 +118,26 @@ pub async fn apply(
     };
     let desired = desired(config_dir, checked);
     let claims = StackClaims::of(config_dir, checked);
+    // Built only if a received set asks (most hosts have none).
+    let local = std::cell::OnceCell::new();
+    let is_local = |path: &str| {
+        let local: &BTreeSet<&str> =
+            local.get_or_init(|| desired.stacks.values().flat_map(|s| s.files.keys()).map(String::as_str).collect());
+        local.contains(path)
+    };
+    let fleet_set_waits = !host_units::received_share_loaded(is_local, &claims, Path::new(GENERATOR_DIR));
+    let report = |outcome| Ok(Report { outcome, fleet_set_waits });
     // What runs: what the last apply started, which a reload by anyone else does not change.
     let current = applied::current(installed(&desired, &claims)?);
     let selection = match select(&options.stacks, &current, &desired, config_dir) {
         Ok(selection) => selection,
-        Err(refusal) => return Ok(Outcome::Refused(refusal)),
+        Err(refusal) => return report(Outcome::Refused(refusal)),
     };
     let states = plan::read_states(&systemd, &current, selection.as_ref()).await?;
     let plan = match plan::plan(&current, &desired, &states, selection.as_ref()) {
         Ok(plan) => plan,
         Err(conflicts) => {
-            return Ok(Outcome::Refused(format!(
+            return report(Outcome::Refused(format!(
                 "the reload would also load changes of stacks not named, and nothing would act on them: {}; \
                  apply those stacks too (or every stack: `kapell apply`), or undo their changes",
                 conflicts.join("; ")
@@ -135,7 +154,7 @@ pub async fn apply(
             if s == 1 { "" } else { "s" },
             if u == 1 { "" } else { "s" }
         ));
-        return Ok(Outcome::NothingToDo);
+        return report(Outcome::NothingToDo);
     }
     let generator = find_generator();
     if options.dry_run {
@@ -143,14 +162,14 @@ pub async fn apply(
         if plan.reload && generator.is_none() {
             out(format!("warning: {}", no_generator()));
         }
-        return Ok(Outcome::Planned);
+        return report(Outcome::Planned);
     }
     if plan.reload && generator.is_none() {
         bail!("{}; nothing was changed", no_generator());
     }
     let failures = execute::execute(&systemd, &plan, || verify(&desired, &claims, generator.as_deref()), out).await?;
     applied::save(&current, &desired, selection.as_ref())?;
-    Ok(Outcome::Applied { failures })
+    report(Outcome::Applied { failures })
 }
 
 /// The generator reads `/etc/kapell` (or `KAPELL_CONFIG_DIR` in systemd's environment); applying

@@ -3,6 +3,7 @@
 use super::exit;
 use crate::apply::{self, Options, Outcome};
 use crate::blocking::block_on;
+use crate::fleet::peer::lifecycle;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -19,6 +20,9 @@ use std::path::Path;
 /// second run with no change does nothing and says so.
 ///
 /// Without STACK, applies every stack, and stops the units of stacks whose file was deleted.
+/// When a local stack that kept units of the fleet's set out is gone (a stack of the same name,
+/// or a unit of the same name), the fleet's units take its place at the reload, and the set this
+/// host received is run again, which starts them.
 /// With STACK, the plan is limited to those stacks; it is refused if the reload would load
 /// changes of other stacks that nothing would act on (apply those too, or all).
 ///
@@ -50,16 +54,39 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
         return Ok(exit::INVALID);
     }
     let options = Options { stacks: args.stacks, dry_run: args.dry_run };
-    let outcome = block_on(apply::apply(config_dir, &checked, &options, &mut |line| println!("{line}")))??;
-    Ok(match outcome {
-        Outcome::NothingToDo | Outcome::Planned | Outcome::Applied { failures: 0 } => exit::OK,
-        Outcome::Applied { failures } => {
-            eprintln!("{failures} unit{} failed", if failures == 1 { "" } else { "s" });
-            exit::FAILED
-        }
+    let report = block_on(apply::apply(config_dir, &checked, &options, &mut |line| println!("{line}")))??;
+    let mut failures = match report.outcome {
+        Outcome::NothingToDo | Outcome::Planned => 0,
+        Outcome::Applied { failures } => failures,
         Outcome::Refused(why) => {
             eprintln!("error: {why}");
-            exit::USAGE
+            return Ok(exit::USAGE);
         }
-    })
+    };
+    if report.fleet_set_waits {
+        if options.dry_run {
+            println!("note: units of the fleet's set that a local stack kept out would start (the set is run again)");
+        } else {
+            println!("the fleet's set: units a local stack kept out run now");
+            failures += run_fleet_set(config_dir)?;
+        }
+    }
+    if failures > 0 {
+        eprintln!("{failures} unit{} failed", if failures == 1 { "" } else { "s" });
+        return Ok(exit::FAILED);
+    }
+    Ok(exit::OK)
+}
+
+/// Runs the set this host received again (see [`lifecycle::run_emitted`]), printing what it did;
+/// returns how many units failed.
+fn run_fleet_set(config_dir: &Path) -> Result<usize> {
+    let reply = lifecycle::run_emitted(config_dir);
+    for line in &reply.actions {
+        println!("{}", crate::printable::printable(line));
+    }
+    if let Some(e) = reply.error {
+        anyhow::bail!("cannot run the fleet's set: {}", crate::printable::printable(&e));
+    }
+    Ok(reply.failures)
 }

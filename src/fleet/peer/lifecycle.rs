@@ -27,6 +27,23 @@ pub fn lock_host() -> Result<HostLock> {
     HostLock::acquire(RECEIVE_COMMAND, |holder| eprintln!("kapell receive: waiting for {holder}"))
 }
 
+/// Runs the set the generator emits again, as a repair of it would, without a controller: what
+/// `kapell apply` asks once a local stack that kept some of its units out has gone, since
+/// nothing else would start them before the next push.
+pub fn run_emitted(config_dir: &Path) -> Reply {
+    let mut reply = report::new_reply();
+    let result = (|| {
+        let _lock = lock_host()?;
+        let store = Store::open();
+        let set = super::generations::read_set(&store.emitted_dir())?;
+        activate::run_set(config_dir, &set, &mut reply)
+    })();
+    if let Err(e) = result {
+        reply.error = Some(format!("{e:#}"));
+    }
+    reply
+}
+
 /// What an install starts from, once [`admit`] let it through.
 pub struct Admitted {
     /// The set the host ran before.
