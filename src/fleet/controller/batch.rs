@@ -56,10 +56,10 @@ pub(super) struct Stopped {
     pub run_it: BTreeSet<String>,
     /// The hosts the batch stopped before it pushed them: they keep what they run.
     pub not_pushed: BTreeSet<String>,
-    /// The hosts that answered their push with a refusal (a set this controller did not push
-    /// runs there, say), with why: the push changed nothing there, and what they run is none of
-    /// this rollout's business, so nothing sends them a rollback.
-    pub refused: BTreeMap<String, String>,
+    /// The hosts that answered their push with a refusal (the peer held the set, or its checks
+    /// refused it), with their outcome: the push changed nothing there, and what they run is
+    /// none of this rollout's business, so nothing sends them a rollback.
+    pub refused: BTreeMap<String, HostOutcome>,
 }
 
 /// A push's result as it comes in: the host's outcome, whether the request never reached it,
@@ -77,14 +77,13 @@ impl Arrival {
         self.outcome.reply.as_ref().is_some_and(|r| r.current == hash)
     }
 
-    /// Why the host refused the push, if it answered that it did not take the set (refused,
-    /// or held: its reply says the set never became current there, which an activation that
-    /// failed would have said).
-    fn refusal(&self) -> Option<String> {
-        match (&self.outcome.outcome, &self.outcome.reply) {
-            (Outcome::Failed(why) | Outcome::HeldBack(why), Some(reply)) if !reply.changed => Some(why.clone()),
-            _ => None,
-        }
+    /// Whether the host refused the push: it failed, and its reply says it runs another set
+    /// than the pushed one (refused or held: the set never became current there, or the
+    /// activation that failed left it current). A peer older than replies that name what it
+    /// runs on an error names nothing, and is not taken to have refused.
+    fn refused(&self, hash: &str) -> bool {
+        let failed = matches!(self.outcome.outcome, Outcome::Failed(_) | Outcome::HeldBack(_));
+        failed && self.outcome.reply.as_ref().is_some_and(|r| !r.current.is_empty() && r.current != hash)
     }
 }
 
@@ -229,7 +228,8 @@ pub(super) fn run_batch(
         let install = Install {
             known: known[h].clone(),
             force,
-            retry,
+            // `force` covers it, and a peer older than `retry` refuses the field.
+            retry: retry && !force,
             confirm_secs: window.as_millis().div_ceil(1000).max(1) as u64,
             has_catalog: has_catalog.contains(h),
         };
@@ -270,8 +270,8 @@ pub(super) fn run_batch(
                     stop.not_pushed.insert(a.outcome.host.clone());
                 } else if a.runs(&c.sets[&a.outcome.host].hash) {
                     stop.run_it.insert(a.outcome.host.clone());
-                } else if let Some(why) = a.refusal() {
-                    stop.refused.insert(a.outcome.host.clone(), why);
+                } else if a.refused(&c.sets[&a.outcome.host].hash) {
+                    stop.refused.insert(a.outcome.host.clone(), a.outcome);
                 }
             }
             return Err(stop);
@@ -308,8 +308,8 @@ struct Seen {
     hosts: BTreeMap<String, Watched>,
     /// Never reached by their push.
     unreached: Vec<HostOutcome>,
-    /// Refused their push, with why (see [`Stopped::refused`]).
-    refused: BTreeMap<String, String>,
+    /// Refused their push (see [`Stopped::refused`]).
+    refused: BTreeMap<String, HostOutcome>,
 }
 
 /// Watches the `expected` hosts of a batch as their pushes come in (see the module's comment).
@@ -347,8 +347,8 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
         // say whether they run the pushed set.
         let mut failure: Option<(String, String, bool)> = None;
         for arrival in new {
-            if let Some(why) = arrival.refusal() {
-                seen.refused.insert(arrival.outcome.host.clone(), why);
+            if arrival.refused(&c.sets[&arrival.outcome.host].hash) {
+                seen.refused.insert(arrival.outcome.host.clone(), arrival.outcome.clone());
             }
             // (None is skipped: the watcher has not stopped.)
             let Arrival { outcome, never_sent, at, .. } = arrival;

@@ -623,15 +623,17 @@ fn rollout(
                         report(held_back(h, held.clone()));
                         continue;
                     }
-                    // One that refused the push runs what it ran: nothing goes back there.
-                    if let Some(own) = refused.get(h) {
-                        let why = if *h == host { why.clone() } else { format!("{own} (and {host} failed: {why})") };
-                        report(HostOutcome {
-                            host: h.clone(),
-                            outcome: Outcome::Failed(why),
-                            reply: None,
-                            took: started.elapsed(),
-                        });
+                    // One that refused the push runs what it ran: nothing goes back there. (One whose
+                    // reply says it runs the pushed set goes back, whatever else it said.)
+                    if let Some(own) = refused.get(h).filter(|_| !run_it.contains(h)) {
+                        let mut own = own.clone();
+                        if *h != host
+                            && let Outcome::Failed(why_here) | Outcome::HeldBack(why_here) = &mut own.outcome
+                        {
+                            why_here.push_str(&format!(" (and {host} failed: {why})"));
+                        }
+                        super::outcomes::record(state, &own, &c.sets[h].hash);
+                        report(own);
                         continue;
                     }
                     let why = if *h == host { why.clone() } else { format!("{host} failed: {why}") };

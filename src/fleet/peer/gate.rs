@@ -43,8 +43,12 @@ pub fn handle(config_dir: &Path, input: Vec<u8>) -> Reply {
         reply.needs_whole_set = e.downcast_ref::<NeedsWholeSet>().is_some();
         reply.error = Some(format!("{e:#}"));
         // The request may have written the word before it failed: the controller must not take
-        // the host to hold the word it held before.
-        reply.health_hash = report::health_hash(&Store::open());
+        // the host to hold the word it held before. And what the host runs now, so the
+        // controller can tell a refusal (the pushed set is not current) from an activation that
+        // failed (it is, and must go back).
+        let store = Store::open();
+        reply.health_hash = report::health_hash(&store);
+        let _ = report::describe(&store, &mut reply, report::Detail::Hashes);
     }
     reply
 }
