@@ -2,10 +2,11 @@
 //! An edge is a dependency (`requires`, `wants`: both order the service after it) or an ordering
 //! of kapell's own units in the `[services.*.systemd]` pass-through (`Unit.After=`, and
 //! `Unit.Before=`, an edge of the unit it names): systemd would break such a cycle at boot by
-//! dropping a job, or refuse the start.
+//! dropping a job, or refuse the start. A stack's target is a node as well: it is ordered after
+//! every service of its stack, so a service of it ordered after the target closes a cycle.
 //!
 //! A depth-first walk spells out the cycles it closes, the first [`MAX_SPELLED`] of them. Then
-//! the strongly connected components make sure every stack with a service on a cycle has an
+//! the strongly connected components make sure every file with an entry on a cycle has an
 //! error, also one the walk's cycles did not pass through (a cycle closed through a service
 //! already walked, or one past the limit): a file made of a long chain whose every service
 //! also wants its first costs one line per stack, not text that grows with the square of it.
@@ -18,16 +19,19 @@ use std::ops::Range;
 /// How many cycles are spelled out in full.
 const MAX_SPELLED: usize = 32;
 
-/// A service as a graph node: (stack index, service index).
+/// A service as a graph node: (stack index, service index). A stack's target is a node too, one
+/// past its last service (`services().len()`): it wants, and so is ordered after, every service
+/// of the stack, and a unit may be ordered after it. One node, not an edge from each unit ordered
+/// after it to each service, keeps the graph as large as the files that make it.
 type Node = (usize, usize);
 
-/// A dependency edge: where it leads, and the entry that makes it (its span in the file of stack
-/// `file`, which is not the edge's own stack for a `Before=` of another stack's service).
+/// A dependency edge: where it leads, and the entry that makes it: its span in the file of stack
+/// `.0` (not the edge's own stack for a `Before=` of another stack's service), or none for a
+/// target's ordering after its services.
 #[derive(Clone)]
 struct Edge {
     to: Node,
-    span: Range<usize>,
-    file: usize,
+    entry: Option<(usize, Range<usize>)>,
     /// `Some`: a pass-through ordering (`After`, `Before`) of service `.1` makes it.
     ordering: Option<(&'static str, Node)>,
 }
@@ -35,11 +39,13 @@ struct Edge {
 impl Edge {
     /// Where the error about a cycle through `edges` goes in each file with an entry of it: its
     /// first pass-through ordering there (the surprise of the cycle), else its first entry there.
-    fn blamed<'a>(edges: impl Iterator<Item = &'a Edge> + Clone) -> Vec<&'a Edge> {
-        let mut blamed: Vec<&Edge> = Vec::new();
+    fn blamed<'a>(edges: impl Iterator<Item = &'a Edge> + Clone) -> Vec<(usize, Range<usize>)> {
+        let mut blamed: Vec<(usize, Range<usize>)> = Vec::new();
         for edge in edges.clone().filter(|e| e.ordering.is_some()).chain(edges) {
-            if !blamed.iter().any(|b| b.file == edge.file) {
-                blamed.push(edge);
+            if let Some((file, span)) = &edge.entry
+                && !blamed.iter().any(|(f, _)| f == file)
+            {
+                blamed.push((*file, span.clone()));
             }
         }
         blamed
@@ -47,10 +53,36 @@ impl Edge {
 }
 
 /// What a cycle's text says of its first pass-through ordering, if it has one.
-fn through(stacks: &[Stack], edges: &[&Edge]) -> String {
-    let Some((key, (si, vi))) = edges.iter().find_map(|e| e.ordering) else { return String::new() };
-    let service = crate::names::qualified(&stacks[si].name, &stacks[si].services()[vi].name);
-    format!(" (through the `{key}=` of {service})")
+fn through<'a>(stacks: &[Stack], mut edges: impl Iterator<Item = &'a Edge>) -> String {
+    let Some((key, service)) = edges.find_map(|e| e.ordering) else { return String::new() };
+    format!(" (through the `{key}=` of {})", node_name(stacks, service, true))
+}
+
+/// Whether systemd orders the stack's target (named `target`) after `service`, which it wants: a
+/// target adds `After=` to each unit it wants, except one without default dependencies, and one
+/// ordered after the target already (that would be a loop; systemd leaves it out).
+fn target_orders_after(service: &crate::model::Service, target: &str) -> bool {
+    let unit = service.systemd.iter().filter(|p| p.section == "Unit");
+    let no_defaults = unit
+        .clone()
+        .rfind(|p| p.key == "DefaultDependencies")
+        .is_some_and(|p| matches!(p.value.to_ascii_lowercase().as_str(), "no" | "false" | "0" | "off" | "n" | "f"));
+    let after_it = unit.filter(|p| p.key == "After").any(|p| p.value.split_whitespace().any(|u| u == target))
+        || service
+            .requires
+            .iter()
+            .chain(&service.wants)
+            .any(|d| matches!(&d.target, DepTarget::Unit(u) if u == target));
+    !no_defaults && !after_it
+}
+
+/// A node's name in a cycle's text: the service (with its stack: `qualified`), or the target.
+fn node_name(stacks: &[Stack], (si, vi): Node, qualified: bool) -> String {
+    match stacks[si].services().get(vi) {
+        Some(service) if qualified => crate::names::qualified(&stacks[si].name, &service.name),
+        Some(service) => service.name.to_string(),
+        None => stacks[si].target_unit(),
+    }
 }
 
 /// One step of the depth-first walk: a node, its edges and the next edge to follow.
@@ -78,7 +110,12 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
     // A dependency may name one of kapell's own units by its unit name (`shop-db.service`,
     // `shop-web@2.service`): that is an edge as well. The name is split at each '-' into a stack
     // and a service looked up as above, so nothing is built per service for it.
+    // A stack's target (`shop.target`) is its node past the last service (the later stack of
+    // the name, whose services win).
     let node_of_unit = |unit: &str| -> Option<Node> {
+        if let Some(stack) = unit.strip_suffix(".target") {
+            return stack_index.get(stack).map(|&si| (si, stacks[si].services().len()));
+        }
         let base = unit.strip_suffix(".service")?;
         let base = base.split_once('@').map_or(base, |(template, _)| template);
         base.match_indices('-').find_map(|(i, _)| node_of(&base[..i], &base[i + 1..]))
@@ -102,19 +139,27 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
                 }
                 for from in ordered(p, (si, vi)) {
                     let ordering = Some(("Before", (si, vi)));
-                    before.entry(from).or_default().push(Edge {
-                        to: (si, vi),
-                        span: p.span.clone(),
-                        file: si,
-                        ordering,
-                    });
+                    let entry = Some((si, p.span.clone()));
+                    before.entry(from).or_default().push(Edge { to: (si, vi), entry, ordering });
                 }
             }
         }
     }
     // Edges carry the span of the entry that makes them.
     let edges = |(si, vi): Node| -> Vec<Edge> {
-        let service = &stacks[si].services()[vi];
+        let Some(service) = stacks[si].services().get(vi) else {
+            // A target: after every service of its stack (of each namesake, as they run) that
+            // systemd orders it after, and after the services whose `Before=` names it.
+            let name = &stacks[si].name;
+            let target = stacks[si].target_unit();
+            let services = (0..=si)
+                .rev()
+                .take_while(|&s| stacks[s].name == *name)
+                .flat_map(|s| (0..stacks[s].services().len()).map(move |v| (s, v)))
+                .filter(|&(s, v)| is_node((s, v)) && target_orders_after(&stacks[s].services()[v], &target))
+                .map(|to| Edge { to, entry: None, ordering: None });
+            return services.chain(before.get(&(si, vi)).into_iter().flatten().cloned()).collect();
+        };
         let dependencies = service.requires.iter().chain(&service.wants).filter_map(|dep| {
             let to = match &dep.target {
                 DepTarget::Local(s) if sole[si] => (si, service_in(si, s)?),
@@ -129,11 +174,11 @@ pub fn check_cycles(stacks: &[Stack], errors: &mut Vec<Diagnostic>) {
                     to
                 }
             };
-            Some(Edge { to, span: dep.span.clone(), file: si, ordering: None })
+            Some(Edge { to, entry: Some((si, dep.span.clone())), ordering: None })
         });
         let after = service.systemd.iter().filter(|p| p.section == "Unit" && p.key == "After").flat_map(|p| {
             let ordering = Some(("After", (si, vi)));
-            ordered(p, (si, vi)).into_iter().map(move |to| Edge { to, span: p.span.clone(), file: si, ordering })
+            ordered(p, (si, vi)).into_iter().map(move |to| Edge { to, entry: Some((si, p.span.clone())), ordering })
         });
         let mut edges: Vec<Edge> = dependencies.chain(after).collect();
         if let Some(more) = before.get(&(si, vi)) {
@@ -265,22 +310,20 @@ fn report_component(
 ) {
     const NAMED: usize = 4;
     let members: HashSet<Node> = component.iter().copied().collect();
-    let name = |(s, v): Node| crate::names::qualified(&stacks[s].name, &stacks[s].services()[v].name);
-    let mut named: Vec<String> = component.iter().take(NAMED).map(|&n| name(n)).collect();
+    let mut named: Vec<String> = component.iter().take(NAMED).map(|&n| node_name(stacks, n, true)).collect();
     if component.len() > NAMED {
         named.push(format!("… ({} services in all)", component.len()));
     }
     let inside: Vec<Edge> =
         component.iter().flat_map(|&node| edges(node)).filter(|e| members.contains(&e.to)).collect();
-    let blamed = Edge::blamed(inside.iter());
     let text = format!(
         "dependency cycle: these services depend on each other in a circle: {}{}",
         named.join(", "),
-        through(stacks, &blamed)
+        through(stacks, inside.iter())
     );
-    for edge in blamed {
-        if erring.insert(edge.file) {
-            errors.push(Diagnostic::new(&stacks[edge.file].source, edge.span.clone(), text.clone()));
+    for (file, span) in Edge::blamed(inside.iter()) {
+        if erring.insert(file) {
+            errors.push(Diagnostic::new(&stacks[file].source, span, text.clone()));
         }
     }
 }
@@ -302,7 +345,8 @@ impl Colours {
         let mut total = 0;
         for stack in stacks {
             offsets.push(total);
-            total += stack.services().len();
+            // The stack's services, then its target.
+            total += stack.services().len() + 1;
         }
         Self { offsets, colours: vec![UNSEEN; total] }
     }
@@ -324,10 +368,7 @@ fn report(stacks: &[Stack], path: &[Step], closing: &Edge, errors: &mut Vec<Diag
     let single_stack = cycle.iter().all(|(s, _)| *s == to.0);
     // A long cycle is shown by its ends: its text stays a line, however long the chain.
     const ENDS: usize = 12;
-    let name = |(s, v): &Node| {
-        let service = &stacks[*s].services()[*v].name;
-        if single_stack { service.to_string() } else { crate::names::qualified(&stacks[*s].name, service) }
-    };
+    let name = |node: &Node| node_name(stacks, *node, !single_stack);
     let names: Vec<String> = if cycle.len() > 2 * ENDS + 1 {
         let hidden = format!("… ({} more) …", cycle.len() - 2 * ENDS);
         let (head, tail) = (&cycle[..ENDS], &cycle[cycle.len() - ENDS..]);
@@ -339,17 +380,16 @@ fn report(stacks: &[Stack], path: &[Step], closing: &Edge, errors: &mut Vec<Diag
     let mut entries: Vec<&Edge> =
         path[start..].iter().filter_map(|(_, out, next)| out.get(next.saturating_sub(1))).collect();
     entries.rotate_right(1);
-    let blamed = Edge::blamed(entries.iter().copied());
-    let through = through(stacks, &blamed);
+    let through = through(stacks, entries.iter().copied());
     let text = if single_stack {
         format!("dependency cycle: {}: {}{through}", stacks[to.0].name, names.join(" -> "))
     } else {
         format!("dependency cycle across stacks: {}{through}", names.join(" -> "))
     };
     // One error in each file with an entry of the cycle.
-    for edge in blamed {
-        errors.push(Diagnostic::new(&stacks[edge.file].source, edge.span.clone(), text.clone()));
-        erring.insert(edge.file);
+    for (file, span) in Edge::blamed(entries.iter().copied()) {
+        errors.push(Diagnostic::new(&stacks[file].source, span, text.clone()));
+        erring.insert(file);
     }
 }
 
@@ -430,8 +470,27 @@ mod tests {
         let at = errors.iter().find(|e| e.to_string().starts_with("/etc/kapell/shop.toml:")).map(ToString::to_string);
         assert!(at.as_deref().is_some_and(|e| e.starts_with("/etc/kapell/shop.toml:5:23: ")), "{at:?}");
 
+        // A stack's target is ordered after each of its services but those ordered after it
+        // (systemd leaves that loop out): a service ordered after its own stack's target, or
+        // requiring it, closes a cycle through another that orders itself after the first.
+        for (text, cycle) in [
+            (
+                "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { After = \"shop.target\" }\n\n\
+                 [services.web]\nexec = [\"/bin/web\"]\nrequires = [\"db\"]\n",
+                "dependency cycle: shop: db -> shop.target -> web -> db (through the `After=` of shop.db)",
+            ),
+            (
+                "[services.db]\nexec = [\"/bin/db\"]\nrequires = [\"shop.target\"]\n\n[services.web]\nexec = [\"/bin/web\"]\nwants = [\"db\"]\n",
+                "dependency cycle: shop: db -> shop.target -> web -> db",
+            ),
+        ] {
+            assert_eq!(cycles(&[stack("/etc/kapell/shop.toml", text)]), [cycle], "{text}");
+        }
+
         // Orderings that close nothing: the other way round, against itself (systemd ignores
-        // that), an instance of its own template, a unit kapell does not own, `Requires=`.
+        // that), an instance of its own template, a unit kapell does not own, `Requires=`, before
+        // its own target, after another stack's, after its own alone or with a service that
+        // orders itself after the target without default dependencies.
         for ok in [
             "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { Before = \"shop-web.service\" }\n\n\
              [services.web]\nexec = [\"/bin/web\"]\nrequires = [\"db\"]\n",
@@ -439,9 +498,32 @@ mod tests {
             "[services.web]\nexec = [\"/bin/web\"]\nreplicas = 2\n\n[services.web.systemd]\nUnit = { After = \"shop-web@1.service\" }\n",
             "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { After = \"web.service\", Requires = \"shop-web.service\" }\n\n\
              [services.web]\nexec = [\"/bin/web\"]\nrequires = [\"db\"]\n",
+            "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { Before = \"shop.target\", After = \"ops.target\" }\n",
+            "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { After = \"shop.target\" }\n",
+            "[services.db]\nexec = [\"/bin/db\"]\nrequires = [\"shop.target\"]\n",
+            "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { After = \"shop.target\" }\n\n\
+             [services.web]\nexec = [\"/bin/web\"]\nrequires = [\"db\"]\n\n[services.web.systemd]\nUnit.DefaultDependencies = false\n",
         ] {
             assert_eq!(cycles(&[stack("/etc/kapell/shop.toml", ok)]), Vec::<String>::new(), "{ok}");
         }
+    }
+
+    /// Every service of one stack ordered after another stack's target, which is ordered after
+    /// each of that stack's services: the target is one node, so the graph grows with the
+    /// files, not with the product of the two stacks (which, here, would be 25 million edges).
+    #[test]
+    fn many_services_after_a_large_stacks_target_cost_one_edge_each() {
+        let n = 5_000;
+        let mut big = String::new();
+        let mut after = String::new();
+        for i in 0..n {
+            big.push_str(&format!("[services.s{i}]\nexec = [\"/bin/x\"]\n\n"));
+            after.push_str(&format!(
+                "[services.a{i}]\nexec = [\"/bin/x\"]\n\n[services.a{i}.systemd]\nUnit.After = \"big.target\"\n\n"
+            ));
+        }
+        let stacks = [stack("/etc/kapell/after.toml", &after), stack("/etc/kapell/big.toml", &big)];
+        assert_eq!(cycles(&stacks), Vec::<String>::new());
     }
 
     /// A chain whose every service also wants the first closes a cycle at every link: the first
