@@ -214,20 +214,6 @@ pub fn received_share(
     (share.files, messages)
 }
 
-/// Whether `generator_dir` (what systemd loaded at the last reload) holds the received units
-/// that run here as the stacks say now, as they are. Not when a local stack that kept some of
-/// them out was removed (or mended): its own units go at this apply, and the fleet's take their
-/// place at the reload with nothing to start them, as their set was run before they could run.
-pub fn received_share_loaded(is_local: impl Fn(&str) -> bool, claims: &StackClaims, generator_dir: &Path) -> bool {
-    let (share, _) = received_share(&received_dir(), is_local, claims);
-    share.iter().all(|file| match file {
-        OutputFile::Unit { name, text } => std::fs::read_to_string(generator_dir.join(name)).is_ok_and(|t| t == *text),
-        OutputFile::Link { path, target } => {
-            std::fs::read_link(generator_dir.join(path)).is_ok_and(|t| t == Path::new(target))
-        }
-    })
-}
-
 /// The names of the received set's units in `fleet_dir` that run here (see [`fleet_share_by`]):
 /// the units `kapell apply` leaves to the fleet. A set that cannot be read leaves nothing to it.
 pub fn fleet_unit_names(fleet_dir: &Path, is_local: impl Fn(&str) -> bool, claims: &StackClaims) -> BTreeSet<String> {

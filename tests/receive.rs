@@ -493,9 +493,10 @@ fn revert_timers_started(host: &Host, generation: &str) -> Result<Vec<String>> {
 /// A local stack file with an error still claims its stack's name: while `/etc/kapell/good.toml`
 /// does not parse, the fleet's stack `good` does not take its place, neither at `kapell receive`
 /// nor at the generator's next run; the reply and the generator say why. Once the file is gone,
-/// `kapell apply` runs the fleet's stack (nothing else would before the next push). Then a valid
-/// local `good` takes the stack over at `kapell apply` (its own command runs), and once its file
-/// is gone, `kapell apply` stops it and the fleet's `good` runs again; a second apply does nothing.
+/// the fleet's stack runs at the next install. Then a valid local `good` takes the stack over at
+/// `kapell apply` (its own command runs), and once its file is gone, `kapell apply` stops it and
+/// runs the fleet's `good` (nothing else would before the next push), also when someone else
+/// reloaded systemd in between; a second apply does nothing.
 #[test]
 fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Result<()> {
     let mut host = Host::builder().name("recb").kapell(KAPELL).start()?;
@@ -529,29 +530,34 @@ fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Resul
     });
     said.with_context(|| std::fs::read_to_string(host.log_path()).unwrap_or_default())?;
 
-    // Mended by removing the file: `kapell apply` has no local stack to act on, and runs the
-    // fleet's set.
+    // Mended by removing the file: the fleet's stack runs at the next install.
     std::fs::remove_file(config.join("good.toml"))?;
-    let applied = host.exec_ok(&["kapell", "apply"])?;
-    ensure!(applied.contains("the fleet's set"), "{applied}");
-    ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the fleet's stack does not run:\n{applied}");
-    ensure!(host.show("good-sleep.service", "ExecStart")?.contains("7000000"), "{applied}");
+    let (_, reply, _) = receive(&host, install_set(&good_set()).as_bytes())?;
+    ensure!(reply.error.is_none() && reply.conflicts.is_empty(), "{reply:?}");
+    ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the fleet's stack does not run");
 
-    // A local `good` of its own takes over, and gives the stack back to the fleet when it goes.
-    std::fs::write(config.join("good.toml"), "[services.sleep]\nexec = [\"/bin/sleep\", \"7000111\"]\n")?;
-    let local = host.exec_ok(&["kapell", "apply"])?;
-    ensure!(host.show("good-sleep.service", "ExecStart")?.contains("7000111"), "{local}");
-    let local_pid = host.show("good-sleep.service", "MainPID")?;
-    ensure!(local_pid != "0" && !local.contains("the fleet's set"), "{local}");
-    std::fs::remove_file(config.join("good.toml"))?;
-    let released = host.exec_ok(&["kapell", "apply"])?;
-    eprintln!("$ kapell apply (the local stack good removed)\n{released}");
-    ensure!(released.contains("the fleet's set"), "{released}");
-    ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the fleet's good does not run:\n{released}");
-    ensure!(host.show("good-sleep.service", "ExecStart")?.contains("7000000"), "{released}");
-    ensure!(host.show("good-sleep.service", "MainPID")? != local_pid, "the local process runs on:\n{released}");
-    let again = host.exec_ok(&["kapell", "apply"])?;
-    ensure!(again.starts_with("nothing to do") && !again.contains("the fleet's set"), "{again}");
+    // A local `good` of its own takes over, and gives the stack back to the fleet when it goes:
+    // at once, and after someone else's reload (the generator has the fleet's units by then).
+    for reload_between in [false, true] {
+        std::fs::write(config.join("good.toml"), "[services.sleep]\nexec = [\"/bin/sleep\", \"7000111\"]\n")?;
+        let local = host.exec_ok(&["kapell", "apply"])?;
+        ensure!(host.show("good-sleep.service", "ExecStart")?.contains("7000111"), "{local}");
+        let local_pid = host.show("good-sleep.service", "MainPID")?;
+        ensure!(local_pid != "0" && !local.contains("the fleet's set"), "{local}");
+        std::fs::remove_file(config.join("good.toml"))?;
+        if reload_between {
+            host.systemctl_ok(&["daemon-reload"])?;
+        }
+        let released = host.exec_ok(&["kapell", "apply"])?;
+        eprintln!("$ kapell apply (the local stack good removed; a reload between: {reload_between})\n{released}");
+        ensure!(released.contains("the fleet's set"), "{released}");
+        let fleet_runs = host.show("good-sleep.service", "ActiveState")? == "active"
+            && host.show("good-sleep.service", "ExecStart")?.contains("7000000");
+        ensure!(fleet_runs, "the fleet's good does not run:\n{released}");
+        ensure!(host.show("good-sleep.service", "MainPID")? != local_pid, "the local process runs on:\n{released}");
+        let again = host.exec_ok(&["kapell", "apply"])?;
+        ensure!(again.starts_with("nothing to do") && !again.contains("the fleet's set"), "{again}");
+    }
 
     drop(host);
     footprint.assert_gone()

@@ -58,9 +58,10 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub outcome: Outcome,
-    /// Units of the set a fleet controller installed that run here were not loaded at the last
-    /// reload, or not as they are (a local stack that kept them out was removed): the fleet's
-    /// set must be run again once this apply has reloaded (see [`host_units::received_share_loaded`]).
+    /// Local units this apply stops or removes have namesakes in the set a fleet controller
+    /// installed, which take their place at the reload (a local stack that kept the fleet's
+    /// stack of its name out was removed): the fleet's set must be run again once this apply
+    /// has reloaded, or they would not run before the next push.
     pub fleet_set_waits: bool,
 }
 
@@ -85,9 +86,15 @@ pub fn desired(config_dir: &Path, checked: &Checked) -> UnitSet {
 /// The local stacks' units systemd loaded at the last reload: kapell units of the generator
 /// directory, except those the fleet installed (which a local stack does not shadow).
 pub fn installed(desired: &UnitSet, claims: &StackClaims) -> Result<UnitSet> {
+    installed_and_fleet(desired, claims).map(|(installed, _)| installed)
+}
+
+/// [`installed`], and the names of the received set's units that run here (none without a
+/// received set).
+fn installed_and_fleet(desired: &UnitSet, claims: &StackClaims) -> Result<(UnitSet, BTreeSet<String>)> {
     let local: BTreeSet<&str> = desired.stacks.values().flat_map(|s| s.files.keys()).map(String::as_str).collect();
     let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n), claims);
-    UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)
+    Ok((UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)?, fleet))
 }
 
 /// The installed `kapell-generator`, if systemd can find one.
@@ -118,35 +125,33 @@ pub async fn apply(
     };
     let desired = desired(config_dir, checked);
     let claims = StackClaims::of(config_dir, checked);
-    // Built only if a received set asks (most hosts have none).
-    let local = std::cell::OnceCell::new();
-    let is_local = |path: &str| {
-        let local: &BTreeSet<&str> =
-            local.get_or_init(|| desired.stacks.values().flat_map(|s| s.files.keys()).map(String::as_str).collect());
-        local.contains(path)
-    };
-    let fleet_set_waits = !host_units::received_share_loaded(is_local, &claims, Path::new(GENERATOR_DIR));
-    let report = |outcome| Ok(Report { outcome, fleet_set_waits });
+    let refused = |why| Ok(Report { outcome: Outcome::Refused(why), fleet_set_waits: false });
     // What runs: what the last apply started, which a reload by anyone else does not change.
-    let current = applied::current(installed(&desired, &claims)?);
+    let (on_disk, fleet) = installed_and_fleet(&desired, &claims)?;
+    let current = applied::current(on_disk);
     let selection = match select(&options.stacks, &current, &desired, config_dir) {
         Ok(selection) => selection,
-        Err(refusal) => return report(Outcome::Refused(refusal)),
+        Err(refusal) => return refused(refusal),
     };
     let states = plan::read_states(&systemd, &current, selection.as_ref()).await?;
     let plan = match plan::plan(&current, &desired, &states, selection.as_ref()) {
         Ok(plan) => plan,
         Err(conflicts) => {
-            return report(Outcome::Refused(format!(
+            return refused(format!(
                 "the reload would also load changes of stacks not named, and nothing would act on them: {}; \
                  apply those stacks too (or every stack: `kapell apply`), or undo their changes",
                 conflicts.join("; ")
-            )));
+            ));
         }
     };
     for note in &plan.notes {
         out(format!("note: {note}"));
     }
+    // A local unit that goes, where the received set has one of its name that runs here (a
+    // local stack that kept the fleet's stack of its name out was removed or renamed): the
+    // fleet's takes its place at the reload, and nothing would start it before the next push.
+    let fleet_set_waits = plan.steps(&[Verb::Stop, Verb::Remove]).any(|s| fleet.contains(&s.unit));
+    let report = |outcome| Ok(Report { outcome, fleet_set_waits });
     if plan.is_empty() {
         let (s, u) = (plan.stacks, plan.units);
         out(format!(

@@ -4,6 +4,7 @@ use super::exit;
 use crate::apply::{self, Options, Outcome};
 use crate::blocking::block_on;
 use crate::fleet::peer::lifecycle;
+use crate::printable::printable;
 use crate::validate::UnitSearchPath;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -20,9 +21,9 @@ use std::path::Path;
 /// second run with no change does nothing and says so.
 ///
 /// Without STACK, applies every stack, and stops the units of stacks whose file was deleted.
-/// When a local stack that kept units of the fleet's set out is gone (a stack of the same name,
-/// or a unit of the same name), the fleet's units take its place at the reload, and the set this
-/// host received is run again, which starts them.
+/// When a unit it stops or removes has a namesake in the set a fleet controller installed (a
+/// local stack that kept the fleet's stack of its name out is gone), the fleet's units take
+/// their place at the reload, and the set this host received is run again, which starts them.
 /// With STACK, the plan is limited to those stacks; it is refused if the reload would load
 /// changes of other stacks that nothing would act on (apply those too, or all).
 ///
@@ -63,30 +64,28 @@ pub fn run(config_dir: &Path, args: Args) -> Result<u8> {
             return Ok(exit::USAGE);
         }
     };
+    let mut fleet_error = None;
     if report.fleet_set_waits {
         if options.dry_run {
-            println!("note: units of the fleet's set that a local stack kept out would start (the set is run again)");
+            println!("note: the fleet's units of the same names take their place, and its set is run again");
         } else {
-            println!("the fleet's set: units a local stack kept out run now");
-            failures += run_fleet_set(config_dir)?;
+            println!("running the fleet's set again: its units of the same names took their place");
+            let reply = lifecycle::run_emitted(config_dir);
+            for line in &reply.actions {
+                println!("{}", printable(line));
+            }
+            failures += reply.failures;
+            fleet_error = reply.error;
         }
     }
     if failures > 0 {
         eprintln!("{failures} unit{} failed", if failures == 1 { "" } else { "s" });
-        return Ok(exit::FAILED);
     }
-    Ok(exit::OK)
-}
-
-/// Runs the set this host received again (see [`lifecycle::run_emitted`]), printing what it did;
-/// returns how many units failed.
-fn run_fleet_set(config_dir: &Path) -> Result<usize> {
-    let reply = lifecycle::run_emitted(config_dir);
-    for line in &reply.actions {
-        println!("{}", crate::printable::printable(line));
+    if let Some(e) = &fleet_error {
+        eprintln!(
+            "error: cannot run the fleet's set (the next push, or `kapell fleet apply`, runs it): {}",
+            printable(e)
+        );
     }
-    if let Some(e) = reply.error {
-        anyhow::bail!("cannot run the fleet's set: {}", crate::printable::printable(&e));
-    }
-    Ok(reply.failures)
+    Ok(if failures > 0 || fleet_error.is_some() { exit::FAILED } else { exit::OK })
 }

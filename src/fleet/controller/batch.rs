@@ -221,7 +221,8 @@ pub(super) fn run_batch(
             let asked = c.request(h, Body::Status, false);
             let never_sent = asked.never_sent;
             let asked = outcome_of(asked);
-            if asked.reply.as_ref().is_none_or(|r| r.current == c.sets[h].hash) {
+            // Unreachable, or it has the set: no push. A status that failed is no answer.
+            if asked.reply.as_ref().is_none_or(|r| r.error.is_none() && r.current == c.sets[h].hash) {
                 return Arrival { outcome: asked, never_sent, skipped: false, at: Instant::now() };
             }
         }

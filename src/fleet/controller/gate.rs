@@ -41,6 +41,13 @@ pub struct Pushed {
 /// touch (one that had failed before the rollout, say) is no part of it. The first unit that
 /// is not healthy decides, and the reason names it.
 pub fn judge(reply: &Reply, pushed: &Pushed) -> Verdict {
+    // A status that failed (systemd too busy to answer, say) names no unit states: not healthy
+    // yet, asked again at the next poll, unless it says the host runs another set.
+    if let Some(e) = &reply.error
+        && (reply.current.is_empty() || reply.current == pushed.hash)
+    {
+        return Verdict::NotYet(format!("its status failed: {}", printable(e)));
+    }
     if reply.current != pushed.hash {
         return Verdict::Failed(format!(
             "runs set {}, not the set {} it was pushed: it went back on its own (a reboot, or a window that \
@@ -154,6 +161,20 @@ mod tests {
         let reply = Reply { current: "b2".into(), units: vec![unit("active", 2, None)], ..Reply::default() };
         let v = judge(&reply, &pushed(&["s-web.service"]));
         assert!(matches!(&v, Verdict::Failed(w) if w.contains("went back on its own")), "{v:?}");
+    }
+
+    /// A status that failed names what the host runs, and no unit: not healthy, asked again
+    /// (unless it runs another set). An older peer names nothing on an error.
+    #[test]
+    fn a_status_that_failed_is_not_healthy_yet() {
+        let error = Some("cannot connect to the system bus".to_string());
+        for current in ["a1", ""] {
+            let reply = Reply { current: current.into(), error: error.clone(), ..Reply::default() };
+            let v = judge(&reply, &pushed(&["s-web.service"]));
+            assert!(matches!(&v, Verdict::NotYet(w) if w.contains("system bus")), "{current}: {v:?}");
+        }
+        let gone = Reply { current: "b2".into(), error, ..Reply::default() };
+        assert!(matches!(judge(&gone, &pushed(&["s-web.service"])), Verdict::Failed(_)));
     }
 
     #[test]
