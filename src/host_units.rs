@@ -11,7 +11,7 @@ use crate::render::{self, OutputFile, RenderOptions};
 use crate::unitset;
 use crate::validate::{Checked, UnitSearchPath};
 use anyhow::{Context, Result};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 /// The local units: the valid stacks of `checked` that this host runs and `wanted` selects,
@@ -214,19 +214,15 @@ pub fn received_share(
     (share.files, messages)
 }
 
-/// The received set's units in `fleet_dir` that run here (see [`fleet_share_by`]), by name, with
-/// their texts. A set that cannot be read has none.
-pub fn fleet_units(
-    fleet_dir: &Path,
-    is_local: impl Fn(&str) -> bool,
-    claims: &StackClaims,
-) -> BTreeMap<String, String> {
+/// The names of the received set's units in `fleet_dir` that run here (see [`fleet_share_by`]):
+/// the units `kapell apply` leaves to the fleet. A set that cannot be read leaves nothing to it.
+pub fn fleet_unit_names(fleet_dir: &Path, is_local: impl Fn(&str) -> bool, claims: &StackClaims) -> BTreeSet<String> {
     let received = unitset::read_files(fleet_dir).unwrap_or_default();
     fleet_share_by(is_local, claims, received)
         .files
         .into_iter()
         .filter_map(|file| match file {
-            OutputFile::Unit { name, text } => Some((name, text)),
+            OutputFile::Unit { name, .. } => Some(name),
             OutputFile::Link { .. } => None,
         })
         .collect()

@@ -42,7 +42,7 @@ use crate::unitset::UnitSet;
 use crate::validate::Checked;
 use anyhow::{Result, bail};
 use plan::{Plan, Verb};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// What `kapell apply` was asked to do.
@@ -89,14 +89,12 @@ pub fn installed(desired: &UnitSet, claims: &StackClaims) -> Result<UnitSet> {
     installed_and_fleet(desired, claims).map(|(installed, _)| installed)
 }
 
-/// [`installed`], and the received set's units that run here, by name (none without a received
-/// set). A unit of the generator directory is the fleet's only if its text is the received one:
-/// a local stack's unit of the same name, written while the local stack shadowed the fleet's,
-/// is still the local stack's (its file gone, it is stopped, also with no record of this boot).
-fn installed_and_fleet(desired: &UnitSet, claims: &StackClaims) -> Result<(UnitSet, BTreeMap<String, String>)> {
+/// [`installed`], and the names of the received set's units that run here (none without a
+/// received set).
+fn installed_and_fleet(desired: &UnitSet, claims: &StackClaims) -> Result<(UnitSet, BTreeSet<String>)> {
     let local: BTreeSet<&str> = desired.stacks.values().flat_map(|s| s.files.keys()).map(String::as_str).collect();
-    let fleet = host_units::fleet_units(&host_units::received_dir(), |n| local.contains(n), claims);
-    Ok((UnitSet::read_dir_without(Path::new(GENERATOR_DIR), &fleet)?, fleet))
+    let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n), claims);
+    Ok((UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)?, fleet))
 }
 
 /// The installed `kapell-generator`, if systemd can find one.
@@ -152,7 +150,7 @@ pub async fn apply(
     // A local unit that goes, where the received set has one of its name that runs here (a
     // local stack that kept the fleet's stack of its name out was removed or renamed): the
     // fleet's takes its place at the reload, and nothing would start it before the next push.
-    let fleet_set_waits = plan.steps(&[Verb::Stop, Verb::Remove]).any(|s| fleet.contains_key(&s.unit));
+    let fleet_set_waits = plan.steps(&[Verb::Stop, Verb::Remove]).any(|s| fleet.contains(&s.unit));
     let report = |outcome| Ok(Report { outcome, fleet_set_waits });
     if plan.is_empty() {
         let (s, u) = (plan.stacks, plan.units);

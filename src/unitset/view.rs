@@ -114,21 +114,6 @@ impl UnitSet {
     /// in `exclude`. A missing directory is an empty set; other units are not read past their
     /// text, and nothing is ever written.
     pub fn read_dir(dir: &Path, exclude: &BTreeSet<String>) -> Result<Self> {
-        Self::read_dir_where(dir, |name| exclude.contains(name), |_, _| false)
-    }
-
-    /// [`UnitSet::read_dir`], except the units that are in `theirs` as they are there (name and
-    /// text): a unit of the same name with another text is read (a local stack's unit where the
-    /// fleet has one of its name, written by the generator while the local stack shadowed it).
-    pub fn read_dir_without(dir: &Path, theirs: &BTreeMap<String, String>) -> Result<Self> {
-        Self::read_dir_where(dir, |_| false, |name, text| theirs.get(name).is_some_and(|t| t == text))
-    }
-
-    fn read_dir_where(
-        dir: &Path,
-        skip_name: impl Fn(&str) -> bool,
-        skip_text: impl Fn(&str, &str) -> bool,
-    ) -> Result<Self> {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
@@ -140,11 +125,11 @@ impl UnitSet {
             let name = entry.file_name().to_string_lossy().into_owned();
             // Units are regular files; symlinks there are other generators' aliases and masks.
             let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-            if !is_file || skip_name(&name) || !(name.ends_with(".service") || name.ends_with(".target")) {
+            if !is_file || exclude.contains(&name) || !(name.ends_with(".service") || name.ends_with(".target")) {
                 continue;
             }
             let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
-            if markers::is_kapell_text(&text) && !skip_text(&name, &text) {
+            if markers::is_kapell_text(&text) {
                 texts.push((name, text));
             }
         }
