@@ -215,17 +215,22 @@ pub fn received_share(
 }
 
 /// The names of the received set's units in `fleet_dir` that run here (see [`fleet_share_by`]):
-/// the units `kapell apply` leaves to the fleet. A set that cannot be read leaves nothing to it.
-pub fn fleet_unit_names(fleet_dir: &Path, is_local: impl Fn(&str) -> bool, claims: &StackClaims) -> BTreeSet<String> {
-    let received = unitset::read_files(fleet_dir).unwrap_or_default();
-    fleet_share_by(is_local, claims, received)
+/// the units `kapell apply` leaves to the fleet. A set that cannot be read is an error: read as
+/// none, every fleet unit would pass for a local one whose stack file is gone.
+pub fn fleet_unit_names(
+    fleet_dir: &Path,
+    is_local: impl Fn(&str) -> bool,
+    claims: &StackClaims,
+) -> Result<BTreeSet<String>> {
+    let received = unitset::read_files(fleet_dir).context("cannot tell the fleet's units from the local ones")?;
+    Ok(fleet_share_by(is_local, claims, received)
         .files
         .into_iter()
         .filter_map(|file| match file {
             OutputFile::Unit { name, .. } => Some(name),
             OutputFile::Link { .. } => None,
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -312,5 +317,20 @@ mod tests {
         assert_eq!(StackClaims::of(config.path(), &checked).failed, checked.failed);
         std::fs::write(config.path().join(crate::config::FLEET_FILE), "").expect("fleet.toml");
         assert!(StackClaims::of(config.path(), &checked).failed.is_empty());
+    }
+
+    /// A received set that cannot be read is no empty one: read as none, every fleet unit would
+    /// pass for a local unit whose stack file is gone, and `kapell apply` would stop it.
+    #[test]
+    fn a_received_set_that_cannot_be_read_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let claims = StackClaims::default();
+        assert!(fleet_unit_names(&dir.path().join("none"), |_| false, &claims).expect("no set").is_empty());
+        std::fs::write(dir.path().join("f.target"), "[Unit]\nX-Kapell-Stack=f\n").expect("write");
+        let names = fleet_unit_names(dir.path(), |_| false, &claims).expect("a set");
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["f.target"]);
+        std::fs::write(dir.path().join("f-x.service"), b"[Unit]\n\xff\n").expect("write");
+        let e = fleet_unit_names(dir.path(), |_| false, &claims).expect_err("not UTF-8");
+        assert!(format!("{e:#}").contains("cannot tell the fleet's units from the local ones"), "{e:#}");
     }
 }

@@ -93,7 +93,7 @@ pub fn installed(desired: &UnitSet, claims: &StackClaims) -> Result<UnitSet> {
 /// received set).
 fn installed_and_fleet(desired: &UnitSet, claims: &StackClaims) -> Result<(UnitSet, BTreeSet<String>)> {
     let local: BTreeSet<&str> = desired.stacks.values().flat_map(|s| s.files.keys()).map(String::as_str).collect();
-    let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n), claims);
+    let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n), claims)?;
     Ok((UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)?, fleet))
 }
 

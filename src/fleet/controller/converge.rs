@@ -138,24 +138,29 @@ pub fn converge(
     unknown.extend(held.iter().filter(|h| state.host(h).current.is_empty()).cloned());
     let mut current_files: BTreeMap<String, HostSet> = BTreeMap::new();
     for r in c.each(&unknown, &|_| {}, |host| c.request(host, Body::Status, false)) {
-        match r.outcome {
-            Ok(reply) => {
+        // A status that failed names no files: what the host runs is not known, as for a host
+        // that could not be reached (but it answered: no backoff, and its reply is kept).
+        let (why, reply) = match r.outcome {
+            Ok(reply) if reply.error.is_none() => {
                 state.host(&r.host).saw(&reply);
                 current_files.insert(r.host.clone(), reply.current_set());
+                continue;
             }
+            Ok(reply) => (printable(reply.error.as_deref().unwrap_or_default()).into_owned(), Some(reply)),
             Err(why) => {
                 mark_unreachable(state, &r.host, &why);
-                match outcomes.get_mut(&r.host) {
-                    // Held back still; that it could not be asked is part of why.
-                    Some(HostOutcome { outcome: Outcome::HeldBack(reason), .. }) => {
-                        reason.push_str(&format!("; it could not be asked what it runs: {why}"));
-                    }
-                    _ => report(
-                        HostOutcome { host: r.host.clone(), outcome: Outcome::Failed(why), reply: None, took: r.took },
-                        &mut outcomes,
-                    ),
-                }
+                (why, None)
             }
+        };
+        match outcomes.get_mut(&r.host) {
+            // Held back still; that it could not be asked is part of why.
+            Some(HostOutcome { outcome: Outcome::HeldBack(reason), .. }) => {
+                reason.push_str(&format!("; it could not be asked what it runs: {why}"));
+            }
+            _ => report(
+                HostOutcome { host: r.host.clone(), outcome: Outcome::Failed(why), reply, took: r.took },
+                &mut outcomes,
+            ),
         }
     }
     todo.retain(|h| !outcomes.contains_key(h));
