@@ -173,9 +173,16 @@ impl Controller {
         Ok(hosts)
     }
 
-    /// Asks each of `hosts` for its status.
+    /// Asks each of `hosts` for its status. A status that failed is an error: its reply names
+    /// the set the host runs, but not its files or units, and would read as a host with nothing.
     pub fn status(&self, hosts: &[String], done: &(dyn Fn(&HostResult) + Sync)) -> Vec<HostResult> {
-        self.each(hosts, done, |host| self.request(host, Body::Status, false))
+        self.each(hosts, done, |host| {
+            let mut result = self.request(host, Body::Status, false);
+            if let Ok(Reply { error: Some(e), .. }) = &result.outcome {
+                result.outcome = Err(format!("its status failed: {}", printable(e)));
+            }
+            result
+        })
     }
 
     /// Runs `work` for every host, `parallel` hosts at a time; `done` sees each result as it
