@@ -403,10 +403,19 @@ mod tests {
         parsed.stack.unwrap_or_else(|| panic!("{file}: {:?}", parsed.diagnostics.first().map(ToString::to_string)))
     }
 
-    fn cycles(stacks: &[Stack]) -> Vec<String> {
+    fn cycle_errors(stacks: &[Stack]) -> Vec<Diagnostic> {
         let mut errors = Vec::new();
         check_cycles(stacks, &mut errors);
-        errors.iter().map(|e| e.message.clone()).collect()
+        errors
+    }
+
+    fn cycles(stacks: &[Stack]) -> Vec<String> {
+        cycle_errors(stacks).iter().map(|e| e.message.clone()).collect()
+    }
+
+    /// The files the errors are in.
+    fn erring_files(errors: &[Diagnostic]) -> HashSet<String> {
+        errors.iter().map(|e| e.to_string().split(':').next().unwrap_or("").to_string()).collect()
     }
 
     const LOOP: &str = "[services.x]\nexec = [\"/bin/x\"]\nrequires = [\"y\"]\n\n[services.y]\nexec = [\"/bin/y\"]\nrequires = [\"x\"]\n";
@@ -433,10 +442,8 @@ mod tests {
                  [services.c]\nexec = [\"/bin/c\"]\nrequires = [\"a\"]\n";
         let d = "[services.x]\nexec = [\"/bin/x\"]\nrequires = [\"a.b\"]\n";
         let stacks = [stack("/etc/kapell/a.toml", a), stack("/etc/kapell/d.toml", d)];
-        let mut errors = Vec::new();
-        check_cycles(&stacks, &mut errors);
-        let files: HashSet<String> =
-            errors.iter().map(|e| e.to_string().split(':').next().unwrap_or("").to_string()).collect();
+        let errors = cycle_errors(&stacks);
+        let files = erring_files(&errors);
         assert!(files.contains("/etc/kapell/a.toml") && files.contains("/etc/kapell/d.toml"), "{errors:#?}");
     }
 
@@ -446,10 +453,8 @@ mod tests {
     fn a_pass_through_ordering_closes_a_cycle() {
         let after = "[services.db]\nexec = [\"/bin/db\"]\n\n[services.db.systemd]\nUnit = { After = \"shop-web.service\" }\n\n\
                      [services.web]\nexec = [\"/bin/web\"]\nrequires = [\"db\"]\n";
-        let stacks = [stack("/etc/kapell/shop.toml", after)];
-        let mut errors = Vec::new();
-        check_cycles(&stacks, &mut errors);
-        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let shown: Vec<String> =
+            cycle_errors(&[stack("/etc/kapell/shop.toml", after)]).iter().map(ToString::to_string).collect();
         assert_eq!(shown.len(), 1, "{shown:?}");
         assert_eq!(
             shown,
@@ -462,10 +467,8 @@ mod tests {
         let ops =
             "[services.gate]\nexec = [\"/bin/gate\"]\n\n[services.gate.systemd]\nUnit.Before = \"shop-web.service\"\n";
         let stacks = [stack("/etc/kapell/ops.toml", ops), stack("/etc/kapell/shop.toml", shop)];
-        let mut errors = Vec::new();
-        check_cycles(&stacks, &mut errors);
-        let files: HashSet<String> =
-            errors.iter().map(|e| e.to_string().split(':').next().unwrap_or("").to_string()).collect();
+        let errors = cycle_errors(&stacks);
+        let files = erring_files(&errors);
         assert!(files.contains("/etc/kapell/ops.toml") && files.contains("/etc/kapell/shop.toml"), "{errors:#?}");
         let at = errors.iter().find(|e| e.to_string().starts_with("/etc/kapell/shop.toml:")).map(ToString::to_string);
         assert!(at.as_deref().is_some_and(|e| e.starts_with("/etc/kapell/shop.toml:5:23: ")), "{at:?}");
