@@ -1474,8 +1474,9 @@ fn slow_host_in_a_batch_with(rig: &mut Rig) -> Result<()> {
 /// `fleet rollout retry` pushes the version again, batch by batch. While it is under way (web1
 /// has it), web2's set is edited by hand: the retry may install the version db1 rolled back,
 /// and nothing more, so web2 refuses it and keeps the edit, as it would without the retry
-/// (only `--force` overwrites a set this controller did not push). Its refusal fails the batch,
-/// as any failure does, but sends web2 no rollback: the push changed nothing there.
+/// (only `--force` overwrites a set this controller did not push). Its refusal holds web2 back
+/// on its own, as the plan's check would have had the edit come before it: the push changed
+/// nothing there, so it fails no batch, sends web2 no rollback and takes nothing back elsewhere.
 fn retry_over_a_hand_edit(rig: &mut Rig) -> Result<()> {
     let flag = rig.hosts[2].root().join("etc/kapell-test-fail");
     std::fs::write(&flag, "")?;
@@ -1516,13 +1517,35 @@ fn retry_over_a_hand_edit_with(rig: &mut Rig, flag: &Path) -> Result<()> {
         "web2's edit was overwritten:\n{report}"
     );
     ensure!(!agent_runs(rig, &["web2"], "7000177")?, "web2 got the version:\n{report}");
+    // Its refusal changed nothing there and says nothing of the version: web2 is held back on its
+    // own, as the plan's check would have held it, and fails nothing. The others keep the
+    // version, and the rollout completes.
+    let web2 = report.lines().find(|l| l.starts_with("web2 ")).unwrap_or_default();
+    ensure!(web2.contains("held back"), "web2 is not held back on its own:\n{report}");
     ensure!(report.contains("did not push"), "web2's refusal is not reported:\n{report}");
-    // Its refusal changed nothing there, and nothing went back there: it failed, no more. The
-    // others went back, as for any failure of a batch.
-    ensure!(report.lines().any(|l| l.starts_with("web2 ") && l.contains("FAILED")), "{report}");
+    ensure!(out.status.code() == Some(5), "exit status {:?} (5: a host held back):\n{report}", out.status);
     for host in ["db1 ", "web1 "] {
-        ensure!(report.lines().any(|l| l.starts_with(host) && l.contains("ROLLED BACK")), "{host}:\n{report}");
+        ensure!(report.lines().any(|l| l.starts_with(host) && l.contains("converged")), "{host}:\n{report}");
     }
-    ensure!(agent_runs(rig, &["db1", "web1"], "7000003")?, "db1 and web1 did not go back:\n{report}");
+    ensure!(agent_runs(rig, &["db1", "web1"], "7000177")?, "db1 and web1 lost the version:\n{report}");
+    let rollout = rollout_of(&c)?;
+    ensure!(rollout["failed"].is_null() && rollout["state"] == "completed", "{rollout:#}");
+    ensure!(!rollout["done"].as_array().is_some_and(|d| d.iter().any(|h| h == "web2")), "web2 is done: {rollout:#}");
+
+    // The next passes hold web2 by the plan's check, and move nothing anywhere.
+    let running: Vec<_> = rig.hosts.iter().map(|h| pids(h, &["agent-node.service"])).collect::<Result<_>>()?;
+    for _ in 0..2 {
+        let again = c.expect(&["fleet", "apply"], 5)?;
+        let web2 = again.stdout.lines().find(|l| l.starts_with("web2 ")).unwrap_or_default();
+        ensure!(web2.contains("held back"), "{again}");
+        ensure!(again.to_string().contains("did not push"), "{again}");
+        for host in ["db1 ", "web1 "] {
+            ensure!(again.stdout.lines().any(|l| l.starts_with(host) && l.contains("up to date")), "{host}: {again}");
+        }
+    }
+    let now: Vec<_> = rig.hosts.iter().map(|h| pids(h, &["agent-node.service"])).collect::<Result<_>>()?;
+    ensure!(now == running, "a later pass restarted a service: {running:?} -> {now:?}");
+    ensure!(std::fs::read_to_string(&cache)?.contains("edited on web2 by hand"), "web2's edit was overwritten later");
+    ensure!(rollout_of(&c)?["failed"].is_null(), "a later pass failed the desired state");
     Ok(())
 }

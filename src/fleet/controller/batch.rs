@@ -15,7 +15,7 @@ use super::gate::{self, Verdict};
 use super::hosts::Controller;
 use super::instance_health;
 use super::outcomes::{
-    HostOutcome, Install, Outcome, confirm, known_of, outcome_of, record, send_install, with_catalog,
+    HostOutcome, Install, Outcome, confirm, foreign_refusal, known_of, outcome_of, record, send_install, with_catalog,
 };
 use super::state::State;
 use crate::fleet::protocol::{Body, Reply};
@@ -37,11 +37,13 @@ pub(super) struct Batch {
 }
 
 /// What a batch that did not fail gives: each host's outcome, the hosts it could not reach (set
-/// aside for a later pass), and those whose confirmation failed (they go back on their own).
+/// aside for a later pass), those whose confirmation failed (they go back on their own), and
+/// those held on their own because they run a set this controller did not push (they keep it).
 pub(super) struct Pass {
     pub outcomes: Vec<HostOutcome>,
     pub set_aside: Vec<String>,
     pub unconfirmed: Vec<String>,
+    pub held: Vec<String>,
 }
 
 /// Why a batch failed: the host, the reason, when the batch started, which hosts run the set it
@@ -57,8 +59,9 @@ pub(super) struct Stopped {
     /// The hosts the batch stopped before it pushed them: they keep what they run.
     pub not_pushed: BTreeSet<String>,
     /// The hosts that answered their push with a refusal (the peer held the set, or its checks
-    /// refused it), with their outcome: the push changed nothing there, and what they run is
-    /// none of this rollout's business, so nothing sends them a rollback.
+    /// refused it), with their outcome (held back on its own for one that runs a set this
+    /// controller did not push): the push changed nothing there, and what they run is none of
+    /// this rollout's business, so nothing sends them a rollback.
     pub refused: BTreeMap<String, HostOutcome>,
 }
 
@@ -84,6 +87,19 @@ impl Arrival {
     fn refused(&self, hash: &str) -> bool {
         let failed = matches!(self.outcome.outcome, Outcome::Failed(_) | Outcome::HeldBack(_));
         failed && self.outcome.reply.as_ref().is_some_and(|r| !r.current.is_empty() && r.current != hash)
+    }
+
+    /// The outcome of a host that refused its push: held back on its own if it runs a set this
+    /// controller did not push (see [`foreign_refusal`]: no failure of the batch), else failed
+    /// or held as it answered.
+    fn refusal(&self, hash: &str, known: &[String]) -> HostOutcome {
+        let mut o = self.outcome.clone();
+        if foreign_refusal(&o, hash, known)
+            && let Outcome::Failed(why) = o.outcome
+        {
+            o.outcome = Outcome::HeldBack(why);
+        }
+        o
     }
 }
 
@@ -257,7 +273,7 @@ pub(super) fn run_batch(
                 arrivals.push(arrival);
             })
         });
-        let watched = watch(c, hosts.len(), &arrivals, start);
+        let watched = watch(c, hosts.len(), &arrivals, start, &known);
         // No host is pushed once the batch failed; the scope waits for the pushes under way.
         stopped.store(watched.is_err(), Ordering::SeqCst);
         watched
@@ -272,7 +288,8 @@ pub(super) fn run_batch(
                 } else if a.runs(&c.sets[&a.outcome.host].hash) {
                     stop.run_it.insert(a.outcome.host.clone());
                 } else if a.refused(&c.sets[&a.outcome.host].hash) {
-                    stop.refused.insert(a.outcome.host.clone(), a.outcome);
+                    let own = a.refusal(&c.sets[&a.outcome.host].hash, &known[&a.outcome.host]);
+                    stop.refused.insert(a.outcome.host.clone(), own);
                 }
             }
             return Err(stop);
@@ -296,11 +313,14 @@ pub(super) fn run_batch(
     }
     let set_aside = outcomes.iter().map(|o| o.host.clone()).collect();
     let unconfirmed = watched.hosts.iter().filter(|(_, w)| w.unconfirmed.is_some()).map(|(h, _)| h.clone()).collect();
+    // A batch that passed had no refusal but those of hosts held on their own.
+    let held = watched.refused.keys().cloned().collect();
+    outcomes.extend(watched.refused.into_values());
     outcomes.extend(watched.hosts.into_iter().map(|(h, w)| w.outcome(h, start.elapsed())));
     for o in &outcomes {
         record(state, o, &c.sets[&o.host].hash);
     }
-    Ok(Pass { outcomes, set_aside, unconfirmed })
+    Ok(Pass { outcomes, set_aside, unconfirmed, held })
 }
 
 /// What the watcher of a batch that passed saw.
@@ -309,12 +329,19 @@ struct Seen {
     hosts: BTreeMap<String, Watched>,
     /// Never reached by their push.
     unreached: Vec<HostOutcome>,
-    /// Refused their push (see [`Stopped::refused`]).
+    /// Refused their push (see [`Stopped::refused`]). Until the batch fails, only hosts held on
+    /// their own: any other refusal fails it.
     refused: BTreeMap<String, HostOutcome>,
 }
 
 /// Watches the `expected` hosts of a batch as their pushes come in (see the module's comment).
-fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant) -> Result<Seen, Box<Stopped>> {
+fn watch(
+    c: &Controller,
+    expected: usize,
+    arrivals: &Arrivals,
+    started: Instant,
+    known: &BTreeMap<String, Vec<String>>,
+) -> Result<Seen, Box<Stopped>> {
     let policy = &c.fleet.rollout;
     let (min_healthy, deadline) = (policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std());
     let mut seen = Seen { hosts: BTreeMap::new(), unreached: Vec::new(), refused: BTreeMap::new() };
@@ -348,8 +375,14 @@ fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant)
         // say whether they run the pushed set.
         let mut failure: Option<(String, String, bool)> = None;
         for arrival in new {
-            if arrival.refused(&c.sets[&arrival.outcome.host].hash) {
-                seen.refused.insert(arrival.outcome.host.clone(), arrival.outcome.clone());
+            let (hash, known) = (&c.sets[&arrival.outcome.host].hash, &known[&arrival.outcome.host]);
+            if arrival.refused(hash) {
+                seen.refused.insert(arrival.outcome.host.clone(), arrival.refusal(hash, known));
+                // Held on its own: the push changed nothing there, and says nothing of the
+                // desired state; the batch goes on without it.
+                if foreign_refusal(&arrival.outcome, hash, known) {
+                    continue;
+                }
             }
             // (None is skipped: the watcher has not stopped.)
             let Arrival { outcome, never_sent, at, .. } = arrival;

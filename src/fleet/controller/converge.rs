@@ -594,17 +594,17 @@ fn rollout(
             return;
         }
         match batch::run_batch(c, state, batch, options.force, record.retry) {
-            Ok(Pass { outcomes, set_aside: unreached, unconfirmed }) => {
+            Ok(Pass { outcomes, set_aside: unreached, unconfirmed, held }) => {
                 for o in outcomes {
                     report(o);
                 }
                 // A host whose confirmation failed goes back on its own: not done, so a canary
-                // of it holds the others back.
-                record
-                    .done
-                    .extend(batch.hosts.iter().filter(|h| !unreached.contains(h) && !unconfirmed.contains(h)).cloned());
+                // of it holds the others back. Nor is one held on its own (it runs a set this
+                // controller did not push): it keeps that set, and a later pass plans it anew.
+                let not_done = |h: &String| unreached.contains(h) || unconfirmed.contains(h) || held.contains(h);
+                record.done.extend(batch.hosts.iter().filter(|h| !not_done(h)).cloned());
                 record.unconfirmed.extend(unconfirmed.iter().cloned());
-                if batch.canaries && unreached.is_empty() && unconfirmed.is_empty() {
+                if batch.canaries && unreached.is_empty() && unconfirmed.is_empty() && held.is_empty() {
                     record.canaries_healthy_usec = Some(now_usec());
                 }
                 set_aside.extend(unreached);

@@ -133,6 +133,23 @@ pub(super) fn outcome_of(r: HostResult) -> HostOutcome {
     HostOutcome { host: r.host, outcome, reply, took: r.took }
 }
 
+/// Whether an install's outcome is a refusal because the host runs a set this controller did
+/// not push (edited by hand, another controller's): it failed with the peer's error, and its
+/// reply names a current set that is neither the pushed one nor one of `known` (the hashes this
+/// controller pushed there, which the peer checks). Such a host is held on its own, as the
+/// pre-push check would have held it had the set been there at the plan: the push changed
+/// nothing, so it says nothing of the desired state.
+pub(super) fn foreign_refusal(o: &HostOutcome, pushed: &str, known: &[String]) -> bool {
+    matches!(o.outcome, Outcome::Failed(_))
+        && o.reply.as_ref().is_some_and(|r| {
+            r.error.is_some()
+                && r.held.is_none()
+                && !r.current.is_empty()
+                && r.current != pushed
+                && !known.contains(&r.current)
+        })
+}
+
 /// Confirms set `hash` on `host` over a new connection (proof that the host can still be
 /// reached); the peer's refusal is a failure too.
 pub(super) fn confirm(c: &Controller, host: &str, hash: String) -> Result<Reply, String> {
@@ -178,13 +195,20 @@ pub(super) fn record(state: &mut State, o: &HostOutcome, desired: &str) {
     }
     let host = state.host(&o.host);
     match (&o.outcome, &o.reply) {
+        // Held on its own by its refusal: it runs a set this controller did not push, which its
+        // error reply names. That is on record, not held: the next pass asks it again, and the
+        // pre-push check holds it as long as that set is there (see `foreign_refusal`).
+        (Outcome::HeldBack(_), Some(reply)) if reply.error.is_some() => {
+            host.unreachable = None;
+            host.saw(reply);
+        }
         (Outcome::HeldBack(why), reply) => {
             // A held host's reply still says what it runs: the next pass repairs that set. It
             // answered, so it is not in backoff any more.
             if reply.is_some() {
                 host.unreachable = None;
             }
-            if let Some(reply) = reply.as_ref().filter(|r| r.error.is_none()) {
+            if let Some(reply) = reply.as_ref() {
                 host.saw(reply);
             }
             host.held = Some(Held { hash: desired.to_string(), reason: why.clone() });
