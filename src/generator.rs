@@ -6,6 +6,7 @@
 
 use crate::config;
 use crate::host_units;
+use crate::names::FLEET_UNITS_FILE;
 use crate::render::RenderOptions;
 use crate::unitset;
 use crate::unitset::markers::stack_of_text;
@@ -91,6 +92,7 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     } else {
         take_out(&writer, &received, &stacks_of(refused_received), refused_received, log).with_context(context)?
     };
+    let had_received = !received.is_empty() || !left_out.is_empty();
     // The paths move out of the files, written now: no copy per received unit.
     let from_fleet: HashSet<String> =
         received.into_iter().map(OutputFile::into_path).filter(|path| !gone.contains(path)).collect();
@@ -98,6 +100,7 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
         log.error(&refusal.why);
     }
     writer.finish(|path| is_local(path) || from_fleet.contains(path)).with_context(context)?;
+    record_fleet_units(out, &from_fleet, had_received).with_context(context)?;
     for name in &checked.failed {
         log.error(&format!("stack {name} skipped: it has errors"));
     }
@@ -106,6 +109,28 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     std::mem::forget(local_set);
     std::mem::forget(local);
     Ok(failed)
+}
+
+/// Lists the units written from the received set in [`FLEET_UNITS_FILE`], for `kapell apply`:
+/// which units systemd loaded from the fleet is what this run wrote, not what the received set
+/// says later (it moves on at each install), nor what a name says (a local stack that shadowed
+/// the fleet's stack of its name at boot runs under the same unit names). Without a received
+/// set there is no list, and no file is written at a boot that has none.
+fn record_fleet_units(out: &Path, from_fleet: &HashSet<String>, had_received: bool) -> Result<()> {
+    let path = out.join(FLEET_UNITS_FILE);
+    if !had_received {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
+    let mut names: Vec<&str> = from_fleet.iter().map(String::as_str).filter(|p| !p.contains('/')).collect();
+    names.sort_unstable();
+    let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+    if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    Ok(crate::atomic_file::replace(&path, text.as_bytes(), crate::atomic_file::Durability::Volatile)?)
 }
 
 /// The stacks of the units that were not written.
@@ -257,10 +282,21 @@ mod tests {
             .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
             .collect::<Result<_>>()?;
         names.sort();
-        assert_eq!(names, ["a-web.service", "a.target", "b.target", "multi-user.target.wants"]);
+        assert_eq!(names, [FLEET_UNITS_FILE, "a-web.service", "a.target", "b.target", "multi-user.target.wants"]);
         let web = std::fs::read_to_string(out.join("a-web.service"))?;
         assert!(web.contains("ExecStart=/bin/true") && !web.contains("/bin/false"), "the local unit wins:\n{web}");
         assert_eq!(std::fs::read_to_string(out.join("b.target"))?, "[Unit]\nDescription=from the fleet\n");
+        // The list names what came from the fleet: not `a-web.service`, the local one.
+        assert_eq!(std::fs::read_to_string(out.join(FLEET_UNITS_FILE))?, "b.target\n");
+
+        // Every received unit shadowed: the list is there, and empty (the local units are local).
+        std::fs::remove_file(fleet.join("b.target"))?;
+        assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
+        assert_eq!(std::fs::read_to_string(out.join(FLEET_UNITS_FILE))?, "");
+        // No received set: no list.
+        std::fs::remove_file(fleet.join("a-web.service"))?;
+        assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
+        assert!(!out.join(FLEET_UNITS_FILE).exists(), "a list without a received set");
         Ok(())
     }
 
@@ -298,6 +334,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                FLEET_UNITS_FILE,
                 "a-web.service",
                 "b-web.service",
                 "b.target",
@@ -310,6 +347,8 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(out.join("a-web.service"))?, theirs, "the other generator's unit stays");
         assert_eq!(std::fs::read_to_string(out.join("f-x.service"))?, theirs, "the other generator's unit stays");
+        // The fleet's units written: `f`'s were taken out.
+        assert_eq!(std::fs::read_to_string(out.join(FLEET_UNITS_FILE))?, "g.target\n");
         Ok(())
     }
 

@@ -233,6 +233,38 @@ pub fn fleet_unit_names(
         .collect())
 }
 
+/// The units the generator wrote from the received set at its last run into `generator_dir`
+/// (its [`crate::names::FLEET_UNITS_FILE`]): `None` if it wrote no list (there was no received
+/// set, or the generator predates the list).
+pub fn fleet_units_written(generator_dir: &Path) -> Result<Option<BTreeSet<String>>> {
+    let path = generator_dir.join(crate::names::FLEET_UNITS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The units of the generator directory that are the fleet's, not a local stack's: those the
+/// generator wrote from the received set at the last reload (`written`), less those a local
+/// stack renders now (a local stack that takes a fleet stack's name over replaces its units);
+/// without the generator's list, the received set's units that run here (`fleet_now`).
+///
+/// So a local stack that shadowed the fleet's stack of its name when systemd last loaded its
+/// units (at boot, say) stays local when its file goes, and is stopped, though the received set
+/// has units of the same names; and a fleet unit stays the fleet's though the received set moved
+/// on since (an install whose activation stopped before its reload).
+pub fn fleet_units_loaded(
+    written: Option<BTreeSet<String>>,
+    is_local: impl Fn(&str) -> bool,
+    fleet_now: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    match written {
+        Some(written) => written.into_iter().filter(|name| !is_local(name)).collect(),
+        None => fleet_now.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +283,25 @@ mod tests {
 
     fn paths(share: &FleetShare) -> Vec<&str> {
         share.files.iter().map(OutputFile::path).collect()
+    }
+
+    /// The generator's list decides which units of its directory are the fleet's: a name the
+    /// received set has now is local if a local stack wrote it, and a name the received set no
+    /// longer has is the fleet's if the fleet wrote it; a local stack that renders the name now
+    /// takes it over. Without a list, the received set's units that run here are.
+    #[test]
+    fn the_generators_list_says_which_loaded_units_are_the_fleets() {
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<String>>();
+        let fleet_now = set(&["good-sleep.service", "good.target", "new.target"]);
+        // At boot a local `good` shadowed the fleet's; its file is gone now (renders nothing).
+        let written = Some(set(&["old.target"]));
+        assert_eq!(fleet_units_loaded(written, |_| false, &fleet_now), set(&["old.target"]));
+        // The fleet's `good` ran; a local `good` takes it over now.
+        let written = Some(set(&["good-sleep.service", "good.target"]));
+        let local = |n: &str| n.starts_with("good");
+        assert_eq!(fleet_units_loaded(written, local, &fleet_now), set(&[]));
+        // No list: what the received set says.
+        assert_eq!(fleet_units_loaded(None, |_| false, &fleet_now), fleet_now);
     }
 
     #[test]

@@ -353,6 +353,11 @@ pub fn is_link_dir(name: &str) -> bool {
 /// at boot and at every daemon-reload.
 pub const GENERATOR_DIR: &str = "/run/systemd/generator";
 
+/// The generator's list, in its output directory, of the units it wrote from the received set at
+/// its last run (one name per line; there only when a received set was there). Hidden: systemd
+/// loads no file whose name starts with a dot.
+pub const FLEET_UNITS_FILE: &str = ".kapell-fleet-units";
+
 /// The generator's name in [`GENERATOR_SEARCH_PATH`].
 pub const GENERATOR_NAME: &str = "kapell-generator";
 

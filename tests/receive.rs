@@ -496,7 +496,8 @@ fn revert_timers_started(host: &Host, generation: &str) -> Result<Vec<String>> {
 /// the fleet's stack runs at the next install. Then a valid local `good` takes the stack over at
 /// `kapell apply` (its own command runs), and once its file is gone, `kapell apply` stops it and
 /// runs the fleet's `good` (nothing else would before the next push), also when someone else
-/// reloaded systemd in between; a second apply does nothing.
+/// reloaded systemd in between, and when the local `good` ran from boot; a second apply does
+/// nothing.
 #[test]
 fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Result<()> {
     let mut host = Host::builder().name("recb").kapell(KAPELL).start()?;
@@ -537,10 +538,17 @@ fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Resul
     ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the fleet's stack does not run");
 
     // A local `good` of its own takes over, and gives the stack back to the fleet when it goes:
-    // at once, and after someone else's reload (the generator has the fleet's units by then).
-    for reload_between in [false, true] {
+    // at once, after someone else's reload (the generator has the fleet's units by then), and
+    // when the local `good` ran from boot (no apply of this boot knows it: the generator's list
+    // of the fleet's units says the loaded ones are local).
+    for (reload_between, from_boot) in [(false, false), (true, false), (false, true)] {
         std::fs::write(config.join("good.toml"), "[services.sleep]\nexec = [\"/bin/sleep\", \"7000111\"]\n")?;
-        let local = host.exec_ok(&["kapell", "apply"])?;
+        let local = if from_boot {
+            host.reboot()?;
+            "(booted)".to_string()
+        } else {
+            host.exec_ok(&["kapell", "apply"])?
+        };
         ensure!(host.show("good-sleep.service", "ExecStart")?.contains("7000111"), "{local}");
         let local_pid = host.show("good-sleep.service", "MainPID")?;
         ensure!(local_pid != "0" && !local.contains("the fleet's set"), "{local}");
@@ -549,7 +557,10 @@ fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Resul
             host.systemctl_ok(&["daemon-reload"])?;
         }
         let released = host.exec_ok(&["kapell", "apply"])?;
-        eprintln!("$ kapell apply (the local stack good removed; a reload between: {reload_between})\n{released}");
+        eprintln!(
+            "$ kapell apply (the local stack good removed; a reload between: {reload_between}; from boot: \
+             {from_boot})\n{released}"
+        );
         ensure!(released.contains("the fleet's set"), "{released}");
         let fleet_runs = host.show("good-sleep.service", "ActiveState")? == "active"
             && host.show("good-sleep.service", "ExecStart")?.contains("7000000");

@@ -94,7 +94,10 @@ pub fn installed(desired: &UnitSet, claims: &StackClaims) -> Result<UnitSet> {
 fn installed_and_fleet(desired: &UnitSet, claims: &StackClaims) -> Result<(UnitSet, BTreeSet<String>)> {
     let local: BTreeSet<&str> = desired.stacks.values().flat_map(|s| s.files.keys()).map(String::as_str).collect();
     let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n), claims)?;
-    Ok((UnitSet::read_dir(Path::new(GENERATOR_DIR), &fleet)?, fleet))
+    let generator_dir = Path::new(GENERATOR_DIR);
+    let written = host_units::fleet_units_written(generator_dir)?;
+    let loaded = host_units::fleet_units_loaded(written, |n| local.contains(n), &fleet);
+    Ok((UnitSet::read_dir(generator_dir, &loaded)?, fleet))
 }
 
 /// The installed `kapell-generator`, if systemd can find one.
