@@ -131,7 +131,7 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
     }
     let request = request::parse(&input)?;
     drop(input);
-    let _lock = lifecycle::lock_host()?;
+    let _lock = lifecycle::lock_host(crate::fleet::protocol::RECEIVE_COMMAND)?;
     let store = Store::open();
     lifecycle::settle_reboot(config_dir, &store, reply)?;
     let detail = match request.body {

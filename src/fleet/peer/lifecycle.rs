@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 /// pending record's).
 const WINDOW_SLACK_USEC: u64 = 1_000_000;
 
-/// One writer per host: `kapell receive`, `kapell apply` and the revert timer take turns.
-pub fn lock_host() -> Result<HostLock> {
-    HostLock::acquire(RECEIVE_COMMAND, |holder| eprintln!("kapell receive: waiting for {holder}"))
+/// One writer per host: `kapell receive`, `kapell apply` and the revert timer take turns. `who`
+/// names the command that waits, and the holder others wait for.
+pub fn lock_host(who: &str) -> Result<HostLock> {
+    HostLock::acquire(who, |holder| eprintln!("{who}: waiting for {holder}"))
 }
 
 /// Runs the set the generator emits again, as a repair of it would, without a controller: what
@@ -33,7 +34,7 @@ pub fn lock_host() -> Result<HostLock> {
 pub fn run_emitted(config_dir: &Path) -> Reply {
     let mut reply = report::new_reply();
     let result = (|| {
-        let _lock = lock_host()?;
+        let _lock = lock_host("kapell apply")?;
         let store = Store::open();
         let set = super::generations::read_set(&store.emitted_dir())?;
         activate::run_set(config_dir, &set, &mut reply)
@@ -273,7 +274,7 @@ pub fn roll_back_from(config_dir: &Path, store: &Store, hash: &str, reply: &mut 
 pub fn revert_unconfirmed(config_dir: &Path, generation: &str) -> Reply {
     let mut reply = report::new_reply();
     let result = (|| {
-        let _lock = lock_host()?;
+        let _lock = lock_host(RECEIVE_COMMAND)?;
         let store = Store::open();
         // A timer of an earlier arming of the window (see `install`) whose cancel did not
         // happen finds the window still open, and leaves it to the timer of the last arming.
