@@ -92,7 +92,6 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
     } else {
         take_out(&writer, &received, &stacks_of(refused_received), refused_received, log).with_context(context)?
     };
-    let had_received = !received.is_empty() || !left_out.is_empty();
     // The paths move out of the files, written now: no copy per received unit.
     let from_fleet: HashSet<String> =
         received.into_iter().map(OutputFile::into_path).filter(|path| !gone.contains(path)).collect();
@@ -100,7 +99,11 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
         log.error(&refusal.why);
     }
     writer.finish(|path| is_local(path) || from_fleet.contains(path)).with_context(context)?;
-    record_fleet_units(out, &from_fleet, had_received).with_context(context)?;
+    // Not a unit: without it `kapell apply` goes by the received set's names alone, as before
+    // there was one, so a failure to write it is said and takes no unit away.
+    if let Err(e) = record_fleet_units(out, &from_fleet) {
+        log.error(&format!("cannot write {}: {e:#}", out.join(FLEET_UNITS_FILE).display()));
+    }
     for name in &checked.failed {
         log.error(&format!("stack {name} skipped: it has errors"));
     }
@@ -113,17 +116,12 @@ pub fn generate(out: &Path, config_dir: &Path, fleet_dir: &Path, log: &mut Log) 
 
 /// Lists the units written from the received set in [`FLEET_UNITS_FILE`], for `kapell apply`:
 /// which units systemd loaded from the fleet is what this run wrote, not what the received set
-/// says later (it moves on at each install), nor what a name says (a local stack that shadowed
-/// the fleet's stack of its name at boot runs under the same unit names). Without a received
-/// set there is no list, and no file is written at a boot that has none.
-fn record_fleet_units(out: &Path, from_fleet: &HashSet<String>, had_received: bool) -> Result<()> {
+/// says later, nor what a name says (a local stack that shadowed the fleet's stack of its name
+/// at boot runs under the same unit names). Written at every run, empty without a received set:
+/// a missing list means a generator older than it, and `kapell apply` cannot tell from it that
+/// a unit is local.
+fn record_fleet_units(out: &Path, from_fleet: &HashSet<String>) -> Result<()> {
     let path = out.join(FLEET_UNITS_FILE);
-    if !had_received {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        };
-    }
     let mut names: Vec<&str> = from_fleet.iter().map(String::as_str).filter(|p| !p.contains('/')).collect();
     names.sort_unstable();
     let text: String = names.iter().map(|n| format!("{n}\n")).collect();
@@ -293,10 +291,10 @@ mod tests {
         std::fs::remove_file(fleet.join("b.target"))?;
         assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
         assert_eq!(std::fs::read_to_string(out.join(FLEET_UNITS_FILE))?, "");
-        // No received set: no list.
+        // No received set: an empty list (none would mean a generator older than the list).
         std::fs::remove_file(fleet.join("a-web.service"))?;
         assert_eq!(generate(&out, &config, &fleet, &mut Log::open(true))?, 0);
-        assert!(!out.join(FLEET_UNITS_FILE).exists(), "a list without a received set");
+        assert_eq!(std::fs::read_to_string(out.join(FLEET_UNITS_FILE))?, "");
         Ok(())
     }
 

@@ -245,23 +245,21 @@ pub fn fleet_units_written(generator_dir: &Path) -> Result<Option<BTreeSet<Strin
     }
 }
 
-/// The units of the generator directory that are the fleet's, not a local stack's: those the
-/// generator wrote from the received set at the last reload (`written`), less those a local
-/// stack renders now (a local stack that takes a fleet stack's name over replaces its units);
-/// without the generator's list, the received set's units that run here (`fleet_now`).
+/// The units of the generator directory that are the fleet's, not a local stack's: the received
+/// set's units that run here now (`fleet_now`, by name; a local stack renders none of them),
+/// less those a local stack wrote at the last reload, as the generator's list of what it wrote
+/// from the received set says (`written`; without one, a generator older than the list, the
+/// names alone decide).
 ///
 /// So a local stack that shadowed the fleet's stack of its name when systemd last loaded its
 /// units (at boot, say) stays local when its file goes, and is stopped, though the received set
-/// has units of the same names; and a fleet unit stays the fleet's though the received set moved
-/// on since (an install whose activation stopped before its reload).
-pub fn fleet_units_loaded(
-    written: Option<BTreeSet<String>>,
-    is_local: impl Fn(&str) -> bool,
-    fleet_now: &BTreeSet<String>,
-) -> BTreeSet<String> {
+/// has units of the same names. A fleet unit the received set no longer has, or that a local
+/// stack's name claims now, is not the fleet's to keep: it is stopped before the reload takes
+/// its file away, as before there was a list.
+pub fn fleet_units_loaded(written: Option<BTreeSet<String>>, fleet_now: BTreeSet<String>) -> BTreeSet<String> {
     match written {
-        Some(written) => written.into_iter().filter(|name| !is_local(name)).collect(),
-        None => fleet_now.clone(),
+        Some(written) => fleet_now.into_iter().filter(|name| written.contains(name)).collect(),
+        None => fleet_now,
     }
 }
 
@@ -285,23 +283,21 @@ mod tests {
         share.files.iter().map(OutputFile::path).collect()
     }
 
-    /// The generator's list decides which units of its directory are the fleet's: a name the
-    /// received set has now is local if a local stack wrote it, and a name the received set no
-    /// longer has is the fleet's if the fleet wrote it; a local stack that renders the name now
-    /// takes it over. Without a list, the received set's units that run here are.
+    /// The generator's list decides which of the received set's units that run here now were
+    /// loaded from the fleet: a name a local stack wrote at the last reload is local, though the
+    /// received set has it. Without a list, the names alone decide.
     #[test]
     fn the_generators_list_says_which_loaded_units_are_the_fleets() {
         let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<String>>();
-        let fleet_now = set(&["good-sleep.service", "good.target", "new.target"]);
-        // At boot a local `good` shadowed the fleet's; its file is gone now (renders nothing).
-        let written = Some(set(&["old.target"]));
-        assert_eq!(fleet_units_loaded(written, |_| false, &fleet_now), set(&["old.target"]));
-        // The fleet's `good` ran; a local `good` takes it over now.
-        let written = Some(set(&["good-sleep.service", "good.target"]));
-        let local = |n: &str| n.starts_with("good");
-        assert_eq!(fleet_units_loaded(written, local, &fleet_now), set(&[]));
+        let fleet_now = set(&["good-sleep.service", "good.target", "shop.target"]);
+        // At boot a local `good` shadowed the fleet's; its file is gone now.
+        let written = Some(set(&["shop.target", "gone.target"]));
+        assert_eq!(fleet_units_loaded(written, fleet_now.clone()), set(&["shop.target"]));
+        // The fleet's `good` ran.
+        let written = Some(set(&["good-sleep.service", "good.target", "shop.target"]));
+        assert_eq!(fleet_units_loaded(written, fleet_now.clone()), fleet_now);
         // No list: what the received set says.
-        assert_eq!(fleet_units_loaded(None, |_| false, &fleet_now), fleet_now);
+        assert_eq!(fleet_units_loaded(None, fleet_now.clone()), fleet_now);
     }
 
     #[test]

@@ -144,6 +144,7 @@ fn generator_skips_broken_stacks_fails_at_the_end_and_is_idempotent() {
     assert_eq!(
         names,
         [
+            ".kapell-fleet-units",
             "good-db.service",
             "good-web.service",
             "good.target",
@@ -151,6 +152,8 @@ fn generator_skips_broken_stacks_fails_at_the_end_and_is_idempotent() {
             "other-generator.service"
         ]
     );
+    // No received set: the generator's list of the units it wrote from one is empty.
+    assert_eq!(tree[0].1, b"");
     assert!(
         !out.path().join("normal.early").exists() && !out.path().join("normal.late").exists(),
         "only normal-dir is written"
@@ -167,7 +170,13 @@ fn generator_skips_broken_stacks_fails_at_the_end_and_is_idempotent() {
     let names: Vec<String> = listing(&normal).into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
-        ["good-db.service", "good.target", "multi-user.target.wants/good.target", "other-generator.service"]
+        [
+            ".kapell-fleet-units",
+            "good-db.service",
+            "good.target",
+            "multi-user.target.wants/good.target",
+            "other-generator.service"
+        ]
     );
 }
 

@@ -96,7 +96,7 @@ fn installed_and_fleet(desired: &UnitSet, claims: &StackClaims) -> Result<(UnitS
     let fleet = host_units::fleet_unit_names(&host_units::received_dir(), |n| local.contains(n), claims)?;
     let generator_dir = Path::new(GENERATOR_DIR);
     let written = host_units::fleet_units_written(generator_dir)?;
-    let loaded = host_units::fleet_units_loaded(written, |n| local.contains(n), &fleet);
+    let loaded = host_units::fleet_units_loaded(written, fleet.clone());
     Ok((UnitSet::read_dir(generator_dir, &loaded)?, fleet))
 }
 

@@ -327,6 +327,11 @@ pub struct Reply {
     /// mended by sending the request another way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_whole_set: bool,
+    /// Set, with an error, when an install was refused because this host runs a set the
+    /// controller did not push (none of its `known` hashes: edited by hand, another
+    /// controller's): nothing was changed. A rollout holds such a host on its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign_set: bool,
     /// The last journal lines of every failing unit, for the controller's report.
     pub journal: BTreeMap<String, Vec<String>>,
     /// What this host's `kapell dns` answers now: `<service>.<stack>.kapell` → hosts; empty when

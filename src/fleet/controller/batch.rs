@@ -92,9 +92,9 @@ impl Arrival {
     /// The outcome of a host that refused its push: held back on its own if it runs a set this
     /// controller did not push (see [`foreign_refusal`]: no failure of the batch), else failed
     /// or held as it answered.
-    fn refusal(&self, hash: &str, known: &[String]) -> HostOutcome {
+    fn refusal(&self) -> HostOutcome {
         let mut o = self.outcome.clone();
-        if foreign_refusal(&o, hash, known)
+        if foreign_refusal(&o)
             && let Outcome::Failed(why) = o.outcome
         {
             o.outcome = Outcome::HeldBack(why);
@@ -273,7 +273,7 @@ pub(super) fn run_batch(
                 arrivals.push(arrival);
             })
         });
-        let watched = watch(c, hosts.len(), &arrivals, start, &known);
+        let watched = watch(c, hosts.len(), &arrivals, start);
         // No host is pushed once the batch failed; the scope waits for the pushes under way.
         stopped.store(watched.is_err(), Ordering::SeqCst);
         watched
@@ -288,8 +288,7 @@ pub(super) fn run_batch(
                 } else if a.runs(&c.sets[&a.outcome.host].hash) {
                     stop.run_it.insert(a.outcome.host.clone());
                 } else if a.refused(&c.sets[&a.outcome.host].hash) {
-                    let own = a.refusal(&c.sets[&a.outcome.host].hash, &known[&a.outcome.host]);
-                    stop.refused.insert(a.outcome.host.clone(), own);
+                    stop.refused.insert(a.outcome.host.clone(), a.refusal());
                 }
             }
             return Err(stop);
@@ -335,13 +334,7 @@ struct Seen {
 }
 
 /// Watches the `expected` hosts of a batch as their pushes come in (see the module's comment).
-fn watch(
-    c: &Controller,
-    expected: usize,
-    arrivals: &Arrivals,
-    started: Instant,
-    known: &BTreeMap<String, Vec<String>>,
-) -> Result<Seen, Box<Stopped>> {
+fn watch(c: &Controller, expected: usize, arrivals: &Arrivals, started: Instant) -> Result<Seen, Box<Stopped>> {
     let policy = &c.fleet.rollout;
     let (min_healthy, deadline) = (policy.min_healthy_time.as_std(), policy.healthy_deadline.as_std());
     let mut seen = Seen { hosts: BTreeMap::new(), unreached: Vec::new(), refused: BTreeMap::new() };
@@ -375,12 +368,11 @@ fn watch(
         // say whether they run the pushed set.
         let mut failure: Option<(String, String, bool)> = None;
         for arrival in new {
-            let (hash, known) = (&c.sets[&arrival.outcome.host].hash, &known[&arrival.outcome.host]);
-            if arrival.refused(hash) {
-                seen.refused.insert(arrival.outcome.host.clone(), arrival.refusal(hash, known));
+            if arrival.refused(&c.sets[&arrival.outcome.host].hash) {
+                seen.refused.insert(arrival.outcome.host.clone(), arrival.refusal());
                 // Held on its own: the push changed nothing there, and says nothing of the
                 // desired state; the batch goes on without it.
-                if foreign_refusal(&arrival.outcome, hash, known) {
+                if foreign_refusal(&arrival.outcome) {
                     continue;
                 }
             }

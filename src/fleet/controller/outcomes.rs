@@ -134,20 +134,12 @@ pub(super) fn outcome_of(r: HostResult) -> HostOutcome {
 }
 
 /// Whether an install's outcome is a refusal because the host runs a set this controller did
-/// not push (edited by hand, another controller's): it failed with the peer's error, and its
-/// reply names a current set that is neither the pushed one nor one of `known` (the hashes this
-/// controller pushed there, which the peer checks). Such a host is held on its own, as the
-/// pre-push check would have held it had the set been there at the plan: the push changed
-/// nothing, so it says nothing of the desired state.
-pub(super) fn foreign_refusal(o: &HostOutcome, pushed: &str, known: &[String]) -> bool {
-    matches!(o.outcome, Outcome::Failed(_))
-        && o.reply.as_ref().is_some_and(|r| {
-            r.error.is_some()
-                && r.held.is_none()
-                && !r.current.is_empty()
-                && r.current != pushed
-                && !known.contains(&r.current)
-        })
+/// not push (edited by hand, another controller's), as its reply says ([`Reply::foreign_set`]).
+/// Such a host is held on its own, as the plan's check would have held it had the set been there
+/// then: the push changed nothing, so it says nothing of the desired state. (A peer older than
+/// the flag never says so: its refusal fails the batch, as any other does.)
+pub(super) fn foreign_refusal(o: &HostOutcome) -> bool {
+    matches!(o.outcome, Outcome::Failed(_)) && o.reply.as_ref().is_some_and(|r| r.error.is_some() && r.foreign_set)
 }
 
 /// Confirms set `hash` on `host` over a new connection (proof that the host can still be
@@ -198,7 +190,7 @@ pub(super) fn record(state: &mut State, o: &HostOutcome, desired: &str) {
         // Held on its own by its refusal: it runs a set this controller did not push, which its
         // error reply names. That is on record, not held: the next pass asks it again, and the
         // pre-push check holds it as long as that set is there (see `foreign_refusal`).
-        (Outcome::HeldBack(_), Some(reply)) if reply.error.is_some() => {
+        (Outcome::HeldBack(_), Some(reply)) if reply.foreign_set => {
             host.unreachable = None;
             host.saw(reply);
         }

@@ -41,6 +41,7 @@ pub fn handle(config_dir: &Path, input: Vec<u8>) -> Reply {
     let mut reply = report::new_reply();
     if let Err(e) = carry_out(config_dir, input, &mut reply) {
         reply.needs_whole_set = e.downcast_ref::<NeedsWholeSet>().is_some();
+        reply.foreign_set = e.downcast_ref::<lifecycle::ForeignSet>().is_some();
         reply.error = Some(format!("{e:#}"));
         // The request may have written the word before it failed: the controller must not take
         // the host to hold the word it held before. And what the host runs now, so the

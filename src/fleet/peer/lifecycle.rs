@@ -104,15 +104,28 @@ fn held_or_refused(
         )));
     }
     if !old.files.is_empty() && old.hash != set.hash && !known.contains(&old.hash) && !overrides.force {
-        anyhow::bail!(
+        return Err(ForeignSet(format!(
             "this host runs set {}, which this controller did not push (edited by hand in {}, or another \
              controller's); it was not overwritten (`kapell fleet apply --force` replaces it)",
             old.short_hash(),
             received_dir().display()
-        );
+        ))
+        .into());
     }
     Ok(None)
 }
+
+/// The refusal of an install over a set the controller did not push ([`Reply::foreign_set`]).
+#[derive(Debug)]
+pub struct ForeignSet(String);
+
+impl std::fmt::Display for ForeignSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ForeignSet {}
 
 /// Makes the admitted `set` current and makes systemd run it. With `confirm_within`, the set is
 /// pending until the controller confirms it, and a timer reverts it otherwise.
@@ -339,7 +352,9 @@ mod tests {
     ) -> &'static str {
         let rejected = rolled_back.then_some("it failed here");
         match held_or_refused(running, set, rejected, known, Overrides { force, retry }) {
-            Err(_) => "refused",
+            // Its only refusal is of a set the controller did not push, which the reply flags.
+            Err(e) if e.downcast_ref::<ForeignSet>().is_some() => "refused",
+            Err(e) => panic!("refused for another reason: {e:#}"),
             Ok(Some(_)) => "held",
             Ok(None) => "admitted",
         }
