@@ -234,8 +234,8 @@ pub fn fleet_unit_names(
 }
 
 /// The units the generator wrote from the received set at its last run into `generator_dir`
-/// (its [`crate::names::FLEET_UNITS_FILE`]): `None` if it wrote no list (there was no received
-/// set, or the generator predates the list).
+/// (its [`crate::names::FLEET_UNITS_FILE`]): `None` if it wrote no list (a generator older than
+/// the list; a current one writes it at every run, empty without a received set).
 pub fn fleet_units_written(generator_dir: &Path) -> Result<Option<BTreeSet<String>>> {
     let path = generator_dir.join(crate::names::FLEET_UNITS_FILE);
     match std::fs::read_to_string(&path) {
@@ -253,9 +253,10 @@ pub fn fleet_units_written(generator_dir: &Path) -> Result<Option<BTreeSet<Strin
 ///
 /// So a local stack that shadowed the fleet's stack of its name when systemd last loaded its
 /// units (at boot, say) stays local when its file goes, and is stopped, though the received set
-/// has units of the same names. A fleet unit the received set no longer has, or that a local
-/// stack's name claims now, is not the fleet's to keep: it is stopped before the reload takes
-/// its file away, as before there was a list.
+/// has units of the same names. A fleet unit the received set no longer has (an activation that
+/// stopped before its reload), or whose name or stack a local stack claims now, is not the
+/// fleet's to keep: it is stopped before the reload takes its file away, as before there was a
+/// list (and [`crate::apply::plan`] stops no target it does not see: the fleet's stack stays).
 pub fn fleet_units_loaded(written: Option<BTreeSet<String>>, fleet_now: BTreeSet<String>) -> BTreeSet<String> {
     match written {
         Some(written) => fleet_now.into_iter().filter(|name| written.contains(name)).collect(),

@@ -354,8 +354,8 @@ pub fn is_link_dir(name: &str) -> bool {
 pub const GENERATOR_DIR: &str = "/run/systemd/generator";
 
 /// The generator's list, in its output directory, of the units it wrote from the received set at
-/// its last run (one name per line; there only when a received set was there). Hidden: systemd
-/// loads no file whose name starts with a dot.
+/// its last run (one name per line; written at every run, empty without a received set).
+/// Hidden: systemd loads no file whose name starts with a dot.
 pub const FLEET_UNITS_FILE: &str = ".kapell-fleet-units";
 
 /// The generator's name in [`GENERATOR_SEARCH_PATH`].

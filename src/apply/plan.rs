@@ -62,6 +62,9 @@ impl Verb {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     StackRemoved,
+    /// A unit of the fleet's stack that the received set no longer has (seen without its
+    /// stack's target, which is the fleet's).
+    DroppedByFleet,
     ServiceRemoved,
     /// An instance beyond the service's new `replicas`.
     ReplicaRemoved,
@@ -83,6 +86,7 @@ impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Why::StackRemoved => "stack file deleted",
+            Why::DroppedByFleet => "no longer in the fleet's set",
             Why::ServiceRemoved => "service removed from the stack",
             Why::ReplicaRemoved => "replicas lowered",
             Why::NewStack => "new stack",
@@ -201,12 +205,19 @@ pub fn plan(
         let stop = |unit: &str| if state(unit).is_down() { Verb::Remove } else { Verb::Stop };
 
         let Some(new) = new else {
-            // The stack file was deleted: stop everything it ran, then its target.
+            // The stack file was deleted: stop everything it ran, then its target. A stack seen
+            // without its target is a part of the fleet's stack of its name (a unit the received
+            // set dropped, while its activation stopped before its reload): the target is the
+            // fleet's, and stopping it would stop every service of the stack (`PartOf=`).
             let cur = cur.unwrap_or(&empty);
+            let whole = cur.files.contains_key(&cur.target());
+            let why = if whole { Why::StackRemoved } else { Why::DroppedByFleet };
             for (_, unit) in cur.running() {
-                step(stop(unit), unit, Why::StackRemoved);
+                step(stop(unit), unit, why);
             }
-            step(stop(&cur.target()), &cur.target(), Why::StackRemoved);
+            if whole {
+                step(stop(&cur.target()), &cur.target(), why);
+            }
             continue;
         };
         plan.units += new.running().count();
@@ -399,6 +410,16 @@ mod tests {
         states.remove("s-b.service");
         let plan = plan(&set(three("/bin/c")), &UnitSet::default(), &states, None).expect("plan");
         assert_eq!(lines(&plan), ["stop s-a.service", "remove s-b.service", "stop s-c.service", "stop s.target"]);
+    }
+
+    /// A stack seen without its target is a part of the fleet's stack of its name: its units go,
+    /// and the target (the fleet's, which every service is `PartOf=`) is not stopped.
+    #[test]
+    fn a_stack_seen_without_its_target_stops_its_units_only() {
+        let dropped = vec![service("s", "s-c.service", "c", "/bin/c")];
+        let plan = plan(&set(dropped), &UnitSet::default(), &running(ALL), None).expect("plan");
+        assert_eq!(lines(&plan), ["stop s-c.service"]);
+        assert_eq!(plan.steps[0].why, Why::DroppedByFleet);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Render stacks into unit files in DIR, as the generator would.
 ///
-/// Without PATH arguments, DIR gets exactly what the generator writes: every stack this host
+/// Without PATH arguments, DIR gets exactly the units the generator writes: every stack this host
 /// runs, and the unit set a fleet controller installed on it (/etc/kapell/received; a fleet unit
 /// that a local stack also produces, or of a stack named as a local one, is left out, and said
 /// so).
