@@ -11,6 +11,7 @@
 //! still finishes, and the controller's next request reads what happened.
 
 use super::generations::{CONFIRMED, Store};
+use super::refusal::{Kind, Refusal};
 use super::{lifecycle, report, request};
 use crate::discovery::pushed_health;
 use crate::discovery::pushed_health::InstanceHealth;
@@ -40,8 +41,7 @@ pub fn read_request(input: impl std::io::Read) -> Result<Vec<u8>> {
 pub fn handle(config_dir: &Path, input: Vec<u8>) -> Reply {
     let mut reply = report::new_reply();
     if let Err(e) = carry_out(config_dir, input, &mut reply) {
-        reply.needs_whole_set = e.downcast_ref::<NeedsWholeSet>().is_some();
-        reply.foreign_set = e.downcast_ref::<lifecycle::ForeignSet>().is_some();
+        Refusal::flag(&e, &mut reply);
         reply.error = Some(format!("{e:#}"));
         // The request may have written the word before it failed: the controller must not take
         // the host to hold the word it held before. And what the host runs now, so the
@@ -53,19 +53,6 @@ pub fn handle(config_dir: &Path, input: Vec<u8>) -> Reply {
     }
     reply
 }
-
-/// The refusal of a request that named what this host does not hold: it changed nothing, and
-/// the controller sends the whole set ([`Reply::needs_whole_set`]).
-#[derive(Debug)]
-struct NeedsWholeSet(String);
-
-impl std::fmt::Display for NeedsWholeSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NeedsWholeSet {}
 
 /// The fields of an install request; a repair is the install of the set the host runs.
 struct Install {
@@ -114,11 +101,14 @@ fn with_catalog_of(set: &mut HostSet, old: &HostSet) -> Result<()> {
     anyhow::ensure!(set.catalog.is_none(), "an install with `same_catalog` carries no catalog of its own");
     set.catalog.clone_from(&old.catalog);
     if old.catalog.is_none() || set.compute_hash() != set.hash {
-        return Err(NeedsWholeSet(format!(
-            "the catalog of the set this host runs ({}) is not the one the controller meant: the set was refused, \
-             nothing was changed (the controller sends the catalog)",
-            if old.catalog.is_some() { "another one" } else { "it has none" }
-        ))
+        return Err(Refusal::new(
+            Kind::NeedsWholeSet,
+            format!(
+                "the catalog of the set this host runs ({}) is not the one the controller meant: the set was \
+                 refused, nothing was changed (the controller sends the catalog)",
+                if old.catalog.is_some() { "another one" } else { "it has none" }
+            ),
+        )
         .into());
     }
     Ok(())
@@ -151,11 +141,15 @@ fn carry_out(config_dir: &Path, input: Vec<u8>, reply: &mut Reply) -> Result<()>
         Body::Repair { hash, health } => {
             let current = store.current()?;
             if current.hash != hash {
-                return Err(NeedsWholeSet(format!(
-                    "this host runs set {}, not set {}: the repair was not carried out (the controller sends the set)",
-                    current.short_hash(),
-                    protocol::short(&hash)
-                ))
+                return Err(Refusal::new(
+                    Kind::NeedsWholeSet,
+                    format!(
+                        "this host runs set {}, not set {}: the repair was not carried out (the controller sends \
+                         the set)",
+                        current.short_hash(),
+                        protocol::short(&hash)
+                    ),
+                )
                 .into());
             }
             // The set this controller pushed here, or it would not name its hash: known. It is
@@ -221,13 +215,13 @@ mod tests {
             let e = with_catalog_of(&mut sent, &old).expect_err("another catalog");
             assert!(e.to_string().contains("is not the one the controller meant"), "{e}");
             // The reply says so, and the controller sends the catalog.
-            assert!(e.downcast_ref::<NeedsWholeSet>().is_some(), "{e}");
+            assert!(Refusal::kind_of(&e) == Some(Kind::NeedsWholeSet), "{e}");
         }
         // A set that carries a catalog of its own is not completed from the host's, and sending
         // it again with its catalog would not mend that request.
         let old = set_with("[Service]\nExecStart=/bin/web 1\n", Some(r#"{"services":[1,2]}"#));
         let e = with_catalog_of(&mut new.clone(), &old).expect_err("a catalog of its own");
         assert!(e.to_string().contains("carries no catalog of its own"), "{e}");
-        assert!(e.downcast_ref::<NeedsWholeSet>().is_none(), "{e}");
+        assert!(Refusal::kind_of(&e).is_none(), "{e}");
     }
 }

@@ -9,6 +9,7 @@
 //! could not be stopped reverts nothing that was confirmed or replaced.
 
 use super::generations::{CONFIRMED, CURRENT, Pending, Store, boot_id, received_dir};
+use super::refusal::{Kind, Refusal};
 use super::{activate, report, revert_timer, set_check};
 use crate::fleet::protocol::{HostSet, RECEIVE_COMMAND, Reply, short};
 use crate::lock::HostLock;
@@ -104,28 +105,19 @@ fn held_or_refused(
         )));
     }
     if !old.files.is_empty() && old.hash != set.hash && !known.contains(&old.hash) && !overrides.force {
-        return Err(ForeignSet(format!(
-            "this host runs set {}, which this controller did not push (edited by hand in {}, or another \
-             controller's); it was not overwritten (`kapell fleet apply --force` replaces it)",
-            old.short_hash(),
-            received_dir().display()
-        ))
+        return Err(Refusal::new(
+            Kind::ForeignSet,
+            format!(
+                "this host runs set {}, which this controller did not push (edited by hand in {}, or \
+                 another controller's); it was not overwritten (`kapell fleet apply --force` replaces it)",
+                old.short_hash(),
+                received_dir().display()
+            ),
+        )
         .into());
     }
     Ok(None)
 }
-
-/// The refusal of an install over a set the controller did not push ([`Reply::foreign_set`]).
-#[derive(Debug)]
-pub struct ForeignSet(String);
-
-impl std::fmt::Display for ForeignSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ForeignSet {}
 
 /// Makes the admitted `set` current and makes systemd run it. With `confirm_within`, the set is
 /// pending until the controller confirms it, and a timer reverts it otherwise.
@@ -353,7 +345,7 @@ mod tests {
         let rejected = rolled_back.then_some("it failed here");
         match held_or_refused(running, set, rejected, known, Overrides { force, retry }) {
             // Its only refusal is of a set the controller did not push, which the reply flags.
-            Err(e) if e.downcast_ref::<ForeignSet>().is_some() => "refused",
+            Err(e) if Refusal::kind_of(&e) == Some(Kind::ForeignSet) => "refused",
             Err(e) => panic!("refused for another reason: {e:#}"),
             Ok(Some(_)) => "held",
             Ok(None) => "admitted",

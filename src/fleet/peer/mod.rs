@@ -12,6 +12,7 @@
 //! | [`revert_timer`] | the systemd timer that reverts an unconfirmed set |
 //! | [`request`] | the request read strictly: size, version, shape |
 //! | [`report`] | the reply's account of what the host runs now |
+//! | [`refusal`] | the refusals a reply flags for the controller to act on |
 //! | [`journal`] | the last journal lines of failing units |
 
 pub mod activate;
@@ -20,6 +21,7 @@ pub mod gate;
 pub mod generations;
 pub mod journal;
 pub mod lifecycle;
+pub mod refusal;
 pub mod report;
 pub mod request;
 pub mod revert_timer;
