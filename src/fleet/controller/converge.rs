@@ -554,28 +554,7 @@ fn rollout(
                 .map(String::as_str)
                 .collect();
             let wait = if !pending.is_empty() {
-                // A canary held on its own (it runs a set this controller did not push) waits
-                // for an operator, not for time: say so.
-                let foreign = |h: &str| {
-                    state.hosts.get(h).is_some_and(|s| !s.current.is_empty() && !s.known.contains(&s.current))
-                };
-                let (held, waiting): (Vec<&str>, Vec<&str>) = pending.iter().partition(|h| foreign(h));
-                let mut why = Vec::new();
-                if !waiting.is_empty() {
-                    why.push(format!("{} not healthy yet", waiting.join(", ")));
-                }
-                if !held.is_empty() {
-                    why.push(format!(
-                        "{} runs a set this controller did not push (undo the edit, or `kapell fleet apply --force` \
-                         replaces it)",
-                        held.join(", ")
-                    ));
-                }
-                Some(format!(
-                    "waiting for canary {} ({}): the others follow once it is healthy",
-                    pending.join(", "),
-                    why.join("; ")
-                ))
+                Some(rollout::canary_wait(&pending, &state.hosts, |h| c.sets.get(h).map(|set| set.hash.as_str())))
             } else {
                 let healthy = *record.canaries_healthy_usec.get_or_insert_with(now_usec);
                 if policy.auto_promote || record.canaries.is_empty() {

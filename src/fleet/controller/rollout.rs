@@ -22,7 +22,7 @@
 //! → completed; any batch failing → failed (held); retry → in progress again.
 
 use super::config::Rollout as Policy;
-use super::state::{Failure, Rollout};
+use super::state::{Failure, HostState, Rollout};
 use crate::fleet::protocol::{HostSet, SetFile, sha256, short};
 use crate::unitset::markers;
 use std::collections::{BTreeMap, BTreeSet};
@@ -229,6 +229,37 @@ pub fn held_reason(state: &str, failed: &Failure) -> String {
     )
 }
 
+/// Why the others wait for the `pending` canaries (not yet healthy with their desired set,
+/// `desired(host)`), host by host: whether time, the host or an operator has to act.
+pub fn canary_wait<'a>(
+    pending: &[&str],
+    hosts: &BTreeMap<String, HostState>,
+    desired: impl Fn(&str) -> Option<&'a str>,
+) -> String {
+    // Reasons in a fixed order, each with its hosts, so that the message reads the same at
+    // every pass.
+    let mut reasons: Vec<(String, Vec<&str>)> = Vec::new();
+    for &host in pending {
+        let record = hosts.get(host);
+        let why = match record {
+            Some(s) if s.runs_foreign_set() => "runs a set this controller did not push (undo the edit, or \
+                                                `kapell fleet apply --force` replaces it)"
+                .to_string(),
+            Some(HostState { held: Some(held), .. }) if desired(host) == Some(held.hash.as_str()) => {
+                format!("is held back ({})", held.reason)
+            }
+            Some(HostState { unreachable: Some(u), .. }) => format!("cannot be reached ({})", u.error),
+            _ => "not healthy yet".to_string(),
+        };
+        match reasons.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, group)) => group.push(host),
+            None => reasons.push((why, vec![host])),
+        }
+    }
+    let why: Vec<String> = reasons.iter().map(|(why, group)| format!("{} {why}", group.join(", "))).collect();
+    format!("waiting for canary {} ({}): the others follow once it is healthy", pending.join(", "), why.join("; "))
+}
+
 /// The rollout's state as `fleet status` and the daemon's `STATUS=` name it.
 pub fn phase(r: &Rollout) -> &'static str {
     if r.failed.is_some() {
@@ -387,5 +418,39 @@ mod tests {
         more.insert("c".to_string(), more["a"].clone());
         assert_eq!(state(&more), state(&sets("1", "1")), "where it runs is not part of it");
         assert_eq!(stacks_of(&["agent-node.service".to_string()], &sets("1", "1")), ["agent"]);
+    }
+
+    #[test]
+    fn a_canary_wait_says_what_each_canary_waits_for() {
+        use super::super::state::{Held, Unreachable};
+        let mut hosts = BTreeMap::new();
+        // Pushed, not healthy for long enough yet.
+        hosts.insert(
+            "a".to_string(),
+            HostState { current: "d1".into(), known: vec!["d1".into()], ..Default::default() },
+        );
+        // Edited by hand since the last push.
+        hosts
+            .insert("b".to_string(), HostState { current: "x".into(), known: vec!["d1".into()], ..Default::default() });
+        // Went back from the set on its own.
+        let held = Held { hash: "d1".into(), reason: "rolled back by the peer: web failed".into() };
+        hosts.insert("c".to_string(), HostState { held: Some(held), ..Default::default() });
+        let unreachable = Unreachable { error: "ssh: connection refused".into(), ..Default::default() };
+        hosts.insert("d".to_string(), HostState { unreachable: Some(unreachable), ..Default::default() });
+        // Never contacted, and a host whose hold is of another set than the one it waits for.
+        let held = Held { hash: "old".into(), reason: "another set".into() };
+        hosts.insert("f".to_string(), HostState { held: Some(held), ..Default::default() });
+        let desired = |_: &str| Some("d1");
+        let wait = canary_wait(&["a", "b", "c", "d", "e", "f"], &hosts, desired);
+        assert_eq!(
+            wait,
+            "waiting for canary a, b, c, d, e, f (a, e, f not healthy yet; b runs a set this controller did not push \
+             (undo the edit, or `kapell fleet apply --force` replaces it); c is held back (rolled back by the peer: \
+             web failed); d cannot be reached (ssh: connection refused)): the others follow once it is healthy"
+        );
+        assert_eq!(
+            canary_wait(&["a"], &hosts, desired),
+            "waiting for canary a (a not healthy yet): the others follow once it is healthy"
+        );
     }
 }

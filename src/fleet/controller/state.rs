@@ -66,6 +66,12 @@ impl HostState {
         self.catalog.clone_from(&reply.catalog_hash);
         self.health.clone_from(&reply.health_hash);
     }
+
+    /// Whether the host ran, at the last contact, a set this controller never pushed there
+    /// (edited by hand, another controller's): the peer refuses to replace it without `--force`.
+    pub fn runs_foreign_set(&self) -> bool {
+        !self.current.is_empty() && !self.known.contains(&self.current)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
