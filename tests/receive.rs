@@ -538,10 +538,19 @@ fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Resul
     ensure!(host.show("good-sleep.service", "ActiveState")? == "active", "the fleet's stack does not run");
 
     // A local `good` of its own takes over, and gives the stack back to the fleet when it goes:
-    // at once, after someone else's reload (the generator has the fleet's units by then), and
-    // when the local `good` ran from boot (no apply of this boot knows it: the generator's list
-    // of the fleet's units says the loaded ones are local).
-    for (reload_between, from_boot) in [(false, false), (true, false), (false, true)] {
+    // at once, after someone else's reload (the generator has the fleet's units by then), when
+    // the local `good` ran from boot (no apply of this boot knows it: the generator's list of the
+    // fleet's units says the loaded ones are local), and when a push comes before any apply
+    // (after someone else's reload, too: the generator has the fleet's units, the local
+    // processes run under their names).
+    let rounds = [
+        ("nothing", false),
+        ("a reload", false),
+        ("nothing", true),
+        ("a push", false),
+        ("a reload, then a push", false),
+    ];
+    for (between, from_boot) in rounds {
         std::fs::write(config.join("good.toml"), "[services.sleep]\nexec = [\"/bin/sleep\", \"7000111\"]\n")?;
         let local = if from_boot {
             host.reboot()?;
@@ -553,18 +562,33 @@ fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Resul
         let local_pid = host.show("good-sleep.service", "MainPID")?;
         ensure!(local_pid != "0" && !local.contains("the fleet's set"), "{local}");
         std::fs::remove_file(config.join("good.toml"))?;
-        if reload_between {
+        let fleet_runs = || -> Result<bool> {
+            Ok(host.show("good-sleep.service", "ActiveState")? == "active"
+                && host.show("good-sleep.service", "ExecStart")?.contains("7000000"))
+        };
+        if between.starts_with("a reload") {
             host.systemctl_ok(&["daemon-reload"])?;
+        }
+        if between.ends_with("a push") {
+            // The push runs the fleet's `good` in the local one's place, and the next apply
+            // has nothing left to do with it: no second restart.
+            let (_, reply, _) = receive(&host, install_set(&good_set()).as_bytes())?;
+            eprintln!("the push after the local stack good was removed: {:?}", reply.actions);
+            ensure!(reply.error.is_none() && reply.conflicts.is_empty(), "{reply:?}");
+            ensure!(fleet_runs()?, "the push does not run the fleet's good: {reply:?}");
+            let pid = host.show("good-sleep.service", "MainPID")?;
+            ensure!(pid != local_pid, "the push left the local process running: {reply:?}");
+            let after = host.exec_ok(&["kapell", "apply"])?;
+            ensure!(after.starts_with("nothing to do") && !after.contains("the fleet's set"), "{after}");
+            ensure!(host.show("good-sleep.service", "MainPID")? == pid, "the apply restarted it:\n{after}");
+            continue;
         }
         let released = host.exec_ok(&["kapell", "apply"])?;
         eprintln!(
-            "$ kapell apply (the local stack good removed; a reload between: {reload_between}; from boot: \
-             {from_boot})\n{released}"
+            "$ kapell apply (the local stack good removed; between: {between}; from boot: {from_boot})\n{released}"
         );
         ensure!(released.contains("the fleet's set"), "{released}");
-        let fleet_runs = host.show("good-sleep.service", "ActiveState")? == "active"
-            && host.show("good-sleep.service", "ExecStart")?.contains("7000000");
-        ensure!(fleet_runs, "the fleet's good does not run:\n{released}");
+        ensure!(fleet_runs()?, "the fleet's good does not run:\n{released}");
         ensure!(host.show("good-sleep.service", "MainPID")? != local_pid, "the local process runs on:\n{released}");
         let again = host.exec_ok(&["kapell", "apply"])?;
         ensure!(again.starts_with("nothing to do") && !again.contains("the fleet's set"), "{again}");

@@ -11,6 +11,11 @@
 //! A stack the record does not know (none was applied since boot: the boot's generator run
 //! started it) is taken from the generator directory, as before there was a record. The record
 //! of another boot is none.
+//!
+//! The peer's activation of a received set reads the record too ([`local_namesakes`]): a local
+//! stack whose file went, and whose namesake in the fleet's set takes its place, still runs the
+//! local processes until a plan restarts them, whoever reloaded in between. Once the activation
+//! has run the fleet's stack, the record forgets the local one ([`forget`]).
 
 use crate::unitset::UnitSet;
 use anyhow::{Context, Result};
@@ -54,6 +59,32 @@ pub fn current(on_disk: UnitSet) -> UnitSet {
     current
 }
 
+/// The stacks of `fleet` (the received set's share of this host) that an apply of this boot ran
+/// as local stacks, with the unit texts it ran: their local files went, and until a plan
+/// restarts them their processes are the local ones, whatever the generator directory says.
+pub fn local_namesakes(fleet: &UnitSet) -> UnitSet {
+    let Some(record) = read() else { return UnitSet::default() };
+    let texts = record.stacks.into_iter().filter(|(name, _)| fleet.stacks.contains_key(name)).flat_map(|(_, f)| f);
+    UnitSet::from_texts(texts)
+}
+
+/// Takes `stacks` out of the record: the fleet's set runs stacks of these names now.
+pub fn forget(stacks: &std::collections::BTreeSet<String>) -> Result<()> {
+    let Some(mut record) = read() else { return Ok(()) };
+    let before = record.stacks.len();
+    record.stacks.retain(|name, _| !stacks.contains(name));
+    if record.stacks.len() == before {
+        return Ok(());
+    }
+    write(&record)
+}
+
+fn write(record: &Record) -> Result<()> {
+    let bytes = serde_json::to_vec(record).context("cannot encode the record of the apply")?;
+    crate::atomic_file::replace(&path(), &bytes, crate::atomic_file::Durability::Volatile)
+        .with_context(|| format!("cannot write {}", path().display()))
+}
+
 /// Records that systemd now runs `desired`'s stacks: all of them, or those of `selection`
 /// (with a stack of it that is gone from `desired` dropped). `before` is what the plan started
 /// from, kept for the other stacks.
@@ -66,7 +97,5 @@ pub fn save(before: &UnitSet, desired: &UnitSet, selection: Option<&std::collect
     for (name, stack) in desired.stacks.iter().filter(|(name, _)| chosen(name)) {
         record.stacks.insert(name.clone(), stack.files.clone());
     }
-    let bytes = serde_json::to_vec(&record).context("cannot encode the record of the apply")?;
-    crate::atomic_file::replace(&path(), &bytes, crate::atomic_file::Durability::Volatile)
-        .with_context(|| format!("cannot write {}", path().display()))
+    write(&record)
 }

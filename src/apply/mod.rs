@@ -28,7 +28,7 @@
 //! reload would load without anybody acting on them (a service removed or changed); new
 //! services elsewhere are fine, a later apply starts what never ran.
 
-mod applied;
+pub mod applied;
 pub mod execute;
 pub mod plan;
 

@@ -3,7 +3,7 @@
 //! Units a local stack also produces are left to the local stack ([`crate::host_units`]).
 
 use super::drift;
-use crate::apply::{self, plan};
+use crate::apply::{self, applied, plan};
 use crate::blocking::with_systemd;
 use crate::fleet::protocol::{HostSet, Reply};
 use crate::host_units;
@@ -35,19 +35,26 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
                 Err(e) => notes.push(format!("cannot start {DNS_UNIT}: {e:#}")),
             }
         }
-        let running = UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?;
+        let mut running = UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?;
+        // A local stack that `kapell apply` ran, whose file went since, runs its own processes
+        // under the names of the fleet's stack that takes its place, whatever a reload wrote
+        // since: planned as what runs, its units are restarted as the fleet's.
+        let namesakes = applied::local_namesakes(&desired);
+        let replaced: BTreeSet<String> = namesakes.stacks.keys().cloned().collect();
+        running.stacks.extend(namesakes.stacks);
         let states = plan::read_states(systemd, &running, None).await?;
         let mut plan = plan::plan(&running, &desired, &states, None)
             .map_err(|c| anyhow::anyhow!("unexpected conflicts: {}", c.join("; ")))?;
         plan.reload |= unmasked || enabled;
         drift::restore_stopped(&mut plan, &desired, &states);
         if plan.is_empty() {
-            return Ok(());
+            return applied::forget(&replaced);
         }
         reply.changed = true;
         let verify = || verify_generated(&desired, &local);
         reply.failures = apply::execute::execute(systemd, &plan, verify, &mut |line| actions.push(line)).await?;
-        Ok(())
+        // Those stacks are the fleet's now: the next `kapell apply` leaves them alone.
+        applied::forget(&replaced)
     })?;
     if !actions.is_empty() {
         reply.changed = true;
