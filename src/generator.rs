@@ -21,6 +21,10 @@ use std::path::Path;
 pub fn main(args: &[String]) -> Result<()> {
     // The generator is a process of its own that exits when done: its threads may be placed.
     crate::parallel::keep_the_caller_on_its_core();
+    // Nor does it live long enough for huge pages to pay: where transparent huge pages are on
+    // for every mapping (`always`, as on RHEL), the allocator's arenas would be backed by 2 MiB
+    // pages from their first small allocation, for twice the peak RSS (docs/benchmarks.md).
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let mut log = Log::open(args.iter().any(|a| a == "--no-kmsg"));
     let dirs: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let Some(normal_dir) = dirs.first() else {

@@ -594,6 +594,23 @@ fn a_local_stack_with_an_error_keeps_the_fleets_stack_of_its_name_out() -> Resul
         ensure!(again.starts_with("nothing to do") && !again.contains("the fleet's set"), "{again}");
     }
 
+    // A local `good` that runs, whose file then gets an error: it still claims its name, so a
+    // push leaves what it runs alone (the operator mends the file; `kapell apply` waits for that
+    // too), and the fleet's `good` stays out.
+    std::fs::write(config.join("good.toml"), "[services.sleep]\nexec = [\"/bin/sleep\", \"7000111\"]\n")?;
+    host.exec_ok(&["kapell", "apply"])?;
+    let local_pid = host.show("good-sleep.service", "MainPID")?;
+    std::fs::write(config.join("good.toml"), "[services.sleep\nexec = [\"/bin/sleep\", \"7000111\"]\n")?;
+    let (_, reply, _) = receive(&host, install_set(&good_set()).as_bytes())?;
+    ensure!(reply.error.is_none(), "{reply:?}");
+    let untouched = host.show("good-sleep.service", "ActiveState")? == "active"
+        && host.show("good-sleep.service", "ExecStart")?.contains("7000111")
+        && host.show("good-sleep.service", "MainPID")? == local_pid;
+    ensure!(untouched, "the push stopped or replaced the local stack being edited: {:?}", reply.actions);
+    std::fs::remove_file(config.join("good.toml"))?;
+    let released = host.exec_ok(&["kapell", "apply"])?;
+    ensure!(released.contains("the fleet's set"), "{released}");
+
     drop(host);
     footprint.assert_gone()
 }

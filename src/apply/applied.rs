@@ -62,9 +62,16 @@ pub fn current(on_disk: UnitSet) -> UnitSet {
 /// The stacks of `fleet` (the received set's share of this host) that an apply of this boot ran
 /// as local stacks, with the unit texts it ran: their local files went, and until a plan
 /// restarts them their processes are the local ones, whatever the generator directory says.
-pub fn local_namesakes(fleet: &UnitSet) -> UnitSet {
+/// Less the units of `local` (what the local stacks render now): another local stack's unit of
+/// the same name is that stack's.
+pub fn local_namesakes(fleet: &UnitSet, local: &std::collections::BTreeSet<String>) -> UnitSet {
     let Some(record) = read() else { return UnitSet::default() };
-    let texts = record.stacks.into_iter().filter(|(name, _)| fleet.stacks.contains_key(name)).flat_map(|(_, f)| f);
+    let texts = record
+        .stacks
+        .into_iter()
+        .filter(|(name, _)| fleet.stacks.contains_key(name))
+        .flat_map(|(_, files)| files)
+        .filter(|(path, _)| !local.contains(path));
     UnitSet::from_texts(texts)
 }
 

@@ -440,11 +440,14 @@ mod tests {
         // Never contacted, and a host whose hold is of another set than the one it waits for.
         let held = Held { hash: "old".into(), reason: "another set".into() };
         hosts.insert("f".to_string(), HostState { held: Some(held), ..Default::default() });
+        // A host without a set reports the empty set's hash: nobody's, not a set edited by hand.
+        let empty = crate::fleet::protocol::HostSet::from_rendered(&[]).hash;
+        hosts.insert("g".to_string(), HostState { current: empty, known: vec!["d1".into()], ..Default::default() });
         let desired = |_: &str| Some("d1");
-        let wait = canary_wait(&["a", "b", "c", "d", "e", "f"], &hosts, desired);
+        let wait = canary_wait(&["a", "b", "c", "d", "e", "f", "g"], &hosts, desired);
         assert_eq!(
             wait,
-            "waiting for canary a, b, c, d, e, f (a, e, f not healthy yet; b runs a set this controller did not push \
+            "waiting for canary a, b, c, d, e, f, g (a, e, f, g not healthy yet; b runs a set this controller did not push \
              (undo the edit, or `kapell fleet apply --force` replaces it); c is held back (rolled back by the peer: \
              web failed); d cannot be reached (ssh: connection refused)): the others follow once it is healthy"
         );

@@ -69,8 +69,11 @@ impl HostState {
 
     /// Whether the host ran, at the last contact, a set this controller never pushed there
     /// (edited by hand, another controller's): the peer refuses to replace it without `--force`.
+    /// A host without a set reports the empty set's hash, which is nobody's.
     pub fn runs_foreign_set(&self) -> bool {
-        !self.current.is_empty() && !self.known.contains(&self.current)
+        !self.current.is_empty()
+            && !self.known.contains(&self.current)
+            && self.current != crate::fleet::protocol::HostSet::from_rendered(&[]).hash
     }
 }
 

@@ -35,26 +35,33 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
                 Err(e) => notes.push(format!("cannot start {DNS_UNIT}: {e:#}")),
             }
         }
-        let mut running = UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?;
+        let mut running =
+            without_broken_local_stacks(UnitSet::read_dir(Path::new(GENERATOR_DIR), &local)?, &claims.failed)?;
         // A local stack that `kapell apply` ran, whose file went since, runs its own processes
         // under the names of the fleet's stack that takes its place, whatever a reload wrote
         // since: planned as what runs, its units are restarted as the fleet's.
-        let namesakes = applied::local_namesakes(&desired);
+        let namesakes = applied::local_namesakes(&desired, &local);
         let replaced: BTreeSet<String> = namesakes.stacks.keys().cloned().collect();
         running.stacks.extend(namesakes.stacks);
         let states = plan::read_states(systemd, &running, None).await?;
         let mut plan = plan::plan(&running, &desired, &states, None)
             .map_err(|c| anyhow::anyhow!("unexpected conflicts: {}", c.join("; ")))?;
-        plan.reload |= unmasked || enabled;
+        // A reload also when the texts are the same: the generator's list of the fleet's units
+        // then names them, which `kapell apply` reads.
+        plan.reload |= unmasked || enabled || !replaced.is_empty();
         drift::restore_stopped(&mut plan, &desired, &states);
         if plan.is_empty() {
-            return applied::forget(&replaced);
+            return Ok(());
         }
         reply.changed = true;
         let verify = || verify_generated(&desired, &local);
         reply.failures = apply::execute::execute(systemd, &plan, verify, &mut |line| actions.push(line)).await?;
-        // Those stacks are the fleet's now: the next `kapell apply` leaves them alone.
-        applied::forget(&replaced)
+        // Those stacks are the fleet's now: the next `kapell apply` leaves them alone. The set
+        // runs either way: a record that cannot be written is said, and fails no install.
+        if let Err(e) = applied::forget(&replaced) {
+            notes.push(format!("note: {e:#}"));
+        }
+        Ok(())
     })?;
     if !actions.is_empty() {
         reply.changed = true;
@@ -68,6 +75,27 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
         reply.actions.extend(notes);
     }
     Ok(())
+}
+
+/// `running` without the units of local stacks whose files have errors (`broken`) that a local
+/// stack wrote (the generator's list of the fleet's units does not name them): such a stack
+/// still claims its name, and what it runs waits for its file to be mended, as `kapell apply`
+/// waits. The fleet's units of its name stay, and stop: the claim keeps them out. Without the
+/// list (a generator older than it) none of them is taken to be the fleet's.
+fn without_broken_local_stacks(running: UnitSet, broken: &BTreeSet<String>) -> Result<UnitSet> {
+    if !broken.iter().any(|name| running.stacks.contains_key(name)) {
+        return Ok(running);
+    }
+    let fleet = host_units::fleet_units_written(Path::new(GENERATOR_DIR))?.unwrap_or_default();
+    let fleet = &fleet;
+    let texts = running.stacks.into_iter().flat_map(|(name, stack)| {
+        let local = broken.contains(&name);
+        stack.files.into_iter().filter(move |(path, _)| !local || fleet.contains(path))
+    });
+    // Sorted by name, as a unit directory is read.
+    let mut texts: Vec<(String, String)> = texts.collect();
+    texts.sort();
+    Ok(UnitSet::from_texts(texts))
 }
 
 /// What [`start_responder`] did.
