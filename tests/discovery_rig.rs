@@ -231,5 +231,20 @@ fn names_resolve_beside_an_operators_global_dns_server() -> Result<()> {
     let status = host.exec(&["kapell", "status"])?;
     let said = String::from_utf8_lossy(&status.stderr);
     ensure!(said.contains("could not route .kapell through this host's systemd-resolved"), "kapell status: {said}");
+
+    // Another port than 53 (`kapell dns --port`): resolved is told the port, so the names
+    // resolve through it as on 53.
+    host.exec_ok(&["ip", "link", "delete", "kapell-dns-peer"])?;
+    let drop_in = host.root().join("etc/systemd/system/kapell-dns.service.d");
+    std::fs::create_dir_all(&drop_in)?;
+    std::fs::write(drop_in.join("port.conf"), "[Service]\nExecStart=\nExecStart=/usr/bin/kapell dns --port 5353\n")?;
+    host.systemctl_ok(&["daemon-reload"])?;
+    host.systemctl_ok(&["restart", "kapell-dns.service"])?;
+    eventually("web.app.kapell through port 5353", Duration::from_secs(20), || {
+        Ok(getent(&host, "web.app.kapell")? == Some(ip.clone()))
+    })?;
+    let said = host.exec_ok(&["resolvectl", "dns", "kapell-dns"])?;
+    ensure!(said.trim().ends_with("(kapell-dns): 127.0.0.153:5353"), "resolvectl dns: {said}");
+    ensure!(getent(&host, "outside.test")? == Some(OUTSIDE.to_string()), "outside.test with the responder on 5353");
     Ok(())
 }

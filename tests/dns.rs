@@ -59,6 +59,15 @@ fn responder_with(catalog: &str, docker: Option<&std::path::Path>) -> Responder 
 
 /// [`responder_with`], on `port`.
 fn responder_on(port: u16, catalog: &str, docker: Option<&std::path::Path>) -> Responder {
+    let responder = start_responder(port, catalog, docker, None);
+    let state = responder.runtime.path().join("dns.json");
+    wait("the responder's state file", Duration::from_secs(10), || state.exists());
+    responder
+}
+
+/// Starts `kapell dns` as [`responder_on`] does, without waiting for anything; with `notify`,
+/// it tells its readiness on that datagram socket (`NOTIFY_SOCKET`).
+fn start_responder(port: u16, catalog: &str, docker: Option<&Path>, notify: Option<&Path>) -> Responder {
     let received = tempfile::tempdir().expect("tempdir");
     let generation = received.path().join("g1-test");
     std::fs::create_dir(&generation).expect("mkdir");
@@ -78,12 +87,12 @@ fn responder_on(port: u16, catalog: &str, docker: Option<&std::path::Path>) -> R
         Some(socket) => command.env("DOCKER_HOST", format!("unix://{}", socket.display())),
         None => command.arg("--no-containers"),
     };
+    if let Some(socket) = notify {
+        command.env("NOTIFY_SOCKET", socket);
+    }
     let child = command.stdin(Stdio::null()).spawn().expect("start kapell dns");
     let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let responder = Responder { child, address, runtime, _received: received };
-    let state = responder.runtime.path().join("dns.json");
-    wait("the responder's state file", Duration::from_secs(10), || state.exists());
-    responder
+    Responder { child, address, runtime, _received: received }
 }
 
 fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -96,6 +105,11 @@ fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 /// One query: the response code and the answers as text (`10.0.0.1`, `0 0 15432 h1.host.kapell.`).
 fn ask(server: SocketAddr, name: &str, kind: RecordType) -> (ResponseCode, Vec<String>) {
+    try_ask(server, name, kind).expect("an answer")
+}
+
+/// [`ask`], or why there was no answer (nothing listens yet, or no answer in time).
+fn try_ask(server: SocketAddr, name: &str, kind: RecordType) -> Result<(ResponseCode, Vec<String>), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
@@ -103,7 +117,8 @@ fn ask(server: SocketAddr, name: &str, kind: RecordType) -> (ResponseCode, Vec<S
             .build();
         let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
         tokio::spawn(background);
-        let response = client.query(Name::from_str(name).expect("name"), DNSClass::IN, kind).await.expect("an answer");
+        let response =
+            client.query(Name::from_str(name).expect("name"), DNSClass::IN, kind).await.map_err(|e| e.to_string())?;
         let mut answers: Vec<String> = response
             .answers
             .iter()
@@ -115,7 +130,7 @@ fn ask(server: SocketAddr, name: &str, kind: RecordType) -> (ResponseCode, Vec<S
             })
             .collect();
         answers.sort();
-        (response.metadata.response_code, answers)
+        Ok((response.metadata.response_code, answers))
     })
 }
 
@@ -227,6 +242,56 @@ fn a_hung_docker_holds_up_no_answer() {
         ask(dns.address, db, RecordType::A).1 == ["127.0.0.2"]
     });
     eprintln!("with a hung Docker, an instance left the answers {:?} after it stopped", stopped.elapsed());
+}
+
+/// A Docker that takes connections and answers none, from before the responder starts (a
+/// dockerd still starting at boot, behind its socket): the host's own processes are answered
+/// from the first query, and never told that a `.kapell` name does not exist. READY=1 waits for
+/// Docker's answer (here its timeout, 10 s): containers started after kapell-dns find their
+/// gateway listened on.
+#[test]
+fn a_docker_hung_at_the_start_holds_up_no_answer_to_the_host() {
+    let sockets = tempfile::tempdir().expect("tempdir");
+    let docker = sockets.path().join("docker.sock");
+    let hung = std::os::unix::net::UnixListener::bind(&docker).expect("bind the docker socket");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hung.incoming() {
+            held.push(stream);
+        }
+    });
+    let notify_path = sockets.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    notify.set_nonblocking(true).expect("nonblocking");
+    let ready = || {
+        let mut buf = [0u8; 512];
+        std::iter::from_fn(|| notify.recv(&mut buf).ok().map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()))
+            .any(|message| message.lines().any(|l| l == "READY=1"))
+    };
+    let started = Instant::now();
+    let dns = start_responder(free_port(), &catalog(1), Some(&docker), Some(&notify_path));
+    let cache = "cache.data.kapell.";
+    let mut said = Vec::new();
+    wait("an answer with cache's address while Docker hangs", Duration::from_secs(4), || {
+        match try_ask(dns.address, cache, RecordType::A) {
+            Ok(answer) => {
+                let done = answer == (ResponseCode::NoError, vec!["127.0.0.2".to_string()]);
+                said.push(answer);
+                done
+            }
+            Err(_) => false, // not listening yet
+        }
+    });
+    eprintln!("answered {:?} after the start, Docker still hung", started.elapsed());
+    assert!(said.iter().all(|(code, _)| *code == ResponseCode::NoError), "before the right answer: {said:?}");
+    // A name that is not there is still NXDOMAIN, and the one that is stays.
+    assert_eq!(ask(dns.address, "nothing.data.kapell.", RecordType::A).0, ResponseCode::NXDomain);
+    assert!(!ready(), "READY=1 before Docker answered");
+    // Docker's ask times out (10 s); then the responder is ready, and still answers.
+    wait("READY=1 once Docker's ask is over", Duration::from_secs(20), &ready);
+    eprintln!("READY=1 {:?} after the start", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(9), "READY=1 came before Docker's answer could");
+    assert_eq!(ask(dns.address, cache, RecordType::A), (ResponseCode::NoError, vec!["127.0.0.2".to_string()]));
 }
 
 /// A Docker API on a Unix socket that knows one thing: kapell's stack network `kapell-shop`,

@@ -111,7 +111,7 @@ complete -c kapell -n "__fish_kapell_using_subcommand federate" -l force -d 'Rep
 complete -c kapell -n "__fish_kapell_using_subcommand federate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kapell -n "__fish_kapell_using_subcommand federate" -s V -l version -d 'Print version'
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -l listen -d 'The address this host\'s processes ask' -r
-complete -c kapell -n "__fish_kapell_using_subcommand dns" -l port -d 'The DNS port on every address' -r
+complete -c kapell -n "__fish_kapell_using_subcommand dns" -l port -d 'The DNS port on every address. systemd-resolved is told another port than 53; containers are not (Docker names a container\'s DNS servers without a port): they keep Docker\'s own forwarding' -r
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -l ip -d 'This host\'s address in answers when the catalog comes from the local stacks (default: the source address of its default route)' -r
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -l config-dir -d 'Directory holding the stacks (*.toml) and, on a controller, fleet.toml' -r -F
 complete -c kapell -n "__fish_kapell_using_subcommand dns" -l no-resolved -d 'Do not route `.kapell` through systemd-resolved (no `kapell-dns` link)'

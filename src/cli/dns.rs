@@ -24,7 +24,9 @@ pub struct Args {
     /// The address this host's processes ask.
     #[arg(long, default_value_t = LOOPBACK)]
     pub listen: IpAddr,
-    /// The DNS port on every address.
+    /// The DNS port on every address. systemd-resolved is told another port than 53; containers
+    /// are not (Docker names a container's DNS servers without a port): they keep Docker's own
+    /// forwarding.
     #[arg(long, default_value_t = 53)]
     pub port: u16,
     /// This host's address in answers when the catalog comes from the local stacks

@@ -169,7 +169,7 @@ fn print_names(dns: &crate::dns_state::DnsState, selection: Option<&BTreeSet<Str
 
 /// What to do on a host whose processes cannot resolve the names.
 pub(super) fn no_resolved_hint(dns: &crate::dns_state::DnsState) -> String {
-    let server = dns.listening.iter().find(|ip| ip.is_loopback()).map_or("127.0.0.153".into(), ToString::to_string);
+    let (dnsmasq, unbound) = dns.loopback_server();
     if crate::discovery::resolved::present() {
         return "note: kapell dns could not route .kapell through this host's systemd-resolved (`journalctl -u \
              kapell-dns` says why), so its own processes cannot resolve the names; its containers can"
@@ -177,8 +177,8 @@ pub(super) fn no_resolved_hint(dns: &crate::dns_state::DnsState) -> String {
     }
     format!(
         "note: this host runs no systemd-resolved, so its own processes cannot resolve .kapell names (its containers \
-         can): forward the domain `kapell` to {server} in its resolver (dnsmasq: `server=/kapell/{server}`; unbound: \
-         a forward-zone \"kapell.\" with forward-addr {server}, and domain-insecure: \"kapell.\" if it validates \
+         can): forward the domain `kapell` to {dnsmasq} in its resolver (dnsmasq: `server=/kapell/{dnsmasq}`; unbound: \
+         a forward-zone \"kapell.\" with forward-addr {unbound}, and domain-insecure: \"kapell.\" if it validates \
          DNSSEC, as .kapell names are not signed), or install systemd-resolved and restart kapell-dns"
     )
 }

@@ -176,8 +176,6 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let shared = Arc::new(Shared::default());
-    let mut listeners = Listeners { port: options.port, shared: Arc::clone(&shared), servers: HashMap::new() };
-    listeners.bind(options.listen).await?;
     let systemd = Systemd::system().await.ok();
     let mut sources = Sources::of(&options.config_dir, options.ip);
     // What was said of the last catalog that could not be read: said again only when it changes
@@ -198,14 +196,28 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     let mut pushed = Watch::new(pushed_health::path());
     let mut health = HealthMap::initial(&catalog);
     health.apply_pushed(&catalog, &pushed);
+    // The host's own processes are answered from the first query: the first table, who may ask
+    // from this host and where to forward are in place before anything listens. Docker's
+    // networks only add to them when Docker answers, which at boot can take its whole timeout:
+    // no `.kapell` name is NXDOMAIN meanwhile (docs/discovery.md, "Starting").
+    if let Some(systemd) = &systemd {
+        poll_units(systemd, &catalog, &mut health).await;
+    }
+    *shared.table.write().map_err(|_| anyhow::anyhow!("poisoned"))? = Arc::new(Table::build(&catalog, &health));
+    *shared.access.write().map_err(|_| anyhow::anyhow!("poisoned"))? =
+        Arc::new(Access { local: local_addresses(), networks: Vec::new() });
+    *shared.upstreams.write().map_err(|_| anyhow::anyhow!("poisoned"))? =
+        Arc::new(upstream::servers(&[options.listen]));
+    let mut listeners = Listeners { port: options.port, shared: Arc::clone(&shared), servers: HashMap::new() };
+    listeners.bind(options.listen).await?;
+    let server = SocketAddr::new(options.listen, options.port);
     let resolved = match (&systemd, options.no_resolved) {
-        (Some(systemd), false) => Some(match resolved::route(systemd, options.listen).await {
+        (Some(systemd), false) => Some(match resolved::route(systemd, server).await {
             Ok(true) => true,
             Ok(false) => {
                 log::warn!(
                     "kapell dns: this host has no systemd-resolved: its own processes cannot resolve .kapell names \
-                     unless its resolver forwards the domain to {}",
-                    options.listen
+                     unless its resolver forwards the domain to {server}"
                 );
                 false
             }
@@ -224,6 +236,9 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     // Docker's networks are asked in a task of their own: a Docker that accepts the connection
     // and then hangs (up to the request's timeout) holds up neither probes nor answers.
     let mut asking_docker: Option<tokio::task::JoinHandle<(Access, Vec<IpAddr>)>> = None;
+    // Its answer, taken in the next pass; and whether it has answered once (READY=1 waits).
+    let mut docker_said: Option<(Access, Vec<IpAddr>)> = None;
+    let mut docker_answered = false;
     let mut changed = true;
     let mut ticker = tokio::time::interval(TICK);
     let mut ready = false;
@@ -236,6 +251,11 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                     changed |= health.set(key, ok);
                 }
                 continue;
+            }
+            answer = async { asking_docker.as_mut().expect("guarded").await }, if asking_docker.is_some() => {
+                asking_docker = None;
+                docker_answered = true;
+                docker_said = answer.ok();
             }
             _ = ticker.tick() => {}
         }
@@ -281,11 +301,7 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                 asking_docker = Some(tokio::spawn(networks(options.containers)));
             }
         }
-        // Before READY=1, the first answer is waited for: the responder starts with its
-        // listeners, who may ask and where to forward in place.
-        if let Some(task) = asking_docker.take_if(|t| !ready || t.is_finished())
-            && let Ok((access, gateways)) = task.await
-        {
+        if let Some((access, gateways)) = docker_said.take() {
             let listening = listeners.addresses();
             for gateway in &gateways {
                 if let Err(e) = listeners.bind(*gateway).await {
@@ -335,7 +351,9 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
                 log::warn!("kapell dns: cannot write {}: {e}", dns_state::path().display());
             }
         }
-        if !ready {
+        // READY=1 once Docker's networks are listened on too: a container started after
+        // kapell-dns finds its gateway's listener there.
+        if !ready && docker_answered {
             ready = true;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         }
@@ -477,7 +495,14 @@ fn state_of(
             .collect();
         names.insert(name, answers);
     }
-    DnsState { pid: std::process::id(), listening: listeners.addresses(), resolved, names, catalog: origin.to_string() }
+    DnsState {
+        pid: std::process::id(),
+        listening: listeners.addresses(),
+        port: listeners.port,
+        resolved,
+        names,
+        catalog: origin.to_string(),
+    }
 }
 
 #[cfg(test)]

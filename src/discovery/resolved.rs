@@ -15,7 +15,7 @@
 use super::link;
 use crate::systemd::{ResolveManagerProxy, Systemd};
 use anyhow::{Context, Result};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,13 +30,13 @@ pub fn present() -> bool {
 }
 
 /// Routes `~kapell` to `server` through [`link::NAME`]. `Ok(false)`: this host has no resolved.
-pub async fn route(systemd: &Systemd, server: IpAddr) -> Result<bool> {
+pub async fn route(systemd: &Systemd, server: SocketAddr) -> Result<bool> {
     if !present() {
         return Ok(false);
     }
     let resolve = systemd.resolve().await?;
     let routed = async {
-        let (index, peer) = link::create(server).await?;
+        let (index, peer) = link::create(server.ip()).await?;
         set_up(&resolve, server, index, peer).await
     }
     .await;
@@ -48,17 +48,25 @@ pub async fn route(systemd: &Systemd, server: IpAddr) -> Result<bool> {
     routed.map(|()| true)
 }
 
-async fn set_up(resolve: &ResolveManagerProxy<'_>, server: IpAddr, index: u32, peer: u32) -> Result<()> {
+async fn set_up(resolve: &ResolveManagerProxy<'_>, server: SocketAddr, index: u32, peer: u32) -> Result<()> {
     let (index, peer) = (as_ifindex(index)?, as_ifindex(peer)?);
     let family = if server.is_ipv4() { nix::libc::AF_INET } else { nix::libc::AF_INET6 };
-    let octets = match server {
+    let octets = match server.ip() {
         IpAddr::V4(v4) => v4.octets().to_vec(),
         IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    // Port 53 in the call every resolved has; another port (`kapell dns --port`) only in the
+    // call that carries one, or resolved would ask port 53, where nothing answers.
+    let give = || async {
+        match server.port() {
+            53 => resolve.set_link_dns(index, &[(family, &octets)]).await,
+            port => resolve.set_link_dns_ex(index, &[(family, &octets, port, "")]).await,
+        }
     };
     // resolved learns of the link from netlink, a moment after it exists.
     let deadline = tokio::time::Instant::now() + LINK_NOTICED_WITHIN;
     loop {
-        match resolve.set_link_dns(index, &[(family, &octets)]).await {
+        match give().await {
             Ok(()) => break,
             Err(e) if no_such_link(&e) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -161,7 +161,15 @@ const DNS_WAIT: Duration = Duration::from_secs(5);
 /// `None` when no responder runs (Docker's own forwarding stays), or it does not listen there in
 /// time (said in the journal).
 async fn dns_server(unit: &str, docker: &Engine, network: &str) -> Option<std::net::IpAddr> {
-    crate::dns_state::read()?;
+    let state = crate::dns_state::read()?;
+    if state.port != 53 {
+        log::info!(
+            "{unit}: kapell dns answers on port {}, which Docker cannot give a container as its DNS server; the \
+             container resolves no .kapell names",
+            state.port
+        );
+        return None;
+    }
     let gateways = match docker.network_gateways(network).await {
         Ok(g) => g,
         Err(e) => {
@@ -173,8 +181,8 @@ async fn dns_server(unit: &str, docker: &Engine, network: &str) -> Option<std::n
     let end = Instant::now() + DNS_WAIT;
     loop {
         let state = crate::dns_state::read()?;
-        if let Some(ip) = gateways.iter().find(|g| state.listening.contains(g)) {
-            return Some(*ip);
+        if let Some(ip) = state.container_server(&gateways) {
+            return Some(ip);
         }
         if Instant::now() >= end {
             log::warn!(

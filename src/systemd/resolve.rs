@@ -16,6 +16,10 @@ pub trait ResolveManager {
     #[zbus(name = "SetLinkDNS")]
     fn set_link_dns(&self, ifindex: i32, addresses: &[(i32, &[u8])]) -> zbus::Result<()>;
 
+    /// [`Self::set_link_dns`] with a port (0: 53) and a TLS server name each (systemd 246 on).
+    #[zbus(name = "SetLinkDNSEx")]
+    fn set_link_dns_ex(&self, ifindex: i32, addresses: &[(i32, &[u8], u16, &str)]) -> zbus::Result<()>;
+
     /// The link's domains: (domain, routing only) each; `("kapell", true)` is `~kapell`.
     fn set_link_domains(&self, ifindex: i32, domains: &[(&str, bool)]) -> zbus::Result<()>;
 
