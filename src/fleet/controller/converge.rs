@@ -32,7 +32,7 @@ use super::outcomes::{
     with_catalog,
 };
 use super::rollout;
-use super::state::{Failure, Held, Rollout, State};
+use super::state::{Failure, Held, Rollout, State, is_foreign_set};
 use crate::clock::now_usec;
 use crate::discovery::pushed_health::InstanceHealth;
 use crate::fleet::protocol::{Body, HostSet, Reply};
@@ -142,6 +142,9 @@ pub fn converge(
         // that could not be reached (but it answered: no backoff, and its reply is kept).
         let (why, reply) = match r.outcome {
             Ok(reply) if reply.error.is_none() => {
+                // It answered: out of backoff, and no longer "cannot be reached" in the
+                // canaries' wait.
+                state.host(&r.host).unreachable = None;
                 state.host(&r.host).saw(&reply);
                 current_files.insert(r.host.clone(), reply.current_set());
                 continue;
@@ -170,7 +173,7 @@ pub fn converge(
     if !options.force {
         for (host, cur) in current_files.iter().filter(|(h, _)| todo.contains(h)) {
             let known = state.hosts.get(host).map(|s| s.known.as_slice()).unwrap_or_default();
-            if !cur.files.is_empty() && cur.hash != c.sets[host].hash && !known.contains(&cur.hash) {
+            if cur.hash != c.sets[host].hash && is_foreign_set(&cur.hash, !cur.files.is_empty(), known) {
                 let why = format!(
                     "it runs set {}, which this controller did not push (edited by hand, or another controller's); \
                      `kapell fleet apply --force` replaces it",

@@ -210,6 +210,11 @@ pub(super) fn record(state: &mut State, o: &HostOutcome, desired: &str) {
             host.saw(reply);
             if reply.current == desired && reply.pending.is_none() && !o.is_failure() {
                 host.healthy = desired.to_string();
+                // It runs the set it was held back from (pushed with --force): held no more, or
+                // every later pass would say so, and the canaries' wait with it.
+                if host.held.as_ref().is_some_and(|h| h.hash == desired) {
+                    host.held = None;
+                }
             }
             // The peer refused the set it had rolled back on its own.
             if let Some(why) = &reply.rolled_back
@@ -263,6 +268,28 @@ mod tests {
         record(&mut state, &o, &"b".repeat(64));
         assert!(state.hosts["web1"].unreachable.is_none());
         assert_eq!(state.hosts["web1"].current, "a".repeat(64));
+    }
+
+    /// A held host that was pushed its set with --force, and confirmed it, is held no more; one
+    /// that still runs another set stays held.
+    #[test]
+    fn a_host_pushed_past_its_hold_is_held_no_more() {
+        let (desired, other) = ("d".repeat(64), "o".repeat(64));
+        let outcome = |current: &str, pending: Option<(String, u64)>| HostOutcome {
+            host: "web1".into(),
+            outcome: Outcome::Converged,
+            reply: Some(Reply { current: current.to_string(), pending, ..Reply::default() }),
+            took: Duration::ZERO,
+        };
+        let mut state = State::default();
+        state.host("web1").held = Some(Held { hash: desired.clone(), reason: "rolled back by the peer".into() });
+        record(&mut state, &outcome(&other, None), &desired);
+        assert!(state.hosts["web1"].held.is_some(), "repaired in its own set: still held");
+        record(&mut state, &outcome(&desired, Some((desired.clone(), 60))), &desired);
+        assert!(state.hosts["web1"].held.is_some(), "not confirmed yet: still held");
+        record(&mut state, &outcome(&desired, None), &desired);
+        assert_eq!(state.hosts["web1"].held, None);
+        assert_eq!(state.hosts["web1"].healthy, desired);
     }
 
     /// A peer's error, actions and journal lines are its own words: each becomes one printable

@@ -71,10 +71,18 @@ impl HostState {
     /// (edited by hand, another controller's): the peer refuses to replace it without `--force`.
     /// A host without a set reports the empty set's hash, which is nobody's.
     pub fn runs_foreign_set(&self) -> bool {
-        !self.current.is_empty()
-            && !self.known.contains(&self.current)
-            && self.current != crate::fleet::protocol::HostSet::from_rendered(&[]).hash
+        static EMPTY_SET: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| crate::fleet::protocol::HostSet::from_rendered(&[]).hash);
+        let has_units = !self.current.is_empty() && self.current != *EMPTY_SET;
+        is_foreign_set(&self.current, has_units, &self.known)
     }
+}
+
+/// Whether set `hash`, which a host runs, is one this controller never pushed there (`known`):
+/// the rule by which a peer refuses to replace it without `--force`. A set without units is
+/// nobody's.
+pub fn is_foreign_set(hash: &str, has_units: bool, known: &[String]) -> bool {
+    has_units && !known.iter().any(|k| k == hash)
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -82,20 +82,24 @@ pub fn run_set(config_dir: &Path, set: &HostSet, reply: &mut Reply) -> Result<()
 /// still claims its name, and what it runs waits for its file to be mended, as `kapell apply`
 /// waits. The fleet's units of its name stay, and stop: the claim keeps them out. Without the
 /// list (a generator older than it) none of them is taken to be the fleet's.
-fn without_broken_local_stacks(running: UnitSet, broken: &BTreeSet<String>) -> Result<UnitSet> {
-    if !broken.iter().any(|name| running.stacks.contains_key(name)) {
+fn without_broken_local_stacks(mut running: UnitSet, broken: &BTreeSet<String>) -> Result<UnitSet> {
+    let present: Vec<&String> = broken.iter().filter(|name| running.stacks.contains_key(*name)).collect();
+    if present.is_empty() {
         return Ok(running);
     }
     let fleet = host_units::fleet_units_written(Path::new(GENERATOR_DIR))?.unwrap_or_default();
-    let fleet = &fleet;
-    let texts = running.stacks.into_iter().flat_map(|(name, stack)| {
-        let local = broken.contains(&name);
-        stack.files.into_iter().filter(move |(path, _)| !local || fleet.contains(path))
-    });
+    // Only those stacks are built again, from the files of theirs that the fleet wrote; every
+    // other stack stays as it was read.
+    let mut texts = Vec::new();
+    for name in present {
+        if let Some(stack) = running.stacks.remove(name) {
+            texts.extend(stack.files.into_iter().filter(|(path, _)| fleet.contains(path)));
+        }
+    }
     // Sorted by name, as a unit directory is read.
-    let mut texts: Vec<(String, String)> = texts.collect();
     texts.sort();
-    Ok(UnitSet::from_texts(texts))
+    running.stacks.extend(UnitSet::from_texts(texts).stacks);
+    Ok(running)
 }
 
 /// What [`start_responder`] did.
