@@ -18,6 +18,15 @@ pub const MAX_VALUE_BYTES: usize = 256 * 1024;
 const MAX_QUOTED_BYTES: usize = 1024 * 1024 - 64 * 1024;
 const VALUE_LIMIT_WORDS: &str = "256 KiB (systemd reads unit lines of at most 1 MiB)";
 
+/// Whether a value of `bytes` bytes (an argument vector: with a separator per argument) is
+/// longer than [`MAX_QUOTED_BYTES`] once escaped, which `quoted` counts. Escaped, a byte takes
+/// at most six bytes, and a word two quotes more (an argument's separator counts as a byte), so
+/// a value that cannot reach the limit, nearly every one, is not counted: the generator reads
+/// every value of every stack at every boot.
+fn too_long_quoted(bytes: usize, quoted: impl FnOnce() -> usize) -> bool {
+    bytes.saturating_mul(6).saturating_add(2) > MAX_QUOTED_BYTES && quoted() > MAX_QUOTED_BYTES
+}
+
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct At<T> {
@@ -139,7 +148,7 @@ impl Ctx {
                 self.error(self.span(value), format!("`{key}` is longer than {}", VALUE_LIMIT_WORDS));
                 None
             }
-            Value::String(s) if crate::unitfile::escape::quoted_len(s) > MAX_QUOTED_BYTES => {
+            Value::String(s) if too_long_quoted(s.len(), || crate::unitfile::escape::quoted_len(s)) => {
                 self.error(
                     self.span(value),
                     format!(
@@ -223,8 +232,9 @@ impl Ctx {
             self.error(self.span(value), format!("`{key}` must not be empty"));
             return None;
         }
-        let quoted: usize = argv.iter().map(|a| crate::unitfile::escape::quoted_len(&a.value) + 1).sum();
-        if argv.iter().map(|a| a.value.len() + 1).sum::<usize>() > MAX_VALUE_BYTES || quoted > MAX_QUOTED_BYTES {
+        let bytes = argv.iter().map(|a| a.value.len() + 1).sum::<usize>();
+        let quoted = || argv.iter().map(|a| crate::unitfile::escape::quoted_len(&a.value) + 1).sum();
+        if bytes > MAX_VALUE_BYTES || too_long_quoted(bytes, quoted) {
             self.error(self.span(value), format!("`{key}` is longer than {} in all", VALUE_LIMIT_WORDS));
             return None;
         }
@@ -253,5 +263,35 @@ impl Ctx {
             }
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_QUOTED_BYTES, too_long_quoted};
+    use crate::unitfile::escape::quoted_len;
+
+    /// Values too short to reach the limit whatever they hold are not counted; values that can
+    /// reach it are, one string or an argument vector, and control characters (six bytes each
+    /// escaped) tip them over.
+    #[test]
+    fn only_values_that_can_reach_the_limit_are_counted() {
+        let counted = std::cell::Cell::new(0);
+        let check = |value: &str| {
+            too_long_quoted(value.len(), || {
+                counted.set(counted.get() + 1);
+                quoted_len(value)
+            })
+        };
+        let short = "\u{1}".repeat((MAX_QUOTED_BYTES - 2) / 6);
+        assert!(!check(&short), "the longest value that cannot reach the limit");
+        assert_eq!(counted.get(), 0, "and it was not counted");
+        assert!(check(&format!("{short}\u{1}")), "one control character more");
+        assert!(!check(&"y".repeat(200_000)), "long, but plain");
+        assert_eq!(counted.get(), 2);
+        // An argument vector: each argument with its separator.
+        let argv = ["\u{1}".repeat(100_000), "\u{1}".repeat(100_000)];
+        let bytes = argv.iter().map(|a| a.len() + 1).sum();
+        assert!(too_long_quoted(bytes, || argv.iter().map(|a| quoted_len(a) + 1).sum()));
     }
 }
