@@ -83,8 +83,9 @@ fn names_resolve_on_the_host_and_in_containers_and_follow_the_service() -> Resul
     let subnet =
         dockerd.docker_ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "kapell-shop"])?;
     let (gateway, subnet) = (gateway.trim().to_string(), subnet.trim().to_string());
+    // The responder first, then the host's own server (for when the responder is stopped).
     let dns = dockerd.docker_ok(&["inspect", "-f", "{{json .HostConfig.Dns}}", "kapell-shop-client"])?;
-    ensure!(dns.trim() == format!("[\"{gateway}\"]"), "the client's DNS: {dns}");
+    ensure!(dns.trim() == format!("[\"{gateway}\",\"{}\"]", net.gateway()), "the client's DNS: {dns}");
     eventually("db.shop.kapell in the container", Duration::from_secs(10), || {
         Ok(nslookup(&dockerd, "kapell-shop-client", "db.shop.kapell")? == [ip.clone()])
     })?;
@@ -150,6 +151,12 @@ fn names_resolve_on_the_host_and_in_containers_and_follow_the_service() -> Resul
     eventually("outside.test after", Duration::from_secs(10), || {
         Ok(getent(&host, "outside.test")? == Some(OUTSIDE.to_string()))
     })?;
+    // A container keeps resolving every other name: Docker's embedded DNS asks its next server.
+    ensure!(
+        nslookup(&dockerd, "kapell-shop-client", "outside.test")? == [OUTSIDE.to_string()],
+        "container: outside.test with the responder stopped"
+    );
+    ensure!(nslookup(&dockerd, "kapell-shop-client", "db.shop.kapell")?.is_empty(), "container: db with no responder");
     drop(dockerd);
     Ok(())
 }

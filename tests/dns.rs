@@ -95,6 +95,33 @@ fn start_responder(port: u16, catalog: &str, docker: Option<&Path>, notify: Opti
     Responder { child, address, runtime, _received: received }
 }
 
+/// The datagram socket a responder says READY=1 on (`NOTIFY_SOCKET`), as systemd's would be.
+struct Notify {
+    path: std::path::PathBuf,
+    socket: std::os::unix::net::UnixDatagram,
+    ready: std::cell::Cell<bool>,
+}
+
+impl Notify {
+    fn bind(dir: &Path) -> Notify {
+        let path = dir.join("notify");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket.set_nonblocking(true).expect("nonblocking");
+        Notify { path, socket, ready: std::cell::Cell::new(false) }
+    }
+
+    /// Whether READY=1 came, without waiting.
+    fn ready(&self) -> bool {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+                self.ready.set(true);
+            }
+        }
+        self.ready.get()
+    }
+}
+
 fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while !done() {
@@ -260,19 +287,14 @@ fn a_docker_hung_at_the_start_holds_up_no_answer_to_the_host() {
             held.push(stream);
         }
     });
-    let notify_path = sockets.path().join("notify");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
-    notify.set_nonblocking(true).expect("nonblocking");
-    let ready = || {
-        let mut buf = [0u8; 512];
-        std::iter::from_fn(|| notify.recv(&mut buf).ok().map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()))
-            .any(|message| message.lines().any(|l| l == "READY=1"))
-    };
+    let notify = Notify::bind(sockets.path());
     let started = Instant::now();
-    let dns = start_responder(free_port(), &catalog(1), Some(&docker), Some(&notify_path));
+    let dns = start_responder(free_port(), &catalog(1), Some(&docker), Some(&notify.path));
     let cache = "cache.data.kapell.";
     let mut said = Vec::new();
-    wait("an answer with cache's address while Docker hangs", Duration::from_secs(4), || {
+    // Well within Docker's timeout (10 s), on a loaded machine too: a query sent before the
+    // responder listens waits out its own timeout (2 s) before the next.
+    wait("an answer with cache's address while Docker hangs", Duration::from_secs(7), || {
         match try_ask(dns.address, cache, RecordType::A) {
             Ok(answer) => {
                 let done = answer == (ResponseCode::NoError, vec!["127.0.0.2".to_string()]);
@@ -286,9 +308,9 @@ fn a_docker_hung_at_the_start_holds_up_no_answer_to_the_host() {
     assert!(said.iter().all(|(code, _)| *code == ResponseCode::NoError), "before the right answer: {said:?}");
     // A name that is not there is still NXDOMAIN, and the one that is stays.
     assert_eq!(ask(dns.address, "nothing.data.kapell.", RecordType::A).0, ResponseCode::NXDomain);
-    assert!(!ready(), "READY=1 before Docker answered");
+    assert!(!notify.ready(), "READY=1 before Docker answered");
     // Docker's ask times out (10 s); then the responder is ready, and still answers.
-    wait("READY=1 once Docker's ask is over", Duration::from_secs(20), &ready);
+    wait("READY=1 once Docker's ask is over", Duration::from_secs(30), || notify.ready());
     eprintln!("READY=1 {:?} after the start", started.elapsed());
     assert!(started.elapsed() >= Duration::from_secs(9), "READY=1 came before Docker's answer could");
     assert_eq!(ask(dns.address, cache, RecordType::A), (ResponseCode::NoError, vec!["127.0.0.2".to_string()]));
@@ -336,7 +358,10 @@ fn a_gateway_listened_on_late_is_announced() {
     docker_with_one_network(&docker);
     let port = free_port();
     let taken = std::net::UdpSocket::bind(("127.0.77.1", port)).expect("take the gateway's port");
-    let dns = responder_on(port, &catalog(1), Some(&docker));
+    let notify = Notify::bind(sockets.path());
+    let dns = start_responder(port, &catalog(1), Some(&docker), Some(&notify.path));
+    // READY=1 comes once Docker's networks were looked at, and the gateway's port found taken.
+    wait("READY=1", Duration::from_secs(10), || notify.ready());
     let state = dns.runtime.path().join("dns.json");
     let listening = || -> Vec<String> {
         let text = std::fs::read_to_string(&state).unwrap_or_default();

@@ -236,7 +236,8 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
     // Docker's networks are asked in a task of their own: a Docker that accepts the connection
     // and then hangs (up to the request's timeout) holds up neither probes nor answers.
     let mut asking_docker: Option<tokio::task::JoinHandle<(Access, Vec<IpAddr>)>> = None;
-    // Its answer, taken in the next pass; and whether it has answered once (READY=1 waits).
+    // Its answer, handled in the pass its arrival wakes; and whether it has answered once
+    // (READY=1 waits for that).
     let mut docker_said: Option<(Access, Vec<IpAddr>)> = None;
     let mut docker_answered = false;
     let mut changed = true;
@@ -314,8 +315,10 @@ async fn serve(options: Options, prober: Arc<dyn Prober>) -> Result<()> {
             // Published also when nothing else changed (a gateway bound only at a later look):
             // a container's supervisor waits for its gateway in dns.json before it names it.
             changed |= listeners.addresses() != listening;
-            *shared.upstreams.write().map_err(|_| anyhow::anyhow!("poisoned"))? =
-                Arc::new(upstream::servers(&listeners.addresses()));
+            // Published when they change: containers started later are given them.
+            let upstreams = Arc::new(upstream::servers(&listeners.addresses()));
+            changed |= shared.upstreams() != upstreams;
+            *shared.upstreams.write().map_err(|_| anyhow::anyhow!("poisoned"))? = upstreams;
             let access = Arc::new(access);
             if **shared.access.read().map_err(|_| anyhow::anyhow!("poisoned"))? != *access {
                 *shared.access.write().map_err(|_| anyhow::anyhow!("poisoned"))? = access;
@@ -499,6 +502,7 @@ fn state_of(
         pid: std::process::id(),
         listening: listeners.addresses(),
         port: listeners.port,
+        upstreams: listeners.shared.upstreams().to_vec(),
         resolved,
         names,
         catalog: origin.to_string(),

@@ -39,7 +39,7 @@ impl Shared {
         self.access.read().map(|a| Arc::clone(&a)).unwrap_or_default()
     }
 
-    fn upstreams(&self) -> Arc<Vec<IpAddr>> {
+    pub fn upstreams(&self) -> Arc<Vec<IpAddr>> {
         self.upstreams.read().map(|u| Arc::clone(&u)).unwrap_or_default()
     }
 }

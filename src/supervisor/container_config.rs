@@ -37,9 +37,10 @@ pub struct Inputs<'a> {
     /// The network to create the container on, as Docker should be told: the spec's network by
     /// name, or by id when [`super::network`] found the name ambiguous.
     pub network: &'a str,
-    /// The DNS server of the container's network (`kapell dns` on its gateway), if one listens:
-    /// Docker's embedded DNS still answers the network's own names and forwards the rest there.
-    pub dns: Option<std::net::IpAddr>,
+    /// The container's DNS servers (`kapell dns` on its network's gateway, then the host's
+    /// servers), if the responder listens there: Docker's embedded DNS still answers the
+    /// network's own names and forwards the rest to them in turn. Empty: Docker's own.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// The create request for `spec`.
@@ -80,7 +81,7 @@ pub fn create_body(spec: &ContainerSpec, inputs: &Inputs<'_>) -> Result<Containe
         mounts: Some(mounts).filter(|m: &Vec<Mount>| !m.is_empty()),
         port_bindings: Some(bindings).filter(|b| !b.is_empty()),
         network_mode: Some(inputs.network.to_string()),
-        dns: inputs.dns.map(|ip| vec![ip.to_string()]),
+        dns: Some(inputs.dns.iter().map(ToString::to_string).collect()).filter(|d: &Vec<String>| !d.is_empty()),
         memory: spec.memory_max.map(|m| i64::try_from(m.bytes()).unwrap_or(i64::MAX)),
         nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9).round() as i64),
         pids_limit: spec.pids_max.map(|p| i64::try_from(p).unwrap_or(i64::MAX)),
@@ -222,13 +223,13 @@ mod tests {
             file_env: vec![("SHARED".into(), "from-file".into()), ("FROM_FILE".into(), "1".into())],
             secret_mounts: &mounts,
             network: "kapell-todo",
-            dns: Some("10.232.0.1".parse().map_err(|_| "ip")?),
+            dns: vec!["10.232.0.1".parse().map_err(|_| "ip")?, "10.231.0.1".parse().map_err(|_| "ip")?],
         };
         let body = create_body(&spec(), &inputs)?;
         let json = serde_json::to_value(&body).map_err(|e| e.to_string())?;
         let host = &json["HostConfig"];
         assert_eq!(json["Image"], "docker.io/library/postgres:16");
-        assert_eq!(host["Dns"], serde_json::json!(["10.232.0.1"]));
+        assert_eq!(host["Dns"], serde_json::json!(["10.232.0.1", "10.231.0.1"]));
         assert_eq!(json["Cmd"], serde_json::json!(["postgres", "-c", "max_connections=200"]));
         assert_eq!(json["User"], "999:999");
         assert_eq!(json["Env"], serde_json::json!(["SHARED=explicit", "FROM_FILE=1", "POSTGRES_DB=todo"]));
@@ -266,8 +267,13 @@ mod tests {
         let mut s = spec();
         s.container.to_mut().ports = vec!["http".into()];
         let target = ServiceRef { stack: "todo".into(), service: "db".into(), instance: None };
-        let inputs =
-            Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "kapell-todo", dns: None };
+        let inputs = Inputs {
+            target: &target,
+            file_env: Vec::new(),
+            secret_mounts: &[],
+            network: "kapell-todo",
+            dns: Vec::new(),
+        };
         assert!(create_body(&s, &inputs).is_err());
     }
 
@@ -277,7 +283,8 @@ mod tests {
         s.network = NetworkSpec { name: "host".into(), aliases: Vec::new(), joins: Vec::new() };
         s.container.to_mut().ports.clear();
         let target = ServiceRef::new("todo.db", None)?;
-        let inputs = Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "host", dns: None };
+        let inputs =
+            Inputs { target: &target, file_env: Vec::new(), secret_mounts: &[], network: "host", dns: Vec::new() };
         let json = serde_json::to_value(create_body(&s, &inputs)?).map_err(|e| e.to_string())?;
         assert_eq!(json["HostConfig"]["NetworkMode"], "host");
         assert!(json.get("NetworkingConfig").is_none_or(serde_json::Value::is_null), "{json}");

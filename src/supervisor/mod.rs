@@ -156,40 +156,42 @@ pub async fn stack_networks() -> Result<Vec<(String, String, String)>> {
 /// (it looks at Docker's networks every two seconds).
 const DNS_WAIT: Duration = Duration::from_secs(5);
 
-/// The gateway of stack network `network` when `kapell dns` runs on this host: the container's
-/// DNS server, so `.kapell` names resolve in it and every other name is forwarded as before.
-/// `None` when no responder runs (Docker's own forwarding stays), or it does not listen there in
+/// The DNS servers of a container on stack network `network` when `kapell dns` runs on this
+/// host: the network's gateway, so `.kapell` names resolve in it and every other name is
+/// forwarded as before, then the host's servers ([`crate::dns_state::DnsState::container_servers`]).
+/// Empty when no responder runs (Docker's own forwarding stays), or it does not listen there in
 /// time (said in the journal).
-async fn dns_server(unit: &str, docker: &Engine, network: &str) -> Option<std::net::IpAddr> {
-    let state = crate::dns_state::read()?;
+async fn dns_servers(unit: &str, docker: &Engine, network: &str) -> Vec<std::net::IpAddr> {
+    let Some(state) = crate::dns_state::read() else { return Vec::new() };
     if state.port != 53 {
         log::info!(
             "{unit}: kapell dns answers on port {}, which Docker cannot give a container as its DNS server; the \
              container resolves no .kapell names",
             state.port
         );
-        return None;
+        return Vec::new();
     }
     let gateways = match docker.network_gateways(network).await {
         Ok(g) => g,
         Err(e) => {
             log::warn!("{unit}: {e:#}; the container resolves no .kapell names");
-            return None;
+            return Vec::new();
         }
     };
     let gateways: Vec<std::net::IpAddr> = gateways.iter().filter_map(|g| g.parse().ok()).collect();
     let end = Instant::now() + DNS_WAIT;
     loop {
-        let state = crate::dns_state::read()?;
-        if let Some(ip) = state.container_server(&gateways) {
-            return Some(ip);
+        let Some(state) = crate::dns_state::read() else { return Vec::new() };
+        let servers = state.container_servers(&gateways);
+        if !servers.is_empty() {
+            return servers;
         }
         if Instant::now() >= end {
             log::warn!(
                 "{unit}: kapell dns does not listen on network {network} ({gateways:?}) after {DNS_WAIT:?}; the \
                  container resolves no .kapell names"
             );
-            return None;
+            return Vec::new();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -237,9 +239,9 @@ async fn supervise(target: &ServiceRef, unit_file: Option<&Path>) -> Result<u8> 
     let joins: Vec<String> = spec.network.joins.iter().map(|n| docker_name(n)).collect();
     let staged = secrets::stage(&spec.secrets, &name, spec.user.as_deref()).map_err(anyhow::Error::msg)?;
     let dns = if networks.contains_key(spec.network.name.as_str()) {
-        dns_server(&ctx.unit, &docker, &primary).await
+        dns_servers(&ctx.unit, &docker, &primary).await
     } else {
-        None
+        Vec::new()
     };
     let inputs = container_config::Inputs { target, file_env, secret_mounts: &staged.mounts, network: &primary, dns };
     let body = container_config::create_body(spec, &inputs).map_err(anyhow::Error::msg)?;

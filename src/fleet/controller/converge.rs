@@ -142,9 +142,6 @@ pub fn converge(
         // that could not be reached (but it answered: no backoff, and its reply is kept).
         let (why, reply) = match r.outcome {
             Ok(reply) if reply.error.is_none() => {
-                // It answered: out of backoff, and no longer "cannot be reached" in the
-                // canaries' wait.
-                state.host(&r.host).unreachable = None;
                 state.host(&r.host).saw(&reply);
                 current_files.insert(r.host.clone(), reply.current_set());
                 continue;

@@ -290,6 +290,10 @@ mod tests {
         record(&mut state, &outcome(&desired, None), &desired);
         assert_eq!(state.hosts["web1"].held, None);
         assert_eq!(state.hosts["web1"].healthy, desired);
+        // A hold of another desired set stays, whatever the host runs now.
+        state.host("web1").held = Some(Held { hash: other.clone(), reason: "rolled back by the peer".into() });
+        record(&mut state, &outcome(&desired, None), &desired);
+        assert!(state.hosts["web1"].held.is_some(), "a hold of another set was cleared");
     }
 
     /// A peer's error, actions and journal lines are its own words: each becomes one printable

@@ -40,7 +40,7 @@ pub struct HostState {
     /// The last set confirmed healthy on the host.
     pub healthy: String,
     /// A desired set this host reverted on its own (not confirmed in time): not pushed again
-    /// until it changes.
+    /// until it changes, or a push of it with `--force` is confirmed there.
     pub held: Option<Held>,
     /// Set while the host cannot be reached.
     pub unreachable: Option<Unreachable>,
@@ -79,8 +79,8 @@ impl HostState {
 }
 
 /// Whether set `hash`, which a host runs, is one this controller never pushed there (`known`):
-/// the rule by which a peer refuses to replace it without `--force`. A set without units is
-/// nobody's.
+/// the rule by which a peer refuses to replace it without `--force`. `has_units`: the set has
+/// any unit file (a host without a set reports the empty set, which is nobody's).
 pub fn is_foreign_set(hash: &str, has_units: bool, known: &[String]) -> bool {
     has_units && !known.iter().any(|k| k == hash)
 }
