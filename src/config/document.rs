@@ -267,7 +267,8 @@ pub fn parse(text: &str) -> (Table<'_>, Vec<SyntaxError>) {
     let source = Source::new(text);
     // `Lexer::into_vec` reserves 2 tokens per 7 bytes, measured on Cargo manifests; a stack
     // file has more (0.37 per byte in the generator benchmark's), and the vector was grown, and
-    // copied, once per file: 3 % of the generator's instructions (docs/benchmarks.md).
+    // copied, once per file: 3 % of the generator's instructions at 1,000 services
+    // (docs/benchmarks.md, the run of 2026-12-08).
     let mut tokens = Vec::with_capacity(text.len() / 5 * 2 + 16);
     tokens.extend(source.lex());
     let failed = Cell::new(false);
